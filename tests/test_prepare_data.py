@@ -1,0 +1,280 @@
+"""prepare_data.py / fec.fetch: copy and download, sha256 checks, nothing half-written.
+
+Offline: downloads are served from a local `file://` folder (fetch.BASE_URL is patched).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+import prepare_data
+from fec import fetch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+TOY_FILES = {
+    "train.csv": "text,aug_text,label\nhello there,hi there,0\nso sad,very sad,1\n",
+    "valid.csv": "text,aug_text,label\nyay,hooray,0\n",
+    "test.csv": "text,aug_text,label\nboo,meh,1\n",
+    "label2idx.txt": "joy 0\nsad 1\n",
+    "label_tree.tsv": "joy\troot\nsad\troot\n",
+}
+MULTI_FILES = {  # semeval-like: no test split, no label files
+    "train.csv": "id,text,anger,joy\na1,grr,1,0\na2,yay,0,1\n",
+    "valid.csv": "id,text,anger,joy\nb1,meh,0,0\n",
+}
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_task(root: Path, task: str, files: dict[str, str]) -> Path:
+    d = root / task
+    d.mkdir(parents=True)
+    for name, text in files.items():
+        (d / name).write_bytes(text.encode())
+    return d
+
+
+def _listing(root: Path) -> dict[str, bytes]:
+    """Every file under root (hidden temp files included) with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def src(tmp_path, monkeypatch):
+    """A source folder with tasks `toy` and `multi`, and checksum tables that know them."""
+    root = tmp_path / "src"
+    _write_task(root, "toy", TOY_FILES)
+    _write_task(root, "multi", MULTI_FILES)
+    monkeypatch.setattr(fetch, "SHA256", {
+        "toy": {n: _sha(t.encode()) for n, t in TOY_FILES.items()},
+        "multi": {n: _sha(t.encode()) for n, t in MULTI_FILES.items()},
+    })
+    monkeypatch.setattr(fetch, "DOWNLOADS", {
+        "toy": ("train.csv", "valid.csv", "test.csv", "label2idx.txt"),
+    })
+    monkeypatch.setattr(fetch, "BASE_URL", root.as_uri())
+    return root
+
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- copy
+
+def test_copy_all_known_tasks(src, tmp_path, capsys):
+    dst = tmp_path / "data"
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst)]) == 0
+    assert _listing(dst) == {**{f"toy/{n}": t.encode() for n, t in TOY_FILES.items()},
+                             **{f"multi/{n}": t.encode() for n, t in MULTI_FILES.items()}}
+    err = capsys.readouterr().err
+    assert "toy/train.csv: copying" in err and "7 copied" in err
+
+
+def test_already_present_files_are_skipped(src, tmp_path, capsys):
+    dst = tmp_path / "data"
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "toy"]) == 0
+    inode = (dst / "toy" / "train.csv").stat().st_ino
+    capsys.readouterr()
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "toy"]) == 0
+    err = capsys.readouterr().err
+    assert "toy/train.csv: already present, checksum ok, skipped" in err
+    assert "copying" not in err and "5 present" in err
+    assert (dst / "toy" / "train.csv").stat().st_ino == inode  # not rewritten
+    # --force fetches again
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "toy",
+                              "--force"]) == 0
+    assert "5 copied" in capsys.readouterr().err
+
+
+def test_present_file_with_wrong_checksum_needs_force(src, tmp_path, capsys):
+    dst = tmp_path / "data"
+    (dst / "toy").mkdir(parents=True)
+    (dst / "toy" / "valid.csv").write_text("edited by hand\n")
+    before = _listing(dst)
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "toy"]) == 2
+    line = _err_line(capsys)
+    assert "toy/valid.csv" in line and "--force" in line
+    assert fetch.SHA256["toy"]["valid.csv"] in line and _sha(b"edited by hand\n") in line
+    assert _listing(dst) == before  # nothing written, not even the other files
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "toy",
+                              "--force"]) == 0
+    assert (dst / "toy" / "valid.csv").read_text() == TOY_FILES["valid.csv"]
+
+
+def test_wrong_checksum_in_source_is_rejected_and_destination_untouched(src, tmp_path, capsys):
+    dst = tmp_path / "data"
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "toy"]) == 0
+    before = _listing(dst)
+    bad = src / "toy" / "train.csv"
+    bad.write_bytes(bad.read_bytes() + b"extra row,x,0\n")
+    capsys.readouterr()
+    # --force: the good train.csv already there must survive the failed copy
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "toy",
+                              "--force"]) == 2
+    line = _err_line(capsys)
+    assert line.startswith("error: checksum mismatch for ") and str(bad) in line
+    assert f"expected {fetch.SHA256['toy']['train.csv']}" in line
+    assert f"actual {_sha(bad.read_bytes())}" in line
+    assert _listing(dst) == before  # no temp file, old file intact
+
+    fresh = tmp_path / "fresh"
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(fresh), "--tasks", "toy"]) == 2
+    assert not fresh.exists()  # no partial file, not even an empty folder
+
+
+def test_missing_required_file(src, tmp_path, capsys):
+    (src / "toy" / "label2idx.txt").unlink()
+    dst = tmp_path / "data"
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst)]) == 2
+    assert _err_line(capsys) == f"error: missing required file: {src / 'toy' / 'label2idx.txt'}"
+    assert not dst.exists()
+
+
+def test_optional_files(src, tmp_path, capsys):
+    (src / "toy" / "label_tree.tsv").unlink()  # optional even though its hash is known
+    (src / "multi" / "test.csv").write_text("id,text,anger,joy\nc1,hm,0,1\n")  # hash unknown
+    dst = tmp_path / "data"
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst)]) == 0
+    assert not (dst / "toy" / "label_tree.tsv").exists()
+    assert (dst / "multi" / "test.csv").read_text() == "id,text,anger,joy\nc1,hm,0,1\n"
+    assert "warning: multi/test.csv: no known checksum, copied unverified" in capsys.readouterr().err
+
+
+def test_task_selection(src, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(fetch.SHA256, "absent", {"train.csv": "0" * 64})
+    dst = tmp_path / "data"
+    # by default a known task missing from --from DIR is skipped ...
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst)]) == 0
+    assert "absent: not in" in capsys.readouterr().err
+    assert sorted(p.name for p in dst.iterdir()) == ["multi", "toy"]
+    # ... but named explicitly it is an error
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst),
+                              "--tasks", "toy", "absent"]) == 2
+    assert _err_line(capsys) == f"error: task folder not found: {src / 'absent'}"
+    # a missing source folder
+    assert prepare_data.main(["--from", str(tmp_path / "nope"), "--data-dir", str(dst)]) == 2
+    assert "source folder not found" in _err_line(capsys)
+
+
+def test_unknown_task_copied_as_is_with_warning(src, tmp_path, capsys):
+    _write_task(src, "mine", {"train.csv": "text,label\na,x\n", "valid.csv": "text,label\nb,y\n",
+                              "notes.md": "my data\n"})
+    dst = tmp_path / "data"
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "mine"]) == 0
+    assert _listing(dst / "mine") == _listing(src / "mine")
+    assert "warning: mine: unknown task" in capsys.readouterr().err
+    (src / "mine" / "valid.csv").unlink()
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(tmp_path / "d2"),
+                              "--tasks", "mine"]) == 2
+    assert "missing required file" in _err_line(capsys)
+
+
+# ----------------------------------------------------------------------------- download
+
+def test_download_from_file_url(src, tmp_path, capsys):
+    dst = tmp_path / "data"
+    assert prepare_data.main(["--data-dir", str(dst)]) == 0
+    assert _listing(dst) == {f"toy/{n}": TOY_FILES[n].encode() for n in fetch.DOWNLOADS["toy"]}
+    err = capsys.readouterr().err
+    assert f"downloading {src.as_uri()}/toy/train.csv" in err
+    assert "multi: no public download, skipped" in err
+    # present and valid: skipped without touching the network
+    assert prepare_data.main(["--data-dir", str(dst)]) == 0
+    assert "4 present" in capsys.readouterr().err
+
+
+def test_corrupted_download_rejected(src, tmp_path, capsys):
+    dst = tmp_path / "data"
+    assert prepare_data.main(["--data-dir", str(dst)]) == 0
+    before = _listing(dst)
+    (src / "toy" / "test.csv").write_text("tampered\n")
+    capsys.readouterr()
+    assert prepare_data.main(["--data-dir", str(dst), "--force"]) == 2
+    line = _err_line(capsys)
+    assert f"checksum mismatch for {src.as_uri()}/toy/test.csv" in line
+    assert f"actual {_sha(b'tampered' + chr(10).encode())}" in line
+    assert _listing(dst) == before  # the good copy survives, no partial file
+
+    fresh = tmp_path / "fresh"
+    assert prepare_data.main(["--data-dir", str(fresh)]) == 2
+    # train.csv and valid.csv came before the bad file and were verified; no trace of test.csv
+    assert sorted(_listing(fresh)) == ["toy/train.csv", "toy/valid.csv"]
+
+
+def test_download_refusals(tmp_path, capsys):
+    dst = tmp_path / "data"  # real tables; nothing here reaches the network
+    assert prepare_data.main(["--tasks", "semeval_eng", "--data-dir", str(dst)]) == 2
+    line = _err_line(capsys)
+    assert "semeval_eng" in line and "no pinned public download" in line and "--from DIR" in line
+    assert prepare_data.main(["--tasks", "mine", "--data-dir", str(dst)]) == 2
+    line = _err_line(capsys)
+    assert "unknown task 'mine'" in line and "--from DIR" in line
+    assert not dst.exists()
+
+
+def test_network_unreachable(src, tmp_path, capsys, monkeypatch):
+    def offline(url, timeout):
+        assert timeout == fetch.DOWNLOAD_TIMEOUT_S
+        raise urllib.error.URLError(OSError(101, "Network is unreachable"))
+
+    monkeypatch.setattr(fetch, "BASE_URL", "https://example.invalid/data")
+    monkeypatch.setattr(fetch.urllib.request, "urlopen", offline)
+    dst = tmp_path / "data"
+    assert prepare_data.main(["--data-dir", str(dst)]) == 2
+    line = _err_line(capsys)
+    assert "cannot download https://example.invalid/data/toy/train.csv" in line
+    assert "Network is unreachable" in line and "--from DIR" in line
+    assert not dst.exists()
+
+
+# ----------------------------------------------------------------------------- tables, CLI
+
+def test_tables_are_consistent():
+    assert fetch.PINNED_COMMIT in fetch.BASE_URL and len(fetch.PINNED_COMMIT) == 40
+    for task, files in fetch.DOWNLOADS.items():
+        for name in files:  # never download something we cannot verify
+            assert name in fetch.SHA256[task], (task, name)
+    for table in fetch.SHA256.values():
+        for digest in table.values():
+            assert len(digest) == 64 and int(digest, 16) >= 0
+    assert set(fetch.SHA256["semeval_eng"]) == {"train.csv", "valid.csv"}
+
+
+def test_help_and_script_entry_point(tmp_path, capsys):
+    assert prepare_data.main(["-h"]) == 0
+    assert "--from DIR" in capsys.readouterr().out
+    proc = subprocess.run([sys.executable, str(ROOT / "prepare_data.py"), "--tasks", "semeval_eng",
+                           "--data-dir", str(tmp_path / "d")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} not present")
+def test_copy_real_shared_data(tmp_path, capsys):
+    dst = tmp_path / "data"
+    assert prepare_data.main(["--from", str(SHARED_DATA), "--data-dir", str(dst)]) == 0
+    with open(dst / "ED" / "train.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["text", "aug_text", "label"]
+    assert len(rows) - 1 == 17802
+    for task, table in fetch.SHA256.items():
+        for name in table:
+            if name not in fetch.OPTIONAL_FILES or (SHARED_DATA / task / name).exists():
+                assert fetch.sha256_file(dst / task / name) == table[name]
