@@ -1,0 +1,188 @@
+"""Backbone slots and model loading: which model fills each slot, and how it is pooled.
+
+| slot      | published default               | pooling       | features |
+|-----------|---------------------------------|---------------|----------|
+| `llama`   | meta-llama/Llama-2-7b-chat-hf   | `layer_mean`  | (L, H)   |
+| `bert`    | bert-large-uncased              | `pooler`      | (H,)     |
+| `roberta` | roberta-large                   | `first_token` | (H,)     |
+
+A model is named by a hub id, a local directory, or an offline stand-in (`offline:NAME`, see
+`fec.standins`). Models load as the base model (`AutoModel`: no LM head), without
+`trust_remote_code` unless asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    name: str
+    default_model: str
+    pooling: str
+    description: str
+
+
+SLOTS = {
+    "llama": SlotSpec(
+        "llama",
+        "meta-llama/Llama-2-7b-chat-hf",
+        "layer_mean",
+        "decoder LLM: masked mean over real tokens of each of the last L hidden layers -> (N, L, H)",
+    ),
+    "bert": SlotSpec(
+        "bert",
+        "bert-large-uncased",
+        "pooler",
+        "encoder: pooler_output (tanh(W h_CLS)) when the model has a pooler, else the first-token state -> (N, H)",
+    ),
+    "roberta": SlotSpec(
+        "roberta",
+        "roberta-large",
+        "first_token",
+        "encoder: first-token (<s>) state of the last layer -> (N, H)",
+    ),
+}
+
+
+class ModelError(ValueError):
+    """A model name that cannot be resolved or loaded (one line)."""
+
+
+def resolve_model(spec: str) -> Path | str:
+    """A local directory for `offline:NAME` and existing paths; hub ids are returned unchanged."""
+    if spec.startswith("offline:"):
+        from fec import standins
+
+        return standins.resolve_standin(spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path}: not a model directory (no config.json)")
+        return path.resolve()
+    if path.exists() or spec.startswith((".", "/", "~")):
+        raise ModelError(f"{spec}: no such model directory")
+    return spec
+
+
+def model_fingerprint(resolved: Path | str) -> dict:
+    """What identifies the weights: sha256 of the weight files (local) or the hub revision.
+
+    predict-time checks compare this against the feature manifests, so it must be computed
+    from the files themselves, not from a name.
+    """
+    if isinstance(resolved, Path):
+        digest = hashlib.sha256()
+        files = sorted(p for p in resolved.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+        for file in files:
+            digest.update(file.relative_to(resolved).as_posix().encode())
+            with open(file, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    digest.update(block)
+        return {"kind": "local", "weights_sha256": digest.hexdigest(), "files": len(files)}
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot = Path(snapshot_download(resolved, local_files_only=True))
+        return {"kind": "hub", "revision": snapshot.name}
+    except Exception as err:  # the revision is provenance, not a reason to fail an extraction
+        log.warning("could not determine the hub revision of %s (%s)", resolved, err)
+        return {"kind": "hub", "revision": None}
+
+
+def pick_device(requested: str | None) -> torch.device:
+    if requested in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"-device {requested}: CUDA is not available on this machine; use -device cpu")
+    return device
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """`auto` is bfloat16 on CUDA (fp16's range overflows on LLaMA's massive activations), else float32."""
+    if requested == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if requested not in DTYPES:
+        raise ModelError(f"-dtype {requested}: choose auto or one of {', '.join(DTYPES)}")
+    return DTYPES[requested]
+
+
+@dataclass
+class Backbone:
+    tokenizer: object
+    model: torch.nn.Module
+    spec: str
+    resolved: str
+    fingerprint: dict
+    pad_token: str
+    device: torch.device
+    dtype: torch.dtype
+    missing_weights: list[str]
+
+    @property
+    def has_trained_pooler(self) -> bool:
+        """A pooler whose weights came from the checkpoint (transformers builds a random one otherwise)."""
+        return getattr(self.model, "pooler", None) is not None and not any(
+            k.startswith("pooler.") for k in self.missing_weights
+        )
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def num_hidden_states(self) -> int:
+        """Entries in `hidden_states`: the embeddings plus one per layer."""
+        return int(self.model.config.num_hidden_layers) + 1
+
+
+def ensure_pad_token(tokenizer) -> str:
+    """Give a tokenizer without a pad token one that exists in its vocabulary.
+
+    LLaMA tokenizers ship without one; the published code set the string "[PAD]", which is not
+    in LLaMA's vocabulary. Padding is masked out of every pooled feature here, so which real
+    token pads does not change the features; unk (else eos, else bos) keeps it in-vocabulary.
+    """
+    if tokenizer.pad_token_id is None:
+        for candidate in (tokenizer.unk_token, tokenizer.eos_token, tokenizer.bos_token):
+            if candidate is not None:
+                tokenizer.pad_token = candidate
+                break
+        else:
+            raise ModelError("the tokenizer has no pad, unk, eos or bos token to pad with")
+    return tokenizer.pad_token
+
+
+def load_backbone(spec: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False) -> Backbone:
+    from transformers import AutoModel, AutoTokenizer
+
+    resolved = resolve_model(spec)
+    log.info("loading %s (%s) on %s as %s", spec, resolved, device, str(dtype).removeprefix("torch."))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(resolved), trust_remote_code=trust_remote_code)
+        model, info = AutoModel.from_pretrained(
+            str(resolved), dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True
+        )
+    except OSError as err:
+        raise ModelError(f"{spec}: cannot load ({str(err).splitlines()[0]})") from err
+    missing = sorted(info.get("missing_keys", []))
+    randomly_initialised = [k for k in missing if not k.startswith("pooler.")]
+    if randomly_initialised:
+        log.warning("%s: %d weights are not in the checkpoint and were initialised randomly: %s", spec, len(randomly_initialised), ", ".join(randomly_initialised[:5]))
+    model.to(device).eval()
+    pad = ensure_pad_token(tokenizer)
+    return Backbone(tokenizer, model, spec, str(resolved), model_fingerprint(resolved), pad, device, dtype, missing)

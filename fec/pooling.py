@@ -1,0 +1,47 @@
+"""Named pooling modes that turn a backbone's token states into one vector (or one per layer).
+
+| mode          | input                         | output   | used by        |
+|---------------|-------------------------------|----------|----------------|
+| `layer_mean`  | hidden_states[-1], ..., [-L]  | (B, L, H)| LLaMA slot     |
+| `pooler`      | `pooler_output`               | (B, H)   | BERT slot      |
+| `first_token` | last_hidden_state[:, 0]       | (B, H)   | RoBERTa slot   |
+
+`layer_mean` averages over real tokens only (the attention mask), in float32, so a text's
+features do not depend on how much padding its batch carried.
+"""
+
+from __future__ import annotations
+
+import torch
+
+POOLING_MODES = ("layer_mean", "pooler", "first_token")
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `hidden` (B, T, H) over positions where `mask` (B, T) is 1, computed in float32.
+
+    Padded positions are zeroed with `where`, not multiplied, so a NaN that a padded query row
+    can produce never leaks into the sum. Rows without any real token give zeros, not NaN.
+    """
+    keep = mask.bool().unsqueeze(-1)
+    summed = torch.where(keep, hidden.float(), 0.0).sum(dim=1)
+    counts = keep.sum(dim=1).clamp(min=1)
+    return summed / counts
+
+
+def layer_mean(hidden_states: tuple[torch.Tensor, ...], mask: torch.Tensor, layers: int) -> torch.Tensor:
+    """Masked mean of each of the last `layers` hidden states, last layer first: (B, layers, H).
+
+    The order matches the published extractor (`hidden_states[-1]`, `[-2]`, ... `[-layers]`).
+    """
+    return torch.stack([masked_mean(hidden_states[-k], mask) for k in range(1, layers + 1)], dim=1)
+
+
+def first_token(last_hidden_state: torch.Tensor) -> torch.Tensor:
+    return last_hidden_state[:, 0].float()
+
+
+def check_mode(mode: str) -> str:
+    if mode not in POOLING_MODES:
+        raise ValueError(f"unknown pooling {mode!r}; choose one of {', '.join(POOLING_MODES)}")
+    return mode

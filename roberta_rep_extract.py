@@ -1,0 +1,11 @@
+"""Extract roberta-slot features (see `fec.extract`; `-h` lists every option).
+
+    python roberta_rep_extract.py -device cuda -task ED -mode train
+"""
+
+import sys
+
+from fec.extract import main
+
+if __name__ == "__main__":
+    sys.exit(main("roberta"))

@@ -1,0 +1,166 @@
+"""The extraction core and the three scripts, on tiny real models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import SPLIT_ROWS, TINY_HIDDEN, extract_all
+from fec import extract, pooling, store
+from fec.backbones import load_backbone
+from fec.extract import build_parser, extract_features, main, plan_batches
+from fec.store import feature_path, load_features
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+def test_each_script_writes_every_split_with_shapes_from_the_model(toy_store, tiny_models):
+    data_dir, dataset_dir = toy_store
+    for mode, rows in SPLIT_ROWS.items():
+        llama = load_features(feature_path(dataset_dir, "toy", "llama", mode))
+        bert = load_features(feature_path(dataset_dir, "toy", "bert", mode))
+        roberta = load_features(feature_path(dataset_dir, "toy", "roberta", mode))
+        assert llama.features.shape == (rows, 5, TINY_HIDDEN["llama"])
+        assert bert.features.shape == (rows, TINY_HIDDEN["bert"])
+        assert roberta.features.shape == (rows, TINY_HIDDEN["roberta"])
+        csv = pd.read_csv(data_dir / "toy" / f"{mode}.csv")
+        for feats in (llama, bert, roberta):
+            assert torch.equal(feats.labels, torch.tensor(csv["label"].values))
+
+
+def test_manifest_records_model_pooling_source_and_labels(toy_store, tiny_models):
+    data_dir, dataset_dir = toy_store
+    manifest = load_features(feature_path(dataset_dir, "toy", "llama", "train")).manifest
+    assert manifest["slot"] == "llama"
+    assert manifest["model_path"] == str(tiny_models["llama"].resolve())
+    assert manifest["model_class"] == "LlamaModel"  # base model: the LM head is never computed
+    assert len(manifest["model_fingerprint"]["weights_sha256"]) == 64
+    assert manifest["pooling"] == "layer_mean" and manifest["layers"] == 5
+    assert manifest["pad_token"] == "<unk>"  # LLaMA-like tokenizer without a pad token gets an in-vocabulary one
+    assert manifest["max_len"] == 200 and manifest["dtype"] == "float32"
+    assert manifest["rows"] == manifest["csv_rows"] == SPLIT_ROWS["train"]
+    assert manifest["label_names"] == ["joyful", "sad", "angry"]
+    from fec.data import sha256_file
+
+    assert manifest["csv_sha256"] == sha256_file(data_dir / "toy" / "train.csv")
+    assert manifest["code_version"] and "transformers" in manifest["packages"]
+    assert load_features(feature_path(dataset_dir, "toy", "bert", "train")).manifest["pooling"] == "pooler"
+    assert load_features(feature_path(dataset_dir, "toy", "roberta", "train")).manifest["pooling"] == "first_token"
+
+
+def test_layer_mean_equals_hand_computation_on_a_padded_batch(tiny_models):
+    backbone = load_backbone(str(tiny_models["llama"]), CPU, torch.float32)
+    texts = ["happy", "i was at home today with my friend and the dog crying"]
+    feats, _ = extract_features(backbone, texts, "llama", layers=5)
+    model = backbone.model
+    for row, text in enumerate(texts):
+        ids = torch.tensor([backbone.tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
+        expected = torch.stack([hidden[-k][0].mean(dim=0) for k in range(1, 6)])
+        torch.testing.assert_close(feats[row], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_features_do_not_depend_on_batch_composition(tiny_models):
+    long = " ".join(["i was at home today with my friend and the dog"] * 8)
+    for slot in ("llama", "bert", "roberta"):
+        backbone = load_backbone(str(tiny_models[slot]), CPU, torch.float32)
+        alone, _ = extract_features(backbone, ["so happy"], slot)
+        together, _ = extract_features(backbone, [long, "so happy"], slot, batch_size=2)
+        torch.testing.assert_close(together[1], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_masked_mean_ignores_padding_even_when_it_is_nan():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [float("nan"), 0.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    torch.testing.assert_close(pooling.masked_mean(hidden, mask), torch.tensor([[2.0, 3.0]]))
+
+
+def test_batches_are_length_sorted_and_stay_under_the_token_budget():
+    lengths = torch.tensor([5, 50, 7, 48, 3, 49]).numpy()
+    batches = plan_batches(lengths, batch_size=4, max_tokens=100)
+    assert [list(b) for b in batches] == [[1, 5], [3, 2], [0, 4]]
+    assert all(len(b) * lengths[b].max() <= 100 for b in batches)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+
+
+def test_bert_without_pooler_falls_back_to_first_token_and_says_so(data_dir, tmp_path, tiny_models):
+    argv = ["-task", "toy", "-mode", "valid", "-device", "cpu", "-model", str(tiny_models["bert_nopooler"]),
+            "-data_dir", str(data_dir), "-dataset_dir", str(tmp_path / "ds")]
+    assert main("bert", argv) == 0
+    assert load_features(feature_path(tmp_path / "ds", "toy", "bert", "valid")).manifest["pooling"] == "first_token"
+
+
+def test_non_finite_rows_are_reported_by_row_and_never_saved(data_dir, tmp_path, tiny_models, monkeypatch, capsys):
+    real = extract.pool_batch
+
+    def overflowing(backbone, slot, ids, mask, layers):
+        out = real(backbone, slot, ids, mask, layers)
+        out[0] = float("inf")  # the first text of every batch overflows, as fp16 Llama-2 does
+        return out
+
+    monkeypatch.setattr(extract, "pool_batch", overflowing)
+    argv = ["-task", "toy", "-mode", "valid", "-device", "cpu", "-model", str(tiny_models["roberta"]),
+            "-data_dir", str(data_dir), "-dataset_dir", str(tmp_path / "ds"), "-batch_size", "10"]
+    assert main("roberta", argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: 3 row(s) gave non-finite features") and "rows " in err
+    assert not feature_path(tmp_path / "ds", "toy", "roberta", "valid").exists()
+
+
+def test_same_settings_are_skipped_and_force_redoes(data_dir, tmp_path, tiny_models, capsys):
+    argv = ["-task", "toy", "-mode", "test", "-device", "cpu", "-model", str(tiny_models["bert"]),
+            "-data_dir", str(data_dir), "-dataset_dir", str(tmp_path / "ds")]
+    assert main("bert", argv) == 0
+    path = feature_path(tmp_path / "ds", "toy", "bert", "test")
+    first = json.loads(store.manifest_path(path).read_text())["created"]
+    capsys.readouterr()
+    assert main("bert", argv) == 0
+    assert "already extracted with the same settings, skipped" in capsys.readouterr().err
+    assert main("bert", [*argv, "-max_len", "8"]) == 0  # a different setting re-extracts
+    assert load_features(path).manifest["max_len"] == 8
+    assert main("bert", [*argv, "-max_len", "8", "-force"]) == 0
+    assert load_features(path).manifest["created"] >= first
+
+
+def test_limit_takes_the_first_rows(data_dir, tmp_path, tiny_models):
+    argv = ["-task", "toy", "-mode", "train", "-device", "cpu", "-model", str(tiny_models["roberta"]),
+            "-data_dir", str(data_dir), "-dataset_dir", str(tmp_path / "ds"), "-limit", "7"]
+    assert main("roberta", argv) == 0
+    feats = load_features(feature_path(tmp_path / "ds", "toy", "roberta", "train"))
+    assert feats.features.shape[0] == 7 and feats.manifest["limit"] == 7 and feats.manifest["csv_rows"] == 90
+
+
+def test_missing_model_directory_is_one_line_error(data_dir, tmp_path, capsys):
+    argv = ["-task", "toy", "-mode", "train", "-device", "cpu", "-model", str(tmp_path / "nope"), "-data_dir", str(data_dir)]
+    assert main("llama", argv) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope'}: no such model directory"
+
+
+def test_help_documents_every_option():
+    for slot in ("llama", "bert", "roberta"):
+        parser = build_parser(slot)
+        text = parser.format_help()
+        for action in parser._actions:
+            for flag in action.option_strings:
+                assert flag in text
+            if action.dest != "help":
+                assert action.help, f"{action.dest} has no help text"
+    assert "-layers" in build_parser("llama").format_help()
+
+
+def test_published_command_line_runs_as_a_script(data_dir, tmp_path, tiny_models):
+    cmd = [sys.executable, str(REPO / "llama2_rep_extract.py"), "-device", "cpu", "-task", "toy", "-mode", "train",
+           "-model", str(tiny_models["llama"]), "--data_dir", str(data_dir), "--dataset_dir", str(tmp_path / "ds"),
+           "-layers", "3"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    feats = load_features(feature_path(tmp_path / "ds", "toy", "llama", "train"))
+    assert feats.features.shape == (SPLIT_ROWS["train"], 3, TINY_HIDDEN["llama"])
