@@ -1,0 +1,17 @@
+"""The fusion classifier (LLaMA layers + BERT + RoBERTa, co-occurrence pooling, MLP).
+
+The implementation lives in `fec.fusion`; this module keeps the published import working:
+
+    from DownstreamModel import DownstreamModel
+    model = DownstreamModel(num_classes=32)   # the published dims: 5x4096 decoder, two 1024 encoders
+    print(model.describe())
+
+    python DownstreamModel.py                 # prints the published model's shapes
+"""
+
+from fec.fusion import PN_FORMS, DownstreamModel, default_fusion_dim, power_normalise
+
+__all__ = ["DownstreamModel", "PN_FORMS", "default_fusion_dim", "power_normalise"]
+
+if __name__ == "__main__":
+    print(DownstreamModel(num_classes=32).describe())

@@ -1,0 +1,136 @@
+"""Assemble the classifier's inputs from the feature store, refusing sets that do not belong together.
+
+    from fec.fusion_data import load_fusion_data
+    data = load_fusion_data("dataset", "ED", sources=["llama", "bert", "roberta"])
+    data.splits["train"].inputs[0].shape, data.label_names
+
+Every source of every split must come from the same CSV (sha256), have the same rows and the
+same labels, and have been extracted for the slot whose folder it sits in. The decoder
+(`llama`) source, when used, always comes first in `inputs`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fec.store import StoreError, StoredFeatures, feature_path, load_features, manifest_path
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("llama", "bert", "roberta")
+DECODER_SOURCE = "llama"
+
+
+@dataclass
+class SplitInputs:
+    inputs: list[torch.Tensor]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class FusionData:
+    task: str
+    sources: list[str]
+    splits: dict[str, SplitInputs]
+    label_names: list[str]
+    multilabel: bool
+    manifests: dict[str, dict[str, dict]]  # mode -> source -> manifest
+
+    @property
+    def decoder_shape(self) -> tuple[int, int] | None:
+        if DECODER_SOURCE not in self.sources:
+            return None
+        return tuple(self.splits["train"].inputs[0].shape[1:])
+
+    @property
+    def encoder_dims(self) -> list[int]:
+        offset = 1 if DECODER_SOURCE in self.sources else 0
+        return [int(x.shape[1]) for x in self.splits["train"].inputs[offset:]]
+
+    def to(self, device: torch.device) -> "FusionData":
+        for split in self.splits.values():
+            split.inputs = [x.to(device) for x in split.inputs]
+            split.labels = split.labels.to(device)
+        return self
+
+
+def order_sources(sources: list[str]) -> list[str]:
+    unknown = [s for s in sources if s not in SOURCES]
+    if unknown or not sources:
+        raise StoreError(f"-sources {' '.join(sources)}: choose from {', '.join(SOURCES)}")
+    return [s for s in SOURCES if s in sources]
+
+
+def _check_same_origin(mode: str, stored: dict[str, StoredFeatures], slot_dirs: dict[str, str]) -> None:
+    (first_name, first), *rest = stored.items()
+    for source, feats in stored.items():
+        expected_slot = slot_dirs[source]
+        if feats.manifest.get("slot") != expected_slot:
+            raise StoreError(
+                f"{manifest_path(feats.path)}: extracted for slot {feats.manifest.get('slot')!r}, "
+                f"not {expected_slot!r}; re-extract with the {expected_slot} script"
+            )
+    for source, feats in rest:
+        for key, what in (("csv_sha256", "source CSV"), ("rows", "row count"), ("label_names", "label names")):
+            if feats.manifest.get(key) != first.manifest.get(key):
+                raise StoreError(
+                    f"{manifest_path(feats.path)}: {what} differs from {manifest_path(first.path)} "
+                    f"({feats.manifest.get(key)!r:.40} vs {first.manifest.get(key)!r:.40}); "
+                    f"re-extract {mode} so every source reads the same data"
+                )
+        if not torch.equal(feats.labels, first.labels):
+            raise StoreError(f"{feats.path}: labels differ from {first.path}'s; re-extract {mode}")
+
+
+def load_fusion_data(
+    dataset_dir: Path | str,
+    task: str,
+    sources: list[str],
+    *,
+    modes: tuple[str, ...] = ("train", "valid", "test"),
+    slot_dirs: dict[str, str] | None = None,
+) -> FusionData:
+    """Load `sources` for every split. train and valid are required; test is optional (a task
+    whose test split is held back trains and reports validation only).
+
+    `slot_dirs` maps a source to the store folder it is read from (default: its own name);
+    the reference-compatibility mode uses it to reproduce the published loader defect.
+    """
+    sources = order_sources(list(sources))
+    slot_dirs = {s: s for s in sources} | (slot_dirs or {})
+    splits, manifests, label_names, multilabel = {}, {}, None, False
+    for mode in modes:
+        paths = {s: feature_path(dataset_dir, task, slot_dirs[s], mode) for s in sources}
+        if mode == "test" and not any(p.exists() for p in paths.values()):
+            log.warning("no test features for %s: training and reporting on validation only", task)
+            continue
+        stored = {s: load_features(paths[s]) for s in sources}
+        _check_same_origin(mode, stored, slot_dirs)
+        first = next(iter(stored.values()))
+        if label_names is None:
+            label_names, multilabel = first.manifest["label_names"], bool(first.manifest.get("multilabel"))
+        elif first.manifest["label_names"] != label_names:
+            raise StoreError(f"{manifest_path(first.path)}: label names differ from the train split's")
+        splits[mode] = SplitInputs([stored[s].features for s in sources], first.labels)
+        manifests[mode] = {s: stored[s].manifest for s in sources}
+    for index, source in enumerate(sources):
+        # One model with one set of settings for every split, or the splits are not comparable.
+        recipe = {
+            mode: (tuple(splits[mode].inputs[index].shape[1:]),) + tuple(
+                repr(manifests[mode][source].get(k)) for k in ("model_fingerprint", "pooling", "layers", "max_len")
+            )
+            for mode in splits
+        }
+        if len(set(recipe.values())) > 1:
+            raise StoreError(
+                f"{Path(dataset_dir) / task / slot_dirs[source]}: splits were extracted with different models or "
+                f"settings ({', '.join(recipe)}); re-extract them together (-mode all)"
+            )
+    return FusionData(task, sources, splits, label_names, multilabel, manifests)

@@ -1,0 +1,118 @@
+"""Train the fusion classifier on stored features and report test metrics (mean±std over seeds).
+
+    python main.py -dataset ED                       # published recipe, one seed
+    python main.py -dataset ED -runs 5               # seeds 0..4, as the paper's 5 runs
+    python main.py -dataset ED -sources llama        # ablation: LLaMA features only
+    python main.py -dataset ED -norm none            # the published raw (unstandardised) inputs
+
+Reads dataset/{dataset}/{llama,bert,roberta}/{train,valid,test}.safetensors (made by the three
+extraction scripts) and writes one folder per run under Logs/ plus a row in Logs/runs.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import torch
+
+from fec.backbones import ModelError, pick_device
+from fec.cli import add_common_logging, fail, setup_logging
+from fec.fusion_data import SOURCES, load_fusion_data
+from fec.provenance import provenance
+from fec.runlog import append_run_row, make_run_dir, plot_curves, runs_row, save_checkpoint, write_json
+from fec.store import StoreError
+from fec.train import TrainConfig, build_model, format_summary, summarise, train_seed
+
+log = logging.getLogger("fec.main")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train the LLM-FusionClassifier head on stored features. Single- and double-dash spellings both work.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("-dataset", "--dataset", required=True, help="task name: features are read from DATASET_DIR/DATASET/")
+    parser.add_argument("-device", "--device", default="auto", help="cuda, cpu, or auto (cuda when available)")
+    parser.add_argument("-epochs", "--epochs", type=int, default=200, help="maximum number of epochs")
+    parser.add_argument("-early-stop", "--early-stop", "-early_stop", dest="early_stop", type=int, default=10, help="stop after this many epochs without improvement (valid loss down OR valid wF1 up)")
+    parser.add_argument("-batch_size", "--batch_size", type=int, default=10, help="training batch size")
+    parser.add_argument("-lr", "--lr", type=float, default=1e-4, help="Adam learning rate")
+    parser.add_argument("-SIGMA", "--SIGMA", "-sigma", dest="sigma", type=float, default=1.0, help="power-normalisation sigma")
+    parser.add_argument("-pn", "--pn", default="sigmoid", choices=["sigmoid", "tanh"], help="power normalisation: sigmoid = 2*sigmoid(sigma*P)-1 (published code), tanh = tanh(2*sigma*P) (published README)")
+    parser.add_argument("-dropout", "--dropout", type=float, default=0.5, help="dropout after every hidden layer")
+    parser.add_argument("-fusion_dim", "--fusion_dim", type=int, default=None, help="width D of the fused vectors (default: the encoders' width, 1024 for the published models; the widest encoder when they differ)")
+    parser.add_argument("-norm", "--norm", default="zscore", choices=["zscore", "none"], help="standardise each source per feature with train statistics (zscore), or feed raw features as published (none)")
+    parser.add_argument("-sources", "--sources", nargs="+", default=list(SOURCES), choices=SOURCES, help="feature sets to fuse, e.g. `llama`, `bert roberta`. Without llama, the raw encoder vectors are concatenated beside the pooled interactions (a Gram matrix of one or two vectors carries almost nothing)")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("-seeds", "--seeds", type=int, nargs="+", default=None, help="train one run per seed (default: 0)")
+    seeds.add_argument("-runs", "--runs", type=int, default=None, help="train N runs with seeds 0..N-1")
+    parser.add_argument("-eval_batch_size", "--eval_batch_size", type=int, default=2048, help="batch size for validation/test passes")
+    parser.add_argument("-dataset_dir", "--dataset_dir", default="dataset", help="feature store root")
+    parser.add_argument("-out", "--out", default="Logs", help="folder for run folders and runs.csv")
+    add_common_logging(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = pick_device(args.device)
+    seeds = args.seeds if args.seeds is not None else list(range(args.runs)) if args.runs else [0]
+    data = load_fusion_data(args.dataset_dir, args.dataset, args.sources)
+    if data.multilabel:
+        raise StoreError(f"{args.dataset}: multi-label features; main.py trains single-label tasks only so far")
+    cfg = TrainConfig(
+        epochs=args.epochs, early_stop=args.early_stop, batch_size=args.batch_size, lr=args.lr, sigma=args.sigma,
+        pn=args.pn, dropout=args.dropout, norm=args.norm, fusion_dim=args.fusion_dim, eval_batch_size=args.eval_batch_size,
+    )
+    run_dir = make_run_dir(args.out, args.dataset)
+    setup_logging(args.log_level, logfile=run_dir / "train.log")
+    template = build_model(data, cfg)
+    log.info("run folder %s; device %s; seeds %s", run_dir, device, seeds)
+    log.info("model:\n%s", template.describe())
+    write_json(run_dir / "config.json", {
+        "args": vars(args), "seeds": seeds, "train_config": vars(cfg), "device": str(device),
+        "sources": data.sources, "rows": {m: len(s) for m, s in data.splits.items()},
+        "feature_manifests": data.manifests, **provenance(),
+    })
+    write_json(run_dir / "model.json", {
+        "model": template.config, "sources": data.sources, "label_names": data.label_names, "task": data.task,
+        "norm": cfg.norm, "feature_manifests": data.manifests["train"],
+    })
+    data.to(device)
+    results = []
+    for seed in seeds:
+        result = train_seed(data, cfg, seed, device)
+        save_checkpoint(run_dir, seed, result.state_dict)
+        shown = result.test or result.valid
+        log.info("seed %d: best epoch %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.best_epoch,
+                 "test" if result.test else "valid", shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)
+        results.append(result)
+    summary = summarise(results)
+    best = max(results, key=lambda r: r.valid["wf1"])
+    payload = {"task": data.task, "sources": data.sources, "seeds": [r.summary() for r in results],
+               "summary": summary, "best_seed": best.seed}
+    write_json(run_dir / "results.json", payload)
+    plot_curves(run_dir, {r.seed: r.history for r in results})
+    settings = {"sources": "+".join(data.sources), "mode": "corrected", "norm": cfg.norm, "pn": cfg.pn,
+                "sigma": cfg.sigma, "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds": " ".join(map(str, seeds))}
+    table = append_run_row(args.out, runs_row(data.task, run_dir, settings, summary, [r.best_epoch for r in results]))
+    split = "test" if "test" in summary else "valid"
+    log.info("%s %s (%d seed%s): %s", data.task, split, len(seeds), "s" if len(seeds) > 1 else "", format_summary(summary[split]))
+    log.info("run folder: %s; all runs: column -s, -t %s", run_dir, table)
+    return payload | {"run_dir": str(run_dir)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        run(args)
+    except (StoreError, ModelError) as err:
+        return fail(err)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

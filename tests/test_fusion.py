@@ -1,0 +1,88 @@
+"""The fusion classifier's shapes, pooling and normalisation against hand computations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from DownstreamModel import DownstreamModel, power_normalise
+from fec.fusion_data import FusionData, SplitInputs
+from fec.train import TrainConfig, build_model
+
+
+def published_parameter_count(classes: int) -> int:
+    compress = 5 * (4096 * 1024 + 1024)
+    mlp = (4145 * 1024 + 1024) + (1024 * 256 + 256) + (256 * classes + classes)
+    return compress + mlp
+
+
+@pytest.mark.parametrize("classes", [32, 27])
+def test_published_dims_give_exactly_the_published_layers_and_parameter_count(classes):
+    model = DownstreamModel(num_classes=classes, decoder_shape=(5, 4096), encoder_dims=[1024, 1024])
+    assert [tuple(m[0].weight.shape) for m in model.compress_layers] == [(1024, 4096)] * 5
+    assert all(isinstance(p, torch.nn.Identity) for p in model.encoder_projections)
+    linears = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(4145, 1024), (1024, 256), (256, classes)]
+    assert sum(p.numel() for p in model.parameters()) == published_parameter_count(classes)
+    out = model(torch.randn(3, 5, 4096), torch.randn(3, 1024), torch.randn(3, 1024))
+    assert out.shape == (3, classes)
+    assert "Gram 7x7" in model.describe() and "49 + mean of decoder layers (4096) = 4145" in model.describe()
+
+
+@pytest.mark.parametrize(
+    "decoder, encoders, fusion, head_in",
+    [
+        ((5, 576), [384, 768], 768, 49 + 576),  # the offline stand-ins: projections for the narrow encoder
+        ((3, 32), [24], 24, 16 + 32),
+        ((5, 64), [], 64, 25 + 64),  # llama only
+        (None, [384, 768], 768, 4 + 384 + 768),  # encoders only: raw vectors join the pooled ones
+        (None, [20], 20, 1 + 20),
+    ],
+)
+def test_sizes_follow_the_features(decoder, encoders, fusion, head_in):
+    model = DownstreamModel(num_classes=4, decoder_shape=decoder, encoder_dims=encoders)
+    assert model.config["fusion_dim"] == fusion and model.head_in == head_in
+    for width, proj in zip(encoders, model.encoder_projections):
+        assert isinstance(proj, torch.nn.Identity) == (width == fusion)
+    inputs = ([torch.randn(2, *decoder)] if decoder else []) + [torch.randn(2, w) for w in encoders]
+    assert model(*inputs).shape == (2, 4)
+
+
+def test_gram_pooling_and_both_power_normalisations_match_hand_computation():
+    torch.manual_seed(0)
+    model = DownstreamModel(num_classes=2, decoder_shape=(2, 3), encoder_dims=[3], dropout=0.0, sigma=0.5).eval()
+    decoder, encoder = torch.randn(1, 2, 3), torch.randn(1, 3)
+    captured = {}
+    model.mlp.register_forward_hook(lambda mod, inp, out: captured.setdefault("x", inp[0]))
+    with torch.no_grad():
+        model(decoder, encoder)
+        x = torch.stack([model.compress_layers[0](decoder[:, 0]), model.compress_layers[1](decoder[:, 1]), encoder], dim=1)[0]
+        gram = torch.tensor([[float(x[i] @ x[j]) for j in range(3)] for i in range(3)]).flatten()
+    expected = torch.cat([2 / (1 + torch.exp(-0.5 * gram)) - 1, decoder[0].mean(dim=0)])
+    torch.testing.assert_close(captured["x"][0], expected, atol=1e-5, rtol=1e-5)
+    p = torch.tensor([-2.0, 0.0, 3.0])
+    torch.testing.assert_close(power_normalise(p, "sigmoid", 1.0), torch.tanh(p / 2))  # the two published forms differ
+    torch.testing.assert_close(power_normalise(p, "tanh", 1.0), torch.tanh(2 * p))
+    with pytest.raises(ValueError, match="choose one of sigmoid, tanh"):
+        DownstreamModel(num_classes=2, pn="cosh")
+
+
+def toy_fusion_data() -> FusionData:
+    torch.manual_seed(0)
+    train = SplitInputs([torch.randn(40, 2, 6) * 100 + 7, torch.randn(40, 4)], torch.arange(40) % 2)
+    valid = SplitInputs([torch.randn(10, 2, 6) * 1e4, torch.randn(10, 4) + 50], torch.arange(10) % 2)
+    return FusionData("t", ["llama", "bert"], {"train": train, "valid": valid}, ["a", "b"], False, {})
+
+
+def test_standardisation_uses_training_statistics_only():
+    data = toy_fusion_data()
+    model = build_model(data, TrainConfig(norm="zscore"))
+    train_decoder = data.splits["train"].inputs[0]
+    torch.testing.assert_close(model.input_mean_0, train_decoder.mean(dim=0))
+    torch.testing.assert_close(model.input_std_0, train_decoder.std(dim=0, unbiased=False))
+    # Changing valid features (wildly different scale) does not move the statistics.
+    data.splits["valid"].inputs[0].mul_(1000)
+    torch.testing.assert_close(build_model(data, TrainConfig(norm="zscore")).input_mean_0, model.input_mean_0)
+    raw = build_model(data, TrainConfig(norm="none"))
+    assert torch.equal(raw.input_mean_0, torch.zeros(2, 6)) and torch.equal(raw.input_std_0, torch.ones(2, 6))
+    assert "input_mean_0" in model.state_dict()  # the checkpoint carries its normalisation

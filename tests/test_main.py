@@ -1,0 +1,106 @@
+"""`main.py` end to end on features extracted from tiny models: it learns, logs, and refuses bad sets."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+from safetensors.torch import load_file
+
+import main as main_script
+from conftest import extract_all, write_task
+
+FAST = ["-epochs", "25", "-lr", "1e-3", "-early-stop", "5"]
+
+
+def run_main(dataset_dir, out, *extra):
+    return main_script.main(["-dataset", "toy", "-device", "cpu", "-dataset_dir", str(dataset_dir), "-out", str(out), *FAST, *extra])
+
+
+def the_run(out):
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def test_two_seeds_learn_and_write_every_log_file(toy_store, tmp_path, capsys):
+    _, dataset_dir = toy_store
+    assert run_main(dataset_dir, tmp_path / "Logs", "-seeds", "0", "1") == 0
+    run_dir = the_run(tmp_path / "Logs")
+    assert run_dir.name.startswith("toy_")
+    for name in ("config.json", "train.log", "results.json", "model.json", "curves.png",
+                 "checkpoints/seed0.safetensors", "checkpoints/seed1.safetensors"):
+        assert (run_dir / name).is_file(), name
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [s["seed"] for s in results["seeds"]] == [0, 1]
+    test = results["summary"]["test"]
+    assert test["acc"]["mean"] > 70, "three well-separated labels: chance is 33%"
+    assert test["acc"]["std"] is not None and set(test) == {"acc", "wf1", "macro_f1"}
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["args"]["seeds"] == [0, 1] and "git_sha" in config and config["feature_manifests"]["train"]["llama"]
+    assert "epoch" in (run_dir / "train.log").read_text()
+    state = load_file(str(run_dir / "checkpoints/seed0.safetensors"))
+    assert "input_mean_0" in state and "mlp.0.weight" in state
+    rows = list(csv.DictReader(open(tmp_path / "Logs" / "runs.csv")))
+    assert len(rows) == 1 and rows[0]["sources"] == "llama+bert+roberta" and "±" in rows[0]["test_acc"]
+    assert "Acc: " in capsys.readouterr().err
+
+
+def test_same_seed_twice_gives_identical_metrics(toy_store, tmp_path):
+    _, dataset_dir = toy_store
+    for out in ("a", "b"):
+        assert run_main(dataset_dir, tmp_path / out, "-seeds", "3", "-epochs", "4") == 0
+    first, second = (json.loads((the_run(tmp_path / o) / "results.json").read_text())["seeds"][0] for o in ("a", "b"))
+    assert first["test"] == second["test"] and first["history"][-1]["valid"] == second["history"][-1]["valid"]
+
+
+@pytest.mark.parametrize("sources", [["llama"], ["bert"], ["bert", "roberta"], ["roberta", "llama"]])
+def test_source_ablations_run_and_are_recorded(toy_store, tmp_path, sources):
+    _, dataset_dir = toy_store
+    assert run_main(dataset_dir, tmp_path / "Logs", "-sources", *sources) == 0
+    model = json.loads((the_run(tmp_path / "Logs") / "model.json").read_text())
+    assert model["sources"] == [s for s in ("llama", "bert", "roberta") if s in sources]
+    results = json.loads((the_run(tmp_path / "Logs") / "results.json").read_text())
+    assert results["summary"]["test"]["acc"]["mean"] > 50
+
+
+def test_features_from_a_different_csv_are_refused(toy_store, tmp_path, tiny_models, capsys):
+    _, dataset_dir = toy_store
+    mixed = tmp_path / "dataset"
+    shutil.copytree(dataset_dir, mixed)
+    other = write_task(tmp_path / "other", seed=7)  # same task name and sizes, different rows
+    from fec.extract import main as extract
+
+    argv = ["-task", "toy", "-mode", "valid", "-device", "cpu", "-model", str(tiny_models["bert"]),
+            "-data_dir", str(other), "-dataset_dir", str(mixed)]
+    assert extract("bert", argv) == 0
+    assert run_main(mixed, tmp_path / "Logs") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "valid.json: source CSV differs from" in err and "re-extract valid" in err
+
+
+def test_features_in_the_wrong_slot_folder_are_refused(toy_store, tmp_path, capsys):
+    _, dataset_dir = toy_store
+    mixed = tmp_path / "dataset"
+    shutil.copytree(dataset_dir, mixed)
+    shutil.rmtree(mixed / "toy" / "bert")
+    shutil.copytree(mixed / "toy" / "roberta", mixed / "toy" / "bert")
+    assert run_main(mixed, tmp_path / "Logs") == 2
+    assert "extracted for slot 'roberta', not 'bert'" in capsys.readouterr().err
+
+
+def test_missing_features_name_the_file_and_the_script(tmp_path, capsys):
+    assert run_main(tmp_path / "empty", tmp_path / "Logs") == 2
+    err = capsys.readouterr().err
+    assert "llama/train.safetensors: features not found (extract them first" in err
+    assert not (tmp_path / "Logs").exists()  # no empty run folder for a run that never started
+
+
+def test_a_task_without_test_split_reports_validation(tmp_path, tiny_models):
+    data = write_task(tmp_path / "data", rows={"train": 60, "valid": 30})
+    extract_all(data, tmp_path / "dataset", tiny_models)
+    assert run_main(tmp_path / "dataset", tmp_path / "Logs") == 0
+    results = json.loads((the_run(tmp_path / "Logs") / "results.json").read_text())
+    assert "test" not in results["summary"] and results["seeds"][0]["test"] is None
+    assert results["summary"]["valid"]["acc"]["mean"] > 50
