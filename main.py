@@ -12,17 +12,21 @@ extraction scripts) and writes one folder per run under Logs/ plus a row in Logs
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-
-import torch
 
 from fec.backbones import ModelError, pick_device
 from fec.cli import add_common_logging, fail, setup_logging
 from fec.fusion_data import SOURCES, load_fusion_data
 from fec.provenance import provenance
-from fec.runlog import append_run_row, make_run_dir, plot_curves, runs_row, save_checkpoint, write_json
+from fec.runlog import (
+    append_run_row,
+    make_run_dir,
+    plot_curves,
+    runs_row,
+    save_checkpoint,
+    write_json,
+)
 from fec.store import StoreError
 from fec.train import TrainConfig, build_model, format_summary, summarise, train_seed
 

@@ -65,7 +65,10 @@ def resolve_model(spec: str) -> Path | str:
     if spec.startswith("offline:"):
         from fec import standins
 
-        return standins.resolve_standin(spec)
+        try:
+            return standins.resolve_standin(spec)
+        except standins.StandinError as err:
+            raise ModelError(str(err)) from err
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -23,10 +23,18 @@ import torch
 from tqdm.auto import tqdm
 
 from fec import pooling
-from fec.backbones import SLOTS, Backbone, ModelError, load_backbone, pick_device, pick_dtype
+from fec.backbones import (
+    SLOTS,
+    Backbone,
+    ModelError,
+    load_backbone,
+    pick_device,
+    pick_dtype,
+)
 from fec.cli import add_common_logging, fail, setup_logging
 from fec.data import MODES, DataError, available_modes, load_splits
 from fec.provenance import provenance
+from fec.standins import PRESETS
 from fec.store import StoreError, feature_path, manifest_path, save_features
 
 log = logging.getLogger(__name__)
@@ -141,7 +149,8 @@ def build_parser(slot: str) -> argparse.ArgumentParser:
     parser.add_argument("-task", "--task", required=True, help="task folder under -data_dir (any name, e.g. ED, go_emotion)")
     parser.add_argument("-mode", "--mode", default="all", choices=[*MODES, "all"], help="split to extract; all = every split present")
     parser.add_argument("-device", "--device", default="auto", help="cuda, cuda:1, cpu, or auto (cuda when available)")
-    parser.add_argument("-model", "--model", default=spec.default_model, help="hub id, local model directory, or offline:NAME stand-in")
+    parser.add_argument("-model", "--model", default=None, help=f"hub id, local model directory, or offline:NAME stand-in (default: {spec.default_model}, or the -preset's model)")
+    parser.add_argument("-preset", "--preset", default=None, choices=sorted(PRESETS), help="a named set of models, one per slot: offline = the stand-ins shipped in PyPI packages (requirements-standins.txt)")
     parser.add_argument("-max_len", "--max_len", type=int, default=200, help="truncate texts to this many tokens")
     parser.add_argument("-batch_size", "--batch_size", type=int, default=64, help="at most this many texts per batch")
     parser.add_argument("-max_tokens", "--max_tokens", type=int, default=16384, help="at most this many padded tokens per batch")
@@ -181,7 +190,17 @@ def already_extracted(path: Path, settings: dict) -> bool:
         return False
 
 
+def chosen_model(args: argparse.Namespace, slot: str) -> str:
+    """-model wins; else the -preset's model for this slot; else the published default."""
+    if args.model:
+        return args.model
+    if args.preset:
+        return PRESETS[args.preset][slot]
+    return SLOTS[slot].default_model
+
+
 def run(args: argparse.Namespace, slot: str) -> list[Path]:
+    args.model = chosen_model(args, slot)
     modes = available_modes(args.data_dir, args.task) if args.mode == "all" else [args.mode]
     if not modes:
         raise DataError(f"{Path(args.data_dir) / args.task}: no train/valid/test CSV found (run `python prepare_data.py`)")

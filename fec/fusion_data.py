@@ -17,7 +17,13 @@ from pathlib import Path
 
 import torch
 
-from fec.store import StoreError, StoredFeatures, feature_path, load_features, manifest_path
+from fec.store import (
+    StoredFeatures,
+    StoreError,
+    feature_path,
+    load_features,
+    manifest_path,
+)
 
 log = logging.getLogger(__name__)
 

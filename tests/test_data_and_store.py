@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from fec import store
 from fec.data import DataError, load_split, load_splits, read_label_map
-from fec.store import StoreError, feature_path, load_features, manifest_path, save_features
+from fec.store import (
+    StoreError,
+    feature_path,
+    load_features,
+    manifest_path,
+    save_features,
+)
 
 
 def write(path, text):

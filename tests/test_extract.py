@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import torch
+from conftest import SPLIT_ROWS, TINY_HIDDEN
 
-from conftest import SPLIT_ROWS, TINY_HIDDEN, extract_all
 from fec import extract, pooling, store
 from fec.backbones import load_backbone
 from fec.extract import build_parser, extract_features, main, plan_batches

@@ -7,10 +7,10 @@ import json
 import shutil
 
 import pytest
+from conftest import extract_all, write_task
 from safetensors.torch import load_file
 
 import main as main_script
-from conftest import extract_all, write_task
 
 FAST = ["-epochs", "25", "-lr", "1e-3", "-early-stop", "5"]
 
