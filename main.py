@@ -4,6 +4,7 @@
     python main.py -dataset ED -runs 5               # seeds 0..4, as the paper's 5 runs
     python main.py -dataset ED -sources llama        # ablation: LLaMA features only
     python main.py -dataset ED -norm none            # the published raw (unstandardised) inputs
+    python main.py -dataset ED -compat reference     # the published recipe, defects included
 
 Reads dataset/{dataset}/{llama,bert,roberta}/{train,valid,test}.safetensors (made by the three
 extraction scripts) and writes one folder per run under Logs/ plus a row in Logs/runs.csv.
@@ -45,10 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-batch_size", "--batch_size", type=int, default=10, help="training batch size")
     parser.add_argument("-lr", "--lr", type=float, default=1e-4, help="Adam learning rate")
     parser.add_argument("-SIGMA", "--SIGMA", "-sigma", dest="sigma", type=float, default=1.0, help="power-normalisation sigma")
+    parser.add_argument("-compat", "--compat", default="none", choices=["none", "reference"], help="reference = the published recipe, defects included: -llama_pooling unmasked_padded -bert_source roberta -norm none -pn sigmoid (explicit options still win)")
+    parser.add_argument("-llama_pooling", "--llama_pooling", default=None, choices=["masked", "unmasked_padded"], help="which LLaMA features to read: masked (dataset/TASK/llama/, default) or the published unmasked_padded (dataset/TASK/llama_unmasked_padded/)")
+    parser.add_argument("-bert_source", "--bert_source", default=None, choices=["bert", "roberta"], help="features used in BERT's position: bert (default) or roberta, the published loader defect")
     parser.add_argument("-pn", "--pn", default="sigmoid", choices=["sigmoid", "tanh"], help="power normalisation: sigmoid = 2*sigmoid(sigma*P)-1 (published code), tanh = tanh(2*sigma*P) (published README)")
     parser.add_argument("-dropout", "--dropout", type=float, default=0.5, help="dropout after every hidden layer")
     parser.add_argument("-fusion_dim", "--fusion_dim", type=int, default=None, help="width D of the fused vectors (default: the encoders' width, 1024 for the published models; the widest encoder when they differ)")
-    parser.add_argument("-norm", "--norm", default="zscore", choices=["zscore", "none"], help="standardise each source per feature with train statistics (zscore), or feed raw features as published (none)")
+    parser.add_argument("-norm", "--norm", default=None, choices=["zscore", "none"], help="standardise each source per feature with train statistics (zscore, default), or feed raw features as published (none)")
     parser.add_argument("-sources", "--sources", nargs="+", default=list(SOURCES), choices=SOURCES, help="feature sets to fuse, e.g. `llama`, `bert roberta`. Without llama, the raw encoder vectors are concatenated beside the pooled interactions (a Gram matrix of one or two vectors carries almost nothing)")
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("-seeds", "--seeds", type=int, nargs="+", default=None, help="train one run per seed (default: 0)")
@@ -60,10 +64,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+CORRECTED = {"llama_pooling": "masked", "bert_source": "bert", "norm": "zscore"}
+REFERENCE = {"llama_pooling": "unmasked_padded", "bert_source": "roberta", "norm": "none"}
+
+
+def apply_compat(args: argparse.Namespace) -> str:
+    """Fill unset quirk options from -compat; return the run's mode for Logs/runs.csv:
+    `corrected`, `reference`, or `custom:` plus the quirks that are on."""
+    base = REFERENCE if args.compat == "reference" else CORRECTED
+    for key, value in base.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.compat == "reference" and args.pn != "sigmoid":
+        log.warning("-compat reference with -pn %s: the published code used sigmoid", args.pn)
+    quirks = [f"{k}={getattr(args, k)}" for k, v in CORRECTED.items() if getattr(args, k) != v]
+    if not quirks:
+        return "corrected"
+    if len(quirks) == len(REFERENCE) and args.pn == "sigmoid":
+        return "reference"
+    return "custom:" + "+".join(quirks)
+
+
 def run(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
     seeds = args.seeds if args.seeds is not None else list(range(args.runs)) if args.runs else [0]
-    data = load_fusion_data(args.dataset_dir, args.dataset, args.sources)
+    mode = apply_compat(args)
+    slot_dirs = {"bert": args.bert_source}
+    if args.llama_pooling != "masked":
+        slot_dirs["llama"] = f"llama_{args.llama_pooling}"
+    data = load_fusion_data(args.dataset_dir, args.dataset, args.sources, slot_dirs=slot_dirs)
     if data.multilabel:
         raise StoreError(f"{args.dataset}: multi-label features; main.py trains single-label tasks only so far")
     cfg = TrainConfig(
@@ -73,16 +102,17 @@ def run(args: argparse.Namespace) -> dict:
     run_dir = make_run_dir(args.out, args.dataset)
     setup_logging(args.log_level, logfile=run_dir / "train.log")
     template = build_model(data, cfg)
-    log.info("run folder %s; device %s; seeds %s", run_dir, device, seeds)
+    log.info("run folder %s; mode %s; device %s; seeds %s", run_dir, mode, device, seeds)
     log.info("model:\n%s", template.describe())
     write_json(run_dir / "config.json", {
-        "args": vars(args), "seeds": seeds, "train_config": vars(cfg), "device": str(device),
+        "args": vars(args), "mode": mode, "seeds": seeds, "train_config": vars(cfg), "device": str(device),
         "sources": data.sources, "rows": {m: len(s) for m, s in data.splits.items()},
         "feature_manifests": data.manifests, **provenance(),
     })
     write_json(run_dir / "model.json", {
         "model": template.config, "sources": data.sources, "label_names": data.label_names, "task": data.task,
-        "norm": cfg.norm, "feature_manifests": data.manifests["train"],
+        "norm": cfg.norm, "store_dirs": {s: slot_dirs.get(s, s) for s in data.sources}, "mode": mode,
+        "feature_manifests": data.manifests["train"],
     })
     data.to(device)
     results = []
@@ -99,7 +129,7 @@ def run(args: argparse.Namespace) -> dict:
                "summary": summary, "best_seed": best.seed}
     write_json(run_dir / "results.json", payload)
     plot_curves(run_dir, {r.seed: r.history for r in results})
-    settings = {"sources": "+".join(data.sources), "mode": "corrected", "norm": cfg.norm, "pn": cfg.pn,
+    settings = {"sources": "+".join(data.sources), "mode": mode, "norm": cfg.norm, "pn": cfg.pn,
                 "sigma": cfg.sigma, "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds": " ".join(map(str, seeds))}
     table = append_run_row(args.out, runs_row(data.task, run_dir, settings, summary, [r.best_epoch for r in results]))
     split = "test" if "test" in summary else "valid"

@@ -40,28 +40,41 @@ from fec.store import StoreError, feature_path, manifest_path, save_features
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "fec-features/1"
+REFERENCE_PAD_TOKEN = "[PAD]"
+# What `-compat reference` turns on: the published extraction, quirks included (design.md section 2).
+REFERENCE_RECIPE = {"llama_pooling": "unmasked_padded", "batch_order": "file"}
+REFERENCE_BATCH_SIZE = {"llama": 2, "bert": 50, "roberta": 50}
+CORRECTED_RECIPE = {"llama_pooling": "masked", "batch_order": "length"}
 
 
 class NonFiniteFeaturesError(RuntimeError):
     """Some rows came out NaN/inf (the fp16 overflow users hit with Llama-2); nothing is saved."""
 
 
-def plan_batches(lengths: np.ndarray, batch_size: int, max_tokens: int) -> list[np.ndarray]:
-    """Row indices per batch: longest texts first, each batch at most `batch_size` texts and at
-    most `max_tokens` padded tokens (a single text longer than the budget still gets its own batch)."""
-    order = np.argsort(-lengths, kind="stable")
+def plan_batches(lengths: np.ndarray, batch_size: int, max_tokens: int, order: str = "length") -> list[np.ndarray]:
+    """Row indices per batch.
+
+    `length`: longest texts first, each batch at most `batch_size` texts and at most `max_tokens`
+    padded tokens (a single text longer than the budget still gets its own batch).
+    `file`: consecutive rows in file order, `batch_size` at a time (the published recipe).
+    """
+    if order == "file":
+        return [np.arange(start, min(start + batch_size, len(lengths))) for start in range(0, len(lengths), batch_size)]
+    if order != "length":
+        raise ValueError(f"unknown batch order {order!r}; choose length or file")
+    by_length = np.argsort(-lengths, kind="stable")
     batches, start = [], 0
-    while start < len(order):
-        longest = int(lengths[order[start]])
+    while start < len(by_length):
+        longest = int(lengths[by_length[start]])
         size = max(1, min(batch_size, max_tokens // max(longest, 1)))
-        batches.append(order[start : start + size])
+        batches.append(by_length[start : start + size])
         start += size
     return batches
 
 
-def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists to the longest: (input_ids, attention_mask), both (B, T) int64."""
-    width = max(len(s) for s in sequences)
+def pad_right(sequences: list[list[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists to `width` (default: the longest): (input_ids, attention_mask), (B, T) int64."""
+    width = width or max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
@@ -70,13 +83,23 @@ def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
     return ids, mask
 
 
-def pool_batch(backbone: Backbone, slot: str, input_ids: torch.Tensor, mask: torch.Tensor, layers: int) -> torch.Tensor:
+def reference_pad_id(tokenizer) -> int:
+    """The published LLaMA extractor set `pad_token = "[PAD]"`, a string not in LLaMA's
+    vocabulary, so every pad position carried the unknown-token id. Same lookup here."""
+    return tokenizer.convert_tokens_to_ids(REFERENCE_PAD_TOKEN)
+
+
+def pool_batch(
+    backbone: Backbone, slot: str, input_ids: torch.Tensor, mask: torch.Tensor, layers: int, llama_pooling: str = "masked"
+) -> torch.Tensor:
     """One forward pass and the slot's pooling, float32 on the model's device."""
     mode = pooling_used(backbone, slot)
     if mode == "layer_mean":
         # Ask only for the hidden states we pool, so the other layers are never kept.
         selection = list(range(-1, -layers - 1, -1))
         out = backbone.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=selection)
+        if llama_pooling == "unmasked_padded":
+            return pooling.unmasked_layer_mean(out.hidden_states, layers)
         return pooling.layer_mean(out.hidden_states, mask, layers)
     out = backbone.model(input_ids=input_ids, attention_mask=mask)
     if mode == "pooler":
@@ -102,22 +125,29 @@ def extract_features(
     max_len: int = 200,
     batch_size: int = 64,
     max_tokens: int = 16384,
+    llama_pooling: str = "masked",
+    batch_order: str = "length",
     desc: str = "extract",
 ) -> tuple[torch.Tensor, dict]:
-    """Features for `texts` in their given order: (N, layers, H) for the llama slot, else (N, H)."""
+    """Features for `texts` in their given order: (N, layers, H) for the llama slot, else (N, H).
+
+    `llama_pooling="unmasked_padded"` reproduces the published LLaMA recipe: every text padded to
+    `max_len` with the "[PAD]" string's id and the mean taken over all positions.
+    """
     if slot == "llama" and not 1 <= layers <= backbone.num_hidden_states:
         raise ModelError(f"-layers {layers}: the model has {backbone.num_hidden_states} hidden states (embeddings + layers)")
     encoded = backbone.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
     lengths = np.array([len(ids) for ids in encoded])
-    pad_id = backbone.tokenizer.pad_token_id
+    padded_width = max_len if slot == "llama" and llama_pooling == "unmasked_padded" else None
+    pad_id = reference_pad_id(backbone.tokenizer) if padded_width else backbone.tokenizer.pad_token_id
     width = (layers, backbone.hidden_size) if slot == "llama" else (backbone.hidden_size,)
     features = torch.empty((len(texts), *width), dtype=torch.float32)
     finite = torch.ones(len(texts), dtype=torch.bool)
-    batches = plan_batches(lengths, batch_size, max_tokens)
+    batches = plan_batches(lengths, batch_size, max_tokens, batch_order)
     with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="text", leave=False) as bar:
         for rows in batches:
-            ids, mask = pad_right([encoded[i] for i in rows], pad_id)
-            pooled = pool_batch(backbone, slot, ids.to(backbone.device), mask.to(backbone.device), layers).cpu()
+            ids, mask = pad_right([encoded[i] for i in rows], pad_id, padded_width)
+            pooled = pool_batch(backbone, slot, ids.to(backbone.device), mask.to(backbone.device), layers, llama_pooling).cpu()
             index = torch.from_numpy(rows)
             features[index] = pooled
             finite[index] = torch.isfinite(pooled).flatten(1).all(dim=1)
@@ -125,7 +155,7 @@ def extract_features(
     info = {
         "batches": len(batches),
         "tokens": int(lengths.sum()),
-        "padded_tokens": int(sum(len(rows) * lengths[rows].max() for rows in batches)),
+        "padded_tokens": int(sum(len(rows) * (padded_width or lengths[rows].max()) for rows in batches)),
         "rows_at_max_len": int((lengths >= max_len).sum()),
     }
     if not bool(finite.all()):
@@ -152,11 +182,14 @@ def build_parser(slot: str) -> argparse.ArgumentParser:
     parser.add_argument("-model", "--model", default=None, help=f"hub id, local model directory, or offline:NAME stand-in (default: {spec.default_model}, or the -preset's model)")
     parser.add_argument("-preset", "--preset", default=None, choices=sorted(PRESETS), help="a named set of models, one per slot: offline = the stand-ins shipped in PyPI packages (requirements-standins.txt)")
     parser.add_argument("-max_len", "--max_len", type=int, default=200, help="truncate texts to this many tokens")
-    parser.add_argument("-batch_size", "--batch_size", type=int, default=64, help="at most this many texts per batch")
+    parser.add_argument("-batch_size", "--batch_size", type=int, default=None, help=f"at most this many texts per batch (default: 64; -compat reference: {REFERENCE_BATCH_SIZE[slot]}, as published)")
     parser.add_argument("-max_tokens", "--max_tokens", type=int, default=16384, help="at most this many padded tokens per batch")
-    parser.add_argument("-dtype", "--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="model weights dtype; auto = bfloat16 on CUDA, float32 on CPU")
+    parser.add_argument("-dtype", "--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="model weights dtype; auto = bfloat16 on CUDA (float16 with -compat reference, as published), float32 on CPU")
+    parser.add_argument("-compat", "--compat", default="none", choices=["none", "reference"], help="reference = the published extraction, quirks included: " + ("every text padded to -max_len with the '[PAD]' string (the unknown id), mean over all positions, batches of 2 in file order" if slot == "llama" else "batches of 50 in file order, padded to the longest"))
+    parser.add_argument("-batch_order", "--batch_order", default=None, choices=["length", "file"], help="length = length-sorted batches under -max_tokens (default), file = consecutive rows (the published order)")
     if spec.pooling == "layer_mean":
         parser.add_argument("-layers", "--layers", type=int, default=5, help="pool each of the last L hidden layers")
+        parser.add_argument("-llama_pooling", "--llama_pooling", default=None, choices=["masked", "unmasked_padded"], help="masked = mean over real tokens (default); unmasked_padded = the published mean over all -max_len positions, padding included (stored in the llama_unmasked_padded/ folder)")
     parser.add_argument("-limit", "--limit", type=int, default=None, help="only the first N rows of each split (quick runs)")
     parser.add_argument("-data_dir", "--data_dir", default="data", help="folder holding TASK/MODE.csv")
     parser.add_argument("-dataset_dir", "--dataset_dir", default="dataset", help="feature store root")
@@ -166,8 +199,26 @@ def build_parser(slot: str) -> argparse.ArgumentParser:
     return parser
 
 
+def apply_compat(args: argparse.Namespace, slot: str) -> None:
+    """Fill the recipe options left unset from -compat (explicit options win)."""
+    reference = args.compat == "reference"
+    recipe = REFERENCE_RECIPE if reference else CORRECTED_RECIPE
+    args.llama_pooling = (getattr(args, "llama_pooling", None) or recipe["llama_pooling"]) if slot == "llama" else "masked"
+    args.batch_order = args.batch_order or recipe["batch_order"]
+    if args.batch_size is None:
+        args.batch_size = REFERENCE_BATCH_SIZE[slot] if reference else 64
+
+
+def store_dir_of(slot: str, llama_pooling: str) -> str:
+    """The store folder: variants that change the features get their own, so the published
+    LLaMA pooling never overwrites the corrected features (`llama` vs `llama_unmasked_padded`)."""
+    return slot if llama_pooling == "masked" else f"{slot}_{llama_pooling}"
+
+
 def settings_of(args: argparse.Namespace, slot: str, csv_sha256: str) -> dict:
-    """The settings that determine the features; equal settings mean the stored file can be reused."""
+    """The settings that determine the features; equal settings mean the stored file can be reused.
+    Recipe options appear only when they differ from the corrected recipe."""
+    quirks = {k: getattr(args, k) for k, v in CORRECTED_RECIPE.items() if getattr(args, k) != v}
     return {
         "slot": slot,
         "model": args.model,
@@ -177,6 +228,7 @@ def settings_of(args: argparse.Namespace, slot: str, csv_sha256: str) -> dict:
         "dtype": args.dtype,
         "limit": args.limit,
         "csv_sha256": csv_sha256,
+        **quirks,
     }
 
 
@@ -201,13 +253,15 @@ def chosen_model(args: argparse.Namespace, slot: str) -> str:
 
 def run(args: argparse.Namespace, slot: str) -> list[Path]:
     args.model = chosen_model(args, slot)
+    apply_compat(args, slot)
+    store_dir = store_dir_of(slot, args.llama_pooling)
     modes = available_modes(args.data_dir, args.task) if args.mode == "all" else [args.mode]
     if not modes:
         raise DataError(f"{Path(args.data_dir) / args.task}: no train/valid/test CSV found (run `python prepare_data.py`)")
     splits = load_splits(args.data_dir, args.task, modes)
     todo = {}
     for mode, split in splits.items():
-        path = feature_path(args.dataset_dir, args.task, slot, mode)
+        path = feature_path(args.dataset_dir, args.task, store_dir, mode)
         settings = settings_of(args, slot, split.csv_sha256)
         if not args.force and already_extracted(path, settings):
             log.info("%s: already extracted with the same settings, skipped (-force to redo)", path)
@@ -216,7 +270,9 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
     if not todo:
         return []
     device = pick_device(args.device)
-    backbone = load_backbone(args.model, device, pick_dtype(args.dtype, device), args.trust_remote_code)
+    # The published LLaMA extractor ran fp16 weights on the GPU.
+    dtype_name = "float16" if args.compat == "reference" and args.dtype == "auto" and device.type == "cuda" else args.dtype
+    backbone = load_backbone(args.model, device, pick_dtype(dtype_name, device), args.trust_remote_code)
     layers = getattr(args, "layers", None)
     written = []
     for mode, (split, path, settings) in todo.items():
@@ -224,7 +280,8 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
         started = time.perf_counter()
         features, info = extract_features(
             backbone, split.texts[:count], slot, layers=layers or 1, max_len=args.max_len,
-            batch_size=args.batch_size, max_tokens=args.max_tokens, desc=f"{slot} {args.task}/{mode}",
+            batch_size=args.batch_size, max_tokens=args.max_tokens, llama_pooling=args.llama_pooling,
+            batch_order=args.batch_order, desc=f"{slot} {args.task}/{mode}",
         )
         elapsed = time.perf_counter() - started
         manifest = {
@@ -233,6 +290,11 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
             "task": args.task,
             "mode": mode,
             "slot": slot,
+            "store_dir": store_dir,
+            "compat": args.compat,
+            "llama_pooling": args.llama_pooling if slot == "llama" else None,
+            "batch_order": args.batch_order,
+            "batch_size": args.batch_size,
             "model": args.model,
             "model_path": backbone.resolved,
             "model_class": type(backbone.model).__name__,
@@ -245,8 +307,12 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
             "max_len": args.max_len,
             "dtype": str(backbone.dtype).removeprefix("torch."),
             "device": str(device),
-            "pad_token": backbone.pad_token,
-            "padding": "right, to the longest text of each length-sorted batch; masked out of every pooled feature",
+            "pad_token": REFERENCE_PAD_TOKEN if args.llama_pooling == "unmasked_padded" else backbone.pad_token,
+            "padding": (
+                f"right, every text to {args.max_len} tokens with the id of {REFERENCE_PAD_TOKEN!r}; included in the mean (published)"
+                if args.llama_pooling == "unmasked_padded"
+                else "right, to the longest text of each batch; masked out of every pooled feature"
+            ),
             "csv": str(split.path),
             "csv_sha256": split.csv_sha256,
             "csv_rows": len(split),

@@ -77,11 +77,12 @@ def order_sources(sources: list[str]) -> list[str]:
 def _check_same_origin(mode: str, stored: dict[str, StoredFeatures], slot_dirs: dict[str, str]) -> None:
     (first_name, first), *rest = stored.items()
     for source, feats in stored.items():
-        expected_slot = slot_dirs[source]
-        if feats.manifest.get("slot") != expected_slot:
+        folder = slot_dirs[source]
+        written_for = feats.manifest.get("store_dir", feats.manifest.get("slot"))
+        if written_for != folder:
             raise StoreError(
-                f"{manifest_path(feats.path)}: extracted for slot {feats.manifest.get('slot')!r}, "
-                f"not {expected_slot!r}; re-extract with the {expected_slot} script"
+                f"{manifest_path(feats.path)}: extracted for slot {written_for!r}, not {folder!r}; "
+                f"re-extract with the {folder.split('_')[0]} script"
             )
     for source, feats in rest:
         for key, what in (("csv_sha256", "source CSV"), ("rows", "row count"), ("label_names", "label names")):

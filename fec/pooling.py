@@ -3,6 +3,7 @@
 | mode          | input                         | output   | used by        |
 |---------------|-------------------------------|----------|----------------|
 | `layer_mean`  | hidden_states[-1], ..., [-L]  | (B, L, H)| LLaMA slot     |
+| (unmasked)    | the same, padding included    | (B, L, H)| `-compat reference` |
 | `pooler`      | `pooler_output`               | (B, H)   | BERT slot      |
 | `first_token` | last_hidden_state[:, 0]       | (B, H)   | RoBERTa slot   |
 
@@ -35,6 +36,12 @@ def layer_mean(hidden_states: tuple[torch.Tensor, ...], mask: torch.Tensor, laye
     The order matches the published extractor (`hidden_states[-1]`, `[-2]`, ... `[-layers]`).
     """
     return torch.stack([masked_mean(hidden_states[-k], mask) for k in range(1, layers + 1)], dim=1)
+
+
+def unmasked_layer_mean(hidden_states: tuple[torch.Tensor, ...], layers: int) -> torch.Tensor:
+    """The published LLaMA pooling: the plain mean over every position, padding included,
+    taken in the model's dtype as the published code did, then cast to float32."""
+    return torch.stack([hidden_states[-k].mean(dim=1) for k in range(1, layers + 1)], dim=1).float()
 
 
 def first_token(last_hidden_state: torch.Tensor) -> torch.Tensor:
