@@ -134,3 +134,13 @@ def test_interrupted_write_leaves_the_previous_file_and_no_half_file(tmp_path, m
     assert path.read_bytes() == before
     assert json.loads(manifest_path(path).read_text())["run"] == 1
     assert sorted(p.name for p in path.parent.iterdir()) == ["train.json", "train.safetensors"]
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    path = feature_path(tmp_path, "t", "bert", "train")
+    save_features(path, torch.ones(1, 2), torch.tensor([0]), {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
