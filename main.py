@@ -27,6 +27,7 @@ from fec.runlog import (
     runs_row,
     save_checkpoint,
     write_json,
+    write_label_report,
 )
 from fec.store import StoreError
 from fec.train import TrainConfig, build_model, format_summary, summarise, train_seed
@@ -129,6 +130,9 @@ def run(args: argparse.Namespace) -> dict:
                "summary": summary, "best_seed": best.seed}
     write_json(run_dir / "results.json", payload)
     plot_curves(run_dir, {r.seed: r.history for r in results})
+    report_split = "test" if "test" in best.predictions else "valid"
+    write_label_report(run_dir, report_split, data.splits[report_split].labels.cpu().numpy(),
+                       best.predictions[report_split], data.label_names)
     settings = {"sources": "+".join(data.sources), "mode": mode, "norm": cfg.norm, "pn": cfg.pn,
                 "sigma": cfg.sigma, "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds": " ".join(map(str, seeds))}
     table = append_run_row(args.out, runs_row(data.task, run_dir, settings, summary, [r.best_epoch for r in results]))

@@ -7,6 +7,8 @@
         model.json           what rebuilds the model (constructor config, sources, labels)
         checkpoints/seedN.safetensors   the selected state of each seed
         curves.png           train/valid loss and valid wF1 per epoch, one line per seed
+        confusion.png        row-normalised confusion matrix of the best seed on test (valid without test)
+        per_label.csv        precision, recall, F1 and support per label, same split
     Logs/runs.csv            one row per run: `column -s, -t Logs/runs.csv`
 """
 
@@ -74,6 +76,35 @@ def plot_curves(run_dir: Path, histories: dict[int, list[dict]]) -> Path:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return path
+
+
+def write_label_report(run_dir: Path, split: str, labels, preds, label_names: list[str]) -> None:
+    """`per_label.csv` and `confusion.png` (rows: true label, normalised; labels by name)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    ids = list(range(len(label_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
+    table = pd.DataFrame({"label": label_names, "precision": precision, "recall": recall, "f1": f1, "support": support})
+    atomic_write(run_dir / "per_label.csv", lambda tmp: table.round(4).to_csv(tmp, index=False))
+
+    counts = confusion_matrix(labels, preds, labels=ids)
+    normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(5.0, 0.32 * len(label_names) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(ids, label_names, rotation=90, fontsize=8)
+    ax.set_yticks(ids, label_names, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=f"{split} confusion matrix (rows sum to 1)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    atomic_write(run_dir / "confusion.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
 
 
 def _cell(stats: dict | None) -> str:

@@ -56,10 +56,12 @@ class SeedResult:
     train_seconds: float
     history: list[dict] = field(default_factory=list)
     state_dict: dict | None = None
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # split -> predicted ids
 
     def summary(self) -> dict:
         out = asdict(self)
         out.pop("state_dict")
+        out.pop("predictions")
         return out
 
 
@@ -115,10 +117,13 @@ def predict_logits(model: DownstreamModel, split: SplitInputs, batch_size: int) 
     return torch.cat(chunks)
 
 
-def evaluate(model: DownstreamModel, split: SplitInputs, batch_size: int) -> dict:
+def evaluate(model: DownstreamModel, split: SplitInputs, batch_size: int, preds_out: dict | None = None, name: str = "") -> dict:
+    """Loss, accuracy, weighted and macro F1 on a whole split; predicted ids go to `preds_out[name]`."""
     logits = predict_logits(model, split, batch_size)
     loss = F.cross_entropy(logits, split.labels).item()
     preds = logits.argmax(dim=1).cpu().numpy()
+    if preds_out is not None:
+        preds_out[name] = preds
     return {"loss": loss, **classification_metrics(split.labels.cpu().numpy(), preds)}
 
 
@@ -173,9 +178,10 @@ def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.devi
             break
     train_seconds = time.perf_counter() - started
     model.load_state_dict(best_state)
-    valid_best = evaluate(model, valid, cfg.eval_batch_size)
-    test = evaluate(model, data.splits["test"], cfg.eval_batch_size) if "test" in data.splits else None
-    return SeedResult(seed, best_epoch, len(history), valid_best, test, round(train_seconds, 2), history, best_state)
+    predictions: dict[str, np.ndarray] = {}
+    valid_best = evaluate(model, valid, cfg.eval_batch_size, predictions, "valid")
+    test = evaluate(model, data.splits["test"], cfg.eval_batch_size, predictions, "test") if "test" in data.splits else None
+    return SeedResult(seed, best_epoch, len(history), valid_best, test, round(train_seconds, 2), history, best_state, predictions)
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:

@@ -1,0 +1,128 @@
+"""Classify new text with a trained run: the same backbones, the same pooling, the same fusion.
+
+    from fec import EmotionClassifier
+    clf = EmotionClassifier.load("Logs/ED_20261122-101500")
+    clf.predict(["I finally got the job!"], topk=3)
+    # [[('excited', 0.41), ('proud', 0.22), ('joyful', 0.12)]]
+
+The run's `model.json` names every feature source with the manifest it was trained on; each
+backbone is loaded once, with the settings recorded there, and refused when its weights differ
+from those the features were extracted with (weights sha256 or hub revision).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from fec.backbones import Backbone, ModelError, load_backbone, model_fingerprint, pick_device, pick_dtype, resolve_model
+from fec.extract import extract_features
+from fec.fusion import DownstreamModel
+
+log = logging.getLogger(__name__)
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used for prediction (one line, names the file)."""
+
+
+@dataclass
+class FeatureSource:
+    """One store folder the model reads: the backbone and the recipe its features were made with."""
+
+    store_dir: str
+    manifest: dict
+    backbone: Backbone | None = None
+
+    def compute(self, texts: list[str], batch_size: int) -> torch.Tensor:
+        m = self.manifest
+        features, _ = extract_features(
+            self.backbone, texts, m["slot"], layers=m.get("layers") or 1, max_len=m["max_len"],
+            batch_size=batch_size, llama_pooling=m.get("llama_pooling") or "masked", desc=f"{m['slot']} features",
+        )
+        return features
+
+
+def fingerprints_match(expected: dict, actual: dict) -> bool:
+    if expected.get("kind") != actual.get("kind"):
+        return False
+    key = "weights_sha256" if expected.get("kind") == "local" else "revision"
+    return expected.get(key) is None or expected.get(key) == actual.get(key)
+
+
+def load_source_backbone(source: FeatureSource, device: torch.device, model: str | None) -> Backbone:
+    m = source.manifest
+    spec = model or m["model"]
+    fingerprint = model_fingerprint(resolve_model(spec))
+    if not fingerprints_match(m["model_fingerprint"], fingerprint):
+        raise ModelError(
+            f"{spec}: these weights differ from the {m['slot']} backbone the model was trained on "
+            f"({m['model']}, {m['model_fingerprint']}); use the same model or retrain"
+        )
+    dtype = pick_dtype(m["dtype"], device) if device.type == "cuda" else torch.float32
+    return load_backbone(spec, device, dtype)
+
+
+class EmotionClassifier:
+    """A trained fusion classifier with its backbones, ready for raw text."""
+
+    def __init__(self, model: DownstreamModel, sources: dict[str, FeatureSource], order: list[str],
+                 label_names: list[str], run_dir: Path, seed: int, device: torch.device):
+        self.model, self.sources, self.order = model.to(device).eval(), sources, order
+        self.label_names, self.run_dir, self.seed, self.device = label_names, run_dir, seed, device
+
+    @classmethod
+    def load(cls, run_dir: Path | str, seed: int | None = None, device: str = "auto",
+             models: dict[str, str] | None = None) -> "EmotionClassifier":
+        """Load a `main.py` run. `seed` picks a checkpoint (default: the best seed on validation);
+        `models` overrides where a slot's backbone is loaded from (it must be the same weights)."""
+        run_dir = Path(run_dir)
+        spec = read_json(run_dir / "model.json")
+        if seed is None:
+            seed = read_json(run_dir / "results.json")["best_seed"]
+        checkpoint = run_dir / "checkpoints" / f"seed{seed}.safetensors"
+        if not checkpoint.is_file():
+            raise RunError(f"{checkpoint}: no checkpoint for seed {seed}")
+        model = DownstreamModel(**spec["model"])
+        model.load_state_dict(load_file(str(checkpoint)))
+        torch_device = pick_device(device)
+        store_dirs = spec.get("store_dirs") or {s: s for s in spec["sources"]}
+        manifests = spec["feature_manifests"]
+        sources: dict[str, FeatureSource] = {}
+        for name in spec["sources"]:
+            folder = store_dirs[name]
+            if folder not in sources:
+                source = FeatureSource(folder, manifests[name])
+                source.backbone = load_source_backbone(source, torch_device, (models or {}).get(source.manifest["slot"]))
+                sources[folder] = source
+        order = [store_dirs[name] for name in spec["sources"]]
+        return cls(model, sources, order, spec["label_names"], run_dir, seed, torch_device)
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities (N, C), columns in `label_names` order."""
+        if not texts:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        computed = {folder: src.compute(list(texts), batch_size) for folder, src in self.sources.items()}
+        inputs = [computed[folder].to(self.device) for folder in self.order]
+        logits = torch.cat([self.model(*(x[i : i + 4096] for x in inputs)) for i in range(0, len(texts), 4096)])
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def predict(self, texts: list[str], topk: int = 3, batch_size: int = 64) -> list[list[tuple[str, float]]]:
+        """The `topk` labels of each text with their probabilities, most likely first."""
+        probs = self.predict_proba(texts, batch_size)
+        k = min(topk, len(self.label_names))
+        top = np.argsort(-probs, axis=1)[:, :k]
+        return [[(self.label_names[j], float(row[j])) for j in idx] for row, idx in zip(probs, top)]
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise RunError(f"{path}: not found; is {path.parent} a run folder written by main.py?")
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,100 @@
+"""Classify new text with a trained run (`main.py`'s Logs folder): top-k labels with probabilities.
+
+    python predict.py -run Logs/ED_20261122-101500 -text "I finally got the job!"
+    python predict.py -run Logs/ED_20261122-101500 -text "so scared" -text "what a gift" -topk 5 -json
+    python predict.py -run Logs/ED_20261122-101500 -input texts.csv -output predictions.csv
+    echo "I miss my grandmother" | python predict.py -run Logs/ED_20261122-101500
+
+The backbones are loaded once per call with the settings recorded in the run's feature
+manifests, and refused when their weights differ from those the model was trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from fec.backbones import ModelError
+from fec.cli import add_common_logging, fail, setup_logging
+from fec.predict import EmotionClassifier, RunError
+from fec.store import atomic_write
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Predict emotion labels for new text with a trained run. Text comes from -text, -input, or standard input.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("-run", "--run", required=True, help="a run folder written by main.py (Logs/TASK_STAMP)")
+    parser.add_argument("-text", "--text", action="append", default=None, help="a text to classify (repeatable)")
+    parser.add_argument("-input", "--input", default=None, help="a CSV file with a `text` column")
+    parser.add_argument("-output", "--output", default=None, help="write predictions as CSV here (with -input: the input's columns plus label, prob and top-k columns)")
+    parser.add_argument("-topk", "--topk", type=int, default=3, help="labels to show per text")
+    parser.add_argument("-json", "--json", action="store_true", help="print JSON lines instead of a table")
+    parser.add_argument("-seed", "--seed", type=int, default=None, help="which seed's checkpoint (default: the best on validation)")
+    parser.add_argument("-device", "--device", default="auto", help="cuda, cpu, or auto")
+    parser.add_argument("-batch_size", "--batch_size", type=int, default=64, help="texts per backbone batch")
+    parser.add_argument("-model", "--model", action="append", default=None, metavar="SLOT=MODEL", help="load a slot's backbone from elsewhere, e.g. llama=/models/llama2 (must be the same weights)")
+    add_common_logging(parser)
+    return parser
+
+
+def read_texts(args: argparse.Namespace) -> tuple[list[str], pd.DataFrame | None]:
+    if args.input:
+        path = Path(args.input)
+        if not path.is_file():
+            raise RunError(f"{path}: file not found")
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if "text" not in frame.columns:
+            raise RunError(f"{path}: no 'text' column (columns: {', '.join(frame.columns)})")
+        return frame["text"].tolist(), frame
+    if args.text:
+        return args.text, None
+    if sys.stdin.isatty():
+        raise RunError("no text given: use -text, -input FILE, or pipe text on standard input")
+    return [line.strip() for line in sys.stdin if line.strip()], None
+
+
+def overrides(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        slot, sep, model = pair.partition("=")
+        if not sep or slot not in ("llama", "bert", "roberta"):
+            raise RunError(f"-model {pair}: expected SLOT=MODEL with SLOT one of llama, bert, roberta")
+        out[slot] = model
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        texts, frame = read_texts(args)
+        clf = EmotionClassifier.load(args.run, seed=args.seed, device=args.device, models=overrides(args.model))
+        predictions = clf.predict(texts, topk=args.topk, batch_size=args.batch_size)
+    except (RunError, ModelError) as err:
+        return fail(err)
+    if args.output:
+        out = frame.copy() if frame is not None else pd.DataFrame({"text": texts})
+        out["label"] = [p[0][0] for p in predictions]
+        out["prob"] = [round(p[0][1], 6) for p in predictions]
+        out["topk"] = [" ".join(f"{label}:{prob:.4f}" for label, prob in p) for p in predictions]
+        path = Path(args.output)
+        atomic_write(path, lambda tmp: out.to_csv(tmp, index=False))
+        print(f"wrote {len(out)} predictions to {path}", file=sys.stderr)
+    elif args.json:
+        for text, top in zip(texts, predictions):
+            print(json.dumps({"text": text, "labels": [{"label": label, "prob": round(prob, 6)} for label, prob in top]}))
+    else:
+        for text, top in zip(texts, predictions):
+            shown = text if len(text) <= 70 else text[:67] + "..."
+            print(f"{shown}\n    " + "   ".join(f"{label} {prob:.3f}" for label, prob in top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Using a trained run: predict.py, the Python API, explanations, and the run's label report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import LABELS, save_tiny_llama
+
+import explain as explain_script
+import main as main_script
+import predict as predict_script
+from fec import EmotionClassifier
+from fec.fusion_data import load_fusion_data
+from fec.train import predict_logits
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def toy_run(toy_store, tmp_path_factory) -> Path:
+    _, dataset_dir = toy_store
+    out = tmp_path_factory.mktemp("Logs")
+    argv = ["-dataset", "toy", "-device", "cpu", "-dataset_dir", str(dataset_dir), "-out", str(out),
+            "-epochs", "15", "-lr", "1e-3", "-seeds", "0", "1"]
+    assert main_script.main(argv) == 0
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def test_every_run_folder_has_a_confusion_matrix_and_per_label_table(toy_run):
+    assert (toy_run / "confusion.png").stat().st_size > 1000
+    table = pd.read_csv(toy_run / "per_label.csv")
+    assert table["label"].tolist() == LABELS
+    assert set(table.columns) == {"label", "precision", "recall", "f1", "support"}
+    assert table["support"].sum() == 30
+
+
+def test_api_matches_the_evaluation_path_on_the_same_rows(toy_run, toy_store):
+    data_dir, dataset_dir = toy_store
+    clf = EmotionClassifier.load(toy_run, device="cpu")
+    texts = pd.read_csv(data_dir / "toy" / "test.csv")["text"].tolist()
+    probs = clf.predict_proba(texts)
+    data = load_fusion_data(dataset_dir, "toy", ["llama", "bert", "roberta"])
+    stored = torch.softmax(predict_logits(clf.model, data.splits["test"], 64), dim=1).numpy()
+    np.testing.assert_allclose(probs, stored, atol=1e-4)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    best = json.loads((toy_run / "results.json").read_text())["best_seed"]
+    assert clf.seed == best
+
+
+def test_predict_prints_named_labels_with_probabilities(toy_run, capsys):
+    assert predict_script.main(["-run", str(toy_run), "-device", "cpu", "-text", "so happy and glad", "-json", "-topk", "3"]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    labels = json.loads(line)["labels"]
+    assert [item["label"] for item in labels] and {item["label"] for item in labels} == set(LABELS)
+    assert sum(item["prob"] for item in labels) == pytest.approx(1.0, abs=1e-4)
+    assert labels[0]["prob"] >= labels[1]["prob"] >= labels[2]["prob"]
+
+
+def test_predict_file_mode_keeps_the_input_columns(toy_run, tmp_path):
+    src = tmp_path / "in.csv"
+    pd.DataFrame({"id": [7, 8], "text": ["crying and lonely", "furious rage"]}).to_csv(src, index=False)
+    out = tmp_path / "out.csv"
+    assert predict_script.main(["-run", str(toy_run), "-device", "cpu", "-input", str(src), "-output", str(out)]) == 0
+    result = pd.read_csv(out)
+    assert result["id"].tolist() == [7, 8] and set(result["label"]) <= set(LABELS)
+    assert ((result["prob"] > 0) & (result["prob"] <= 1)).all()
+
+
+def test_predict_reads_standard_input(toy_run):
+    done = subprocess.run([sys.executable, str(REPO / "predict.py"), "-run", str(toy_run), "-device", "cpu"],
+                          input="so happy\nfurious and angry\n", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n    ") == 2
+
+
+def test_a_different_backbone_is_refused(toy_run, tmp_path, capsys):
+    other = save_tiny_llama(tmp_path / "other_llama")
+    with open(other / "config.json") as fh:
+        config = json.load(fh)
+    torch.manual_seed(123)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(**{k: v for k, v in config.items() if k not in ("architectures", "transformers_version")})).save_pretrained(other)
+    assert predict_script.main(["-run", str(toy_run), "-device", "cpu", "-text", "hi", "-model", f"llama={other}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {other}: these weights differ from the llama backbone the model was trained on")
+
+
+def test_explain_writes_html_and_png_for_the_predicted_and_a_chosen_label(toy_run, tmp_path, capsys):
+    argv = ["-run", str(toy_run), "-device", "cpu", "-text", "so glad and happy today", "-max_evals", "20", "-out", str(tmp_path)]
+    assert explain_script.main(argv) == 0
+    assert explain_script.main([*argv, "-label", "sad"]) == 0
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert "so-glad-and-happy-today.sad.html" in files and "so-glad-and-happy-today.sad.png" in files
+    assert len(files) == 4
+    assert "<html>" in (tmp_path / "so-glad-and-happy-today.sad.html").read_text()
+    assert explain_script.main([*argv, "-label", "bored"]) == 2
+    assert "not a label of this run (joyful, sad, angry)" in capsys.readouterr().err
