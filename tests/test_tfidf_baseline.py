@@ -1,0 +1,71 @@
+"""`python -m baselines.tfidf` end to end on the fixture task: it learns, logs, and refuses what it cannot do."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pandas as pd
+
+from baselines.tfidf import main
+
+
+def the_run(out):
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def test_learns_and_writes_the_logs_layout(data_dir, tmp_path, capsys):
+    out = tmp_path / "Logs"
+    assert main(["-dataset", "toy", "-data_dir", str(data_dir), "-out", str(out), "-seeds", "0", "1"]) == 0
+    run_dir = the_run(out)
+    assert run_dir.name.startswith("toy_tfidf_")
+    for name in ("config.json", "results.json", "train.log"):
+        assert (run_dir / name).is_file(), name
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [s["seed"] for s in results["seeds"]] == [0, 1]
+    first = results["seeds"][0]
+    assert [g["C"] for g in first["grid"]] == [0.5, 1.0, 2.0, 4.0, 8.0] and first["C"] in (0.5, 1.0, 2.0, 4.0, 8.0)
+    assert all(g["converged"] for g in first["grid"])
+    second = results["seeds"][1]  # lbfgs ignores the seed: seed 1 reuses seed 0's fits
+    assert all(g["reused_from_seed"] == 0 for g in second["grid"]) and second["test"] == first["test"]
+    test = results["summary"]["test"]
+    assert test["acc"]["mean"] > 70, "three well-separated labels: chance is 33%"
+    assert set(test) == {"acc", "wf1", "macro_f1"} and test["acc"]["std"] is not None
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["args"]["seeds"] == [0, 1] and "git_sha" in config and config["rows"]["test"] == 30
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    assert len(rows) == 1
+    assert rows[0]["sources"] == "tfidf-logreg" and rows[0]["mode"] == "baseline" and rows[0]["seeds"] == "0 1"
+    assert "±" in rows[0]["test_acc"] and rows[0]["run_dir"] == str(run_dir)
+    assert "Acc: " in capsys.readouterr().err
+
+
+def test_without_test_split_reports_validation_only(data_dir, tmp_path):
+    (data_dir / "toy" / "test.csv").unlink()
+    out = tmp_path / "Logs"
+    assert main(["-dataset", "toy", "-data_dir", str(data_dir), "-out", str(out), "-C", "2"]) == 0
+    results = json.loads((the_run(out) / "results.json").read_text())
+    assert set(results["summary"]) == {"valid"} and results["seeds"][0]["test"] is None
+    assert results["seeds"][0]["C"] == 2.0 and len(results["seeds"][0]["grid"]) == 1
+    assert results["summary"]["valid"]["acc"]["mean"] > 70 and results["summary"]["valid"]["acc"]["std"] is None
+    (row,) = csv.DictReader(open(out / "runs.csv"))
+    assert row["test_acc"] == "" and row["valid_wf1"] != ""
+
+
+def test_multilabel_task_is_a_one_line_error(tmp_path, capsys):
+    folder = tmp_path / "data" / "multi"
+    folder.mkdir(parents=True)
+    frame = pd.DataFrame({"id": [1, 2, 3], "text": ["so happy", "so sad", "calm day"], "joy": [1, 0, 0], "sadness": [0, 1, 0]})
+    for mode in ("train", "valid"):
+        frame.to_csv(folder / f"{mode}.csv", index=False)
+    assert main(["-dataset", "multi", "-data_dir", str(tmp_path / "data"), "-out", str(tmp_path / "Logs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "multi-label" in err and "\n" not in err
+    assert not (tmp_path / "Logs").exists()
+
+
+def test_missing_task_is_a_one_line_error(tmp_path, capsys):
+    assert main(["-dataset", "nope", "-data_dir", str(tmp_path), "-out", str(tmp_path / "Logs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "train.csv: file not found" in err
