@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ REFERENCE_PAD_TOKEN = "[PAD]"
 REFERENCE_RECIPE = {"llama_pooling": "unmasked_padded", "batch_order": "file"}
 REFERENCE_BATCH_SIZE = {"llama": 2, "bert": 50, "roberta": 50}
 CORRECTED_RECIPE = {"llama_pooling": "masked", "batch_order": "length"}
+FLUSH_ROWS = 4096
 
 
 class NonFiniteFeaturesError(RuntimeError):
@@ -97,7 +99,7 @@ def pool_batch(
     if mode == "layer_mean":
         # Ask only for the hidden states we pool, so the other layers are never kept.
         selection = list(range(-1, -layers - 1, -1))
-        out = backbone.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=selection)
+        out = backbone.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=selection, use_cache=False)
         if llama_pooling == "unmasked_padded":
             return pooling.unmasked_layer_mean(out.hidden_states, layers)
         return pooling.layer_mean(out.hidden_states, mask, layers)
@@ -128,11 +130,14 @@ def extract_features(
     llama_pooling: str = "masked",
     batch_order: str = "length",
     desc: str = "extract",
+    fallback: Callable[[], Backbone] | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Features for `texts` in their given order: (N, layers, H) for the llama slot, else (N, H).
 
     `llama_pooling="unmasked_padded"` reproduces the published LLaMA recipe: every text padded to
     `max_len` with the "[PAD]" string's id and the mean taken over all positions.
+    `fallback` returns a float32 copy of the backbone, used only for rows whose features come
+    out non-finite in half precision.
     """
     if slot == "llama" and not 1 <= layers <= backbone.num_hidden_states:
         raise ModelError(f"-layers {layers}: the model has {backbone.num_hidden_states} hidden states (embeddings + layers)")
@@ -144,20 +149,23 @@ def extract_features(
     features = torch.empty((len(texts), *width), dtype=torch.float32)
     finite = torch.ones(len(texts), dtype=torch.bool)
     batches = plan_batches(lengths, batch_size, max_tokens, batch_order)
-    with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="text", leave=False) as bar:
-        for rows in batches:
-            ids, mask = pad_right([encoded[i] for i in rows], pad_id, padded_width)
-            pooled = pool_batch(backbone, slot, ids.to(backbone.device), mask.to(backbone.device), layers, llama_pooling).cpu()
-            index = torch.from_numpy(rows)
-            features[index] = pooled
-            finite[index] = torch.isfinite(pooled).flatten(1).all(dim=1)
-            bar.update(len(rows))
+    run = dict(slot=slot, encoded=encoded, pad_id=pad_id, padded_width=padded_width, layers=layers, llama_pooling=llama_pooling)
+    with tqdm(total=len(texts), desc=desc, unit="text", leave=False) as bar:
+        forward_batches(backbone, batches, features, finite, bar, **run)
     info = {
         "batches": len(batches),
         "tokens": int(lengths.sum()),
         "padded_tokens": int(sum(len(rows) * (padded_width or lengths[rows].max()) for rows in batches)),
         "rows_at_max_len": int((lengths >= max_len).sum()),
+        "float32_fallback_rows": 0,
     }
+    if not bool(finite.all()) and fallback is not None and backbone.dtype != torch.float32:
+        # Half precision overflowed on some rows (LLaMA's massive activations): redo only those in float32.
+        bad = (~finite).nonzero().flatten().numpy()
+        log.warning("%d row(s) overflowed in %s; recomputing them in float32", len(bad), str(backbone.dtype).removeprefix("torch."))
+        retry = [bad[i : i + batch_size] for i in range(0, len(bad), batch_size)]
+        forward_batches(fallback(), retry, features, finite, None, **run)
+        info["float32_fallback_rows"] = len(bad)
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten().add(1).tolist()
         shown = ", ".join(map(str, bad[:20])) + (" ..." if len(bad) > 20 else "")
@@ -166,6 +174,40 @@ def extract_features(
             f"(rows {shown}); nothing was saved; rerun with -dtype float32 or bfloat16"
         )
     return features, info
+
+
+@torch.inference_mode()
+def forward_batches(backbone: Backbone, batches: list[np.ndarray], features: torch.Tensor, finite: torch.Tensor, bar,
+                    *, slot: str, encoded: list[list[int]], pad_id: int, padded_width: int | None, layers: int,
+                    llama_pooling: str) -> None:
+    """Run `batches` of rows and write their pooled features (and finiteness) into the CPU tensors.
+
+    On CUDA, inputs go through pinned memory with asynchronous copies and results stay on the
+    device until about FLUSH_ROWS rows are pending, so the GPU is not stalled by a host sync
+    after every batch.
+    """
+    cuda = backbone.device.type == "cuda"
+    pending: list[tuple[np.ndarray, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        index = torch.from_numpy(np.concatenate([rows for rows, _ in pending]))
+        pooled = torch.cat([p for _, p in pending]).cpu()
+        features[index] = pooled
+        finite[index] = torch.isfinite(pooled).flatten(1).all(dim=1)
+        pending.clear()
+
+    for rows in batches:
+        ids, mask = pad_right([encoded[i] for i in rows], pad_id, padded_width)
+        if cuda:
+            ids, mask = ids.pin_memory().to(backbone.device, non_blocking=True), mask.pin_memory().to(backbone.device, non_blocking=True)
+        pending.append((rows, pool_batch(backbone, slot, ids, mask, layers, llama_pooling)))
+        if not cuda or sum(len(r) for r, _ in pending) >= FLUSH_ROWS:
+            flush()
+        if bar is not None:
+            bar.update(len(rows))
+    flush()
 
 
 def build_parser(slot: str) -> argparse.ArgumentParser:
@@ -274,6 +316,13 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
     dtype_name = "float16" if args.compat == "reference" and args.dtype == "auto" and device.type == "cuda" else args.dtype
     backbone = load_backbone(args.model, device, pick_dtype(dtype_name, device), args.trust_remote_code)
     layers = getattr(args, "layers", None)
+    float32_copy: list[Backbone] = []
+
+    def float32_backbone() -> Backbone:
+        if not float32_copy:
+            float32_copy.append(load_backbone(args.model, device, torch.float32, args.trust_remote_code))
+        return float32_copy[0]
+
     written = []
     for mode, (split, path, settings) in todo.items():
         count = len(split) if args.limit is None else min(args.limit, len(split))
@@ -281,7 +330,7 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
         features, info = extract_features(
             backbone, split.texts[:count], slot, layers=layers or 1, max_len=args.max_len,
             batch_size=args.batch_size, max_tokens=args.max_tokens, llama_pooling=args.llama_pooling,
-            batch_order=args.batch_order, desc=f"{slot} {args.task}/{mode}",
+            batch_order=args.batch_order, desc=f"{slot} {args.task}/{mode}", fallback=float32_backbone,
         )
         elapsed = time.perf_counter() - started
         manifest = {

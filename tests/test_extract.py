@@ -195,3 +195,23 @@ def test_offline_preset_extracts_real_features_with_every_standin(data_dir, tmp_
         assert feats.features.shape == (6, *shape)
         assert torch.isfinite(feats.features).all()
         assert feats.manifest["model"].startswith("offline:") and feats.manifest["missing_weights"] == []
+
+
+def test_half_precision_overflow_is_recomputed_in_float32(tiny_models, monkeypatch):
+    real = extract.pool_batch
+
+    def overflow_in_half(backbone, *args, **kwargs):
+        out = real(backbone, *args, **kwargs)
+        if backbone.dtype != torch.float32:
+            out[0] = float("inf")  # what fp16 does to Llama-2's massive activations
+        return out
+
+    monkeypatch.setattr(extract, "pool_batch", overflow_in_half)
+    half = load_backbone(str(tiny_models["llama"]), CPU, torch.bfloat16)
+    full = load_backbone(str(tiny_models["llama"]), CPU, torch.float32)
+    texts = ["so happy", "i was at home today crying", "furious rage"]
+    feats, info = extract_features(half, texts, "llama", batch_size=2, fallback=lambda: full)
+    assert torch.isfinite(feats).all() and info["float32_fallback_rows"] == 2  # the first row of each batch
+    reference, _ = extract_features(full, texts, "llama")
+    redone = [i for i in range(3) if torch.allclose(feats[i], reference[i], atol=1e-5)]
+    assert len(redone) >= 2
