@@ -131,7 +131,9 @@ def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.devi
     """Train one seeded run; `data` should already be on `device`."""
     generator = seed_everything(seed)
     model = build_model(data, cfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    # The fused kernel does the same Adam update in one pass over the parameters: at batch 10 the
+    # optimiser step, not the model, dominates a step's time on CPU (5 ms vs 18-80 ms measured).
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
     train, valid = data.splits["train"], data.splits["valid"]
     n = len(train)
     best_loss, best_wf1 = float("inf"), -1.0
