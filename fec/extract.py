@@ -8,6 +8,16 @@ Texts are tokenised once, sorted by length and cut into batches under a token bu
 only to the longest text of their batch (on the right), run through the base model under
 `torch.inference_mode`, pooled per slot, and written back in the CSV's row order to
 `dataset/{task}/{slot}/{mode}.safetensors` with a manifest.
+
+Each split is extracted in chunks of `-chunk_rows` rows written to `{mode}.parts/` (see
+`fec.chunks`) and merged at the end, so a crash loses at most the chunks in flight: rerun the
+same command and finished chunks are verified and skipped (`-no_resume` starts over). Under
+`accelerate launch` or `torchrun` the chunks are shared out among the processes and rank 0
+merges them; the result is the same store file a single process writes (see `fec.scale`).
+
+    accelerate launch --multi_gpu --num_processes 4 llama2_rep_extract.py -task ED -mode all
+    torchrun --nproc_per_node 2 bert_rep_extract.py -task ED -mode valid -device cpu
+    python llama2_rep_extract.py -task ED -mode all -device_map auto -load_in 8bit
 """
 
 from __future__ import annotations
@@ -15,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -28,15 +40,33 @@ from fec.backbones import (
     SLOTS,
     Backbone,
     ModelError,
-    load_backbone,
     pick_device,
     pick_dtype,
+)
+from fec.chunks import (
+    Chunk,
+    finished_records,
+    merge_chunks,
+    parts_dir,
+    plan_chunks,
+    prepare_parts,
+    settings_hash,
+    write_chunk,
 )
 from fec.cli import add_common_logging, fail, setup_logging
 from fec.data import MODES, DataError, available_modes, load_splits
 from fec.provenance import provenance
+from fec.scale import (
+    LOAD_IN,
+    Ranks,
+    load_placed_backbone,
+    parse_max_memory,
+    placement,
+    rank_device,
+    ranks_from_env,
+)
 from fec.standins import PRESETS
-from fec.store import StoreError, feature_path, manifest_path, save_features
+from fec.store import StoreError, feature_path, manifest_path
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +77,29 @@ REFERENCE_RECIPE = {"llama_pooling": "unmasked_padded", "batch_order": "file"}
 REFERENCE_BATCH_SIZE = {"llama": 2, "bert": 50, "roberta": 50}
 CORRECTED_RECIPE = {"llama_pooling": "masked", "batch_order": "length"}
 FLUSH_ROWS = 4096
+CHUNK_ROWS = 4096
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 class NonFiniteFeaturesError(RuntimeError):
-    """Some rows came out NaN/inf (the fp16 overflow users hit with Llama-2); nothing is saved."""
+    """Some rows came out NaN/inf (the fp16 overflow users hit with Llama-2); nothing is saved.
+    `rows` holds their 0-based indices."""
+
+    def __init__(self, message: str, rows: list[int] | None = None):
+        super().__init__(message)
+        self.rows = rows or []
+
+
+class PeerFailed(RuntimeError):
+    """Another process of a distributed extraction failed (it reports its own error)."""
+
+
+def non_finite_message(rows: list[int], dtype: torch.dtype, saved: str = "nothing was saved") -> str:
+    shown = ", ".join(str(r + 1) for r in rows[:20]) + (" ..." if len(rows) > 20 else "")
+    return (
+        f"{len(rows)} row(s) gave non-finite features with dtype {str(dtype).removeprefix('torch.')} "
+        f"(rows {shown}); {saved}; rerun with -dtype float32 or bfloat16"
+    )
 
 
 def plan_batches(lengths: np.ndarray, batch_size: int, max_tokens: int, order: str = "length") -> list[np.ndarray]:
@@ -167,12 +216,8 @@ def extract_features(
         forward_batches(fallback(), retry, features, finite, None, **run)
         info["float32_fallback_rows"] = len(bad)
     if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten().add(1).tolist()
-        shown = ", ".join(map(str, bad[:20])) + (" ..." if len(bad) > 20 else "")
-        raise NonFiniteFeaturesError(
-            f"{len(bad)} row(s) gave non-finite features with dtype {str(backbone.dtype).removeprefix('torch.')} "
-            f"(rows {shown}); nothing was saved; rerun with -dtype float32 or bfloat16"
-        )
+        bad = (~finite).nonzero().flatten().tolist()
+        raise NonFiniteFeaturesError(non_finite_message(bad, backbone.dtype), bad)
     return features, info
 
 
@@ -236,6 +281,12 @@ def build_parser(slot: str) -> argparse.ArgumentParser:
     parser.add_argument("-data_dir", "--data_dir", default="data", help="folder holding TASK/MODE.csv")
     parser.add_argument("-dataset_dir", "--dataset_dir", default="dataset", help="feature store root")
     parser.add_argument("-force", "--force", action="store_true", help="re-extract even when features with the same settings exist")
+    parser.add_argument("-chunk_rows", "--chunk_rows", type=int, default=CHUNK_ROWS, help="rows per chunk written to dataset/TASK/SLOT/MODE.parts/ while extracting (the unit of resume and of work per process)")
+    parser.add_argument("-resume", "--resume", dest="resume", action="store_true", default=True, help="reuse finished chunks of an interrupted extraction with the same settings after verifying their sha256 (default)")
+    parser.add_argument("-no_resume", "--no_resume", dest="resume", action="store_false", help="discard chunks of an interrupted extraction and start the split over")
+    parser.add_argument("-device_map", "--device_map", default=None, choices=DEVICE_MAPS, help="split the model over several devices with Accelerate big-model inference (GPUs, then CPU RAM, then disk); inputs go to the first module's device")
+    parser.add_argument("-max_memory", "--max_memory", default=None, help="with -device_map: memory per device, e.g. 0=20GiB,1=20GiB,cpu=64GiB")
+    parser.add_argument("-load_in", "--load_in", default=None, choices=LOAD_IN, help="load the weights quantised to 8 or 4 bits with bitsandbytes (pip install bitsandbytes); recorded in the manifest")
     parser.add_argument("-trust_remote_code", "--trust_remote_code", action="store_true", help="allow model code from the hub (off by default)")
     add_common_logging(parser)
     return parser
@@ -271,6 +322,8 @@ def settings_of(args: argparse.Namespace, slot: str, csv_sha256: str) -> dict:
         "limit": args.limit,
         "csv_sha256": csv_sha256,
         **quirks,
+        # Quantised weights give different features; recorded only when used, so older stores stay valid.
+        **({"load_in": args.load_in} if getattr(args, "load_in", None) else {}),
     }
 
 
@@ -294,88 +347,197 @@ def chosen_model(args: argparse.Namespace, slot: str) -> str:
 
 
 def run(args: argparse.Namespace, slot: str) -> list[Path]:
+    """Extract every split asked for that is not already in the store with the same settings.
+
+    Alone, this process does every chunk; under a launcher (WORLD_SIZE > 1) every process runs
+    this function, takes its share of the chunks, and rank 0 merges and writes the manifest.
+    Returns the store files written (on rank 0; other ranks return the same paths)."""
     args.model = chosen_model(args, slot)
     apply_compat(args, slot)
+    for name, default in (("chunk_rows", CHUNK_ROWS), ("resume", True), ("device_map", None), ("max_memory", None), ("load_in", None)):
+        setattr(args, name, getattr(args, name, default))  # callers that build their own Namespace
+    if args.chunk_rows < 1:
+        raise DataError(f"-chunk_rows {args.chunk_rows}: must be at least 1")
     store_dir = store_dir_of(slot, args.llama_pooling)
     modes = available_modes(args.data_dir, args.task) if args.mode == "all" else [args.mode]
     if not modes:
         raise DataError(f"{Path(args.data_dir) / args.task}: no train/valid/test CSV found (run `python prepare_data.py`)")
     splits = load_splits(args.data_dir, args.task, modes)
+    ranks = ranks_from_env(args.device)
     todo = {}
     for mode, split in splits.items():
         path = feature_path(args.dataset_dir, args.task, store_dir, mode)
         settings = settings_of(args, slot, split.csv_sha256)
         if not args.force and already_extracted(path, settings):
             log.info("%s: already extracted with the same settings, skipped (-force to redo)", path)
+            if ranks.is_main and parts_dir(path).exists():
+                shutil.rmtree(parts_dir(path), ignore_errors=True)  # left by a run killed right after its merge
             continue
         todo[mode] = (split, path, settings)
     if not todo:
         return []
-    device = pick_device(args.device)
+    device = rank_device(pick_device(args.device), ranks)
     # The published LLaMA extractor ran fp16 weights on the GPU.
     dtype_name = "float16" if args.compat == "reference" and args.dtype == "auto" and device.type == "cuda" else args.dtype
-    backbone = load_backbone(args.model, device, pick_dtype(dtype_name, device), args.trust_remote_code)
-    layers = getattr(args, "layers", None)
+    placed = dict(device_map=args.device_map, max_memory=parse_max_memory(args.max_memory))
+    backbone = load_placed_backbone(args.model, device, pick_dtype(dtype_name, device), args.trust_remote_code,
+                                    load_in=args.load_in, **placed)
     float32_copy: list[Backbone] = []
 
     def float32_backbone() -> Backbone:
         if not float32_copy:
-            float32_copy.append(load_backbone(args.model, device, torch.float32, args.trust_remote_code))
+            float32_copy.append(load_placed_backbone(args.model, device, torch.float32, args.trust_remote_code, **placed))
         return float32_copy[0]
 
     written = []
     for mode, (split, path, settings) in todo.items():
-        count = len(split) if args.limit is None else min(args.limit, len(split))
-        started = time.perf_counter()
-        features, info = extract_features(
-            backbone, split.texts[:count], slot, layers=layers or 1, max_len=args.max_len,
-            batch_size=args.batch_size, max_tokens=args.max_tokens, llama_pooling=args.llama_pooling,
-            batch_order=args.batch_order, desc=f"{slot} {args.task}/{mode}", fallback=float32_backbone,
-        )
-        elapsed = time.perf_counter() - started
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "settings": settings,
-            "task": args.task,
-            "mode": mode,
-            "slot": slot,
-            "store_dir": store_dir,
-            "compat": args.compat,
-            "llama_pooling": args.llama_pooling if slot == "llama" else None,
-            "batch_order": args.batch_order,
-            "batch_size": args.batch_size,
-            "model": args.model,
-            "model_path": backbone.resolved,
-            "model_class": type(backbone.model).__name__,
-            "model_fingerprint": backbone.fingerprint,
-            "hidden_size": backbone.hidden_size,
-            "pooling": pooling_used(backbone, slot),
-            "missing_weights": backbone.missing_weights,
-            "layers": layers,
-            "layer_order": "last layer first" if layers else None,
-            "max_len": args.max_len,
-            "dtype": str(backbone.dtype).removeprefix("torch."),
-            "device": str(device),
-            "pad_token": REFERENCE_PAD_TOKEN if args.llama_pooling == "unmasked_padded" else backbone.pad_token,
-            "padding": (
-                f"right, every text to {args.max_len} tokens with the id of {REFERENCE_PAD_TOKEN!r}; included in the mean (published)"
-                if args.llama_pooling == "unmasked_padded"
-                else "right, to the longest text of each batch; masked out of every pooled feature"
-            ),
-            "csv": str(split.path),
-            "csv_sha256": split.csv_sha256,
-            "csv_rows": len(split),
-            "limit": args.limit,
-            "multilabel": split.multilabel,
-            "label_names": split.label_names,
-            "extraction": {**info, "seconds": round(elapsed, 2), "texts_per_s": round(count / max(elapsed, 1e-9), 2)},
-            **provenance(),
-        }
-        labels = torch.from_numpy(split.labels[:count])
-        save_features(path, features, labels, manifest)
-        log.info("%s: %s features for %d texts in %.1fs (%.1f texts/s)", path, tuple(features.shape[1:]), count, elapsed, count / max(elapsed, 1e-9))
-        written.append(path)
+        written.append(extract_split(args, slot, mode, split, path, settings, backbone, float32_backbone, ranks))
     return written
+
+
+def together(ranks: Ranks, step: Callable[[], object], what: str):
+    """Run `step` on this process, then agree with the others: if any process failed, every
+    process raises (its own error, or PeerFailed), so none waits forever for a dead peer."""
+    try:
+        result, error = step(), None
+    except Exception as err:  # re-raised below, after the peers have heard of it
+        result, error = None, err
+    everyone_ok = ranks.all_ok(error is None)
+    if error is not None:
+        raise error
+    if not everyone_ok:
+        raise PeerFailed(f"{ranks.prefix()}another process failed while {what} (see its error); finished chunks are kept, rerun to resume")
+    return result
+
+
+def remove_stale_temp_files(path: Path) -> None:
+    """Temp files of the store file and manifest left by a run killed while writing them."""
+    for name in (path.name, manifest_path(path).name):
+        for stale in path.parent.glob(f".{name}.*.tmp"):
+            log.info("%s: temp file of an interrupted write, removed", stale)
+            stale.unlink(missing_ok=True)
+
+
+def extract_split(args: argparse.Namespace, slot: str, mode: str, split, path: Path, settings: dict, backbone: Backbone,
+                  fallback: Callable[[], Backbone], ranks: Ranks) -> Path:
+    """One split: rank 0 plans (verifying finished chunks), every process extracts its share of
+    the chunks left, rank 0 merges them into `path` with the manifest."""
+    started = time.perf_counter()
+    count = len(split) if args.limit is None else min(args.limit, len(split))
+    layers = getattr(args, "layers", None)
+    chunks = plan_chunks(count, args.chunk_rows)
+    parts = parts_dir(path)
+    # Everything that decides a chunk's contents; a chunk written under another key is redone.
+    key = settings_hash({**settings, "model_fingerprint": backbone.fingerprint, "model_dtype": str(backbone.dtype),
+                         "chunk_rows": args.chunk_rows, "rows": count})
+
+    def plan() -> tuple[str, list[int]]:
+        remove_stale_temp_files(path)
+        done, left = prepare_parts(parts, chunks, key, args.resume)
+        if done:
+            log.info("%s: resuming: %d of %d chunks already finished and verified, skipped (%s)", parts, len(done),
+                     len(chunks), ", ".join(str(c) for c in done[:8]) + (" ..." if len(done) > 8 else ""))
+        return uuid.uuid4().hex, [c.index for c in left]
+
+    run_id, left = ranks.broadcast(together(ranks, plan if ranks.is_main else (lambda: None), "planning"))
+    mine = [chunks[i] for i in left[ranks.rank :: ranks.world]]
+    if ranks.distributed:
+        log.info("%s%s: %d of the %d chunks left are this process's", ranks.prefix(), parts, len(mine), len(left))
+
+    def extract_mine() -> None:
+        bad_rows: list[int] = []
+        for number, chunk in enumerate(mine, 1):
+            chunk_started = time.perf_counter()
+            try:
+                features, info = extract_features(
+                    backbone, split.texts[chunk.start : chunk.stop], slot, layers=layers or 1, max_len=args.max_len,
+                    batch_size=args.batch_size, max_tokens=args.max_tokens, llama_pooling=args.llama_pooling,
+                    batch_order=args.batch_order, desc=f"{ranks.prefix()}{slot} {args.task}/{mode} {chunk}", fallback=fallback,
+                )
+            except NonFiniteFeaturesError as err:
+                bad_rows.extend(chunk.start + row for row in err.rows)
+                continue  # the other chunks are still worth keeping
+            info = {**info, "seconds": round(time.perf_counter() - chunk_started, 3), "run_id": run_id, "rank": ranks.rank}
+            write_chunk(parts, chunk, features, key, info)
+            log.info("%s%s: chunk %s written (%d of %d)", ranks.prefix(), parts, chunk, number, len(mine))
+        if bad_rows:
+            raise NonFiniteFeaturesError(
+                non_finite_message(sorted(bad_rows), backbone.dtype, f"{path.name} was not written (the other chunks are kept)"),
+                sorted(bad_rows),
+            )
+
+    together(ranks, extract_mine, f"extracting {args.task}/{mode}")
+
+    def merge() -> None:
+        width = [layers, backbone.hidden_size] if slot == "llama" else [backbone.hidden_size]
+        records = finished_records(parts, chunks, key, width)
+        elapsed = time.perf_counter() - started
+        fresh = sum(r["stop"] - r["start"] for r in records if r.get("run_id") == run_id)
+        manifest = build_manifest(args, slot, mode, split, settings, backbone, records, chunks, elapsed, run_id, ranks)
+        labels = torch.from_numpy(split.labels[:count])
+        merge_chunks(path, parts, chunks, records, key, labels, manifest, width)
+        log.info("%s: %s features for %d texts in %.1fs (%d computed now, %.1f texts/s, %d process(es))", path,
+                 tuple(width), count, elapsed, fresh, fresh / max(elapsed, 1e-9), ranks.world)
+
+    together(ranks, merge if ranks.is_main else (lambda: None), f"merging {args.task}/{mode}")
+    return path
+
+
+def build_manifest(args: argparse.Namespace, slot: str, mode: str, split, settings: dict, backbone: Backbone,
+                   records: list[dict], chunks: list[Chunk], elapsed: float, run_id: str, ranks: Ranks) -> dict:
+    """The store manifest of a merged split; extraction figures are summed over the chunk records."""
+    layers = getattr(args, "layers", None)
+    info = {k: sum(int(r.get(k, 0)) for r in records)
+            for k in ("batches", "tokens", "padded_tokens", "rows_at_max_len", "float32_fallback_rows")}
+    info.update(
+        seconds=round(elapsed, 2),
+        texts_per_s=round(sum(r["stop"] - r["start"] for r in records if r.get("run_id") == run_id) / max(elapsed, 1e-9), 2),
+        chunk_rows=args.chunk_rows,
+        chunks=len(chunks),
+        chunks_resumed=sum(1 for r in records if r.get("run_id") != run_id),
+        processes=ranks.world,
+    )
+    return {
+        "format": MANIFEST_FORMAT,
+        "settings": settings,
+        "task": args.task,
+        "mode": mode,
+        "slot": slot,
+        "store_dir": store_dir_of(slot, args.llama_pooling),
+        "compat": args.compat,
+        "llama_pooling": args.llama_pooling if slot == "llama" else None,
+        "batch_order": args.batch_order,
+        "batch_size": args.batch_size,
+        "model": args.model,
+        "model_path": backbone.resolved,
+        "model_class": type(backbone.model).__name__,
+        "model_fingerprint": backbone.fingerprint,
+        "hidden_size": backbone.hidden_size,
+        "pooling": pooling_used(backbone, slot),
+        "missing_weights": backbone.missing_weights,
+        "layers": layers,
+        "layer_order": "last layer first" if layers else None,
+        "max_len": args.max_len,
+        "dtype": str(backbone.dtype).removeprefix("torch."),
+        "device": str(backbone.device),
+        "device_map": args.device_map,
+        "device_placement": (placement(backbone.model) or {str(backbone.device): "all"}) if args.device_map else None,
+        "load_in": args.load_in,
+        "pad_token": REFERENCE_PAD_TOKEN if args.llama_pooling == "unmasked_padded" else backbone.pad_token,
+        "padding": (
+            f"right, every text to {args.max_len} tokens with the id of {REFERENCE_PAD_TOKEN!r}; included in the mean (published)"
+            if args.llama_pooling == "unmasked_padded"
+            else "right, to the longest text of each batch; masked out of every pooled feature"
+        ),
+        "csv": str(split.path),
+        "csv_sha256": split.csv_sha256,
+        "csv_rows": len(split),
+        "limit": args.limit,
+        "multilabel": split.multilabel,
+        "label_names": split.label_names,
+        "extraction": info,
+        **provenance(),
+    }
 
 
 def main(slot: str, argv: list[str] | None = None) -> int:
@@ -383,7 +545,17 @@ def main(slot: str, argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         run(args, slot)
-    except (DataError, StoreError, ModelError, NonFiniteFeaturesError) as err:
+    except (DataError, StoreError, ModelError, NonFiniteFeaturesError, PeerFailed) as err:
         return fail(err)
+    finally:
+        close_distributed()
     return 0
+
+
+def close_distributed() -> None:
+    """Leave the process group a launcher started (a no-op when running alone)."""
+    import sys
+
+    if "torch.distributed" in sys.modules and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
