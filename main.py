@@ -5,9 +5,16 @@
     python main.py -dataset ED -sources llama        # ablation: LLaMA features only
     python main.py -dataset ED -norm none            # the published raw (unstandardised) inputs
     python main.py -dataset ED -compat reference     # the published recipe, defects included
+    python main.py -dataset semeval_eng -runs 3      # multi-label: BCE, per-label thresholds tuned on valid
+    python main.py -dataset semeval_eng -threshold 0.5   # multi-label with one global threshold
 
 Reads dataset/{dataset}/{llama,bert,roberta}/{train,valid,test}.safetensors (made by the three
 extraction scripts) and writes one folder per run under Logs/ plus a row in Logs/runs.csv.
+test is optional: without it the run reports validation only; extract a test.csv added later
+(`-mode all` or `-mode test`) and the next run evaluates on it.
+
+Multi-label features (the store records multi-hot labels for CSVs with one 0/1 column per label)
+are detected from the manifests and trained with BCE-with-logits; see fec/train.py.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from fec.runlog import (
     save_checkpoint,
     write_json,
     write_label_report,
+    write_multilabel_report,
 )
 from fec.store import StoreError
 from fec.train import TrainConfig, build_model, format_summary, summarise, train_seed
@@ -59,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("-seeds", "--seeds", type=int, nargs="+", default=None, help="train one run per seed (default: 0)")
     seeds.add_argument("-runs", "--runs", type=int, default=None, help="train N runs with seeds 0..N-1")
     parser.add_argument("-eval_batch_size", "--eval_batch_size", type=int, default=2048, help="batch size for validation/test passes")
+    parser.add_argument("-threshold", "--threshold", type=float, default=None, help="multi-label tasks: one global decision threshold on the sigmoid outputs (e.g. 0.5); default: one threshold per label, tuned on validation over 0.05..0.95 to maximise that label's F1")
     parser.add_argument("-dataset_dir", "--dataset_dir", default="dataset", help="feature store root")
     parser.add_argument("-out", "--out", default="Logs", help="folder for run folders and runs.csv")
     add_common_logging(parser)
@@ -93,12 +102,15 @@ def run(args: argparse.Namespace) -> dict:
     slot_dirs = {"bert": args.bert_source}
     if args.llama_pooling != "masked":
         slot_dirs["llama"] = f"llama_{args.llama_pooling}"
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise StoreError(f"-threshold {args.threshold}: a decision threshold lies strictly between 0 and 1")
     data = load_fusion_data(args.dataset_dir, args.dataset, args.sources, slot_dirs=slot_dirs)
-    if data.multilabel:
-        raise StoreError(f"{args.dataset}: multi-label features; main.py trains single-label tasks only so far")
+    if args.threshold is not None and not data.multilabel:
+        log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.dataset)
     cfg = TrainConfig(
         epochs=args.epochs, early_stop=args.early_stop, batch_size=args.batch_size, lr=args.lr, sigma=args.sigma,
         pn=args.pn, dropout=args.dropout, norm=args.norm, fusion_dim=args.fusion_dim, eval_batch_size=args.eval_batch_size,
+        threshold=args.threshold if data.multilabel else None,
     )
     run_dir = make_run_dir(args.out, args.dataset)
     setup_logging(args.log_level, logfile=run_dir / "train.log")
@@ -110,34 +122,55 @@ def run(args: argparse.Namespace) -> dict:
         "sources": data.sources, "rows": {m: len(s) for m, s in data.splits.items()},
         "feature_manifests": data.manifests, **provenance(),
     })
-    write_json(run_dir / "model.json", {
+    model_spec = {
         "model": template.config, "sources": data.sources, "label_names": data.label_names, "task": data.task,
         "norm": cfg.norm, "store_dirs": {s: slot_dirs.get(s, s) for s in data.sources}, "mode": mode,
         "feature_manifests": data.manifests["train"],
-    })
+    }
+    if data.multilabel:
+        model_spec |= {"multilabel": True, "threshold_rule": "global" if cfg.threshold is not None else "per-label, tuned on valid",
+                       "thresholds": {}}
+    write_json(run_dir / "model.json", model_spec)
     data.to(device)
     results = []
     for seed in seeds:
         result = train_seed(data, cfg, seed, device)
         save_checkpoint(run_dir, seed, result.state_dict)
         shown = result.test or result.valid
-        log.info("seed %d: best epoch %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.best_epoch,
-                 "test" if result.test else "valid", shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)
+        if data.multilabel:
+            log.info("seed %d: best epoch %d | %s macro-F1 %.2f micro-F1 %.2f subset acc %.2f Jaccard %.2f | %.1fs",
+                     seed, result.best_epoch, "test" if result.test else "valid", shown["macro_f1"], shown["micro_f1"],
+                     shown["subset_acc"], shown["jaccard"], result.train_seconds)
+            # Thresholds belong to the checkpoint they were tuned for: predict.py reads them from here.
+            model_spec["thresholds"][str(seed)] = result.thresholds
+            write_json(run_dir / "model.json", model_spec)
+        else:
+            log.info("seed %d: best epoch %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.best_epoch,
+                     "test" if result.test else "valid", shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)
         results.append(result)
     summary = summarise(results)
-    best = max(results, key=lambda r: r.valid["wf1"])
+    select = "macro_f1" if data.multilabel else "wf1"
+    best = max(results, key=lambda r: r.valid[select])
     payload = {"task": data.task, "sources": data.sources, "seeds": [r.summary() for r in results],
                "summary": summary, "best_seed": best.seed}
     write_json(run_dir / "results.json", payload)
-    plot_curves(run_dir, {r.seed: r.history for r in results})
     report_split = "test" if "test" in best.predictions else "valid"
-    write_label_report(run_dir, report_split, data.splits[report_split].labels.cpu().numpy(),
-                       best.predictions[report_split], data.label_names)
+    if data.multilabel:
+        plot_curves(run_dir, {r.seed: r.history for r in results}, metric="macro_f1", metric_name="macro-F1 at threshold "
+                    f"{cfg.threshold if cfg.threshold is not None else 0.5}", loss_name="binary cross-entropy")
+        write_multilabel_report(run_dir, report_split, data.splits[report_split].labels.cpu().numpy(),
+                                best.predictions[report_split], data.label_names, best.thresholds)
+    else:
+        plot_curves(run_dir, {r.seed: r.history for r in results})
+        write_label_report(run_dir, report_split, data.splits[report_split].labels.cpu().numpy(),
+                           best.predictions[report_split], data.label_names)
     settings = {"sources": "+".join(data.sources), "mode": mode, "norm": cfg.norm, "pn": cfg.pn,
                 "sigma": cfg.sigma, "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds": " ".join(map(str, seeds))}
     table = append_run_row(args.out, runs_row(data.task, run_dir, settings, summary, [r.best_epoch for r in results]))
     split = "test" if "test" in summary else "valid"
     log.info("%s %s (%d seed%s): %s", data.task, split, len(seeds), "s" if len(seeds) > 1 else "", format_summary(summary[split]))
+    if data.multilabel and split == "valid" and cfg.threshold is None:
+        log.info("%s valid at threshold 0.5 (not tuned on the split it scores): %s", data.task, format_summary(summary["valid_at_0.5"]))
     log.info("run folder: %s; all runs: column -s, -t %s", run_dir, table)
     return payload | {"run_dir": str(run_dir)}
 

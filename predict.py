@@ -1,4 +1,4 @@
-"""Classify new text with a trained run (`main.py`'s Logs folder): top-k labels with probabilities.
+"""Classify new text with a trained run (a `main.py` or `finetune.py` Logs folder): top-k labels with probabilities.
 
     python predict.py -run Logs/ED_20261122-101500 -text "I finally got the job!"
     python predict.py -run Logs/ED_20261122-101500 -text "so scared" -text "what a gift" -topk 5 -json
@@ -7,6 +7,10 @@
 
 The backbones are loaded once per call with the settings recorded in the run's feature
 manifests, and refused when their weights differ from those the model was trained on.
+
+Multi-label runs (e.g. semeval_eng) print every label whose probability reaches its decision
+threshold (tuned on validation and saved with the run), or "(no emotion)"; with -output, the
+`label` column joins them with `+`, and one `p_LABEL` column per label holds the probabilities.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict emotion labels for new text with a trained run. Text comes from -text, -input, or standard input.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("-run", "--run", required=True, help="a run folder written by main.py (Logs/TASK_STAMP)")
+    parser.add_argument("-run", "--run", required=True, help="a run folder written by main.py or finetune.py (Logs/TASK_STAMP, Logs/TASK_finetune_STAMP)")
     parser.add_argument("-text", "--text", action="append", default=None, help="a text to classify (repeatable)")
     parser.add_argument("-input", "--input", default=None, help="a CSV file with a `text` column")
     parser.add_argument("-output", "--output", default=None, help="write predictions as CSV here (with -input: the input's columns plus label, prob and top-k columns)")
@@ -75,13 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         texts, frame = read_texts(args)
         clf = EmotionClassifier.load(args.run, seed=args.seed, device=args.device, models=overrides(args.model))
-        predictions = clf.predict(texts, topk=args.topk, batch_size=args.batch_size)
+        probs = clf.predict_proba(texts, batch_size=args.batch_size)
+        predictions = clf.rank(probs, topk=args.topk)
     except (RunError, ModelError) as err:
         return fail(err)
     if args.output:
         out = frame.copy() if frame is not None else pd.DataFrame({"text": texts})
-        out["label"] = [p[0][0] for p in predictions]
-        out["prob"] = [round(p[0][1], 6) for p in predictions]
+        if clf.multilabel:
+            out["label"] = ["+".join(label for label, _ in p) for p in predictions]
+            out["prob"] = [round(p[0][1], 6) if p else None for p in predictions]
+            for j, name in enumerate(clf.label_names):
+                out[f"p_{name}"] = probs[:, j].round(6)
+        else:
+            out["label"] = [p[0][0] for p in predictions]
+            out["prob"] = [round(p[0][1], 6) for p in predictions]
         out["topk"] = [" ".join(f"{label}:{prob:.4f}" for label, prob in p) for p in predictions]
         path = Path(args.output)
         atomic_write(path, lambda tmp: out.to_csv(tmp, index=False))
@@ -92,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for text, top in zip(texts, predictions):
             shown = text if len(text) <= 70 else text[:67] + "..."
-            print(f"{shown}\n    " + "   ".join(f"{label} {prob:.3f}" for label, prob in top))
+            labels = "   ".join(f"{label} {prob:.3f}" for label, prob in top)
+            print(f"{shown}\n    " + (labels or "(no emotion above its threshold)"))
     return 0
 
 

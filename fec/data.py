@@ -144,12 +144,16 @@ def _single_labels(path: Path, frame: pd.DataFrame, label_map: dict[str, int] | 
 
 
 def _multi_labels(path: Path, frame: pd.DataFrame, label_names: list[str] | None) -> tuple[np.ndarray, list[str]]:
-    names = label_names or [c for c in frame.columns if c not in NON_LABEL_COLUMNS]
+    present = [c for c in frame.columns if c not in NON_LABEL_COLUMNS]
+    names = label_names or present
     if not names:
         raise DataError(f"{path}: no label columns beside {sorted(NON_LABEL_COLUMNS)}")
     missing = [n for n in names if n not in frame.columns]
     if missing:
-        raise DataError(f"{path}: missing label column(s) {', '.join(missing)}")
+        raise DataError(f"{path}: missing label column(s) {', '.join(missing)} (expected {', '.join(names)})")
+    extra = [c for c in present if c not in names]
+    if extra:
+        raise DataError(f"{path}: label column(s) {', '.join(extra)} not in the other splits (expected {', '.join(names)})")
     labels = np.zeros((len(frame), len(names)), dtype=np.int64)
     for j, name in enumerate(names):
         for row, cell in enumerate(frame[name].tolist(), start=1):
@@ -168,6 +172,15 @@ def is_multilabel_frame(frame: pd.DataFrame) -> bool:
     return bool(candidates) and all(frame[c].str.strip().isin(["0", "1"]).all() for c in candidates)
 
 
+def _first_non_binary_cell(frame: pd.DataFrame) -> tuple[int, str, str] | None:
+    """(row, column, value) of the first cell outside 0/1 among the would-be label columns."""
+    for name in (c for c in frame.columns if c not in NON_LABEL_COLUMNS):
+        for row, cell in enumerate(frame[name].tolist(), start=1):
+            if cell.strip() not in ("0", "1"):
+                return row, name, cell
+    return None
+
+
 def load_split(
     data_dir: Path | str,
     task: str,
@@ -182,6 +195,14 @@ def load_split(
     texts = _check_texts(path, frame)
     if multilabel is None:
         multilabel = is_multilabel_frame(frame)
+        bad = None if multilabel or "label" in frame.columns else _first_non_binary_cell(frame)
+        if bad:
+            # Neither layout: say what would make it the multi-label one, not only "no label column".
+            row, name, cell = bad
+            raise DataError(
+                f"{path}: no 'label' column, and not the multi-label layout either: "
+                f"row {row}: column {name!r} must be 0 or 1, got {cell!r}"
+            )
     if multilabel:
         labels, names = _multi_labels(path, frame, label_names)
     else:
@@ -191,17 +212,26 @@ def load_split(
     return Split(task, mode, path, texts, labels, names, multilabel, sha256_file(path))
 
 
-def load_splits(data_dir: Path | str, task: str, modes: list[str] | tuple[str, ...]) -> dict[str, Split]:
+def load_splits(
+    data_dir: Path | str, task: str, modes: list[str] | tuple[str, ...], *, multilabel: bool | None = None
+) -> dict[str, Split]:
     """Load several splits of one task and check them against each other.
 
-    Layout and label names must agree across splits (a DataError otherwise); a label that
-    appears in valid/test but never in train is only a warning, as the published data has none
-    but user data may. The train split is read for that check even when not requested.
+    The first split's layout (detected, or forced by `multilabel`) and, for multi-label tasks,
+    its label columns are imposed on the others, so a missing or extra label column or a cell
+    that is not 0/1 is named precisely. Layout and label names must agree across splits (a
+    DataError otherwise); a label that appears in valid/test but never in train is only a
+    warning, as the published data has none but user data may. The train split is read for that
+    check even when not requested.
     """
     if not modes:
         raise DataError(f"{Path(data_dir) / task}: no splits requested")
-    splits = {mode: load_split(data_dir, task, mode) for mode in modes}
-    first = next(iter(splits.values()))
+    modes = list(modes)
+    first = load_split(data_dir, task, modes[0], multilabel=multilabel)
+    splits = {modes[0]: first}
+    for mode in modes[1:]:
+        splits[mode] = load_split(data_dir, task, mode, multilabel=first.multilabel,
+                                  label_names=first.label_names if first.multilabel else None)
     for split in splits.values():
         if split.multilabel != first.multilabel or split.label_names != first.label_names:
             raise DataError(

@@ -8,6 +8,11 @@
 The run's `model.json` names every feature source with the manifest it was trained on; each
 backbone is loaded once, with the settings recorded there, and refused when its weights differ
 from those the features were extracted with (weights sha256 or hub revision).
+
+Multi-label runs (`"multilabel": true` in model.json) score each label with a sigmoid and
+`predict` returns every label at or above its decision threshold (saved per seed with the run),
+most likely first; an empty list means no emotion ("neutral"). Runs of `finetune.py`
+(`"kind": "finetune"` in model.json) load as a `FinetunedClassifier` with the same methods.
 """
 
 from __future__ import annotations
@@ -69,21 +74,62 @@ def load_source_backbone(source: FeatureSource, device: torch.device, model: str
     return load_backbone(spec, device, dtype)
 
 
-class EmotionClassifier:
+class LabelRanking:
+    """What single- and multi-label classifiers share: turning probabilities into named labels."""
+
+    label_names: list[str]
+    multilabel: bool = False
+    thresholds: np.ndarray | None = None
+
+    def rank(self, probs: np.ndarray, topk: int = 3) -> list[list[tuple[str, float]]]:
+        """Single-label: the `topk` labels by probability. Multi-label: every label whose probability
+        reaches its threshold, most likely first (`topk` does not cut them)."""
+        if self.multilabel:
+            chosen = probs >= self.thresholds
+            return [[(self.label_names[j], float(row[j])) for j in np.argsort(-row) if keep[j]]
+                    for row, keep in zip(probs, chosen)]
+        k = min(topk, len(self.label_names))
+        top = np.argsort(-probs, axis=1)[:, :k]
+        return [[(self.label_names[j], float(row[j])) for j in idx] for row, idx in zip(probs, top)]
+
+    def predict(self, texts: list[str], topk: int = 3, batch_size: int = 64) -> list[list[tuple[str, float]]]:
+        """The `topk` labels of each text with their probabilities, most likely first; for
+        multi-label runs, the labels above their thresholds (possibly none)."""
+        return self.rank(self.predict_proba(texts, batch_size), topk)
+
+
+def run_thresholds(spec: dict, seed: int, path: Path) -> np.ndarray | None:
+    """The decision thresholds saved for `seed` in a multi-label run's model.json."""
+    if not spec.get("multilabel"):
+        return None
+    saved = (spec.get("thresholds") or {}).get(str(seed))
+    if saved is None:
+        raise RunError(f"{path}: no decision thresholds for seed {seed} (did the run finish?)")
+    return np.asarray(saved, dtype=np.float32)
+
+
+class EmotionClassifier(LabelRanking):
     """A trained fusion classifier with its backbones, ready for raw text."""
 
     def __init__(self, model: DownstreamModel, sources: dict[str, FeatureSource], order: list[str],
-                 label_names: list[str], run_dir: Path, seed: int, device: torch.device):
+                 label_names: list[str], run_dir: Path, seed: int, device: torch.device,
+                 thresholds: np.ndarray | None = None):
         self.model, self.sources, self.order = model.to(device).eval(), sources, order
         self.label_names, self.run_dir, self.seed, self.device = label_names, run_dir, seed, device
+        self.multilabel, self.thresholds = thresholds is not None, thresholds
 
     @classmethod
     def load(cls, run_dir: Path | str, seed: int | None = None, device: str = "auto",
              models: dict[str, str] | None = None) -> "EmotionClassifier":
         """Load a `main.py` run. `seed` picks a checkpoint (default: the best seed on validation);
-        `models` overrides where a slot's backbone is loaded from (it must be the same weights)."""
+        `models` overrides where a slot's backbone is loaded from (it must be the same weights).
+        A `finetune.py` run loads as a `FinetunedClassifier` (same methods)."""
         run_dir = Path(run_dir)
         spec = read_json(run_dir / "model.json")
+        if spec.get("kind") == "finetune":
+            if models:
+                raise RunError(f"{run_dir}: a fine-tuned run carries its own encoder; -model SLOT=MODEL applies to fusion runs")
+            return FinetunedClassifier.load(run_dir, spec, seed, device)
         if seed is None:
             seed = read_json(run_dir / "results.json")["best_seed"]
         checkpoint = run_dir / "checkpoints" / f"seed{seed}.safetensors"
@@ -102,24 +148,60 @@ class EmotionClassifier:
                 source.backbone = load_source_backbone(source, torch_device, (models or {}).get(source.manifest["slot"]))
                 sources[folder] = source
         order = [store_dirs[name] for name in spec["sources"]]
-        return cls(model, sources, order, spec["label_names"], run_dir, seed, torch_device)
+        thresholds = run_thresholds(spec, seed, run_dir / "model.json")
+        return cls(model, sources, order, spec["label_names"], run_dir, seed, torch_device, thresholds)
 
     @torch.inference_mode()
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Class probabilities (N, C), columns in `label_names` order."""
+        """Class probabilities (N, C), columns in `label_names` order (softmax; per-label sigmoid
+        for multi-label runs)."""
         if not texts:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         computed = {folder: src.compute(list(texts), batch_size) for folder, src in self.sources.items()}
         inputs = [computed[folder].to(self.device) for folder in self.order]
         logits = torch.cat([self.model(*(x[i : i + 4096] for x in inputs)) for i in range(0, len(texts), 4096)])
+        if self.multilabel:
+            return torch.sigmoid(logits.float()).cpu().numpy()
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
-    def predict(self, texts: list[str], topk: int = 3, batch_size: int = 64) -> list[list[tuple[str, float]]]:
-        """The `topk` labels of each text with their probabilities, most likely first."""
-        probs = self.predict_proba(texts, batch_size)
-        k = min(topk, len(self.label_names))
-        top = np.argsort(-probs, axis=1)[:, :k]
-        return [[(self.label_names[j], float(row[j])) for j in idx] for row, idx in zip(probs, top)]
+
+class FinetunedClassifier(LabelRanking):
+    """A `finetune.py` run: one fine-tuned encoder with its classification head and tokenizer,
+    saved per seed under `checkpoints/seedN/` with `save_pretrained`."""
+
+    def __init__(self, model, tokenizer, label_names: list[str], max_len: int, run_dir: Path, seed: int,
+                 device: torch.device, thresholds: np.ndarray | None = None):
+        self.model, self.tokenizer, self.max_len = model.to(device).eval(), tokenizer, max_len
+        self.label_names, self.run_dir, self.seed, self.device = label_names, run_dir, seed, device
+        self.multilabel, self.thresholds = thresholds is not None, thresholds
+
+    @classmethod
+    def load(cls, run_dir: Path, spec: dict, seed: int | None = None, device: str = "auto") -> "FinetunedClassifier":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if seed is None:
+            seed = read_json(run_dir / "results.json")["best_seed"]
+        folder = run_dir / "checkpoints" / f"seed{seed}"
+        if not (folder / "config.json").is_file():
+            raise RunError(f"{folder}: no saved model for seed {seed}")
+        torch_device = pick_device(device)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+        thresholds = run_thresholds(spec, seed, run_dir / "model.json")
+        return cls(model, tokenizer, spec["label_names"], int(spec["max_len"]), run_dir, seed, torch_device, thresholds)
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Probabilities (N, C) in `label_names` order: softmax, or per-label sigmoid for multi-label runs."""
+        if not texts:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenizer(list(texts[start : start + batch_size]), truncation=True, max_length=self.max_len,
+                                   padding=True, return_tensors="pt").to(self.device)
+            logits = self.model(**batch).logits.float()
+            chunks.append(torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1))
+        return torch.cat(chunks).cpu().numpy()
 
 
 def read_json(path: Path) -> dict:

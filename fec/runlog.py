@@ -6,10 +6,16 @@
         results.json         per seed: best epoch, valid/test metrics, time; summary mean/std
         model.json           what rebuilds the model (constructor config, sources, labels)
         checkpoints/seedN.safetensors   the selected state of each seed
-        curves.png           train/valid loss and valid wF1 per epoch, one line per seed
-        confusion.png        row-normalised confusion matrix of the best seed on test (valid without test)
-        per_label.csv        precision, recall, F1 and support per label, same split
+        curves.png           train/valid loss and valid wF1 (multi-label: macro-F1) per epoch, one line per seed
+        confusion.png        row-normalised confusion matrix of the best seed on test (valid without test);
+                             single-label runs only
+        per_label.csv        precision, recall, F1 and support per label, same split (multi-label: also
+                             the label's decision threshold and how often it was predicted)
     Logs/runs.csv            one row per run: `column -s, -t Logs/runs.csv`
+
+Multi-label runs fill `valid_macro_f1`, `valid_micro_f1`, `test_macro_f1` and `test_micro_f1`;
+accuracy and weighted-F1 cells stay empty for them. A `runs.csv` written before a column was
+added is rewritten once with the new header (old rows keep their values, new cells empty).
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ log = logging.getLogger(__name__)
 RUNS_TABLE = "runs.csv"
 RUNS_COLUMNS = [
     "finished", "task", "sources", "mode", "norm", "pn", "sigma", "lr", "batch_size", "seeds",
-    "best_epoch", "valid_wf1", "test_acc", "test_wf1", "test_macro_f1", "run_dir",
+    "best_epoch", "valid_wf1", "valid_macro_f1", "valid_micro_f1", "test_acc", "test_wf1", "test_macro_f1",
+    "test_micro_f1", "run_dir",
 ]
 
 
@@ -56,7 +63,10 @@ def save_checkpoint(run_dir: Path, seed: int, state_dict: dict) -> Path:
     return path
 
 
-def plot_curves(run_dir: Path, histories: dict[int, list[dict]]) -> Path:
+def plot_curves(run_dir: Path, histories: dict[int, list[dict]], metric: str = "wf1", metric_name: str = "weighted F1",
+                loss_name: str = "cross-entropy") -> Path:
+    """Loss (train solid, valid dashed) and the validation `metric` per epoch, one colour per seed;
+    epochs without a train or valid entry (e.g. the Trainer's) are skipped on that line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,12 +74,15 @@ def plot_curves(run_dir: Path, histories: dict[int, list[dict]]) -> Path:
 
     fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(11, 4))
     for seed, history in histories.items():
-        epochs = [row["epoch"] for row in history]
-        line = ax_loss.plot(epochs, [row["train"]["loss"] for row in history], label=f"train, seed {seed}")[0]
-        ax_loss.plot(epochs, [row["valid"]["loss"] for row in history], "--", color=line.get_color(), label=f"valid, seed {seed}")
-        ax_f1.plot(epochs, [row["valid"]["wf1"] for row in history], color=line.get_color(), label=f"seed {seed}")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss (solid: train, dashed: valid)")
-    ax_f1.set(xlabel="epoch", ylabel="weighted F1 (%)", title="validation weighted F1")
+        def points(split: str, key: str):
+            rows = [row for row in history if row.get(split) and key in row[split]]
+            return [row["epoch"] for row in rows], [row[split][key] for row in rows]
+
+        line = ax_loss.plot(*points("train", "loss"), label=f"train, seed {seed}")[0]
+        ax_loss.plot(*points("valid", "loss"), "--", color=line.get_color(), label=f"valid, seed {seed}")
+        ax_f1.plot(*points("valid", metric), color=line.get_color(), label=f"seed {seed}")
+    ax_loss.set(xlabel="epoch", ylabel=loss_name, title="loss (solid: train, dashed: valid)")
+    ax_f1.set(xlabel="epoch", ylabel=f"{metric_name} (%)", title=f"validation {metric_name}")
     ax_f1.legend(fontsize="small")
     fig.tight_layout()
     path = run_dir / "curves.png"
@@ -107,6 +120,20 @@ def write_label_report(run_dir: Path, split: str, labels, preds, label_names: li
     plt.close(fig)
 
 
+def write_multilabel_report(run_dir: Path, split: str, labels, preds, label_names: list[str], thresholds) -> None:
+    """`per_label.csv` for multi-hot labels: precision, recall, F1, support, times predicted and threshold."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels, preds = np.asarray(labels).astype(int), np.asarray(preds).astype(int)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, preds, average=None, zero_division=0)
+    table = pd.DataFrame({"label": label_names, "precision": precision, "recall": recall, "f1": f1, "support": support,
+                          "predicted": preds.sum(axis=0), "threshold": np.asarray(thresholds, dtype=float)})
+    log.info("per-label F1 on %s: %s", split, " ".join(f"{n} {100 * v:.1f}" for n, v in zip(label_names, f1)))
+    atomic_write(run_dir / "per_label.csv", lambda tmp: table.round(4).to_csv(tmp, index=False))
+
+
 def _cell(stats: dict | None) -> str:
     if not stats:
         return ""
@@ -116,14 +143,34 @@ def _cell(stats: dict | None) -> str:
 def append_run_row(out: Path | str, row: dict) -> Path:
     """Append one row to `Logs/runs.csv` (header written when the file is new)."""
     path = Path(out) / RUNS_TABLE
+    columns = _upgrade_header(path) if path.exists() else RUNS_COLUMNS
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RUNS_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     if not path.exists():
         writer.writeheader()
     writer.writerow(row)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(buffer.getvalue())
     return path
+
+
+def _upgrade_header(path: Path) -> list[str]:
+    """The table's columns; a table missing some of RUNS_COLUMNS (written by an older version) is
+    rewritten with them, in RUNS_COLUMNS order and its own extra columns after, values kept."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+        if not header or all(c in header for c in RUNS_COLUMNS):
+            return header or RUNS_COLUMNS
+        rows = list(reader)
+    columns = RUNS_COLUMNS + [c for c in header if c not in RUNS_COLUMNS]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+    log.info("%s: added column(s) %s", path, ", ".join(c for c in RUNS_COLUMNS if c not in header))
+    return columns
 
 
 def runs_row(task: str, run_dir: Path, settings: dict, summary: dict, best_epochs: list[int]) -> dict:
@@ -134,8 +181,11 @@ def runs_row(task: str, run_dir: Path, settings: dict, summary: dict, best_epoch
         **settings,
         "best_epoch": "/".join(map(str, best_epochs)),
         "valid_wf1": _cell(valid.get("wf1")),
+        "valid_macro_f1": _cell(valid.get("macro_f1")),
+        "valid_micro_f1": _cell(valid.get("micro_f1")),
         "test_acc": _cell(test.get("acc")),
         "test_wf1": _cell(test.get("wf1")),
         "test_macro_f1": _cell(test.get("macro_f1")),
+        "test_micro_f1": _cell(test.get("micro_f1")),
         "run_dir": str(run_dir),
     }

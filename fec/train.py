@@ -9,6 +9,14 @@ its best OR validation weighted F1 rises above its best; training stops after `e
 epochs without improvement. The state of the last improving epoch is kept in memory and the
 test split is evaluated once, on that state.
 
+Multi-label tasks (multi-hot labels, e.g. SemEval 2025 Task 11) use the same loop with
+BCE-with-logits on the multi-hot targets, and validation macro-F1 (at the global threshold:
+0.5, or `threshold` when set) in place of weighted F1 in the improvement rule. After training,
+one decision threshold per label is tuned on validation (`tune_thresholds`: the grid
+0.05..0.95, each label's F1 maximised) unless a global `threshold` is set; test is evaluated
+once with those thresholds. Metrics: macro-F1 (SemEval's official one), micro-F1, per-label F1,
+subset accuracy and Jaccard (samples average).
+
 The loop is built for speed: features stay resident on the device, batches are drawn by
 shuffled index (no DataLoader), and metrics are computed once per epoch on the whole split.
 """
@@ -24,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, f1_score, jaccard_score
 
 from fec.fusion import DownstreamModel
 from fec.fusion_data import FusionData, SplitInputs
@@ -44,6 +52,7 @@ class TrainConfig:
     norm: str = "zscore"
     fusion_dim: int | None = None
     eval_batch_size: int = 2048
+    threshold: float | None = None  # multi-label only: None = per-label thresholds tuned on validation
 
 
 @dataclass
@@ -56,12 +65,17 @@ class SeedResult:
     train_seconds: float
     history: list[dict] = field(default_factory=list)
     state_dict: dict | None = None
-    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # split -> predicted ids
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # split -> predicted ids (multi-hot rows when multi-label)
+    thresholds: list[float] | None = None  # multi-label: the per-label decision thresholds used for valid/test
+    valid_at_05: dict | None = None  # multi-label: validation metrics at the global threshold 0.5, for comparison
 
     def summary(self) -> dict:
         out = asdict(self)
         out.pop("state_dict")
         out.pop("predictions")
+        for key in ("thresholds", "valid_at_05"):  # single-label results keep their published shape
+            if out[key] is None:
+                out.pop(key)
         return out
 
 
@@ -108,6 +122,55 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray) -> dict:
     }
 
 
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # 0.05, 0.10, ..., 0.95 (0.5 included)
+MULTILABEL_KEYS = ("macro_f1", "micro_f1", "subset_acc", "jaccard")
+SINGLE_LABEL_KEYS = ("acc", "wf1", "macro_f1")
+
+
+def multilabel_metrics(labels: np.ndarray, preds: np.ndarray, label_names: list[str] | None = None) -> dict:
+    """Percentages for multi-hot (N, K) arrays: macro-F1 (the mean of the per-label F1s, SemEval's
+    official metric), micro-F1, subset accuracy (every label right) and Jaccard (samples average;
+    a text with no gold and no predicted label counts as 1, a correct "neutral").
+    With `label_names`, also `per_label_f1` {name: F1}."""
+    labels, preds = np.asarray(labels).astype(np.int64), np.asarray(preds).astype(np.int64)
+    per_label = f1_score(labels, preds, average=None, zero_division=0)
+    out = {
+        "macro_f1": 100 * float(per_label.mean()),
+        "micro_f1": 100 * f1_score(labels, preds, average="micro", zero_division=0),
+        "subset_acc": 100 * accuracy_score(labels, preds),
+        "jaccard": 100 * jaccard_score(labels, preds, average="samples", zero_division=1.0),
+    }
+    if label_names is not None:
+        out["per_label_f1"] = {name: 100 * float(f) for name, f in zip(label_names, per_label)}
+    return out
+
+
+def binary_f1_grid(labels: np.ndarray, probs: np.ndarray, grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
+    """F1 of every label at every threshold: (len(grid), K); 0 where a label has no gold and no predicted positive."""
+    labels = np.asarray(labels).astype(bool)[None]  # (1, N, K)
+    predicted = np.asarray(probs)[None] >= np.asarray(grid)[:, None, None]  # (G, N, K)
+    tp = (predicted & labels).sum(axis=1)
+    fp = (predicted & ~labels).sum(axis=1)
+    fn = (~predicted & labels).sum(axis=1)
+    denominator = 2 * tp + fp + fn
+    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+
+
+def tune_thresholds(labels: np.ndarray, probs: np.ndarray, grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
+    """One threshold per label: the grid value maximising that label's F1 on these rows, ties going
+    to the value nearest 0.5. The grid holds 0.5, so every label's F1, and so macro-F1, is at least
+    its value at 0.5 on the rows tuned on."""
+    grid = np.asarray(grid, dtype=float)
+    scores = binary_f1_grid(labels, probs, grid)  # (G, K)
+    order = np.argsort(np.abs(grid - 0.5), kind="stable")  # nearest 0.5 first, so argmax keeps it on ties
+    best = order[np.argmax(scores[order], axis=0)]
+    return grid[best]
+
+
+def summary_keys(metrics: dict) -> tuple[str, ...]:
+    return SINGLE_LABEL_KEYS if "wf1" in metrics else MULTILABEL_KEYS
+
+
 @torch.inference_mode()
 def predict_logits(model: DownstreamModel, split: SplitInputs, batch_size: int) -> torch.Tensor:
     model.eval()
@@ -117,9 +180,17 @@ def predict_logits(model: DownstreamModel, split: SplitInputs, batch_size: int) 
     return torch.cat(chunks)
 
 
-def evaluate(model: DownstreamModel, split: SplitInputs, batch_size: int, preds_out: dict | None = None, name: str = "") -> dict:
-    """Loss, accuracy, weighted and macro F1 on a whole split; predicted ids go to `preds_out[name]`."""
+def evaluate(model: DownstreamModel, split: SplitInputs, batch_size: int, preds_out: dict | None = None, name: str = "",
+             multilabel: bool = False, thresholds: np.ndarray | float = 0.5, label_names: list[str] | None = None) -> dict:
+    """Loss, accuracy, weighted and macro F1 on a whole split; predicted ids go to `preds_out[name]`.
+    Multi-label: BCE loss and `multilabel_metrics` with labels predicted where sigmoid >= `thresholds`."""
     logits = predict_logits(model, split, batch_size)
+    if multilabel:
+        loss = F.binary_cross_entropy_with_logits(logits.float(), split.labels.float()).item()
+        preds = (torch.sigmoid(logits.float()).cpu().numpy() >= np.asarray(thresholds)).astype(np.int64)
+        if preds_out is not None:
+            preds_out[name] = preds
+        return {"loss": loss, **multilabel_metrics(split.labels.cpu().numpy(), preds, label_names)}
     loss = F.cross_entropy(logits, split.labels).item()
     preds = logits.argmax(dim=1).cpu().numpy()
     if preds_out is not None:
@@ -136,7 +207,12 @@ def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.devi
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
     train, valid = data.splits["train"], data.splits["valid"]
     n = len(train)
-    best_loss, best_wf1 = float("inf"), -1.0
+    multilabel = data.multilabel
+    # Multi-label: BCE on float multi-hot targets; selection and train metrics at the global threshold.
+    select = "macro_f1" if multilabel else "wf1"
+    global_threshold = 0.5 if cfg.threshold is None else cfg.threshold
+    targets = train.labels.float() if multilabel else train.labels
+    best_loss, best_score = float("inf"), -1.0
     best_state, best_epoch, stale = None, -1, 0
     history = []
     started = time.perf_counter()
@@ -145,23 +221,30 @@ def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.devi
         model.train()
         order = torch.randperm(n, generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)
-        preds = torch.empty(n, dtype=torch.long, device=device)
+        preds = torch.empty(tuple(train.labels.shape), dtype=torch.long, device=device)
         for start in range(0, n, cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
             logits = model(*(x[idx] for x in train.inputs))
-            loss = F.cross_entropy(logits, train.labels[idx])
+            if multilabel:
+                loss = F.binary_cross_entropy_with_logits(logits, targets[idx])
+            else:
+                loss = F.cross_entropy(logits, train.labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(idx)
-            preds[idx] = logits.detach().argmax(dim=1)
-        train_metrics = {"loss": (loss_sum / n).item(), **classification_metrics(train.labels.cpu().numpy(), preds.cpu().numpy())}
-        valid_metrics = evaluate(model, valid, cfg.eval_batch_size)
+            if multilabel:
+                preds[idx] = (torch.sigmoid(logits.detach()) >= global_threshold).long()
+            else:
+                preds[idx] = logits.detach().argmax(dim=1)
+        metrics = multilabel_metrics if multilabel else classification_metrics
+        train_metrics = {"loss": (loss_sum / n).item(), **metrics(train.labels.cpu().numpy(), preds.cpu().numpy())}
+        valid_metrics = evaluate(model, valid, cfg.eval_batch_size, multilabel=multilabel, thresholds=global_threshold)
         improved = False
         if valid_metrics["loss"] < best_loss:
             best_loss, improved = valid_metrics["loss"], True
-        if valid_metrics["wf1"] > best_wf1:
-            best_wf1, improved = valid_metrics["wf1"], True
+        if valid_metrics[select] > best_score:
+            best_score, improved = valid_metrics[select], True
         if improved:
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
             best_epoch, stale = epoch, 0
@@ -170,20 +253,51 @@ def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.devi
         row = {"epoch": epoch, "train": train_metrics, "valid": valid_metrics, "improved": improved,
                "seconds": round(time.perf_counter() - epoch_start, 3)}
         history.append(row)
-        log.info(
-            "seed %d epoch %3d | train loss %.4f acc %.2f wF1 %.2f | valid loss %.4f acc %.2f wF1 %.2f%s | %.1fs",
-            seed, epoch, train_metrics["loss"], train_metrics["acc"], train_metrics["wf1"],
-            valid_metrics["loss"], valid_metrics["acc"], valid_metrics["wf1"], " *" if improved else "", row["seconds"],
-        )
+        if multilabel:
+            log.info(
+                "seed %d epoch %3d | train BCE %.4f macro-F1 %.2f | valid BCE %.4f macro-F1 %.2f micro-F1 %.2f%s | %.1fs",
+                seed, epoch, train_metrics["loss"], train_metrics["macro_f1"], valid_metrics["loss"],
+                valid_metrics["macro_f1"], valid_metrics["micro_f1"], " *" if improved else "", row["seconds"],
+            )
+        else:
+            log.info(
+                "seed %d epoch %3d | train loss %.4f acc %.2f wF1 %.2f | valid loss %.4f acc %.2f wF1 %.2f%s | %.1fs",
+                seed, epoch, train_metrics["loss"], train_metrics["acc"], train_metrics["wf1"],
+                valid_metrics["loss"], valid_metrics["acc"], valid_metrics["wf1"], " *" if improved else "", row["seconds"],
+            )
         if stale >= cfg.early_stop:
             log.info("seed %d: early stop after %d epochs without improvement", seed, stale)
             break
     train_seconds = time.perf_counter() - started
     model.load_state_dict(best_state)
     predictions: dict[str, np.ndarray] = {}
+    if multilabel:
+        return finish_multilabel(model, data, cfg, seed, best_epoch, history, round(train_seconds, 2), best_state)
     valid_best = evaluate(model, valid, cfg.eval_batch_size, predictions, "valid")
     test = evaluate(model, data.splits["test"], cfg.eval_batch_size, predictions, "test") if "test" in data.splits else None
     return SeedResult(seed, best_epoch, len(history), valid_best, test, round(train_seconds, 2), history, best_state, predictions)
+
+
+def finish_multilabel(model: DownstreamModel, data: FusionData, cfg: TrainConfig, seed: int, best_epoch: int,
+                      history: list[dict], train_seconds: float, best_state: dict) -> SeedResult:
+    """Thresholds for the selected state (tuned on validation, or the global one), then valid and test once."""
+    valid = data.splits["valid"]
+    probs = torch.sigmoid(predict_logits(model, valid, cfg.eval_batch_size).float()).cpu().numpy()
+    labels = valid.labels.cpu().numpy()
+    if cfg.threshold is None:
+        thresholds = tune_thresholds(labels, probs)
+    else:
+        thresholds = np.full(len(data.label_names), float(cfg.threshold))
+    names = data.label_names
+    predictions: dict[str, np.ndarray] = {}
+    kwargs = dict(multilabel=True, thresholds=thresholds, label_names=names)
+    valid_at_05 = evaluate(model, valid, cfg.eval_batch_size, multilabel=True, thresholds=0.5, label_names=names)
+    valid_best = evaluate(model, valid, cfg.eval_batch_size, predictions, "valid", **kwargs)
+    test = evaluate(model, data.splits["test"], cfg.eval_batch_size, predictions, "test", **kwargs) if "test" in data.splits else None
+    log.info("seed %d: thresholds %s | valid macro-F1 %.2f at 0.5, %.2f at these", seed,
+             " ".join(f"{n}={t:.2f}" for n, t in zip(names, thresholds)), valid_at_05["macro_f1"], valid_best["macro_f1"])
+    return SeedResult(seed, best_epoch, len(history), valid_best, test, train_seconds, history, best_state, predictions,
+                      thresholds=[float(t) for t in thresholds], valid_at_05=valid_at_05)
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -192,18 +306,30 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None)
 
 
-def summarise(results: list[SeedResult]) -> dict:
+def summarise(results: list) -> dict:
+    """Mean and std over seeds of each split's metrics (single- or multi-label keys, from the
+    metrics themselves); multi-label runs add per-label F1 and `valid_at_0.5`."""
     summary = {}
-    for split in ("valid", "test"):
-        rows = [getattr(r, split) for r in results if getattr(r, split) is not None]
+    for split, attr in (("valid", "valid"), ("test", "test"), ("valid_at_0.5", "valid_at_05")):
+        rows = [getattr(r, attr, None) for r in results]
+        rows = [r for r in rows if r is not None]
         if rows:
-            summary[split] = {k: dict(zip(("mean", "std"), mean_std([r[k] for r in rows]))) for k in ("acc", "wf1", "macro_f1")}
+            summary[split] = {k: dict(zip(("mean", "std"), mean_std([r[k] for r in rows]))) for k in summary_keys(rows[0])}
+            if "per_label_f1" in rows[0]:
+                summary[split]["per_label_f1"] = {
+                    name: dict(zip(("mean", "std"), mean_std([r["per_label_f1"][name] for r in rows])))
+                    for name in rows[0]["per_label_f1"]
+                }
     return summary
 
 
 def format_summary(stats: dict) -> str:
-    """`Acc: 60.44±0.47 | wF1: 59.80±0.54 | macro-F1: 45.10±0.70`, as the paper reports."""
+    """`Acc: 60.44±0.47 | wF1: 59.80±0.54 | macro-F1: 45.10±0.70`, as the paper reports; multi-label:
+    `macro-F1: 60.10±0.70 | micro-F1: 65.20±0.40 | subset acc: 40.00±1.00 | Jaccard: 55.00±0.50`."""
     def one(m):
         return f"{m['mean']:.2f}" + (f"±{m['std']:.2f}" if m["std"] is not None else "")
 
+    if "wf1" not in stats:
+        return (f"macro-F1: {one(stats['macro_f1'])} | micro-F1: {one(stats['micro_f1'])} | "
+                f"subset acc: {one(stats['subset_acc'])} | Jaccard: {one(stats['jaccard'])}")
     return f"Acc: {one(stats['acc'])} | wF1: {one(stats['wf1'])} | macro-F1: {one(stats['macro_f1'])}"
