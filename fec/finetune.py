@@ -31,7 +31,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ from fec.runlog import (
     write_multilabel_report,
 )
 from fec.train import (
+    SeedResult,
     classification_metrics,
     format_summary,
     multilabel_metrics,
@@ -81,28 +82,6 @@ class FinetuneConfig:
     max_len: int = 200
     threshold: float | None = None
     precision: str = "auto"
-
-
-@dataclass
-class FinetuneSeedResult:
-    seed: int
-    best_epoch: int
-    epochs_run: int
-    valid: dict
-    test: dict | None
-    train_seconds: float
-    history: list[dict] = field(default_factory=list)
-    thresholds: list[float] | None = None
-    valid_at_05: dict | None = None
-    predictions: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def summary(self) -> dict:
-        out = asdict(self)
-        out.pop("predictions")
-        for key in ("thresholds", "valid_at_05"):
-            if out[key] is None:
-                out.pop(key)
-        return out
 
 
 class TextDataset(torch.utils.data.Dataset):
@@ -235,7 +214,7 @@ def pick_precision(precision: str, device: torch.device) -> dict:
 
 
 def train_one_seed(cfg: FinetuneConfig, resolved, tokenizer, datasets: dict[str, TextDataset], label_names: list[str],
-                   multilabel: bool, seed: int, device: torch.device, run_dir: Path, warmup: int) -> FinetuneSeedResult:
+                   multilabel: bool, seed: int, device: torch.device, run_dir: Path, warmup: int) -> SeedResult:
     from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments, set_seed
 
     set_seed(seed)  # the new head's initialisation
@@ -294,8 +273,8 @@ def train_one_seed(cfg: FinetuneConfig, resolved, tokenizer, datasets: dict[str,
     del trainer, model
     gc.collect()
     shutil.rmtree(work, ignore_errors=True)
-    return FinetuneSeedResult(seed, best_epoch, epochs_run, scored["valid"], scored.get("test"), train_seconds, history,
-                              thresholds, valid_at_05, predictions)
+    return SeedResult(seed, best_epoch, epochs_run, scored["valid"], scored.get("test"), train_seconds, history,
+                      thresholds=thresholds, valid_at_05=valid_at_05, predictions=predictions)
 
 
 def build_parser() -> argparse.ArgumentParser:

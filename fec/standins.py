@@ -140,6 +140,18 @@ PRESETS: dict[str, dict[str, str]] = {
 }
 
 
+def missing_packages(entries=None) -> list[str]:
+    """The pip distributions of `entries` (default: every stand-in) that are not installed."""
+    missing = []
+    for entry in entries or STANDINS.values():
+        for dist in entry.packages:
+            try:
+                importlib.metadata.distribution(dist)
+            except importlib.metadata.PackageNotFoundError:
+                missing.append(dist)
+    return missing
+
+
 def is_standin(spec: str) -> bool:
     """True for model specs of the form `offline:<name>`."""
     return isinstance(spec, str) and spec.startswith(PREFIX)

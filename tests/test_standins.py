@@ -7,7 +7,6 @@ The `standins` test loads the real stand-ins and is skipped when they are not in
 
 from __future__ import annotations
 
-import importlib.metadata
 import io
 import json
 import os
@@ -305,16 +304,6 @@ def test_cli_reports_errors(capsys):
 # ---------------------------------------------------------------------------- real stand-ins
 
 
-def _missing_packages(entry: Standin) -> list[str]:
-    missing = []
-    for dist in entry.packages:
-        try:
-            importlib.metadata.distribution(dist)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(dist)
-    return missing
-
-
 @pytest.mark.standins
 @pytest.mark.parametrize(
     "name, hidden",
@@ -326,7 +315,7 @@ def _missing_packages(entry: Standin) -> list[str]:
     ],
 )
 def test_real_standin_loads_and_runs(name, hidden):
-    missing = _missing_packages(STANDINS[name])
+    missing = standins.missing_packages([STANDINS[name]])
     if missing:
         pytest.skip(f"stand-in packages not installed ({', '.join(missing)}): {INSTALL_HINT}")
     torch = pytest.importorskip("torch")
