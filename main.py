@@ -5,6 +5,7 @@
     python main.py -dataset ED -sources llama        # ablation: LLaMA features only
     python main.py -dataset ED -norm none            # the published raw (unstandardised) inputs
     python main.py -dataset ED -compat reference     # the published recipe, defects included
+    python main.py -dataset ED -raw_inputs all       # encoders also reach the MLP directly (not published)
     python main.py -dataset semeval_eng -runs 3      # multi-label: BCE, per-label thresholds tuned on valid
     python main.py -dataset semeval_eng -threshold 0.5   # multi-label with one global threshold
 
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-pn", "--pn", default="sigmoid", choices=["sigmoid", "tanh"], help="power normalisation: sigmoid = 2*sigmoid(sigma*P)-1 (published code), tanh = tanh(2*sigma*P) (published README)")
     parser.add_argument("-dropout", "--dropout", type=float, default=0.5, help="dropout after every hidden layer")
     parser.add_argument("-fusion_dim", "--fusion_dim", type=int, default=None, help="width D of the fused vectors (default: the encoders' width, 1024 for the published models; the widest encoder when they differ)")
+    parser.add_argument("-raw_inputs", "--raw_inputs", default="decoder", choices=["decoder", "all"], help="what the MLP sees beside the pooled Gram matrix: decoder = the layer-mean LLaMA vector (published; the encoders reach the MLP only through their power-normalised inner products), all = that and every encoder vector")
     parser.add_argument("-norm", "--norm", default=None, choices=["zscore", "none"], help="standardise each source per feature with train statistics (zscore, default), or feed raw features as published (none)")
     parser.add_argument("-sources", "--sources", nargs="+", default=list(SOURCES), choices=SOURCES, help="feature sets to fuse, e.g. `llama`, `bert roberta`. Without llama, the raw encoder vectors are concatenated beside the pooled interactions (a Gram matrix of one or two vectors carries almost nothing)")
     seeds = parser.add_mutually_exclusive_group()
@@ -109,7 +111,8 @@ def run(args: argparse.Namespace) -> dict:
         log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.dataset)
     cfg = TrainConfig(
         epochs=args.epochs, early_stop=args.early_stop, batch_size=args.batch_size, lr=args.lr, sigma=args.sigma,
-        pn=args.pn, dropout=args.dropout, norm=args.norm, fusion_dim=args.fusion_dim, eval_batch_size=args.eval_batch_size,
+        pn=args.pn, dropout=args.dropout, norm=args.norm, fusion_dim=args.fusion_dim, raw_inputs=args.raw_inputs,
+        eval_batch_size=args.eval_batch_size,
         threshold=args.threshold if data.multilabel else None,
     )
     run_dir = make_run_dir(args.out, args.dataset)
@@ -165,7 +168,7 @@ def run(args: argparse.Namespace) -> dict:
         write_label_report(run_dir, report_split, data.splits[report_split].labels.cpu().numpy(),
                            best.predictions[report_split], data.label_names)
     settings = {"sources": "+".join(data.sources), "mode": mode, "norm": cfg.norm, "pn": cfg.pn,
-                "sigma": cfg.sigma, "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds": " ".join(map(str, seeds))}
+                "sigma": cfg.sigma, "raw_inputs": cfg.raw_inputs, "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds": " ".join(map(str, seeds))}
     table = append_run_row(args.out, runs_row(data.task, run_dir, settings, summary, [r.best_epoch for r in results]))
     split = "test" if "test" in summary else "valid"
     log.info("%s %s (%d seed%s): %s", data.task, split, len(seeds), "s" if len(seeds) > 1 else "", format_summary(summary[split]))

@@ -12,7 +12,9 @@ For a batch of B texts:
    (the published README's formula);
 4. concatenated with the mean over the L raw decoder layers (Hd); when the decoder source is left out,
    the raw encoder vectors are concatenated instead, because the Gram matrix of one or two vectors
-   carries almost nothing;
+   carries almost nothing. `raw_inputs="all"` (not in the published model) concatenates the raw
+   encoder vectors beside the decoder mean too, so the MLP sees each encoder directly and not only
+   through its power-normalised inner products;
 5. an MLP: Linear(in, 1024) + ReLU + Dropout, Linear(1024, 256) + ReLU + Dropout, Linear(256, C).
 
 With the published dims (5x4096 decoder, two 1024 encoders) this is exactly the published
@@ -30,6 +32,7 @@ import torch
 import torch.nn as nn
 
 PN_FORMS = ("sigmoid", "tanh")
+RAW_INPUTS = ("decoder", "all")
 PUBLISHED_FUSION_DIM = 1024
 
 
@@ -60,12 +63,15 @@ class DownstreamModel(nn.Module):
         pn: str = "sigmoid",
         dropout: float = 0.5,
         hidden: Sequence[int] = (1024, 256),
+        raw_inputs: str = "decoder",
     ):
         super().__init__()
         if decoder_shape is None and not encoder_dims:
             raise ValueError("the model needs at least one source")
         if pn not in PN_FORMS:
             raise ValueError(f"unknown power normalisation {pn!r}; choose one of {', '.join(PN_FORMS)}")
+        if raw_inputs not in RAW_INPUTS:
+            raise ValueError(f"unknown raw_inputs {raw_inputs!r}; choose one of {', '.join(RAW_INPUTS)}")
         self.config = {
             "num_classes": int(num_classes),
             "decoder_shape": list(decoder_shape) if decoder_shape else None,
@@ -75,6 +81,7 @@ class DownstreamModel(nn.Module):
             "pn": pn,
             "dropout": float(dropout),
             "hidden": [int(h) for h in hidden],
+            "raw_inputs": raw_inputs,
         }
         d = self.config["fusion_dim"]
         layers, hd = decoder_shape if decoder_shape else (0, 0)
@@ -85,7 +92,7 @@ class DownstreamModel(nn.Module):
             nn.Identity() if width == d else nn.Linear(width, d) for width in encoder_dims
         )
         vectors = layers + len(encoder_dims)
-        raw = hd if decoder_shape else sum(encoder_dims)
+        raw = (hd if decoder_shape else 0) + (sum(encoder_dims) if raw_inputs == "all" or not decoder_shape else 0)
         self.head_in = vectors * vectors + raw
         widths = [self.head_in, *self.config["hidden"]]
         blocks: list[nn.Module] = []
@@ -122,8 +129,10 @@ class DownstreamModel(nn.Module):
         stacked = torch.stack(vectors, dim=1)
         gram = torch.bmm(stacked, stacked.transpose(1, 2)).flatten(1)
         pooled = power_normalise(gram, self.config["pn"], self.config["sigma"])
-        raw = decoder.mean(dim=1) if decoder is not None else torch.cat(list(encoders), dim=1)
-        return self.mlp(torch.cat([pooled, raw], dim=1))
+        raw = [decoder.mean(dim=1)] if decoder is not None else []
+        if decoder is None or self.config["raw_inputs"] == "all":
+            raw += encoders
+        return self.mlp(torch.cat([pooled, *raw], dim=1))
 
     def describe(self) -> str:
         c = self.config
@@ -134,7 +143,10 @@ class DownstreamModel(nn.Module):
             lines.append(f"decoder: {layers} x ({hd}) -> {layers} x Linear({hd}, {c['fusion_dim']}) + ReLU + Dropout({c['dropout']})")
         for width, proj in zip(c["encoder_dims"], self.encoder_projections):
             lines.append(f"encoder: ({width}) -> " + ("as is" if isinstance(proj, nn.Identity) else f"Linear({width}, {c['fusion_dim']})"))
-        raw = f"mean of decoder layers ({c['decoder_shape'][1]})" if self.has_decoder else f"raw encoder vectors ({sum(c['encoder_dims'])})"
+        raw = [f"mean of decoder layers ({c['decoder_shape'][1]})"] if self.has_decoder else []
+        if not self.has_decoder or c["raw_inputs"] == "all":
+            raw += [f"raw encoder vectors ({sum(c['encoder_dims'])})"]
+        raw = " + ".join(raw)
         pn = "2*sigmoid(sigma*P)-1" if c["pn"] == "sigmoid" else "tanh(2*sigma*P)"
         lines.append(f"fusion: X ({n}, {c['fusion_dim']}) -> Gram {n}x{n} -> {pn}, sigma={c['sigma']} -> {n * n}")
         lines.append(f"concat: {n * n} + {raw} = {self.head_in}")

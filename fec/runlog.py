@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 RUNS_TABLE = "runs.csv"
 RUNS_COLUMNS = [
-    "finished", "task", "sources", "mode", "norm", "pn", "sigma", "lr", "batch_size", "seeds",
+    "finished", "task", "sources", "mode", "norm", "pn", "sigma", "raw_inputs", "lr", "batch_size", "seeds",
     "best_epoch", "valid_wf1", "valid_macro_f1", "valid_micro_f1", "test_acc", "test_wf1", "test_macro_f1",
     "test_micro_f1", "run_dir",
 ]

@@ -51,6 +51,7 @@ class TrainConfig:
     dropout: float = 0.5
     norm: str = "zscore"
     fusion_dim: int | None = None
+    raw_inputs: str = "decoder"  # "all": the encoder vectors reach the MLP directly too (not published)
     eval_batch_size: int = 2048
     threshold: float | None = None  # multi-label only: None = per-label thresholds tuned on validation
 
@@ -104,6 +105,7 @@ def build_model(data: FusionData, cfg: TrainConfig) -> DownstreamModel:
         sigma=cfg.sigma,
         pn=cfg.pn,
         dropout=cfg.dropout,
+        raw_inputs=cfg.raw_inputs,
     )
     if cfg.norm == "zscore":
         # Frozen LLM states carry massive activations (a few dims thousands of times larger than

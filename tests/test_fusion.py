@@ -67,6 +67,23 @@ def test_gram_pooling_and_both_power_normalisations_match_hand_computation():
         DownstreamModel(num_classes=2, pn="cosh")
 
 
+def test_raw_inputs_all_feeds_every_encoder_vector_to_the_mlp_beside_the_decoder_mean():
+    torch.manual_seed(0)
+    model = DownstreamModel(num_classes=2, decoder_shape=(2, 3), encoder_dims=[4, 3], raw_inputs="all").eval()
+    assert model.head_in == 16 + 3 + 4 + 3
+    assert "mean of decoder layers (3) + raw encoder vectors (7) = 26" in model.describe()
+    decoder, narrow, wide = torch.randn(1, 2, 3), torch.randn(1, 4), torch.randn(1, 3)
+    captured = {}
+    model.mlp.register_forward_hook(lambda mod, inp, out: captured.setdefault("x", inp[0]))
+    with torch.no_grad():
+        model(decoder, narrow, wide)
+    torch.testing.assert_close(captured["x"][0, 16:], torch.cat([decoder[0].mean(dim=0), narrow[0], wide[0]]))
+    published = DownstreamModel(num_classes=2, decoder_shape=(2, 3), encoder_dims=[4, 3])
+    assert published.head_in == 16 + 3 and published.config["raw_inputs"] == "decoder"
+    with pytest.raises(ValueError, match="choose one of decoder, all"):
+        DownstreamModel(num_classes=2, raw_inputs="everything")
+
+
 def toy_fusion_data() -> FusionData:
     torch.manual_seed(0)
     train = SplitInputs([torch.randn(40, 2, 6) * 100 + 7, torch.randn(40, 4)], torch.arange(40) % 2)
