@@ -26,6 +26,7 @@ evaluated by the next run, with no code change.
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import logging
 import math
@@ -127,34 +128,43 @@ def load_config(resolved):
 
 
 def dropout_attributes(config) -> list[str]:
-    """The config's hidden/attention dropout settings (names differ across encoder families)."""
-    return [a for a in DROPOUT_ATTRIBUTES if isinstance(getattr(config, a, None), float)]
+    """The config's hidden/attention dropout settings (names differ across encoder families; a
+    numeric value marks a setting, so `0` counts and a `None` placeholder does not)."""
+    return [a for a in DROPOUT_ATTRIBUTES
+            if isinstance(getattr(config, a, None), (int, float)) and not isinstance(getattr(config, a), bool)]
 
 
-def load_classifier(resolved, num_labels: int, multilabel: bool, label_names: list[str], dropout: float, pad_token_id):
-    """A sequence classifier on the pretrained encoder (new head), with the recipe's dropout."""
-    from transformers import AutoModelForSequenceClassification
-
+def classifier_config(resolved, label_names: list[str], multilabel: bool, dropout: float, pad_token_id):
+    """The pretrained config set up once for the run: the recipe's dropout, the task's labels and
+    problem type. Returns (config, {dropout attribute: value set}) for config.json."""
     config = load_config(resolved)
+    dropout_set = {}
     for attribute in dropout_attributes(config):
         setattr(config, attribute, dropout)
-    config.num_labels = num_labels
+        dropout_set[attribute] = dropout
+    config.num_labels = len(label_names)
     config.problem_type = "multi_label_classification" if multilabel else "single_label_classification"
     config.id2label = dict(enumerate(label_names))
     config.label2id = {name: i for i, name in enumerate(label_names)}
     if getattr(config, "pad_token_id", None) is None:  # decoder-style models need it to find the last token
         config.pad_token_id = pad_token_id
+    return config, dropout_set
+
+
+def load_classifier(resolved, config):
+    """A sequence classifier on the pretrained encoder with a new head; `config` from `classifier_config`
+    (copied, so one seed's model never changes the next seed's settings)."""
     import transformers
+    from transformers import AutoModelForSequenceClassification
 
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # "newly initialized: classifier.weight" is the point here
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(resolved), config=config)
+        return AutoModelForSequenceClassification.from_pretrained(str(resolved), config=copy.deepcopy(config))
     except (OSError, ValueError) as err:
         raise ModelError(f"{resolved}: cannot load as a sequence classifier ({str(err).splitlines()[0]})") from err
     finally:
         transformers.logging.set_verbosity(verbosity)
-    return model
 
 
 def split_metrics(logits: np.ndarray, labels: np.ndarray, multilabel: bool, thresholds=0.5,
@@ -213,12 +223,12 @@ def pick_precision(precision: str, device: torch.device) -> dict:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-def train_one_seed(cfg: FinetuneConfig, resolved, tokenizer, datasets: dict[str, TextDataset], label_names: list[str],
+def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: dict[str, TextDataset], label_names: list[str],
                    multilabel: bool, seed: int, device: torch.device, run_dir: Path, warmup: int) -> SeedResult:
     from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments, set_seed
 
     set_seed(seed)  # the new head's initialisation
-    model = load_classifier(resolved, len(label_names), multilabel, label_names, cfg.dropout, tokenizer.pad_token_id)
+    model = load_classifier(resolved, config)
     global_threshold = 0.5 if cfg.threshold is None else cfg.threshold
 
     def compute_metrics(prediction) -> dict:
@@ -355,8 +365,7 @@ def run(args: argparse.Namespace) -> dict:
     except (OSError, ValueError) as err:
         raise ModelError(f"{args.model}: cannot load its tokenizer ({str(err).splitlines()[0]})") from err
     ensure_pad_token(tokenizer)
-    probe_config = load_config(resolved)
-    dropout_set = {a: cfg.dropout for a in dropout_attributes(probe_config)}
+    config, dropout_set = classifier_config(resolved, label_names, multilabel, cfg.dropout, tokenizer.pad_token_id)
 
     run_dir = make_run_dir(args.out, f"{args.dataset}_finetune")
     setup_logging(args.log_level, logfile=run_dir / "train.log")
@@ -376,7 +385,7 @@ def run(args: argparse.Namespace) -> dict:
     fingerprint = model_fingerprint(resolved)
     write_json(run_dir / "config.json", {
         "args": vars(args), "seeds": seeds, "finetune_config": asdict(cfg), "device": str(device),
-        "model_path": str(resolved), "model_fingerprint": fingerprint, "model_type": probe_config.model_type,
+        "model_path": str(resolved), "model_fingerprint": fingerprint, "model_type": config.model_type,
         "dropout_set": dropout_set, "warmup_steps_used": warmup, "planned_steps": planned,
         "problem_type": "multi_label_classification" if multilabel else "single_label_classification",
         "selection": f"lowest validation loss, early stop after {cfg.patience} epochs without improvement",
@@ -395,7 +404,7 @@ def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     results = []
     for seed in seeds:
-        result = train_one_seed(cfg, resolved, tokenizer, datasets, label_names, multilabel, seed, device, run_dir, warmup)
+        result = train_one_seed(cfg, resolved, config, tokenizer, datasets, label_names, multilabel, seed, device, run_dir, warmup)
         shown, name = (result.test, "test") if result.test else (result.valid, "valid")
         if multilabel:
             model_spec["thresholds"][str(seed)] = result.thresholds

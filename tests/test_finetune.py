@@ -131,3 +131,18 @@ def test_errors_are_one_line(tiny_models, tmp_path, capsys):
 def test_warmup_is_capped_for_small_tasks_only():
     assert planned_warmup(FinetuneConfig(), 2768) == (259, 2595)  # semeval_eng train: 10% of 15 epochs
     assert planned_warmup(FinetuneConfig(), 17802) == (1000, 16695)  # ED train: the recipe's 1000
+
+
+def test_the_run_config_sets_dropout_under_each_family_s_names_and_the_task_labels(tmp_path):
+    from transformers import DistilBertConfig, RobertaConfig
+
+    from fec.finetune import classifier_config
+
+    DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, attention_dropout=0).save_pretrained(tmp_path / "distil")
+    RobertaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path / "roberta")
+    distil, distil_set = classifier_config(tmp_path / "distil", ["joy", "fear"], True, 0.2, pad_token_id=0)
+    assert distil_set == {"dropout": 0.2, "attention_dropout": 0.2}  # an integer 0 is a setting too
+    assert distil.problem_type == "multi_label_classification" and distil.id2label == {0: "joy", 1: "fear"}
+    roberta, roberta_set = classifier_config(tmp_path / "roberta", ["a", "b", "c"], False, 0.3, pad_token_id=1)
+    assert roberta_set == {"hidden_dropout_prob": 0.3, "attention_probs_dropout_prob": 0.3}
+    assert roberta.num_labels == 3 and roberta.problem_type == "single_label_classification"
