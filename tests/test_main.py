@@ -104,3 +104,17 @@ def test_a_task_without_test_split_reports_validation(tmp_path, tiny_models):
     results = json.loads((the_run(tmp_path / "Logs") / "results.json").read_text())
     assert "test" not in results["summary"] and results["seeds"][0]["test"] is None
     assert results["summary"]["valid"]["acc"]["mean"] > 50
+
+
+def test_raw_inputs_all_is_recorded_and_reloads_for_prediction(toy_store, tmp_path):
+    from fec import EmotionClassifier
+
+    data_dir, dataset_dir = toy_store
+    assert run_main(dataset_dir, tmp_path / "Logs", "-raw_inputs", "all") == 0
+    run_dir = the_run(tmp_path / "Logs")
+    assert json.loads((run_dir / "model.json").read_text())["model"]["raw_inputs"] == "all"
+    (row,) = csv.DictReader(open(tmp_path / "Logs" / "runs.csv"))
+    assert row["raw_inputs"] == "all" and row["mode"] == "corrected"
+    clf = EmotionClassifier.load(run_dir, device="cpu")
+    assert clf.model.config["raw_inputs"] == "all"
+    assert clf.predict_proba(["a small test sentence"]).shape == (1, len(clf.label_names))
