@@ -25,7 +25,7 @@ import logging
 import sys
 
 from fec.backbones import ModelError, pick_device
-from fec.cli import add_common_logging, fail, setup_logging
+from fec.cli import add_common_logging, run_script, setup_logging
 from fec.fusion_data import SOURCES, load_fusion_data
 from fec.provenance import provenance
 from fec.runlog import (
@@ -179,13 +179,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        run(args)
-    except (StoreError, ModelError) as err:
-        return fail(err)
-    return 0
+    return run_script(build_parser(), run, (StoreError, ModelError), argv)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from fec.cli import add_common_logging, fail, setup_logging
+from fec.cli import add_common_logging, run_script, setup_logging
 from fec.data import DataError, available_modes, load_splits
 from fec.provenance import provenance
 from fec.runlog import append_run_row, make_run_dir, runs_row, write_json
@@ -217,13 +217,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        run(args)
-    except DataError as err:
-        return fail(err)
-    return 0
+    return run_script(build_parser(), run, (DataError,), argv)
 
 
 if __name__ == "__main__":

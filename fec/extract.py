@@ -53,7 +53,7 @@ from fec.chunks import (
     settings_hash,
     write_chunk,
 )
-from fec.cli import add_common_logging, fail, setup_logging
+from fec.cli import add_common_logging, run_script
 from fec.data import MODES, DataError, available_modes, load_splits
 from fec.provenance import provenance
 from fec.scale import (
@@ -541,15 +541,8 @@ def build_manifest(args: argparse.Namespace, slot: str, mode: str, split, settin
 
 
 def main(slot: str, argv: list[str] | None = None) -> int:
-    args = build_parser(slot).parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        run(args, slot)
-    except (DataError, StoreError, ModelError, NonFiniteFeaturesError, PeerFailed) as err:
-        return fail(err)
-    finally:
-        close_distributed()
-    return 0
+    return run_script(build_parser(slot), lambda args: run(args, slot),
+                      (DataError, StoreError, ModelError, NonFiniteFeaturesError, PeerFailed), argv, cleanup=close_distributed)
 
 
 def close_distributed() -> None:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from fec.backbones import ModelError, ensure_pad_token, model_fingerprint, pick_device, resolve_model
-from fec.cli import add_common_logging, fail, setup_logging
+from fec.cli import add_common_logging, run_script, setup_logging
 from fec.data import DataError, Split, available_modes, load_splits
 from fec.provenance import provenance
 from fec.runlog import (
@@ -447,18 +447,19 @@ def run(args: argparse.Namespace) -> dict:
     return payload | {"run_dir": str(run_dir)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_without_hf_bars(args: argparse.Namespace) -> dict:
+    """`run` with the Hub's per-file "Loading weights"/"Writing model shards" bars off (once per
+    seed and epoch they drown the log), restored after."""
     from transformers.utils import logging as hf_logging
 
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # per-file "Loading weights"/"Writing model shards" bars, once per seed and epoch
+    hf_logging.disable_progress_bar()
     try:
-        run(args)
-    except (DataError, ModelError) as err:
-        return fail(err)
+        return run(args)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script(build_parser(), run_without_hf_bars, (DataError, ModelError), argv)
