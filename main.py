@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> dict:
         write_label_report(run_dir, report_split, data.splits[report_split].labels.cpu().numpy(),
                            best.predictions[report_split], data.label_names)
     settings = {"sources": "+".join(data.sources), "mode": mode, "norm": cfg.norm, "pn": cfg.pn,
-                "sigma": cfg.sigma, "raw_inputs": cfg.raw_inputs, "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds": " ".join(map(str, seeds))}
+                "sigma": cfg.sigma, "raw_inputs": template.config["raw_inputs"], "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds": " ".join(map(str, seeds))}
     table = append_run_row(args.out, runs_row(data.task, run_dir, settings, summary, [r.best_epoch for r in results]))
     split = "test" if "test" in summary else "valid"
     log.info("%s %s (%d seed%s): %s", data.task, split, len(seeds), "s" if len(seeds) > 1 else "", format_summary(summary[split]))

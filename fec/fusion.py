@@ -72,6 +72,8 @@ class DownstreamModel(nn.Module):
             raise ValueError(f"unknown power normalisation {pn!r}; choose one of {', '.join(PN_FORMS)}")
         if raw_inputs not in RAW_INPUTS:
             raise ValueError(f"unknown raw_inputs {raw_inputs!r}; choose one of {', '.join(RAW_INPUTS)}")
+        if decoder_shape is None:
+            raw_inputs = "all"  # without a decoder the encoder vectors always reach the MLP (recorded as such)
         self.config = {
             "num_classes": int(num_classes),
             "decoder_shape": list(decoder_shape) if decoder_shape else None,
@@ -92,7 +94,7 @@ class DownstreamModel(nn.Module):
             nn.Identity() if width == d else nn.Linear(width, d) for width in encoder_dims
         )
         vectors = layers + len(encoder_dims)
-        raw = (hd if decoder_shape else 0) + (sum(encoder_dims) if raw_inputs == "all" or not decoder_shape else 0)
+        raw = hd + (sum(encoder_dims) if raw_inputs == "all" else 0)
         self.head_in = vectors * vectors + raw
         widths = [self.head_in, *self.config["hidden"]]
         blocks: list[nn.Module] = []
@@ -130,7 +132,7 @@ class DownstreamModel(nn.Module):
         gram = torch.bmm(stacked, stacked.transpose(1, 2)).flatten(1)
         pooled = power_normalise(gram, self.config["pn"], self.config["sigma"])
         raw = [decoder.mean(dim=1)] if decoder is not None else []
-        if decoder is None or self.config["raw_inputs"] == "all":
+        if self.config["raw_inputs"] == "all":
             raw += encoders
         return self.mlp(torch.cat([pooled, *raw], dim=1))
 
@@ -144,7 +146,7 @@ class DownstreamModel(nn.Module):
         for width, proj in zip(c["encoder_dims"], self.encoder_projections):
             lines.append(f"encoder: ({width}) -> " + ("as is" if isinstance(proj, nn.Identity) else f"Linear({width}, {c['fusion_dim']})"))
         raw = [f"mean of decoder layers ({c['decoder_shape'][1]})"] if self.has_decoder else []
-        if not self.has_decoder or c["raw_inputs"] == "all":
+        if c["raw_inputs"] == "all":
             raw += [f"raw encoder vectors ({sum(c['encoder_dims'])})"]
         raw = " + ".join(raw)
         pn = "2*sigmoid(sigma*P)-1" if c["pn"] == "sigmoid" else "tanh(2*sigma*P)"

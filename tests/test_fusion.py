@@ -80,6 +80,8 @@ def test_raw_inputs_all_feeds_every_encoder_vector_to_the_mlp_beside_the_decoder
     torch.testing.assert_close(captured["x"][0, 16:], torch.cat([decoder[0].mean(dim=0), narrow[0], wide[0]]))
     published = DownstreamModel(num_classes=2, decoder_shape=(2, 3), encoder_dims=[4, 3])
     assert published.head_in == 16 + 3 and published.config["raw_inputs"] == "decoder"
+    encoders_only = DownstreamModel(num_classes=2, decoder_shape=None, encoder_dims=[4, 3])
+    assert encoders_only.config["raw_inputs"] == "all" and encoders_only.head_in == 4 + 4 + 3  # recorded as what happens
     with pytest.raises(ValueError, match="choose one of decoder, all"):
         DownstreamModel(num_classes=2, raw_inputs="everything")
 
