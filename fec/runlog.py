@@ -42,14 +42,19 @@ RUNS_COLUMNS = [
 
 
 def make_run_dir(out: Path | str, task: str) -> Path:
+    """A new folder `{task}_{YYYYmmdd-HHMMSS}` under `out` (`-2`, `-3`, ... appended when taken).
+    Claimed by `mkdir` itself, so runs started in the same second by separate processes never share one."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(out) / f"{task}_{stamp}"
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    run_dir.mkdir(parents=True)
-    return run_dir
+    base.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        run_dir = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            n += 1
 
 
 def write_json(path: Path, payload) -> None:

@@ -118,3 +118,21 @@ def test_raw_inputs_all_is_recorded_and_reloads_for_prediction(toy_store, tmp_pa
     clf = EmotionClassifier.load(run_dir, device="cpu")
     assert clf.model.config["raw_inputs"] == "all"
     assert clf.predict_proba(["a small test sentence"]).shape == (1, len(clf.label_names))
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fec.runlog import make_run_dir
+
+    workers = 8
+    barrier = threading.Barrier(workers)
+
+    def claim(_):
+        barrier.wait()  # all at once: the same timestamp, racing for the same folder name
+        return make_run_dir(tmp_path, "ED")
+
+    with ThreadPoolExecutor(workers) as pool:
+        folders = list(pool.map(claim, range(workers)))
+    assert len(set(folders)) == workers and all(folder.is_dir() for folder in folders)
