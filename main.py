@@ -39,7 +39,7 @@ from fec.runlog import (
     write_multilabel_report,
 )
 from fec.store import StoreError
-from fec.train import TrainConfig, build_model, format_summary, summarise, train_seed
+from fec.train import SATURATION_LEVEL, TrainConfig, build_model, format_summary, summarise, train_seed
 
 log = logging.getLogger("fec.main")
 
@@ -150,6 +150,10 @@ def run(args: argparse.Namespace) -> dict:
         else:
             log.info("seed %d: best epoch %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.best_epoch,
                      "test" if result.test else "valid", shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)
+        log.info("seed %d: %.1f%% of the pooled values on valid are saturated (|value| > %.2f)%s", seed,
+                 result.pn_saturated, SATURATION_LEVEL,
+                 "; the Gram matrix reaches the MLP as signs: try a smaller -SIGMA or -raw_inputs all"
+                 if result.pn_saturated > 50 else "")
         results.append(result)
     summary = summarise(results)
     select = "macro_f1" if data.multilabel else "wf1"

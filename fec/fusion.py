@@ -120,21 +120,29 @@ class DownstreamModel(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """inputs: the decoder features (B, L, Hd) first when present, then each encoder's (B, H)."""
-        inputs = [(x.float() - getattr(self, f"input_mean_{i}")) / getattr(self, f"input_std_{i}") for i, x in enumerate(inputs)]
-        vectors = []
-        if self.has_decoder:
-            decoder, encoders = inputs[0], inputs[1:]
-            vectors += [compress(decoder[:, i]) for i, compress in enumerate(self.compress_layers)]
-        else:
-            decoder, encoders = None, inputs
-        vectors += [project(x) for project, x in zip(self.encoder_projections, encoders)]
-        stacked = torch.stack(vectors, dim=1)
-        gram = torch.bmm(stacked, stacked.transpose(1, 2)).flatten(1)
-        pooled = power_normalise(gram, self.config["pn"], self.config["sigma"])
+        decoder, encoders = self._split(self._standardised(inputs))
         raw = [decoder.mean(dim=1)] if decoder is not None else []
         if self.config["raw_inputs"] == "all":
             raw += encoders
-        return self.mlp(torch.cat([pooled, *raw], dim=1))
+        return self.mlp(torch.cat([self._pooled(decoder, encoders), *raw], dim=1))
+
+    def pooled(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The power-normalised Gram entries (B, n*n), the first part of the MLP's input; for
+        diagnostics (values near ±1 carry little beyond their sign)."""
+        return self._pooled(*self._split(self._standardised(inputs)))
+
+    def _standardised(self, inputs) -> list[torch.Tensor]:
+        return [(x.float() - getattr(self, f"input_mean_{i}")) / getattr(self, f"input_std_{i}") for i, x in enumerate(inputs)]
+
+    def _split(self, inputs: list[torch.Tensor]) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        return (inputs[0], inputs[1:]) if self.has_decoder else (None, inputs)
+
+    def _pooled(self, decoder: torch.Tensor | None, encoders: list[torch.Tensor]) -> torch.Tensor:
+        vectors = [compress(decoder[:, i]) for i, compress in enumerate(self.compress_layers)] if decoder is not None else []
+        vectors += [project(x) for project, x in zip(self.encoder_projections, encoders)]
+        stacked = torch.stack(vectors, dim=1)
+        gram = torch.bmm(stacked, stacked.transpose(1, 2)).flatten(1)
+        return power_normalise(gram, self.config["pn"], self.config["sigma"])
 
     def describe(self) -> str:
         c = self.config

@@ -71,12 +71,13 @@ class SeedResult:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # split -> predicted ids (multi-hot rows when multi-label)
     thresholds: list[float] | None = None  # multi-label: the per-label decision thresholds used for valid/test
     valid_at_05: dict | None = None  # multi-label: validation metrics at the global threshold 0.5, for comparison
+    pn_saturated: float | None = None  # fusion: % of pooled values on valid with |value| > SATURATION_LEVEL
 
     def summary(self) -> dict:
         out = asdict(self)
         out.pop("state_dict")
         out.pop("predictions")
-        for key in ("thresholds", "valid_at_05"):  # single-label results keep their published shape
+        for key in ("thresholds", "valid_at_05", "pn_saturated"):  # absent where they do not apply
             if out[key] is None:
                 out.pop(key)
         return out
@@ -184,6 +185,23 @@ def predict_logits(model: DownstreamModel, split: SplitInputs, batch_size: int) 
     return torch.cat(chunks)
 
 
+SATURATION_LEVEL = 0.99
+
+
+@torch.inference_mode()
+def pooled_saturation(model: DownstreamModel, split: SplitInputs, batch_size: int, level: float = SATURATION_LEVEL) -> float:
+    """Percent of the power-normalised Gram values with |value| > `level` on a split. Near 100, the
+    pooled interactions reach the MLP as little more than signs (too large a sigma for the inputs'
+    scale); `main.py` logs it for the selected state."""
+    model.eval()
+    saturated = total = 0
+    for start in range(0, len(split), batch_size):
+        pooled = model.pooled(*(x[start : start + batch_size] for x in split.inputs))
+        saturated += int((pooled.abs() > level).sum())
+        total += pooled.numel()
+    return 100.0 * saturated / max(total, 1)
+
+
 def evaluate(model: DownstreamModel, split: SplitInputs, batch_size: int, preds_out: dict | None = None, name: str = "",
              multilabel: bool = False, thresholds: np.ndarray | float = 0.5, label_names: list[str] | None = None) -> dict:
     """Loss, accuracy, weighted and macro F1 on a whole split; predicted ids go to `preds_out[name]`.
@@ -281,7 +299,8 @@ def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.devi
         return finish_multilabel(model, data, cfg, seed, best_epoch, history, round(train_seconds, 2), best_state)
     valid_best = evaluate(model, valid, cfg.eval_batch_size, predictions, "valid")
     test = evaluate(model, data.splits["test"], cfg.eval_batch_size, predictions, "test") if "test" in data.splits else None
-    return SeedResult(seed, best_epoch, len(history), valid_best, test, round(train_seconds, 2), history, best_state, predictions)
+    return SeedResult(seed, best_epoch, len(history), valid_best, test, round(train_seconds, 2), history, best_state, predictions,
+                      pn_saturated=pooled_saturation(model, valid, cfg.eval_batch_size))
 
 
 def finish_multilabel(model: DownstreamModel, data: FusionData, cfg: TrainConfig, seed: int, best_epoch: int,
@@ -303,7 +322,8 @@ def finish_multilabel(model: DownstreamModel, data: FusionData, cfg: TrainConfig
     log.info("seed %d: thresholds %s | valid macro-F1 %.2f at 0.5, %.2f at these", seed,
              " ".join(f"{n}={t:.2f}" for n, t in zip(names, thresholds)), valid_at_05["macro_f1"], valid_best["macro_f1"])
     return SeedResult(seed, best_epoch, len(history), valid_best, test, train_seconds, history, best_state, predictions,
-                      thresholds=[float(t) for t in thresholds], valid_at_05=valid_at_05)
+                      thresholds=[float(t) for t in thresholds], valid_at_05=valid_at_05,
+                      pn_saturated=pooled_saturation(model, valid, cfg.eval_batch_size))
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:

@@ -132,3 +132,20 @@ def test_cpu_training_keeps_gradient_buffers_instead_of_refaulting_them_every_st
         step()
     faults_per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
     assert faults_per_step < 500  # without the setting: one per 4 KB page of each new gradient, thousands
+
+
+def test_saturation_counts_pooled_values_pinned_at_plus_or_minus_one():
+    from fec.train import pooled_saturation
+
+    torch.manual_seed(0)
+    split = SplitInputs([torch.randn(30, 2, 64), torch.randn(30, 64)], torch.zeros(30, dtype=torch.long))
+    captured = {}
+    saturations = {}
+    for sigma in (100.0, 1e-6):
+        model = DownstreamModel(num_classes=2, decoder_shape=(2, 64), encoder_dims=[64], sigma=sigma).eval()
+        model.mlp.register_forward_hook(lambda mod, inp, out: captured.__setitem__("x", inp[0]))
+        with torch.no_grad():
+            model(*split.inputs)
+        torch.testing.assert_close(model.pooled(*split.inputs), captured["x"][:, :9])  # what the MLP sees first
+        saturations[sigma] = pooled_saturation(model, split, batch_size=7)
+    assert saturations[100.0] > 90 and saturations[1e-6] == 0.0

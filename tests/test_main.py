@@ -34,12 +34,13 @@ def test_two_seeds_learn_and_write_every_log_file(toy_store, tmp_path, capsys):
         assert (run_dir / name).is_file(), name
     results = json.loads((run_dir / "results.json").read_text())
     assert [s["seed"] for s in results["seeds"]] == [0, 1]
+    assert all(0 <= s["pn_saturated"] <= 100 for s in results["seeds"])  # the pooled-value diagnostic, per seed
     test = results["summary"]["test"]
     assert test["acc"]["mean"] > 70, "three well-separated labels: chance is 33%"
     assert test["acc"]["std"] is not None and set(test) == {"acc", "wf1", "macro_f1"}
     config = json.loads((run_dir / "config.json").read_text())
     assert config["args"]["seeds"] == [0, 1] and "git_sha" in config and config["feature_manifests"]["train"]["llama"]
-    assert "epoch" in (run_dir / "train.log").read_text()
+    assert "epoch" in (run_dir / "train.log").read_text() and "of the pooled values on valid" in (run_dir / "train.log").read_text()
     state = load_file(str(run_dir / "checkpoints/seed0.safetensors"))
     assert "input_mean_0" in state and "mlp.0.weight" in state
     rows = list(csv.DictReader(open(tmp_path / "Logs" / "runs.csv")))
