@@ -150,10 +150,12 @@ def run(args: argparse.Namespace) -> dict:
         else:
             log.info("seed %d: best epoch %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.best_epoch,
                      "test" if result.test else "valid", shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)
+        hint = ""
+        if result.pn_saturated > 50:
+            fixes = "a smaller -SIGMA" + (" or -raw_inputs all" if template.config["raw_inputs"] == "decoder" else "")
+            hint = f"; the Gram matrix reaches the MLP as signs: try {fixes}"
         log.info("seed %d: %.1f%% of the pooled values on valid are saturated (|value| > %.2f)%s", seed,
-                 result.pn_saturated, SATURATION_LEVEL,
-                 "; the Gram matrix reaches the MLP as signs: try a smaller -SIGMA or -raw_inputs all"
-                 if result.pn_saturated > 50 else "")
+                 result.pn_saturated, SATURATION_LEVEL, hint)
         results.append(result)
     summary = summarise(results)
     select = "macro_f1" if data.multilabel else "wf1"
