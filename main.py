@@ -28,18 +28,9 @@ from fec.backbones import ModelError, pick_device
 from fec.cli import add_common_logging, run_script, setup_logging
 from fec.fusion_data import SOURCES, load_fusion_data
 from fec.provenance import provenance
-from fec.runlog import (
-    append_run_row,
-    make_run_dir,
-    plot_curves,
-    runs_row,
-    save_checkpoint,
-    write_json,
-    write_label_report,
-    write_multilabel_report,
-)
+from fec.runlog import finish_run, make_run_dir, save_checkpoint, write_json
 from fec.store import StoreError
-from fec.train import SATURATION_LEVEL, TrainConfig, build_model, format_summary, summarise, train_seed
+from fec.train import SATURATION_LEVEL, TrainConfig, build_model, train_seed
 
 log = logging.getLogger("fec.main")
 
@@ -157,31 +148,11 @@ def run(args: argparse.Namespace) -> dict:
         log.info("seed %d: %.1f%% of the pooled values on valid are saturated (|value| > %.2f)%s", seed,
                  result.pn_saturated, SATURATION_LEVEL, hint)
         results.append(result)
-    summary = summarise(results)
-    select = "macro_f1" if data.multilabel else "wf1"
-    best = max(results, key=lambda r: r.valid[select])
-    payload = {"task": data.task, "sources": data.sources, "seeds": [r.summary() for r in results],
-               "summary": summary, "best_seed": best.seed}
-    write_json(run_dir / "results.json", payload)
-    report_split = "test" if "test" in best.predictions else "valid"
-    if data.multilabel:
-        plot_curves(run_dir, {r.seed: r.history for r in results}, metric="macro_f1", metric_name="macro-F1 at threshold "
-                    f"{cfg.threshold if cfg.threshold is not None else 0.5}", loss_name="binary cross-entropy")
-        write_multilabel_report(run_dir, report_split, data.splits[report_split].labels.cpu().numpy(),
-                                best.predictions[report_split], data.label_names, best.thresholds)
-    else:
-        plot_curves(run_dir, {r.seed: r.history for r in results})
-        write_label_report(run_dir, report_split, data.splits[report_split].labels.cpu().numpy(),
-                           best.predictions[report_split], data.label_names)
     settings = {"sources": "+".join(data.sources), "mode": mode, "norm": cfg.norm, "pn": cfg.pn,
                 "sigma": cfg.sigma, "raw_inputs": template.config["raw_inputs"], "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds": " ".join(map(str, seeds))}
-    table = append_run_row(args.out, runs_row(data.task, run_dir, settings, summary, [r.best_epoch for r in results]))
-    split = "test" if "test" in summary else "valid"
-    log.info("%s %s (%d seed%s): %s", data.task, split, len(seeds), "s" if len(seeds) > 1 else "", format_summary(summary[split]))
-    if data.multilabel and split == "valid" and cfg.threshold is None:
-        log.info("%s valid at threshold 0.5 (not tuned on the split it scores): %s", data.task, format_summary(summary["valid_at_0.5"]))
-    log.info("run folder: %s; all runs: column -s, -t %s", run_dir, table)
-    return payload | {"run_dir": str(run_dir)}
+    labels = {m: s.labels.cpu().numpy() for m, s in data.splits.items()}
+    return finish_run(run_dir, args.out, data.task, results, sources=data.sources, labels=labels, label_names=data.label_names,
+                      multilabel=data.multilabel, threshold=cfg.threshold, settings=settings)
 
 
 def main(argv: list[str] | None = None) -> int:

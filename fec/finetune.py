@@ -42,21 +42,11 @@ from fec.backbones import ModelError, ensure_pad_token, model_fingerprint, pick_
 from fec.cli import add_common_logging, run_script, setup_logging
 from fec.data import DataError, Split, available_modes, load_splits
 from fec.provenance import provenance
-from fec.runlog import (
-    append_run_row,
-    make_run_dir,
-    plot_curves,
-    runs_row,
-    write_json,
-    write_label_report,
-    write_multilabel_report,
-)
+from fec.runlog import finish_run, make_run_dir, write_json
 from fec.train import (
     SeedResult,
     classification_metrics,
-    format_summary,
     multilabel_metrics,
-    summarise,
     tune_thresholds,
 )
 
@@ -418,33 +408,11 @@ def run(args: argparse.Namespace) -> dict:
         results.append(result)
     seconds = round(time.perf_counter() - started, 2)
 
-    summary = summarise(results)
-    select = "macro_f1" if multilabel else "wf1"
-    best = max(results, key=lambda r: r.valid[select])
-    payload = {"task": args.dataset, "sources": [f"finetune:{args.model}"], "seeds": [r.summary() for r in results],
-               "summary": summary, "best_seed": best.seed, "seconds": seconds}
-    write_json(run_dir / "results.json", payload)
-    report_split = "test" if "test" in best.predictions else "valid"
-    if multilabel:
-        plot_curves(run_dir, {r.seed: r.history for r in results}, metric="macro_f1",
-                    metric_name=f"macro-F1 at threshold {cfg.threshold if cfg.threshold is not None else 0.5}",
-                    loss_name="binary cross-entropy")
-        write_multilabel_report(run_dir, report_split, splits[report_split].labels, best.predictions[report_split],
-                                label_names, best.thresholds)
-    else:
-        plot_curves(run_dir, {r.seed: r.history for r in results})
-        write_label_report(run_dir, report_split, splits[report_split].labels, best.predictions[report_split], label_names)
     settings = {"sources": f"finetune:{args.model}", "mode": "finetune", "norm": "-", "pn": "-", "sigma": "-",
-                "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds": " ".join(map(str, seeds))}
-    table = append_run_row(args.out, runs_row(args.dataset, run_dir, settings, summary, [r.best_epoch for r in results]))
-    split = "test" if "test" in summary else "valid"
-    log.info("%s %s (%d seed%s, %.0fs): %s", args.dataset, split, len(seeds), "s" if len(seeds) > 1 else "", seconds,
-             format_summary(summary[split]))
-    if multilabel and split == "valid" and cfg.threshold is None:
-        log.info("%s valid at threshold 0.5 (not tuned on the split it scores): %s", args.dataset,
-                 format_summary(summary["valid_at_0.5"]))
-    log.info("run folder: %s; all runs: column -s, -t %s", run_dir, table)
-    return payload | {"run_dir": str(run_dir)}
+                "raw_inputs": "-", "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds": " ".join(map(str, seeds))}
+    return finish_run(run_dir, args.out, args.dataset, results, sources=[f"finetune:{args.model}"],
+                      labels={m: s.labels for m, s in splits.items()}, label_names=label_names, multilabel=multilabel,
+                      threshold=cfg.threshold, settings=settings, seconds=seconds)
 
 
 def run_without_hf_bars(args: argparse.Namespace) -> dict:

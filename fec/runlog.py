@@ -30,6 +30,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from fec.store import atomic_write, atomic_write_text
+from fec.train import format_summary, summarise
 
 log = logging.getLogger(__name__)
 
@@ -194,3 +195,38 @@ def runs_row(task: str, run_dir: Path, settings: dict, summary: dict, best_epoch
         "test_micro_f1": _cell(test.get("micro_f1")),
         "run_dir": str(run_dir),
     }
+
+
+def finish_run(run_dir: Path, out: Path | str, task: str, results: list, *, sources: list[str], labels: dict,
+               label_names: list[str], multilabel: bool, threshold: float | None, settings: dict,
+               seconds: float | None = None) -> dict:
+    """Everything a training script writes once its seeds are done (`main.py`, `finetune.py`):
+    results.json (per seed and mean/std, the best seed on validation), curves.png, the best seed's
+    label report on test (valid without test), the row in `out`/runs.csv, and the summary log lines.
+    `labels` maps each split to its label array (ids, or multi-hot rows)."""
+    summary = summarise(results)
+    best = max(results, key=lambda r: r.valid["macro_f1" if multilabel else "wf1"])
+    payload = {"task": task, "sources": sources, "seeds": [r.summary() for r in results], "summary": summary,
+               "best_seed": best.seed}
+    if seconds is not None:
+        payload["seconds"] = seconds
+    write_json(run_dir / "results.json", payload)
+    report_split = "test" if "test" in best.predictions else "valid"
+    histories = {r.seed: r.history for r in results}
+    if multilabel:
+        plot_curves(run_dir, histories, metric="macro_f1", loss_name="binary cross-entropy",
+                    metric_name=f"macro-F1 at threshold {threshold if threshold is not None else 0.5}")
+        write_multilabel_report(run_dir, report_split, labels[report_split], best.predictions[report_split],
+                                label_names, best.thresholds)
+    else:
+        plot_curves(run_dir, histories)
+        write_label_report(run_dir, report_split, labels[report_split], best.predictions[report_split], label_names)
+    table = append_run_row(out, runs_row(task, run_dir, settings, summary, [r.best_epoch for r in results]))
+    split = "test" if "test" in summary else "valid"
+    timing = f", {seconds:.0f}s" if seconds is not None else ""
+    log.info("%s %s (%d seed%s%s): %s", task, split, len(results), "s" if len(results) > 1 else "", timing,
+             format_summary(summary[split]))
+    if multilabel and split == "valid" and threshold is None:
+        log.info("%s valid at threshold 0.5 (not tuned on the split it scores): %s", task, format_summary(summary["valid_at_0.5"]))
+    log.info("run folder: %s; all runs: column -s, -t %s", run_dir, table)
+    return payload | {"run_dir": str(run_dir)}
