@@ -28,7 +28,7 @@ from fec.backbones import ModelError, pick_device
 from fec.cli import add_common_logging, run_script, setup_logging
 from fec.fusion_data import SOURCES, load_fusion_data
 from fec.provenance import provenance
-from fec.runlog import finish_run, make_run_dir, save_checkpoint, write_json
+from fec.runlog import finish_run, make_run_dir, save_checkpoint, write_json, write_results
 from fec.store import StoreError
 from fec.train import SATURATION_LEVEL, TrainConfig, build_model, train_seed
 
@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> dict:
         log.info("seed %d: %.1f%% of the pooled values on valid are saturated (|value| > %.2f)%s", seed,
                  result.pn_saturated, SATURATION_LEVEL, hint)
         results.append(result)
+        write_results(run_dir, data.task, results, sources=data.sources, multilabel=data.multilabel, finished=False)
     settings = {"sources": "+".join(data.sources), "mode": mode, "norm": cfg.norm, "pn": cfg.pn,
                 "sigma": cfg.sigma, "raw_inputs": template.config["raw_inputs"], "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds": " ".join(map(str, seeds))}
     labels = {m: s.labels.cpu().numpy() for m, s in data.splits.items()}

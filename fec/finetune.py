@@ -42,7 +42,7 @@ from fec.backbones import ModelError, ensure_pad_token, model_fingerprint, pick_
 from fec.cli import add_common_logging, run_script, setup_logging
 from fec.data import DataError, Split, available_modes, load_splits
 from fec.provenance import provenance
-from fec.runlog import finish_run, make_run_dir, write_json
+from fec.runlog import finish_run, make_run_dir, write_json, write_results
 from fec.train import (
     SeedResult,
     classification_metrics,
@@ -406,6 +406,7 @@ def run(args: argparse.Namespace) -> dict:
             log.info("seed %d: best epoch %d of %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.best_epoch,
                      result.epochs_run, name, shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)
         results.append(result)
+        write_results(run_dir, args.dataset, results, sources=[f"finetune:{args.model}"], multilabel=multilabel, finished=False)
     seconds = round(time.perf_counter() - started, 2)
 
     settings = {"sources": f"finetune:{args.model}", "mode": "finetune", "norm": "-", "pn": "-", "sigma": "-",

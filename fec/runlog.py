@@ -4,6 +4,7 @@
         config.json          all arguments, git SHA, package versions, feature manifests
         train.log            everything the run printed
         results.json         per seed: best epoch, valid/test metrics, time; summary mean/std
+                             (rewritten after every seed: `finished` is false until the last)
         model.json           what rebuilds the model (constructor config, sources, labels)
         checkpoints/seedN.safetensors   the selected state of each seed
         curves.png           train/valid loss and valid wF1 (multi-label: macro-F1) per epoch, one line per seed
@@ -197,6 +198,20 @@ def runs_row(task: str, run_dir: Path, settings: dict, summary: dict, best_epoch
     }
 
 
+def write_results(run_dir: Path, task: str, results: list, *, sources: list[str], multilabel: bool,
+                  finished: bool, seconds: float | None = None) -> dict:
+    """results.json for the seeds trained so far: per seed, mean/std, the best seed on validation.
+    Training scripts call it after every seed (`finished` false), so a run stopped part-way keeps
+    its finished seeds for `report.py` and `predict.py`; `finish_run` writes the final one."""
+    best = max(results, key=lambda r: r.valid["macro_f1" if multilabel else "wf1"])
+    payload = {"task": task, "sources": sources, "finished": finished, "seeds": [r.summary() for r in results],
+               "summary": summarise(results), "best_seed": best.seed}
+    if seconds is not None:
+        payload["seconds"] = seconds
+    write_json(run_dir / "results.json", payload)
+    return payload
+
+
 def finish_run(run_dir: Path, out: Path | str, task: str, results: list, *, sources: list[str], labels: dict,
                label_names: list[str], multilabel: bool, threshold: float | None, settings: dict,
                seconds: float | None = None) -> dict:
@@ -204,13 +219,9 @@ def finish_run(run_dir: Path, out: Path | str, task: str, results: list, *, sour
     results.json (per seed and mean/std, the best seed on validation), curves.png, the best seed's
     label report on test (valid without test), the row in `out`/runs.csv, and the summary log lines.
     `labels` maps each split to its label array (ids, or multi-hot rows)."""
-    summary = summarise(results)
-    best = max(results, key=lambda r: r.valid["macro_f1" if multilabel else "wf1"])
-    payload = {"task": task, "sources": sources, "seeds": [r.summary() for r in results], "summary": summary,
-               "best_seed": best.seed}
-    if seconds is not None:
-        payload["seconds"] = seconds
-    write_json(run_dir / "results.json", payload)
+    payload = write_results(run_dir, task, results, sources=sources, multilabel=multilabel, finished=True, seconds=seconds)
+    summary = payload["summary"]
+    best = next(r for r in results if r.seed == payload["best_seed"])
     report_split = "test" if "test" in best.predictions else "valid"
     histories = {r.seed: r.history for r in results}
     if multilabel:

@@ -4,6 +4,7 @@ path exactly where it should."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 
@@ -11,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import main as main_script
+import report
 from fec.backbones import load_backbone
 from fec.extract import extract_features, main, plan_batches, reference_pad_id
 from fec.store import feature_path, load_features
@@ -78,7 +80,7 @@ def test_reference_llama_extraction_is_stored_beside_the_corrected_one(toy_store
     assert m["extraction"]["padded_tokens"] == 40 * m["rows"]
 
 
-def test_main_reference_mode_reads_the_published_inputs_and_logs_its_mode(toy_store, tmp_path, tiny_models):
+def test_main_reference_mode_reads_the_published_inputs_and_logs_its_mode(toy_store, tmp_path, tiny_models, capsys):
     data_dir, dataset_dir = toy_store
     store = tmp_path / "dataset"
     shutil.copytree(dataset_dir, store)
@@ -90,8 +92,18 @@ def test_main_reference_mode_reads_the_published_inputs_and_logs_its_mode(toy_st
     assert main_script.main([*common, "-compat", "reference"]) == 0
     assert main_script.main(common) == 0
     assert main_script.main([*common, "-bert_source", "roberta"]) == 0
+    assert main_script.main([*common, "-llama_pooling", "unmasked_padded", "-bert_source", "roberta", "-norm", "none", "-seeds", "1"]) == 0
     rows = list(csv.DictReader(open(logs / "runs.csv")))
-    assert [r["mode"] for r in rows] == ["reference", "corrected", "custom:bert_source=roberta"]
+    assert [r["mode"] for r in rows] == ["reference", "corrected", "custom:bert_source=roberta", "reference"]
+    capsys.readouterr()
+    assert report.main([str(logs), "-format", "csv"]) == 0
+    pooled = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    # The switch and its four explicit options are one recipe: their seeds pool into one row.
+    assert [(r["command"], r["seeds"]) for r in pooled] == [
+        ("python main.py -dataset toy -compat reference -epochs 3 -lr 0.001", "0 1"),
+        ("python main.py -dataset toy -epochs 3 -lr 0.001", "0"),
+        ("python main.py -dataset toy -bert_source roberta -epochs 3 -lr 0.001", "0"),
+    ]
     reference_dir = logs / rows[0]["run_dir"].split("/")[-1]
     model = json.loads((reference_dir / "model.json").read_text())
     roberta_width = load_features(feature_path(store, "toy", "roberta", "train")).features.shape[1]

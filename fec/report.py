@@ -1,0 +1,221 @@
+"""Pool the seeds of finished runs that share a recipe into one table row, so the reproduction
+tables are regenerated from the run folders instead of being copied by hand.
+
+    python report.py                          # every finished run under Logs/, one row per recipe
+    python report.py -task ED                 # one task
+    python report.py Logs/ED_20261122-075750 Logs/ED_20261122-082150   # chosen run folders
+    python report.py -format csv > pooled.csv
+
+Runs pool when the same script trained the same recipe on the same features:
+- every option that changes what is trained; not -seeds/-runs, the device, folders, logging or
+  the evaluation batch size;
+- for main.py, the quirk switches as resolved (`-compat reference` pools with its four explicit
+  options) and, from the feature manifests, what each slot read (model, pooling, dtype, data
+  checksum), so stand-in and published-model runs never mix.
+A seed trained twice for one recipe counts once: the later run's. Each row gives the command that
+trains the recipe (without its seeds), the seeds, and mean±std (sample std, ddof 1) over them of
+the test metrics; valid where some seed has no test split. Runs stopped part-way count with the
+seeds they finished (results.json is rewritten after every seed) and are marked `(unfinished)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fec.train import mean_std
+
+log = logging.getLogger(__name__)
+
+# Options that say where or how fast a run trained, not what it trained.
+RUN_ONLY = {"dataset", "seeds", "runs", "device", "dataset_dir", "data_dir", "out", "log_level", "eval_batch_size", "compat"}
+# main.py's quirk switches, stored resolved; the run's mode names the ones that are on.
+QUIRKS = ("llama_pooling", "bert_source", "norm")
+SINGLE_LABEL_METRICS = ("acc", "wf1", "macro_f1")
+MULTILABEL_METRICS = ("macro_f1", "micro_f1")
+METRIC_NAMES = {"acc": "acc", "wf1": "wF1", "macro_f1": "macro-F1", "micro_f1": "micro-F1"}
+
+
+class ReportError(Exception):
+    """No run to report, or a path that is not a run folder nor a folder of runs."""
+
+
+@dataclass
+class Run:
+    """One finished run folder, reduced to what pooling needs."""
+
+    folder: Path
+    task: str
+    created: str
+    command: str
+    features: str
+    key: str
+    seeds: dict[int, dict]
+    finished: bool = True
+
+
+@dataclass
+class Row:
+    """One recipe: the seeds pooled over its runs and their mean±std."""
+
+    task: str
+    command: str
+    features: str
+    seeds: list[int]
+    split: str
+    stats: dict[str, tuple[float, float | None]]
+    runs: list[str] = field(default_factory=list)
+
+
+def mode_options(mode: str) -> list[str]:
+    """main.py's logged mode back to its options: `custom:bert_source=roberta+norm=none` ->
+    `-bert_source roberta -norm none`; `reference` -> `-compat reference`."""
+    if mode == "reference":
+        return ["-compat", "reference"]
+    if not mode.startswith("custom:"):
+        return []
+    options = []
+    for quirk in mode.removeprefix("custom:").split("+"):
+        name, value = quirk.split("=", 1)
+        options += [f"-{name}", value]
+    return options
+
+
+def changed_options(args: dict, defaults: dict, skip: set[str]) -> list[str]:
+    """The options in `args` that differ from the script's defaults, as a command line would give them."""
+    options = []
+    for name, value in args.items():
+        if name in skip or value is None or value == defaults.get(name):
+            continue
+        if isinstance(value, bool):
+            options += [f"-{name}"] if value else []
+        elif isinstance(value, list):
+            options += [f"-{name}", *map(str, value)]
+        else:
+            options += [f"-{name}", str(value)]
+    return options
+
+
+def read_json(path: Path) -> dict | None:
+    """A run file's JSON, or None (with a warning naming the file) when it cannot be read."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        log.warning("%s: skipped, cannot be read (%s)", path, err)
+        return None
+
+
+def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
+    """A finished run folder of main.py or finetune.py as a `Run`; None (logged) for anything else."""
+    if not (folder / "results.json").exists():
+        log.info("%s: skipped, no seed finished (no results.json)", folder)
+        return None
+    config, results = read_json(folder / "config.json"), read_json(folder / "results.json")
+    if config is None or results is None:
+        return None
+    script = "main.py" if "train_config" in config else "finetune.py" if "finetune_config" in config else None
+    if script is None:
+        log.info("%s: skipped, not a main.py or finetune.py run", folder)
+        return None
+    # Options a run predates take today's defaults, so old and new runs of one recipe pool.
+    args = defaults[script] | config["args"]
+    options = changed_options(args, defaults[script], RUN_ONLY | (set(QUIRKS) if script == "main.py" else set()))
+    if script == "main.py":
+        options = mode_options(config.get("mode", "corrected")) + options
+        manifests = config.get("feature_manifests", {}).get("train", {})
+        identity = {slot: manifest.get("settings", manifest.get("model")) for slot, manifest in manifests.items()}
+        features = " + ".join(f"{slot}: {manifest.get('model', '?')}" for slot, manifest in manifests.items())
+    else:
+        identity = config.get("model_fingerprint")
+        features = ""
+    task = results.get("task") or config["args"].get("dataset", "?")
+    command = " ".join(["python", script, "-dataset", task, *options])
+    key = json.dumps({"script": script, "task": task, "options": options, "features": identity}, sort_keys=True)
+    seeds = {int(entry["seed"]): entry for entry in results.get("seeds", [])}
+    # Written after every seed; results.json files older than that flag exist only for finished runs.
+    finished = results.get("finished", True)
+    return Run(folder, task, config.get("created", ""), command, features, key, seeds, finished)
+
+
+def find_runs(paths: list[Path], defaults: dict[str, dict], task: str | None = None) -> list[Run]:
+    """Every finished run under `paths` (run folders, or folders of them such as Logs/), oldest first."""
+    folders = []
+    for path in paths:
+        if (path / "config.json").exists():
+            folders.append(path)
+        elif path.is_dir():
+            folders += sorted(p for p in path.iterdir() if (p / "config.json").exists())
+        else:
+            raise ReportError(f"{path}: not a run folder nor a folder of runs")
+    runs = [run for run in (load_run(f, defaults) for f in folders) if run is not None]
+    if task is not None:
+        runs = [run for run in runs if run.task == task]
+    if not runs:
+        raise ReportError(f"no finished run{f' of task {task}' if task else ''} under {', '.join(map(str, paths))}")
+    return sorted(runs, key=lambda run: run.created)
+
+
+def pool(runs: list[Run]) -> list[Row]:
+    """One row per recipe, in the order each recipe first ran; a seed trained twice keeps the later run."""
+    groups: dict[str, list[Run]] = {}
+    for run in sorted(runs, key=lambda r: r.created):
+        groups.setdefault(run.key, []).append(run)
+    rows = []
+    for members in groups.values():
+        chosen: dict[int, tuple[Run, dict]] = {}
+        for run in members:
+            for seed, entry in run.seeds.items():
+                if seed in chosen:
+                    log.info("%s seed %d: trained again in %s; the later run counts", chosen[seed][0].folder, seed, run.folder.name)
+                chosen[seed] = (run, entry)
+        entries = [chosen[seed][1] for seed in sorted(chosen)]
+        split = "test" if all(entry.get("test") for entry in entries) else "valid"
+        metrics = SINGLE_LABEL_METRICS if "wf1" in entries[0][split] else MULTILABEL_METRICS
+        first = members[0]
+        used = sorted({chosen[seed][0].folder.name + ("" if chosen[seed][0].finished else " (unfinished)") for seed in chosen})
+        rows.append(Row(first.task, first.command, first.features, sorted(chosen), split,
+                        {m: mean_std([entry[split][m] for entry in entries]) for m in metrics}, used))
+    return sorted(rows, key=lambda row: row.task)  # stable: recipes of a task stay in the order they first ran
+
+
+def cell(stats: tuple[float, float | None] | None) -> str:
+    if stats is None:
+        return ""
+    mean, std = stats
+    return f"{mean:.2f}" + (f"±{std:.2f}" if std is not None else "")
+
+
+def format_markdown(rows: list[Row]) -> str:
+    metrics = [m for m in METRIC_NAMES if any(m in row.stats for row in rows)]
+    header = ["task", "command", "features", "seeds", "split", *(METRIC_NAMES[m] for m in metrics), "runs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.task, f"`{row.command}`", row.features, " ".join(map(str, row.seeds)), row.split,
+                 *(cell(row.stats.get(m)) for m in metrics), " ".join(row.runs)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(rows: list[Row]) -> str:
+    metrics = [m for m in METRIC_NAMES if any(m in row.stats for row in rows)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["task", "command", "features", "seeds", "split",
+                     *(f"{m}_{part}" for m in metrics for part in ("mean", "std")), "runs"])
+    for row in rows:
+        values = []
+        for m in metrics:
+            mean, std = row.stats.get(m, (None, None))
+            values += ["" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}"]
+        writer.writerow([row.task, row.command, row.features, " ".join(map(str, row.seeds)), row.split, *values, " ".join(row.runs)])
+    return buffer.getvalue()
+
+
+def parser_defaults(parser: argparse.ArgumentParser, required: list[str]) -> dict:
+    """A script's option defaults, read from its own parser (given its required options)."""
+    return vars(parser.parse_args(required))

@@ -1,0 +1,125 @@
+"""`report.py`: the seeds of runs that trained one recipe pool into one row, whatever run they came
+from; different recipes stay apart; a run stopped part-way still counts with its finished seeds."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+import main as main_script
+import report
+from fec.train import mean_std
+
+FAST = ["-epochs", "3", "-lr", "1e-3"]
+
+
+def train(dataset_dir, out, *extra) -> int:
+    return main_script.main(["-dataset", "toy", "-device", "cpu", "-dataset_dir", str(dataset_dir), "-out", str(out), *FAST, *extra])
+
+
+def pooled_rows(capsys, *argv) -> list[dict]:
+    capsys.readouterr()
+    assert report.main([*map(str, argv), "-format", "csv"]) == 0
+    return list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+
+
+def runs_by_args(logs) -> dict[tuple, dict]:
+    """Each run folder's results.json, keyed by (seeds, norm) of the command that made it."""
+    found = {}
+    for folder in logs.iterdir():
+        if folder.is_dir():
+            args = json.loads((folder / "config.json").read_text())["args"]
+            found[(tuple(args["seeds"]), args["norm"])] = json.loads((folder / "results.json").read_text())
+    return found
+
+
+def test_a_recipe_trained_in_two_runs_pools_into_one_row_and_other_recipes_stay_apart(toy_store, tmp_path, capsys):
+    _, dataset_dir = toy_store
+    logs = tmp_path / "Logs"
+    assert train(dataset_dir, logs, "-seeds", "0") == 0
+    assert train(dataset_dir, logs, "-seeds", "1", "2") == 0
+    assert train(dataset_dir, logs, "-seeds", "0", "-norm", "none") == 0
+    pooled, raw = pooled_rows(capsys, logs)
+    assert pooled["command"] == "python main.py -dataset toy -epochs 3 -lr 0.001"
+    assert raw["command"] == "python main.py -dataset toy -norm none -epochs 3 -lr 0.001"
+    assert pooled["seeds"] == "0 1 2" and len(pooled["runs"].split()) == 2
+    assert raw["seeds"] == "0" and raw["acc_std"] == ""  # one seed: no std
+    runs = runs_by_args(logs)
+    accs = [s["test"]["acc"] for key in [((0,), "zscore"), ((1, 2), "zscore")] for s in runs[key]["seeds"]]
+    mean, std = mean_std(accs)
+    assert float(pooled["acc_mean"]) == pytest.approx(mean, abs=1e-4)
+    assert float(pooled["acc_std"]) == pytest.approx(std, abs=1e-4)
+    assert float(raw["acc_mean"]) == pytest.approx(runs[((0,), "none")]["seeds"][0]["test"]["acc"], abs=1e-4)
+    assert pooled["features"].startswith("llama: ") and pooled["split"] == "test"
+
+
+def test_a_seed_trained_again_counts_once_with_the_later_run(toy_store, tmp_path, capsys):
+    _, dataset_dir = toy_store
+    logs = tmp_path / "Logs"
+    for _ in range(2):
+        assert train(dataset_dir, logs, "-seeds", "0") == 0
+    earlier, later = sorted(logs.glob("*/results.json"), key=lambda p: json.loads((p.parent / "config.json").read_text())["created"])
+    # Mark the earlier run's result so the two are told apart (the same seed trains identically).
+    results = json.loads(earlier.read_text())
+    results["seeds"][0]["test"]["acc"] = 0.0
+    earlier.write_text(json.dumps(results))
+    (row,) = pooled_rows(capsys, logs)
+    assert row["seeds"] == "0" and row["runs"] == later.parent.name
+    assert float(row["acc_mean"]) == pytest.approx(json.loads(later.read_text())["seeds"][0]["test"]["acc"], abs=1e-4)
+
+
+def test_a_run_stopped_after_its_first_seed_keeps_that_seed(toy_store, tmp_path, capsys, monkeypatch):
+    _, dataset_dir = toy_store
+    logs = tmp_path / "Logs"
+    real_train_seed = main_script.train_seed
+
+    def stopped_at_seed_1(data, cfg, seed, device):
+        if seed == 1:
+            raise KeyboardInterrupt  # as Ctrl-C or a killed job would stop it
+        return real_train_seed(data, cfg, seed, device)
+
+    monkeypatch.setattr(main_script, "train_seed", stopped_at_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        train(dataset_dir, logs, "-seeds", "0", "1")
+    (run_dir,) = [p for p in logs.iterdir() if p.is_dir()]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["finished"] is False and [s["seed"] for s in results["seeds"]] == [0] and results["best_seed"] == 0
+    (row,) = pooled_rows(capsys, logs)
+    assert row["seeds"] == "0" and row["runs"] == f"{run_dir.name} (unfinished)"
+    assert not (logs / "runs.csv").exists(), "runs.csv lists finished runs only"
+
+
+def test_the_markdown_table_names_the_metrics_and_a_finished_run_says_so(toy_store, tmp_path, capsys):
+    _, dataset_dir = toy_store
+    logs = tmp_path / "Logs"
+    assert train(dataset_dir, logs, "-seeds", "0", "1") == 0
+    (run_dir,) = [p for p in logs.iterdir() if p.is_dir()]
+    assert json.loads((run_dir / "results.json").read_text())["finished"] is True
+    capsys.readouterr()
+    assert report.main([str(run_dir)]) == 0
+    header, rule, row = capsys.readouterr().out.splitlines()
+    assert header.split(" | ")[5:8] == ["acc", "wF1", "macro-F1"]
+    assert "| 0 1 | test |" in row and "±" in row
+
+
+def test_unreadable_runs_are_skipped_by_name_and_a_missing_folder_is_one_line(toy_store, tmp_path, capsys):
+    _, dataset_dir = toy_store
+    logs = tmp_path / "Logs"
+    assert train(dataset_dir, logs, "-seeds", "0") == 0
+    assert train(dataset_dir, logs, "-seeds", "1") == 0
+    broken = sorted(logs.glob("*/results.json"))[0]
+    broken.write_text("{not json")
+    capsys.readouterr()
+    assert report.main([str(logs), "-format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    (row,) = csv.DictReader(io.StringIO(out))
+    assert len(row["seeds"].split()) == 1
+    assert f"{broken}: skipped, cannot be read" in err
+    assert report.main([str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nowhere" in err[0]
+    assert report.main([str(logs), "-task", "ED"]) == 2
+    assert "no finished run of task ED" in capsys.readouterr().err
