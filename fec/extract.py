@@ -292,6 +292,15 @@ def build_parser(slot: str) -> argparse.ArgumentParser:
     return parser
 
 
+def extraction_dtype(requested: str, compat: str, device: torch.device) -> torch.dtype:
+    """The weights' dtype: `-dtype` when given; else, with `-compat reference`, float16 on CUDA as the
+    published extractor ran (float32 on CPU, where half precision is slow or missing); else `pick_dtype`'s
+    auto (bfloat16 on CUDA, float32 on CPU)."""
+    if requested == "auto" and compat == "reference" and device.type == "cuda":
+        return torch.float16
+    return pick_dtype(requested, device)
+
+
 def apply_compat(args: argparse.Namespace, slot: str) -> None:
     """Fill the recipe options left unset from -compat (explicit options win)."""
     reference = args.compat == "reference"
@@ -377,10 +386,8 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
     if not todo:
         return []
     device = rank_device(pick_device(args.device), ranks)
-    # The published LLaMA extractor ran fp16 weights on the GPU.
-    dtype_name = "float16" if args.compat == "reference" and args.dtype == "auto" and device.type == "cuda" else args.dtype
     placed = dict(device_map=args.device_map, max_memory=parse_max_memory(args.max_memory))
-    backbone = load_placed_backbone(args.model, device, pick_dtype(dtype_name, device), args.trust_remote_code,
+    backbone = load_placed_backbone(args.model, device, extraction_dtype(args.dtype, args.compat, device), args.trust_remote_code,
                                     load_in=args.load_in, **placed)
     float32_copy: list[Backbone] = []
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import main as main_script
 import report
 from fec.backbones import load_backbone
-from fec.extract import extract_features, main, plan_batches, reference_pad_id
+from fec.extract import extract_features, extraction_dtype, main, plan_batches, reference_pad_id
 from fec.store import feature_path, load_features
 
 CPU = torch.device("cpu")
@@ -44,6 +44,14 @@ def test_unmasked_padded_mean_equals_hand_computation_including_pad_positions(ti
     real_only = torch.stack([hidden[-k][0, : len(ids)].mean(dim=0) for k in range(1, 6)])
     torch.testing.assert_close(corrected[0], real_only, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(published[0], corrected[0], atol=1e-3)
+
+
+def test_reference_extraction_runs_half_precision_on_cuda_as_published_and_float32_on_cpu():
+    cuda = torch.device("cuda")  # only the device's type is read: no GPU needed
+    assert extraction_dtype("auto", "reference", cuda) == torch.float16
+    assert extraction_dtype("auto", "reference", CPU) == torch.float32
+    assert extraction_dtype("auto", "none", CPU) == torch.float32
+    assert extraction_dtype("bfloat16", "reference", cuda) == torch.bfloat16  # an explicit -dtype wins
 
 
 def test_file_order_batches_are_consecutive_rows_of_fixed_size():
