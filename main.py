@@ -30,7 +30,7 @@ from fec.fusion_data import SOURCES, load_fusion_data
 from fec.provenance import provenance
 from fec.runlog import finish_run, make_run_dir, save_checkpoint, write_json, write_results
 from fec.store import StoreError
-from fec.train import SATURATION_LEVEL, TrainConfig, build_model, train_seed
+from fec.train import SATURATION_LEVEL, TrainConfig, at_chance, build_model, prior_entropy, train_seed
 
 log = logging.getLogger("fec.main")
 
@@ -147,6 +147,11 @@ def run(args: argparse.Namespace) -> dict:
             hint = f"; the Gram matrix reaches the MLP as signs: try {fixes}"
         log.info("seed %d: %.1f%% of the pooled values on valid are saturated (|value| > %.2f)%s", seed,
                  result.pn_saturated, SATURATION_LEVEL, hint)
+        if not data.multilabel and at_chance(result.valid["loss"], data.splits["train"].labels):
+            why = ("; raw LLM features are nearly parallel across texts (a few dimensions hundreds of times larger "
+                   "than the rest): -norm zscore standardises them" if cfg.norm == "none" else "; try another -lr or -SIGMA")
+            log.warning("seed %d never left chance: valid loss %.4f, no lower than guessing the train label frequencies (%.4f)%s",
+                        seed, result.valid["loss"], prior_entropy(data.splits["train"].labels), why)
         results.append(result)
         write_results(run_dir, data.task, results, sources=data.sources, multilabel=data.multilabel, finished=False)
     settings = {"sources": "+".join(data.sources), "mode": mode, "norm": cfg.norm, "pn": cfg.pn,

@@ -186,6 +186,22 @@ def predict_logits(model: DownstreamModel, split: SplitInputs, batch_size: int) 
 
 
 SATURATION_LEVEL = 0.99
+# A selected state whose validation loss is within 2% of the label prior's entropy learned nothing
+# a constant guess of the train label frequencies would not give.
+CHANCE_MARGIN = 0.98
+
+
+def prior_entropy(labels: torch.Tensor) -> float:
+    """Entropy (nats) of the label frequencies: the cross-entropy of always predicting them."""
+    p = torch.bincount(labels.flatten().long()).double()
+    p = p[p > 0] / p.sum()
+    return float(-(p * p.log()).sum())
+
+
+def at_chance(valid_loss: float, train_labels: torch.Tensor) -> bool:
+    """True when a single-label model's validation cross-entropy is no better than the train label
+    frequencies guessed for every text: training never left chance."""
+    return valid_loss >= CHANCE_MARGIN * prior_entropy(train_labels)
 
 
 @torch.inference_mode()

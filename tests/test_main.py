@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 
 import pytest
+import torch
 from conftest import extract_all, write_task
 from safetensors.torch import load_file
 
 import main as main_script
+from fec.train import at_chance, prior_entropy
 
 FAST = ["-epochs", "25", "-lr", "1e-3", "-early-stop", "5"]
 
@@ -137,3 +140,19 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     with ThreadPoolExecutor(workers) as pool:
         folders = list(pool.map(claim, range(workers)))
     assert len(set(folders)) == workers and all(folder.is_dir() for folder in folders)
+
+
+def test_a_seed_that_never_leaves_chance_is_called_out_with_the_fix_for_raw_inputs(toy_store, tmp_path, capsys):
+    _, dataset_dir = toy_store
+    assert run_main(dataset_dir, tmp_path / "frozen", "-lr", "0", "-epochs", "2", "-norm", "none") == 0  # lr 0: nothing learned
+    err = capsys.readouterr().err
+    assert "seed 0 never left chance" in err and "-norm zscore" in err
+    assert run_main(dataset_dir, tmp_path / "learns", "-seeds", "0") == 0
+    assert "never left chance" not in capsys.readouterr().err
+
+
+def test_the_chance_floor_is_the_entropy_of_the_label_frequencies():
+    balanced, skewed = torch.tensor([0, 1, 2, 3] * 5), torch.tensor([0] * 18 + [1, 2])
+    assert prior_entropy(balanced) == pytest.approx(math.log(4))
+    assert prior_entropy(skewed) < 0.5 * math.log(3)
+    assert at_chance(math.log(4), balanced) and not at_chance(0.5 * math.log(4), balanced)
