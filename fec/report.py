@@ -157,13 +157,19 @@ def find_runs(paths: list[Path], defaults: dict[str, dict], task: str | None = N
         runs = [run for run in runs if run.task == task]
     if not runs:
         raise ReportError(f"no finished run{f' of task {task}' if task else ''} under {', '.join(map(str, paths))}")
-    return sorted(runs, key=lambda run: run.created)
+    return sorted(runs, key=run_order)
+
+
+def run_order(run: Run) -> tuple:
+    """Oldest first. `created` has one-second resolution; runs started in the same second got
+    folder names with -2, -3, ... appended (fec.runlog.make_run_dir), so the longer name is the later."""
+    return run.created, len(run.folder.name), run.folder.name
 
 
 def pool(runs: list[Run]) -> list[Row]:
     """One row per recipe, in the order each recipe first ran; a seed trained twice keeps the later run."""
     groups: dict[str, list[Run]] = {}
-    for run in sorted(runs, key=lambda r: r.created):
+    for run in sorted(runs, key=run_order):
         groups.setdefault(run.key, []).append(run)
     rows = []
     for members in groups.values():

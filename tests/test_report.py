@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 
 import pytest
 
@@ -59,8 +60,9 @@ def test_a_recipe_trained_in_two_runs_pools_into_one_row_and_other_recipes_stay_
 def test_a_seed_trained_again_counts_once_with_the_later_run(toy_store, tmp_path, capsys):
     _, dataset_dir = toy_store
     logs = tmp_path / "Logs"
-    for _ in range(2):
-        assert train(dataset_dir, logs, "-seeds", "0") == 0
+    assert train(dataset_dir, logs, "-seeds", "0") == 0
+    time.sleep(1.1)  # `created` has one-second resolution: make "later" unambiguous
+    assert train(dataset_dir, logs, "-seeds", "0") == 0
     earlier, later = sorted(logs.glob("*/results.json"), key=lambda p: json.loads((p.parent / "config.json").read_text())["created"])
     # Mark the earlier run's result so the two are told apart (the same seed trains identically).
     results = json.loads(earlier.read_text())
