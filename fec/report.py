@@ -111,7 +111,8 @@ def read_json(path: Path) -> dict | None:
 
 
 def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
-    """A finished run folder of main.py or finetune.py as a `Run`; None (logged) for anything else."""
+    """A main.py or finetune.py run folder with at least one finished seed as a `Run`; None (logged)
+    for anything else."""
     if not (folder / "results.json").exists():
         log.info("%s: skipped, no seed finished (no results.json)", folder)
         return None
@@ -119,7 +120,7 @@ def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
     if config is None or results is None:
         return None
     script = "main.py" if "train_config" in config else "finetune.py" if "finetune_config" in config else None
-    if script is None:
+    if script is None or "args" not in config:
         log.info("%s: skipped, not a main.py or finetune.py run", folder)
         return None
     # Options a run predates take today's defaults, so old and new runs of one recipe pool.
@@ -143,7 +144,7 @@ def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
 
 
 def find_runs(paths: list[Path], defaults: dict[str, dict], task: str | None = None) -> list[Run]:
-    """Every finished run under `paths` (run folders, or folders of them such as Logs/), oldest first."""
+    """Every run with a finished seed under `paths` (run folders, or folders of them such as Logs/), oldest first."""
     folders = []
     for path in paths:
         if (path / "config.json").exists():
