@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fec.train import mean_std
+from fec.train import mean_std, mean_std_cell
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Row:
     features: str
     seeds: list[int]
     split: str
-    stats: dict[str, tuple[float, float | None]]
+    stats: dict[str, dict[str, float | None]]  # metric -> {"mean", "std"}, as fec.train.summarise gives
     runs: list[str] = field(default_factory=list)
 
 
@@ -144,7 +144,7 @@ def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
 
 
 def find_runs(paths: list[Path], defaults: dict[str, dict], task: str | None = None) -> list[Run]:
-    """Every run with a finished seed under `paths` (run folders, or folders of them such as Logs/), oldest first."""
+    """Every run with a finished seed under `paths` (run folders, or folders of them such as Logs/)."""
     folders = []
     for path in paths:
         if (path / "config.json").exists():
@@ -158,7 +158,7 @@ def find_runs(paths: list[Path], defaults: dict[str, dict], task: str | None = N
         runs = [run for run in runs if run.task == task]
     if not runs:
         raise ReportError(f"no finished run{f' of task {task}' if task else ''} under {', '.join(map(str, paths))}")
-    return sorted(runs, key=run_order)
+    return runs
 
 
 def run_order(run: Run) -> tuple:
@@ -186,15 +186,9 @@ def pool(runs: list[Run]) -> list[Row]:
         first = members[0]
         used = sorted({chosen[seed][0].folder.name + ("" if chosen[seed][0].finished else " (unfinished)") for seed in chosen})
         rows.append(Row(first.task, first.command, first.features, sorted(chosen), split,
-                        {m: mean_std([entry[split][m] for entry in entries]) for m in metrics}, used))
+                        {m: dict(zip(("mean", "std"), mean_std([entry[split][m] for entry in entries]))) for m in metrics},
+                        used))
     return sorted(rows, key=lambda row: row.task)  # stable: recipes of a task stay in the order they first ran
-
-
-def cell(stats: tuple[float, float | None] | None) -> str:
-    if stats is None:
-        return ""
-    mean, std = stats
-    return f"{mean:.2f}" + (f"±{std:.2f}" if std is not None else "")
 
 
 def format_markdown(rows: list[Row]) -> str:
@@ -203,7 +197,7 @@ def format_markdown(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row.task, f"`{row.command}`", row.features, " ".join(map(str, row.seeds)), row.split,
-                 *(cell(row.stats.get(m)) for m in metrics), " ".join(row.runs)]
+                 *(mean_std_cell(row.stats.get(m)) for m in metrics), " ".join(row.runs)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -217,7 +211,7 @@ def format_csv(rows: list[Row]) -> str:
     for row in rows:
         values = []
         for m in metrics:
-            mean, std = row.stats.get(m, (None, None))
+            mean, std = row.stats.get(m, {}).get("mean"), row.stats.get(m, {}).get("std")
             values += ["" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}"]
         writer.writerow([row.task, row.command, row.features, " ".join(map(str, row.seeds)), row.split, *values, " ".join(row.runs)])
     return buffer.getvalue()

@@ -31,7 +31,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from fec.store import atomic_write, atomic_write_text
-from fec.train import format_summary, summarise
+from fec.train import format_summary, mean_std_cell, summarise
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +141,6 @@ def write_multilabel_report(run_dir: Path, split: str, labels, preds, label_name
     atomic_write(run_dir / "per_label.csv", lambda tmp: table.round(4).to_csv(tmp, index=False))
 
 
-def _cell(stats: dict | None) -> str:
-    if not stats:
-        return ""
-    return f"{stats['mean']:.2f}" + (f"±{stats['std']:.2f}" if stats.get("std") is not None else "")
-
-
 def append_run_row(out: Path | str, row: dict) -> Path:
     """Append one row to `Logs/runs.csv` (header written when the file is new)."""
     path = Path(out) / RUNS_TABLE
@@ -187,13 +181,13 @@ def runs_row(task: str, run_dir: Path, settings: dict, summary: dict, best_epoch
         "task": task,
         **settings,
         "best_epoch": "/".join(map(str, best_epochs)),
-        "valid_wf1": _cell(valid.get("wf1")),
-        "valid_macro_f1": _cell(valid.get("macro_f1")),
-        "valid_micro_f1": _cell(valid.get("micro_f1")),
-        "test_acc": _cell(test.get("acc")),
-        "test_wf1": _cell(test.get("wf1")),
-        "test_macro_f1": _cell(test.get("macro_f1")),
-        "test_micro_f1": _cell(test.get("micro_f1")),
+        "valid_wf1": mean_std_cell(valid.get("wf1")),
+        "valid_macro_f1": mean_std_cell(valid.get("macro_f1")),
+        "valid_micro_f1": mean_std_cell(valid.get("micro_f1")),
+        "test_acc": mean_std_cell(test.get("acc")),
+        "test_wf1": mean_std_cell(test.get("wf1")),
+        "test_macro_f1": mean_std_cell(test.get("macro_f1")),
+        "test_micro_f1": mean_std_cell(test.get("micro_f1")),
         "run_dir": str(run_dir),
     }
 

@@ -198,10 +198,10 @@ def prior_entropy(labels: torch.Tensor) -> float:
     return float(-(p * p.log()).sum())
 
 
-def at_chance(valid_loss: float, train_labels: torch.Tensor) -> bool:
-    """True when a single-label model's validation cross-entropy is no better than the train label
-    frequencies guessed for every text: training never left chance."""
-    return valid_loss >= CHANCE_MARGIN * prior_entropy(train_labels)
+def at_chance(valid_loss: float, chance_loss: float) -> bool:
+    """True when a single-label model's validation cross-entropy is no better than `chance_loss`
+    (`prior_entropy` of the train labels: their frequencies guessed for every text)."""
+    return valid_loss >= CHANCE_MARGIN * chance_loss
 
 
 @torch.inference_mode()
@@ -348,6 +348,13 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None)
 
 
+def mean_std_cell(stats: dict | None) -> str:
+    """`49.36±0.53` from `{"mean": .., "std": ..}` (no ± for one seed); empty when there are no stats."""
+    if not stats:
+        return ""
+    return f"{stats['mean']:.2f}" + (f"±{stats['std']:.2f}" if stats.get("std") is not None else "")
+
+
 def summarise(results: list) -> dict:
     """Mean and std over seeds of each split's metrics (single- or multi-label keys, from the
     metrics themselves); multi-label runs add per-label F1 and `valid_at_0.5`."""
@@ -368,10 +375,7 @@ def summarise(results: list) -> dict:
 def format_summary(stats: dict) -> str:
     """`Acc: 60.44±0.47 | wF1: 59.80±0.54 | macro-F1: 45.10±0.70`, as the paper reports; multi-label:
     `macro-F1: 60.10±0.70 | micro-F1: 65.20±0.40 | subset acc: 40.00±1.00 | Jaccard: 55.00±0.50`."""
-    def one(m):
-        return f"{m['mean']:.2f}" + (f"±{m['std']:.2f}" if m["std"] is not None else "")
-
     if "wf1" not in stats:
-        return (f"macro-F1: {one(stats['macro_f1'])} | micro-F1: {one(stats['micro_f1'])} | "
-                f"subset acc: {one(stats['subset_acc'])} | Jaccard: {one(stats['jaccard'])}")
-    return f"Acc: {one(stats['acc'])} | wF1: {one(stats['wf1'])} | macro-F1: {one(stats['macro_f1'])}"
+        return (f"macro-F1: {mean_std_cell(stats['macro_f1'])} | micro-F1: {mean_std_cell(stats['micro_f1'])} | "
+                f"subset acc: {mean_std_cell(stats['subset_acc'])} | Jaccard: {mean_std_cell(stats['jaccard'])}")
+    return f"Acc: {mean_std_cell(stats['acc'])} | wF1: {mean_std_cell(stats['wf1'])} | macro-F1: {mean_std_cell(stats['macro_f1'])}"
