@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> dict:
                        "thresholds": {}}
     write_json(run_dir / "model.json", model_spec)
     data.to(device)
+    chance_loss = None if data.multilabel else prior_entropy(data.splits["train"].labels)
     results = []
     for seed in seeds:
         result = train_seed(data, cfg, seed, device)
@@ -147,11 +148,11 @@ def run(args: argparse.Namespace) -> dict:
             hint = f"; the Gram matrix reaches the MLP as signs: try {fixes}"
         log.info("seed %d: %.1f%% of the pooled values on valid are saturated (|value| > %.2f)%s", seed,
                  result.pn_saturated, SATURATION_LEVEL, hint)
-        if not data.multilabel and at_chance(result.valid["loss"], data.splits["train"].labels):
+        if chance_loss is not None and at_chance(result.valid["loss"], chance_loss):
             why = ("; raw LLM features are nearly parallel across texts (a few dimensions hundreds of times larger "
                    "than the rest): -norm zscore standardises them" if cfg.norm == "none" else "; try another -lr or -SIGMA")
             log.warning("seed %d never left chance: valid loss %.4f, no lower than guessing the train label frequencies (%.4f)%s",
-                        seed, result.valid["loss"], prior_entropy(data.splits["train"].labels), why)
+                        seed, result.valid["loss"], chance_loss, why)
         results.append(result)
         write_results(run_dir, data.task, results, sources=data.sources, multilabel=data.multilabel, finished=False)
     settings = {"sources": "+".join(data.sources), "mode": mode, "norm": cfg.norm, "pn": cfg.pn,

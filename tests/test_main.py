@@ -155,4 +155,4 @@ def test_the_chance_floor_is_the_entropy_of_the_label_frequencies():
     balanced, skewed = torch.tensor([0, 1, 2, 3] * 5), torch.tensor([0] * 18 + [1, 2])
     assert prior_entropy(balanced) == pytest.approx(math.log(4))
     assert prior_entropy(skewed) < 0.5 * math.log(3)
-    assert at_chance(math.log(4), balanced) and not at_chance(0.5 * math.log(4), balanced)
+    assert at_chance(math.log(4), prior_entropy(balanced)) and not at_chance(0.5 * math.log(4), prior_entropy(balanced))
