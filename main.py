@@ -148,7 +148,9 @@ def run(args: argparse.Namespace) -> dict:
             hint = f"; the Gram matrix reaches the MLP as signs: try {fixes}"
         log.info("seed %d: %.1f%% of the pooled values on valid are saturated (|value| > %.2f)%s", seed,
                  result.pn_saturated, SATURATION_LEVEL, hint)
-        if chance_loss is not None and at_chance(result.valid["loss"], chance_loss):
+        if chance_loss is not None:
+            result.at_chance = at_chance(result.valid["loss"], chance_loss)
+        if result.at_chance:
             why = ("; raw LLM features are nearly parallel across texts (a few dimensions hundreds of times larger "
                    "than the rest): -norm zscore standardises them" if cfg.norm == "none" else "; try another -lr or -SIGMA")
             log.warning("seed %d never left chance: valid loss %.4f, no lower than guessing the train label frequencies (%.4f)%s",

@@ -16,6 +16,9 @@ A seed trained twice for one recipe counts once: the later run's. Each row gives
 trains the recipe (without its seeds), the seeds, and mean±std (sample std, ddof 1) over them of
 the test metrics; valid where some seed has no test split. Runs stopped part-way count with the
 seeds they finished (results.json is rewritten after every seed) and are marked `(unfinished)`.
+The `at chance` column counts the seeds that never got below guessing the train label frequencies
+(main.py flags them per seed), so a mean over trained and untrained seeds does not pass unnoticed;
+seeds from runs older than that flag are counted as unknown.
 """
 
 from __future__ import annotations
@@ -70,6 +73,15 @@ class Row:
     split: str
     stats: dict[str, dict[str, float | None]]  # metric -> {"mean", "std"}, as fec.train.summarise gives
     runs: list[str] = field(default_factory=list)
+    chance_flags: list[bool | None] = field(default_factory=list)  # per seed; None where the run did not record it
+
+    def at_chance_cell(self) -> str:
+        """`2/5`: two of five seeds at chance; `1/3 (2 unknown)` where older runs did not say; `–` when none did."""
+        known = [flag for flag in self.chance_flags if flag is not None]
+        if not known:
+            return "–"
+        unknown = len(self.chance_flags) - len(known)
+        return f"{sum(known)}/{len(known)}" + (f" ({unknown} unknown)" if unknown else "")
 
 
 def mode_options(mode: str) -> list[str]:
@@ -187,17 +199,17 @@ def pool(runs: list[Run]) -> list[Row]:
         used = sorted({chosen[seed][0].folder.name + ("" if chosen[seed][0].finished else " (unfinished)") for seed in chosen})
         rows.append(Row(first.task, first.command, first.features, sorted(chosen), split,
                         {m: dict(zip(("mean", "std"), mean_std([entry[split][m] for entry in entries]))) for m in metrics},
-                        used))
+                        used, [entry.get("at_chance") for entry in entries]))
     return sorted(rows, key=lambda row: row.task)  # stable: recipes of a task stay in the order they first ran
 
 
 def format_markdown(rows: list[Row]) -> str:
     metrics = [m for m in METRIC_NAMES if any(m in row.stats for row in rows)]
-    header = ["task", "command", "features", "seeds", "split", *(METRIC_NAMES[m] for m in metrics), "runs"]
+    header = ["task", "command", "features", "seeds", "split", *(METRIC_NAMES[m] for m in metrics), "at chance", "runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row.task, f"`{row.command}`", row.features, " ".join(map(str, row.seeds)), row.split,
-                 *(mean_std_cell(row.stats.get(m)) for m in metrics), " ".join(row.runs)]
+                 *(mean_std_cell(row.stats.get(m)) for m in metrics), row.at_chance_cell(), " ".join(row.runs)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -207,13 +219,14 @@ def format_csv(rows: list[Row]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["task", "command", "features", "seeds", "split",
-                     *(f"{m}_{part}" for m in metrics for part in ("mean", "std")), "runs"])
+                     *(f"{m}_{part}" for m in metrics for part in ("mean", "std")), "at_chance", "runs"])
     for row in rows:
         values = []
         for m in metrics:
             mean, std = row.stats.get(m, {}).get("mean"), row.stats.get(m, {}).get("std")
             values += ["" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}"]
-        writer.writerow([row.task, row.command, row.features, " ".join(map(str, row.seeds)), row.split, *values, " ".join(row.runs)])
+        writer.writerow([row.task, row.command, row.features, " ".join(map(str, row.seeds)), row.split, *values,
+                         row.at_chance_cell(), " ".join(row.runs)])
     return buffer.getvalue()
 
 

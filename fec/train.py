@@ -72,12 +72,15 @@ class SeedResult:
     thresholds: list[float] | None = None  # multi-label: the per-label decision thresholds used for valid/test
     valid_at_05: dict | None = None  # multi-label: validation metrics at the global threshold 0.5, for comparison
     pn_saturated: float | None = None  # fusion: % of pooled values on valid with |value| > SATURATION_LEVEL
+    # Single-label main.py runs: the best validation loss was no lower than guessing the train label
+    # frequencies (`at_chance`); report.py counts these, since a mean over such seeds hides two outcomes.
+    at_chance: bool | None = None
 
     def summary(self) -> dict:
         out = asdict(self)
         out.pop("state_dict")
         out.pop("predictions")
-        for key in ("thresholds", "valid_at_05", "pn_saturated"):  # absent where they do not apply
+        for key in ("thresholds", "valid_at_05", "pn_saturated", "at_chance"):  # absent where they do not apply
             if out[key] is None:
                 out.pop(key)
         return out
@@ -201,7 +204,7 @@ def prior_entropy(labels: torch.Tensor) -> float:
 def at_chance(valid_loss: float, chance_loss: float) -> bool:
     """True when a single-label model's validation cross-entropy is no better than `chance_loss`
     (`prior_entropy` of the train labels: their frequencies guessed for every text)."""
-    return valid_loss >= CHANCE_MARGIN * chance_loss
+    return bool(valid_loss >= CHANCE_MARGIN * chance_loss)
 
 
 @torch.inference_mode()

@@ -125,3 +125,20 @@ def test_unreadable_runs_are_skipped_by_name_and_a_missing_folder_is_one_line(to
     assert len(err) == 1 and "nowhere" in err[0]
     assert report.main([str(logs), "-task", "ED"]) == 2
     assert "no finished run of task ED" in capsys.readouterr().err
+
+
+def test_seeds_that_never_left_chance_are_counted_per_row(toy_store, tmp_path, capsys):
+    _, dataset_dir = toy_store
+    logs = tmp_path / "Logs"
+    assert train(dataset_dir, logs, "-seeds", "0", "1", "-lr", "0", "-norm", "none") == 0  # lr 0: nothing is learned
+    assert train(dataset_dir, logs, "-seeds", "0") == 0
+    rows = {"-norm none" in row["command"]: row for row in pooled_rows(capsys, logs)}
+    frozen, learned = rows[True], rows[False]
+    assert frozen["at_chance"] == "2/2" and learned["at_chance"] == "0/1"
+    # A run from before the flag existed: its seeds count as unknown, not as trained.
+    (frozen_results,) = [p for p in logs.glob("*/results.json") if json.loads(p.read_text())["seeds"][0]["at_chance"]]
+    results = json.loads(frozen_results.read_text())
+    del results["seeds"][1]["at_chance"]
+    frozen_results.write_text(json.dumps(results))
+    (frozen,) = [row for row in pooled_rows(capsys, logs) if "-norm none" in row["command"]]
+    assert frozen["at_chance"] == "1/1 (1 unknown)"
