@@ -142,14 +142,15 @@ def run(args: argparse.Namespace) -> dict:
         else:
             log.info("seed %d: best epoch %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.best_epoch,
                      "test" if result.test else "valid", shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)
+        if chance_loss is not None:
+            result.at_chance = at_chance(result.valid["loss"], chance_loss)
         hint = ""
-        if result.pn_saturated > 50:
+        # A seed at chance gets the warning below instead: saturation is then a symptom, not the cause.
+        if result.pn_saturated > 50 and not result.at_chance:
             fixes = "a smaller -SIGMA" + (" or -raw_inputs all" if template.config["raw_inputs"] == "decoder" else "")
             hint = f"; the Gram matrix reaches the MLP as signs: try {fixes}"
         log.info("seed %d: %.1f%% of the pooled values on valid are saturated (|value| > %.2f)%s", seed,
                  result.pn_saturated, SATURATION_LEVEL, hint)
-        if chance_loss is not None:
-            result.at_chance = at_chance(result.valid["loss"], chance_loss)
         if result.at_chance:
             why = ("; raw LLM features are nearly parallel across texts (a few dimensions hundreds of times larger "
                    "than the rest): -norm zscore standardises them" if cfg.norm == "none" else "; try another -lr or -SIGMA")
