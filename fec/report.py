@@ -31,7 +31,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fec.train import mean_std, mean_std_cell
+from fec.train import mean_std_cell, mean_std_stats
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def pool(runs: list[Run]) -> list[Row]:
         first = members[0]
         used = sorted({chosen[seed][0].folder.name + ("" if chosen[seed][0].finished else " (unfinished)") for seed in chosen})
         rows.append(Row(first.task, first.command, first.features, sorted(chosen), split,
-                        {m: dict(zip(("mean", "std"), mean_std([entry[split][m] for entry in entries]))) for m in metrics},
+                        {m: mean_std_stats([entry[split][m] for entry in entries]) for m in metrics},
                         used, [entry.get("at_chance") for entry in entries]))
     return sorted(rows, key=lambda row: row.task)  # stable: recipes of a task stay in the order they first ran
 
@@ -223,7 +223,8 @@ def format_csv(rows: list[Row]) -> str:
     for row in rows:
         values = []
         for m in metrics:
-            mean, std = row.stats.get(m, {}).get("mean"), row.stats.get(m, {}).get("std")
+            stats = row.stats.get(m, {})
+            mean, std = stats.get("mean"), stats.get("std")
             values += ["" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}"]
         writer.writerow([row.task, row.command, row.features, " ".join(map(str, row.seeds)), row.split, *values,
                          row.at_chance_cell(), " ".join(row.runs)])

@@ -351,6 +351,11 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None)
 
 
+def mean_std_stats(values: list[float]) -> dict[str, float | None]:
+    """`mean_std` as `{"mean": .., "std": ..}`, the form results.json, runs.csv and report.py use."""
+    return dict(zip(("mean", "std"), mean_std(values)))
+
+
 def mean_std_cell(stats: dict | None) -> str:
     """`49.36±0.53` from `{"mean": .., "std": ..}` (no ± for one seed); empty when there are no stats."""
     if not stats:
@@ -366,11 +371,10 @@ def summarise(results: list) -> dict:
         rows = [getattr(r, attr, None) for r in results]
         rows = [r for r in rows if r is not None]
         if rows:
-            summary[split] = {k: dict(zip(("mean", "std"), mean_std([r[k] for r in rows]))) for k in summary_keys(rows[0])}
+            summary[split] = {k: mean_std_stats([r[k] for r in rows]) for k in summary_keys(rows[0])}
             if "per_label_f1" in rows[0]:
                 summary[split]["per_label_f1"] = {
-                    name: dict(zip(("mean", "std"), mean_std([r["per_label_f1"][name] for r in rows])))
-                    for name in rows[0]["per_label_f1"]
+                    name: mean_std_stats([r["per_label_f1"][name] for r in rows]) for name in rows[0]["per_label_f1"]
                 }
     return summary
 
