@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime as dt
 import io
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,10 +175,21 @@ def find_runs(paths: list[Path], defaults: dict[str, dict], task: str | None = N
     return runs
 
 
+# fec.runlog.make_run_dir's folder names: `{task}_{YYYYmmdd-HHMMSS}`, then -2, -3, ... within a second.
+RUN_FOLDER_STAMP = re.compile(r"_(\d{8}-\d{6})(?:-(\d+))?$")
+
+
 def run_order(run: Run) -> tuple:
-    """Oldest first. `created` has one-second resolution; runs started in the same second got
-    folder names with -2, -3, ... appended (fec.runlog.make_run_dir), so the longer name is the later."""
-    return run.created, len(run.folder.name), run.folder.name
+    """Oldest first, by when the run claimed its folder: the stamp and same-second suffix in the
+    folder name, which `mkdir` hands out in start order. Not `created`: it is written after the
+    data loads, up to seconds later, so a run can carry a later `created` than one started after it.
+    Folders renamed since fall back to `created`."""
+    match = RUN_FOLDER_STAMP.search(run.folder.name)
+    if match:
+        started = dt.datetime.strptime(match[1], "%Y%m%d-%H%M%S").astimezone()
+        return started, int(match[2] or 1), run.folder.name
+    started = dt.datetime.fromisoformat(run.created).astimezone() if run.created else dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    return started, 1, run.folder.name
 
 
 def pool(runs: list[Run]) -> list[Row]:

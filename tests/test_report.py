@@ -4,14 +4,17 @@ from; different recipes stay apart; a run stopped part-way still counts with its
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 import main as main_script
 import report
+from fec.report import Run, run_order
 from fec.train import mean_std
 
 FAST = ["-epochs", "3", "-lr", "1e-3"]
@@ -71,6 +74,20 @@ def test_a_seed_trained_again_counts_once_with_the_later_run(toy_store, tmp_path
     (row,) = pooled_rows(capsys, logs)
     assert row["seeds"] == "0" and row["runs"] == later.parent.name
     assert float(row["acc_mean"]) == pytest.approx(json.loads(later.read_text())["seeds"][0]["test"]["acc"], abs=1e-4)
+
+
+def test_runs_are_ordered_by_when_they_claimed_their_folder_not_by_created():
+    # `created` is written after the data loads: the second run started in second 01 (folder -2)
+    # can carry created 02, the same as a run started in second 02, and still ran first.
+    def run(folder: str, created_at_second: int) -> Run:
+        created = dt.datetime(2026, 11, 22, 10, 0, created_at_second).astimezone().isoformat()
+        return Run(Path(folder), "toy", created, "cmd", "", "recipe", {})
+
+    first = run("toy_20261122-100001", 1)
+    second = run("toy_20261122-100001-2", 2)
+    third = run("toy_20261122-100002", 2)
+    renamed = run("my-baseline", 3)  # no stamp in its name: `created` places it
+    assert sorted([renamed, third, second, first], key=run_order) == [first, second, third, renamed]
 
 
 def test_a_run_stopped_after_its_first_seed_keeps_that_seed(toy_store, tmp_path, capsys, monkeypatch):
