@@ -29,10 +29,10 @@ import datetime as dt
 import io
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fec.runlog import run_dir_started
 from fec.train import mean_std_cell, mean_std_stats
 
 log = logging.getLogger(__name__)
@@ -175,21 +175,16 @@ def find_runs(paths: list[Path], defaults: dict[str, dict], task: str | None = N
     return runs
 
 
-# fec.runlog.make_run_dir's folder names: `{task}_{YYYYmmdd-HHMMSS}`, then -2, -3, ... within a second.
-RUN_FOLDER_STAMP = re.compile(r"_(\d{8}-\d{6})(?:-(\d+))?$")
-
-
 def run_order(run: Run) -> tuple:
-    """Oldest first, by when the run claimed its folder: the stamp and same-second suffix in the
-    folder name, which `mkdir` hands out in start order. Not `created`: it is written after the
-    data loads, up to seconds later, so a run can carry a later `created` than one started after it.
-    Folders renamed since fall back to `created`."""
-    match = RUN_FOLDER_STAMP.search(run.folder.name)
-    if match:
-        started = dt.datetime.strptime(match[1], "%Y%m%d-%H%M%S").astimezone()
-        return started, int(match[2] or 1), run.folder.name
-    started = dt.datetime.fromisoformat(run.created).astimezone() if run.created else dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-    return started, 1, run.folder.name
+    """Oldest first, by when the run claimed its folder (`fec.runlog.run_dir_started`: the stamp and
+    same-second number in its name, handed out by `mkdir` in start order). Not `created`: it is
+    written after the data loads, up to seconds later, so a run can carry a later `created` than one
+    started after it. Folders renamed since fall back to `created`."""
+    claimed = run_dir_started(run.folder.name)
+    if claimed is None:
+        created = dt.datetime.fromisoformat(run.created).astimezone() if run.created else dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+        claimed = created, 1
+    return *claimed, run.folder.name
 
 
 def pool(runs: list[Run]) -> list[Row]:

@@ -26,6 +26,7 @@ import datetime as dt
 import io
 import json
 import logging
+import re
 from pathlib import Path
 
 from safetensors.torch import save_file
@@ -43,10 +44,14 @@ RUNS_COLUMNS = [
 ]
 
 
+RUN_STAMP_FORMAT = "%Y%m%d-%H%M%S"
+RUN_FOLDER_STAMP = re.compile(r"_(\d{8}-\d{6})(?:-(\d+))?$")
+
+
 def make_run_dir(out: Path | str, task: str) -> Path:
     """A new folder `{task}_{YYYYmmdd-HHMMSS}` under `out` (`-2`, `-3`, ... appended when taken).
     Claimed by `mkdir` itself, so runs started in the same second by separate processes never share one."""
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = dt.datetime.now().strftime(RUN_STAMP_FORMAT)
     base = Path(out) / f"{task}_{stamp}"
     base.parent.mkdir(parents=True, exist_ok=True)
     n = 1
@@ -57,6 +62,15 @@ def make_run_dir(out: Path | str, task: str) -> Path:
             return run_dir
         except FileExistsError:
             n += 1
+
+
+def run_dir_started(name: str) -> tuple[dt.datetime, int] | None:
+    """When `make_run_dir` claimed the folder `name`: its local-time stamp and same-second number
+    (1, 2, ...), in the order the claims were made; None for a name it did not make."""
+    match = RUN_FOLDER_STAMP.search(name)
+    if not match:
+        return None
+    return dt.datetime.strptime(match[1], RUN_STAMP_FORMAT).astimezone(), int(match[2] or 1)
 
 
 def write_json(path: Path, payload) -> None:
