@@ -26,9 +26,22 @@ import sys
 
 from fec.backbones import ModelError, pick_device
 from fec.cli import add_common_logging, run_script, setup_logging
+from fec.data import DataError
 from fec.fusion_data import SOURCES, load_fusion_data
+from fec.options import (
+    ArgumentParser,
+    Distinct,
+    add_seed_options,
+    chosen_seeds,
+    device,
+    dropout_rate,
+    positive_float,
+    positive_int,
+    probability,
+    task_name,
+)
 from fec.provenance import provenance
-from fec.runlog import finish_run, make_run_dir, save_checkpoint, write_json, write_results
+from fec.runlog import finish_run, run_folder, save_checkpoint, write_json, write_results
 from fec.store import StoreError
 from fec.train import SATURATION_LEVEL, TrainConfig, at_chance, build_model, prior_entropy, train_seed
 
@@ -36,32 +49,30 @@ log = logging.getLogger("fec.main")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Train the LLM-FusionClassifier head on stored features. Single- and double-dash spellings both work.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("-dataset", "--dataset", required=True, help="task name: features are read from DATASET_DIR/DATASET/")
-    parser.add_argument("-device", "--device", default="auto", help="cuda, cpu, or auto (cuda when available)")
-    parser.add_argument("-epochs", "--epochs", type=int, default=200, help="maximum number of epochs")
-    parser.add_argument("-early-stop", "--early-stop", "-early_stop", dest="early_stop", type=int, default=10, help="stop after this many epochs without improvement (valid loss down OR valid wF1 up)")
-    parser.add_argument("-batch_size", "--batch_size", type=int, default=10, help="training batch size")
-    parser.add_argument("-lr", "--lr", type=float, default=1e-4, help="Adam learning rate")
-    parser.add_argument("-SIGMA", "--SIGMA", "-sigma", dest="sigma", type=float, default=1.0, help="power-normalisation sigma")
+    parser.add_argument("-dataset", "--dataset", type=task_name, required=True, help="task name: features are read from DATASET_DIR/DATASET/")
+    parser.add_argument("-device", "--device", type=device, default="auto", help="cuda, cpu, or auto (cuda when available)")
+    parser.add_argument("-epochs", "--epochs", type=positive_int, default=200, help="maximum number of epochs")
+    parser.add_argument("-early-stop", "--early-stop", "-early_stop", dest="early_stop", type=positive_int, default=10, help="stop after this many epochs without improvement (valid loss down OR valid wF1 up)")
+    parser.add_argument("-batch_size", "--batch_size", type=positive_int, default=10, help="training batch size")
+    parser.add_argument("-lr", "--lr", type=positive_float, default=1e-4, help="Adam learning rate")
+    parser.add_argument("-SIGMA", "--SIGMA", "-sigma", dest="sigma", type=positive_float, default=1.0, help="power-normalisation sigma")
     parser.add_argument("-compat", "--compat", default="none", choices=["none", "reference"], help="reference = the published recipe, defects included: -llama_pooling unmasked_padded -bert_source roberta -norm none -pn sigmoid (explicit options still win)")
     parser.add_argument("-llama_pooling", "--llama_pooling", default=None, choices=["masked", "unmasked_padded"], help="which LLaMA features to read: masked (dataset/TASK/llama/, default) or the published unmasked_padded (dataset/TASK/llama_unmasked_padded/)")
     parser.add_argument("-bert_source", "--bert_source", default=None, choices=["bert", "roberta"], help="features used in BERT's position: bert (default) or roberta, the published loader defect")
     parser.add_argument("-pn", "--pn", default="sigmoid", choices=["sigmoid", "tanh"], help="power normalisation: sigmoid = 2*sigmoid(sigma*P)-1 (published code), tanh = tanh(2*sigma*P) (published README)")
-    parser.add_argument("-dropout", "--dropout", type=float, default=0.5, help="dropout after every hidden layer")
-    parser.add_argument("-fusion_dim", "--fusion_dim", type=int, default=None, help="width D of the fused vectors (default: the encoders' width, 1024 for the published models; the widest encoder when they differ)")
+    parser.add_argument("-dropout", "--dropout", type=dropout_rate, default=0.5, help="dropout after every hidden layer")
+    parser.add_argument("-fusion_dim", "--fusion_dim", type=positive_int, default=None, help="width D of the fused vectors (default: the encoders' width, 1024 for the published models; the widest encoder when they differ)")
     parser.add_argument("-raw_inputs", "--raw_inputs", default="decoder", choices=["decoder", "all"], help="what the MLP sees beside the pooled Gram matrix: decoder = the layer-mean LLaMA vector (published; the encoders reach the MLP only through their power-normalised inner products), all = that and every encoder vector")
     parser.add_argument("-norm", "--norm", default=None, choices=["zscore", "none"], help="standardise each source per feature with train statistics (zscore, default), or feed raw features as published (none)")
-    parser.add_argument("-sources", "--sources", nargs="+", default=list(SOURCES), choices=SOURCES, help="feature sets to fuse, e.g. `llama`, `bert roberta`. Without llama, the raw encoder vectors are concatenated beside the pooled interactions (a Gram matrix of one or two vectors carries almost nothing)")
-    seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("-seeds", "--seeds", type=int, nargs="+", default=None, help="train one run per seed (default: 0)")
-    seeds.add_argument("-runs", "--runs", type=int, default=None, help="train N runs with seeds 0..N-1")
-    parser.add_argument("-eval_batch_size", "--eval_batch_size", type=int, default=2048, help="batch size for validation/test passes")
-    parser.add_argument("-threshold", "--threshold", type=float, default=None, help="multi-label tasks: one global decision threshold on the sigmoid outputs (e.g. 0.5); default: one threshold per label, tuned on validation over 0.05..0.95 to maximise that label's F1")
+    parser.add_argument("-sources", "--sources", nargs="+", action=Distinct, default=list(SOURCES), choices=SOURCES, help="feature sets to fuse, e.g. `llama`, `bert roberta`. Without llama, the raw encoder vectors are concatenated beside the pooled interactions (a Gram matrix of one or two vectors carries almost nothing)")
+    add_seed_options(parser)
+    parser.add_argument("-eval_batch_size", "--eval_batch_size", type=positive_int, default=2048, help="batch size for validation/test passes")
+    parser.add_argument("-threshold", "--threshold", type=probability, default=None, help="multi-label tasks: one global decision threshold on the sigmoid outputs (e.g. 0.5); default: one threshold per label, tuned on validation over 0.05..0.95 to maximise that label's F1")
     parser.add_argument("-dataset_dir", "--dataset_dir", default="dataset", help="feature store root")
+    parser.add_argument("-data_dir", "--data_dir", default="data", help="folder holding DATASET/MODE.csv: features extracted from another version of a CSV found there are refused as stale")
     parser.add_argument("-out", "--out", default="Logs", help="folder for run folders and runs.csv")
     add_common_logging(parser)
     return parser
@@ -90,14 +101,12 @@ def apply_compat(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
-    seeds = args.seeds if args.seeds is not None else list(range(args.runs)) if args.runs else [0]
+    seeds = chosen_seeds(args)
     mode = apply_compat(args)
     slot_dirs = {"bert": args.bert_source}
     if args.llama_pooling != "masked":
         slot_dirs["llama"] = f"llama_{args.llama_pooling}"
-    if args.threshold is not None and not 0 < args.threshold < 1:
-        raise StoreError(f"-threshold {args.threshold}: a decision threshold lies strictly between 0 and 1")
-    data = load_fusion_data(args.dataset_dir, args.dataset, args.sources, slot_dirs=slot_dirs)
+    data = load_fusion_data(args.dataset_dir, args.dataset, args.sources, slot_dirs=slot_dirs, data_dir=args.data_dir)
     if args.threshold is not None and not data.multilabel:
         log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.dataset)
     cfg = TrainConfig(
@@ -106,9 +115,15 @@ def run(args: argparse.Namespace) -> dict:
         eval_batch_size=args.eval_batch_size,
         threshold=args.threshold if data.multilabel else None,
     )
-    run_dir = make_run_dir(args.out, args.dataset)
+    template = build_model(data, cfg)  # a bad combination fails here, before the run folder exists
+    with run_folder(args.out, args.dataset) as run_dir:
+        return train_run(args, run_dir, data, cfg, template, seeds, mode, slot_dirs, device)
+
+
+def train_run(args: argparse.Namespace, run_dir, data, cfg: TrainConfig, template, seeds: list[int], mode: str,
+              slot_dirs: dict[str, str], device) -> dict:
+    """Train every seed into `run_dir` and write the run's files (config, model spec, results)."""
     setup_logging(args.log_level, logfile=run_dir / "train.log")
-    template = build_model(data, cfg)
     log.info("run folder %s; mode %s; device %s; seeds %s", run_dir, mode, device, seeds)
     log.info("model:\n%s", template.describe())
     write_json(run_dir / "config.json", {
@@ -131,31 +146,13 @@ def run(args: argparse.Namespace) -> dict:
     for seed in seeds:
         result = train_seed(data, cfg, seed, device)
         save_checkpoint(run_dir, seed, result.state_dict)
-        shown = result.test or result.valid
         if data.multilabel:
-            log.info("seed %d: best epoch %d | %s macro-F1 %.2f micro-F1 %.2f subset acc %.2f Jaccard %.2f | %.1fs",
-                     seed, result.best_epoch, "test" if result.test else "valid", shown["macro_f1"], shown["micro_f1"],
-                     shown["subset_acc"], shown["jaccard"], result.train_seconds)
             # Thresholds belong to the checkpoint they were tuned for: predict.py reads them from here.
             model_spec["thresholds"][str(seed)] = result.thresholds
             write_json(run_dir / "model.json", model_spec)
-        else:
-            log.info("seed %d: best epoch %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.best_epoch,
-                     "test" if result.test else "valid", shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)
         if chance_loss is not None:
             result.at_chance = at_chance(result.valid["loss"], chance_loss)
-        hint = ""
-        # A seed at chance gets the warning below instead: saturation is then a symptom, not the cause.
-        if result.pn_saturated > 50 and not result.at_chance:
-            fixes = "a smaller -SIGMA" + (" or -raw_inputs all" if template.config["raw_inputs"] == "decoder" else "")
-            hint = f"; the Gram matrix reaches the MLP as signs: try {fixes}"
-        log.info("seed %d: %.1f%% of the pooled values on valid are saturated (|value| > %.2f)%s", seed,
-                 result.pn_saturated, SATURATION_LEVEL, hint)
-        if result.at_chance:
-            why = ("; raw LLM features are nearly parallel across texts (a few dimensions hundreds of times larger "
-                   "than the rest): -norm zscore standardises them" if cfg.norm == "none" else "; try another -lr or -SIGMA")
-            log.warning("seed %d never left chance: valid loss %.4f, no lower than guessing the train label frequencies (%.4f)%s",
-                        seed, result.valid["loss"], chance_loss, why)
+        log_seed(result, data.multilabel, cfg, template.config["raw_inputs"], chance_loss)
         results.append(result)
         write_results(run_dir, data.task, results, sources=data.sources, multilabel=data.multilabel, finished=False)
     settings = {"sources": "+".join(data.sources), "mode": mode, "norm": cfg.norm, "pn": cfg.pn,
@@ -165,8 +162,33 @@ def run(args: argparse.Namespace) -> dict:
                       multilabel=data.multilabel, threshold=cfg.threshold, settings=settings)
 
 
+def log_seed(result, multilabel: bool, cfg: TrainConfig, raw_inputs: str, chance_loss: float | None) -> None:
+    """A seed's scores, how saturated its pooled values are, and a warning with the likely fix
+    when it never left chance."""
+    seed, shown, split = result.seed, result.test or result.valid, "test" if result.test else "valid"
+    if multilabel:
+        log.info("seed %d: best epoch %d | %s macro-F1 %.2f micro-F1 %.2f subset acc %.2f Jaccard %.2f | %.1fs",
+                 seed, result.best_epoch, split, shown["macro_f1"], shown["micro_f1"], shown["subset_acc"],
+                 shown["jaccard"], result.train_seconds)
+    else:
+        log.info("seed %d: best epoch %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.best_epoch,
+                 split, shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)
+    hint = ""
+    # A seed at chance gets the warning below instead: saturation is then a symptom, not the cause.
+    if result.pn_saturated > 50 and not result.at_chance:
+        fixes = "a smaller -SIGMA" + (" or -raw_inputs all" if raw_inputs == "decoder" else "")
+        hint = f"; the Gram matrix reaches the MLP as signs: try {fixes}"
+    log.info("seed %d: %.1f%% of the pooled values on valid are saturated (|value| > %.2f)%s", seed,
+             result.pn_saturated, SATURATION_LEVEL, hint)
+    if result.at_chance:
+        why = ("; raw LLM features are nearly parallel across texts (a few dimensions hundreds of times larger "
+               "than the rest): -norm zscore standardises them" if cfg.norm == "none" else "; try another -lr or -SIGMA")
+        log.warning("seed %d never left chance: valid loss %.4f, no lower than guessing the train label frequencies (%.4f)%s",
+                    seed, result.valid["loss"], chance_loss, why)
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, (StoreError, ModelError), argv)
+    return run_script(build_parser(), run, (StoreError, ModelError, DataError), argv)
 
 
 if __name__ == "__main__":

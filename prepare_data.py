@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from fec import fetch
+from fec.options import ArgumentParser, Distinct, UsageError, existing_dir, task_name
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -33,14 +34,14 @@ class _Formatter(logging.Formatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--from", dest="src", metavar="DIR", type=Path,
+    p.add_argument("--from", dest="src", metavar="DIR", type=existing_dir,
                    help="copy from DIR/{task}/ instead of downloading")
-    p.add_argument("--tasks", nargs="+", metavar="TASK",
+    p.add_argument("--tasks", nargs="+", metavar="TASK", type=task_name, action=Distinct,
                    help=f"tasks to fetch (default: all known tasks, {' '.join(fetch.known_tasks())}, "
                         f"skipping those absent from --from DIR; without --from, the "
                         f"downloadable ones: {' '.join(fetch.DOWNLOADS)}). With --from any "
@@ -55,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as e:  # -h or a usage error (already printed by argparse)
-        return int(e.code or 0)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     logger = logging.getLogger("fec")
     handler = logging.StreamHandler(sys.stderr)

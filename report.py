@@ -17,16 +17,14 @@ from pathlib import Path
 import main as main_script
 from fec import finetune
 from fec.cli import add_common_logging, run_script
+from fec.options import ArgumentParser, task_name
 from fec.report import ReportError, find_runs, format_csv, format_markdown, parser_defaults, pool
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Pool the seeds of finished main.py / finetune.py runs that share a recipe into one row each.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = ArgumentParser(description="Pool the seeds of finished main.py / finetune.py runs that share a recipe into one row each.")
     parser.add_argument("runs", nargs="*", type=Path, default=[Path("Logs")], help="run folders, or folders of run folders")
-    parser.add_argument("-task", "--task", default=None, help="only runs of this task (e.g. ED, go_emotion)")
+    parser.add_argument("-task", "--task", type=task_name, default=None, help="only runs of this task (e.g. ED, go_emotion)")
     parser.add_argument("-format", "--format", default="markdown", choices=["markdown", "csv"], help="output table format")
     add_common_logging(parser)
     return parser

@@ -37,8 +37,9 @@ from threadpoolctl import threadpool_limits
 
 from fec.cli import add_common_logging, run_script, setup_logging
 from fec.data import DataError, available_modes, load_splits
+from fec.options import ArgumentParser, add_seed_options, chosen_seeds, positive_float, positive_int, task_name
 from fec.provenance import provenance
-from fec.runlog import append_run_row, make_run_dir, runs_row, write_json
+from fec.runlog import append_run_row, run_folder, runs_row, write_json
 from fec.train import classification_metrics, format_summary, summarise
 
 log = logging.getLogger("fec.baselines.tfidf")
@@ -47,26 +48,9 @@ SOURCE = "tfidf-logreg"
 DEFAULT_C_GRID = [0.5, 1.0, 2.0, 4.0, 8.0]
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="TF-IDF + logistic-regression baseline. Single- and double-dash spellings both work.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("-dataset", "--dataset", required=True, help="task name: reads DATA_DIR/DATASET/{train,valid,test}.csv")
+    parser = ArgumentParser(description="TF-IDF + logistic-regression baseline. Single- and double-dash spellings both work.")
+    parser.add_argument("-dataset", "--dataset", type=task_name, required=True, help="task name: reads DATA_DIR/DATASET/{train,valid,test}.csv")
     parser.add_argument("-data_dir", "--data_dir", default="data", help="data root")
     parser.add_argument("-out", "--out", default="Logs", help="folder for run folders and runs.csv")
     parser.add_argument("-C", "--C", dest="C", type=positive_float, default=None, help="inverse regularisation strength; default: chosen on validation from -C_grid")
@@ -76,9 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-min_df", "--min_df", type=positive_int, default=2, help="drop n-grams found in fewer training texts")
     parser.add_argument("-max_iter", "--max_iter", type=positive_int, default=2000, help="lbfgs iteration cap (a warning is logged if a fit stops there)")
     parser.add_argument("-threads", "--threads", type=positive_int, default=1, help="BLAS/OpenMP threads for the fits")
-    seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("-seeds", "--seeds", type=int, nargs="+", default=None, help="one run per seed (default: 0)")
-    seeds.add_argument("-runs", "--runs", type=positive_int, default=None, help="N runs with seeds 0..N-1")
+    add_seed_options(parser)
     add_common_logging(parser)
     return parser
 
@@ -144,7 +126,7 @@ def run_seed(features: dict, labels: dict, grid: list[float], seed: int, max_ite
 
 
 def run(args: argparse.Namespace) -> dict:
-    seeds = args.seeds if args.seeds is not None else list(range(args.runs)) if args.runs else [0]
+    seeds = chosen_seeds(args)
     grid = [args.C] if args.C is not None else sorted(set(args.C_grid))
     # train and valid are required (a missing one is a one-line DataError); test only if present.
     modes = ["train", "valid"] + (["test"] if "test" in available_modes(args.data_dir, args.dataset) else [])
@@ -152,13 +134,6 @@ def run(args: argparse.Namespace) -> dict:
     if splits["train"].multilabel:
         raise DataError(f"{splits['train'].path}: multi-label task (one 0/1 column per label); "
                         "the TF-IDF baseline handles single-label tasks only so far")
-    label_names = splits["train"].label_names
-
-    run_dir = make_run_dir(args.out, f"{args.dataset}_tfidf")
-    setup_logging(args.log_level, logfile=run_dir / "train.log")
-    log.info("run folder %s; seeds %s; C %s", run_dir, seeds, "fixed " + str(args.C) if args.C is not None else f"from grid {grid}")
-    if "test" not in splits:
-        log.warning("%s: no test.csv; reporting validation metrics only", args.dataset)
 
     started = time.perf_counter()
     vectorizer = TfidfVectorizer(
@@ -172,7 +147,18 @@ def run(args: argparse.Namespace) -> dict:
     for mode in modes[1:]:
         features[mode] = vectorizer.transform(splits[mode].texts)
     vectorizer_seconds = round(time.perf_counter() - started, 2)
-    vocabulary = len(vectorizer.vocabulary_)
+    with run_folder(args.out, f"{args.dataset}_tfidf") as run_dir:
+        return fit_run(args, run_dir, splits, features, len(vectorizer.vocabulary_), vectorizer_seconds, seeds, grid, started)
+
+
+def fit_run(args: argparse.Namespace, run_dir, splits: dict, features: dict, vocabulary: int, vectorizer_seconds: float,
+            seeds: list[int], grid: list[float], started: float) -> dict:
+    """Fit every seed on the TF-IDF features into `run_dir` and write the run's files."""
+    label_names = splits["train"].label_names
+    setup_logging(args.log_level, logfile=run_dir / "train.log")
+    log.info("run folder %s; seeds %s; C %s", run_dir, seeds, "fixed " + str(args.C) if args.C is not None else f"from grid {grid}")
+    if "test" not in splits:
+        log.warning("%s: no test.csv; reporting validation metrics only", args.dataset)
     log.info("TF-IDF: %d n-grams (1..%d, min_df %d) from %d training texts in %.1fs",
              vocabulary, args.ngram_max, args.min_df, len(splits["train"]), vectorizer_seconds)
 

@@ -14,6 +14,7 @@ A model is named by a hub id, a local directory, or an offline stand-in (`offlin
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,12 +72,26 @@ def resolve_model(spec: str) -> Path | str:
             raise ModelError(str(err)) from err
     path = Path(spec).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"{path}: not a model directory (no config.json)")
+        check_model_dir(path)
         return path.resolve()
     if path.exists() or spec.startswith((".", "/", "~")):
         raise ModelError(f"{spec}: no such model directory")
     return spec
+
+
+def check_model_dir(path: Path) -> None:
+    """A saved model names its architecture in config.json (`model_type`); without it
+    transformers would guess from the folder's name, or fail after loading has begun."""
+    config = path / "config.json"
+    if not config.is_file():
+        raise ModelError(f"{path}: not a model directory (no config.json)")
+    try:
+        fields = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelError(f"{config}: not a readable JSON config ({err})") from err
+    if not isinstance(fields, dict) or not fields.get("model_type"):
+        raise ModelError(f"{config}: no model_type, so transformers cannot tell which architecture to build "
+                         "(save the model with save_pretrained)")
 
 
 def model_fingerprint(resolved: Path | str) -> dict:
@@ -180,7 +195,7 @@ def load_backbone(spec: str, device: torch.device, dtype: torch.dtype, trust_rem
         model, info = AutoModel.from_pretrained(
             str(resolved), dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True
         )
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise ModelError(f"{spec}: cannot load ({str(err).splitlines()[0]})") from err
     missing = sorted(info.get("missing_keys", []))
     randomly_initialised = [k for k in missing if not k.startswith("pooler.")]

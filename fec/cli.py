@@ -2,16 +2,25 @@
 
     def main(argv=None) -> int:
         return run_script(build_parser(), run, (DataError, ModelError), argv)
+
+Bad options (`fec.options.UsageError`), the script's expected errors and a write the file
+system refuses (full, read-only, permission denied) end as one `error: ...` line and exit
+code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable
 
+from fec.options import UsageError
+
 log = logging.getLogger("fec")
+# File-system refusals a user can act on (free space, another folder); other OSErrors are bugs.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
 def add_common_logging(parser: argparse.ArgumentParser) -> None:
@@ -28,22 +37,36 @@ def setup_logging(level: str = "INFO", logfile=None) -> None:
 
 def fail(err: Exception) -> int:
     """Report an expected error as one line on stderr and return the exit code 2."""
-    print(f"error: {err}", file=sys.stderr)
+    message = " ".join(str(err).split())  # one line, whatever the exception's text holds
+    print(f"error: {message}", file=sys.stderr)
     return 2
 
 
+def write_refused(err: OSError) -> str:
+    """`path: cannot write (reason)` for a refused write."""
+    where = err.filename if err.filename is not None else "a file"
+    return f"{where}: cannot write ({err.strerror or err})"
+
+
 def run_script(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], object],
-               expected: tuple[type[Exception], ...], argv: list[str] | None = None,
+               expected: tuple[type[Exception], ...] = (), argv: list[str] | None = None,
                cleanup: Callable[[], None] | None = None) -> int:
     """Parse `argv`, set up logging, call `run(args)`; exit code 0, or 2 with a one-line error for
-    the `expected` exceptions (anything else is a bug and keeps its traceback). `cleanup` runs last,
-    whatever happened."""
-    args = parser.parse_args(argv)
+    a bad command line, the `expected` exceptions and refused writes (anything else is a bug and
+    keeps its traceback). `cleanup` runs last, whatever happened."""
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as err:
+        return fail(err)
     setup_logging(args.log_level)
     try:
         run(args)
-    except expected as err:
+    except (UsageError, *expected) as err:
         return fail(err)
+    except OSError as err:
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        return fail(write_refused(err))
     finally:
         if cleanup is not None:
             cleanup()

@@ -23,10 +23,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fec.options import plain_name_problem
+
 log = logging.getLogger(__name__)
 
 MODES = ("train", "valid", "test")
 LABEL_FILE = "label2idx.txt"
+# utf-8-sig reads plain UTF-8 and drops a byte-order mark (Excel and Notepad write one), which
+# would otherwise become part of the first label or column name.
+ENCODING = "utf-8-sig"
 # Columns that are never labels in the multi-label (one 0/1 column per label) layout.
 NON_LABEL_COLUMNS = {"id", "text", "aug_text"}
 
@@ -77,7 +82,11 @@ def available_modes(data_dir: Path | str, task: str) -> list[str]:
 def read_label_map(path: Path) -> dict[str, int]:
     """Parse `label2idx.txt` (`name id` per line; blank lines ignored) into name -> id."""
     mapping: dict[str, int] = {}
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        lines = path.read_text(encoding=ENCODING).splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: {not_utf8(err)}") from err
+    for lineno, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
             continue
@@ -85,6 +94,7 @@ def read_label_map(path: Path) -> dict[str, int]:
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise DataError(f"{path}: line {lineno}: expected 'name id', got {raw!r}")
         name, idx = parts[0], int(parts[1])
+        check_label_name(name, f"{path}: line {lineno}")
         if name in mapping:
             raise DataError(f"{path}: line {lineno}: label {name!r} listed twice")
         if idx in mapping.values():
@@ -98,15 +108,54 @@ def read_label_map(path: Path) -> dict[str, int]:
     return mapping
 
 
+def check_label_name(name: str, where: str) -> None:
+    """Label names end up in file names and pages (per-label reports, explanations): refuse the
+    ones that could leave a folder or break a line."""
+    problem = plain_name_problem(name)
+    if problem:
+        raise DataError(f"{where}: label name {name!r} {problem}")
+
+
+def not_utf8(err: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); save it as UTF-8"
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
+    """Every cell as text; refuses an unreadable or empty file, a header naming a column twice,
+    and a file without data rows."""
     if not path.is_file():
         raise DataError(f"{path}: file not found (bring the data with `python prepare_data.py`)")
     try:
         # Everything as text, no NA guessing: an empty cell stays "" and is reported as such,
         # and numeric-looking texts ("100%") are not turned into floats.
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        header = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=ENCODING, header=None, nrows=1)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=ENCODING)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: {not_utf8(err)}") from err
+    except pd.errors.EmptyDataError as err:
+        raise DataError(f"{path}: the file is empty (expected a header row and data rows)") from err
+    except pd.errors.ParserError as err:
         raise DataError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from err
+    names = [str(name) for name in header.iloc[0].tolist()]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise DataError(f"{path}: header: column(s) {', '.join(map(repr, twice))} appear more than once")
+    if frame.empty:
+        raise DataError(f"{path}: no data rows (only a header)")
+    return frame
+
+
+def read_text_column(path: Path) -> tuple[list[str], pd.DataFrame]:
+    """The validated `text` column of any CSV (e.g. texts to classify) and the whole frame."""
+    frame = _read_csv(path)
+    return _check_texts(path, frame), frame
+
+
+def check_texts(texts: list[str], where: str) -> None:
+    """Refuse empty texts given other than in a CSV (`where` names their source, e.g. `-text`)."""
+    for number, text in enumerate(texts, start=1):
+        if not text.strip():
+            raise DataError(f"{where} {number}: empty text")
 
 
 def _check_texts(path: Path, frame: pd.DataFrame) -> list[str]:
@@ -146,6 +195,8 @@ def _single_labels(path: Path, frame: pd.DataFrame, label_map: dict[str, int] | 
 def _multi_labels(path: Path, frame: pd.DataFrame, label_names: list[str] | None) -> tuple[np.ndarray, list[str]]:
     present = [c for c in frame.columns if c not in NON_LABEL_COLUMNS]
     names = label_names or present
+    for name in present:
+        check_label_name(name, f"{path}: header")
     if not names:
         raise DataError(f"{path}: no label columns beside {sorted(NON_LABEL_COLUMNS)}")
     missing = [n for n in names if n not in frame.columns]

@@ -14,13 +14,14 @@ cost is max_evals texts through every backbone: about 10-20 s per sentence for m
 
 from __future__ import annotations
 
+import html
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fec.paths import inside, slug
 from fec.predict import RunError
 from fec.store import atomic_write, atomic_write_text
 
@@ -38,10 +39,6 @@ class Explanation:
     values: np.ndarray  # SHAP value of each token for `label`
     html: Path
     png: Path
-
-
-def slug(text: str, width: int = 40) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:width] or "text"
 
 
 def bar_chart(path: Path, tokens: list[str], values: np.ndarray, label: str, top: int = 12) -> None:
@@ -81,12 +78,13 @@ def explain_text(clf, text: str, out_dir: Path | str, label: str | None = None, 
     values = explainer([text], max_evals=max_evals, batch_size=batch_size, silent=True)
     tokens = list(values.data[0])
     token_values = np.asarray(values.values[0][:, index], dtype=float)
-    out = Path(out_dir)
-    stem = f"{slug(text)}.{names[index]}"
-    html_path, png_path = out / f"{stem}.html", out / f"{stem}.png"
-    html = shap.plots.text(values[0, :, index], display=False)
-    page = (f"<html><head><meta charset='utf-8'><title>{names[index]}</title></head><body>"
-            f"<h3>'{names[index]}' (p = {probs[index]:.3f}) for: {text}</h3>{html}</body></html>")
+    # File names come from the data only through `slug`; the page escapes the text and the label.
+    stem = f"{slug(text)}.{slug(names[index])}"
+    html_path, png_path = inside(out_dir, f"{stem}.html"), inside(out_dir, f"{stem}.png")
+    plot = shap.plots.text(values[0, :, index], display=False)
+    label_html = html.escape(names[index])
+    page = (f"<html><head><meta charset='utf-8'><title>{label_html}</title></head><body>"
+            f"<h3>'{label_html}' (p = {probs[index]:.3f}) for: {html.escape(text)}</h3>{plot}</body></html>")
     atomic_write_text(html_path, page)
     bar_chart(png_path, tokens, token_values, names[index])
     log.info("explanation for %r (%s, p=%.3f): %s, %s", text, names[index], probs[index], html_path, png_path)

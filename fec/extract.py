@@ -28,6 +28,7 @@ import logging
 import shutil
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
@@ -42,6 +43,7 @@ from fec.backbones import (
     ModelError,
     pick_device,
     pick_dtype,
+    resolve_model,
 )
 from fec.chunks import (
     Chunk,
@@ -55,6 +57,8 @@ from fec.chunks import (
 )
 from fec.cli import add_common_logging, run_script
 from fec.data import MODES, DataError, available_modes, load_splits
+from fec.locks import LockHeld, split_lock
+from fec.options import ArgumentParser, device, positive_int, task_name
 from fec.provenance import provenance
 from fec.scale import (
     LOAD_IN,
@@ -257,31 +261,31 @@ def forward_batches(backbone: Backbone, batches: list[np.ndarray], features: tor
 
 def build_parser(slot: str) -> argparse.ArgumentParser:
     spec = SLOTS[slot]
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=f"Extract {slot}-slot features: {spec.description}. Reads data/TASK/MODE.csv, writes "
         f"dataset/TASK/{slot}/MODE.safetensors and a JSON manifest beside it. Single- and double-dash "
         "spellings both work (-task / --task).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("-task", "--task", required=True, help="task folder under -data_dir (any name, e.g. ED, go_emotion)")
+    parser.add_argument("-task", "--task", type=task_name, required=True, help="task folder under -data_dir (any name, e.g. ED, go_emotion)")
     parser.add_argument("-mode", "--mode", default="all", choices=[*MODES, "all"], help="split to extract; all = every split present")
-    parser.add_argument("-device", "--device", default="auto", help="cuda, cuda:1, cpu, or auto (cuda when available)")
+    parser.add_argument("-device", "--device", type=device, default="auto", help="cuda, cuda:1, cpu, or auto (cuda when available)")
     parser.add_argument("-model", "--model", default=None, help=f"hub id, local model directory, or offline:NAME stand-in (default: {spec.default_model}, or the -preset's model)")
     parser.add_argument("-preset", "--preset", default=None, choices=sorted(PRESETS), help="a named set of models, one per slot: offline = the stand-ins shipped in PyPI packages (requirements-standins.txt)")
-    parser.add_argument("-max_len", "--max_len", type=int, default=200, help="truncate texts to this many tokens")
-    parser.add_argument("-batch_size", "--batch_size", type=int, default=None, help=f"at most this many texts per batch (default: 64; -compat reference: {REFERENCE_BATCH_SIZE[slot]}, as published)")
-    parser.add_argument("-max_tokens", "--max_tokens", type=int, default=16384, help="at most this many padded tokens per batch")
+    parser.add_argument("-max_len", "--max_len", type=positive_int, default=200, help="truncate texts to this many tokens")
+    parser.add_argument("-batch_size", "--batch_size", type=positive_int, default=None, help=f"at most this many texts per batch (default: 64; -compat reference: {REFERENCE_BATCH_SIZE[slot]}, as published)")
+    parser.add_argument("-max_tokens", "--max_tokens", type=positive_int, default=16384, help="at most this many padded tokens per batch")
     parser.add_argument("-dtype", "--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="model weights dtype; auto = bfloat16 on CUDA (float16 with -compat reference, as published), float32 on CPU")
     parser.add_argument("-compat", "--compat", default="none", choices=["none", "reference"], help="reference = the published extraction, quirks included: " + ("every text padded to -max_len with the '[PAD]' string (the unknown id), mean over all positions, batches of 2 in file order" if slot == "llama" else "batches of 50 in file order, padded to the longest"))
     parser.add_argument("-batch_order", "--batch_order", default=None, choices=["length", "file"], help="length = length-sorted batches under -max_tokens (default), file = consecutive rows (the published order)")
     if spec.pooling == "layer_mean":
-        parser.add_argument("-layers", "--layers", type=int, default=5, help="pool each of the last L hidden layers")
+        parser.add_argument("-layers", "--layers", type=positive_int, default=5, help="pool each of the last L hidden layers")
         parser.add_argument("-llama_pooling", "--llama_pooling", default=None, choices=["masked", "unmasked_padded"], help="masked = mean over real tokens (default); unmasked_padded = the published mean over all -max_len positions, padding included (stored in the llama_unmasked_padded/ folder)")
-    parser.add_argument("-limit", "--limit", type=int, default=None, help="only the first N rows of each split (quick runs)")
+    parser.add_argument("-limit", "--limit", type=positive_int, default=None, help="only the first N rows of each split (quick runs)")
     parser.add_argument("-data_dir", "--data_dir", default="data", help="folder holding TASK/MODE.csv")
     parser.add_argument("-dataset_dir", "--dataset_dir", default="dataset", help="feature store root")
     parser.add_argument("-force", "--force", action="store_true", help="re-extract even when features with the same settings exist")
-    parser.add_argument("-chunk_rows", "--chunk_rows", type=int, default=CHUNK_ROWS, help="rows per chunk written to dataset/TASK/SLOT/MODE.parts/ while extracting (the unit of resume and of work per process)")
+    parser.add_argument("-wait", "--wait", action="store_true", help="when another process is extracting the same split (its MODE.lock), wait for it instead of stopping")
+    parser.add_argument("-chunk_rows", "--chunk_rows", type=positive_int, default=CHUNK_ROWS, help="rows per chunk written to dataset/TASK/SLOT/MODE.parts/ while extracting (the unit of resume and of work per process)")
     parser.add_argument("-resume", "--resume", dest="resume", action="store_true", default=True, help="reuse finished chunks of an interrupted extraction with the same settings after verifying their sha256 (default)")
     parser.add_argument("-no_resume", "--no_resume", dest="resume", action="store_false", help="discard chunks of an interrupted extraction and start the split over")
     parser.add_argument("-device_map", "--device_map", default=None, choices=DEVICE_MAPS, help="split the model over several devices with Accelerate big-model inference (GPUs, then CPU RAM, then disk); inputs go to the first module's device")
@@ -363,7 +367,8 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
     Returns the store files written (on rank 0; other ranks return the same paths)."""
     args.model = chosen_model(args, slot)
     apply_compat(args, slot)
-    for name, default in (("chunk_rows", CHUNK_ROWS), ("resume", True), ("device_map", None), ("max_memory", None), ("load_in", None)):
+    for name, default in (("chunk_rows", CHUNK_ROWS), ("resume", True), ("device_map", None), ("max_memory", None),
+                          ("load_in", None), ("wait", False)):
         setattr(args, name, getattr(args, name, default))  # callers that build their own Namespace
     if args.chunk_rows < 1:
         raise DataError(f"-chunk_rows {args.chunk_rows}: must be at least 1")
@@ -372,6 +377,8 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
     if not modes:
         raise DataError(f"{Path(args.data_dir) / args.task}: no train/valid/test CSV found (run `python prepare_data.py`)")
     splits = load_splits(args.data_dir, args.task, modes)
+    resolve_model(args.model)  # a missing or broken model folder is refused before anything loads
+    placed = dict(device_map=args.device_map, max_memory=parse_max_memory(args.max_memory))
     ranks = ranks_from_env(args.device)
     todo = {}
     for mode, split in splits.items():
@@ -385,21 +392,40 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
         todo[mode] = (split, path, settings)
     if not todo:
         return []
-    device = rank_device(pick_device(args.device), ranks)
-    placed = dict(device_map=args.device_map, max_memory=parse_max_memory(args.max_memory))
-    backbone = load_placed_backbone(args.model, device, extraction_dtype(args.dtype, args.compat, device), args.trust_remote_code,
-                                    load_in=args.load_in, **placed)
-    float32_copy: list[Backbone] = []
+    with ExitStack() as locks:
+        todo = take_locks(args, todo, locks, ranks)
+        if not todo:
+            return []
+        device = rank_device(pick_device(args.device), ranks)
+        backbone = load_placed_backbone(args.model, device, extraction_dtype(args.dtype, args.compat, device),
+                                        args.trust_remote_code, load_in=args.load_in, **placed)
+        float32_copy: list[Backbone] = []
 
-    def float32_backbone() -> Backbone:
-        if not float32_copy:
-            float32_copy.append(load_placed_backbone(args.model, device, torch.float32, args.trust_remote_code, **placed))
-        return float32_copy[0]
+        def float32_backbone() -> Backbone:
+            if not float32_copy:
+                float32_copy.append(load_placed_backbone(args.model, device, torch.float32, args.trust_remote_code, **placed))
+            return float32_copy[0]
 
-    written = []
-    for mode, (split, path, settings) in todo.items():
-        written.append(extract_split(args, slot, mode, split, path, settings, backbone, float32_backbone, ranks))
-    return written
+        return [extract_split(args, slot, mode, split, path, settings, backbone, float32_backbone, ranks)
+                for mode, (split, path, settings) in todo.items()]
+
+
+def take_locks(args: argparse.Namespace, todo: dict, locks: ExitStack, ranks: Ranks) -> dict:
+    """Rank 0 takes the lock of every split to do (`fec.locks`, held until `locks` closes) and
+    drops the splits another process finished meanwhile; every process gets the same `todo`."""
+
+    def lock_all() -> list[str]:
+        left = []
+        for mode, (_, path, settings) in todo.items():
+            locks.enter_context(split_lock(path, wait=args.wait))
+            if not args.force and already_extracted(path, settings):
+                log.info("%s: extracted by another process meanwhile, skipped", path)
+                continue
+            left.append(mode)
+        return left
+
+    left = ranks.broadcast(together(ranks, lock_all if ranks.is_main else (lambda: None), "locking the splits"))
+    return {mode: todo[mode] for mode in left}
 
 
 def together(ranks: Ranks, step: Callable[[], object], what: str):
@@ -549,7 +575,7 @@ def build_manifest(args: argparse.Namespace, slot: str, mode: str, split, settin
 
 def main(slot: str, argv: list[str] | None = None) -> int:
     return run_script(build_parser(slot), lambda args: run(args, slot),
-                      (DataError, StoreError, ModelError, NonFiniteFeaturesError, PeerFailed), argv, cleanup=close_distributed)
+                      (DataError, StoreError, ModelError, NonFiniteFeaturesError, PeerFailed, LockHeld), argv, cleanup=close_distributed)
 
 
 def close_distributed() -> None:

@@ -41,8 +41,22 @@ import torch
 from fec.backbones import ModelError, ensure_pad_token, model_fingerprint, pick_device, resolve_model
 from fec.cli import add_common_logging, run_script, setup_logging
 from fec.data import DataError, Split, available_modes, load_splits
+from fec.options import (
+    ArgumentParser,
+    add_seed_options,
+    chosen_seeds,
+    device,
+    dropout_rate,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    task_name,
+)
 from fec.provenance import provenance
-from fec.runlog import finish_run, make_run_dir, write_json, write_results
+from fec.runlog import finish_run, run_folder, write_json, write_results
 from fec.train import (
     SeedResult,
     classification_metrics,
@@ -278,46 +292,33 @@ def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Fine-tune one encoder end to end (Hugging Face Trainer) on a task's CSVs: the baseline the fusion "
         "classifier is compared with. Single- and double-dash spellings both work.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("-dataset", "--dataset", required=True, help="task folder under -data_dir (train.csv and valid.csv; test.csv when present)")
+    parser.add_argument("-dataset", "--dataset", type=task_name, required=True, help="task folder under -data_dir (train.csv and valid.csv; test.csv when present)")
     parser.add_argument("-model", "--model", default=DEFAULT_MODEL, help="hub id, local model directory, or an offline stand-in (offline:all-minilm-l6-v2, offline:all-mpnet-base-v2)")
     parser.add_argument("-multilabel", "--multilabel", action="store_true", help="read the CSVs as multi-label (one 0/1 column per label) instead of detecting the layout")
-    parser.add_argument("-lr", "--lr", type=float, default=3e-5, help="peak AdamW learning rate")
-    parser.add_argument("-batch_size", "--batch_size", type=int, default=16, help="training batch size")
-    parser.add_argument("-eval_batch_size", "--eval_batch_size", type=int, default=64, help="batch size for validation/test passes")
-    parser.add_argument("-epochs", "--epochs", type=int, default=15, help="maximum number of epochs")
-    parser.add_argument("-patience", "--patience", type=int, default=2, help="stop after this many epochs without a lower validation loss")
-    parser.add_argument("-warmup_steps", "--warmup_steps", type=int, default=1000, help="linear warmup steps (capped by -warmup_cap)")
-    parser.add_argument("-warmup_cap", "--warmup_cap", type=float, default=0.1, help="at most this fraction of the planned steps (epochs x batches) is warmup, so small tasks reach the peak rate")
-    parser.add_argument("-weight_decay", "--weight_decay", type=float, default=0.01, help="AdamW weight decay (not on biases and LayerNorm)")
-    parser.add_argument("-max_grad_norm", "--max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
-    parser.add_argument("-dropout", "--dropout", type=float, default=0.2, help="hidden and attention dropout of the encoder")
-    parser.add_argument("-max_len", "--max_len", type=int, default=200, help="truncate texts to this many tokens")
-    parser.add_argument("-threshold", "--threshold", type=float, default=None, help="multi-label tasks: one global decision threshold; default: one per label, tuned on validation (0.05..0.95)")
-    seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("-seeds", "--seeds", type=int, nargs="+", default=None, help="one run per seed (default: 0)")
-    seeds.add_argument("-runs", "--runs", type=int, default=None, help="N runs with seeds 0..N-1")
-    parser.add_argument("-limit", "--limit", type=int, default=None, help="only the first N rows of each split (quick runs)")
-    parser.add_argument("-device", "--device", default="auto", help="cuda, cpu, or auto (cuda when available)")
+    parser.add_argument("-lr", "--lr", type=positive_float, default=3e-5, help="peak AdamW learning rate")
+    parser.add_argument("-batch_size", "--batch_size", type=positive_int, default=16, help="training batch size")
+    parser.add_argument("-eval_batch_size", "--eval_batch_size", type=positive_int, default=64, help="batch size for validation/test passes")
+    parser.add_argument("-epochs", "--epochs", type=positive_int, default=15, help="maximum number of epochs")
+    parser.add_argument("-patience", "--patience", type=positive_int, default=2, help="stop after this many epochs without a lower validation loss")
+    parser.add_argument("-warmup_steps", "--warmup_steps", type=non_negative_int, default=1000, help="linear warmup steps (capped by -warmup_cap)")
+    parser.add_argument("-warmup_cap", "--warmup_cap", type=fraction, default=0.1, help="at most this fraction of the planned steps (epochs x batches) is warmup, so small tasks reach the peak rate")
+    parser.add_argument("-weight_decay", "--weight_decay", type=non_negative_float, default=0.01, help="AdamW weight decay (not on biases and LayerNorm)")
+    parser.add_argument("-max_grad_norm", "--max_grad_norm", type=positive_float, default=1.0, help="gradient clipping norm")
+    parser.add_argument("-dropout", "--dropout", type=dropout_rate, default=0.2, help="hidden and attention dropout of the encoder")
+    parser.add_argument("-max_len", "--max_len", type=positive_int, default=200, help="truncate texts to this many tokens")
+    parser.add_argument("-threshold", "--threshold", type=probability, default=None, help="multi-label tasks: one global decision threshold; default: one per label, tuned on validation (0.05..0.95)")
+    add_seed_options(parser)
+    parser.add_argument("-limit", "--limit", type=positive_int, default=None, help="only the first N rows of each split (quick runs)")
+    parser.add_argument("-device", "--device", type=device, default="auto", help="cuda, cpu, or auto (cuda when available)")
     parser.add_argument("-precision", "--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="auto = bf16 on CUDA when supported, else fp32")
     parser.add_argument("-data_dir", "--data_dir", default="data", help="folder holding DATASET/MODE.csv")
     parser.add_argument("-out", "--out", default="Logs", help="folder for run folders and runs.csv")
     add_common_logging(parser)
     return parser
-
-
-def check_args(args: argparse.Namespace) -> None:
-    if args.threshold is not None and not 0 < args.threshold < 1:
-        raise ModelError(f"-threshold {args.threshold}: a decision threshold lies strictly between 0 and 1")
-    for name in ("batch_size", "epochs", "max_len", "eval_batch_size"):
-        if getattr(args, name) < 1:
-            raise ModelError(f"-{name} {getattr(args, name)}: must be at least 1")
-    if args.limit is not None and args.limit < 1:
-        raise ModelError(f"-limit {args.limit}: must be at least 1")
 
 
 def read_splits(args: argparse.Namespace) -> dict[str, Split]:
@@ -334,8 +335,7 @@ def read_splits(args: argparse.Namespace) -> dict[str, Split]:
 def run(args: argparse.Namespace) -> dict:
     from transformers import AutoTokenizer
 
-    check_args(args)
-    seeds = args.seeds if args.seeds is not None else list(range(args.runs)) if args.runs else [0]
+    seeds = chosen_seeds(args)
     splits = read_splits(args)
     train = splits["train"]
     multilabel, label_names = train.multilabel, train.label_names
@@ -357,7 +357,15 @@ def run(args: argparse.Namespace) -> dict:
     ensure_pad_token(tokenizer)
     config, dropout_set = classifier_config(resolved, label_names, multilabel, cfg.dropout, tokenizer.pad_token_id)
 
-    run_dir = make_run_dir(args.out, f"{args.dataset}_finetune")
+    with run_folder(args.out, f"{args.dataset}_finetune") as run_dir:
+        return finetune_run(args, run_dir, cfg, seeds, splits, resolved, tokenizer, config, dropout_set, device)
+
+
+def finetune_run(args: argparse.Namespace, run_dir: Path, cfg: FinetuneConfig, seeds: list[int], splits: dict[str, Split],
+                 resolved, tokenizer, config, dropout_set: dict, device: torch.device) -> dict:
+    """Fine-tune every seed into `run_dir` and write the run's files."""
+    train = splits["train"]
+    multilabel, label_names = train.multilabel, train.label_names
     setup_logging(args.log_level, logfile=run_dir / "train.log")
     if "test" not in splits:
         log.warning("%s: no test.csv; reporting validation metrics only", args.dataset)

@@ -5,8 +5,10 @@
     data.splits["train"].inputs[0].shape, data.label_names
 
 Every source of every split must come from the same CSV (sha256), have the same rows and the
-same labels, and have been extracted for the slot whose folder it sits in. The decoder
-(`llama`) source, when used, always comes first in `inputs`.
+same labels, and have been extracted for the slot whose folder it sits in. When the CSV a split
+was extracted from is still in `data_dir` and has changed since (its sha256 differs from the
+manifest's), the features are stale and refused with the command that re-extracts them. The
+decoder (`llama`) source, when used, always comes first in `inputs`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from fec.data import sha256_file, split_path
 from fec.store import (
     StoredFeatures,
     StoreError,
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("llama", "bert", "roberta")
 DECODER_SOURCE = "llama"
+EXTRACT_SCRIPTS = {"llama": "llama2_rep_extract.py", "bert": "bert_rep_extract.py", "roberta": "roberta_rep_extract.py"}
 
 
 @dataclass
@@ -96,6 +100,34 @@ def _check_same_origin(mode: str, stored: dict[str, StoredFeatures], slot_dirs: 
             raise StoreError(f"{feats.path}: labels differ from {first.path}'s; re-extract {mode}")
 
 
+def extract_command(manifest: dict, mode: str) -> str:
+    """The command line that extracts `mode` again with the manifest's model and recipe."""
+    slot = manifest.get("slot", "llama")
+    words = ["python", EXTRACT_SCRIPTS.get(slot, f"{slot}_rep_extract.py"), "-task", str(manifest.get("task")), "-mode", mode]
+    if manifest.get("model"):
+        words += ["-model", str(manifest["model"])]
+    if manifest.get("compat") == "reference":
+        words += ["-compat", "reference"]
+    elif slot == "llama" and manifest.get("llama_pooling") not in (None, "masked"):
+        words += ["-llama_pooling", str(manifest["llama_pooling"])]
+    return " ".join(words)
+
+
+def _check_not_stale(data_dir: Path | str, task: str, mode: str, stored: dict[str, StoredFeatures]) -> None:
+    """Refuse features extracted from an earlier version of the split's CSV, when the CSV is here."""
+    csv = split_path(data_dir, task, mode)
+    if not csv.is_file():
+        return
+    now = sha256_file(csv)
+    for feats in stored.values():
+        then = feats.manifest.get("csv_sha256")
+        if then != now:
+            raise StoreError(
+                f"{manifest_path(feats.path)}: extracted from another version of {csv} (sha256 {str(then)[:12]}, "
+                f"the file now {now[:12]}); re-extract: {extract_command(feats.manifest, mode)}"
+            )
+
+
 def load_fusion_data(
     dataset_dir: Path | str,
     task: str,
@@ -103,12 +135,14 @@ def load_fusion_data(
     *,
     modes: tuple[str, ...] = ("train", "valid", "test"),
     slot_dirs: dict[str, str] | None = None,
+    data_dir: Path | str | None = None,
 ) -> FusionData:
     """Load `sources` for every split. train and valid are required; test is optional (a task
     whose test split is held back trains and reports validation only).
 
     `slot_dirs` maps a source to the store folder it is read from (default: its own name);
     the reference-compatibility mode uses it to reproduce the published loader defect.
+    `data_dir`, when given, is where the CSVs are checked for changes since extraction.
     """
     sources = order_sources(list(sources))
     slot_dirs = {s: s for s in sources} | (slot_dirs or {})
@@ -120,6 +154,8 @@ def load_fusion_data(
             continue
         stored = {s: load_features(paths[s]) for s in sources}
         _check_same_origin(mode, stored, slot_dirs)
+        if data_dir is not None:
+            _check_not_stale(data_dir, task, mode, stored)
         first = next(iter(stored.values()))
         if label_names is None:
             label_names, multilabel = first.manifest["label_names"], bool(first.manifest.get("multilabel"))

@@ -54,11 +54,24 @@ class FeatureSource:
         return features
 
 
+FINGERPRINT_KEYS = {"local": "weights_sha256", "hub": "revision"}
+
+
 def fingerprints_match(expected: dict, actual: dict) -> bool:
-    if expected.get("kind") != actual.get("kind"):
-        return False
-    key = "weights_sha256" if expected.get("kind") == "local" else "revision"
-    return expected.get(key) is None or expected.get(key) == actual.get(key)
+    """Whether two model fingerprints name the same weights; a fingerprint without its key
+    (the weights' sha256, or the hub revision) matches nothing, since it proves nothing."""
+    key = FINGERPRINT_KEYS.get(expected.get("kind"))
+    return key is not None and expected.get("kind") == actual.get("kind") and expected.get(key) is not None \
+        and expected.get(key) == actual.get(key)
+
+
+def check_fingerprint(manifest: dict, where: Path) -> None:
+    """Refuse a run whose recorded fingerprint for a backbone cannot verify any weights."""
+    recorded = manifest.get("model_fingerprint") or {}
+    key = FINGERPRINT_KEYS.get(recorded.get("kind"))
+    if key is None or not recorded.get(key):
+        raise RunError(f"{where}: the {manifest.get('slot', '?')} backbone's model_fingerprint has no "
+                       f"{key or 'kind'}, so the weights cannot be checked; re-extract the features and retrain")
 
 
 def load_source_backbone(source: FeatureSource, device: torch.device, model: str | None) -> Backbone:
@@ -125,7 +138,7 @@ class EmotionClassifier(LabelRanking):
         `models` overrides where a slot's backbone is loaded from (it must be the same weights).
         A `finetune.py` run loads as a `FinetunedClassifier` (same methods)."""
         run_dir = Path(run_dir)
-        spec = read_json(run_dir / "model.json")
+        spec = read_run_spec(run_dir)
         if spec.get("kind") == "finetune":
             if models:
                 raise RunError(f"{run_dir}: a fine-tuned run carries its own encoder; -model SLOT=MODEL applies to fusion runs")
@@ -140,6 +153,8 @@ class EmotionClassifier(LabelRanking):
         torch_device = pick_device(device)
         store_dirs = spec.get("store_dirs") or {s: s for s in spec["sources"]}
         manifests = spec["feature_manifests"]
+        for name in spec["sources"]:  # every fingerprint checked before the first backbone loads
+            check_fingerprint(manifests[name], run_dir / "model.json")
         sources: dict[str, FeatureSource] = {}
         for name in spec["sources"]:
             folder = store_dirs[name]
@@ -207,4 +222,12 @@ class FinetunedClassifier(LabelRanking):
 def read_json(path: Path) -> dict:
     if not path.is_file():
         raise RunError(f"{path}: not found; is {path.parent} a run folder written by main.py?")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunError(f"{path}: unreadable ({err})") from err
+
+
+def read_run_spec(run_dir: Path | str) -> dict:
+    """A run's model.json (label names, sources, recipe): cheap, read before any backbone loads."""
+    return read_json(Path(run_dir) / "model.json")

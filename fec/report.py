@@ -32,7 +32,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fec.runlog import run_dir_started
+from fec.runlog import failure, run_dir_started
 from fec.train import mean_std_cell, mean_std_stats
 
 log = logging.getLogger(__name__)
@@ -127,9 +127,15 @@ def read_json(path: Path) -> dict | None:
 def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
     """A main.py or finetune.py run folder with at least one finished seed as a `Run`; None (logged)
     for anything else."""
+    failed = failure(folder)
     if not (folder / "results.json").exists():
-        log.info("%s: skipped, no seed finished (no results.json)", folder)
+        if failed:
+            log.warning("%s: skipped, the run failed before a seed finished (%s)", folder, failed)
+        else:
+            log.info("%s: skipped, no seed finished (no results.json)", folder)
         return None
+    if failed:
+        log.warning("%s: the run failed (%s); its finished seeds are kept", folder, failed)
     config, results = read_json(folder / "config.json"), read_json(folder / "results.json")
     if config is None or results is None:
         return None

@@ -6,6 +6,7 @@
         results.json         per seed: best epoch, valid/test metrics, time; summary mean/std
                              (rewritten after every seed: `finished` is false until the last)
         model.json           what rebuilds the model (constructor config, sources, labels)
+        failed.json          only when the run stopped on an error: what it was and when
         checkpoints/seedN.safetensors   the selected state of each seed
         curves.png           train/valid loss and valid wF1 (multi-label: macro-F1) per epoch, one line per seed
         confusion.png        row-normalised confusion matrix of the best seed on test (valid without test);
@@ -27,10 +28,15 @@ import io
 import json
 import logging
 import re
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from safetensors.torch import save_file
 
+from fec.options import UsageError
+from fec.paths import inside
 from fec.store import atomic_write, atomic_write_text
 from fec.train import format_summary, mean_std_cell, summarise
 
@@ -46,14 +52,18 @@ RUNS_COLUMNS = [
 
 RUN_STAMP_FORMAT = "%Y%m%d-%H%M%S"
 RUN_FOLDER_STAMP = re.compile(r"_(\d{8}-\d{6})(?:-(\d+))?$")
+FAILED_MARKER = "failed.json"
 
 
 def make_run_dir(out: Path | str, task: str) -> Path:
     """A new folder `{task}_{YYYYmmdd-HHMMSS}` under `out` (`-2`, `-3`, ... appended when taken).
     Claimed by `mkdir` itself, so runs started in the same second by separate processes never share one."""
     stamp = dt.datetime.now().strftime(RUN_STAMP_FORMAT)
-    base = Path(out) / f"{task}_{stamp}"
-    base.parent.mkdir(parents=True, exist_ok=True)
+    base = inside(out, f"{task}_{stamp}")
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"-out {out}: cannot create the folder ({err.strerror or err})") from err
     n = 1
     while True:
         run_dir = base if n == 1 else base.with_name(f"{base.name}-{n}")
@@ -62,6 +72,42 @@ def make_run_dir(out: Path | str, task: str) -> Path:
             return run_dir
         except FileExistsError:
             n += 1
+        except OSError as err:
+            raise UsageError(f"-out {out}: cannot create a run folder in it ({err.strerror or err})") from err
+
+
+@contextmanager
+def run_folder(out: Path | str, task: str) -> Iterator[Path]:
+    """A new run folder (`make_run_dir`) for the body of a `with`; if the body fails, the folder
+    gets `failed.json` (the error, its traceback, when), so `report.py` names it as failed
+    instead of taking it for a run in progress. Seeds it finished stay usable."""
+    run_dir = make_run_dir(out, task)
+    try:
+        yield run_dir
+    except BaseException as err:
+        mark_failed(run_dir, err)
+        raise
+
+
+def mark_failed(run_dir: Path, err: BaseException) -> None:
+    reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+    payload = {"failed": dt.datetime.now().isoformat(timespec="seconds"), "error": reason,
+               "traceback": traceback.format_exception(err)[-6:]}
+    try:
+        write_json(run_dir / FAILED_MARKER, payload)
+    except OSError as write_err:  # a full disk may refuse even this; the error itself is still reported
+        log.warning("%s: cannot mark the run as failed (%s)", run_dir, write_err.strerror or write_err)
+
+
+def failure(run_dir: Path) -> str | None:
+    """The error a run stopped on (from its `failed.json`), or None for a run that did not fail."""
+    path = run_dir / FAILED_MARKER
+    if not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8")).get("error", "unknown error"))
+    except (OSError, json.JSONDecodeError):
+        return "unknown error (failed.json unreadable)"
 
 
 def run_dir_started(name: str) -> tuple[dt.datetime, int] | None:

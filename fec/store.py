@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fec.data import sha256_file
+from fec.paths import inside
 
 MANIFEST_SUFFIX = ".json"
 # safetensors dtype codes for the tensors the store holds (features and labels).
@@ -53,7 +54,8 @@ class StoredFeatures:
 
 
 def feature_path(dataset_dir: Path | str, task: str, slot: str, mode: str) -> Path:
-    return Path(dataset_dir) / task / slot / f"{mode}.safetensors"
+    """`dataset_dir/task/slot/mode.safetensors`, refused when the names would lead outside `dataset_dir`."""
+    return inside(dataset_dir, task, slot, f"{mode}.safetensors")
 
 
 def manifest_path(path: Path) -> Path:

@@ -144,8 +144,8 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
 
 def test_a_seed_that_never_leaves_chance_is_called_out_with_the_fix_for_raw_inputs(toy_store, tmp_path, capsys):
     _, dataset_dir = toy_store
-    # lr 0: nothing is learned; a huge sigma saturates the power normalisation as well (99% of values).
-    assert run_main(dataset_dir, tmp_path / "frozen", "-lr", "0", "-epochs", "2", "-norm", "none", "-SIGMA", "10000") == 0
+    # lr 1e-12: nothing is learned; a huge sigma saturates the power normalisation as well (99% of values).
+    assert run_main(dataset_dir, tmp_path / "frozen", "-lr", "1e-12", "-epochs", "2", "-norm", "none", "-SIGMA", "10000") == 0
     err = capsys.readouterr().err
     assert "seed 0 never left chance" in err and "-norm zscore" in err
     assert "saturated" in err and "try a smaller -SIGMA" not in err, "at chance, the saturation fixes are not the fix"

@@ -1,0 +1,194 @@
+"""The one option layer every script shares: a parser whose mistakes are `UsageError`s, typed
+validators, and the seed options of the trainers.
+
+    from fec.options import ArgumentParser, positive_int, task_name
+    parser = ArgumentParser(description="...")
+    parser.add_argument("-task", "--task", type=task_name, required=True)
+    parser.add_argument("-batch_size", "--batch_size", type=positive_int, default=64)
+
+A validator is an argparse `type`: it returns the parsed value or raises
+`argparse.ArgumentTypeError`, and argparse puts the option's name in front of the message
+(`argument -batch_size/--batch_size: must be a positive integer, got -5`). The parser raises
+that as a `UsageError`, which `fec.cli.run_script` prints as one `error: ...` line with exit
+code 2, so every check runs before any data or model is loaded and before any folder is made.
+A value that can only be a mistake is refused, never clamped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import unicodedata
+from pathlib import Path
+
+
+class UsageError(ValueError):
+    """A bad command line: one line naming the option (exit code 2)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` with option defaults shown in `-h` and errors raised as
+    `UsageError` instead of printing usage and exiting, so they are reported like any other
+    bad input."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+def _number(text: str, kind: type, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int, "a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _number(text, int, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float, "a number > 0")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(text, float, "a number >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """Strictly between 0 and 1: a decision threshold."""
+    value = _number(text, float, "a number strictly between 0 and 1")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number strictly between 0 and 1, got {text}")
+    return value
+
+
+def dropout_rate(text: str) -> float:
+    """In [0, 1): 1 would drop every unit."""
+    value = _number(text, float, "a rate in [0, 1)")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a rate in [0, 1), got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """In [0, 1]."""
+    value = _number(text, float, "a fraction in [0, 1]")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text}")
+    return value
+
+
+def plain_name_problem(name: str) -> str | None:
+    """Why `name` cannot be one folder or file name inside the project's folders, or None."""
+    if not name.strip():
+        return "is empty"
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        return "contains a control character"
+    if "/" in name or "\\" in name:
+        return "contains a path separator"
+    if name in (".", ".."):
+        return "is not a folder name"
+    return None
+
+
+def task_name(text: str) -> str:
+    """A task is one plain folder name (`ED`, `go_emotion`): its store and run folders then stay
+    under the dataset and Logs folders."""
+    problem = plain_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}; a task is a plain folder name such as ED or go_emotion")
+    return text
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path
+
+
+def existing_dir(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such folder")
+    return path
+
+
+def output_file(text: str) -> Path:
+    """A file to write: its folder is made if needed, but it must not be a folder itself."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder; name a file to write")
+    return path
+
+
+def device(text: str) -> str:
+    """`auto`, or a device string torch accepts and this machine has (`cpu`, `cuda`, `cuda:1`, `mps`)."""
+    if text == "auto":
+        return text
+    import torch
+
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: CUDA is not available on this machine; use cpu or auto")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: MPS is not available on this machine; use cpu or auto")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"{text}: unsupported device type {parsed.type!r}; use auto, cpu, cuda or cuda:N")
+    return text
+
+
+class Distinct(argparse.Action):
+    """A list option (`nargs="+"`) whose values must differ: `-seeds 1 1` is a mistake, not two runs."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = set()
+        for value in values:
+            if value in seen:
+                raise argparse.ArgumentError(self, f"{value} is given twice; each value must be distinct")
+            seen.add(value)
+        setattr(namespace, self.dest, list(values))
+
+
+def add_seed_options(parser: argparse.ArgumentParser) -> None:
+    """`-seeds 0 3 7` or `-runs N` (seeds 0..N-1); one run with seed 0 by default."""
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("-seeds", "--seeds", type=non_negative_int, nargs="+", action=Distinct, default=None,
+                       help="one run per seed, each seed once (default: 0)")
+    seeds.add_argument("-runs", "--runs", type=positive_int, default=None, help="N runs with seeds 0..N-1")
+
+
+def chosen_seeds(args: argparse.Namespace) -> list[int]:
+    """The seeds `add_seed_options` asked for."""
+    if args.seeds is not None:
+        return list(args.seeds)
+    return list(range(args.runs)) if args.runs else [0]

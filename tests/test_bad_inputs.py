@@ -1,0 +1,282 @@
+"""Every bad input is refused the same way: one `error: ...` line naming the option, file, row or
+field, exit code 2, no traceback, no model loaded, and nothing written or changed.
+
+Each row of CASES is a command a user could type in a project folder (`data/`, `dataset/` with
+the toy task extracted, `Logs/` with one finished run). The test runs it there and checks the
+message, the exit code, that no backbone was loaded, and that every file of the project folder
+is byte-identical afterwards (none added, none removed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from conftest import extract_all, write_task
+
+import explain as explain_script
+import main as main_script
+import predict as predict_script
+import prepare_data as prepare_data_script
+import report as report_script
+from baselines import tfidf
+from fec import extract, finetune
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS: dict[str, Callable[[list[str]], int]] = {
+    "main.py": main_script.main,
+    "bert_rep_extract.py": lambda argv: extract.main("bert", argv),
+    "llama2_rep_extract.py": lambda argv: extract.main("llama", argv),
+    "finetune.py": finetune.main,
+    "baselines/tfidf.py": tfidf.main,
+    "predict.py": predict_script.main,
+    "explain.py": explain_script.main,
+    "report.py": report_script.main,
+    "prepare_data.py": prepare_data_script.main,
+}
+
+
+@dataclass
+class Case:
+    """`script argv` run in the project folder; `setup(project, models)` may add files first and
+    returns extra arguments. `{bert}`, `{llama}` and `{run}` in argv become the tiny models'
+    folders and the finished run's folder."""
+
+    script: str
+    argv: list[str]
+    message: str
+    setup: Callable[[Path, dict], list[str]] | None = None
+    id: str = field(default="")
+
+
+def task_with(project: Path, name: str, files: dict[str, str | bytes]) -> None:
+    folder = project / "data" / name
+    folder.mkdir(parents=True)
+    for file, content in files.items():
+        (folder / file).write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+def header_only(project: Path, models: dict) -> list[str]:
+    task_with(project, "empty", {"train.csv": "text,label\n", "valid.csv": "text,label\n", "label2idx.txt": "joy 0\nsad 1\n"})
+    return []
+
+
+def evil_label(project: Path, models: dict) -> list[str]:
+    task_with(project, "evil", {"train.csv": "text,label\nhi,0\n", "label2idx.txt": "../../../../tmp/x 0\nsad 1\n"})
+    return []
+
+
+def slash_column(project: Path, models: dict) -> list[str]:
+    task_with(project, "multi", {"train.csv": "text,joy,a/b\nhi,1,0\n"})
+    return []
+
+
+def duplicate_header(column: str) -> Callable[[Path, dict], list[str]]:
+    def setup(project: Path, models: dict) -> list[str]:
+        header = "text,label,text" if column == "text" else "text,label,label"
+        task_with(project, "twice", {"train.csv": f"{header}\nhi,0,x\n", "label2idx.txt": "joy 0\n"})
+        return []
+
+    return setup
+
+
+def changed_train_csv(project: Path, models: dict) -> list[str]:
+    """A second data folder whose train.csv was edited after the store was extracted."""
+    edited = project.parent / "edited_data"
+    shutil.copytree(project / "data", edited)
+    with open(edited / "toy" / "train.csv", "a", encoding="utf-8") as fh:
+        fh.write("one more happy row,one more happy row,0\n")
+    return ["-data_dir", str(edited)]
+
+
+def broken_model(project: Path, models: dict) -> list[str]:
+    folder = project.parent / "broken_model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return ["-model", str(folder)]
+
+
+def unverifiable_run(project: Path, models: dict) -> list[str]:
+    """A copy of the finished run whose model.json lost the weights' sha256 of one backbone."""
+    run = project.parent / "run_without_fingerprint"
+    shutil.copytree(finished_run(project), run)
+    spec = json.loads((run / "model.json").read_text())
+    spec["feature_manifests"]["bert"]["model_fingerprint"]["weights_sha256"] = None
+    (run / "model.json").write_text(json.dumps(spec))
+    return ["-run", str(run)]
+
+
+def input_file(content: bytes) -> Callable[[Path, dict], list[str]]:
+    def setup(project: Path, models: dict) -> list[str]:
+        path = project.parent / "texts.csv"
+        path.write_bytes(content)
+        return ["-input", str(path)]
+
+    return setup
+
+
+def finished_run(project: Path) -> Path:
+    (run,) = [p for p in (project / "Logs").iterdir() if p.is_dir()]
+    return run
+
+
+EXTRACT = ["-task", "toy", "-device", "cpu", "-model", "{bert}"]
+TRAIN = ["-dataset", "toy", "-device", "cpu"]
+PREDICT = ["-run", "{run}", "-device", "cpu"]
+
+CASES = [
+    # Values that used to run and silently give a wrong result.
+    Case("main.py", [*TRAIN, "-batch_size", "-5"], "argument -batch_size/--batch_size: must be a positive integer, got -5"),
+    Case("main.py", [*TRAIN, "-seeds", "1", "1"], "argument -seeds/--seeds: 1 is given twice; each value must be distinct"),
+    Case("main.py", [*TRAIN, "-runs", "0"], "argument -runs/--runs: must be a positive integer, got 0"),
+    Case("main.py", [*TRAIN, "-sources", "llama", "llama"], "argument -sources/--sources: llama is given twice"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-max_len", "0"], "argument -max_len/--max_len: must be a positive integer, got 0"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-batch_size", "0"], "argument -batch_size/--batch_size: must be a positive integer, got 0"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-batch_size", "-3"], "argument -batch_size/--batch_size: must be a positive integer, got -3"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-max_tokens", "0"], "argument -max_tokens/--max_tokens: must be a positive integer, got 0"),
+    Case("main.py", TRAIN, "train.json: extracted from another version of", changed_train_csv, id="stale-train-features"),
+    # Names that would lead outside the project's folders.
+    Case("bert_rep_extract.py", [*EXTRACT, "-task", "evil"], "label2idx.txt: line 1: label name '../../../../tmp/x' contains a path separator",
+         evil_label, id="label-with-path"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-task", "multi"], "train.csv: header: label name 'a/b' contains a path separator",
+         slash_column, id="label-column-with-path"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-task", "../../elsewhere"], "argument -task/--task: '../../elsewhere' contains a path separator"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-task", "/tmp/abs"], "argument -task/--task: '/tmp/abs' contains a path separator"),
+    Case("main.py", ["-dataset", "..", "-device", "cpu"], "argument -dataset/--dataset: '..' is not a folder name"),
+    Case("finetune.py", ["-dataset", "../x", "-model", "{bert}"], "argument -dataset/--dataset: '../x' contains a path separator"),
+    Case("predict.py", ["-text", "so happy", "-device", "cpu"], "model_fingerprint has no weights_sha256, so the weights cannot be checked",
+         unverifiable_run, id="fingerprint-missing"),
+    # User errors that used to end in a traceback.
+    Case("bert_rep_extract.py", [*EXTRACT, "-task", "empty"], "train.csv: no data rows (only a header)", header_only, id="extract-header-only"),
+    Case("finetune.py", ["-dataset", "empty", "-model", "{bert}", "-device", "cpu"], "train.csv: no data rows (only a header)",
+         header_only, id="finetune-header-only"),
+    Case("main.py", [*TRAIN, "-epochs", "0"], "argument -epochs/--epochs: must be a positive integer, got 0"),
+    Case("main.py", [*TRAIN, "-batch_size", "0"], "argument -batch_size/--batch_size: must be a positive integer, got 0"),
+    Case("main.py", [*TRAIN, "-lr", "-0.01"], "argument -lr/--lr: must be a number > 0, got -0.01"),
+    Case("main.py", [*TRAIN, "-lr", "nan"], "argument -lr/--lr: must be a number > 0, got 'nan'"),
+    Case("main.py", [*TRAIN, "-runs", "-2"], "argument -runs/--runs: must be a positive integer, got -2"),
+    Case("main.py", [*TRAIN, "-dropout", "1"], "argument -dropout/--dropout: must be a rate in [0, 1), got 1"),
+    Case("main.py", [*TRAIN, "-threshold", "1.5"], "argument -threshold/--threshold: must be a number strictly between 0 and 1"),
+    Case("main.py", [*TRAIN, "-device", "gpu0"], "argument -device/--device: 'gpu0' is not a device"),
+    Case("finetune.py", ["-dataset", "toy", "-model", "{bert}", "-lr", "-0.01"], "argument -lr/--lr: must be a number > 0, got -0.01"),
+    Case("finetune.py", ["-dataset", "toy", "-model", "{bert}", "-warmup_cap", "2"], "argument -warmup_cap/--warmup_cap: must be a fraction in [0, 1]"),
+    Case("baselines/tfidf.py", ["-dataset", "toy", "-seeds", "3", "3"], "argument -seeds/--seeds: 3 is given twice"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-max_len", "-5"], "argument -max_len/--max_len: must be a positive integer, got -5"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-device", "gpu0"], "argument -device/--device: 'gpu0' is not a device"),
+    Case("bert_rep_extract.py", ["-task", "toy", "-device", "cpu"], "config.json: no model_type, so transformers cannot tell",
+         broken_model, id="model-config-empty"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-limit", "-1"], "argument -limit/--limit: must be a positive integer, got -1"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-chunk_rows", "0"], "argument -chunk_rows/--chunk_rows: must be a positive integer, got 0"),
+    Case("llama2_rep_extract.py", ["-task", "toy", "-device", "cpu", "-model", "{llama}", "-layers", "0"],
+         "argument -layers/--layers: must be a positive integer, got 0"),
+    Case("predict.py", PREDICT, "texts.csv: not UTF-8 text (byte 0xe9 at offset 8); save it as UTF-8",
+         input_file("text\ncaf\xe9 joie\n".encode("latin-1")), id="predict-latin-1"),
+    Case("predict.py", PREDICT, "texts.csv: the file is empty", input_file(b""), id="predict-empty-file"),
+    Case("predict.py", [*PREDICT, "-text", "hi", "-topk", "0", "-output", "f.csv"], "argument -topk/--topk: must be a positive integer, got 0"),
+    Case("predict.py", [*PREDICT, "-text", "hi", "-topk", "-2"], "argument -topk/--topk: must be a positive integer, got -2"),
+    Case("predict.py", [*PREDICT, "-text", "hi", "-topk", "4"], "-topk 4: the run has 3 labels"),
+    Case("predict.py", [*PREDICT, "-text", "hi", "-output", "Logs"], "argument -output/--output: Logs: is a folder"),
+    Case("predict.py", ["-run", "Logs/nothing_here", "-text", "hi"], "argument -run/--run: Logs/nothing_here: no such folder"),
+    # Empty texts are refused at prediction as they are in training data.
+    Case("predict.py", [*PREDICT, "-text", "fine", "-text", ""], "-text 2: empty text"),
+    Case("predict.py", PREDICT, "texts.csv: row 2: empty text", input_file(b"text\nglad\n\"\"\nsad\n"), id="predict-empty-cell"),
+    Case("explain.py", [*PREDICT, "-text", "  "], "-text 1: empty text"),
+    Case("explain.py", [*PREDICT, "-text", "hi", "-label", "bored"], "-label bored: not a label of this run (joyful, sad, angry)"),
+    Case("explain.py", [*PREDICT, "-text", "hi", "-max_evals", "0"], "argument -max_evals/--max_evals: must be a positive integer, got 0"),
+    # Header problems.
+    Case("bert_rep_extract.py", [*EXTRACT, "-task", "twice"], "train.csv: header: column(s) 'text' appear more than once",
+         duplicate_header("text"), id="duplicate-text-header"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-task", "twice"], "train.csv: header: column(s) 'label' appear more than once",
+         duplicate_header("label"), id="duplicate-label-header"),
+    Case("report.py", ["-task", "../x"], "argument -task/--task: '../x' contains a path separator"),
+    Case("prepare_data.py", ["--from", "no/such/folder"], "argument --from: no/such/folder: no such folder"),
+]
+
+
+def case_id(case: Case) -> str:
+    if case.id:
+        return case.id
+    option = next((a for a in reversed(case.argv) if a.startswith("-") and not a.lstrip("-").replace(".", "").isdigit()), "")
+    return f"{case.script}{option}={case.argv[case.argv.index(option) + 1] if option else ''}"
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory, tiny_models) -> Path:
+    """A project folder: the toy task in data/, extracted into dataset/, one finished run in Logs/."""
+    project = tmp_path_factory.mktemp("template") / "project"
+    write_task(project / "data")
+    extract_all(project / "data", project / "dataset", tiny_models)
+    argv = ["-dataset", "toy", "-device", "cpu", "-dataset_dir", str(project / "dataset"), "-data_dir", str(project / "data"),
+            "-out", str(project / "Logs"), "-epochs", "2"]
+    assert main_script.main(argv) == 0
+    return project
+
+
+@pytest.fixture
+def project(template, tmp_path, monkeypatch) -> Path:
+    """A fresh copy of the template, as the current folder (scripts read data/, dataset/, Logs/)."""
+    copy = tmp_path / "project"
+    shutil.copytree(template, copy)
+    monkeypatch.chdir(copy)
+    return copy
+
+
+@pytest.fixture
+def model_loads(monkeypatch) -> list[str]:
+    """Every transformers model load, recorded (the loads still happen)."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    loads: list[str] = []
+    for cls in (AutoModel, AutoModelForSequenceClassification):
+        real = cls.from_pretrained.__func__
+
+        def recording(klass, name, *args, _real=real, **kwargs):
+            loads.append(str(name))
+            return _real(klass, name, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(recording))
+    return loads
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_a_bad_input_is_one_error_line_exit_2_with_nothing_loaded_or_written(case, project, tiny_models, model_loads, capsys):
+    extra = case.setup(project, tiny_models) if case.setup else []
+    names = {"bert": str(tiny_models["bert"]), "llama": str(tiny_models["llama"]), "run": str(finished_run(project))}
+    argv = [a.format(**names) for a in case.argv] + extra
+    before = snapshot(project)
+    capsys.readouterr()
+
+    code = SCRIPTS[case.script](argv)
+
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and case.message in last, last
+    assert model_loads == []
+    assert snapshot(project) == before
+    assert not Path("/tmp/x.html").exists() and not (project.parent / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["main.py", "-dataset", "toy", "-batch_size", "-5"],
+    ["bert_rep_extract.py", "-task", "../../elsewhere", "-mode", "train"],
+    ["predict.py", "-run", "Logs", "-text", "hi", "-topk", "-2"],
+])
+def test_the_published_command_lines_exit_2_with_one_line_on_stderr(command, project):
+    done = subprocess.run([sys.executable, str(REPO / command[0]), *command[1:]], capture_output=True, text=True,
+                          cwd=project, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: argument "), done.stderr
+    assert done.stdout == ""
