@@ -25,7 +25,7 @@ import logging
 import sys
 
 from fec.backbones import ModelError, pick_device
-from fec.cli import add_common_logging, run_script, setup_logging
+from fec.cli import add_common_logging, run_script
 from fec.data import DataError
 from fec.fusion_data import SOURCES, load_fusion_data
 from fec.options import (
@@ -123,7 +123,6 @@ def run(args: argparse.Namespace) -> dict:
 def train_run(args: argparse.Namespace, run_dir, data, cfg: TrainConfig, template, seeds: list[int], mode: str,
               slot_dirs: dict[str, str], device) -> dict:
     """Train every seed into `run_dir` and write the run's files (config, model spec, results)."""
-    setup_logging(args.log_level, logfile=run_dir / "train.log")
     log.info("run folder %s; mode %s; device %s; seeds %s", run_dir, mode, device, seeds)
     log.info("model:\n%s", template.describe())
     write_json(run_dir / "config.json", {

@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except SystemExit as e:  # -h
+        return int(e.code or 0)
 
     logger = logging.getLogger("fec")
     handler = logging.StreamHandler(sys.stderr)

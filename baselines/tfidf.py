@@ -35,7 +35,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from fec.cli import add_common_logging, run_script, setup_logging
+from fec.cli import add_common_logging, run_script
 from fec.data import DataError, available_modes, load_splits
 from fec.options import ArgumentParser, add_seed_options, chosen_seeds, positive_float, positive_int, task_name
 from fec.provenance import provenance
@@ -155,7 +155,6 @@ def fit_run(args: argparse.Namespace, run_dir, splits: dict, features: dict, voc
             seeds: list[int], grid: list[float], started: float) -> dict:
     """Fit every seed on the TF-IDF features into `run_dir` and write the run's files."""
     label_names = splits["train"].label_names
-    setup_logging(args.log_level, logfile=run_dir / "train.log")
     log.info("run folder %s; seeds %s; C %s", run_dir, seeds, "fixed " + str(args.C) if args.C is not None else f"from grid {grid}")
     if "test" not in splits:
         log.warning("%s: no test.csv; reporting validation metrics only", args.dataset)

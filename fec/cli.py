@@ -14,7 +14,9 @@ import argparse
 import errno
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from fec.options import UsageError
 
@@ -27,12 +29,34 @@ def add_common_logging(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-log_level", "--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity")
 
 
-def setup_logging(level: str = "INFO", logfile=None) -> None:
-    """Log to stderr (and to `logfile` when given) as `time level message`."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if logfile is not None:
-        handlers.append(logging.FileHandler(logfile, encoding="utf-8"))
-    logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", handlers=handlers, force=True)
+LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Log to stderr as `time level message`. A log line that cannot be written (a full disk) is
+    dropped rather than printed as a traceback: the error that matters is reported by the write
+    that fails next."""
+    logging.raiseExceptions = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LOG_FORMAT)
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
+
+
+@contextmanager
+def also_log_to(path: Path) -> Iterator[None]:
+    """Copy every log line to `path` (a run's train.log) for the body of a `with`."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(LOG_FORMAT)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        try:
+            handler.close()
+        except OSError:  # the last lines could not be flushed (disk full): the run's error says why
+            pass
 
 
 def fail(err: Exception) -> int:

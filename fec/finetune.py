@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from fec.backbones import ModelError, ensure_pad_token, model_fingerprint, pick_device, resolve_model
-from fec.cli import add_common_logging, run_script, setup_logging
+from fec.cli import add_common_logging, run_script
 from fec.data import DataError, Split, available_modes, load_splits
 from fec.options import (
     ArgumentParser,
@@ -366,7 +366,6 @@ def finetune_run(args: argparse.Namespace, run_dir: Path, cfg: FinetuneConfig, s
     """Fine-tune every seed into `run_dir` and write the run's files."""
     train = splits["train"]
     multilabel, label_names = train.multilabel, train.label_names
-    setup_logging(args.log_level, logfile=run_dir / "train.log")
     if "test" not in splits:
         log.warning("%s: no test.csv; reporting validation metrics only", args.dataset)
     warmup, planned = planned_warmup(cfg, len(train))

@@ -15,7 +15,8 @@ Runs pool when the same script trained the same recipe on the same features:
 A seed trained twice for one recipe counts once: the later run's. Each row gives the command that
 trains the recipe (without its seeds), the seeds, and mean±std (sample std, ddof 1) over them of
 the test metrics; valid where some seed has no test split. Runs stopped part-way count with the
-seeds they finished (results.json is rewritten after every seed) and are marked `(unfinished)`.
+seeds they finished (results.json is rewritten after every seed) and are marked `(unfinished)`,
+or `(interrupted)` / `(failed)` when they stopped on Ctrl-C or an error (their `failed.json`).
 The `at chance` column counts the seeds that never got below guessing the train label frequencies
 (main.py flags them per seed), so a mean over trained and untrained seeds does not pass unnoticed;
 seeds from runs older than that flag are counted as unknown.
@@ -62,6 +63,15 @@ class Run:
     key: str
     seeds: dict[int, dict]
     finished: bool = True
+    failure: str | None = None  # the error it stopped on (failed.json); its finished seeds still count
+
+    @property
+    def label(self) -> str:
+        """The folder's name as the table shows it, with `(interrupted)`, `(failed)` or `(unfinished)`
+        when it did not finish."""
+        if self.failure:
+            return f"{self.folder.name} ({'interrupted' if self.failure == 'interrupted' else 'failed'})"
+        return self.folder.name + ("" if self.finished else " (unfinished)")
 
 
 @dataclass
@@ -160,7 +170,7 @@ def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
     seeds = {int(entry["seed"]): entry for entry in results.get("seeds", [])}
     # Written after every seed; results.json files older than that flag exist only for finished runs.
     finished = results.get("finished", True)
-    return Run(folder, task, config.get("created", ""), command, features, key, seeds, finished)
+    return Run(folder, task, config.get("created", ""), command, features, key, seeds, finished, failed)
 
 
 def find_runs(paths: list[Path], defaults: dict[str, dict], task: str | None = None) -> list[Run]:
@@ -210,7 +220,7 @@ def pool(runs: list[Run]) -> list[Row]:
         split = "test" if all(entry.get("test") for entry in entries) else "valid"
         metrics = SINGLE_LABEL_METRICS if "wf1" in entries[0][split] else MULTILABEL_METRICS
         first = members[0]
-        used = sorted({chosen[seed][0].folder.name + ("" if chosen[seed][0].finished else " (unfinished)") for seed in chosen})
+        used = sorted({chosen[seed][0].label for seed in chosen})
         rows.append(Row(first.task, first.command, first.features, sorted(chosen), split,
                         {m: mean_std_stats([entry[split][m] for entry in entries]) for m in metrics},
                         used, [entry.get("at_chance") for entry in entries]))

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from fec.cli import also_log_to
 from fec.options import UsageError
 from fec.paths import inside
 from fec.store import atomic_write, atomic_write_text
@@ -78,12 +79,14 @@ def make_run_dir(out: Path | str, task: str) -> Path:
 
 @contextmanager
 def run_folder(out: Path | str, task: str) -> Iterator[Path]:
-    """A new run folder (`make_run_dir`) for the body of a `with`; if the body fails, the folder
+    """A new run folder (`make_run_dir`) for the body of a `with`, every log line copied to its
+    train.log; if the body fails, the folder
     gets `failed.json` (the error, its traceback, when), so `report.py` names it as failed
     instead of taking it for a run in progress. Seeds it finished stay usable."""
     run_dir = make_run_dir(out, task)
     try:
-        yield run_dir
+        with also_log_to(run_dir / "train.log"):
+            yield run_dir
     except BaseException as err:
         mark_failed(run_dir, err)
         raise

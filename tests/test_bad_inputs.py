@@ -28,6 +28,8 @@ import prepare_data as prepare_data_script
 import report as report_script
 from baselines import tfidf
 from fec import extract, finetune
+from fec.options import UsageError
+from fec.paths import inside, slug
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS: dict[str, Callable[[list[str]], int]] = {
@@ -280,3 +282,51 @@ def test_the_published_command_lines_exit_2_with_one_line_on_stderr(command, pro
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: argument "), done.stderr
     assert done.stdout == ""
+
+
+def test_names_from_data_become_file_names_only_through_one_slug_and_paths_stay_inside_their_root(tmp_path):
+    assert slug("../../../../tmp/x") == "tmp-x"
+    assert slug("<img src=x onerror=alert(1)>") == "img-src-x-onerror-alert-1"
+    assert slug("\x00\n") == "text"
+    assert inside(tmp_path, "ED", "llama", "train.safetensors") == tmp_path / "ED" / "llama" / "train.safetensors"
+    for escape in (["..", "x"], ["/tmp/x"], ["ED/../../x"]):
+        with pytest.raises(UsageError, match="outside"):
+            inside(tmp_path, *escape)
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """mount_tmpfs(options) -> an empty tmpfs folder mounted with those options (a real read-only
+    or full file system); skipped where mounting is not allowed (not root, no CAP_SYS_ADMIN)."""
+    mounted = []
+
+    def mount(options: str) -> Path:
+        folder = tmp_path / f"mnt{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_read_only_out_folder_is_one_error_line_and_no_run(project, mount_tmpfs, capsys):
+    read_only = mount_tmpfs("ro,size=1m")
+    assert main_script.main([*TRAIN, "-out", str(read_only)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"error: -out {read_only}: cannot create a run folder in it (Read-only file system)"
+    assert "Traceback" not in err
+
+
+def test_a_full_disk_under_out_is_one_error_line_naming_the_file(project, mount_tmpfs, capsys):
+    full = mount_tmpfs("size=4k")
+    (full / "filler").write_bytes(b"x" * 4096)  # the one page there is
+    assert main_script.main([*TRAIN, "-out", str(full)]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {full}/toy_") and last.endswith(": cannot write (No space left on device)"), last
+    assert "Traceback" not in err

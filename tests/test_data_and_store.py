@@ -144,3 +144,12 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_label_or_column(tmp_path):
+    bom = "\ufeff"
+    write(tmp_path / "t" / "label2idx.txt", f"{bom}happy 0\nsad 1\n")
+    write(tmp_path / "t" / "train.csv", f"{bom}text,label\nso glad,happy\nso down,1\n")
+    split = load_split(tmp_path, "t", "train")
+    assert split.label_names == ["happy", "sad"] and split.labels.tolist() == [0, 1]
+    assert split.texts == ["so glad", "so down"]

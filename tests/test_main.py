@@ -158,3 +158,4 @@ def test_the_chance_floor_is_the_entropy_of_the_label_frequencies():
     assert prior_entropy(balanced) == pytest.approx(math.log(4))
     assert prior_entropy(skewed) < 0.5 * math.log(3)
     assert at_chance(math.log(4), prior_entropy(balanced)) and not at_chance(0.5 * math.log(4), prior_entropy(balanced))
+

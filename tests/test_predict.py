@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,20 @@ def test_explain_writes_html_and_png_for_the_predicted_and_a_chosen_label(toy_ru
     assert "<html>" in (tmp_path / "so-glad-and-happy-today.sad.html").read_text()
     assert explain_script.main([*argv, "-label", "bored"]) == 2
     assert "not a label of this run (joyful, sad, angry)" in capsys.readouterr().err
+
+
+def test_explain_escapes_the_text_and_keeps_label_file_names_inside_the_out_folder(toy_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    spec = json.loads((run / "model.json").read_text())
+    spec["label_names"][0] = "../../../escaped"  # a run written before label names were checked
+    (run / "model.json").write_text(json.dumps(spec))
+    out = tmp_path / "explanations"
+    text = "<img src=x onerror=alert(1)> so happy"
+    argv = ["-run", str(run), "-device", "cpu", "-text", text, "-label", "../../../escaped", "-max_evals", "20", "-out", str(out)]
+    assert explain_script.main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["img-src-x-onerror-alert-1-so-happy.escaped.html",
+                                                     "img-src-x-onerror-alert-1-so-happy.escaped.png"]
+    page = (out / "img-src-x-onerror-alert-1-so-happy.escaped.html").read_text()
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert not (tmp_path.parent / "escaped.html").exists()

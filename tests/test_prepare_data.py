@@ -169,7 +169,7 @@ def test_task_selection(src, tmp_path, capsys, monkeypatch):
     assert _err_line(capsys) == f"error: task folder not found: {src / 'absent'}"
     # a missing source folder
     assert prepare_data.main(["--from", str(tmp_path / "nope"), "--data-dir", str(dst)]) == 2
-    assert "source folder not found" in _err_line(capsys)
+    assert _err_line(capsys) == f"error: argument --from: {tmp_path / 'nope'}: no such folder"
 
 
 def test_unknown_task_copied_as_is_with_warning(src, tmp_path, capsys):

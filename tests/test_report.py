@@ -106,9 +106,35 @@ def test_a_run_stopped_after_its_first_seed_keeps_that_seed(toy_store, tmp_path,
     (run_dir,) = [p for p in logs.iterdir() if p.is_dir()]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["finished"] is False and [s["seed"] for s in results["seeds"]] == [0] and results["best_seed"] == 0
+    assert json.loads((run_dir / "failed.json").read_text())["error"] == "interrupted"
     (row,) = pooled_rows(capsys, logs)
-    assert row["seeds"] == "0" and row["runs"] == f"{run_dir.name} (unfinished)"
+    assert row["seeds"] == "0" and row["runs"] == f"{run_dir.name} (interrupted)"
     assert not (logs / "runs.csv").exists(), "runs.csv lists finished runs only"
+
+
+def test_a_run_that_failed_is_marked_so_in_its_folder_and_in_the_report(toy_store, tmp_path, capsys, monkeypatch):
+    _, dataset_dir = toy_store
+    logs = tmp_path / "Logs"
+    real_train_seed = main_script.train_seed
+
+    def out_of_memory_at_seed_1(data, cfg, seed, device):
+        if seed == 1:
+            raise RuntimeError("out of memory")
+        return real_train_seed(data, cfg, seed, device)
+
+    monkeypatch.setattr(main_script, "train_seed", out_of_memory_at_seed_1)
+    with pytest.raises(RuntimeError):
+        train(dataset_dir, logs, "-seeds", "0", "1")
+    with pytest.raises(RuntimeError):
+        train(dataset_dir, logs, "-seeds", "1")
+    first, second = sorted(p for p in logs.iterdir() if p.is_dir())
+    assert json.loads((first / "failed.json").read_text())["error"] == "RuntimeError: out of memory"
+    capsys.readouterr()
+    assert report.main([str(logs), "-format", "csv"]) == 0
+    printed = capsys.readouterr()
+    (row,) = csv.DictReader(io.StringIO(printed.out))
+    assert row["seeds"] == "0" and row["runs"] == f"{first.name} (failed)"
+    assert f"{second}: skipped, the run failed before a seed finished (RuntimeError: out of memory)" in printed.err
 
 
 def test_the_markdown_table_names_the_metrics_and_a_finished_run_says_so(toy_store, tmp_path, capsys):
@@ -147,7 +173,7 @@ def test_unreadable_runs_are_skipped_by_name_and_a_missing_folder_is_one_line(to
 def test_seeds_that_never_left_chance_are_counted_per_row(toy_store, tmp_path, capsys):
     _, dataset_dir = toy_store
     logs = tmp_path / "Logs"
-    assert train(dataset_dir, logs, "-seeds", "0", "1", "-lr", "0", "-norm", "none") == 0  # lr 0: nothing is learned
+    assert train(dataset_dir, logs, "-seeds", "0", "1", "-lr", "1e-12", "-norm", "none") == 0  # nothing is learned
     assert train(dataset_dir, logs, "-seeds", "0") == 0
     rows = {"-norm none" in row["command"]: row for row in pooled_rows(capsys, logs)}
     frozen, learned = rows[True], rows[False]

@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import torch
 from fec import chunks, scale, store
 from fec.chunks import chunk_file, parts_dir, plan_chunks, prepare_parts, record_file, verify_chunk, write_chunk
 from fec.extract import main
+from fec.locks import lock_path
 from fec.store import feature_path, load_features, manifest_path, save_features, save_features_streamed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,3 +203,43 @@ def test_quantised_loading_without_bitsandbytes_is_a_one_line_error(data_dir, tm
         "error: -load_in 8bit needs the bitsandbytes package, which is not installed: pip install bitsandbytes"
     )
     assert scale.parse_max_memory("0=20GiB, cpu=64GiB") == {0: "20GiB", "cpu": "64GiB"}
+
+
+def test_a_second_extraction_of_a_split_being_extracted_stops_naming_the_holder(data_dir, tmp_path, tiny_models, capsys):
+    model, ds = tiny_models["bert"], tmp_path / "ds"
+    args = argv(model, data_dir, ds, "train", "-chunk_rows", "10")  # 90 rows: 9 chunks
+    runner = tmp_path / "slow_runner.py"
+    runner.write_text(SLOW_RUNNER)
+    path = feature_path(ds, "toy", "bert", "train")
+    first = subprocess.Popen([sys.executable, str(runner), "0.5", "bert", *args], cwd=tmp_path, env=subprocess_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not list(parts_dir(path).glob("rows-*.json")):
+            assert first.poll() is None and time.monotonic() < deadline, "the first extraction never started a chunk"
+            time.sleep(0.05)
+        capsys.readouterr()
+        assert main("bert", args) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith(f"error: {lock_path(path)}: train is being extracted by process {first.pid} on {socket.gethostname()}")
+        assert last.endswith("wait for it to finish (or pass -wait), or delete the lock file if that process is gone")
+        assert main("bert", [*args, "-wait"]) == 0  # waits, then finds the split finished by the first
+        assert "extracted by another process meanwhile, skipped" in capsys.readouterr().err
+        assert first.wait(timeout=120) == 0, first.stderr.read()[-2000:]
+    finally:
+        first.kill()
+        first.wait()
+    assert load_features(path).manifest["extraction"]["chunks"] == 9
+    assert not parts_dir(path).exists() and not lock_path(path).exists()
+
+
+def test_a_lock_left_by_a_process_that_died_is_taken_over(data_dir, tmp_path, tiny_models, capsys):
+    ds = tmp_path / "ds"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = lock_path(feature_path(ds, "toy", "bert", "valid"))
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "2026-01-01T00:00:00"}))
+    assert main("bert", argv(tiny_models["bert"], data_dir, ds, "valid")) == 0
+    assert f"left by process {dead.pid}, which no longer runs; taking it over" in capsys.readouterr().err
+    assert not lock.exists() and feature_path(ds, "toy", "bert", "valid").is_file()
