@@ -89,8 +89,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fec.backbones import SLOTS, Backbone, load_backbone, pick_device, pick_dtype, resolve_model  # noqa: E402
+from fec.cli import fail  # noqa: E402
 from fec.data import MODES, available_modes, load_split  # noqa: E402
 from fec.extract import extract_features, pad_right  # noqa: E402
+from fec.options import ArgumentParser, Distinct, UsageError, device, non_negative_int, positive_int, task_name  # noqa: E402
 from fec.provenance import provenance  # noqa: E402
 from fec.standins import PREFIX, PRESETS, STANDINS  # noqa: E402
 
@@ -660,26 +662,26 @@ def print_scale(r: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--slots", nargs="+", default=list(SLOTS), choices=list(SLOTS), help="slots to benchmark")
-    parser.add_argument("--n", type=int, default=None, help="texts to time (default 512; 4096 with --llama7b-random)")
-    parser.add_argument("--device", default="auto", help="cuda, cpu, or auto")
-    parser.add_argument("--warmup", type=int, nargs="?", const=1, default=1, help="untimed warm-up calls per recipe (first 4 texts each)")
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slots", nargs="+", action=Distinct, default=list(SLOTS), choices=list(SLOTS), help="slots to benchmark")
+    parser.add_argument("--n", type=positive_int, default=None, help="texts to time (default 512; 4096 with --llama7b-random)")
+    parser.add_argument("--device", type=device, default="auto", help="cuda, cpu, or auto")
+    parser.add_argument("--warmup", type=non_negative_int, nargs="?", const=1, default=1, help="untimed warm-up calls per recipe (first 4 texts each)")
     parser.add_argument("--json", default=None, metavar="OUT", help="also write every result to this JSON file")
     parser.add_argument("--data_dir", default="data", help="folder holding TASK/SPLIT.csv")
-    parser.add_argument("--task", default=None, help="task folder (default ED; with --llama7b-random: ED and go_emotion)")
+    parser.add_argument("--task", type=task_name, default=None, help="task folder (default ED; with --llama7b-random: ED and go_emotion)")
     parser.add_argument("--split", default="train", choices=MODES, help="split the texts are sampled from")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the text sample")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the text sample")
     parser.add_argument("--tiny", action="store_true", help="tiny random models from configs instead of the stand-ins")
     parser.add_argument("--model", action="append", default=[], metavar="SLOT=SPEC", help="use SPEC (hub id, directory, offline:NAME) for SLOT")
-    parser.add_argument("--check_n", type=int, default=32, help="texts for the llama-slot equivalence check (0: skip)")
+    parser.add_argument("--check_n", type=non_negative_int, default=32, help="texts for the llama-slot equivalence check (0: skip)")
     parser.add_argument("--inprocess", action="store_true", help="run every recipe in this process (no per-recipe peak RSS)")
     parser.add_argument("--llama7b-random", dest="llama7b_random", action="store_true", help="GPU scale mode (see the module docstring)")
     parser.add_argument("--tokenizer", default=None, help="--llama7b-random: tokenizer for the real lengths (default offline:smollm2-135m)")
-    parser.add_argument("--batch_size", type=int, default=64, help="--llama7b-random: texts per batch (extract_features' default)")
-    parser.add_argument("--max_tokens", type=int, default=16384, help="--llama7b-random: padded tokens per batch (extract_features' default)")
-    parser.add_argument("--published_n", type=int, default=256, help="--llama7b-random: texts for the published recipe on the same random model (0: skip)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice, one per core)")
+    parser.add_argument("--batch_size", type=positive_int, default=64, help="--llama7b-random: texts per batch (extract_features' default)")
+    parser.add_argument("--max_tokens", type=positive_int, default=16384, help="--llama7b-random: padded tokens per batch (extract_features' default)")
+    parser.add_argument("--published_n", type=non_negative_int, default=256, help="--llama7b-random: texts for the published recipe on the same random model (0: skip)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--worker", nargs=2, metavar=("SLOT", "RECIPE"), help=argparse.SUPPRESS)
     parser.add_argument("--model_path", help=argparse.SUPPRESS)
@@ -687,12 +689,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as err:
+        return fail(err)
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True)
     for item in args.model:
         if "=" not in item or item.split("=", 1)[0] not in SLOTS:
-            print(f"error: --model {item}: expected SLOT=SPEC with SLOT one of {', '.join(SLOTS)}", file=sys.stderr)
-            return 2
+            return fail(f"--model {item}: expected SLOT=SPEC with SLOT one of {', '.join(SLOTS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:

@@ -51,8 +51,10 @@ from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from fec.backbones import pick_device  # noqa: E402
+from fec.cli import fail  # noqa: E402
 from fec.fusion import DownstreamModel  # noqa: E402
 from fec.fusion_data import FusionData, SplitInputs  # noqa: E402
+from fec.options import ArgumentParser, UsageError, device, non_negative_int, positive_int  # noqa: E402
 from fec.provenance import provenance  # noqa: E402
 from fec.train import TrainConfig, train_seed  # noqa: E402
 
@@ -185,22 +187,25 @@ def run_ours(data: dict, classes: int, epochs: int, device: torch.device) -> dic
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--n", type=int, default=4000, help="train rows (valid and test get n/4 each)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs for each loop")
-    parser.add_argument("--device", default="auto", help="cuda, cpu, or auto")
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=positive_int, default=4000, help="train rows (valid and test get n/4 each)")
+    parser.add_argument("--epochs", type=positive_int, default=2, help="epochs for each loop")
+    parser.add_argument("--device", type=device, default="auto", help="cuda, cpu, or auto")
     parser.add_argument("--dims", default="published", choices=sorted(DIMS), help="published: (5,4096),(1024,),(1024,); standin: (5,576),(384,),(768,)")
-    parser.add_argument("--classes", type=int, default=32, help="labels (ED has 32)")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the published loop (published: 4)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic features")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--classes", type=positive_int, default=32, help="labels (ED has 32)")
+    parser.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader workers of the published loop (published: 4)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the synthetic features")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", default=None, metavar="OUT", help="also write the results to this JSON file")
     parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as err:
+        return fail(err)
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -113,6 +113,8 @@ def plan_batches(lengths: np.ndarray, batch_size: int, max_tokens: int, order: s
     padded tokens (a single text longer than the budget still gets its own batch).
     `file`: consecutive rows in file order, `batch_size` at a time (the published recipe).
     """
+    if batch_size < 1 or max_tokens < 1:
+        raise ValueError(f"batch_size {batch_size} and max_tokens {max_tokens} must both be at least 1")
     if order == "file":
         return [np.arange(start, min(start + batch_size, len(lengths))) for start in range(0, len(lengths), batch_size)]
     if order != "length":
@@ -192,6 +194,8 @@ def extract_features(
     `fallback` returns a float32 copy of the backbone, used only for rows whose features come
     out non-finite in half precision.
     """
+    if max_len < 1:
+        raise ValueError(f"max_len {max_len}: must be at least 1 (0 would turn truncation off)")
     if slot == "llama" and not 1 <= layers <= backbone.num_hidden_states:
         raise ModelError(f"-layers {layers}: the model has {backbone.num_hidden_states} hidden states (embeddings + layers)")
     encoded = backbone.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]

@@ -27,6 +27,7 @@ import predict as predict_script
 import prepare_data as prepare_data_script
 import report as report_script
 from baselines import tfidf
+from bench import extract_speed, train_speed
 from fec import extract, finetune
 from fec.options import UsageError
 from fec.paths import inside, slug
@@ -42,6 +43,8 @@ SCRIPTS: dict[str, Callable[[list[str]], int]] = {
     "explain.py": explain_script.main,
     "report.py": report_script.main,
     "prepare_data.py": prepare_data_script.main,
+    "bench/extract_speed.py": extract_speed.main,
+    "bench/train_speed.py": train_speed.main,
 }
 
 
@@ -199,6 +202,10 @@ CASES = [
          duplicate_header("label"), id="duplicate-label-header"),
     Case("report.py", ["-task", "../x"], "argument -task/--task: '../x' contains a path separator"),
     Case("prepare_data.py", ["--from", "no/such/folder"], "argument --from: no/such/folder: no such folder"),
+    Case("prepare_data.py", ["--tasks", "ED", "ED"], "argument --tasks: ED is given twice"),
+    Case("bench/extract_speed.py", ["--n", "0"], "argument --n: must be a positive integer, got 0"),
+    Case("bench/extract_speed.py", ["--model", "gpu=x"], "--model gpu=x: expected SLOT=SPEC"),
+    Case("bench/train_speed.py", ["--epochs", "-1"], "argument --epochs: must be a positive integer, got -1"),
 ]
 
 
