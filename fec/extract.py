@@ -63,6 +63,7 @@ from fec.provenance import provenance
 from fec.scale import (
     LOAD_IN,
     Ranks,
+    close_distributed,
     load_placed_backbone,
     parse_max_memory,
     placement,
@@ -580,12 +581,3 @@ def build_manifest(args: argparse.Namespace, slot: str, mode: str, split, settin
 def main(slot: str, argv: list[str] | None = None) -> int:
     return run_script(build_parser(slot), lambda args: run(args, slot),
                       (DataError, StoreError, ModelError, NonFiniteFeaturesError, PeerFailed, LockHeld), argv, cleanup=close_distributed)
-
-
-def close_distributed() -> None:
-    """Leave the process group a launcher started (a no-op when running alone)."""
-    import sys
-
-    if "torch.distributed" in sys.modules and torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-

@@ -2,8 +2,9 @@
 
 Data parallel: under `accelerate launch` or `torchrun` (WORLD_SIZE > 1) the extractor joins the
 process group through `accelerate.PartialState` (NCCL on GPUs, gloo on CPU), and `Ranks` gives
-it the few collectives it needs: a barrier, "did every process succeed", and a broadcast from
-rank 0. Alone (no launcher) nothing distributed is imported or started.
+it the few collectives it needs: "did every process succeed" and a broadcast from rank 0;
+`close_distributed` tears the group down in order at the end. Alone (no launcher) nothing
+distributed is imported or started.
 
     accelerate launch --multi_gpu --num_processes 4 llama2_rep_extract.py -task ED -mode all
     torchrun --nproc_per_node 4 llama2_rep_extract.py -task ED -mode all
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 LOAD_IN = ("8bit", "4bit")
 # A process that finishes its chunks waits for the others (and for rank 0's merge) at most this long.
 COLLECTIVE_TIMEOUT = timedelta(hours=3)
+# At the end, how long a process waits for the others to reach teardown before leaving anyway.
+TEARDOWN_TIMEOUT = timedelta(seconds=60)
 
 
 class Ranks:
@@ -63,10 +66,6 @@ class Ranks:
 
         return self.state.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
-    def barrier(self) -> None:
-        if self.distributed:
-            self.state.wait_for_everyone()
-
     def all_ok(self, ok: bool) -> bool:
         """True when every process passes ok=True (a collective: every process must call it)."""
         if not self.distributed:
@@ -87,13 +86,6 @@ class Ranks:
         dist.broadcast_object_list(box, src=0, device=self._device())
         return box[0]
 
-    def close(self) -> None:
-        if self.distributed:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
-
 
 def ranks_from_env(device_request: str | None) -> Ranks:
     """Join the process group when started by a launcher (WORLD_SIZE > 1), else a lone rank 0."""
@@ -104,6 +96,36 @@ def ranks_from_env(device_request: str | None) -> Ranks:
     cpu = device_request == "cpu" or (device_request in (None, "auto") and not torch.cuda.is_available())
     state = PartialState(cpu=cpu, timeout=COLLECTIVE_TIMEOUT)
     return Ranks(state)
+
+
+def close_distributed() -> None:
+    """Leave the process group a launcher started; a no-op when running alone.
+
+    Teardown is ordered: every process first waits until all have arrived (so none closes its
+    connections while a peer is still in a collective), then the group is destroyed and garbage
+    collected at once. That frees the group's native worker threads and the tensors their work
+    items hold now, while the interpreter is fully alive, instead of during interpreter shutdown,
+    where freeing them can abort a process that has already finished its work (SIGABRT,
+    "terminate called without an active exception").
+    """
+    import gc
+    import sys
+
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=TEARDOWN_TIMEOUT, wait_all_ranks=True)
+        else:
+            dist.barrier()
+    except RuntimeError as err:  # a peer died: leave anyway, its error is reported by the launcher
+        log.warning("not every process reached the end (%s); leaving the process group", str(err).splitlines()[0])
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def rank_device(device: torch.device, ranks: Ranks) -> torch.device:

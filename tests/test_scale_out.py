@@ -186,6 +186,44 @@ def test_two_processes_under_accelerate_launch_write_the_store_one_process_write
         assert manifest["extraction"]["processes"] == 2 and not parts_dir(two).exists()
 
 
+# Rank 0 reaches the end seconds after rank 1 (it alone merges, and its merge is slowed down).
+LATE_RANK_0_RUNNER = """
+import os, sys, time
+from fec import chunks, extract
+real = chunks.merge_chunks
+def late(*args, **kwargs):
+    time.sleep(3)
+    return real(*args, **kwargs)
+extract.merge_chunks = late
+sys.exit(extract.main(sys.argv[1], sys.argv[2:]))
+"""
+
+
+def test_processes_that_reach_the_end_seconds_apart_both_exit_cleanly(data_dir, tmp_path, tiny_models):
+    runner = tmp_path / "late_rank_0.py"
+    runner.write_text(LATE_RANK_0_RUNNER)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(runner), "bert",
+           *argv(tiny_models["bert"], data_dir, tmp_path / "ds", "valid", "-chunk_rows", "1000")]  # one chunk: rank 1 has none
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=subprocess_env(), timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "terminate called" not in done.stderr and "not every process reached the end" not in done.stderr
+    assert load_features(feature_path(tmp_path / "ds", "toy", "bert", "valid")).manifest["extraction"]["processes"] == 2
+
+
+def test_close_distributed_leaves_no_process_group_behind(tmp_path):
+    import torch.distributed as dist
+
+    from fec.scale import close_distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    box = [{"plan": [1, 2]}]
+    dist.broadcast_object_list(box, src=0, device=torch.device("cpu"))
+    close_distributed()
+    assert not dist.is_initialized()
+    close_distributed()  # alone, or a second time: nothing to do
+
+
 def test_device_map_auto_gives_the_same_features_and_is_recorded(data_dir, tmp_path, tiny_models):
     model = tiny_models["llama"]
     assert main("llama", argv(model, data_dir, tmp_path / "mapped", "valid", "-device_map", "auto")) == 0
