@@ -1,58 +1,13 @@
 """Explain a prediction: which words pushed the model towards a label (SHAP over the full pipeline).
 
-    python explain.py -run Logs/ED_20261122-101500 -text "I was so scared walking home alone last night"
-    python explain.py -run Logs/ED_20261122-101500 -text "..." -label anxious -max_evals 400
+    python explain.py --run Logs/ED_20261122-101500 --text "I was so scared walking home alone last night"
 
-Writes `<run>/explanations/<text>.<label>.html` (SHAP's text plot) and `.png` (a bar chart of the
-top words). Cost: about -max_evals texts through the three backbones per sentence (10-20 s on
-2 CPU cores with the offline stand-ins at the default 200).
+See `fec.commands.explain` (every option: `python explain.py -h`) and `fec.explain`.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-from fec.backbones import ModelError
-from fec.cli import add_common_logging, run_script
-from fec.data import DataError, check_texts
-from fec.explain import explain_text
-from fec.options import ArgumentParser, device, existing_dir, non_negative_int, positive_int
-from fec.predict import EmotionClassifier, RunError, read_run_spec
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(description="SHAP token attributions for a trained run's prediction.")
-    parser.add_argument("-run", "--run", type=existing_dir, required=True, help="a run folder written by main.py")
-    parser.add_argument("-text", "--text", required=True, action="append", help="the text to explain (repeatable)")
-    parser.add_argument("-label", "--label", default=None, help="explain this label instead of the predicted one")
-    parser.add_argument("-max_evals", "--max_evals", type=positive_int, default=200, help="pipeline evaluations per text (SHAP budget)")
-    parser.add_argument("-batch_size", "--batch_size", type=positive_int, default=64, help="texts per backbone batch")
-    parser.add_argument("-out", "--out", default=None, help="output folder (default: RUN/explanations)")
-    parser.add_argument("-seed", "--seed", type=non_negative_int, default=None, help="which seed's checkpoint (default: the best on validation)")
-    parser.add_argument("-device", "--device", type=device, default="auto", help="cuda, cpu, or auto")
-    add_common_logging(parser)
-    return parser
-
-
-def run(args: argparse.Namespace) -> None:
-    check_texts(args.text, "-text")
-    names = read_run_spec(args.run)["label_names"]
-    if args.label is not None and args.label not in names:
-        raise RunError(f"-label {args.label}: not a label of this run ({', '.join(names)})")
-    out = Path(args.out) if args.out else args.run / "explanations"
-    clf = EmotionClassifier.load(args.run, seed=args.seed, device=args.device)
-    for text in args.text:
-        result = explain_text(clf, text, out, label=args.label, max_evals=args.max_evals, batch_size=args.batch_size)
-        top = sorted(zip(result.tokens, result.values), key=lambda tv: -abs(tv[1]))[:5]
-        print(f"{result.label} (p={result.prob:.3f}) <- " + ", ".join(f"{t.strip()} {v:+.3f}" for t, v in top))
-        print(f"    {result.html}\n    {result.png}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, (RunError, ModelError, DataError), argv)
-
+from fec.commands.explain import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,7 +24,7 @@ Per slot, two recipes on the same model files and the same texts:
   state. Deviations, none of which changes the work done: `AutoTokenizer` (fast) where the
   published encoders used the slow `BertTokenizer`/`RobertaTokenizer`, `.to(device)` instead of
   `device_map`, no `trust_remote_code`, no file writing.
-* ours: `fec.backbones.load_backbone` + `fec.extract.extract_features` with their defaults
+* ours: `fec.backbones.load_backbone` + `fec.features.extract_features` with their defaults
   (dtype auto: bfloat16 on CUDA, float32 on CPU; length-sorted batches of <= 64 texts and
   <= 16384 padded tokens; base model, masked mean).
 
@@ -91,7 +91,7 @@ import torch  # noqa: E402
 from fec.backbones import SLOTS, Backbone, load_backbone, pick_device, pick_dtype, resolve_model  # noqa: E402
 from fec.cli import fail  # noqa: E402
 from fec.data import MODES, available_modes, load_split  # noqa: E402
-from fec.extract import extract_features, pad_right  # noqa: E402
+from fec.features import extract_features, pad_right  # noqa: E402
 from fec.options import ArgumentParser, Distinct, UsageError, device, non_negative_int, positive_int, task_name  # noqa: E402
 from fec.provenance import provenance  # noqa: E402
 from fec.standins import PREFIX, PRESETS, STANDINS  # noqa: E402

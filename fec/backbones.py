@@ -14,6 +14,7 @@ A model is named by a hub id, a local directory, or an offline stand-in (`offlin
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import torch
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+LOAD_IN = ("8bit", "4bit")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
@@ -185,22 +187,97 @@ def ensure_pad_token(tokenizer) -> str:
     return tokenizer.pad_token
 
 
-def load_backbone(spec: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False) -> Backbone:
+def load_backbone(
+    spec: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False, *,
+    device_map: str | None = None, load_in: str | None = None, max_memory: dict | None = None,
+) -> Backbone:
+    """Load `spec` as a base model (no LM head) with its tokenizer, on `device` in `dtype`.
+
+    `device_map` places the layers with Accelerate's big-model inference (GPUs, then CPU RAM,
+    then disk; `max_memory` caps each device) and `load_in` quantises the weights with
+    bitsandbytes; such a model is never moved after loading, and `Backbone.device` is the device
+    of its first module, where inputs go.
+    """
     from transformers import AutoModel, AutoTokenizer
 
     resolved = resolve_model(spec)
-    log.info("loading %s (%s) on %s as %s", spec, resolved, device, str(dtype).removeprefix("torch."))
+    kwargs: dict = {}
+    if device_map is not None or load_in is not None:
+        # Quantised weights cannot be moved after loading: without a map they go straight onto -device.
+        kwargs["device_map"] = device_map or {"": (device.index or 0) if device.type == "cuda" else str(device)}
+        if max_memory:
+            kwargs["max_memory"] = max_memory
+        if load_in:
+            kwargs["quantization_config"] = quantization_config(load_in, dtype)
+    log.info("loading %s (%s) on %s as %s%s", spec, resolved, kwargs.get("device_map", device), str(dtype).removeprefix("torch."),
+             f", {load_in} weights" if load_in else "")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(resolved), trust_remote_code=trust_remote_code)
         model, info = AutoModel.from_pretrained(
-            str(resolved), dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True
+            str(resolved), dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs
         )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ImportError) as err:
         raise ModelError(f"{spec}: cannot load ({str(err).splitlines()[0]})") from err
     missing = sorted(info.get("missing_keys", []))
     randomly_initialised = [k for k in missing if not k.startswith("pooler.")]
     if randomly_initialised:
-        log.warning("%s: %d weights are not in the checkpoint and were initialised randomly: %s", spec, len(randomly_initialised), ", ".join(randomly_initialised[:5]))
-    model.to(device).eval()
+        log.warning("%s: %d weights are not in the checkpoint and were initialised randomly: %s", spec,
+                    len(randomly_initialised), ", ".join(randomly_initialised[:5]))
+    model.eval()
+    if "device_map" in kwargs:
+        hf_map = getattr(model, "hf_device_map", None) or {"": str(device)}
+        device = _as_device(next(iter(hf_map.values())))
+        log.info("%s placed as %s", spec, placement(model) or {str(device): 1})
+    else:
+        model.to(device)
     pad = ensure_pad_token(tokenizer)
     return Backbone(tokenizer, model, spec, str(resolved), model_fingerprint(resolved), pad, device, dtype, missing)
+
+
+def parse_max_memory(text: str | None) -> dict | None:
+    """`0=20GiB,1=20GiB,cpu=64GiB` -> {0: "20GiB", 1: "20GiB", "cpu": "64GiB"} (for -device_map auto)."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        name, sep, size = item.partition("=")
+        if not sep or not name.strip() or not size.strip():
+            raise ModelError(f"-max_memory {text}: write DEVICE=SIZE pairs separated by commas, e.g. 0=20GiB,cpu=64GiB")
+        name = name.strip()
+        out[int(name) if name.isdigit() else name] = size.strip()
+    return out
+
+
+def bitsandbytes_installed() -> bool:
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def quantization_config(load_in: str, dtype: torch.dtype):
+    """A BitsAndBytesConfig for -load_in, or a one-line ModelError when bitsandbytes is missing."""
+    if load_in not in LOAD_IN:
+        raise ModelError(f"-load_in {load_in}: choose {' or '.join(LOAD_IN)}")
+    if not bitsandbytes_installed():
+        raise ModelError(f"-load_in {load_in} needs the bitsandbytes package, which is not installed: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    if load_in == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = dtype if dtype != torch.float32 else torch.bfloat16
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+
+
+def _as_device(where) -> torch.device:
+    if isinstance(where, int):
+        return torch.device("cuda", where)
+    if where in ("disk", "meta"):
+        return torch.device("cpu")
+    return torch.device(where)
+
+
+def placement(model) -> dict[str, int]:
+    """Modules per device of a dispatched model (`hf_device_map`), e.g. {"cuda:0": 17, "cuda:1": 16}."""
+    counts: dict[str, int] = {}
+    for where in getattr(model, "hf_device_map", {}).values():
+        name = f"cuda:{where}" if isinstance(where, int) else str(where)
+        counts[name] = counts.get(name, 0) + 1
+    return counts

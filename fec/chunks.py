@@ -23,11 +23,9 @@ from pathlib import Path
 
 import torch
 
-from fec.data import sha256_file
+from fec.files import atomic_write, atomic_write_text, sha256_file
 from fec.store import (
     StoreError,
-    atomic_write,
-    atomic_write_text,
     read_safetensors_header,
     save_features_streamed,
     write_safetensors,

@@ -20,13 +20,8 @@ from pathlib import Path
 
 from fec.options import UsageError
 
-log = logging.getLogger("fec")
 # File-system refusals a user can act on (free space, another folder); other OSErrors are bugs.
 WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
-
-
-def add_common_logging(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-log_level", "--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity")
 
 
 LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")

@@ -15,7 +15,6 @@ Every problem raises `DataError` with one line naming the file and, where it app
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fec.files import sha256_file
 from fec.options import plain_name_problem
 
 log = logging.getLogger(__name__)
@@ -60,14 +60,6 @@ class Split:
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def split_path(data_dir: Path | str, task: str, mode: str) -> Path:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fec.files import atomic_write, atomic_write_text
 from fec.paths import inside, slug
 from fec.predict import RunError
-from fec.store import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -1,23 +1,18 @@
-"""The one extraction core behind `llama2_rep_extract.py`, `bert_rep_extract.py` and
-`roberta_rep_extract.py`.
+"""Extracting a task's splits into the feature store, behind the three extraction scripts
+(their command line is `fec.commands.extract`).
 
-    python llama2_rep_extract.py -device cuda -task ED -mode train
-    python bert_rep_extract.py -task ED -mode all -model offline:all-minilm-l6-v2
+    from fec.commands.extract import build_parser
+    from fec.extract import run
+    run(build_parser("bert").parse_args(["--task", "ED", "--preset", "offline"]), "bert")
 
-Texts are tokenised once, sorted by length and cut into batches under a token budget, padded
-only to the longest text of their batch (on the right), run through the base model under
-`torch.inference_mode`, pooled per slot, and written back in the CSV's row order to
-`dataset/{task}/{slot}/{mode}.safetensors` with a manifest.
-
-Each split is extracted in chunks of `-chunk_rows` rows written to `{mode}.parts/` (see
-`fec.chunks`) and merged at the end, so a crash loses at most the chunks in flight: rerun the
-same command and finished chunks are verified and skipped (`-no_resume` starts over). Under
-`accelerate launch` or `torchrun` the chunks are shared out among the processes and rank 0
-merges them; the result is the same store file a single process writes (see `fec.scale`).
-
-    accelerate launch --multi_gpu --num_processes 4 llama2_rep_extract.py -task ED -mode all
-    torchrun --nproc_per_node 2 bert_rep_extract.py -task ED -mode valid -device cpu
-    python llama2_rep_extract.py -task ED -mode all -device_map auto -load_in 8bit
+Every split asked for that is not already in the store with the same settings is extracted in
+chunks of `--chunk_rows` rows written to `{mode}.parts/` (see `fec.chunks`) and merged at the
+end, so a crash loses at most the chunks in flight: rerun the same command and finished chunks
+are verified and skipped (`--no_resume` starts over). One process at a time extracts a split
+(`fec.locks`). Under `accelerate launch` or `torchrun` the chunks are shared out among the
+processes and rank 0 merges them; the result is the same store file a single process writes
+(see `fec.scale`). The features themselves come from `fec.features.extract_features`; the
+merged file gets a manifest with every setting, the model's fingerprint and the CSV's sha256.
 """
 
 from __future__ import annotations
@@ -32,17 +27,15 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from fec import pooling
 from fec.backbones import (
     SLOTS,
     Backbone,
-    ModelError,
+    load_backbone,
+    parse_max_memory,
     pick_device,
-    pick_dtype,
+    placement,
     resolve_model,
 )
 from fec.chunks import (
@@ -55,281 +48,36 @@ from fec.chunks import (
     settings_hash,
     write_chunk,
 )
-from fec.cli import add_common_logging, run_script
-from fec.data import MODES, DataError, available_modes, load_splits
-from fec.locks import LockHeld, split_lock
-from fec.options import ArgumentParser, device, positive_int, task_name
-from fec.provenance import provenance
-from fec.scale import (
-    LOAD_IN,
-    Ranks,
-    close_distributed,
-    load_placed_backbone,
-    parse_max_memory,
-    placement,
-    rank_device,
-    ranks_from_env,
+from fec.data import DataError, available_modes, load_splits
+from fec.features import (
+    REFERENCE_PAD_TOKEN,
+    NonFiniteFeaturesError,
+    extract_features,
+    non_finite_message,
+    pooling_used,
 )
+from fec.locks import split_lock
+from fec.provenance import provenance
+from fec.recipe import extraction_dtype, extraction_quirks, resolve_extraction, store_dir_of
+from fec.scale import Ranks, rank_device, ranks_from_env
 from fec.standins import PRESETS
-from fec.store import StoreError, feature_path, manifest_path
+from fec.store import feature_path, manifest_path
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "fec-features/1"
-REFERENCE_PAD_TOKEN = "[PAD]"
-# What `-compat reference` turns on: the published extraction, quirks included (design.md section 2).
-REFERENCE_RECIPE = {"llama_pooling": "unmasked_padded", "batch_order": "file"}
-REFERENCE_BATCH_SIZE = {"llama": 2, "bert": 50, "roberta": 50}
-CORRECTED_RECIPE = {"llama_pooling": "masked", "batch_order": "length"}
-FLUSH_ROWS = 4096
 CHUNK_ROWS = 4096
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
-
-
-class NonFiniteFeaturesError(RuntimeError):
-    """Some rows came out NaN/inf (the fp16 overflow users hit with Llama-2); nothing is saved.
-    `rows` holds their 0-based indices."""
-
-    def __init__(self, message: str, rows: list[int] | None = None):
-        super().__init__(message)
-        self.rows = rows or []
 
 
 class PeerFailed(RuntimeError):
     """Another process of a distributed extraction failed (it reports its own error)."""
 
 
-def non_finite_message(rows: list[int], dtype: torch.dtype, saved: str = "nothing was saved") -> str:
-    shown = ", ".join(str(r + 1) for r in rows[:20]) + (" ..." if len(rows) > 20 else "")
-    return (
-        f"{len(rows)} row(s) gave non-finite features with dtype {str(dtype).removeprefix('torch.')} "
-        f"(rows {shown}); {saved}; rerun with -dtype float32 or bfloat16"
-    )
-
-
-def plan_batches(lengths: np.ndarray, batch_size: int, max_tokens: int, order: str = "length") -> list[np.ndarray]:
-    """Row indices per batch.
-
-    `length`: longest texts first, each batch at most `batch_size` texts and at most `max_tokens`
-    padded tokens (a single text longer than the budget still gets its own batch).
-    `file`: consecutive rows in file order, `batch_size` at a time (the published recipe).
-    """
-    if batch_size < 1 or max_tokens < 1:
-        raise ValueError(f"batch_size {batch_size} and max_tokens {max_tokens} must both be at least 1")
-    if order == "file":
-        return [np.arange(start, min(start + batch_size, len(lengths))) for start in range(0, len(lengths), batch_size)]
-    if order != "length":
-        raise ValueError(f"unknown batch order {order!r}; choose length or file")
-    by_length = np.argsort(-lengths, kind="stable")
-    batches, start = [], 0
-    while start < len(by_length):
-        longest = int(lengths[by_length[start]])
-        size = max(1, min(batch_size, max_tokens // max(longest, 1)))
-        batches.append(by_length[start : start + size])
-        start += size
-    return batches
-
-
-def pad_right(sequences: list[list[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists to `width` (default: the longest): (input_ids, attention_mask), (B, T) int64."""
-    width = width or max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids, mask
-
-
-def reference_pad_id(tokenizer) -> int:
-    """The published LLaMA extractor set `pad_token = "[PAD]"`, a string not in LLaMA's
-    vocabulary, so every pad position carried the unknown-token id. Same lookup here."""
-    return tokenizer.convert_tokens_to_ids(REFERENCE_PAD_TOKEN)
-
-
-def pool_batch(
-    backbone: Backbone, slot: str, input_ids: torch.Tensor, mask: torch.Tensor, layers: int, llama_pooling: str = "masked"
-) -> torch.Tensor:
-    """One forward pass and the slot's pooling, float32 on the model's device."""
-    mode = pooling_used(backbone, slot)
-    if mode == "layer_mean":
-        # Ask only for the hidden states we pool, so the other layers are never kept.
-        selection = list(range(-1, -layers - 1, -1))
-        out = backbone.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=selection, use_cache=False)
-        if llama_pooling == "unmasked_padded":
-            return pooling.unmasked_layer_mean(out.hidden_states, layers)
-        return pooling.layer_mean(out.hidden_states, mask, layers)
-    out = backbone.model(input_ids=input_ids, attention_mask=mask)
-    if mode == "pooler":
-        return out.pooler_output.float()
-    return pooling.first_token(out.last_hidden_state)
-
-
-def pooling_used(backbone: Backbone, slot: str) -> str:
-    """What `pool_batch` does for this model: BERT-slot models without a trained pooler (none in
-    the checkpoint, so transformers would initialise one randomly) fall back to the first token."""
-    spec = SLOTS[slot]
-    if spec.pooling == "pooler" and not backbone.has_trained_pooler:
-        return "first_token"
-    return spec.pooling
-
-
-def extract_features(
-    backbone: Backbone,
-    texts: list[str],
-    slot: str,
-    *,
-    layers: int = 5,
-    max_len: int = 200,
-    batch_size: int = 64,
-    max_tokens: int = 16384,
-    llama_pooling: str = "masked",
-    batch_order: str = "length",
-    desc: str = "extract",
-    fallback: Callable[[], Backbone] | None = None,
-) -> tuple[torch.Tensor, dict]:
-    """Features for `texts` in their given order: (N, layers, H) for the llama slot, else (N, H).
-
-    `llama_pooling="unmasked_padded"` reproduces the published LLaMA recipe: every text padded to
-    `max_len` with the "[PAD]" string's id and the mean taken over all positions.
-    `fallback` returns a float32 copy of the backbone, used only for rows whose features come
-    out non-finite in half precision.
-    """
-    if max_len < 1:
-        raise ValueError(f"max_len {max_len}: must be at least 1 (0 would turn truncation off)")
-    if slot == "llama" and not 1 <= layers <= backbone.num_hidden_states:
-        raise ModelError(f"-layers {layers}: the model has {backbone.num_hidden_states} hidden states (embeddings + layers)")
-    encoded = backbone.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
-    lengths = np.array([len(ids) for ids in encoded])
-    padded_width = max_len if slot == "llama" and llama_pooling == "unmasked_padded" else None
-    pad_id = reference_pad_id(backbone.tokenizer) if padded_width else backbone.tokenizer.pad_token_id
-    width = (layers, backbone.hidden_size) if slot == "llama" else (backbone.hidden_size,)
-    features = torch.empty((len(texts), *width), dtype=torch.float32)
-    finite = torch.ones(len(texts), dtype=torch.bool)
-    batches = plan_batches(lengths, batch_size, max_tokens, batch_order)
-    run = dict(slot=slot, encoded=encoded, pad_id=pad_id, padded_width=padded_width, layers=layers, llama_pooling=llama_pooling)
-    with tqdm(total=len(texts), desc=desc, unit="text", leave=False) as bar:
-        forward_batches(backbone, batches, features, finite, bar, **run)
-    info = {
-        "batches": len(batches),
-        "tokens": int(lengths.sum()),
-        "padded_tokens": int(sum(len(rows) * (padded_width or lengths[rows].max()) for rows in batches)),
-        "rows_at_max_len": int((lengths >= max_len).sum()),
-        "float32_fallback_rows": 0,
-    }
-    if not bool(finite.all()) and fallback is not None and backbone.dtype != torch.float32:
-        # Half precision overflowed on some rows (LLaMA's massive activations): redo only those in float32.
-        bad = (~finite).nonzero().flatten().numpy()
-        log.warning("%d row(s) overflowed in %s; recomputing them in float32", len(bad), str(backbone.dtype).removeprefix("torch."))
-        retry = [bad[i : i + batch_size] for i in range(0, len(bad), batch_size)]
-        forward_batches(fallback(), retry, features, finite, None, **run)
-        info["float32_fallback_rows"] = len(bad)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten().tolist()
-        raise NonFiniteFeaturesError(non_finite_message(bad, backbone.dtype), bad)
-    return features, info
-
-
-@torch.inference_mode()
-def forward_batches(backbone: Backbone, batches: list[np.ndarray], features: torch.Tensor, finite: torch.Tensor, bar,
-                    *, slot: str, encoded: list[list[int]], pad_id: int, padded_width: int | None, layers: int,
-                    llama_pooling: str) -> None:
-    """Run `batches` of rows and write their pooled features (and finiteness) into the CPU tensors.
-
-    On CUDA, inputs go through pinned memory with asynchronous copies and results stay on the
-    device until about FLUSH_ROWS rows are pending, so the GPU is not stalled by a host sync
-    after every batch.
-    """
-    cuda = backbone.device.type == "cuda"
-    pending: list[tuple[np.ndarray, torch.Tensor]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        index = torch.from_numpy(np.concatenate([rows for rows, _ in pending]))
-        pooled = torch.cat([p for _, p in pending]).cpu()
-        features[index] = pooled
-        finite[index] = torch.isfinite(pooled).flatten(1).all(dim=1)
-        pending.clear()
-
-    for rows in batches:
-        ids, mask = pad_right([encoded[i] for i in rows], pad_id, padded_width)
-        if cuda:
-            ids, mask = ids.pin_memory().to(backbone.device, non_blocking=True), mask.pin_memory().to(backbone.device, non_blocking=True)
-        pending.append((rows, pool_batch(backbone, slot, ids, mask, layers, llama_pooling)))
-        if not cuda or sum(len(r) for r, _ in pending) >= FLUSH_ROWS:
-            flush()
-        if bar is not None:
-            bar.update(len(rows))
-    flush()
-
-
-def build_parser(slot: str) -> argparse.ArgumentParser:
-    spec = SLOTS[slot]
-    parser = ArgumentParser(
-        description=f"Extract {slot}-slot features: {spec.description}. Reads data/TASK/MODE.csv, writes "
-        f"dataset/TASK/{slot}/MODE.safetensors and a JSON manifest beside it. Single- and double-dash "
-        "spellings both work (-task / --task).",
-    )
-    parser.add_argument("-task", "--task", type=task_name, required=True, help="task folder under -data_dir (any name, e.g. ED, go_emotion)")
-    parser.add_argument("-mode", "--mode", default="all", choices=[*MODES, "all"], help="split to extract; all = every split present")
-    parser.add_argument("-device", "--device", type=device, default="auto", help="cuda, cuda:1, cpu, or auto (cuda when available)")
-    parser.add_argument("-model", "--model", default=None, help=f"hub id, local model directory, or offline:NAME stand-in (default: {spec.default_model}, or the -preset's model)")
-    parser.add_argument("-preset", "--preset", default=None, choices=sorted(PRESETS), help="a named set of models, one per slot: offline = the stand-ins shipped in PyPI packages (requirements-standins.txt)")
-    parser.add_argument("-max_len", "--max_len", type=positive_int, default=200, help="truncate texts to this many tokens")
-    parser.add_argument("-batch_size", "--batch_size", type=positive_int, default=None, help=f"at most this many texts per batch (default: 64; -compat reference: {REFERENCE_BATCH_SIZE[slot]}, as published)")
-    parser.add_argument("-max_tokens", "--max_tokens", type=positive_int, default=16384, help="at most this many padded tokens per batch")
-    parser.add_argument("-dtype", "--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="model weights dtype; auto = bfloat16 on CUDA (float16 with -compat reference, as published), float32 on CPU")
-    parser.add_argument("-compat", "--compat", default="none", choices=["none", "reference"], help="reference = the published extraction, quirks included: " + ("every text padded to -max_len with the '[PAD]' string (the unknown id), mean over all positions, batches of 2 in file order" if slot == "llama" else "batches of 50 in file order, padded to the longest"))
-    parser.add_argument("-batch_order", "--batch_order", default=None, choices=["length", "file"], help="length = length-sorted batches under -max_tokens (default), file = consecutive rows (the published order)")
-    if spec.pooling == "layer_mean":
-        parser.add_argument("-layers", "--layers", type=positive_int, default=5, help="pool each of the last L hidden layers")
-        parser.add_argument("-llama_pooling", "--llama_pooling", default=None, choices=["masked", "unmasked_padded"], help="masked = mean over real tokens (default); unmasked_padded = the published mean over all -max_len positions, padding included (stored in the llama_unmasked_padded/ folder)")
-    parser.add_argument("-limit", "--limit", type=positive_int, default=None, help="only the first N rows of each split (quick runs)")
-    parser.add_argument("-data_dir", "--data_dir", default="data", help="folder holding TASK/MODE.csv")
-    parser.add_argument("-dataset_dir", "--dataset_dir", default="dataset", help="feature store root")
-    parser.add_argument("-force", "--force", action="store_true", help="re-extract even when features with the same settings exist")
-    parser.add_argument("-wait", "--wait", action="store_true", help="when another process is extracting the same split (its MODE.lock), wait for it instead of stopping")
-    parser.add_argument("-chunk_rows", "--chunk_rows", type=positive_int, default=CHUNK_ROWS, help="rows per chunk written to dataset/TASK/SLOT/MODE.parts/ while extracting (the unit of resume and of work per process)")
-    parser.add_argument("-resume", "--resume", dest="resume", action="store_true", default=True, help="reuse finished chunks of an interrupted extraction with the same settings after verifying their sha256 (default)")
-    parser.add_argument("-no_resume", "--no_resume", dest="resume", action="store_false", help="discard chunks of an interrupted extraction and start the split over")
-    parser.add_argument("-device_map", "--device_map", default=None, choices=DEVICE_MAPS, help="split the model over several devices with Accelerate big-model inference (GPUs, then CPU RAM, then disk); inputs go to the first module's device")
-    parser.add_argument("-max_memory", "--max_memory", default=None, help="with -device_map: memory per device, e.g. 0=20GiB,1=20GiB,cpu=64GiB")
-    parser.add_argument("-load_in", "--load_in", default=None, choices=LOAD_IN, help="load the weights quantised to 8 or 4 bits with bitsandbytes (pip install bitsandbytes); recorded in the manifest")
-    parser.add_argument("-trust_remote_code", "--trust_remote_code", action="store_true", help="allow model code from the hub (off by default)")
-    add_common_logging(parser)
-    return parser
-
-
-def extraction_dtype(requested: str, compat: str, device: torch.device) -> torch.dtype:
-    """The weights' dtype: `-dtype` when given; else, with `-compat reference`, float16 on CUDA as the
-    published extractor ran (float32 on CPU, where half precision is slow or missing); else `pick_dtype`'s
-    auto (bfloat16 on CUDA, float32 on CPU)."""
-    if requested == "auto" and compat == "reference" and device.type == "cuda":
-        return torch.float16
-    return pick_dtype(requested, device)
-
-
-def apply_compat(args: argparse.Namespace, slot: str) -> None:
-    """Fill the recipe options left unset from -compat (explicit options win)."""
-    reference = args.compat == "reference"
-    recipe = REFERENCE_RECIPE if reference else CORRECTED_RECIPE
-    args.llama_pooling = (getattr(args, "llama_pooling", None) or recipe["llama_pooling"]) if slot == "llama" else "masked"
-    args.batch_order = args.batch_order or recipe["batch_order"]
-    if args.batch_size is None:
-        args.batch_size = REFERENCE_BATCH_SIZE[slot] if reference else 64
-
-
-def store_dir_of(slot: str, llama_pooling: str) -> str:
-    """The store folder: variants that change the features get their own, so the published
-    LLaMA pooling never overwrites the corrected features (`llama` vs `llama_unmasked_padded`)."""
-    return slot if llama_pooling == "masked" else f"{slot}_{llama_pooling}"
-
-
 def settings_of(args: argparse.Namespace, slot: str, csv_sha256: str) -> dict:
     """The settings that determine the features; equal settings mean the stored file can be reused.
     Recipe options appear only when they differ from the corrected recipe."""
-    quirks = {k: getattr(args, k) for k, v in CORRECTED_RECIPE.items() if getattr(args, k) != v}
+    quirks = extraction_quirks(args)
     return {
         "slot": slot,
         "model": args.model,
@@ -371,7 +119,7 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
     this function, takes its share of the chunks, and rank 0 merges and writes the manifest.
     Returns the store files written (on rank 0; other ranks return the same paths)."""
     args.model = chosen_model(args, slot)
-    apply_compat(args, slot)
+    resolve_extraction(args, slot)
     for name, default in (("chunk_rows", CHUNK_ROWS), ("resume", True), ("device_map", None), ("max_memory", None),
                           ("load_in", None), ("wait", False)):
         setattr(args, name, getattr(args, name, default))  # callers that build their own Namespace
@@ -402,13 +150,13 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
         if not todo:
             return []
         device = rank_device(pick_device(args.device), ranks)
-        backbone = load_placed_backbone(args.model, device, extraction_dtype(args.dtype, args.compat, device),
+        backbone = load_backbone(args.model, device, extraction_dtype(args.dtype, args.compat, device),
                                         args.trust_remote_code, load_in=args.load_in, **placed)
         float32_copy: list[Backbone] = []
 
         def float32_backbone() -> Backbone:
             if not float32_copy:
-                float32_copy.append(load_placed_backbone(args.model, device, torch.float32, args.trust_remote_code, **placed))
+                float32_copy.append(load_backbone(args.model, device, torch.float32, args.trust_remote_code, **placed))
             return float32_copy[0]
 
         return [extract_split(args, slot, mode, split, path, settings, backbone, float32_backbone, ranks)
@@ -576,8 +324,3 @@ def build_manifest(args: argparse.Namespace, slot: str, mode: str, split, settin
         "extraction": info,
         **provenance(),
     }
-
-
-def main(slot: str, argv: list[str] | None = None) -> int:
-    return run_script(build_parser(slot), lambda args: run(args, slot),
-                      (DataError, StoreError, ModelError, NonFiniteFeaturesError, PeerFailed, LockHeld), argv, cleanup=close_distributed)

@@ -23,12 +23,13 @@ import hashlib
 import http.client
 import logging
 import os
-import secrets
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Sequence
+
+from fec.files import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +102,6 @@ class Outcome:
 
 def known_tasks() -> list[str]:
     return list(SHA256)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _unique(tasks: Iterable[str]) -> list[str]:
@@ -207,30 +200,28 @@ def _open_source(job: FileJob, timeout: float) -> BinaryIO:
 
 
 def _write_verified(job: FileJob, expected: str, timeout: float) -> None:
-    """Stream job.source to a temp file beside job.dest, check its sha256, os.replace it."""
+    """Stream job.source to a temp file beside job.dest, check its sha256, then rename it into place."""
     new_dirs = [d for d in (job.dest.parent, *job.dest.parent.parents) if not d.exists()]
-    job.dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = job.dest.with_name(f".{job.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    h = hashlib.sha256()
-    try:
-        with _open_source(job, timeout) as src:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            with os.fdopen(fd, "wb") as out:
-                try:
-                    for chunk in iter(lambda: src.read(CHUNK_BYTES), b""):
-                        h.update(chunk)
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-                except (OSError, http.client.HTTPException) as e:  # timeout, dropped connection
-                    raise FetchError(f"copying {job.source} to {job.dest} failed: {e}") from None
+
+    def write(tmp: Path) -> None:
+        h = hashlib.sha256()
+        with _open_source(job, timeout) as src, open(tmp, "wb") as out:
+            try:
+                for chunk in iter(lambda: src.read(CHUNK_BYTES), b""):
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            except (OSError, http.client.HTTPException) as e:  # timeout, dropped connection
+                raise FetchError(f"copying {job.source} to {job.dest} failed: {e}") from None
         actual = h.hexdigest()
         if actual != expected:
             raise FetchError(f"checksum mismatch for {job.source}: "
                              f"expected {expected}, actual {actual}")
-        os.replace(tmp, job.dest)
+
+    try:
+        atomic_write(job.dest, write)
     except BaseException:
-        tmp.unlink(missing_ok=True)
         for d in new_dirs:  # leave no empty folder behind either
             try:
                 d.rmdir()

@@ -25,44 +25,21 @@ evaluated by the next run, with no code change.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import gc
 import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fec.backbones import ModelError, ensure_pad_token, model_fingerprint, pick_device, resolve_model
-from fec.cli import add_common_logging, run_script
-from fec.data import DataError, Split, available_modes, load_splits
-from fec.options import (
-    ArgumentParser,
-    add_seed_options,
-    chosen_seeds,
-    device,
-    dropout_rate,
-    fraction,
-    non_negative_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    probability,
-    task_name,
-)
-from fec.provenance import provenance
-from fec.runlog import finish_run, run_folder, write_json, write_results
-from fec.train import (
-    SeedResult,
-    classification_metrics,
-    multilabel_metrics,
-    tune_thresholds,
-)
+from fec.backbones import ModelError
+from fec.metrics import classification_metrics, multilabel_metrics, tune_thresholds
+from fec.train import SeedResult
 
 log = logging.getLogger("fec.finetune")
 
@@ -86,7 +63,7 @@ class FinetuneConfig:
     dropout: float = 0.2
     max_len: int = 200
     threshold: float | None = None
-    precision: str = "auto"
+    dtype: str = "auto"  # mixed precision of the Trainer: auto = bfloat16 on CUDA when supported, else float32
 
 
 class TextDataset(torch.utils.data.Dataset):
@@ -219,12 +196,13 @@ def epoch_history(log_history: list[dict]) -> list[dict]:
     return [rows[e] for e in sorted(rows)]
 
 
-def pick_precision(precision: str, device: torch.device) -> dict:
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if precision != "fp32" and device.type != "cuda":
-        raise ModelError(f"-precision {precision}: mixed precision needs CUDA; use fp32 on CPU")
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+def pick_precision(dtype: str, device: torch.device) -> dict:
+    """The Trainer's mixed-precision flags for `--dtype`."""
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    if dtype != "float32" and device.type != "cuda":
+        raise ModelError(f"--dtype {dtype}: mixed precision needs CUDA; use float32 on CPU")
+    return {"bf16": dtype == "bfloat16", "fp16": dtype == "float16"}
 
 
 def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: dict[str, TextDataset], label_names: list[str],
@@ -247,7 +225,7 @@ def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: d
         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, eval_strategy="epoch", save_strategy="epoch",
         logging_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
         save_total_limit=1, save_only_model=True, seed=seed, data_seed=seed, report_to="none", disable_tqdm=True,
-        use_cpu=device.type == "cpu", dataloader_num_workers=0, **pick_precision(cfg.precision, device),
+        use_cpu=device.type == "cpu", dataloader_num_workers=0, **pick_precision(cfg.dtype, device),
     )
     trainer = Trainer(
         model=model, args=args, data_collator=Collator(tokenizer), train_dataset=datasets["train"],
@@ -289,153 +267,3 @@ def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: d
     shutil.rmtree(work, ignore_errors=True)
     return SeedResult(seed, best_epoch, epochs_run, scored["valid"], scored.get("test"), train_seconds, history,
                       thresholds=thresholds, valid_at_05=valid_at_05, predictions=predictions)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        description="Fine-tune one encoder end to end (Hugging Face Trainer) on a task's CSVs: the baseline the fusion "
-        "classifier is compared with. Single- and double-dash spellings both work.",
-    )
-    parser.add_argument("-dataset", "--dataset", type=task_name, required=True, help="task folder under -data_dir (train.csv and valid.csv; test.csv when present)")
-    parser.add_argument("-model", "--model", default=DEFAULT_MODEL, help="hub id, local model directory, or an offline stand-in (offline:all-minilm-l6-v2, offline:all-mpnet-base-v2)")
-    parser.add_argument("-multilabel", "--multilabel", action="store_true", help="read the CSVs as multi-label (one 0/1 column per label) instead of detecting the layout")
-    parser.add_argument("-lr", "--lr", type=positive_float, default=3e-5, help="peak AdamW learning rate")
-    parser.add_argument("-batch_size", "--batch_size", type=positive_int, default=16, help="training batch size")
-    parser.add_argument("-eval_batch_size", "--eval_batch_size", type=positive_int, default=64, help="batch size for validation/test passes")
-    parser.add_argument("-epochs", "--epochs", type=positive_int, default=15, help="maximum number of epochs")
-    parser.add_argument("-patience", "--patience", type=positive_int, default=2, help="stop after this many epochs without a lower validation loss")
-    parser.add_argument("-warmup_steps", "--warmup_steps", type=non_negative_int, default=1000, help="linear warmup steps (capped by -warmup_cap)")
-    parser.add_argument("-warmup_cap", "--warmup_cap", type=fraction, default=0.1, help="at most this fraction of the planned steps (epochs x batches) is warmup, so small tasks reach the peak rate")
-    parser.add_argument("-weight_decay", "--weight_decay", type=non_negative_float, default=0.01, help="AdamW weight decay (not on biases and LayerNorm)")
-    parser.add_argument("-max_grad_norm", "--max_grad_norm", type=positive_float, default=1.0, help="gradient clipping norm")
-    parser.add_argument("-dropout", "--dropout", type=dropout_rate, default=0.2, help="hidden and attention dropout of the encoder")
-    parser.add_argument("-max_len", "--max_len", type=positive_int, default=200, help="truncate texts to this many tokens")
-    parser.add_argument("-threshold", "--threshold", type=probability, default=None, help="multi-label tasks: one global decision threshold; default: one per label, tuned on validation (0.05..0.95)")
-    add_seed_options(parser)
-    parser.add_argument("-limit", "--limit", type=positive_int, default=None, help="only the first N rows of each split (quick runs)")
-    parser.add_argument("-device", "--device", type=device, default="auto", help="cuda, cpu, or auto (cuda when available)")
-    parser.add_argument("-precision", "--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="auto = bf16 on CUDA when supported, else fp32")
-    parser.add_argument("-data_dir", "--data_dir", default="data", help="folder holding DATASET/MODE.csv")
-    parser.add_argument("-out", "--out", default="Logs", help="folder for run folders and runs.csv")
-    add_common_logging(parser)
-    return parser
-
-
-def read_splits(args: argparse.Namespace) -> dict[str, Split]:
-    present = available_modes(args.data_dir, args.dataset)
-    # train and valid are required (a missing one is a one-line DataError); test only when present.
-    modes = ["train", "valid"] + (["test"] if "test" in present else [])
-    splits = load_splits(args.data_dir, args.dataset, modes, multilabel=True if args.multilabel else None)
-    if args.limit is not None:
-        for split in splits.values():
-            split.texts, split.labels = split.texts[: args.limit], split.labels[: args.limit]
-    return splits
-
-
-def run(args: argparse.Namespace) -> dict:
-    from transformers import AutoTokenizer
-
-    seeds = chosen_seeds(args)
-    splits = read_splits(args)
-    train = splits["train"]
-    multilabel, label_names = train.multilabel, train.label_names
-    if args.threshold is not None and not multilabel:
-        log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.dataset)
-    cfg = FinetuneConfig(
-        model=args.model, lr=args.lr, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, epochs=args.epochs,
-        patience=args.patience, warmup_steps=args.warmup_steps, warmup_cap=args.warmup_cap, weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm, dropout=args.dropout, max_len=args.max_len,
-        threshold=args.threshold if multilabel else None, precision=args.precision,
-    )
-    device = pick_device(args.device)
-    pick_precision(cfg.precision, device)  # refuse a bad combination before any work
-    resolved = resolve_model(args.model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(resolved))
-    except (OSError, ValueError) as err:
-        raise ModelError(f"{args.model}: cannot load its tokenizer ({str(err).splitlines()[0]})") from err
-    ensure_pad_token(tokenizer)
-    config, dropout_set = classifier_config(resolved, label_names, multilabel, cfg.dropout, tokenizer.pad_token_id)
-
-    with run_folder(args.out, f"{args.dataset}_finetune") as run_dir:
-        return finetune_run(args, run_dir, cfg, seeds, splits, resolved, tokenizer, config, dropout_set, device)
-
-
-def finetune_run(args: argparse.Namespace, run_dir: Path, cfg: FinetuneConfig, seeds: list[int], splits: dict[str, Split],
-                 resolved, tokenizer, config, dropout_set: dict, device: torch.device) -> dict:
-    """Fine-tune every seed into `run_dir` and write the run's files."""
-    train = splits["train"]
-    multilabel, label_names = train.multilabel, train.label_names
-    if "test" not in splits:
-        log.warning("%s: no test.csv; reporting validation metrics only", args.dataset)
-    warmup, planned = planned_warmup(cfg, len(train))
-    log.info("run folder %s; model %s (%s); %s-label, %d labels; device %s; seeds %s; warmup %d of %d planned steps",
-             run_dir, args.model, resolved, "multi" if multilabel else "single", len(label_names), device, seeds, warmup, planned)
-    datasets = {
-        mode: TextDataset(dict(tokenizer(split.texts, truncation=True, max_length=cfg.max_len)), split.labels, multilabel)
-        for mode, split in splits.items()
-    }
-    for ds in datasets.values():
-        ds.encodings = {k: v for k, v in ds.encodings.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    if not dropout_set:
-        log.warning("%s: no hidden/attention dropout setting found in its config; -dropout has no effect", args.model)
-    fingerprint = model_fingerprint(resolved)
-    write_json(run_dir / "config.json", {
-        "args": vars(args), "seeds": seeds, "finetune_config": asdict(cfg), "device": str(device),
-        "model_path": str(resolved), "model_fingerprint": fingerprint, "model_type": config.model_type,
-        "dropout_set": dropout_set, "warmup_steps_used": warmup, "planned_steps": planned,
-        "problem_type": "multi_label_classification" if multilabel else "single_label_classification",
-        "selection": f"lowest validation loss, early stop after {cfg.patience} epochs without improvement",
-        "rows": {m: len(s.texts) for m, s in splits.items()}, "label_names": label_names,
-        "csv_sha256": {m: s.csv_sha256 for m, s in splits.items()}, **provenance(),
-    })
-    model_spec = {
-        "kind": "finetune", "model": args.model, "model_path": str(resolved), "model_fingerprint": fingerprint,
-        "task": args.dataset, "label_names": label_names, "max_len": cfg.max_len,
-    }
-    if multilabel:
-        model_spec |= {"multilabel": True, "threshold_rule": "global" if cfg.threshold is not None else "per-label, tuned on valid",
-                       "thresholds": {}}
-    write_json(run_dir / "model.json", model_spec)
-
-    started = time.perf_counter()
-    results = []
-    for seed in seeds:
-        result = train_one_seed(cfg, resolved, config, tokenizer, datasets, label_names, multilabel, seed, device, run_dir, warmup)
-        shown, name = (result.test, "test") if result.test else (result.valid, "valid")
-        if multilabel:
-            model_spec["thresholds"][str(seed)] = result.thresholds
-            write_json(run_dir / "model.json", model_spec)
-            log.info("seed %d: best epoch %d of %d | %s macro-F1 %.2f micro-F1 %.2f subset acc %.2f Jaccard %.2f | %.1fs", seed,
-                     result.best_epoch, result.epochs_run, name, shown["macro_f1"], shown["micro_f1"], shown["subset_acc"],
-                     shown["jaccard"], result.train_seconds)
-        else:
-            log.info("seed %d: best epoch %d of %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.best_epoch,
-                     result.epochs_run, name, shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)
-        results.append(result)
-        write_results(run_dir, args.dataset, results, sources=[f"finetune:{args.model}"], multilabel=multilabel, finished=False)
-    seconds = round(time.perf_counter() - started, 2)
-
-    settings = {"sources": f"finetune:{args.model}", "mode": "finetune", "norm": "-", "pn": "-", "sigma": "-",
-                "raw_inputs": "-", "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds": " ".join(map(str, seeds))}
-    return finish_run(run_dir, args.out, args.dataset, results, sources=[f"finetune:{args.model}"],
-                      labels={m: s.labels for m, s in splits.items()}, label_names=label_names, multilabel=multilabel,
-                      threshold=cfg.threshold, settings=settings, seconds=seconds)
-
-
-def run_without_hf_bars(args: argparse.Namespace) -> dict:
-    """`run` with the Hub's per-file "Loading weights"/"Writing model shards" bars off (once per
-    seed and epoch they drown the log), restored after."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        return run(args)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run_without_hf_bars, (DataError, ModelError), argv)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from fec.data import sha256_file, split_path
+from fec.data import split_path
+from fec.files import sha256_file
 from fec.store import (
     StoredFeatures,
     StoreError,
@@ -79,7 +80,7 @@ def order_sources(sources: list[str]) -> list[str]:
 
 
 def _check_same_origin(mode: str, stored: dict[str, StoredFeatures], slot_dirs: dict[str, str]) -> None:
-    (first_name, first), *rest = stored.items()
+    (_, first), *rest = stored.items()
     for source, feats in stored.items():
         folder = slot_dirs[source]
         written_for = feats.manifest.get("store_dir", feats.manifest.get("slot"))

@@ -17,6 +17,7 @@ A value that can only be a mistake is refused, never clamped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import unicodedata
 from pathlib import Path
@@ -179,16 +180,59 @@ class Distinct(argparse.Action):
         setattr(namespace, self.dest, list(values))
 
 
-def add_seed_options(parser: argparse.ArgumentParser) -> None:
-    """`-seeds 0 3 7` or `-runs N` (seeds 0..N-1); one run with seed 0 by default."""
-    seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("-seeds", "--seeds", type=non_negative_int, nargs="+", action=Distinct, default=None,
-                       help="one run per seed, each seed once (default: 0)")
-    seeds.add_argument("-runs", "--runs", type=positive_int, default=None, help="N runs with seeds 0..N-1")
-
-
 def chosen_seeds(args: argparse.Namespace) -> list[int]:
-    """The seeds `add_seed_options` asked for."""
+    """The seeds `seed_options` asked for."""
     if args.seeds is not None:
         return list(args.seeds)
     return list(range(args.runs)) if args.runs else [0]
+
+
+def flag(name: str, *aliases: str) -> tuple[str, ...]:
+    """The spellings of one option: `--name` (the documented one), `-name` (the single-dash
+    form of the published command lines) and any older `aliases` (`-SIGMA`, `-early-stop`)."""
+    return (f"--{name}", f"-{name}", *aliases)
+
+
+def common_options(device_help: str = "cuda, cuda:N, cpu, or auto (cuda when available)") -> argparse.ArgumentParser:
+    """A parent parser with the options every command takes: --device and --log_level."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(*flag("device"), type=device, default="auto", help=device_help)
+    parent.add_argument(*flag("log_level"), default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity")
+    return parent
+
+
+def seed_options() -> argparse.ArgumentParser:
+    """A parent parser with the trainers' `--seeds 0 3 7` or `--runs N` (seeds 0..N-1); one run
+    with seed 0 by default."""
+    parent = argparse.ArgumentParser(add_help=False)
+    seeds = parent.add_mutually_exclusive_group()
+    seeds.add_argument(*flag("seeds"), type=non_negative_int, nargs="+", action=Distinct, default=None,
+                       help="one run per seed, each seed once (default: 0)")
+    seeds.add_argument(*flag("runs"), type=positive_int, default=None, help="N runs with seeds 0..N-1")
+    return parent
+
+
+def trainer_options(data_help: str) -> argparse.ArgumentParser:
+    """A parent parser with what the trainers share: the task (published spelling `-dataset`),
+    where its CSVs are and where run folders go."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(*flag("task", "--dataset", "-dataset"), dest="task", type=task_name, required=True,
+                        help="task folder, e.g. ED, go_emotion, semeval_eng")
+    parent.add_argument(*flag("data_dir"), default="data", help=data_help)
+    parent.add_argument(*flag("out"), default="Logs", help="folder for run folders and runs.csv")
+    return parent
+
+
+def add_fields(parser: argparse.ArgumentParser, config: type, specs: dict[str, dict]) -> None:
+    """One option per field of the dataclass `config`, its default taken from the field, so
+    defaults are written once; `specs` gives each field's type, help and extra `aliases`."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    for name, spec in specs.items():
+        spec = dict(spec)
+        parser.add_argument(*flag(name, *spec.pop("aliases", ())), dest=name, default=defaults[name], **spec)
+
+
+def config_from(config: type, args: argparse.Namespace, **overrides):
+    """The dataclass `config` from the parsed options of the same names (`overrides` win)."""
+    names = {f.name for f in dataclasses.fields(config)}
+    return config(**{name: getattr(args, name) for name in names if hasattr(args, name)} | overrides)

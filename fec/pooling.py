@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import torch
 
-POOLING_MODES = ("layer_mean", "pooler", "first_token")
-
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of `hidden` (B, T, H) over positions where `mask` (B, T) is 1, computed in float32.
@@ -46,9 +44,3 @@ def unmasked_layer_mean(hidden_states: tuple[torch.Tensor, ...], layers: int) ->
 
 def first_token(last_hidden_state: torch.Tensor) -> torch.Tensor:
     return last_hidden_state[:, 0].float()
-
-
-def check_mode(mode: str) -> str:
-    if mode not in POOLING_MODES:
-        raise ValueError(f"unknown pooling {mode!r}; choose one of {', '.join(POOLING_MODES)}")
-    return mode

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file
 
 from fec.backbones import Backbone, ModelError, load_backbone, model_fingerprint, pick_device, pick_dtype, resolve_model
-from fec.extract import extract_features
+from fec.features import extract_features
 from fec.fusion import DownstreamModel
 
 log = logging.getLogger(__name__)

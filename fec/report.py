@@ -2,11 +2,12 @@
 tables are regenerated from the run folders instead of being copied by hand.
 
     python report.py                          # every finished run under Logs/, one row per recipe
-    python report.py -task ED                 # one task
+    python report.py --task ED                # one task
     python report.py Logs/ED_20261122-075750 Logs/ED_20261122-082150   # chosen run folders
-    python report.py -format csv > pooled.csv
+    python report.py --format csv > pooled.csv
 
-Runs pool when the same script trained the same recipe on the same features:
+Runs of main.py, finetune.py and baselines/tfidf.py pool when the same script trained the same
+recipe on the same features (fine-tuning: the same model weights; TF-IDF: the same CSVs):
 - every option that changes what is trained; not -seeds/-runs, the device, folders, logging or
   the evaluation batch size;
 - for main.py, the quirk switches as resolved (`-compat reference` pools with its four explicit
@@ -33,15 +34,19 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fec.metrics import mean_std_cell, mean_std_stats
+from fec.recipe import QUIRKS, recipe_options
 from fec.runlog import failure, run_dir_started
-from fec.train import mean_std_cell, mean_std_stats
 
 log = logging.getLogger(__name__)
 
 # Options that say where or how fast a run trained, not what it trained.
-RUN_ONLY = {"dataset", "seeds", "runs", "device", "dataset_dir", "data_dir", "out", "log_level", "eval_batch_size", "compat"}
-# main.py's quirk switches, stored resolved; the run's mode names the ones that are on.
-QUIRKS = ("llama_pooling", "bert_source", "norm")
+RUN_ONLY = {"task", "dataset", "seeds", "runs", "device", "dataset_dir", "data_dir", "out", "log_level", "eval_batch_size",
+            "compat", "threads"}
+# Option names a run's config.json may hold from before they were renamed.
+RENAMED = {"dataset": "task", "precision": "dtype"}
+# The script that wrote a run, told by what only its config.json holds.
+SCRIPTS = {"train_config": "main.py", "finetune_config": "finetune.py", "C_grid": "baselines/tfidf.py"}
 SINGLE_LABEL_METRICS = ("acc", "wf1", "macro_f1")
 MULTILABEL_METRICS = ("macro_f1", "micro_f1")
 METRIC_NAMES = {"acc": "acc", "wf1": "wF1", "macro_f1": "macro-F1", "micro_f1": "micro-F1"}
@@ -96,20 +101,6 @@ class Row:
         return f"{sum(known)}/{len(known)}" + (f" ({unknown} unknown)" if unknown else "")
 
 
-def mode_options(mode: str) -> list[str]:
-    """main.py's logged mode back to its options: `custom:bert_source=roberta+norm=none` ->
-    `-bert_source roberta -norm none`; `reference` -> `-compat reference`."""
-    if mode == "reference":
-        return ["-compat", "reference"]
-    if not mode.startswith("custom:"):
-        return []
-    options = []
-    for quirk in mode.removeprefix("custom:").split("+"):
-        name, value = quirk.split("=", 1)
-        options += [f"-{name}", value]
-    return options
-
-
 def changed_options(args: dict, defaults: dict, skip: set[str]) -> list[str]:
     """The options in `args` that differ from the script's defaults, as a command line would give them."""
     options = []
@@ -135,7 +126,7 @@ def read_json(path: Path) -> dict | None:
 
 
 def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
-    """A main.py or finetune.py run folder with at least one finished seed as a `Run`; None (logged)
+    """A run folder of one of SCRIPTS with at least one finished seed as a `Run`; None (logged)
     for anything else."""
     failed = failure(folder)
     if not (folder / "results.json").exists():
@@ -149,22 +140,25 @@ def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
     config, results = read_json(folder / "config.json"), read_json(folder / "results.json")
     if config is None or results is None:
         return None
-    script = "main.py" if "train_config" in config else "finetune.py" if "finetune_config" in config else None
+    script = next((name for key, name in SCRIPTS.items() if key in config), None)
     if script is None or "args" not in config:
-        log.info("%s: skipped, not a main.py or finetune.py run", folder)
+        log.info("%s: skipped, not a run of %s", folder, ", ".join(SCRIPTS.values()))
         return None
     # Options a run predates take today's defaults, so old and new runs of one recipe pool.
-    args = defaults[script] | config["args"]
+    saved = {RENAMED.get(name, name): value for name, value in config["args"].items()}
+    args = defaults[script] | saved
     options = changed_options(args, defaults[script], RUN_ONLY | (set(QUIRKS) if script == "main.py" else set()))
+    features = ""
     if script == "main.py":
-        options = mode_options(config.get("mode", "corrected")) + options
+        options = recipe_options(config.get("recipe", config.get("mode", "corrected"))) + options
         manifests = config.get("feature_manifests", {}).get("train", {})
         identity = {slot: manifest.get("settings", manifest.get("model")) for slot, manifest in manifests.items()}
         features = " + ".join(f"{slot}: {manifest.get('model', '?')}" for slot, manifest in manifests.items())
-    else:
+    elif script == "finetune.py":
         identity = config.get("model_fingerprint")
-        features = ""
-    task = results.get("task") or config["args"].get("dataset", "?")
+    else:
+        identity = config.get("csv_sha256")
+    task = results.get("task") or saved.get("task", "?")
     command = " ".join(["python", script, "-dataset", task, *options])
     key = json.dumps({"script": script, "task": task, "options": options, "features": identity}, sort_keys=True)
     seeds = {int(entry["seed"]): entry for entry in results.get("seeds", [])}

@@ -36,18 +36,18 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from fec.cli import also_log_to
+from fec.files import atomic_write, atomic_write_text
+from fec.metrics import format_summary, mean_std_cell, summarise
 from fec.options import UsageError
 from fec.paths import inside
-from fec.store import atomic_write, atomic_write_text
-from fec.train import format_summary, mean_std_cell, summarise
+from fec.plots import plot_curves, write_label_report, write_multilabel_report
 
 log = logging.getLogger(__name__)
 
 RUNS_TABLE = "runs.csv"
 RUNS_COLUMNS = [
-    "finished", "task", "sources", "mode", "norm", "pn", "sigma", "raw_inputs", "lr", "batch_size", "seeds",
-    "best_epoch", "valid_wf1", "valid_macro_f1", "valid_micro_f1", "test_acc", "test_wf1", "test_macro_f1",
-    "test_micro_f1", "run_dir",
+    "finished", "task", "method", "recipe", "settings", "seeds", "best_epoch", "valid_wf1", "valid_macro_f1",
+    "valid_micro_f1", "test_acc", "test_wf1", "test_macro_f1", "test_micro_f1", "run_dir",
 ]
 
 
@@ -133,77 +133,6 @@ def save_checkpoint(run_dir: Path, seed: int, state_dict: dict) -> Path:
     return path
 
 
-def plot_curves(run_dir: Path, histories: dict[int, list[dict]], metric: str = "wf1", metric_name: str = "weighted F1",
-                loss_name: str = "cross-entropy") -> Path:
-    """Loss (train solid, valid dashed) and the validation `metric` per epoch, one colour per seed;
-    epochs without a train or valid entry (e.g. the Trainer's) are skipped on that line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(11, 4))
-    for seed, history in histories.items():
-        def points(split: str, key: str):
-            rows = [row for row in history if row.get(split) and key in row[split]]
-            return [row["epoch"] for row in rows], [row[split][key] for row in rows]
-
-        line = ax_loss.plot(*points("train", "loss"), label=f"train, seed {seed}")[0]
-        ax_loss.plot(*points("valid", "loss"), "--", color=line.get_color(), label=f"valid, seed {seed}")
-        ax_f1.plot(*points("valid", metric), color=line.get_color(), label=f"seed {seed}")
-    ax_loss.set(xlabel="epoch", ylabel=loss_name, title="loss (solid: train, dashed: valid)")
-    ax_f1.set(xlabel="epoch", ylabel=f"{metric_name} (%)", title=f"validation {metric_name}")
-    ax_f1.legend(fontsize="small")
-    fig.tight_layout()
-    path = run_dir / "curves.png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return path
-
-
-def write_label_report(run_dir: Path, split: str, labels, preds, label_names: list[str]) -> None:
-    """`per_label.csv` and `confusion.png` (rows: true label, normalised; labels by name)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    import pandas as pd
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    ids = list(range(len(label_names)))
-    precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
-    table = pd.DataFrame({"label": label_names, "precision": precision, "recall": recall, "f1": f1, "support": support})
-    atomic_write(run_dir / "per_label.csv", lambda tmp: table.round(4).to_csv(tmp, index=False))
-
-    counts = confusion_matrix(labels, preds, labels=ids)
-    normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    size = max(5.0, 0.32 * len(label_names) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(ids, label_names, rotation=90, fontsize=8)
-    ax.set_yticks(ids, label_names, fontsize=8)
-    ax.set(xlabel="predicted", ylabel="true", title=f"{split} confusion matrix (rows sum to 1)")
-    fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    atomic_write(run_dir / "confusion.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-
-
-def write_multilabel_report(run_dir: Path, split: str, labels, preds, label_names: list[str], thresholds) -> None:
-    """`per_label.csv` for multi-hot labels: precision, recall, F1, support, times predicted and threshold."""
-    import numpy as np
-    import pandas as pd
-    from sklearn.metrics import precision_recall_fscore_support
-
-    labels, preds = np.asarray(labels).astype(int), np.asarray(preds).astype(int)
-    precision, recall, f1, support = precision_recall_fscore_support(labels, preds, average=None, zero_division=0)
-    table = pd.DataFrame({"label": label_names, "precision": precision, "recall": recall, "f1": f1, "support": support,
-                          "predicted": preds.sum(axis=0), "threshold": np.asarray(thresholds, dtype=float)})
-    log.info("per-label F1 on %s: %s", split, " ".join(f"{n} {100 * v:.1f}" for n, v in zip(label_names, f1)))
-    atomic_write(run_dir / "per_label.csv", lambda tmp: table.round(4).to_csv(tmp, index=False))
-
-
 def append_run_row(out: Path | str, row: dict) -> Path:
     """Append one row to `Logs/runs.csv` (header written when the file is new)."""
     path = Path(out) / RUNS_TABLE
@@ -237,12 +166,18 @@ def _upgrade_header(path: Path) -> list[str]:
     return columns
 
 
-def runs_row(task: str, run_dir: Path, settings: dict, summary: dict, best_epochs: list[int]) -> dict:
+def runs_row(task: str, run_dir: Path, method: str, recipe: str, settings: dict, seeds: list[int], summary: dict,
+             best_epochs: list[int]) -> dict:
+    """One `runs.csv` row for any method: `fusion` (recipe `corrected`, `reference` or `custom:...`),
+    `finetune` or `tfidf`, its settings as `key=value` words, the seeds and mean±std metrics."""
     test, valid = summary.get("test", {}), summary.get("valid", {})
     return {
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
         "task": task,
-        **settings,
+        "method": method,
+        "recipe": recipe,
+        "settings": " ".join(f"{k}={v}" for k, v in settings.items()),
+        "seeds": " ".join(map(str, seeds)),
         "best_epoch": "/".join(map(str, best_epochs)),
         "valid_wf1": mean_std_cell(valid.get("wf1")),
         "valid_macro_f1": mean_std_cell(valid.get("macro_f1")),
@@ -256,7 +191,7 @@ def runs_row(task: str, run_dir: Path, settings: dict, summary: dict, best_epoch
 
 
 def write_results(run_dir: Path, task: str, results: list, *, sources: list[str], multilabel: bool,
-                  finished: bool, seconds: float | None = None) -> dict:
+                  finished: bool, seconds: float | None = None, extra: dict | None = None) -> dict:
     """results.json for the seeds trained so far: per seed, mean/std, the best seed on validation.
     Training scripts call it after every seed (`finished` false), so a run stopped part-way keeps
     its finished seeds for `report.py` and `predict.py`; `finish_run` writes the final one."""
@@ -265,31 +200,37 @@ def write_results(run_dir: Path, task: str, results: list, *, sources: list[str]
                "summary": summarise(results), "best_seed": best.seed}
     if seconds is not None:
         payload["seconds"] = seconds
+    payload |= extra or {}
     write_json(run_dir / "results.json", payload)
     return payload
 
 
 def finish_run(run_dir: Path, out: Path | str, task: str, results: list, *, sources: list[str], labels: dict,
-               label_names: list[str], multilabel: bool, threshold: float | None, settings: dict,
-               seconds: float | None = None) -> dict:
+               label_names: list[str], multilabel: bool, threshold: float | None, method: str, recipe: str,
+               settings: dict, seconds: float | None = None, extra: dict | None = None) -> dict:
     """Everything a training script writes once its seeds are done (`main.py`, `finetune.py`):
     results.json (per seed and mean/std, the best seed on validation), curves.png, the best seed's
     label report on test (valid without test), the row in `out`/runs.csv, and the summary log lines.
-    `labels` maps each split to its label array (ids, or multi-hot rows)."""
-    payload = write_results(run_dir, task, results, sources=sources, multilabel=multilabel, finished=True, seconds=seconds)
+    `labels` maps each split to its label array (ids, or multi-hot rows); `extra` adds keys to results.json."""
+    payload = write_results(run_dir, task, results, sources=sources, multilabel=multilabel, finished=True, seconds=seconds,
+                            extra=extra)
     summary = payload["summary"]
     best = next(r for r in results if r.seed == payload["best_seed"])
     report_split = "test" if "test" in best.predictions else "valid"
-    histories = {r.seed: r.history for r in results}
+    histories = {r.seed: r.history for r in results if getattr(r, "history", None)}  # none for TF-IDF fits
     if multilabel:
-        plot_curves(run_dir, histories, metric="macro_f1", loss_name="binary cross-entropy",
-                    metric_name=f"macro-F1 at threshold {threshold if threshold is not None else 0.5}")
+        if histories:
+            plot_curves(run_dir, histories, metric="macro_f1", loss_name="binary cross-entropy",
+                        metric_name=f"macro-F1 at threshold {threshold if threshold is not None else 0.5}")
         write_multilabel_report(run_dir, report_split, labels[report_split], best.predictions[report_split],
                                 label_names, best.thresholds)
     else:
-        plot_curves(run_dir, histories)
+        if histories:
+            plot_curves(run_dir, histories)
         write_label_report(run_dir, report_split, labels[report_split], best.predictions[report_split], label_names)
-    table = append_run_row(out, runs_row(task, run_dir, settings, summary, [r.best_epoch for r in results]))
+    best_epochs = [r.best_epoch for r in results if getattr(r, "best_epoch", None) is not None]
+    row = runs_row(task, run_dir, method, recipe, settings, [r.seed for r in results], summary, best_epochs)
+    table = append_run_row(out, row)
     split = "test" if "test" in summary else "valid"
     timing = f", {seconds:.0f}s" if seconds is not None else ""
     log.info("%s %s (%d seed%s%s): %s", task, split, len(results), "s" if len(results) > 1 else "", timing,

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -29,7 +28,7 @@ from typing import Iterable
 import torch
 from safetensors.torch import load_file, save_file
 
-from fec.data import sha256_file
+from fec.files import atomic_write, atomic_write_text, sha256_file
 from fec.paths import inside
 
 MANIFEST_SUFFIX = ".json"
@@ -60,39 +59,6 @@ def feature_path(dataset_dir: Path | str, task: str, slot: str, mode: str) -> Pa
 
 def manifest_path(path: Path) -> Path:
     return path.with_suffix(MANIFEST_SUFFIX)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` on a temporary sibling of `path`, then rename it over `path`.
-
-    On any failure the temporary file is removed and whatever was at `path` is left as it was.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        # mkstemp makes owner-only files; give the result the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        if err.filename is None:  # a failed write() names no file: name the one being written
-            raise OSError(err.errno, err.strerror, str(path)) from err
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def save_features(path: Path, features: torch.Tensor, labels: torch.Tensor, manifest: dict) -> dict:

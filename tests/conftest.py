@@ -136,7 +136,7 @@ def data_dir(tmp_path) -> Path:
 
 def extract_all(data_dir: Path, dataset_dir: Path, models: dict[str, Path], task: str = "toy", extra: list[str] = ()) -> None:
     """Run the three extraction scripts' main() for every split, as a user would."""
-    from fec.extract import main
+    from fec.commands.extract import main
 
     for slot in ("llama", "bert", "roberta"):
         argv = ["-task", task, "-mode", "all", "-device", "cpu", "-model", str(models[slot]),

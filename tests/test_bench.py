@@ -16,7 +16,7 @@ from conftest import LABELS, SPLIT_ROWS, TINY_HIDDEN, make_text
 
 from bench import extract_speed, train_speed
 from fec.backbones import load_backbone
-from fec.extract import extract_features
+from fec.features import extract_features
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_KEYS = {"slot", "recipe", "model", "dtype", "device", "texts", "seconds", "texts_per_s", "tokens",

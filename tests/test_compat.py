@@ -14,7 +14,9 @@ from safetensors.torch import load_file
 import main as main_script
 import report
 from fec.backbones import load_backbone
-from fec.extract import extract_features, extraction_dtype, main, plan_batches, reference_pad_id
+from fec.commands.extract import main
+from fec.features import extract_features, plan_batches, reference_pad_id
+from fec.recipe import extraction_dtype
 from fec.store import feature_path, load_features
 
 CPU = torch.device("cpu")
@@ -88,7 +90,7 @@ def test_reference_llama_extraction_is_stored_beside_the_corrected_one(toy_store
     assert m["extraction"]["padded_tokens"] == 40 * m["rows"]
 
 
-def test_main_reference_mode_reads_the_published_inputs_and_logs_its_mode(toy_store, tmp_path, tiny_models, capsys):
+def test_main_reference_recipe_reads_the_published_inputs_and_logs_its_recipe(toy_store, tmp_path, tiny_models, capsys):
     data_dir, dataset_dir = toy_store
     store = tmp_path / "dataset"
     shutil.copytree(dataset_dir, store)
@@ -102,7 +104,7 @@ def test_main_reference_mode_reads_the_published_inputs_and_logs_its_mode(toy_st
     assert main_script.main([*common, "-bert_source", "roberta"]) == 0
     assert main_script.main([*common, "-llama_pooling", "unmasked_padded", "-bert_source", "roberta", "-norm", "none", "-seeds", "1"]) == 0
     rows = list(csv.DictReader(open(logs / "runs.csv")))
-    assert [r["mode"] for r in rows] == ["reference", "corrected", "custom:bert_source=roberta", "reference"]
+    assert [r["recipe"] for r in rows] == ["reference", "corrected", "custom:bert_source=roberta", "reference"]
     capsys.readouterr()
     assert report.main([str(logs), "-format", "csv"]) == 0
     pooled = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))

@@ -12,9 +12,10 @@ import pytest
 import torch
 from conftest import SPLIT_ROWS, TINY_HIDDEN
 
-from fec import extract, pooling, store
+from fec import features, pooling, store
 from fec.backbones import load_backbone
-from fec.extract import build_parser, extract_features, main, plan_batches
+from fec.commands.extract import build_parser, main
+from fec.features import extract_features, plan_batches
 from fec.store import feature_path, load_features
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def test_manifest_records_model_pooling_source_and_labels(toy_store, tiny_models
     assert manifest["max_len"] == 200 and manifest["dtype"] == "float32"
     assert manifest["rows"] == manifest["csv_rows"] == SPLIT_ROWS["train"]
     assert manifest["label_names"] == ["joyful", "sad", "angry"]
-    from fec.data import sha256_file
+    from fec.files import sha256_file
 
     assert manifest["csv_sha256"] == sha256_file(data_dir / "toy" / "train.csv")
     assert manifest["code_version"] and "transformers" in manifest["packages"]
@@ -99,14 +100,14 @@ def test_bert_without_pooler_falls_back_to_first_token_and_says_so(data_dir, tmp
 
 
 def test_non_finite_rows_are_reported_by_row_and_never_saved(data_dir, tmp_path, tiny_models, monkeypatch, capsys):
-    real = extract.pool_batch
+    real = features.pool_batch
 
     def overflowing(*args, **kwargs):
         out = real(*args, **kwargs)
         out[0] = float("inf")  # the first text of every batch overflows, as fp16 Llama-2 does
         return out
 
-    monkeypatch.setattr(extract, "pool_batch", overflowing)
+    monkeypatch.setattr(features, "pool_batch", overflowing)
     argv = ["-task", "toy", "-mode", "valid", "-device", "cpu", "-model", str(tiny_models["roberta"]),
             "-data_dir", str(data_dir), "-dataset_dir", str(tmp_path / "ds"), "-batch_size", "10"]
     assert main("roberta", argv) == 2
@@ -185,7 +186,7 @@ def test_offline_preset_extracts_real_features_with_every_standin(data_dir, tmp_
 
 
 def test_half_precision_overflow_is_recomputed_in_float32(tiny_models, monkeypatch):
-    real = extract.pool_batch
+    real = features.pool_batch
 
     def overflow_in_half(backbone, *args, **kwargs):
         out = real(backbone, *args, **kwargs)
@@ -193,7 +194,7 @@ def test_half_precision_overflow_is_recomputed_in_float32(tiny_models, monkeypat
             out[0] = float("inf")  # what fp16 does to Llama-2's massive activations
         return out
 
-    monkeypatch.setattr(extract, "pool_batch", overflow_in_half)
+    monkeypatch.setattr(features, "pool_batch", overflow_in_half)
     half = load_backbone(str(tiny_models["llama"]), CPU, torch.bfloat16)
     full = load_backbone(str(tiny_models["llama"]), CPU, torch.float32)
     texts = ["so happy", "i was at home today crying", "furious rage"]

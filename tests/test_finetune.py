@@ -14,8 +14,9 @@ from test_multilabel import ML_LABELS, write_multilabel_task
 
 import predict as predict_script
 from fec import EmotionClassifier
-from fec.finetune import FinetuneConfig, main, planned_warmup
-from fec.train import classification_metrics, multilabel_metrics
+from fec.commands.finetune import main
+from fec.finetune import FinetuneConfig, planned_warmup
+from fec.metrics import classification_metrics, multilabel_metrics
 
 TINY = ["-device", "cpu", "-batch_size", "8", "-lr", "5e-3", "-max_len", "32"]
 
@@ -62,7 +63,7 @@ def test_single_label_run_writes_the_logs_layout_and_a_runs_row(single_run, tiny
     assert config["problem_type"] == "single_label_classification" and "git_sha" in config
     assert "valid loss" in (run_dir / "train.log").read_text()
     (row,) = csv.DictReader(open(run_dir.parent / "runs.csv"))
-    assert row["sources"] == f"finetune:{tiny_models['bert']}" and row["mode"] == "finetune"
+    assert row["method"] == "finetune" and f"model={tiny_models['bert']}" in row["settings"]
     assert "±" not in row["test_acc"] and row["test_acc"] and row["test_micro_f1"] == ""
 
 

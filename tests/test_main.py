@@ -47,7 +47,7 @@ def test_two_seeds_learn_and_write_every_log_file(toy_store, tmp_path, capsys):
     state = load_file(str(run_dir / "checkpoints/seed0.safetensors"))
     assert "input_mean_0" in state and "mlp.0.weight" in state
     rows = list(csv.DictReader(open(tmp_path / "Logs" / "runs.csv")))
-    assert len(rows) == 1 and rows[0]["sources"] == "llama+bert+roberta" and "±" in rows[0]["test_acc"]
+    assert len(rows) == 1 and rows[0]["method"] == "fusion" and "sources=llama+bert+roberta" in rows[0]["settings"] and "±" in rows[0]["test_acc"]
     assert "Acc: " in capsys.readouterr().err
 
 
@@ -74,7 +74,7 @@ def test_features_from_a_different_csv_are_refused(toy_store, tmp_path, tiny_mod
     mixed = tmp_path / "dataset"
     shutil.copytree(dataset_dir, mixed)
     other = write_task(tmp_path / "other", seed=7)  # same task name and sizes, different rows
-    from fec.extract import main as extract
+    from fec.commands.extract import main as extract
 
     argv = ["-task", "toy", "-mode", "valid", "-device", "cpu", "-model", str(tiny_models["bert"]),
             "-data_dir", str(other), "-dataset_dir", str(mixed)]
@@ -118,7 +118,7 @@ def test_raw_inputs_all_is_recorded_and_reloads_for_prediction(toy_store, tmp_pa
     run_dir = the_run(tmp_path / "Logs")
     assert json.loads((run_dir / "model.json").read_text())["model"]["raw_inputs"] == "all"
     (row,) = csv.DictReader(open(tmp_path / "Logs" / "runs.csv"))
-    assert row["raw_inputs"] == "all" and row["mode"] == "corrected"
+    assert "raw_inputs=all" in row["settings"] and row["recipe"] == "corrected"
     clf = EmotionClassifier.load(run_dir, device="cpu")
     assert clf.model.config["raw_inputs"] == "all"
     assert clf.predict_proba(["a small test sentence"]).shape == (1, len(clf.label_names))

@@ -16,8 +16,8 @@ from conftest import CUES, FILLER, extract_all
 import main as main_script
 import predict as predict_script
 from fec.data import DataError, load_split, load_splits
+from fec.metrics import THRESHOLD_GRID, multilabel_metrics, tune_thresholds
 from fec.runlog import RUNS_COLUMNS, append_run_row
-from fec.train import THRESHOLD_GRID, multilabel_metrics, tune_thresholds
 
 # Column name -> the conftest cue words (the tiny tokenizers know only those and FILLER).
 ML_CUES = {"anger": CUES["angry"], "joy": CUES["joyful"], "sadness": CUES["sad"]}
@@ -225,6 +225,6 @@ def test_runs_table_written_before_the_new_columns_is_upgraded_in_place(tmp_path
     table.write_text(",".join(old) + "\n" + ",".join(f"v{i}" for i in range(len(old))) + "\n")
     append_run_row(tmp_path, {"task": "new", "test_micro_f1": "1.00"})
     rows = list(csv.DictReader(open(table)))
-    assert list(rows[0]) == RUNS_COLUMNS
+    assert list(rows[0]) == RUNS_COLUMNS + [c for c in old if c not in RUNS_COLUMNS]  # old columns kept, after
     assert {k: rows[0][k] for k in old} == {k: f"v{i}" for i, k in enumerate(old)} and rows[0]["test_micro_f1"] == ""
     assert rows[1]["task"] == "new" and rows[1]["test_micro_f1"] == "1.00"

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 import main as main_script
+from fec.commands import train as train_command
 import report
+from fec.metrics import mean_std
 from fec.report import Run, run_order
-from fec.train import mean_std
 
 FAST = ["-epochs", "3", "-lr", "1e-3"]
 
@@ -93,14 +94,14 @@ def test_runs_are_ordered_by_when_they_claimed_their_folder_not_by_created():
 def test_a_run_stopped_after_its_first_seed_keeps_that_seed(toy_store, tmp_path, capsys, monkeypatch):
     _, dataset_dir = toy_store
     logs = tmp_path / "Logs"
-    real_train_seed = main_script.train_seed
+    real_train_seed = train_command.train_seed
 
     def stopped_at_seed_1(data, cfg, seed, device):
         if seed == 1:
             raise KeyboardInterrupt  # as Ctrl-C or a killed job would stop it
         return real_train_seed(data, cfg, seed, device)
 
-    monkeypatch.setattr(main_script, "train_seed", stopped_at_seed_1)
+    monkeypatch.setattr(train_command, "train_seed", stopped_at_seed_1)
     with pytest.raises(KeyboardInterrupt):
         train(dataset_dir, logs, "-seeds", "0", "1")
     (run_dir,) = [p for p in logs.iterdir() if p.is_dir()]
@@ -115,14 +116,14 @@ def test_a_run_stopped_after_its_first_seed_keeps_that_seed(toy_store, tmp_path,
 def test_a_run_that_failed_is_marked_so_in_its_folder_and_in_the_report(toy_store, tmp_path, capsys, monkeypatch):
     _, dataset_dir = toy_store
     logs = tmp_path / "Logs"
-    real_train_seed = main_script.train_seed
+    real_train_seed = train_command.train_seed
 
     def out_of_memory_at_seed_1(data, cfg, seed, device):
         if seed == 1:
             raise RuntimeError("out of memory")
         return real_train_seed(data, cfg, seed, device)
 
-    monkeypatch.setattr(main_script, "train_seed", out_of_memory_at_seed_1)
+    monkeypatch.setattr(train_command, "train_seed", out_of_memory_at_seed_1)
     with pytest.raises(RuntimeError):
         train(dataset_dir, logs, "-seeds", "0", "1")
     with pytest.raises(RuntimeError):

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fec import chunks, scale, store
+from fec import backbones, chunks, store
 from fec.chunks import chunk_file, parts_dir, plan_chunks, prepare_parts, record_file, verify_chunk, write_chunk
-from fec.extract import main
+from fec.commands.extract import main
 from fec.locks import lock_path
 from fec.store import feature_path, load_features, manifest_path, save_features, save_features_streamed
 
@@ -33,8 +33,9 @@ real = extract.extract_features
 def slow(*args, **kwargs):
     time.sleep(float(sys.argv[1]))
     return real(*args, **kwargs)
-extract.extract_features = slow
-sys.exit(extract.main(sys.argv[2], sys.argv[3:]))
+extract.extract_features = slow  # the name fec.extract calls
+from fec.commands.extract import main
+sys.exit(main(sys.argv[2], sys.argv[3:]))
 """
 
 
@@ -195,7 +196,8 @@ def late(*args, **kwargs):
     time.sleep(3)
     return real(*args, **kwargs)
 extract.merge_chunks = late
-sys.exit(extract.main(sys.argv[1], sys.argv[2:]))
+from fec.commands.extract import main
+sys.exit(main(sys.argv[1], sys.argv[2:]))
 """
 
 
@@ -235,12 +237,12 @@ def test_device_map_auto_gives_the_same_features_and_is_recorded(data_dir, tmp_p
 
 
 def test_quantised_loading_without_bitsandbytes_is_a_one_line_error(data_dir, tmp_path, tiny_models, monkeypatch, capsys):
-    monkeypatch.setattr(scale, "bitsandbytes_installed", lambda: False)
+    monkeypatch.setattr(backbones, "bitsandbytes_installed", lambda: False)
     assert main("llama", argv(tiny_models["llama"], data_dir, tmp_path / "ds", "valid", "-load_in", "8bit")) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: -load_in 8bit needs the bitsandbytes package, which is not installed: pip install bitsandbytes"
     )
-    assert scale.parse_max_memory("0=20GiB, cpu=64GiB") == {0: "20GiB", "cpu": "64GiB"}
+    assert backbones.parse_max_memory("0=20GiB, cpu=64GiB") == {0: "20GiB", "cpu": "64GiB"}
 
 
 def test_a_second_extraction_of_a_split_being_extracted_stops_naming_the_holder(data_dir, tmp_path, tiny_models, capsys):

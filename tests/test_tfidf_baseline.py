@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 
-from baselines.tfidf import main
+from fec.commands.tfidf import main
 
 
 def the_run(out):
@@ -36,7 +36,7 @@ def test_learns_and_writes_the_logs_layout(data_dir, tmp_path, capsys):
     assert config["args"]["seeds"] == [0, 1] and "git_sha" in config and config["rows"]["test"] == 30
     rows = list(csv.DictReader(open(out / "runs.csv")))
     assert len(rows) == 1
-    assert rows[0]["sources"] == "tfidf-logreg" and rows[0]["mode"] == "baseline" and rows[0]["seeds"] == "0 1"
+    assert rows[0]["method"] == "tfidf" and rows[0]["seeds"] == "0 1"
     assert "±" in rows[0]["test_acc"] and rows[0]["run_dir"] == str(run_dir)
     assert "Acc: " in capsys.readouterr().err
 

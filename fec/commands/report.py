@@ -1,0 +1,38 @@
+"""`report.py` (`fec report`): pool the seeds of finished runs that share a recipe into one
+table row (markdown or CSV); see `fec.report` for the pooling rule.
+
+    python report.py                          # every finished run under Logs/
+    python report.py --task ED                # one task
+    python report.py Logs/ED_20261122-075750 Logs/ED_20261122-082150   # chosen run folders
+    python report.py --format csv > pooled.csv
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from fec.cli import run_script
+from fec.commands import finetune, tfidf, train
+from fec.options import ArgumentParser, flag, task_name
+from fec.report import ReportError, find_runs, format_csv, format_markdown, parser_defaults, pool
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(description="Pool the seeds of finished main.py / finetune.py / baselines/tfidf.py runs that "
+                            "share a recipe into one row each. Every option also has its single-dash spelling.")
+    parser.add_argument("runs", nargs="*", type=Path, default=[Path("Logs")], help="run folders, or folders of run folders")
+    parser.add_argument(*flag("task"), type=task_name, default=None, help="only runs of this task (e.g. ED, go_emotion)")
+    parser.add_argument(*flag("format"), default="markdown", choices=["markdown", "csv"], help="output table format")
+    parser.add_argument(*flag("log_level"), default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity")
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    defaults = {script: parser_defaults(command.build_parser(), ["--task", "-"])
+                for script, command in (("main.py", train), ("finetune.py", finetune), ("baselines/tfidf.py", tfidf))}
+    rows = pool(find_runs(args.runs, defaults, args.task))
+    sys.stdout.write(format_csv(rows) if args.format == "csv" else format_markdown(rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script(build_parser(), run, (ReportError,), argv)

@@ -1,0 +1,112 @@
+"""The TF-IDF + logistic-regression baseline (its command line is `fec.commands.tfidf`).
+
+    from fec.tfidf import run_seed, vectorize
+    features, vocabulary = vectorize(splits, ngram_max=2, min_df=2, max_features=None)
+    result = run_seed(features, labels, grid=[0.5, 1, 2, 4, 8], seed=0, max_iter=2000, fits={})
+
+Word n-gram TF-IDF (sublinear tf) is fitted on train; a multinomial logistic regression (lbfgs) is
+fitted on train for every C in the grid, the C with the best validation weighted F1 is kept
+(ties: the smaller C), and test is evaluated once, on that model. The seed sets `random_state`,
+but lbfgs never reads it: every seed gives the same model, so each C is fitted once and later
+seeds reuse that fit (results.json marks the reused entries).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from fec.data import DataError
+from fec.metrics import classification_metrics
+
+log = logging.getLogger("fec.tfidf")
+
+SOURCE = "tfidf-logreg"
+DEFAULT_C_GRID = [0.5, 1.0, 2.0, 4.0, 8.0]
+
+
+@dataclass
+class BaselineSeedResult:
+    """One seed: the chosen C, its validation (and test) metrics, and every C tried."""
+
+    seed: int
+    C: float
+    valid: dict
+    test: dict | None
+    seconds: float
+    n_iter: int
+    grid: list[dict] = field(default_factory=list)
+    predictions: dict = field(default_factory=dict)  # split -> predicted ids of the chosen C
+    best_epoch = None  # no epochs: one fit per C
+    history: tuple = ()
+
+    def summary(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "predictions"}
+
+
+def fit_logreg(x, y, C: float, seed: int, max_iter: int) -> tuple[LogisticRegression, bool]:
+    """Multinomial (softmax) logistic regression; returns the model and whether lbfgs converged."""
+    model = LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter, random_state=seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        try:
+            model.fit(x, y)
+        except ValueError as err:
+            raise DataError(f"logistic regression cannot be fitted: {str(err).splitlines()[0]}") from err
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    if not converged:
+        log.warning("C=%g seed %d: lbfgs stopped at max_iter=%d without converging; raise -max_iter", C, seed, max_iter)
+    return model, converged
+
+
+def run_seed(features: dict, labels: dict, grid: list[float], seed: int, max_iter: int, fits: dict) -> BaselineSeedResult:
+    """Fit every C (or reuse the fit in `fits`: lbfgs ignores the seed), keep the best on valid, test once."""
+    started = time.perf_counter()
+    tried, best, best_model = [], None, None
+    for C in grid:
+        if C in fits:
+            model, entry = fits[C]
+            entry = entry | {"reused_from_seed": entry["seed"]}
+        else:
+            fit_start = time.perf_counter()
+            model, converged = fit_logreg(features["train"], labels["train"], C, seed, max_iter)
+            valid = classification_metrics(labels["valid"], model.predict(features["valid"]))
+            entry = {"C": C, "valid": valid, "n_iter": int(np.max(model.n_iter_)), "converged": converged,
+                     "fit_seconds": round(time.perf_counter() - fit_start, 2), "seed": seed}
+            fits[C] = (model, entry)
+            log.info("seed %d C=%-5g | valid acc %.2f wF1 %.2f macro-F1 %.2f | %d iterations, %.1fs", seed, C,
+                     valid["acc"], valid["wf1"], valid["macro_f1"], entry["n_iter"], entry["fit_seconds"])
+        entry = {k: v for k, v in entry.items() if k != "seed"}
+        tried.append(entry)
+        valid = entry["valid"]
+        if best is None or valid["wf1"] > best["valid"]["wf1"]:
+            best, best_model = tried[-1], model
+    test = None
+    predictions = {"valid": best_model.predict(features["valid"])}
+    if "test" in features:  # evaluated once, on the model chosen on validation
+        predictions["test"] = best_model.predict(features["test"])
+        test = classification_metrics(labels["test"], predictions["test"])
+    seconds = round(time.perf_counter() - started, 2)
+    return BaselineSeedResult(seed, best["C"], best["valid"], test, seconds, best["n_iter"], tried, predictions)
+
+
+def vectorize(splits: dict, ngram_max: int, min_df: int, max_features: int | None) -> tuple[dict, int]:
+    """TF-IDF features of every split (sublinear tf, word n-grams 1..ngram_max), fitted on train;
+    and the vocabulary size."""
+    vectorizer = TfidfVectorizer(ngram_range=(1, ngram_max), sublinear_tf=True, min_df=min_df, max_features=max_features,
+                                 lowercase=True, dtype=np.float64)
+    try:
+        features = {"train": vectorizer.fit_transform(splits["train"].texts)}
+    except ValueError as err:  # e.g. an empty vocabulary when min_df is too high for the data
+        raise DataError(f"{splits['train'].path}: TF-IDF: {err}") from err
+    for mode, split in splits.items():
+        if mode != "train":
+            features[mode] = vectorizer.transform(split.texts)
+    return features, len(vectorizer.vocabulary_)
