@@ -1,6 +1,6 @@
 """Extract bert-slot features (see `fec.commands.extract`; `-h` lists every option).
 
-    python bert_rep_extract.py -device cuda -task ED -mode train
+python bert_rep_extract.py -device cuda -task ED -mode train
 """
 
 import sys

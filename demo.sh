@@ -9,8 +9,9 @@
 #
 # Options: --task ED|go_emotion|...  --limit N (rows per split, default 1000)  --full  --runs N
 #          --data-from DIR  --python PYTHON
-# The default (first 1000 rows of each ED split) takes about 10 minutes on 2 CPU cores, most of
-# it extracting SmolLM2 features. Limited runs keep their features in dataset/limitN/ so they
+# The recommended recipe on CPU: the LLaMA slot (SmolLM2) in bfloat16 (cosine >= 0.9997 to its
+# float32 features, twice as fast), the classifier at batch 64 with lr 2.5e-4 (the accuracy of
+# batch 10 at a quarter of the time). Limited runs keep their features in dataset/limitN/ so they
 # never overwrite a full extraction in dataset/.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -36,6 +37,7 @@ step "environment (.venv)"
 . .venv/bin/activate
 pip install -q -r requirements.txt
 pip install -q --no-deps -r requirements-standins.txt
+pip install -q --no-deps --no-build-isolation -e .
 
 step "data: $task"
 if [ -n "$data_from" ]; then
@@ -46,19 +48,19 @@ fi
 
 if [ -n "$limit" ]; then
   dataset_dir="dataset/limit$limit"
-  limit_args=(-limit "$limit")
+  limit_args=(--limit "$limit")
 else
   dataset_dir="dataset"
   limit_args=()
 fi
 
-for script in bert_rep_extract.py roberta_rep_extract.py llama2_rep_extract.py; do
-  step "features: python $script -task $task -mode all -preset offline ${limit_args[*]} -dataset_dir $dataset_dir"
-  python "$script" -task "$task" -mode all -preset offline "${limit_args[@]}" -dataset_dir "$dataset_dir"
+for script in bert_rep_extract.py roberta_rep_extract.py "llama2_rep_extract.py --dtype bfloat16"; do
+  step "features: python $script --task $task --mode all --preset offline ${limit_args[*]} --dataset_dir $dataset_dir"
+  python $script --task "$task" --mode all --preset offline "${limit_args[@]}" --dataset_dir "$dataset_dir"
 done
 
-step "classifier: python main.py -dataset $task -runs $runs -dataset_dir $dataset_dir"
-python main.py -dataset "$task" -runs "$runs" -dataset_dir "$dataset_dir"
+step "classifier: python main.py --task $task --runs $runs --batch_size 64 --lr 2.5e-4 --dataset_dir $dataset_dir"
+python main.py --task "$task" --runs "$runs" --batch_size 64 --lr 2.5e-4 --dataset_dir "$dataset_dir"
 
 step "all runs so far (Logs/runs.csv)"
 if command -v column >/dev/null; then column -s, -t Logs/runs.csv; else cat Logs/runs.csv; fi

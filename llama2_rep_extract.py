@@ -1,6 +1,6 @@
 """Extract llama-slot features (see `fec.commands.extract`; `-h` lists every option).
 
-    python llama2_rep_extract.py -device cuda -task ED -mode train
+python llama2_rep_extract.py -device cuda -task ED -mode train
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Extract roberta-slot features (see `fec.commands.extract`; `-h` lists every option).
 
-    python roberta_rep_extract.py -device cuda -task ED -mode train
+python roberta_rep_extract.py -device cuda -task ED -mode train
 """
 
 import sys

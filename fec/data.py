@@ -273,8 +273,9 @@ def load_splits(
     first = load_split(data_dir, task, modes[0], multilabel=multilabel)
     splits = {modes[0]: first}
     for mode in modes[1:]:
-        splits[mode] = load_split(data_dir, task, mode, multilabel=first.multilabel,
-                                  label_names=first.label_names if first.multilabel else None)
+        splits[mode] = load_split(
+            data_dir, task, mode, multilabel=first.multilabel, label_names=first.label_names if first.multilabel else None
+        )
     for split in splits.values():
         if split.multilabel != first.multilabel or split.label_names != first.label_names:
             raise DataError(

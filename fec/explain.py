@@ -59,8 +59,9 @@ def bar_chart(path: Path, tokens: list[str], values: np.ndarray, label: str, top
     plt.close(fig)
 
 
-def explain_text(clf, text: str, out_dir: Path | str, label: str | None = None, max_evals: int = 200,
-                 batch_size: int = 64) -> Explanation:
+def explain_text(
+    clf, text: str, out_dir: Path | str, label: str | None = None, max_evals: int = 200, batch_size: int = 64
+) -> Explanation:
     """Attribute `clf`'s probability for `label` (default: the predicted label) to the words of
     `text`; write `<slug>.html` (SHAP's text plot) and `<slug>.png` (top words) into `out_dir`."""
     import shap
@@ -83,8 +84,10 @@ def explain_text(clf, text: str, out_dir: Path | str, label: str | None = None, 
     html_path, png_path = inside(out_dir, f"{stem}.html"), inside(out_dir, f"{stem}.png")
     plot = shap.plots.text(values[0, :, index], display=False)
     label_html = html.escape(names[index])
-    page = (f"<html><head><meta charset='utf-8'><title>{label_html}</title></head><body>"
-            f"<h3>'{label_html}' (p = {probs[index]:.3f}) for: {html.escape(text)}</h3>{plot}</body></html>")
+    page = (
+        f"<html><head><meta charset='utf-8'><title>{label_html}</title></head><body>"
+        f"<h3>'{label_html}' (p = {probs[index]:.3f}) for: {html.escape(text)}</h3>{plot}</body></html>"
+    )
     atomic_write_text(html_path, page)
     bar_chart(png_path, tokens, token_values, names[index])
     log.info("explanation for %r (%s, p=%.3f): %s, %s", text, names[index], probs[index], html_path, png_path)

@@ -23,9 +23,10 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -48,7 +49,7 @@ from fec.chunks import (
     settings_hash,
     write_chunk,
 )
-from fec.data import DataError, available_modes, load_splits
+from fec.data import DataError, Split, available_modes, load_splits
 from fec.features import (
     REFERENCE_PAD_TOKEN,
     NonFiniteFeaturesError,
@@ -120,12 +121,11 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
     Returns the store files written (on rank 0; other ranks return the same paths)."""
     args.model = chosen_model(args, slot)
     resolve_extraction(args, slot)
-    for name, default in (("chunk_rows", CHUNK_ROWS), ("resume", True), ("device_map", None), ("max_memory", None),
-                          ("load_in", None), ("wait", False)):
+    defaults = {"chunk_rows": CHUNK_ROWS, "resume": True, "device_map": None, "max_memory": None, "load_in": None, "wait": False}
+    for name, default in defaults.items():
         setattr(args, name, getattr(args, name, default))  # callers that build their own Namespace
     if args.chunk_rows < 1:
         raise DataError(f"-chunk_rows {args.chunk_rows}: must be at least 1")
-    store_dir = store_dir_of(slot, args.llama_pooling)
     modes = available_modes(args.data_dir, args.task) if args.mode == "all" else [args.mode]
     if not modes:
         raise DataError(f"{Path(args.data_dir) / args.task}: no train/valid/test CSV found (run `python prepare_data.py`)")
@@ -133,16 +133,7 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
     resolve_model(args.model)  # a missing or broken model folder is refused before anything loads
     placed = dict(device_map=args.device_map, max_memory=parse_max_memory(args.max_memory))
     ranks = ranks_from_env(args.device)
-    todo = {}
-    for mode, split in splits.items():
-        path = feature_path(args.dataset_dir, args.task, store_dir, mode)
-        settings = settings_of(args, slot, split.csv_sha256)
-        if not args.force and already_extracted(path, settings):
-            log.info("%s: already extracted with the same settings, skipped (-force to redo)", path)
-            if ranks.is_main and parts_dir(path).exists():
-                shutil.rmtree(parts_dir(path), ignore_errors=True)  # left by a run killed right after its merge
-            continue
-        todo[mode] = (split, path, settings)
+    todo = splits_to_do(args, slot, splits, ranks)
     if not todo:
         return []
     with ExitStack() as locks:
@@ -150,8 +141,14 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
         if not todo:
             return []
         device = rank_device(pick_device(args.device), ranks)
-        backbone = load_backbone(args.model, device, extraction_dtype(args.dtype, args.compat, device),
-                                        args.trust_remote_code, load_in=args.load_in, **placed)
+        backbone = load_backbone(
+            args.model,
+            device,
+            extraction_dtype(args.dtype, args.compat, device),
+            args.trust_remote_code,
+            load_in=args.load_in,
+            **placed,
+        )
         float32_copy: list[Backbone] = []
 
         def float32_backbone() -> Backbone:
@@ -159,8 +156,25 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
                 float32_copy.append(load_backbone(args.model, device, torch.float32, args.trust_remote_code, **placed))
             return float32_copy[0]
 
-        return [extract_split(args, slot, mode, split, path, settings, backbone, float32_backbone, ranks)
-                for mode, (split, path, settings) in todo.items()]
+        return [
+            extract_split(args, slot, mode, split, path, settings, backbone, float32_backbone, ranks)
+            for mode, (split, path, settings) in todo.items()
+        ]
+
+
+def splits_to_do(args: argparse.Namespace, slot: str, splits: dict[str, Split], ranks: Ranks) -> dict:
+    """mode -> (split, store file, settings) for the splits not in the store with these settings."""
+    todo = {}
+    for mode, split in splits.items():
+        path = feature_path(args.dataset_dir, args.task, store_dir_of(slot, args.llama_pooling), mode)
+        settings = settings_of(args, slot, split.csv_sha256)
+        if not args.force and already_extracted(path, settings):
+            log.info("%s: already extracted with the same settings, skipped (-force to redo)", path)
+            if ranks.is_main and parts_dir(path).exists():
+                shutil.rmtree(parts_dir(path), ignore_errors=True)  # left by a run killed right after its merge
+            continue
+        todo[mode] = (split, path, settings)
+    return todo
 
 
 def take_locks(args: argparse.Namespace, todo: dict, locks: ExitStack, ranks: Ranks) -> dict:
@@ -192,7 +206,9 @@ def together(ranks: Ranks, step: Callable[[], object], what: str):
     if error is not None:
         raise error
     if not everyone_ok:
-        raise PeerFailed(f"{ranks.prefix()}another process failed while {what} (see its error); finished chunks are kept, rerun to resume")
+        raise PeerFailed(
+            f"{ranks.prefix()}another process failed while {what} (see its error); finished chunks are kept, rerun to resume"
+        )
     return result
 
 
@@ -204,85 +220,113 @@ def remove_stale_temp_files(path: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def extract_split(args: argparse.Namespace, slot: str, mode: str, split, path: Path, settings: dict, backbone: Backbone,
-                  fallback: Callable[[], Backbone], ranks: Ranks) -> Path:
+@dataclass
+class SplitJob:
+    """One split to extract, and everything its chunks are computed from."""
+
+    args: argparse.Namespace
+    slot: str
+    mode: str
+    split: Split
+    path: Path
+    settings: dict
+    backbone: Backbone
+    fallback: Callable[[], Backbone]
+    ranks: Ranks
+    run_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.started = time.perf_counter()
+        self.count = len(self.split) if self.args.limit is None else min(self.args.limit, len(self.split))
+        self.layers = getattr(self.args, "layers", None)
+        self.chunks = plan_chunks(self.count, self.args.chunk_rows)
+        self.parts = parts_dir(self.path)
+        self.width = [self.layers, self.backbone.hidden_size] if self.slot == "llama" else [self.backbone.hidden_size]
+        # Everything that decides a chunk's contents; a chunk written under another key is redone.
+        self.key = settings_hash({**self.settings, "model_fingerprint": self.backbone.fingerprint,
+                                  "model_dtype": str(self.backbone.dtype), "chunk_rows": self.args.chunk_rows,
+                                  "rows": self.count})  # fmt: skip
+
+
+def extract_split(args: argparse.Namespace, slot: str, mode: str, split: Split, path: Path, settings: dict,
+                  backbone: Backbone, fallback: Callable[[], Backbone], ranks: Ranks) -> Path:  # fmt: skip
     """One split: rank 0 plans (verifying finished chunks), every process extracts its share of
     the chunks left, rank 0 merges them into `path` with the manifest."""
-    started = time.perf_counter()
-    count = len(split) if args.limit is None else min(args.limit, len(split))
-    layers = getattr(args, "layers", None)
-    chunks = plan_chunks(count, args.chunk_rows)
-    parts = parts_dir(path)
-    # Everything that decides a chunk's contents; a chunk written under another key is redone.
-    key = settings_hash({**settings, "model_fingerprint": backbone.fingerprint, "model_dtype": str(backbone.dtype),
-                         "chunk_rows": args.chunk_rows, "rows": count})
-
-    def plan() -> tuple[str, list[int]]:
-        remove_stale_temp_files(path)
-        done, left = prepare_parts(parts, chunks, key, args.resume)
-        if done:
-            log.info("%s: resuming: %d of %d chunks already finished and verified, skipped (%s)", parts, len(done),
-                     len(chunks), ", ".join(str(c) for c in done[:8]) + (" ..." if len(done) > 8 else ""))
-        return uuid.uuid4().hex, [c.index for c in left]
-
-    run_id, left = ranks.broadcast(together(ranks, plan if ranks.is_main else (lambda: None), "planning"))
-    mine = [chunks[i] for i in left[ranks.rank :: ranks.world]]
+    job = SplitJob(args, slot, mode, split, path, settings, backbone, fallback, ranks)
+    job.run_id, left = ranks.broadcast(
+        together(ranks, (lambda: plan_split(job)) if ranks.is_main else (lambda: None), "planning")
+    )
+    mine = [job.chunks[i] for i in left[ranks.rank :: ranks.world]]
     if ranks.distributed:
-        log.info("%s%s: %d of the %d chunks left are this process's", ranks.prefix(), parts, len(mine), len(left))
-
-    def extract_mine() -> None:
-        bad_rows: list[int] = []
-        for number, chunk in enumerate(mine, 1):
-            chunk_started = time.perf_counter()
-            try:
-                features, info = extract_features(
-                    backbone, split.texts[chunk.start : chunk.stop], slot, layers=layers or 1, max_len=args.max_len,
-                    batch_size=args.batch_size, max_tokens=args.max_tokens, llama_pooling=args.llama_pooling,
-                    batch_order=args.batch_order, desc=f"{ranks.prefix()}{slot} {args.task}/{mode} {chunk}", fallback=fallback,
-                )
-            except NonFiniteFeaturesError as err:
-                bad_rows.extend(chunk.start + row for row in err.rows)
-                continue  # the other chunks are still worth keeping
-            info = {**info, "seconds": round(time.perf_counter() - chunk_started, 3), "run_id": run_id, "rank": ranks.rank}
-            write_chunk(parts, chunk, features, key, info)
-            log.info("%s%s: chunk %s written (%d of %d)", ranks.prefix(), parts, chunk, number, len(mine))
-        if bad_rows:
-            raise NonFiniteFeaturesError(
-                non_finite_message(sorted(bad_rows), backbone.dtype, f"{path.name} was not written (the other chunks are kept)"),
-                sorted(bad_rows),
-            )
-
-    together(ranks, extract_mine, f"extracting {args.task}/{mode}")
-
-    def merge() -> None:
-        width = [layers, backbone.hidden_size] if slot == "llama" else [backbone.hidden_size]
-        records = finished_records(parts, chunks, key, width)
-        elapsed = time.perf_counter() - started
-        fresh = sum(r["stop"] - r["start"] for r in records if r.get("run_id") == run_id)
-        manifest = build_manifest(args, slot, mode, split, settings, backbone, records, chunks, elapsed, run_id, ranks)
-        labels = torch.from_numpy(split.labels[:count])
-        merge_chunks(path, parts, chunks, records, key, labels, manifest, width)
-        log.info("%s: %s features for %d texts in %.1fs (%d computed now, %.1f texts/s, %d process(es))", path,
-                 tuple(width), count, elapsed, fresh, fresh / max(elapsed, 1e-9), ranks.world)
-
-    together(ranks, merge if ranks.is_main else (lambda: None), f"merging {args.task}/{mode}")
+        log.info("%s%s: %d of the %d chunks left are this process's", ranks.prefix(), job.parts, len(mine), len(left))
+    together(ranks, lambda: extract_chunks(job, mine), f"extracting {args.task}/{mode}")
+    together(ranks, (lambda: merge_split(job)) if ranks.is_main else (lambda: None), f"merging {args.task}/{mode}")
     return path
 
 
-def build_manifest(args: argparse.Namespace, slot: str, mode: str, split, settings: dict, backbone: Backbone,
-                   records: list[dict], chunks: list[Chunk], elapsed: float, run_id: str, ranks: Ranks) -> dict:
-    """The store manifest of a merged split; extraction figures are summed over the chunk records."""
-    layers = getattr(args, "layers", None)
-    info = {k: sum(int(r.get(k, 0)) for r in records)
-            for k in ("batches", "tokens", "padded_tokens", "rows_at_max_len", "float32_fallback_rows")}
-    info.update(
-        seconds=round(elapsed, 2),
-        texts_per_s=round(sum(r["stop"] - r["start"] for r in records if r.get("run_id") == run_id) / max(elapsed, 1e-9), 2),
-        chunk_rows=args.chunk_rows,
-        chunks=len(chunks),
-        chunks_resumed=sum(1 for r in records if r.get("run_id") != run_id),
-        processes=ranks.world,
-    )
+def plan_split(job: SplitJob) -> tuple[str, list[int]]:
+    """(a new run id, the indices of the chunks left to do), after tidying the parts folder."""
+    remove_stale_temp_files(job.path)
+    done, left = prepare_parts(job.parts, job.chunks, job.key, job.args.resume)
+    if done:
+        shown = ", ".join(str(c) for c in done[:8]) + (" ..." if len(done) > 8 else "")
+        log.info("%s: resuming: %d of %d chunks already finished and verified, skipped (%s)", job.parts, len(done),
+                 len(job.chunks), shown)  # fmt: skip
+    return uuid.uuid4().hex, [c.index for c in left]
+
+
+def extract_chunks(job: SplitJob, mine: list[Chunk]) -> None:
+    """Extract and write this process's chunks; rows that came out non-finite are reported
+    together at the end, after the other chunks are written."""
+    args, bad_rows = job.args, []
+    for number, chunk in enumerate(mine, 1):
+        chunk_started = time.perf_counter()
+        try:
+            features, info = extract_features(
+                job.backbone, job.split.texts[chunk.start : chunk.stop], job.slot, layers=job.layers or 1,
+                max_len=args.max_len, batch_size=args.batch_size, max_tokens=args.max_tokens, llama_pooling=args.llama_pooling,
+                batch_order=args.batch_order, desc=f"{job.ranks.prefix()}{job.slot} {args.task}/{job.mode} {chunk}",
+                fallback=job.fallback,
+            )  # fmt: skip
+        except NonFiniteFeaturesError as err:
+            bad_rows.extend(chunk.start + row for row in err.rows)
+            continue  # the other chunks are still worth keeping
+        info |= {"seconds": round(time.perf_counter() - chunk_started, 3), "run_id": job.run_id, "rank": job.ranks.rank}
+        write_chunk(job.parts, chunk, features, job.key, info)
+        log.info("%s%s: chunk %s written (%d of %d)", job.ranks.prefix(), job.parts, chunk, number, len(mine))
+    if bad_rows:
+        saved = f"{job.path.name} was not written (the other chunks are kept)"
+        raise NonFiniteFeaturesError(non_finite_message(sorted(bad_rows), job.backbone.dtype, saved), sorted(bad_rows))
+
+
+def merge_split(job: SplitJob) -> None:
+    """Stream the finished chunks into the store file with its manifest (rank 0)."""
+    records = finished_records(job.parts, job.chunks, job.key, job.width)
+    elapsed = time.perf_counter() - job.started
+    fresh = sum(r["stop"] - r["start"] for r in records if r.get("run_id") == job.run_id)
+    manifest = build_manifest(job, records, elapsed)
+    labels = torch.from_numpy(job.split.labels[: job.count])
+    merge_chunks(job.path, job.parts, job.chunks, records, job.key, labels, manifest, job.width)
+    log.info("%s: %s features for %d texts in %.1fs (%d computed now, %.1f texts/s, %d process(es))", job.path,
+             tuple(job.width), job.count, elapsed, fresh, fresh / max(elapsed, 1e-9), job.ranks.world)  # fmt: skip
+
+
+def extraction_figures(job: SplitJob, records: list[dict], elapsed: float) -> dict:
+    """How the split was extracted, summed over its chunk records."""
+    keys = ("batches", "tokens", "padded_tokens", "rows_at_max_len", "float32_fallback_rows")
+    figures = {k: sum(int(r.get(k, 0)) for r in records) for k in keys}
+    fresh = sum(r["stop"] - r["start"] for r in records if r.get("run_id") == job.run_id)
+    return figures | {
+        "seconds": round(elapsed, 2), "texts_per_s": round(fresh / max(elapsed, 1e-9), 2), "chunk_rows": job.args.chunk_rows,
+        "chunks": len(job.chunks), "chunks_resumed": sum(1 for r in records if r.get("run_id") != job.run_id),
+        "processes": job.ranks.world,
+    }  # fmt: skip
+
+
+def build_manifest(job: SplitJob, records: list[dict], elapsed: float) -> dict:
+    """The store manifest of a merged split: every setting, the model, the data, how it was extracted."""
+    args, slot, split, backbone, layers = job.args, job.slot, job.split, job.backbone, job.layers
+    settings, mode, info = job.settings, job.mode, extraction_figures(job, records, elapsed)
     return {
         "format": MANIFEST_FORMAT,
         "settings": settings,

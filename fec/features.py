@@ -14,7 +14,7 @@ scripts (`fec.extract`), prediction (`fec.predict`) and the benchmarks share thi
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -159,7 +159,9 @@ def extract_features(
     if not bool(finite.all()) and fallback is not None and backbone.dtype != torch.float32:
         # Half precision overflowed on some rows (LLaMA's massive activations): redo only those in float32.
         bad = (~finite).nonzero().flatten().numpy()
-        log.warning("%d row(s) overflowed in %s; recomputing them in float32", len(bad), str(backbone.dtype).removeprefix("torch."))
+        log.warning(
+            "%d row(s) overflowed in %s; recomputing them in float32", len(bad), str(backbone.dtype).removeprefix("torch.")
+        )
         retry = [bad[i : i + batch_size] for i in range(0, len(bad), batch_size)]
         forward_batches(fallback(), retry, features, finite, None, **run)
         info["float32_fallback_rows"] = len(bad)
@@ -170,9 +172,20 @@ def extract_features(
 
 
 @torch.inference_mode()
-def forward_batches(backbone: Backbone, batches: list[np.ndarray], features: torch.Tensor, finite: torch.Tensor, bar,
-                    *, slot: str, encoded: list[list[int]], pad_id: int, padded_width: int | None, layers: int,
-                    llama_pooling: str) -> None:
+def forward_batches(
+    backbone: Backbone,
+    batches: list[np.ndarray],
+    features: torch.Tensor,
+    finite: torch.Tensor,
+    bar,
+    *,
+    slot: str,
+    encoded: list[list[int]],
+    pad_id: int,
+    padded_width: int | None,
+    layers: int,
+    llama_pooling: str,
+) -> None:
     """Run `batches` of rows and write their pooled features (and finiteness) into the CPU tensors.
 
     On CUDA, inputs go through pinned memory with asynchronous copies and results stay on the
@@ -194,7 +207,10 @@ def forward_batches(backbone: Backbone, batches: list[np.ndarray], features: tor
     for rows in batches:
         ids, mask = pad_right([encoded[i] for i in rows], pad_id, padded_width)
         if cuda:
-            ids, mask = ids.pin_memory().to(backbone.device, non_blocking=True), mask.pin_memory().to(backbone.device, non_blocking=True)
+            ids, mask = (
+                ids.pin_memory().to(backbone.device, non_blocking=True),
+                mask.pin_memory().to(backbone.device, non_blocking=True),
+            )
         pending.append((rows, pool_batch(backbone, slot, ids, mask, layers, llama_pooling)))
         if not cuda or sum(len(r) for r, _ in pending) >= FLUSH_ROWS:
             flush()

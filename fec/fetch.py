@@ -25,9 +25,10 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Sequence
+from typing import BinaryIO
 
 from fec.files import atomic_write, sha256_file
 
@@ -114,6 +115,7 @@ def _rel(job: FileJob) -> str:
 
 # --------------------------------------------------------------------------- planning
 
+
 def _copy_plan(src_root: Path, dest_root: Path, tasks: Sequence[str] | None) -> list[FileJob]:
     if not src_root.is_dir():
         raise FetchError(f"source folder not found: {src_root}")
@@ -133,9 +135,9 @@ def _copy_plan(src_root: Path, dest_root: Path, tasks: Sequence[str] | None) -> 
         if table is None:
             log.warning("%s: unknown task, its files are copied as-is and NOT verified", task)
             required = list(UNKNOWN_TASK_REQUIRED)
-            optional = sorted(p.name for p in src_dir.iterdir()
-                              if p.is_file() and not p.name.startswith(".")
-                              and p.name not in required)
+            optional = sorted(
+                p.name for p in src_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p.name not in required
+            )
         else:
             required = [n for n in table if n not in OPTIONAL_FILES]
             optional = [n for n in (*table, *STANDARD_FILES) if n not in required]
@@ -166,10 +168,10 @@ def _download_plan(dest_root: Path, tasks: Sequence[str] | None, base_url: str) 
     for task in names:
         if task not in DOWNLOADS:
             if task in SHA256:
-                raise FetchError(f"task {task!r} has no pinned public download; "
-                                 f"copy it from a local folder with --from DIR")
-            raise FetchError(f"unknown task {task!r} (downloadable: {', '.join(DOWNLOADS)}); "
-                             f"other tasks must be copied with --from DIR")
+                raise FetchError(f"task {task!r} has no pinned public download; copy it from a local folder with --from DIR")
+            raise FetchError(
+                f"unknown task {task!r} (downloadable: {', '.join(DOWNLOADS)}); other tasks must be copied with --from DIR"
+            )
         for name in DOWNLOADS[task]:
             expected = SHA256.get(task, {}).get(name)
             if expected is None:  # never download something we cannot verify
@@ -180,6 +182,7 @@ def _download_plan(dest_root: Path, tasks: Sequence[str] | None, base_url: str) 
 
 
 # --------------------------------------------------------------------------- writing
+
 
 def _open_source(job: FileJob, timeout: float) -> BinaryIO:
     if isinstance(job.source, Path):
@@ -192,11 +195,11 @@ def _open_source(job: FileJob, timeout: float) -> BinaryIO:
     except urllib.error.HTTPError as e:
         raise FetchError(f"download failed: HTTP {e.code} {e.reason} for {job.source}") from None
     except urllib.error.URLError as e:
-        raise FetchError(f"cannot download {job.source}: {e.reason} "
-                         f"(network unreachable? copy the files with --from DIR)") from None
+        raise FetchError(
+            f"cannot download {job.source}: {e.reason} (network unreachable? copy the files with --from DIR)"
+        ) from None
     except (TimeoutError, OSError) as e:
-        raise FetchError(f"cannot download {job.source}: {e} "
-                         f"(network unreachable? copy the files with --from DIR)") from None
+        raise FetchError(f"cannot download {job.source}: {e} (network unreachable? copy the files with --from DIR)") from None
 
 
 def _write_verified(job: FileJob, expected: str, timeout: float) -> None:
@@ -216,8 +219,7 @@ def _write_verified(job: FileJob, expected: str, timeout: float) -> None:
                 raise FetchError(f"copying {job.source} to {job.dest} failed: {e}") from None
         actual = h.hexdigest()
         if actual != expected:
-            raise FetchError(f"checksum mismatch for {job.source}: "
-                             f"expected {expected}, actual {actual}")
+            raise FetchError(f"checksum mismatch for {job.source}: expected {expected}, actual {actual}")
 
     try:
         atomic_write(job.dest, write)
@@ -242,16 +244,17 @@ def _run(jobs: list[FileJob], force: bool, action: str, timeout: float) -> list[
             if not force:
                 actual = sha256_file(job.dest)
                 if actual != expected:
-                    raise FetchError(f"{job.dest} exists with a different checksum "
-                                     f"(expected {expected}, actual {actual}); "
-                                     f"use --force to replace it")
+                    raise FetchError(
+                        f"{job.dest} exists with a different checksum "
+                        f"(expected {expected}, actual {actual}); "
+                        f"use --force to replace it"
+                    )
                 log.info("%s: already present, checksum ok, skipped", _rel(job))
                 outcomes.append(Outcome(job.task, job.name, job.dest, "present"))
                 continue
         todo.append((job, expected))
     for job, expected in todo:
-        log.info("%s: %s %s", _rel(job), "copying" if action == "copied" else "downloading",
-                 job.source)
+        log.info("%s: %s %s", _rel(job), "copying" if action == "copied" else "downloading", job.source)
         _write_verified(job, expected, timeout)
         outcomes.append(Outcome(job.task, job.name, job.dest, action))
     return outcomes
@@ -259,8 +262,10 @@ def _run(jobs: list[FileJob], force: bool, action: str, timeout: float) -> list[
 
 # --------------------------------------------------------------------------- public API
 
-def copy_tasks(src_root: str | os.PathLike, dest_root: str | os.PathLike,
-               tasks: Sequence[str] | None = None, force: bool = False) -> list[Outcome]:
+
+def copy_tasks(
+    src_root: str | os.PathLike, dest_root: str | os.PathLike, tasks: Sequence[str] | None = None, force: bool = False
+) -> list[Outcome]:
     """Copy `src_root/{task}/` into `dest_root/{task}/`, verifying known checksums.
 
     tasks=None copies every known task found in src_root (absent ones are skipped); named
@@ -270,16 +275,21 @@ def copy_tasks(src_root: str | os.PathLike, dest_root: str | os.PathLike,
     return _run(jobs, force, "copied", DOWNLOAD_TIMEOUT_S)
 
 
-def download_tasks(dest_root: str | os.PathLike, tasks: Sequence[str] | None = None,
-                   force: bool = False, base_url: str | None = None,
-                   timeout: float | None = None) -> list[Outcome]:
+def download_tasks(
+    dest_root: str | os.PathLike,
+    tasks: Sequence[str] | None = None,
+    force: bool = False,
+    base_url: str | None = None,
+    timeout: float | None = None,
+) -> list[Outcome]:
     """Download the published CSVs of `tasks` (default: all in DOWNLOADS) into dest_root."""
     jobs = _download_plan(Path(dest_root), tasks, base_url or BASE_URL)
     return _run(jobs, force, "downloaded", timeout or DOWNLOAD_TIMEOUT_S)
 
 
-def prepare(dest_root: str | os.PathLike, src: str | os.PathLike | None = None,
-            tasks: Sequence[str] | None = None, force: bool = False) -> list[Outcome]:
+def prepare(
+    dest_root: str | os.PathLike, src: str | os.PathLike | None = None, tasks: Sequence[str] | None = None, force: bool = False
+) -> list[Outcome]:
     """Copy from `src` when given, else download; log a one-line summary."""
     if src is not None:
         outcomes = copy_tasks(src, dest_root, tasks, force)

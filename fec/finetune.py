@@ -111,8 +111,11 @@ def load_config(resolved):
 def dropout_attributes(config) -> list[str]:
     """The config's hidden/attention dropout settings (names differ across encoder families; a
     numeric value marks a setting, so `0` counts and a `None` placeholder does not)."""
-    return [a for a in DROPOUT_ATTRIBUTES
-            if isinstance(getattr(config, a, None), (int, float)) and not isinstance(getattr(config, a), bool)]
+    return [
+        a
+        for a in DROPOUT_ATTRIBUTES
+        if isinstance(getattr(config, a, None), (int, float)) and not isinstance(getattr(config, a), bool)
+    ]
 
 
 def classifier_config(resolved, label_names: list[str], multilabel: bool, dropout: float, pad_token_id):
@@ -148,8 +151,9 @@ def load_classifier(resolved, config):
         transformers.logging.set_verbosity(verbosity)
 
 
-def split_metrics(logits: np.ndarray, labels: np.ndarray, multilabel: bool, thresholds=0.5,
-                  label_names: list[str] | None = None) -> tuple[dict, np.ndarray]:
+def split_metrics(
+    logits: np.ndarray, labels: np.ndarray, multilabel: bool, thresholds=0.5, label_names: list[str] | None = None
+) -> tuple[dict, np.ndarray]:
     """(metrics, predictions) from raw logits, with the loss the model trains on."""
     logits_t = torch.from_numpy(np.asarray(logits, dtype=np.float32))
     if multilabel:
@@ -175,7 +179,9 @@ def make_callbacks(seed: int, multilabel: bool):
                 shown = " ".join(f"{k} {logs.get('eval_' + k, float('nan')):.2f}" for k in keys)
                 log.info("seed %d epoch %5.2f | valid loss %.4f %s", seed, epoch, logs["eval_loss"], shown)
             elif "loss" in logs:
-                log.info("seed %d epoch %5.2f | train loss %.4f lr %.2e", seed, epoch, logs["loss"], logs.get("learning_rate", 0.0))
+                log.info(
+                    "seed %d epoch %5.2f | train loss %.4f lr %.2e", seed, epoch, logs["loss"], logs.get("learning_rate", 0.0)
+                )
 
     return [LogEpochs()]
 
@@ -189,8 +195,11 @@ def epoch_history(log_history: list[dict]) -> list[dict]:
         epoch = int(round(entry["epoch"])) - 1
         row = rows.setdefault(epoch, {"epoch": epoch})
         if "eval_loss" in entry:
-            row["valid"] = {k.removeprefix("eval_"): v for k, v in entry.items()
-                            if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(("runtime", "per_second"))}
+            row["valid"] = {
+                k.removeprefix("eval_"): v
+                for k, v in entry.items()
+                if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(("runtime", "per_second"))
+            }
         elif "loss" in entry:
             row["train"] = {"loss": entry["loss"], "learning_rate": entry.get("learning_rate")}
     return [rows[e] for e in sorted(rows)]
@@ -205,9 +214,26 @@ def pick_precision(dtype: str, device: torch.device) -> dict:
     return {"bf16": dtype == "bfloat16", "fp16": dtype == "float16"}
 
 
+def training_arguments(cfg: FinetuneConfig, seed: int, device: torch.device, work: Path, warmup: int):
+    """The Trainer's arguments for one seed: the recipe above, a checkpoint per epoch in `work`,
+    the lowest-validation-loss epoch restored at the end."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(work), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
+        num_train_epochs=cfg.epochs, learning_rate=cfg.lr, lr_scheduler_type="linear", warmup_steps=warmup,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, eval_strategy="epoch", save_strategy="epoch",
+        logging_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        save_total_limit=1, save_only_model=True, seed=seed, data_seed=seed, report_to="none", disable_tqdm=True,
+        use_cpu=device.type == "cpu", dataloader_num_workers=0, **pick_precision(cfg.dtype, device),
+    )  # fmt: skip
+
+
 def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: dict[str, TextDataset], label_names: list[str],
-                   multilabel: bool, seed: int, device: torch.device, run_dir: Path, warmup: int) -> SeedResult:
-    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments, set_seed
+                   multilabel: bool, seed: int, device: torch.device, run_dir: Path, warmup: int) -> SeedResult:  # fmt: skip
+    """Fine-tune one seed, keep the lowest-validation-loss epoch, score valid and test on it and
+    save it under `run_dir/checkpoints/seedN/`."""
+    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
 
     set_seed(seed)  # the new head's initialisation
     model = load_classifier(resolved, config)
@@ -219,19 +245,11 @@ def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: d
         return metrics
 
     work = run_dir / f".trainer-seed{seed}"
-    args = TrainingArguments(
-        output_dir=str(work), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
-        num_train_epochs=cfg.epochs, learning_rate=cfg.lr, lr_scheduler_type="linear", warmup_steps=warmup,
-        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, eval_strategy="epoch", save_strategy="epoch",
-        logging_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
-        save_total_limit=1, save_only_model=True, seed=seed, data_seed=seed, report_to="none", disable_tqdm=True,
-        use_cpu=device.type == "cpu", dataloader_num_workers=0, **pick_precision(cfg.dtype, device),
-    )
     trainer = Trainer(
-        model=model, args=args, data_collator=Collator(tokenizer), train_dataset=datasets["train"],
-        eval_dataset=datasets["valid"], compute_metrics=compute_metrics,
+        model=model, args=training_arguments(cfg, seed, device, work, warmup), data_collator=Collator(tokenizer),
+        train_dataset=datasets["train"], eval_dataset=datasets["valid"], compute_metrics=compute_metrics,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience), *make_callbacks(seed, multilabel)],
-    )
+    )  # fmt: skip
     trainer.remove_callback(PrinterCallback)  # its raw dicts duplicate LogEpochs' lines
     started = time.perf_counter()
     trainer.train()
@@ -239,10 +257,24 @@ def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: d
     history = epoch_history(trainer.state.log_history)
     valid_rows = [row for row in history if "valid" in row]
     best_epoch = min(valid_rows, key=lambda row: row["valid"]["loss"])["epoch"] if valid_rows else -1
-
     # The Trainer has restored the lowest-valid-loss epoch; every split is scored on that state.
     logits = {mode: trainer.predict(ds).predictions for mode, ds in datasets.items() if mode != "train"}
     labels = {mode: datasets[mode].labels.numpy() for mode in logits}
+    scored, predictions, thresholds, valid_at_05 = score_splits(logits, labels, cfg, label_names, multilabel, seed)
+    out = run_dir / "checkpoints" / f"seed{seed}"
+    trainer.model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    del trainer, model
+    gc.collect()
+    shutil.rmtree(work, ignore_errors=True)
+    return SeedResult(seed, best_epoch, len(valid_rows), scored["valid"], scored.get("test"), train_seconds, history,
+                      thresholds=thresholds, valid_at_05=valid_at_05, predictions=predictions)  # fmt: skip
+
+
+def score_splits(logits: dict, labels: dict, cfg: FinetuneConfig, label_names: list[str], multilabel: bool, seed: int):
+    """Metrics and predictions of every split from its logits; multi-label runs first tune one
+    threshold per label on valid (or take the global `cfg.threshold`).
+    Returns (metrics per split, predictions per split, thresholds, valid metrics at 0.5)."""
     predictions: dict[str, np.ndarray] = {}
     thresholds = valid_at_05 = None
     if multilabel:
@@ -252,18 +284,11 @@ def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: d
         valid_at_05, _ = split_metrics(logits["valid"], labels["valid"], True, 0.5, label_names)
     scored = {}
     for mode in logits:
-        scored[mode], predictions[mode] = split_metrics(logits[mode], labels[mode], multilabel,
-                                                        thresholds if multilabel else 0.5, label_names if multilabel else None)
+        scored[mode], predictions[mode] = split_metrics(
+            logits[mode], labels[mode], multilabel, thresholds if multilabel else 0.5, label_names if multilabel else None
+        )
     if multilabel:
-        log.info("seed %d: thresholds %s | valid macro-F1 %.2f at 0.5, %.2f at these", seed,
-                 " ".join(f"{n}={t:.2f}" for n, t in zip(label_names, thresholds)), valid_at_05["macro_f1"], scored["valid"]["macro_f1"])
-
-    out = run_dir / "checkpoints" / f"seed{seed}"
-    trainer.model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    epochs_run = len(valid_rows)
-    del trainer, model
-    gc.collect()
-    shutil.rmtree(work, ignore_errors=True)
-    return SeedResult(seed, best_epoch, epochs_run, scored["valid"], scored.get("test"), train_seconds, history,
-                      thresholds=thresholds, valid_at_05=valid_at_05, predictions=predictions)
+        shown = " ".join(f"{n}={t:.2f}" for n, t in zip(label_names, thresholds, strict=True))
+        log.info("seed %d: thresholds %s | valid macro-F1 %.2f at 0.5, %.2f at these", seed, shown,
+                 valid_at_05["macro_f1"], scored["valid"]["macro_f1"])  # fmt: skip
+    return scored, predictions, thresholds, valid_at_05

@@ -90,15 +90,13 @@ class DownstreamModel(nn.Module):
         self.compress_layers = nn.ModuleList(
             nn.Sequential(nn.Linear(hd, d), nn.ReLU(), nn.Dropout(dropout)) for _ in range(layers)
         )
-        self.encoder_projections = nn.ModuleList(
-            nn.Identity() if width == d else nn.Linear(width, d) for width in encoder_dims
-        )
+        self.encoder_projections = nn.ModuleList(nn.Identity() if width == d else nn.Linear(width, d) for width in encoder_dims)
         vectors = layers + len(encoder_dims)
         raw = hd + (sum(encoder_dims) if raw_inputs == "all" else 0)
         self.head_in = vectors * vectors + raw
         widths = [self.head_in, *self.config["hidden"]]
         blocks: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:]):
+        for a, b in zip(widths[:-1], widths[1:], strict=False):
             blocks += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
         blocks.append(nn.Linear(widths[-1], num_classes))
         self.mlp = nn.Sequential(*blocks)
@@ -139,7 +137,7 @@ class DownstreamModel(nn.Module):
 
     def _pooled(self, decoder: torch.Tensor | None, encoders: list[torch.Tensor]) -> torch.Tensor:
         vectors = [compress(decoder[:, i]) for i, compress in enumerate(self.compress_layers)] if decoder is not None else []
-        vectors += [project(x) for project, x in zip(self.encoder_projections, encoders)]
+        vectors += [project(x) for project, x in zip(self.encoder_projections, encoders, strict=False)]
         stacked = torch.stack(vectors, dim=1)
         gram = torch.bmm(stacked, stacked.transpose(1, 2)).flatten(1)
         return power_normalise(gram, self.config["pn"], self.config["sigma"])
@@ -150,9 +148,13 @@ class DownstreamModel(nn.Module):
         lines = []
         if self.has_decoder:
             layers, hd = c["decoder_shape"]
-            lines.append(f"decoder: {layers} x ({hd}) -> {layers} x Linear({hd}, {c['fusion_dim']}) + ReLU + Dropout({c['dropout']})")
-        for width, proj in zip(c["encoder_dims"], self.encoder_projections):
-            lines.append(f"encoder: ({width}) -> " + ("as is" if isinstance(proj, nn.Identity) else f"Linear({width}, {c['fusion_dim']})"))
+            lines.append(
+                f"decoder: {layers} x ({hd}) -> {layers} x Linear({hd}, {c['fusion_dim']}) + ReLU + Dropout({c['dropout']})"
+            )
+        for width, proj in zip(c["encoder_dims"], self.encoder_projections, strict=False):
+            lines.append(
+                f"encoder: ({width}) -> " + ("as is" if isinstance(proj, nn.Identity) else f"Linear({width}, {c['fusion_dim']})")
+            )
         raw = [f"mean of decoder layers ({c['decoder_shape'][1]})"] if self.has_decoder else []
         if c["raw_inputs"] == "all":
             raw += [f"raw encoder vectors ({sum(c['encoder_dims'])})"]

@@ -65,7 +65,7 @@ class FusionData:
         offset = 1 if DECODER_SOURCE in self.sources else 0
         return [int(x.shape[1]) for x in self.splits["train"].inputs[offset:]]
 
-    def to(self, device: torch.device) -> "FusionData":
+    def to(self, device: torch.device) -> FusionData:
         for split in self.splits.values():
             split.inputs = [x.to(device) for x in split.inputs]
             split.labels = split.labels.to(device)
@@ -89,7 +89,7 @@ def _check_same_origin(mode: str, stored: dict[str, StoredFeatures], slot_dirs: 
                 f"{manifest_path(feats.path)}: extracted for slot {written_for!r}, not {folder!r}; "
                 f"re-extract with the {folder.split('_')[0]} script"
             )
-    for source, feats in rest:
+    for _, feats in rest:
         for key, what in (("csv_sha256", "source CSV"), ("rows", "row count"), ("label_names", "label names")):
             if feats.manifest.get(key) != first.manifest.get(key):
                 raise StoreError(
@@ -167,9 +167,8 @@ def load_fusion_data(
     for index, source in enumerate(sources):
         # One model with one set of settings for every split, or the splits are not comparable.
         recipe = {
-            mode: (tuple(splits[mode].inputs[index].shape[1:]),) + tuple(
-                repr(manifests[mode][source].get(k)) for k in ("model_fingerprint", "pooling", "layers", "max_len")
-            )
+            mode: (tuple(splits[mode].inputs[index].shape[1:]),)
+            + tuple(repr(manifests[mode][source].get(k)) for k in ("model_fingerprint", "pooling", "layers", "max_len"))
             for mode in splits
         }
         if len(set(recipe.values())) > 1:

@@ -42,7 +42,7 @@ def multilabel_metrics(labels: np.ndarray, preds: np.ndarray, label_names: list[
         "jaccard": 100 * jaccard_score(labels, preds, average="samples", zero_division=1.0),
     }
     if label_names is not None:
-        out["per_label_f1"] = {name: 100 * float(f) for name, f in zip(label_names, per_label)}
+        out["per_label_f1"] = {name: 100 * float(f) for name, f in zip(label_names, per_label, strict=False)}
     return out
 
 
@@ -80,7 +80,7 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 
 def mean_std_stats(values: list[float]) -> dict[str, float | None]:
     """`mean_std` as `{"mean": .., "std": ..}`, the form results.json, runs.csv and report.py use."""
-    return dict(zip(("mean", "std"), mean_std(values)))
+    return dict(zip(("mean", "std"), mean_std(values), strict=False))
 
 
 def mean_std_cell(stats: dict | None) -> str:
@@ -110,6 +110,10 @@ def format_summary(stats: dict) -> str:
     """`Acc: 60.44±0.47 | wF1: 59.80±0.54 | macro-F1: 45.10±0.70`, as the paper reports; multi-label:
     `macro-F1: 60.10±0.70 | micro-F1: 65.20±0.40 | subset acc: 40.00±1.00 | Jaccard: 55.00±0.50`."""
     if "wf1" not in stats:
-        return (f"macro-F1: {mean_std_cell(stats['macro_f1'])} | micro-F1: {mean_std_cell(stats['micro_f1'])} | "
-                f"subset acc: {mean_std_cell(stats['subset_acc'])} | Jaccard: {mean_std_cell(stats['jaccard'])}")
-    return f"Acc: {mean_std_cell(stats['acc'])} | wF1: {mean_std_cell(stats['wf1'])} | macro-F1: {mean_std_cell(stats['macro_f1'])}"
+        return (
+            f"macro-F1: {mean_std_cell(stats['macro_f1'])} | micro-F1: {mean_std_cell(stats['micro_f1'])} | "
+            f"subset acc: {mean_std_cell(stats['subset_acc'])} | Jaccard: {mean_std_cell(stats['jaccard'])}"
+        )
+    return (
+        f"Acc: {mean_std_cell(stats['acc'])} | wF1: {mean_std_cell(stats['wf1'])} | macro-F1: {mean_std_cell(stats['macro_f1'])}"
+    )

@@ -197,7 +197,9 @@ def common_options(device_help: str = "cuda, cuda:N, cpu, or auto (cuda when ava
     """A parent parser with the options every command takes: --device and --log_level."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(*flag("device"), type=device, default="auto", help=device_help)
-    parent.add_argument(*flag("log_level"), default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity")
+    parent.add_argument(
+        *flag("log_level"), default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity"
+    )
     return parent
 
 
@@ -206,8 +208,14 @@ def seed_options() -> argparse.ArgumentParser:
     with seed 0 by default."""
     parent = argparse.ArgumentParser(add_help=False)
     seeds = parent.add_mutually_exclusive_group()
-    seeds.add_argument(*flag("seeds"), type=non_negative_int, nargs="+", action=Distinct, default=None,
-                       help="one run per seed, each seed once (default: 0)")
+    seeds.add_argument(
+        *flag("seeds"),
+        type=non_negative_int,
+        nargs="+",
+        action=Distinct,
+        default=None,
+        help="one run per seed, each seed once (default: 0)",
+    )
     seeds.add_argument(*flag("runs"), type=positive_int, default=None, help="N runs with seeds 0..N-1")
     return parent
 
@@ -216,8 +224,13 @@ def trainer_options(data_help: str) -> argparse.ArgumentParser:
     """A parent parser with what the trainers share: the task (published spelling `-dataset`),
     where its CSVs are and where run folders go."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(*flag("task", "--dataset", "-dataset"), dest="task", type=task_name, required=True,
-                        help="task folder, e.g. ED, go_emotion, semeval_eng")
+    parent.add_argument(
+        *flag("task", "--dataset", "-dataset"),
+        dest="task",
+        type=task_name,
+        required=True,
+        help="task folder, e.g. ED, go_emotion, semeval_eng",
+    )
     parent.add_argument(*flag("data_dir"), default="data", help=data_help)
     parent.add_argument(*flag("out"), default="Logs", help="folder for run folders and runs.csv")
     return parent

@@ -1,8 +1,8 @@
 """The pictures and per-label tables of a run folder: learning curves, confusion matrix, per-label scores.
 
-    from fec.plots import plot_curves, write_label_report
-    plot_curves(run_dir, {0: result.history})            # curves.png
-    write_label_report(run_dir, "test", labels, preds, names)   # per_label.csv, confusion.png
+from fec.plots import plot_curves, write_label_report
+plot_curves(run_dir, {0: result.history})            # curves.png
+write_label_report(run_dir, "test", labels, preds, names)   # per_label.csv, confusion.png
 """
 
 from __future__ import annotations
@@ -15,8 +15,13 @@ from fec.files import atomic_write
 log = logging.getLogger(__name__)
 
 
-def plot_curves(run_dir: Path, histories: dict[int, list[dict]], metric: str = "wf1", metric_name: str = "weighted F1",
-                loss_name: str = "cross-entropy") -> Path:
+def plot_curves(
+    run_dir: Path,
+    histories: dict[int, list[dict]],
+    metric: str = "wf1",
+    metric_name: str = "weighted F1",
+    loss_name: str = "cross-entropy",
+) -> Path:
     """Loss (train solid, valid dashed) and the validation `metric` per epoch, one colour per seed;
     epochs without a train or valid entry (e.g. the Trainer's) are skipped on that line."""
     import matplotlib
@@ -26,7 +31,8 @@ def plot_curves(run_dir: Path, histories: dict[int, list[dict]], metric: str = "
 
     fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(11, 4))
     for seed, history in histories.items():
-        def points(split: str, key: str):
+
+        def points(split: str, key: str, history=history):
             rows = [row for row in history if row.get(split) and key in row[split]]
             return [row["epoch"] for row in rows], [row[split][key] for row in rows]
 
@@ -80,7 +86,16 @@ def write_multilabel_report(run_dir: Path, split: str, labels, preds, label_name
 
     labels, preds = np.asarray(labels).astype(int), np.asarray(preds).astype(int)
     precision, recall, f1, support = precision_recall_fscore_support(labels, preds, average=None, zero_division=0)
-    table = pd.DataFrame({"label": label_names, "precision": precision, "recall": recall, "f1": f1, "support": support,
-                          "predicted": preds.sum(axis=0), "threshold": np.asarray(thresholds, dtype=float)})
-    log.info("per-label F1 on %s: %s", split, " ".join(f"{n} {100 * v:.1f}" for n, v in zip(label_names, f1)))
+    table = pd.DataFrame(
+        {
+            "label": label_names,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": support,
+            "predicted": preds.sum(axis=0),
+            "threshold": np.asarray(thresholds, dtype=float),
+        }
+    )
+    log.info("per-label F1 on %s: %s", split, " ".join(f"{n} {100 * v:.1f}" for n, v in zip(label_names, f1, strict=False)))
     atomic_write(run_dir / "per_label.csv", lambda tmp: table.round(4).to_csv(tmp, index=False))

@@ -48,8 +48,14 @@ class FeatureSource:
     def compute(self, texts: list[str], batch_size: int) -> torch.Tensor:
         m = self.manifest
         features, _ = extract_features(
-            self.backbone, texts, m["slot"], layers=m.get("layers") or 1, max_len=m["max_len"],
-            batch_size=batch_size, llama_pooling=m.get("llama_pooling") or "masked", desc=f"{m['slot']} features",
+            self.backbone,
+            texts,
+            m["slot"],
+            layers=m.get("layers") or 1,
+            max_len=m["max_len"],
+            batch_size=batch_size,
+            llama_pooling=m.get("llama_pooling") or "masked",
+            desc=f"{m['slot']} features",
         )
         return features
 
@@ -61,8 +67,12 @@ def fingerprints_match(expected: dict, actual: dict) -> bool:
     """Whether two model fingerprints name the same weights; a fingerprint without its key
     (the weights' sha256, or the hub revision) matches nothing, since it proves nothing."""
     key = FINGERPRINT_KEYS.get(expected.get("kind"))
-    return key is not None and expected.get("kind") == actual.get("kind") and expected.get(key) is not None \
+    return (
+        key is not None
+        and expected.get("kind") == actual.get("kind")
+        and expected.get(key) is not None
         and expected.get(key) == actual.get(key)
+    )
 
 
 def check_fingerprint(manifest: dict, where: Path) -> None:
@@ -70,8 +80,10 @@ def check_fingerprint(manifest: dict, where: Path) -> None:
     recorded = manifest.get("model_fingerprint") or {}
     key = FINGERPRINT_KEYS.get(recorded.get("kind"))
     if key is None or not recorded.get(key):
-        raise RunError(f"{where}: the {manifest.get('slot', '?')} backbone's model_fingerprint has no "
-                       f"{key or 'kind'}, so the weights cannot be checked; re-extract the features and retrain")
+        raise RunError(
+            f"{where}: the {manifest.get('slot', '?')} backbone's model_fingerprint has no "
+            f"{key or 'kind'}, so the weights cannot be checked; re-extract the features and retrain"
+        )
 
 
 def load_source_backbone(source: FeatureSource, device: torch.device, model: str | None) -> Backbone:
@@ -99,11 +111,13 @@ class LabelRanking:
         reaches its threshold, most likely first (`topk` does not cut them)."""
         if self.multilabel:
             chosen = probs >= self.thresholds
-            return [[(self.label_names[j], float(row[j])) for j in np.argsort(-row) if keep[j]]
-                    for row, keep in zip(probs, chosen)]
+            return [
+                [(self.label_names[j], float(row[j])) for j in np.argsort(-row) if keep[j]]
+                for row, keep in zip(probs, chosen, strict=False)
+            ]
         k = min(topk, len(self.label_names))
         top = np.argsort(-probs, axis=1)[:, :k]
-        return [[(self.label_names[j], float(row[j])) for j in idx] for row, idx in zip(probs, top)]
+        return [[(self.label_names[j], float(row[j])) for j in idx] for row, idx in zip(probs, top, strict=False)]
 
     def predict(self, texts: list[str], topk: int = 3, batch_size: int = 64) -> list[list[tuple[str, float]]]:
         """The `topk` labels of each text with their probabilities, most likely first; for
@@ -124,16 +138,25 @@ def run_thresholds(spec: dict, seed: int, path: Path) -> np.ndarray | None:
 class EmotionClassifier(LabelRanking):
     """A trained fusion classifier with its backbones, ready for raw text."""
 
-    def __init__(self, model: DownstreamModel, sources: dict[str, FeatureSource], order: list[str],
-                 label_names: list[str], run_dir: Path, seed: int, device: torch.device,
-                 thresholds: np.ndarray | None = None):
+    def __init__(
+        self,
+        model: DownstreamModel,
+        sources: dict[str, FeatureSource],
+        order: list[str],
+        label_names: list[str],
+        run_dir: Path,
+        seed: int,
+        device: torch.device,
+        thresholds: np.ndarray | None = None,
+    ):
         self.model, self.sources, self.order = model.to(device).eval(), sources, order
         self.label_names, self.run_dir, self.seed, self.device = label_names, run_dir, seed, device
         self.multilabel, self.thresholds = thresholds is not None, thresholds
 
     @classmethod
-    def load(cls, run_dir: Path | str, seed: int | None = None, device: str = "auto",
-             models: dict[str, str] | None = None) -> "EmotionClassifier":
+    def load(
+        cls, run_dir: Path | str, seed: int | None = None, device: str = "auto", models: dict[str, str] | None = None
+    ) -> EmotionClassifier:
         """Load a `main.py` run. `seed` picks a checkpoint (default: the best seed on validation);
         `models` overrides where a slot's backbone is loaded from (it must be the same weights).
         A `finetune.py` run loads as a `FinetunedClassifier` (same methods)."""
@@ -184,14 +207,23 @@ class FinetunedClassifier(LabelRanking):
     """A `finetune.py` run: one fine-tuned encoder with its classification head and tokenizer,
     saved per seed under `checkpoints/seedN/` with `save_pretrained`."""
 
-    def __init__(self, model, tokenizer, label_names: list[str], max_len: int, run_dir: Path, seed: int,
-                 device: torch.device, thresholds: np.ndarray | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        label_names: list[str],
+        max_len: int,
+        run_dir: Path,
+        seed: int,
+        device: torch.device,
+        thresholds: np.ndarray | None = None,
+    ):
         self.model, self.tokenizer, self.max_len = model.to(device).eval(), tokenizer, max_len
         self.label_names, self.run_dir, self.seed, self.device = label_names, run_dir, seed, device
         self.multilabel, self.thresholds = thresholds is not None, thresholds
 
     @classmethod
-    def load(cls, run_dir: Path, spec: dict, seed: int | None = None, device: str = "auto") -> "FinetunedClassifier":
+    def load(cls, run_dir: Path, spec: dict, seed: int | None = None, device: str = "auto") -> FinetunedClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if seed is None:
@@ -212,8 +244,13 @@ class FinetunedClassifier(LabelRanking):
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         chunks = []
         for start in range(0, len(texts), batch_size):
-            batch = self.tokenizer(list(texts[start : start + batch_size]), truncation=True, max_length=self.max_len,
-                                   padding=True, return_tensors="pt").to(self.device)
+            batch = self.tokenizer(
+                list(texts[start : start + batch_size]),
+                truncation=True,
+                max_length=self.max_len,
+                padding=True,
+                return_tensors="pt",
+            ).to(self.device)
             logits = self.model(**batch).logits.float()
             chunks.append(torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1))
         return torch.cat(chunks).cpu().numpy()

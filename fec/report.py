@@ -41,8 +41,20 @@ from fec.runlog import failure, run_dir_started
 log = logging.getLogger(__name__)
 
 # Options that say where or how fast a run trained, not what it trained.
-RUN_ONLY = {"task", "dataset", "seeds", "runs", "device", "dataset_dir", "data_dir", "out", "log_level", "eval_batch_size",
-            "compat", "threads"}
+RUN_ONLY = {
+    "task",
+    "dataset",
+    "seeds",
+    "runs",
+    "device",
+    "dataset_dir",
+    "data_dir",
+    "out",
+    "log_level",
+    "eval_batch_size",
+    "compat",
+    "threads",
+}
 # Option names a run's config.json may hold from before they were renamed.
 RENAMED = {"dataset": "task", "precision": "dtype"}
 # The script that wrote a run, told by what only its config.json holds.
@@ -192,7 +204,11 @@ def run_order(run: Run) -> tuple:
     started after it. Folders renamed since fall back to `created`."""
     claimed = run_dir_started(run.folder.name)
     if claimed is None:
-        created = dt.datetime.fromisoformat(run.created).astimezone() if run.created else dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+        created = (
+            dt.datetime.fromisoformat(run.created).astimezone()
+            if run.created
+            else dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+        )
         claimed = created, 1
     return *claimed, run.folder.name
 
@@ -208,16 +224,27 @@ def pool(runs: list[Run]) -> list[Row]:
         for run in members:
             for seed, entry in run.seeds.items():
                 if seed in chosen:
-                    log.info("%s seed %d: trained again in %s; the later run counts", chosen[seed][0].folder, seed, run.folder.name)
+                    log.info(
+                        "%s seed %d: trained again in %s; the later run counts", chosen[seed][0].folder, seed, run.folder.name
+                    )
                 chosen[seed] = (run, entry)
         entries = [chosen[seed][1] for seed in sorted(chosen)]
         split = "test" if all(entry.get("test") for entry in entries) else "valid"
         metrics = SINGLE_LABEL_METRICS if "wf1" in entries[0][split] else MULTILABEL_METRICS
         first = members[0]
         used = sorted({chosen[seed][0].label for seed in chosen})
-        rows.append(Row(first.task, first.command, first.features, sorted(chosen), split,
-                        {m: mean_std_stats([entry[split][m] for entry in entries]) for m in metrics},
-                        used, [entry.get("at_chance") for entry in entries]))
+        rows.append(
+            Row(
+                first.task,
+                first.command,
+                first.features,
+                sorted(chosen),
+                split,
+                {m: mean_std_stats([entry[split][m] for entry in entries]) for m in metrics},
+                used,
+                [entry.get("at_chance") for entry in entries],
+            )
+        )
     return sorted(rows, key=lambda row: row.task)  # stable: recipes of a task stay in the order they first ran
 
 
@@ -226,8 +253,16 @@ def format_markdown(rows: list[Row]) -> str:
     header = ["task", "command", "features", "seeds", "split", *(METRIC_NAMES[m] for m in metrics), "at chance", "runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row.task, f"`{row.command}`", row.features, " ".join(map(str, row.seeds)), row.split,
-                 *(mean_std_cell(row.stats.get(m)) for m in metrics), row.at_chance_cell(), " ".join(row.runs)]
+        cells = [
+            row.task,
+            f"`{row.command}`",
+            row.features,
+            " ".join(map(str, row.seeds)),
+            row.split,
+            *(mean_std_cell(row.stats.get(m)) for m in metrics),
+            row.at_chance_cell(),
+            " ".join(row.runs),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -236,16 +271,36 @@ def format_csv(rows: list[Row]) -> str:
     metrics = [m for m in METRIC_NAMES if any(m in row.stats for row in rows)]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["task", "command", "features", "seeds", "split",
-                     *(f"{m}_{part}" for m in metrics for part in ("mean", "std")), "at_chance", "runs"])
+    writer.writerow(
+        [
+            "task",
+            "command",
+            "features",
+            "seeds",
+            "split",
+            *(f"{m}_{part}" for m in metrics for part in ("mean", "std")),
+            "at_chance",
+            "runs",
+        ]
+    )
     for row in rows:
         values = []
         for m in metrics:
             stats = row.stats.get(m, {})
             mean, std = stats.get("mean"), stats.get("std")
             values += ["" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}"]
-        writer.writerow([row.task, row.command, row.features, " ".join(map(str, row.seeds)), row.split, *values,
-                         row.at_chance_cell(), " ".join(row.runs)])
+        writer.writerow(
+            [
+                row.task,
+                row.command,
+                row.features,
+                " ".join(map(str, row.seeds)),
+                row.split,
+                *values,
+                row.at_chance_cell(),
+                " ".join(row.runs),
+            ]
+        )
     return buffer.getvalue()
 
 

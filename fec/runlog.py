@@ -46,8 +46,21 @@ log = logging.getLogger(__name__)
 
 RUNS_TABLE = "runs.csv"
 RUNS_COLUMNS = [
-    "finished", "task", "method", "recipe", "settings", "seeds", "best_epoch", "valid_wf1", "valid_macro_f1",
-    "valid_micro_f1", "test_acc", "test_wf1", "test_macro_f1", "test_micro_f1", "run_dir",
+    "finished",
+    "task",
+    "method",
+    "recipe",
+    "settings",
+    "seeds",
+    "best_epoch",
+    "valid_wf1",
+    "valid_macro_f1",
+    "valid_micro_f1",
+    "test_acc",
+    "test_wf1",
+    "test_macro_f1",
+    "test_micro_f1",
+    "run_dir",
 ]
 
 
@@ -94,8 +107,11 @@ def run_folder(out: Path | str, task: str) -> Iterator[Path]:
 
 def mark_failed(run_dir: Path, err: BaseException) -> None:
     reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
-    payload = {"failed": dt.datetime.now().isoformat(timespec="seconds"), "error": reason,
-               "traceback": traceback.format_exception(err)[-6:]}
+    payload = {
+        "failed": dt.datetime.now().isoformat(timespec="seconds"),
+        "error": reason,
+        "traceback": traceback.format_exception(err)[-6:],
+    }
     try:
         write_json(run_dir / FAILED_MARKER, payload)
     except OSError as write_err:  # a full disk may refuse even this; the error itself is still reported
@@ -166,8 +182,9 @@ def _upgrade_header(path: Path) -> list[str]:
     return columns
 
 
-def runs_row(task: str, run_dir: Path, method: str, recipe: str, settings: dict, seeds: list[int], summary: dict,
-             best_epochs: list[int]) -> dict:
+def runs_row(
+    task: str, run_dir: Path, method: str, recipe: str, settings: dict, seeds: list[int], summary: dict, best_epochs: list[int]
+) -> dict:
     """One `runs.csv` row for any method: `fusion` (recipe `corrected`, `reference` or `custom:...`),
     `finetune` or `tfidf`, its settings as `key=value` words, the seeds and mean±std metrics."""
     test, valid = summary.get("test", {}), summary.get("valid", {})
@@ -190,14 +207,29 @@ def runs_row(task: str, run_dir: Path, method: str, recipe: str, settings: dict,
     }
 
 
-def write_results(run_dir: Path, task: str, results: list, *, sources: list[str], multilabel: bool,
-                  finished: bool, seconds: float | None = None, extra: dict | None = None) -> dict:
+def write_results(
+    run_dir: Path,
+    task: str,
+    results: list,
+    *,
+    sources: list[str],
+    multilabel: bool,
+    finished: bool,
+    seconds: float | None = None,
+    extra: dict | None = None,
+) -> dict:
     """results.json for the seeds trained so far: per seed, mean/std, the best seed on validation.
     Training scripts call it after every seed (`finished` false), so a run stopped part-way keeps
     its finished seeds for `report.py` and `predict.py`; `finish_run` writes the final one."""
     best = max(results, key=lambda r: r.valid["macro_f1" if multilabel else "wf1"])
-    payload = {"task": task, "sources": sources, "finished": finished, "seeds": [r.summary() for r in results],
-               "summary": summarise(results), "best_seed": best.seed}
+    payload = {
+        "task": task,
+        "sources": sources,
+        "finished": finished,
+        "seeds": [r.summary() for r in results],
+        "summary": summarise(results),
+        "best_seed": best.seed,
+    }
     if seconds is not None:
         payload["seconds"] = seconds
     payload |= extra or {}
@@ -205,37 +237,61 @@ def write_results(run_dir: Path, task: str, results: list, *, sources: list[str]
     return payload
 
 
-def finish_run(run_dir: Path, out: Path | str, task: str, results: list, *, sources: list[str], labels: dict,
-               label_names: list[str], multilabel: bool, threshold: float | None, method: str, recipe: str,
-               settings: dict, seconds: float | None = None, extra: dict | None = None) -> dict:
-    """Everything a training script writes once its seeds are done (`main.py`, `finetune.py`):
-    results.json (per seed and mean/std, the best seed on validation), curves.png, the best seed's
-    label report on test (valid without test), the row in `out`/runs.csv, and the summary log lines.
-    `labels` maps each split to its label array (ids, or multi-hot rows); `extra` adds keys to results.json."""
-    payload = write_results(run_dir, task, results, sources=sources, multilabel=multilabel, finished=True, seconds=seconds,
-                            extra=extra)
-    summary = payload["summary"]
-    best = next(r for r in results if r.seed == payload["best_seed"])
+def write_figures(run_dir: Path, results: list, best, labels: dict, label_names: list[str], multilabel: bool,
+                  threshold: float | None) -> None:  # fmt: skip
+    """curves.png (runs with epochs) and the best seed's per-label report and confusion matrix, on
+    test (valid without test)."""
     report_split = "test" if "test" in best.predictions else "valid"
     histories = {r.seed: r.history for r in results if getattr(r, "history", None)}  # none for TF-IDF fits
     if multilabel:
         if histories:
-            plot_curves(run_dir, histories, metric="macro_f1", loss_name="binary cross-entropy",
-                        metric_name=f"macro-F1 at threshold {threshold if threshold is not None else 0.5}")
-        write_multilabel_report(run_dir, report_split, labels[report_split], best.predictions[report_split],
-                                label_names, best.thresholds)
-    else:
-        if histories:
-            plot_curves(run_dir, histories)
-        write_label_report(run_dir, report_split, labels[report_split], best.predictions[report_split], label_names)
+            metric_name = f"macro-F1 at threshold {threshold if threshold is not None else 0.5}"
+            plot_curves(run_dir, histories, metric="macro_f1", loss_name="binary cross-entropy", metric_name=metric_name)
+        write_multilabel_report(run_dir, report_split, labels[report_split], best.predictions[report_split], label_names,
+                                best.thresholds)  # fmt: skip
+        return
+    if histories:
+        plot_curves(run_dir, histories)
+    write_label_report(run_dir, report_split, labels[report_split], best.predictions[report_split], label_names)
+
+
+def finish_run(
+    run_dir: Path,
+    out: Path | str,
+    task: str,
+    results: list,
+    *,
+    sources: list[str],
+    labels: dict,
+    label_names: list[str],
+    multilabel: bool,
+    threshold: float | None,
+    method: str,
+    recipe: str,
+    settings: dict,
+    seconds: float | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Everything a training script writes once its seeds are done (fusion, fine-tuning, TF-IDF):
+    results.json (per seed and mean/std, the best seed on validation), curves.png, the best seed's
+    label report on test (valid without test), the row in `out`/runs.csv, and the summary log lines.
+    `labels` maps each split to its label array (ids, or multi-hot rows); `extra` adds keys to results.json."""
+    payload = write_results(
+        run_dir, task, results, sources=sources, multilabel=multilabel, finished=True, seconds=seconds, extra=extra
+    )
+    summary = payload["summary"]
+    best = next(r for r in results if r.seed == payload["best_seed"])
+    write_figures(run_dir, results, best, labels, label_names, multilabel, threshold)
     best_epochs = [r.best_epoch for r in results if getattr(r, "best_epoch", None) is not None]
     row = runs_row(task, run_dir, method, recipe, settings, [r.seed for r in results], summary, best_epochs)
     table = append_run_row(out, row)
     split = "test" if "test" in summary else "valid"
     timing = f", {seconds:.0f}s" if seconds is not None else ""
-    log.info("%s %s (%d seed%s%s): %s", task, split, len(results), "s" if len(results) > 1 else "", timing,
-             format_summary(summary[split]))
+    seeds = f"{len(results)} seed{'s' if len(results) > 1 else ''}{timing}"
+    log.info("%s %s (%s): %s", task, split, seeds, format_summary(summary[split]))
     if multilabel and split == "valid" and threshold is None:
-        log.info("%s valid at threshold 0.5 (not tuned on the split it scores): %s", task, format_summary(summary["valid_at_0.5"]))
+        log.info(
+            "%s valid at threshold 0.5 (not tuned on the split it scores): %s", task, format_summary(summary["valid_at_0.5"])
+        )
     log.info("run folder: %s; all runs: column -s, -t %s", run_dir, table)
     return payload | {"run_dir": str(run_dir)}

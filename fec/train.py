@@ -125,9 +125,7 @@ def build_model(data: FusionData, cfg: TrainConfig) -> DownstreamModel:
 @torch.inference_mode()
 def predict_logits(model: DownstreamModel, split: SplitInputs, batch_size: int) -> torch.Tensor:
     model.eval()
-    chunks = [
-        model(*(x[start : start + batch_size] for x in split.inputs)) for start in range(0, len(split), batch_size)
-    ]
+    chunks = [model(*(x[start : start + batch_size] for x in split.inputs)) for start in range(0, len(split), batch_size)]
     return torch.cat(chunks)
 
 
@@ -164,8 +162,16 @@ def pooled_saturation(model: DownstreamModel, split: SplitInputs, batch_size: in
     return 100.0 * saturated / max(total, 1)
 
 
-def evaluate(model: DownstreamModel, split: SplitInputs, batch_size: int, preds_out: dict | None = None, name: str = "",
-             multilabel: bool = False, thresholds: np.ndarray | float = 0.5, label_names: list[str] | None = None) -> dict:
+def evaluate(
+    model: DownstreamModel,
+    split: SplitInputs,
+    batch_size: int,
+    preds_out: dict | None = None,
+    name: str = "",
+    multilabel: bool = False,
+    thresholds: np.ndarray | float = 0.5,
+    label_names: list[str] | None = None,
+) -> dict:
     """Loss, accuracy, weighted and macro F1 on a whole split; predicted ids go to `preds_out[name]`.
     Multi-label: BCE loss and `multilabel_metrics` with labels predicted where sigmoid >= `thresholds`."""
     logits = predict_logits(model, split, batch_size)
@@ -191,40 +197,17 @@ def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.devi
     # The fused kernel does the same Adam update in one pass over each parameter and its state
     # (the default per-tensor loop on CPU makes several); at batch 10 the update is a large part of a step.
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
-    train, valid = data.splits["train"], data.splits["valid"]
-    n = len(train)
-    multilabel = data.multilabel
+    valid, multilabel = data.splits["valid"], data.multilabel
     # Multi-label: BCE on float multi-hot targets; selection and train metrics at the global threshold.
     select = "macro_f1" if multilabel else "wf1"
     global_threshold = 0.5 if cfg.threshold is None else cfg.threshold
-    targets = train.labels.float() if multilabel else train.labels
     best_loss, best_score = float("inf"), -1.0
     best_state, best_epoch, stale = None, -1, 0
     history = []
     started = time.perf_counter()
     for epoch in range(cfg.epochs):
         epoch_start = time.perf_counter()
-        model.train()
-        order = torch.randperm(n, generator=generator).to(device)
-        loss_sum = torch.zeros((), device=device)
-        preds = torch.empty(tuple(train.labels.shape), dtype=torch.long, device=device)
-        for start in range(0, n, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            logits = model(*(x[idx] for x in train.inputs))
-            if multilabel:
-                loss = F.binary_cross_entropy_with_logits(logits, targets[idx])
-            else:
-                loss = F.cross_entropy(logits, train.labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(idx)
-            if multilabel:
-                preds[idx] = (torch.sigmoid(logits.detach()) >= global_threshold).long()
-            else:
-                preds[idx] = logits.detach().argmax(dim=1)
-        metrics = multilabel_metrics if multilabel else classification_metrics
-        train_metrics = {"loss": (loss_sum / n).item(), **metrics(train.labels.cpu().numpy(), preds.cpu().numpy())}
+        train_metrics = train_epoch(model, optimizer, data, cfg, generator, global_threshold, device)
         valid_metrics = evaluate(model, valid, cfg.eval_batch_size, multilabel=multilabel, thresholds=global_threshold)
         improved = False
         if valid_metrics["loss"] < best_loss:
@@ -236,37 +219,75 @@ def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.devi
             best_epoch, stale = epoch, 0
         else:
             stale += 1
-        row = {"epoch": epoch, "train": train_metrics, "valid": valid_metrics, "improved": improved,
-               "seconds": round(time.perf_counter() - epoch_start, 3)}
-        history.append(row)
-        if multilabel:
-            log.info(
-                "seed %d epoch %3d | train BCE %.4f macro-F1 %.2f | valid BCE %.4f macro-F1 %.2f micro-F1 %.2f%s | %.1fs",
-                seed, epoch, train_metrics["loss"], train_metrics["macro_f1"], valid_metrics["loss"],
-                valid_metrics["macro_f1"], valid_metrics["micro_f1"], " *" if improved else "", row["seconds"],
-            )
-        else:
-            log.info(
-                "seed %d epoch %3d | train loss %.4f acc %.2f wF1 %.2f | valid loss %.4f acc %.2f wF1 %.2f%s | %.1fs",
-                seed, epoch, train_metrics["loss"], train_metrics["acc"], train_metrics["wf1"],
-                valid_metrics["loss"], valid_metrics["acc"], valid_metrics["wf1"], " *" if improved else "", row["seconds"],
-            )
+        seconds = round(time.perf_counter() - epoch_start, 3)
+        history.append({"epoch": epoch, "train": train_metrics, "valid": valid_metrics, "improved": improved, "seconds": seconds})
+        log_epoch(seed, epoch, train_metrics, valid_metrics, improved, seconds, multilabel)
         if stale >= cfg.early_stop:
             log.info("seed %d: early stop after %d epochs without improvement", seed, stale)
             break
-    train_seconds = time.perf_counter() - started
+    train_seconds = round(time.perf_counter() - started, 2)
     model.load_state_dict(best_state)
-    predictions: dict[str, np.ndarray] = {}
     if multilabel:
-        return finish_multilabel(model, data, cfg, seed, best_epoch, history, round(train_seconds, 2), best_state)
+        return finish_multilabel(model, data, cfg, seed, best_epoch, history, train_seconds, best_state)
+    predictions: dict[str, np.ndarray] = {}
     valid_best = evaluate(model, valid, cfg.eval_batch_size, predictions, "valid")
     test = evaluate(model, data.splits["test"], cfg.eval_batch_size, predictions, "test") if "test" in data.splits else None
-    return SeedResult(seed, best_epoch, len(history), valid_best, test, round(train_seconds, 2), history, best_state, predictions,
-                      pn_saturated=pooled_saturation(model, valid, cfg.eval_batch_size))
+    saturated = pooled_saturation(model, valid, cfg.eval_batch_size)
+    return SeedResult(seed, best_epoch, len(history), valid_best, test, train_seconds, history, best_state, predictions,
+                      pn_saturated=saturated)  # fmt: skip
 
 
-def finish_multilabel(model: DownstreamModel, data: FusionData, cfg: TrainConfig, seed: int, best_epoch: int,
-                      history: list[dict], train_seconds: float, best_state: dict) -> SeedResult:
+def train_epoch(model: DownstreamModel, optimizer, data: FusionData, cfg: TrainConfig, generator: torch.Generator,
+                threshold: float, device) -> dict:  # fmt: skip
+    """One pass over train in shuffled batches; the epoch's train loss and metrics."""
+    train, multilabel = data.splits["train"], data.multilabel
+    n = len(train)
+    targets = train.labels.float() if multilabel else train.labels
+    model.train()
+    order = torch.randperm(n, generator=generator).to(device)
+    loss_sum = torch.zeros((), device=device)
+    preds = torch.empty(tuple(train.labels.shape), dtype=torch.long, device=device)
+    for start in range(0, n, cfg.batch_size):
+        idx = order[start : start + cfg.batch_size]
+        logits = model(*(x[idx] for x in train.inputs))
+        if multilabel:
+            loss = F.binary_cross_entropy_with_logits(logits, targets[idx])
+        else:
+            loss = F.cross_entropy(logits, train.labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(idx)
+        if multilabel:
+            preds[idx] = (torch.sigmoid(logits.detach()) >= threshold).long()
+        else:
+            preds[idx] = logits.detach().argmax(dim=1)
+    metrics = multilabel_metrics if multilabel else classification_metrics
+    return {"loss": (loss_sum / n).item(), **metrics(train.labels.cpu().numpy(), preds.cpu().numpy())}
+
+
+def log_epoch(seed: int, epoch: int, train: dict, valid: dict, improved: bool, seconds: float, multilabel: bool) -> None:
+    mark = " *" if improved else ""
+    if multilabel:
+        log.info("seed %d epoch %3d | train BCE %.4f macro-F1 %.2f | valid BCE %.4f macro-F1 %.2f micro-F1 %.2f%s | %.1fs",
+                 seed, epoch, train["loss"], train["macro_f1"], valid["loss"], valid["macro_f1"], valid["micro_f1"], mark,
+                 seconds)  # fmt: skip
+    else:
+        log.info("seed %d epoch %3d | train loss %.4f acc %.2f wF1 %.2f | valid loss %.4f acc %.2f wF1 %.2f%s | %.1fs",
+                 seed, epoch, train["loss"], train["acc"], train["wf1"], valid["loss"], valid["acc"], valid["wf1"], mark,
+                 seconds)  # fmt: skip
+
+
+def finish_multilabel(
+    model: DownstreamModel,
+    data: FusionData,
+    cfg: TrainConfig,
+    seed: int,
+    best_epoch: int,
+    history: list[dict],
+    train_seconds: float,
+    best_state: dict,
+) -> SeedResult:
     """Thresholds for the selected state (tuned on validation, or the global one), then valid and test once."""
     valid = data.splits["valid"]
     probs = torch.sigmoid(predict_logits(model, valid, cfg.eval_batch_size).float()).cpu().numpy()
@@ -280,9 +301,29 @@ def finish_multilabel(model: DownstreamModel, data: FusionData, cfg: TrainConfig
     kwargs = dict(multilabel=True, thresholds=thresholds, label_names=names)
     valid_at_05 = evaluate(model, valid, cfg.eval_batch_size, multilabel=True, thresholds=0.5, label_names=names)
     valid_best = evaluate(model, valid, cfg.eval_batch_size, predictions, "valid", **kwargs)
-    test = evaluate(model, data.splits["test"], cfg.eval_batch_size, predictions, "test", **kwargs) if "test" in data.splits else None
-    log.info("seed %d: thresholds %s | valid macro-F1 %.2f at 0.5, %.2f at these", seed,
-             " ".join(f"{n}={t:.2f}" for n, t in zip(names, thresholds)), valid_at_05["macro_f1"], valid_best["macro_f1"])
-    return SeedResult(seed, best_epoch, len(history), valid_best, test, train_seconds, history, best_state, predictions,
-                      thresholds=[float(t) for t in thresholds], valid_at_05=valid_at_05,
-                      pn_saturated=pooled_saturation(model, valid, cfg.eval_batch_size))
+    test = (
+        evaluate(model, data.splits["test"], cfg.eval_batch_size, predictions, "test", **kwargs)
+        if "test" in data.splits
+        else None
+    )
+    log.info(
+        "seed %d: thresholds %s | valid macro-F1 %.2f at 0.5, %.2f at these",
+        seed,
+        " ".join(f"{n}={t:.2f}" for n, t in zip(names, thresholds, strict=False)),
+        valid_at_05["macro_f1"],
+        valid_best["macro_f1"],
+    )
+    return SeedResult(
+        seed,
+        best_epoch,
+        len(history),
+        valid_best,
+        test,
+        train_seconds,
+        history,
+        best_state,
+        predictions,
+        thresholds=[float(t) for t in thresholds],
+        valid_at_05=valid_at_05,
+        pn_saturated=pooled_saturation(model, valid, cfg.eval_batch_size),
+    )

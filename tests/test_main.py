@@ -19,7 +19,9 @@ FAST = ["-epochs", "25", "-lr", "1e-3", "-early-stop", "5"]
 
 
 def run_main(dataset_dir, out, *extra):
-    return main_script.main(["-dataset", "toy", "-device", "cpu", "-dataset_dir", str(dataset_dir), "-out", str(out), *FAST, *extra])
+    return main_script.main(
+        ["-dataset", "toy", "-device", "cpu", "-dataset_dir", str(dataset_dir), "-out", str(out), *FAST, *extra]
+    )
 
 
 def the_run(out):
@@ -32,8 +34,15 @@ def test_two_seeds_learn_and_write_every_log_file(toy_store, tmp_path, capsys):
     assert run_main(dataset_dir, tmp_path / "Logs", "-seeds", "0", "1") == 0
     run_dir = the_run(tmp_path / "Logs")
     assert run_dir.name.startswith("toy_")
-    for name in ("config.json", "train.log", "results.json", "model.json", "curves.png",
-                 "checkpoints/seed0.safetensors", "checkpoints/seed1.safetensors"):
+    for name in (
+        "config.json",
+        "train.log",
+        "results.json",
+        "model.json",
+        "curves.png",
+        "checkpoints/seed0.safetensors",
+        "checkpoints/seed1.safetensors",
+    ):
         assert (run_dir / name).is_file(), name
     results = json.loads((run_dir / "results.json").read_text())
     assert [s["seed"] for s in results["seeds"]] == [0, 1]
@@ -43,11 +52,18 @@ def test_two_seeds_learn_and_write_every_log_file(toy_store, tmp_path, capsys):
     assert test["acc"]["std"] is not None and set(test) == {"acc", "wf1", "macro_f1"}
     config = json.loads((run_dir / "config.json").read_text())
     assert config["args"]["seeds"] == [0, 1] and "git_sha" in config and config["feature_manifests"]["train"]["llama"]
-    assert "epoch" in (run_dir / "train.log").read_text() and "of the pooled values on valid" in (run_dir / "train.log").read_text()
+    assert (
+        "epoch" in (run_dir / "train.log").read_text() and "of the pooled values on valid" in (run_dir / "train.log").read_text()
+    )
     state = load_file(str(run_dir / "checkpoints/seed0.safetensors"))
     assert "input_mean_0" in state and "mlp.0.weight" in state
     rows = list(csv.DictReader(open(tmp_path / "Logs" / "runs.csv")))
-    assert len(rows) == 1 and rows[0]["method"] == "fusion" and "sources=llama+bert+roberta" in rows[0]["settings"] and "±" in rows[0]["test_acc"]
+    assert (
+        len(rows) == 1
+        and rows[0]["method"] == "fusion"
+        and "sources=llama+bert+roberta" in rows[0]["settings"]
+        and "±" in rows[0]["test_acc"]
+    )
     assert "Acc: " in capsys.readouterr().err
 
 
@@ -76,8 +92,20 @@ def test_features_from_a_different_csv_are_refused(toy_store, tmp_path, tiny_mod
     other = write_task(tmp_path / "other", seed=7)  # same task name and sizes, different rows
     from fec.commands.extract import main as extract
 
-    argv = ["-task", "toy", "-mode", "valid", "-device", "cpu", "-model", str(tiny_models["bert"]),
-            "-data_dir", str(other), "-dataset_dir", str(mixed)]
+    argv = [
+        "-task",
+        "toy",
+        "-mode",
+        "valid",
+        "-device",
+        "cpu",
+        "-model",
+        str(tiny_models["bert"]),
+        "-data_dir",
+        str(other),
+        "-dataset_dir",
+        str(mixed),
+    ]
     assert extract("bert", argv) == 0
     assert run_main(mixed, tmp_path / "Logs") == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -158,4 +186,3 @@ def test_the_chance_floor_is_the_entropy_of_the_label_frequencies():
     assert prior_entropy(balanced) == pytest.approx(math.log(4))
     assert prior_entropy(skewed) < 0.5 * math.log(3)
     assert at_chance(math.log(4), prior_entropy(balanced)) and not at_chance(0.5 * math.log(4), prior_entropy(balanced))
-

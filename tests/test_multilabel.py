@@ -57,8 +57,9 @@ def test_a_bad_cell_is_named_even_when_the_layout_is_detected(tmp_path):
     path = write(tmp_path / "m" / "train.csv", "id,text,anger,joy\na,grr,1,0\nb,yay,1,yes\n")
     with pytest.raises(DataError) as err:
         load_split(tmp_path, "m", "train")
-    assert str(err.value) == (f"{path}: no 'label' column, and not the multi-label layout either: "
-                              "row 2: column 'joy' must be 0 or 1, got 'yes'")
+    assert str(err.value) == (
+        f"{path}: no 'label' column, and not the multi-label layout either: row 2: column 'joy' must be 0 or 1, got 'yes'"
+    )
 
 
 def test_later_splits_are_read_with_the_first_splits_label_columns(tmp_path):
@@ -128,7 +129,9 @@ def ml_store(tmp_path_factory, tiny_models) -> tuple[Path, Path]:
 
 
 def run_main(dataset_dir, out, *extra):
-    return main_script.main(["-dataset", "ml", "-device", "cpu", "-dataset_dir", str(dataset_dir), "-out", str(out), *FAST, *extra])
+    return main_script.main(
+        ["-dataset", "ml", "-device", "cpu", "-dataset_dir", str(dataset_dir), "-out", str(out), *FAST, *extra]
+    )
 
 
 def the_run(out: Path) -> Path:
@@ -191,7 +194,11 @@ def test_a_test_csv_added_later_is_extracted_and_evaluated_without_changes(ml_st
     write_multilabel_task(tmp_path / "later", rows={"test": 40}, seed=5)
     shutil.copy(tmp_path / "later" / "ml" / "test.csv", data / "ml" / "test.csv")
     extract_all(data, store, tiny_models, task="ml")  # -mode all: train/valid are skipped, test is new
-    assert sorted(p.name for p in (store / "ml" / "bert").glob("*.safetensors")) == ["test.safetensors", "train.safetensors", "valid.safetensors"]
+    assert sorted(p.name for p in (store / "ml" / "bert").glob("*.safetensors")) == [
+        "test.safetensors",
+        "train.safetensors",
+        "valid.safetensors",
+    ]
     assert run_main(store, tmp_path / "Logs", "-epochs", "10") == 0
     results = json.loads((the_run(tmp_path / "Logs") / "results.json").read_text())
     assert results["summary"]["test"]["macro_f1"]["mean"] > 50
@@ -208,7 +215,7 @@ def test_predict_returns_the_labels_above_their_thresholds(ml_run, capsys):
     probs = clf.predict_proba(texts)
     assert probs.shape == (3, 3) and not np.allclose(probs.sum(axis=1), 1.0)  # sigmoid, not softmax
     predictions = clf.predict(texts)
-    for row, labels in zip(probs, predictions):
+    for row, labels in zip(probs, predictions, strict=False):
         expected = {ML_LABELS[j] for j in range(3) if row[j] >= clf.thresholds[j]}
         assert {name for name, _ in labels} == expected
         assert [p for _, p in labels] == sorted((p for _, p in labels), reverse=True)
@@ -219,8 +226,24 @@ def test_predict_returns_the_labels_above_their_thresholds(ml_run, capsys):
 
 
 def test_runs_table_written_before_the_new_columns_is_upgraded_in_place(tmp_path):
-    old = ["finished", "task", "sources", "mode", "norm", "pn", "sigma", "lr", "batch_size", "seeds",
-           "best_epoch", "valid_wf1", "test_acc", "test_wf1", "test_macro_f1", "run_dir"]
+    old = [
+        "finished",
+        "task",
+        "sources",
+        "mode",
+        "norm",
+        "pn",
+        "sigma",
+        "lr",
+        "batch_size",
+        "seeds",
+        "best_epoch",
+        "valid_wf1",
+        "test_acc",
+        "test_wf1",
+        "test_macro_f1",
+        "run_dir",
+    ]
     table = tmp_path / "runs.csv"
     table.write_text(",".join(old) + "\n" + ",".join(f"v{i}" for i in range(len(old))) + "\n")
     append_run_row(tmp_path, {"task": "new", "test_micro_f1": "1.00"})

@@ -28,8 +28,23 @@ REPO = Path(__file__).resolve().parents[1]
 def toy_run(toy_store, tmp_path_factory) -> Path:
     _, dataset_dir = toy_store
     out = tmp_path_factory.mktemp("Logs")
-    argv = ["-dataset", "toy", "-device", "cpu", "-dataset_dir", str(dataset_dir), "-out", str(out),
-            "-epochs", "15", "-lr", "1e-3", "-seeds", "0", "1"]
+    argv = [
+        "-dataset",
+        "toy",
+        "-device",
+        "cpu",
+        "-dataset_dir",
+        str(dataset_dir),
+        "-out",
+        str(out),
+        "-epochs",
+        "15",
+        "-lr",
+        "1e-3",
+        "-seeds",
+        "0",
+        "1",
+    ]
     assert main_script.main(argv) == 0
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     return run_dir
@@ -76,8 +91,12 @@ def test_predict_file_mode_keeps_the_input_columns(toy_run, tmp_path):
 
 
 def test_predict_reads_standard_input(toy_run):
-    done = subprocess.run([sys.executable, str(REPO / "predict.py"), "-run", str(toy_run), "-device", "cpu"],
-                          input="so happy\nfurious and angry\n", capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "predict.py"), "-run", str(toy_run), "-device", "cpu"],
+        input="so happy\nfurious and angry\n",
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("\n    ") == 2
 
@@ -89,7 +108,9 @@ def test_a_different_backbone_is_refused(toy_run, tmp_path, capsys):
     torch.manual_seed(123)
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    LlamaForCausalLM(LlamaConfig(**{k: v for k, v in config.items() if k not in ("architectures", "transformers_version")})).save_pretrained(other)
+    LlamaForCausalLM(
+        LlamaConfig(**{k: v for k, v in config.items() if k not in ("architectures", "transformers_version")})
+    ).save_pretrained(other)
     assert predict_script.main(["-run", str(toy_run), "-device", "cpu", "-text", "hi", "-model", f"llama={other}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: {other}: these weights differ from the llama backbone the model was trained on")
@@ -117,8 +138,10 @@ def test_explain_escapes_the_text_and_keeps_label_file_names_inside_the_out_fold
     text = "<img src=x onerror=alert(1)> so happy"
     argv = ["-run", str(run), "-device", "cpu", "-text", text, "-label", "../../../escaped", "-max_evals", "20", "-out", str(out)]
     assert explain_script.main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["img-src-x-onerror-alert-1-so-happy.escaped.html",
-                                                     "img-src-x-onerror-alert-1-so-happy.escaped.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "img-src-x-onerror-alert-1-so-happy.escaped.html",
+        "img-src-x-onerror-alert-1-so-happy.escaped.png",
+    ]
     page = (out / "img-src-x-onerror-alert-1-so-happy.escaped.html").read_text()
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert not (tmp_path.parent / "escaped.html").exists()

@@ -56,20 +56,28 @@ def src(tmp_path, monkeypatch):
     root = tmp_path / "src"
     _write_task(root, "toy", TOY_FILES)
     _write_task(root, "multi", MULTI_FILES)
-    monkeypatch.setattr(fetch, "SHA256", {
-        "toy": {n: _sha(t.encode()) for n, t in TOY_FILES.items()},
-        "multi": {n: _sha(t.encode()) for n, t in MULTI_FILES.items()},
-    })
-    monkeypatch.setattr(fetch, "DOWNLOADS", {
-        "toy": ("train.csv", "valid.csv", "test.csv", "label2idx.txt"),
-    })
+    monkeypatch.setattr(
+        fetch,
+        "SHA256",
+        {
+            "toy": {n: _sha(t.encode()) for n, t in TOY_FILES.items()},
+            "multi": {n: _sha(t.encode()) for n, t in MULTI_FILES.items()},
+        },
+    )
+    monkeypatch.setattr(
+        fetch,
+        "DOWNLOADS",
+        {
+            "toy": ("train.csv", "valid.csv", "test.csv", "label2idx.txt"),
+        },
+    )
     monkeypatch.setattr(fetch, "BASE_URL", root.as_uri())
     return root
 
 
 def _err_line(capsys) -> str:
     err = capsys.readouterr().err
-    lines = [l for l in err.splitlines() if l.startswith("error: ")]
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, err
     assert "Traceback" not in err
     return lines[0]
@@ -77,11 +85,14 @@ def _err_line(capsys) -> str:
 
 # ----------------------------------------------------------------------------- copy
 
+
 def test_copy_all_known_tasks(src, tmp_path, capsys):
     dst = tmp_path / "data"
     assert prepare_data.main(["--from", str(src), "--data-dir", str(dst)]) == 0
-    assert _listing(dst) == {**{f"toy/{n}": t.encode() for n, t in TOY_FILES.items()},
-                             **{f"multi/{n}": t.encode() for n, t in MULTI_FILES.items()}}
+    assert _listing(dst) == {
+        **{f"toy/{n}": t.encode() for n, t in TOY_FILES.items()},
+        **{f"multi/{n}": t.encode() for n, t in MULTI_FILES.items()},
+    }
     err = capsys.readouterr().err
     assert "toy/train.csv: copying" in err and "7 copied" in err
 
@@ -97,8 +108,7 @@ def test_already_present_files_are_skipped(src, tmp_path, capsys):
     assert "copying" not in err and "5 present" in err
     assert (dst / "toy" / "train.csv").stat().st_ino == inode  # not rewritten
     # --force fetches again
-    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "toy",
-                              "--force"]) == 0
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "toy", "--force"]) == 0
     assert "5 copied" in capsys.readouterr().err
 
 
@@ -112,8 +122,7 @@ def test_present_file_with_wrong_checksum_needs_force(src, tmp_path, capsys):
     assert "toy/valid.csv" in line and "--force" in line
     assert fetch.SHA256["toy"]["valid.csv"] in line and _sha(b"edited by hand\n") in line
     assert _listing(dst) == before  # nothing written, not even the other files
-    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "toy",
-                              "--force"]) == 0
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "toy", "--force"]) == 0
     assert (dst / "toy" / "valid.csv").read_text() == TOY_FILES["valid.csv"]
 
 
@@ -125,8 +134,7 @@ def test_wrong_checksum_in_source_is_rejected_and_destination_untouched(src, tmp
     bad.write_bytes(bad.read_bytes() + b"extra row,x,0\n")
     capsys.readouterr()
     # --force: the good train.csv already there must survive the failed copy
-    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "toy",
-                              "--force"]) == 2
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "toy", "--force"]) == 2
     line = _err_line(capsys)
     assert line.startswith("error: checksum mismatch for ") and str(bad) in line
     assert f"expected {fetch.SHA256['toy']['train.csv']}" in line
@@ -164,8 +172,7 @@ def test_task_selection(src, tmp_path, capsys, monkeypatch):
     assert "absent: not in" in capsys.readouterr().err
     assert sorted(p.name for p in dst.iterdir()) == ["multi", "toy"]
     # ... but named explicitly it is an error
-    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst),
-                              "--tasks", "toy", "absent"]) == 2
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "toy", "absent"]) == 2
     assert _err_line(capsys) == f"error: task folder not found: {src / 'absent'}"
     # a missing source folder
     assert prepare_data.main(["--from", str(tmp_path / "nope"), "--data-dir", str(dst)]) == 2
@@ -173,19 +180,18 @@ def test_task_selection(src, tmp_path, capsys, monkeypatch):
 
 
 def test_unknown_task_copied_as_is_with_warning(src, tmp_path, capsys):
-    _write_task(src, "mine", {"train.csv": "text,label\na,x\n", "valid.csv": "text,label\nb,y\n",
-                              "notes.md": "my data\n"})
+    _write_task(src, "mine", {"train.csv": "text,label\na,x\n", "valid.csv": "text,label\nb,y\n", "notes.md": "my data\n"})
     dst = tmp_path / "data"
     assert prepare_data.main(["--from", str(src), "--data-dir", str(dst), "--tasks", "mine"]) == 0
     assert _listing(dst / "mine") == _listing(src / "mine")
     assert "warning: mine: unknown task" in capsys.readouterr().err
     (src / "mine" / "valid.csv").unlink()
-    assert prepare_data.main(["--from", str(src), "--data-dir", str(tmp_path / "d2"),
-                              "--tasks", "mine"]) == 2
+    assert prepare_data.main(["--from", str(src), "--data-dir", str(tmp_path / "d2"), "--tasks", "mine"]) == 2
     assert "missing required file" in _err_line(capsys)
 
 
 # ----------------------------------------------------------------------------- download
+
 
 def test_download_from_file_url(src, tmp_path, capsys):
     dst = tmp_path / "data"
@@ -245,6 +251,7 @@ def test_network_unreachable(src, tmp_path, capsys, monkeypatch):
 
 # ----------------------------------------------------------------------------- tables, CLI
 
+
 def test_tables_are_consistent():
     assert fetch.PINNED_COMMIT in fetch.BASE_URL and len(fetch.PINNED_COMMIT) == 40
     for task, files in fetch.DOWNLOADS.items():
@@ -259,9 +266,13 @@ def test_tables_are_consistent():
 def test_help_and_script_entry_point(tmp_path, capsys):
     assert prepare_data.main(["-h"]) == 0
     assert "--from DIR" in capsys.readouterr().out
-    proc = subprocess.run([sys.executable, str(ROOT / "prepare_data.py"), "--tasks", "semeval_eng",
-                           "--data-dir", str(tmp_path / "d")],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "prepare_data.py"), "--tasks", "semeval_eng", "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
 

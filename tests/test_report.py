@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import main as main_script
-from fec.commands import train as train_command
 import report
+from fec.commands import train as train_command
 from fec.metrics import mean_std
 from fec.report import Run, run_order
 
@@ -22,7 +22,9 @@ FAST = ["-epochs", "3", "-lr", "1e-3"]
 
 
 def train(dataset_dir, out, *extra) -> int:
-    return main_script.main(["-dataset", "toy", "-device", "cpu", "-dataset_dir", str(dataset_dir), "-out", str(out), *FAST, *extra])
+    return main_script.main(
+        ["-dataset", "toy", "-device", "cpu", "-dataset_dir", str(dataset_dir), "-out", str(out), *FAST, *extra]
+    )
 
 
 def pooled_rows(capsys, *argv) -> list[dict]:
@@ -67,7 +69,9 @@ def test_a_seed_trained_again_counts_once_with_the_later_run(toy_store, tmp_path
     assert train(dataset_dir, logs, "-seeds", "0") == 0
     time.sleep(1.1)  # `created` has one-second resolution: make "later" unambiguous
     assert train(dataset_dir, logs, "-seeds", "0") == 0
-    earlier, later = sorted(logs.glob("*/results.json"), key=lambda p: json.loads((p.parent / "config.json").read_text())["created"])
+    earlier, later = sorted(
+        logs.glob("*/results.json"), key=lambda p: json.loads((p.parent / "config.json").read_text())["created"]
+    )
     # Mark the earlier run's result so the two are told apart (the same seed trains identically).
     results = json.loads(earlier.read_text())
     results["seeds"][0]["test"]["acc"] = 0.0

@@ -40,8 +40,21 @@ sys.exit(main(sys.argv[2], sys.argv[3:]))
 
 
 def argv(model: Path, data_dir: Path, dataset_dir: Path, mode: str, *extra: str) -> list[str]:
-    return ["-task", "toy", "-mode", mode, "-device", "cpu", "-model", str(model), "-data_dir", str(data_dir),
-            "-dataset_dir", str(dataset_dir), *extra]
+    return [
+        "-task",
+        "toy",
+        "-mode",
+        mode,
+        "-device",
+        "cpu",
+        "-model",
+        str(model),
+        "-data_dir",
+        str(data_dir),
+        "-dataset_dir",
+        str(dataset_dir),
+        *extra,
+    ]
 
 
 def subprocess_env() -> dict:
@@ -59,9 +72,14 @@ def test_streamed_merge_writes_the_bytes_save_features_writes_and_mmap_reads_the
     feats, labels = torch.randn(7, 3, 5), torch.arange(7)
     whole, pieces = tmp_path / "a" / "train.safetensors", tmp_path / "b" / "train.safetensors"
     save_features(whole, feats, labels, {"run": 1})
-    save_features_streamed(pieces, [7, 3, 5], torch.float32, [feats[:3], feats[3:6], store.tensor_bytes(feats[6:])], labels, {"run": 1})
+    save_features_streamed(
+        pieces, [7, 3, 5], torch.float32, [feats[:3], feats[3:6], store.tensor_bytes(feats[6:])], labels, {"run": 1}
+    )
     assert whole.read_bytes() == pieces.read_bytes()
-    assert json.loads(manifest_path(pieces).read_text())["features_sha256"] == json.loads(manifest_path(whole).read_text())["features_sha256"]
+    assert (
+        json.loads(manifest_path(pieces).read_text())["features_sha256"]
+        == json.loads(manifest_path(whole).read_text())["features_sha256"]
+    )
     mapped = load_features(pieces, mmap=True)
     assert torch.equal(mapped.features, feats) and torch.equal(mapped.labels, labels)
     assert str(pieces) in Path("/proc/self/maps").read_text()  # read through a memory map, not into RAM
@@ -86,20 +104,30 @@ def test_prepare_parts_keeps_finished_chunks_and_drops_stale_corrupt_or_partial_
     chunk_file(parts, plan[2]).write_bytes(bytes(data))
     done, todo = prepare_parts(parts, plan, "key-a", resume=True)
     assert done == plan[:1] and todo == plan[1:]
-    assert sorted(p.name for p in parts.iterdir()) == ["rows-0000000000-0000000004.json", "rows-0000000000-0000000004.safetensors"]
+    assert sorted(p.name for p in parts.iterdir()) == [
+        "rows-0000000000-0000000004.json",
+        "rows-0000000000-0000000004.safetensors",
+    ]
     assert prepare_parts(parts, plan, "key-b", resume=True) == ([], plan)  # other settings: redone
     write_chunk(parts, plan[0], torch.zeros(4, 3), "key-b", {})
     assert prepare_parts(parts, plan, "key-b", resume=False) == ([], plan) and not parts.exists()
 
 
-def test_kill_9_mid_split_then_rerun_skips_finished_chunks_and_equals_an_uninterrupted_run(data_dir, tmp_path, tiny_models, capsys):
+def test_kill_9_mid_split_then_rerun_skips_finished_chunks_and_equals_an_uninterrupted_run(
+    data_dir, tmp_path, tiny_models, capsys
+):
     model, ds = tiny_models["llama"], tmp_path / "ds"
     args = argv(model, data_dir, ds, "train", "-chunk_rows", "10")  # 90 rows: 9 chunks
     runner = tmp_path / "slow_runner.py"
     runner.write_text(SLOW_RUNNER)
     parts = parts_dir(feature_path(ds, "toy", "llama", "train"))
-    proc = subprocess.Popen([sys.executable, str(runner), "0.5", "llama", *args], cwd=tmp_path, env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(runner), "0.5", "llama", *args],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 90
         while len(list(parts.glob("rows-*.json"))) < 3:
@@ -173,9 +201,22 @@ def test_disk_full_keeps_earlier_chunks_names_the_file_and_a_rerun_redoes_corrup
 
 def test_two_processes_under_accelerate_launch_write_the_store_one_process_writes(data_dir, tmp_path, tiny_models):
     model = tiny_models["bert"]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "bert_rep_extract.py"),
-           *argv(model, data_dir, tmp_path / "two", "all", "-chunk_rows", "16")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO / "bert_rep_extract.py"),
+        *argv(model, data_dir, tmp_path / "two", "all", "-chunk_rows", "16"),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=subprocess_env(), timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 1/2:" in done.stderr
@@ -204,9 +245,23 @@ sys.exit(main(sys.argv[1], sys.argv[2:]))
 def test_processes_that_reach_the_end_seconds_apart_both_exit_cleanly(data_dir, tmp_path, tiny_models):
     runner = tmp_path / "late_rank_0.py"
     runner.write_text(LATE_RANK_0_RUNNER)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", str(runner), "bert",
-           *argv(tiny_models["bert"], data_dir, tmp_path / "ds", "valid", "-chunk_rows", "1000")]  # one chunk: rank 1 has none
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(runner),
+        "bert",
+        *argv(tiny_models["bert"], data_dir, tmp_path / "ds", "valid", "-chunk_rows", "1000"),
+    ]  # one chunk: rank 1 has none
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=subprocess_env(), timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "terminate called" not in done.stderr and "not every process reached the end" not in done.stderr
@@ -251,8 +306,14 @@ def test_a_second_extraction_of_a_split_being_extracted_stops_naming_the_holder(
     runner = tmp_path / "slow_runner.py"
     runner.write_text(SLOW_RUNNER)
     path = feature_path(ds, "toy", "bert", "train")
-    first = subprocess.Popen([sys.executable, str(runner), "0.5", "bert", *args], cwd=tmp_path, env=subprocess_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, str(runner), "0.5", "bert", *args],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while not list(parts_dir(path).glob("rows-*.json")):
@@ -261,7 +322,9 @@ def test_a_second_extraction_of_a_split_being_extracted_stops_naming_the_holder(
         capsys.readouterr()
         assert main("bert", args) == 2
         last = capsys.readouterr().err.strip().splitlines()[-1]
-        assert last.startswith(f"error: {lock_path(path)}: train is being extracted by process {first.pid} on {socket.gethostname()}")
+        assert last.startswith(
+            f"error: {lock_path(path)}: train is being extracted by process {first.pid} on {socket.gethostname()}"
+        )
         assert last.endswith("wait for it to finish (or pass -wait), or delete the lock file if that process is gone")
         assert main("bert", [*args, "-wait"]) == 0  # waits, then finds the split finished by the first
         assert "extracted by another process meanwhile, skipped" in capsys.readouterr().err

@@ -59,7 +59,7 @@ def tiny_zip() -> bytes:
 
 def split(data: bytes, n: int = 5) -> list[bytes]:
     step = -(-len(data) // n)
-    return [data[i * step:(i + 1) * step] for i in range(n)]
+    return [data[i * step : (i + 1) * step] for i in range(n)]
 
 
 @pytest.fixture

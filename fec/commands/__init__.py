@@ -17,7 +17,10 @@ SLOTS = ("llama", "bert", "roberta")  # fec.backbones.SLOTS, named here so `fec 
 
 # subcommand -> (module, what it does; the script it stands for)
 SUBCOMMANDS = {
-    "extract": ("fec.commands.extract", "extract a slot's features: fec extract {llama,bert,roberta} ... (llama2_rep_extract.py, ...)"),
+    "extract": (
+        "fec.commands.extract",
+        "extract a slot's features: fec extract {llama,bert,roberta} ... (llama2_rep_extract.py, ...)",
+    ),
     "train": ("fec.commands.train", "train the fusion classifier (main.py)"),
     "finetune": ("fec.commands.finetune", "fine-tune one encoder, the baseline (finetune.py)"),
     "tfidf": ("fec.commands.tfidf", "TF-IDF + logistic regression, the text-only baseline (baselines/tfidf.py)"),
@@ -46,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(SUBCOMMANDS[name][0])
     if name == "extract":
         if not rest or rest[0] not in SLOTS:
-            print(f"error: fec extract needs a slot first: {', '.join(SLOTS)} (e.g. fec extract llama --task ED)", file=sys.stderr)
+            print(
+                f"error: fec extract needs a slot first: {', '.join(SLOTS)} (e.g. fec extract llama --task ED)", file=sys.stderr
+            )
             return 2
         return module.main(rest[0], rest[1:])
     return module.main(rest)

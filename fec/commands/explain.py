@@ -22,15 +22,19 @@ from fec.predict import EmotionClassifier, RunError, read_run_spec
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(description="SHAP token attributions for a trained run's prediction. Every option also has "
-                            "its single-dash spelling.", parents=[common_options("cuda, cpu, or auto")])
+    parser = ArgumentParser(
+        description="SHAP token attributions for a trained run's prediction. Every option also has its single-dash spelling.",
+        parents=[common_options("cuda, cpu, or auto")],
+    )
     parser.add_argument(*flag("run"), type=existing_dir, required=True, help="a run folder written by main.py")
     parser.add_argument(*flag("text"), required=True, action="append", help="the text to explain (repeatable)")
     parser.add_argument(*flag("label"), default=None, help="explain this label instead of the predicted one")
     parser.add_argument(*flag("max_evals"), type=positive_int, default=200, help="pipeline evaluations per text (SHAP budget)")
     parser.add_argument(*flag("batch_size"), type=positive_int, default=64, help="texts per backbone batch")
     parser.add_argument(*flag("out"), default=None, help="output folder (default: RUN/explanations)")
-    parser.add_argument(*flag("seed"), type=non_negative_int, default=None, help="which seed's checkpoint (default: the best on validation)")
+    parser.add_argument(
+        *flag("seed"), type=non_negative_int, default=None, help="which seed's checkpoint (default: the best on validation)"
+    )
     return parser
 
 
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> None:
     clf = EmotionClassifier.load(args.run, seed=args.seed, device=args.device)
     for text in args.text:
         result = explain_text(clf, text, out, label=args.label, max_evals=args.max_evals, batch_size=args.batch_size)
-        top = sorted(zip(result.tokens, result.values), key=lambda tv: -abs(tv[1]))[:5]
+        top = sorted(zip(result.tokens, result.values, strict=False), key=lambda tv: -abs(tv[1]))[:5]
         print(f"{result.label} (p={result.prob:.3f}) <- " + ", ".join(f"{t.strip()} {v:+.3f}" for t, v in top))
         print(f"    {result.html}\n    {result.png}")
 

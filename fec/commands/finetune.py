@@ -56,23 +56,44 @@ def build_parser() -> argparse.ArgumentParser:
         "classifier is compared with. Every option also has its single-dash spelling.",
         parents=[trainer_options("folder holding TASK/MODE.csv"), seed_options(), common_options()],
     )
-    add_fields(parser, FinetuneConfig, {
-        "model": dict(help="hub id, local model directory, or an offline stand-in (offline:all-minilm-l6-v2, offline:all-mpnet-base-v2)"),
-        "lr": dict(type=positive_float, help="peak AdamW learning rate"),
-        "batch_size": dict(type=positive_int, help="training batch size"),
-        "eval_batch_size": dict(type=positive_int, help="batch size for validation/test passes"),
-        "epochs": dict(type=positive_int, help="maximum number of epochs"),
-        "patience": dict(type=positive_int, help="stop after this many epochs without a lower validation loss"),
-        "warmup_steps": dict(type=non_negative_int, help="linear warmup steps (capped by --warmup_cap)"),
-        "warmup_cap": dict(type=fraction, help="at most this fraction of the planned steps (epochs x batches) is warmup, so small tasks reach the peak rate"),
-        "weight_decay": dict(type=non_negative_float, help="AdamW weight decay (not on biases and LayerNorm)"),
-        "max_grad_norm": dict(type=positive_float, help="gradient clipping norm"),
-        "dropout": dict(type=dropout_rate, help="hidden and attention dropout of the encoder"),
-        "max_len": dict(type=positive_int, help="truncate texts to this many tokens"),
-        "threshold": dict(type=probability, help="multi-label tasks: one global decision threshold; default: one per label, tuned on validation (0.05..0.95)"),
-        "dtype": dict(type=dtype_name, aliases=("-precision", "--precision"), help="mixed precision: auto = bfloat16 on CUDA when supported, else float32 (also fp32, bf16, fp16)"),
-    })
-    parser.add_argument(*flag("multilabel"), action="store_true", help="read the CSVs as multi-label (one 0/1 column per label) instead of detecting the layout")
+    add_fields(
+        parser,
+        FinetuneConfig,
+        {
+            "model": dict(
+                help="hub id, local model directory, or an offline stand-in (offline:all-minilm-l6-v2, offline:all-mpnet-base-v2)"
+            ),
+            "lr": dict(type=positive_float, help="peak AdamW learning rate"),
+            "batch_size": dict(type=positive_int, help="training batch size"),
+            "eval_batch_size": dict(type=positive_int, help="batch size for validation/test passes"),
+            "epochs": dict(type=positive_int, help="maximum number of epochs"),
+            "patience": dict(type=positive_int, help="stop after this many epochs without a lower validation loss"),
+            "warmup_steps": dict(type=non_negative_int, help="linear warmup steps (capped by --warmup_cap)"),
+            "warmup_cap": dict(
+                type=fraction,
+                help="at most this fraction of the planned steps (epochs x batches) is warmup, so small tasks reach the peak "
+                "rate",
+            ),
+            "weight_decay": dict(type=non_negative_float, help="AdamW weight decay (not on biases and LayerNorm)"),
+            "max_grad_norm": dict(type=positive_float, help="gradient clipping norm"),
+            "dropout": dict(type=dropout_rate, help="hidden and attention dropout of the encoder"),
+            "max_len": dict(type=positive_int, help="truncate texts to this many tokens"),
+            "threshold": dict(
+                type=probability,
+                help="multi-label tasks: one global decision threshold; default: one per label, tuned on validation (0.05..0.95)",
+            ),
+            "dtype": dict(
+                type=dtype_name,
+                aliases=("-precision", "--precision"),
+                help="mixed precision: auto = bfloat16 on CUDA when supported, else float32 (also fp32, bf16, fp16)",
+            ),
+        },
+    )
+    parser.add_argument(
+        *flag("multilabel"),
+        action="store_true",
+        help="read the CSVs as multi-label (one 0/1 column per label) instead of detecting the layout",
+    )
     parser.add_argument(*flag("limit"), type=positive_int, default=None, help="only the first N rows of each split (quick runs)")
     return parser
 
@@ -113,7 +134,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def finetune_run(args: argparse.Namespace, run_dir: Path, cfg: FinetuneConfig, seeds: list[int], splits: dict[str, Split],
-                 resolved, tokenizer, config, dropout_set: dict, device: torch.device) -> dict:
+                 resolved, tokenizer, config, dropout_set: dict, device: torch.device) -> dict:  # fmt: skip
     """Fine-tune every seed into `run_dir` and write the run's files."""
     train = splits["train"]
     multilabel, label_names = train.multilabel, train.label_names
@@ -121,13 +142,9 @@ def finetune_run(args: argparse.Namespace, run_dir: Path, cfg: FinetuneConfig, s
         log.warning("%s: no test.csv; reporting validation metrics only", args.task)
     warmup, planned = planned_warmup(cfg, len(train))
     log.info("run folder %s; model %s (%s); %s-label, %d labels; device %s; seeds %s; warmup %d of %d planned steps",
-             run_dir, args.model, resolved, "multi" if multilabel else "single", len(label_names), device, seeds, warmup, planned)
-    datasets = {
-        mode: TextDataset(dict(tokenizer(split.texts, truncation=True, max_length=cfg.max_len)), split.labels, multilabel)
-        for mode, split in splits.items()
-    }
-    for ds in datasets.values():
-        ds.encodings = {k: v for k, v in ds.encodings.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+             run_dir, args.model, resolved, "multi" if multilabel else "single", len(label_names), device, seeds, warmup,
+             planned)  # fmt: skip
+    datasets = tokenised(splits, tokenizer, cfg.max_len, multilabel)
     if not dropout_set:
         log.warning("%s: no hidden/attention dropout setting found in its config; -dropout has no effect", args.model)
     fingerprint = model_fingerprint(resolved)
@@ -139,38 +156,50 @@ def finetune_run(args: argparse.Namespace, run_dir: Path, cfg: FinetuneConfig, s
         "selection": f"lowest validation loss, early stop after {cfg.patience} epochs without improvement",
         "rows": {m: len(s.texts) for m, s in splits.items()}, "label_names": label_names,
         "csv_sha256": {m: s.csv_sha256 for m, s in splits.items()}, **provenance(),
-    })
-    model_spec = {
-        "kind": "finetune", "model": args.model, "model_path": str(resolved), "model_fingerprint": fingerprint,
-        "task": args.task, "label_names": label_names, "max_len": cfg.max_len,
-    }
+    })  # fmt: skip
+    model_spec = {"kind": "finetune", "model": args.model, "model_path": str(resolved), "model_fingerprint": fingerprint,
+                  "task": args.task, "label_names": label_names, "max_len": cfg.max_len}  # fmt: skip
     if multilabel:
-        model_spec |= {"multilabel": True, "threshold_rule": "global" if cfg.threshold is not None else "per-label, tuned on valid",
-                       "thresholds": {}}
+        rule = "global" if cfg.threshold is not None else "per-label, tuned on valid"
+        model_spec |= {"multilabel": True, "threshold_rule": rule, "thresholds": {}}
     write_json(run_dir / "model.json", model_spec)
-
-    started = time.perf_counter()
-    results = []
+    started, results = time.perf_counter(), []
     for seed in seeds:
-        result = train_one_seed(cfg, resolved, config, tokenizer, datasets, label_names, multilabel, seed, device, run_dir, warmup)
-        shown, name = (result.test, "test") if result.test else (result.valid, "valid")
+        result = train_one_seed(cfg, resolved, config, tokenizer, datasets, label_names, multilabel, seed, device, run_dir,
+                                warmup)  # fmt: skip
         if multilabel:
             model_spec["thresholds"][str(seed)] = result.thresholds
             write_json(run_dir / "model.json", model_spec)
-            log.info("seed %d: best epoch %d of %d | %s macro-F1 %.2f micro-F1 %.2f subset acc %.2f Jaccard %.2f | %.1fs", seed,
-                     result.best_epoch, result.epochs_run, name, shown["macro_f1"], shown["micro_f1"], shown["subset_acc"],
-                     shown["jaccard"], result.train_seconds)
-        else:
-            log.info("seed %d: best epoch %d of %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.best_epoch,
-                     result.epochs_run, name, shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)
+        log_seed(result, multilabel)
         results.append(result)
         write_results(run_dir, args.task, results, sources=[f"finetune:{args.model}"], multilabel=multilabel, finished=False)
-    seconds = round(time.perf_counter() - started, 2)
-
     settings = {"model": args.model, "lr": cfg.lr, "batch_size": cfg.batch_size, "epochs": cfg.epochs}
     return finish_run(run_dir, args.out, args.task, results, sources=[f"finetune:{args.model}"],
                       labels={m: s.labels for m, s in splits.items()}, label_names=label_names, multilabel=multilabel,
-                      threshold=cfg.threshold, method="finetune", recipe="", settings=settings, seconds=seconds)
+                      threshold=cfg.threshold, method="finetune", recipe="", settings=settings,
+                      seconds=round(time.perf_counter() - started, 2))  # fmt: skip
+
+
+def tokenised(splits: dict[str, Split], tokenizer, max_len: int, multilabel: bool) -> dict[str, TextDataset]:
+    """Every split tokenised once (unpadded; the collator pads each batch)."""
+    datasets = {
+        mode: TextDataset(dict(tokenizer(split.texts, truncation=True, max_length=max_len)), split.labels, multilabel)
+        for mode, split in splits.items()
+    }
+    for ds in datasets.values():
+        ds.encodings = {k: v for k, v in ds.encodings.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    return datasets
+
+
+def log_seed(result, multilabel: bool) -> None:
+    shown, name = (result.test, "test") if result.test else (result.valid, "valid")
+    if multilabel:
+        log.info("seed %d: best epoch %d of %d | %s macro-F1 %.2f micro-F1 %.2f subset acc %.2f Jaccard %.2f | %.1fs",
+                 result.seed, result.best_epoch, result.epochs_run, name, shown["macro_f1"], shown["micro_f1"],
+                 shown["subset_acc"], shown["jaccard"], result.train_seconds)  # fmt: skip
+    else:
+        log.info("seed %d: best epoch %d of %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", result.seed, result.best_epoch,
+                 result.epochs_run, name, shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)  # fmt: skip
 
 
 def run_without_hf_bars(args: argparse.Namespace) -> dict:

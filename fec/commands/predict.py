@@ -44,15 +44,35 @@ def build_parser() -> argparse.ArgumentParser:
         "standard input. Every option also has its single-dash spelling.",
         parents=[common_options("cuda, cpu, or auto")],
     )
-    parser.add_argument(*flag("run"), type=existing_dir, required=True, help="a run folder written by main.py or finetune.py (Logs/TASK_STAMP, Logs/TASK_finetune_STAMP)")
+    parser.add_argument(
+        *flag("run"),
+        type=existing_dir,
+        required=True,
+        help="a run folder written by main.py or finetune.py (Logs/TASK_STAMP, Logs/TASK_finetune_STAMP)",
+    )
     parser.add_argument(*flag("text"), action="append", default=None, help="a text to classify (repeatable)")
     parser.add_argument(*flag("input"), type=existing_file, default=None, help="a UTF-8 CSV file with a `text` column")
-    parser.add_argument(*flag("output"), type=output_file, default=None, help="write predictions as CSV here (with -input: the input's columns plus label, prob and top-k columns)")
-    parser.add_argument(*flag("topk"), type=positive_int, default=3, help="labels to show per text (at most the run's number of labels)")
+    parser.add_argument(
+        *flag("output"),
+        type=output_file,
+        default=None,
+        help="write predictions as CSV here (with -input: the input's columns plus label, prob and top-k columns)",
+    )
+    parser.add_argument(
+        *flag("topk"), type=positive_int, default=3, help="labels to show per text (at most the run's number of labels)"
+    )
     parser.add_argument(*flag("json"), action="store_true", help="print JSON lines instead of a table")
-    parser.add_argument(*flag("seed"), type=non_negative_int, default=None, help="which seed's checkpoint (default: the best on validation)")
+    parser.add_argument(
+        *flag("seed"), type=non_negative_int, default=None, help="which seed's checkpoint (default: the best on validation)"
+    )
     parser.add_argument(*flag("batch_size"), type=positive_int, default=64, help="texts per backbone batch")
-    parser.add_argument(*flag("model"), action="append", default=None, metavar="SLOT=MODEL", help="load a slot's backbone from elsewhere, e.g. llama=/models/llama2 (must be the same weights)")
+    parser.add_argument(
+        *flag("model"),
+        action="append",
+        default=None,
+        metavar="SLOT=MODEL",
+        help="load a slot's backbone from elsewhere, e.g. llama=/models/llama2 (must be the same weights)",
+    )
     return parser
 
 
@@ -108,10 +128,10 @@ def run(args: argparse.Namespace) -> None:
     if args.output:
         write_predictions(args, clf, texts, frame, probs, predictions)
     elif args.json:
-        for text, top in zip(texts, predictions):
+        for text, top in zip(texts, predictions, strict=False):
             print(json.dumps({"text": text, "labels": [{"label": label, "prob": round(prob, 6)} for label, prob in top]}))
     else:
-        for text, top in zip(texts, predictions):
+        for text, top in zip(texts, predictions, strict=False):
             shown = text if len(text) <= 70 else text[:67] + "..."
             labels = "   ".join(f"{label} {prob:.3f}" for label, prob in top)
             print(f"{shown}\n    " + (labels or "(no emotion above its threshold)"))

@@ -39,17 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--from", dest="src", metavar="DIR", type=existing_dir,
-                   help="copy from DIR/{task}/ instead of downloading")
-    p.add_argument("--tasks", nargs="+", metavar="TASK", type=task_name, action=Distinct,
-                   help=f"tasks to fetch (default: all known tasks, {' '.join(fetch.known_tasks())}, "
-                        f"skipping those absent from --from DIR; without --from, the "
-                        f"downloadable ones: {' '.join(fetch.DOWNLOADS)}). With --from any "
-                        f"task folder name works; unknown tasks are copied unverified")
-    p.add_argument("--data_dir", "--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR",
-                   help="destination folder")
-    p.add_argument("--force", action="store_true",
-                   help="fetch again even if a file is present, replacing it")
+    p.add_argument("--from", dest="src", metavar="DIR", type=existing_dir, help="copy from DIR/{task}/ instead of downloading")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        metavar="TASK",
+        type=task_name,
+        action=Distinct,
+        help=f"tasks to fetch (default: all known tasks, {' '.join(fetch.known_tasks())}, "
+        f"skipping those absent from --from DIR; without --from, the "
+        f"downloadable ones: {' '.join(fetch.DOWNLOADS)}). With --from any "
+        f"task folder name works; unknown tasks are copied unverified",
+    )
+    p.add_argument("--data_dir", "--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR", help="destination folder")
+    p.add_argument("--force", action="store_true", help="fetch again even if a file is present, replacing it")
     return p
 
 

@@ -18,18 +18,24 @@ from fec.report import ReportError, find_runs, format_csv, format_markdown, pars
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(description="Pool the seeds of finished main.py / finetune.py / baselines/tfidf.py runs that "
-                            "share a recipe into one row each. Every option also has its single-dash spelling.")
+    parser = ArgumentParser(
+        description="Pool the seeds of finished main.py / finetune.py / baselines/tfidf.py runs that "
+        "share a recipe into one row each. Every option also has its single-dash spelling."
+    )
     parser.add_argument("runs", nargs="*", type=Path, default=[Path("Logs")], help="run folders, or folders of run folders")
     parser.add_argument(*flag("task"), type=task_name, default=None, help="only runs of this task (e.g. ED, go_emotion)")
     parser.add_argument(*flag("format"), default="markdown", choices=["markdown", "csv"], help="output table format")
-    parser.add_argument(*flag("log_level"), default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity")
+    parser.add_argument(
+        *flag("log_level"), default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity"
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> None:
-    defaults = {script: parser_defaults(command.build_parser(), ["--task", "-"])
-                for script, command in (("main.py", train), ("finetune.py", finetune), ("baselines/tfidf.py", tfidf))}
+    defaults = {
+        script: parser_defaults(command.build_parser(), ["--task", "-"])
+        for script, command in (("main.py", train), ("finetune.py", finetune), ("baselines/tfidf.py", tfidf))
+    }
     rows = pool(find_runs(args.runs, defaults, args.task))
     sys.stdout.write(format_csv(rows) if args.format == "csv" else format_markdown(rows))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
@@ -40,14 +41,35 @@ log = logging.getLogger("fec.tfidf")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(description="TF-IDF + logistic-regression baseline. Every option also has its single-dash spelling.",
-                            parents=[trainer_options("folder holding TASK/MODE.csv"), seed_options(), common_options()])
-    parser.add_argument(*flag("C"), dest="C", type=positive_float, default=None, help="inverse regularisation strength; default: chosen on validation from --C_grid")
-    parser.add_argument(*flag("C_grid"), type=positive_float, nargs="+", default=DEFAULT_C_GRID, help="values of C tried when --C is not given (selected by validation weighted F1)")
-    parser.add_argument(*flag("max_features"), type=positive_int, default=None, help="keep only the most frequent n-grams (default: all with min_df)")
+    parser = ArgumentParser(
+        description="TF-IDF + logistic-regression baseline. Every option also has its single-dash spelling.",
+        parents=[trainer_options("folder holding TASK/MODE.csv"), seed_options(), common_options()],
+    )
+    parser.add_argument(
+        *flag("C"),
+        dest="C",
+        type=positive_float,
+        default=None,
+        help="inverse regularisation strength; default: chosen on validation from --C_grid",
+    )
+    parser.add_argument(
+        *flag("C_grid"),
+        type=positive_float,
+        nargs="+",
+        default=DEFAULT_C_GRID,
+        help="values of C tried when --C is not given (selected by validation weighted F1)",
+    )
+    parser.add_argument(
+        *flag("max_features"),
+        type=positive_int,
+        default=None,
+        help="keep only the most frequent n-grams (default: all with min_df)",
+    )
     parser.add_argument(*flag("ngram_max"), type=positive_int, default=2, help="word n-grams of length 1..NGRAM_MAX")
     parser.add_argument(*flag("min_df"), type=positive_int, default=2, help="drop n-grams found in fewer training texts")
-    parser.add_argument(*flag("max_iter"), type=positive_int, default=2000, help="lbfgs iteration cap (a warning is logged if a fit stops there)")
+    parser.add_argument(
+        *flag("max_iter"), type=positive_int, default=2000, help="lbfgs iteration cap (a warning is logged if a fit stops there)"
+    )
     parser.add_argument(*flag("threads"), type=positive_int, default=1, help="BLAS/OpenMP threads for the fits")
     return parser
 
@@ -59,8 +81,10 @@ def run(args: argparse.Namespace) -> dict:
     modes = ["train", "valid"] + (["test"] if "test" in available_modes(args.data_dir, args.task) else [])
     splits = load_splits(args.data_dir, args.task, modes)
     if splits["train"].multilabel:
-        raise DataError(f"{splits['train'].path}: multi-label task (one 0/1 column per label); "
-                        "the TF-IDF baseline handles single-label tasks only")
+        raise DataError(
+            f"{splits['train'].path}: multi-label task (one 0/1 column per label); "
+            "the TF-IDF baseline handles single-label tasks only"
+        )
     started = time.perf_counter()
     features, vocabulary = vectorize(splits, args.ngram_max, args.min_df, args.max_features)
     vectorizer_seconds = round(time.perf_counter() - started, 2)
@@ -68,15 +92,16 @@ def run(args: argparse.Namespace) -> dict:
         return fit_run(args, run_dir, splits, features, vocabulary, vectorizer_seconds, seeds, grid, started)
 
 
-def fit_run(args: argparse.Namespace, run_dir, splits: dict, features: dict, vocabulary: int, vectorizer_seconds: float,
-            seeds: list[int], grid: list[float], started: float) -> dict:
+def fit_run(args: argparse.Namespace, run_dir: Path, splits: dict, features: dict, vocabulary: int, vectorizer_seconds: float,
+            seeds: list[int], grid: list[float], started: float) -> dict:  # fmt: skip
     """Fit every seed on the TF-IDF features into `run_dir` and write the run's files."""
     label_names = splits["train"].label_names
-    log.info("run folder %s; seeds %s; C %s", run_dir, seeds, "fixed " + str(args.C) if args.C is not None else f"from grid {grid}")
+    chosen = "fixed " + str(args.C) if args.C is not None else f"from grid {grid}"
+    log.info("run folder %s; seeds %s; C %s", run_dir, seeds, chosen)
     if "test" not in splits:
         log.warning("%s: no test.csv; reporting validation metrics only", args.task)
-    log.info("TF-IDF: %d n-grams (1..%d, min_df %d) from %d training texts in %.1fs",
-             vocabulary, args.ngram_max, args.min_df, len(splits["train"]), vectorizer_seconds)
+    log.info("TF-IDF: %d n-grams (1..%d, min_df %d) from %d training texts in %.1fs", vocabulary, args.ngram_max,
+             args.min_df, len(splits["train"]), vectorizer_seconds)  # fmt: skip
     write_json(run_dir / "config.json", {
         "args": vars(args), "seeds": seeds, "C_grid": grid, "selection": "validation weighted F1, ties to the smaller C",
         "vectorizer": {"ngram_range": [1, args.ngram_max], "sublinear_tf": True, "min_df": args.min_df,
@@ -84,7 +109,7 @@ def fit_run(args: argparse.Namespace, run_dir, splits: dict, features: dict, voc
         "classifier": {"model": "LogisticRegression", "solver": "lbfgs", "multinomial": True, "max_iter": args.max_iter},
         "rows": {m: len(s) for m, s in splits.items()}, "label_names": label_names,
         "csv_sha256": {m: s.csv_sha256 for m, s in splits.items()}, **provenance(),
-    })
+    })  # fmt: skip
     labels = {mode: split.labels for mode, split in splits.items()}
     results, fits = [], {}
     for seed in seeds:
@@ -92,16 +117,17 @@ def fit_run(args: argparse.Namespace, run_dir, splits: dict, features: dict, voc
             log.info("seed %d: lbfgs does not use the seed; reusing the fits of seed %d", seed, seeds[0])
         with threadpool_limits(args.threads):
             result = run_seed(features, labels, grid, seed, args.max_iter, fits)
-        shown = result.test or result.valid
-        log.info("seed %d: C=%g | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.C,
-                 "test" if result.test else "valid", shown["acc"], shown["wf1"], shown["macro_f1"], result.seconds)
+        shown, split = (result.test, "test") if result.test else (result.valid, "valid")
+        log.info("seed %d: C=%g | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.C, split, shown["acc"],
+                 shown["wf1"], shown["macro_f1"], result.seconds)  # fmt: skip
         results.append(result)
     extra = {"vocabulary": vocabulary, "vectorizer_seconds": vectorizer_seconds,
-             "fit_seconds": round(sum(entry["fit_seconds"] for _, entry in fits.values()), 2)}
-    settings = {"C": "/".join(f"{c:g}" for c in sorted({r.C for r in results})), "ngram_max": args.ngram_max, "min_df": args.min_df}
+             "fit_seconds": round(sum(entry["fit_seconds"] for _, entry in fits.values()), 2)}  # fmt: skip
+    settings = {"C": "/".join(f"{c:g}" for c in sorted({r.C for r in results})), "ngram_max": args.ngram_max,
+                "min_df": args.min_df}  # fmt: skip
     return finish_run(run_dir, args.out, args.task, results, sources=[SOURCE], labels=labels, label_names=label_names,
                       multilabel=False, threshold=None, method="tfidf", recipe="", settings=settings,
-                      seconds=round(time.perf_counter() - started, 2), extra=extra)
+                      seconds=round(time.perf_counter() - started, 2), extra=extra)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from fec.backbones import ModelError, pick_device
 from fec.cli import run_script
 from fec.data import DataError
 from fec.fusion import PN_FORMS, RAW_INPUTS
-from fec.fusion_data import SOURCES, load_fusion_data
+from fec.fusion_data import SOURCES, FusionData, load_fusion_data
 from fec.options import (
     ArgumentParser,
     Distinct,
@@ -47,6 +48,40 @@ from fec.train import SATURATION_LEVEL, TrainConfig, at_chance, build_model, pri
 
 log = logging.getLogger("fec.main")
 
+# The options of TrainConfig's fields; their defaults come from TrainConfig.
+TRAIN_OPTIONS = {
+    "epochs": dict(type=positive_int, help="maximum number of epochs"),
+    "early_stop": dict(
+        type=positive_int,
+        aliases=("-early-stop", "--early-stop"),
+        help="stop after this many epochs without improvement (valid loss down OR valid wF1 up)",
+    ),
+    "batch_size": dict(type=positive_int, help="training batch size"),
+    "lr": dict(type=positive_float, help="Adam learning rate"),
+    "sigma": dict(type=positive_float, aliases=("-SIGMA", "--SIGMA"), help="power-normalisation sigma"),
+    "pn": dict(
+        choices=PN_FORMS,
+        help="power normalisation: sigmoid = 2*sigmoid(sigma*P)-1 (published code), tanh = tanh(2*sigma*P) (published README)",
+    ),
+    "dropout": dict(type=dropout_rate, help="dropout after every hidden layer"),
+    "fusion_dim": dict(
+        type=positive_int,
+        help="width D of the fused vectors (default: the encoders' width, 1024 for the published models; the widest "
+        "encoder when they differ)",
+    ),
+    "raw_inputs": dict(
+        choices=RAW_INPUTS,
+        help="what the MLP sees beside the pooled Gram matrix: decoder = the layer-mean LLaMA vector (published; the "
+        "encoders reach the MLP only through their power-normalised inner products), all = that and every "
+        "encoder vector",
+    ),
+    "eval_batch_size": dict(type=positive_int, help="batch size for validation/test passes"),
+    "threshold": dict(
+        type=probability,
+        help="multi-label tasks: one global decision threshold on the sigmoid outputs (e.g. 0.5); default: one "
+        "threshold per label, tuned on validation over 0.05..0.95 to maximise that label's F1",
+    ),
+}
 DATA_HELP = "folder holding TASK/MODE.csv: features extracted from another version of a CSV found there are refused as stale"
 
 
@@ -55,27 +90,50 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the LLM-FusionClassifier head on stored features. Every option also has its single-dash spelling.",
         parents=[trainer_options(DATA_HELP), seed_options(), common_options()],
     )
-    add_fields(parser, TrainConfig, {
-        "epochs": dict(type=positive_int, help="maximum number of epochs"),
-        "early_stop": dict(type=positive_int, aliases=("-early-stop", "--early-stop"),
-                           help="stop after this many epochs without improvement (valid loss down OR valid wF1 up)"),
-        "batch_size": dict(type=positive_int, help="training batch size"),
-        "lr": dict(type=positive_float, help="Adam learning rate"),
-        "sigma": dict(type=positive_float, aliases=("-SIGMA", "--SIGMA"), help="power-normalisation sigma"),
-        "pn": dict(choices=PN_FORMS, help="power normalisation: sigmoid = 2*sigmoid(sigma*P)-1 (published code), tanh = tanh(2*sigma*P) (published README)"),
-        "dropout": dict(type=dropout_rate, help="dropout after every hidden layer"),
-        "fusion_dim": dict(type=positive_int, help="width D of the fused vectors (default: the encoders' width, 1024 for the published models; the widest encoder when they differ)"),
-        "raw_inputs": dict(choices=RAW_INPUTS, help="what the MLP sees beside the pooled Gram matrix: decoder = the layer-mean LLaMA vector (published; the encoders reach the MLP only through their power-normalised inner products), all = that and every encoder vector"),
-        "eval_batch_size": dict(type=positive_int, help="batch size for validation/test passes"),
-        "threshold": dict(type=probability, help="multi-label tasks: one global decision threshold on the sigmoid outputs (e.g. 0.5); default: one threshold per label, tuned on validation over 0.05..0.95 to maximise that label's F1"),
-    })
-    parser.add_argument(*flag("compat"), default="none", choices=["none", "reference"], help="reference = the published recipe, defects included: -llama_pooling unmasked_padded -bert_source roberta -norm none -pn sigmoid (explicit options still win)")
-    parser.add_argument(*flag("llama_pooling"), default=None, choices=["masked", "unmasked_padded"], help="which LLaMA features to read: masked (dataset/TASK/llama/, default) or the published unmasked_padded (dataset/TASK/llama_unmasked_padded/)")
-    parser.add_argument(*flag("bert_source"), default=None, choices=["bert", "roberta"], help="features used in BERT's position: bert (default) or roberta, the published loader defect")
-    parser.add_argument(*flag("norm"), default=None, choices=["zscore", "none"], help="standardise each source per feature with train statistics (zscore, default), or feed raw features as published (none)")
-    parser.add_argument(*flag("sources"), nargs="+", action=Distinct, default=list(SOURCES), choices=SOURCES, help="feature sets to fuse, e.g. `llama`, `bert roberta`. Without llama, the raw encoder vectors are concatenated beside the pooled interactions (a Gram matrix of one or two vectors carries almost nothing)")
-    parser.add_argument(*flag("dataset_dir"), default="dataset", help="feature store root")
+    add_fields(parser, TrainConfig, TRAIN_OPTIONS)
+    add_recipe_options(parser)
     return parser
+
+
+def add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    """The published-recipe switch, the quirks it turns on, and which features are fused."""
+    parser.add_argument(
+        *flag("compat"),
+        default="none",
+        choices=["none", "reference"],
+        help="reference = the published recipe, defects included: -llama_pooling unmasked_padded -bert_source roberta -norm "
+        "none -pn sigmoid (explicit options still win)",
+    )
+    parser.add_argument(
+        *flag("llama_pooling"),
+        default=None,
+        choices=["masked", "unmasked_padded"],
+        help="which LLaMA features to read: masked (dataset/TASK/llama/, default) or the published unmasked_padded "
+        "(dataset/TASK/llama_unmasked_padded/)",
+    )
+    parser.add_argument(
+        *flag("bert_source"),
+        default=None,
+        choices=["bert", "roberta"],
+        help="features used in BERT's position: bert (default) or roberta, the published loader defect",
+    )
+    parser.add_argument(
+        *flag("norm"),
+        default=None,
+        choices=["zscore", "none"],
+        help="standardise each source per feature with train statistics (zscore, default), or feed raw features as published "
+        "(none)",
+    )
+    parser.add_argument(
+        *flag("sources"),
+        nargs="+",
+        action=Distinct,
+        default=list(SOURCES),
+        choices=SOURCES,
+        help="feature sets to fuse, e.g. `llama`, `bert roberta`. Without llama, the raw encoder vectors are concatenated "
+        "beside the pooled interactions (a Gram matrix of one or two vectors carries almost nothing)",
+    )
+    parser.add_argument(*flag("dataset_dir"), default="dataset", help="feature store root")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -92,24 +150,17 @@ def run(args: argparse.Namespace) -> dict:
         return train_run(args, run_dir, data, cfg, template, seeds, recipe, slot_dirs, device)
 
 
-def train_run(args: argparse.Namespace, run_dir, data, cfg: TrainConfig, template, seeds: list[int], recipe: str,
-              slot_dirs: dict[str, str], device) -> dict:
+def train_run(args: argparse.Namespace, run_dir: Path, data: FusionData, cfg: TrainConfig, template, seeds: list[int],
+              recipe: str, slot_dirs: dict[str, str], device) -> dict:  # fmt: skip
     """Train every seed into `run_dir` and write the run's files (config, model spec, results)."""
     log.info("run folder %s; recipe %s; device %s; seeds %s", run_dir, recipe, device, seeds)
     log.info("model:\n%s", template.describe())
     write_json(run_dir / "config.json", {
         "args": vars(args), "recipe": recipe, "seeds": seeds, "train_config": vars(cfg), "device": str(device),
-        "sources": data.sources, "rows": {m: len(s) for m, s in data.splits.items()},
-        "feature_manifests": data.manifests, **provenance(),
-    })
-    model_spec = {
-        "model": template.config, "sources": data.sources, "label_names": data.label_names, "task": data.task,
-        "norm": cfg.norm, "store_dirs": {s: slot_dirs.get(s, s) for s in data.sources}, "recipe": recipe,
-        "feature_manifests": data.manifests["train"],
-    }
-    if data.multilabel:
-        model_spec |= {"multilabel": True, "threshold_rule": "global" if cfg.threshold is not None else "per-label, tuned on valid",
-                       "thresholds": {}}
+        "sources": data.sources, "rows": {m: len(s) for m, s in data.splits.items()}, "feature_manifests": data.manifests,
+        **provenance(),
+    })  # fmt: skip
+    model_spec = model_record(data, cfg, template, recipe, slot_dirs)
     write_json(run_dir / "model.json", model_spec)
     data.to(device)
     chance_loss = None if data.multilabel else prior_entropy(data.splits["train"].labels)
@@ -127,10 +178,24 @@ def train_run(args: argparse.Namespace, run_dir, data, cfg: TrainConfig, templat
         results.append(result)
         write_results(run_dir, data.task, results, sources=data.sources, multilabel=data.multilabel, finished=False)
     settings = {"sources": "+".join(data.sources), "norm": cfg.norm, "pn": cfg.pn, "sigma": cfg.sigma,
-                "raw_inputs": template.config["raw_inputs"], "lr": cfg.lr, "batch_size": cfg.batch_size}
+                "raw_inputs": template.config["raw_inputs"], "lr": cfg.lr, "batch_size": cfg.batch_size}  # fmt: skip
     labels = {m: s.labels.cpu().numpy() for m, s in data.splits.items()}
-    return finish_run(run_dir, args.out, data.task, results, sources=data.sources, labels=labels, label_names=data.label_names,
-                      multilabel=data.multilabel, threshold=cfg.threshold, method="fusion", recipe=recipe, settings=settings)
+    return finish_run(run_dir, args.out, data.task, results, sources=data.sources, labels=labels,
+                      label_names=data.label_names, multilabel=data.multilabel, threshold=cfg.threshold, method="fusion",
+                      recipe=recipe, settings=settings)  # fmt: skip
+
+
+def model_record(data: FusionData, cfg: TrainConfig, template, recipe: str, slot_dirs: dict[str, str]) -> dict:
+    """model.json: what rebuilds the model and its inputs (predict.py and explain.py read it)."""
+    spec = {
+        "model": template.config, "sources": data.sources, "label_names": data.label_names, "task": data.task,
+        "norm": cfg.norm, "store_dirs": {s: slot_dirs.get(s, s) for s in data.sources}, "recipe": recipe,
+        "feature_manifests": data.manifests["train"],
+    }  # fmt: skip
+    if data.multilabel:
+        rule = "global" if cfg.threshold is not None else "per-label, tuned on valid"
+        spec |= {"multilabel": True, "threshold_rule": rule, "thresholds": {}}
+    return spec
 
 
 def log_seed(result, multilabel: bool, cfg: TrainConfig, raw_inputs: str, chance_loss: float | None) -> None:
@@ -138,24 +203,54 @@ def log_seed(result, multilabel: bool, cfg: TrainConfig, raw_inputs: str, chance
     when it never left chance."""
     seed, shown, split = result.seed, result.test or result.valid, "test" if result.test else "valid"
     if multilabel:
-        log.info("seed %d: best epoch %d | %s macro-F1 %.2f micro-F1 %.2f subset acc %.2f Jaccard %.2f | %.1fs",
-                 seed, result.best_epoch, split, shown["macro_f1"], shown["micro_f1"], shown["subset_acc"],
-                 shown["jaccard"], result.train_seconds)
+        log.info(
+            "seed %d: best epoch %d | %s macro-F1 %.2f micro-F1 %.2f subset acc %.2f Jaccard %.2f | %.1fs",
+            seed,
+            result.best_epoch,
+            split,
+            shown["macro_f1"],
+            shown["micro_f1"],
+            shown["subset_acc"],
+            shown["jaccard"],
+            result.train_seconds,
+        )
     else:
-        log.info("seed %d: best epoch %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.best_epoch,
-                 split, shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)
+        log.info(
+            "seed %d: best epoch %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs",
+            seed,
+            result.best_epoch,
+            split,
+            shown["acc"],
+            shown["wf1"],
+            shown["macro_f1"],
+            result.train_seconds,
+        )
     hint = ""
     # A seed at chance gets the warning below instead: saturation is then a symptom, not the cause.
     if result.pn_saturated > 50 and not result.at_chance:
         fixes = "a smaller -SIGMA" + (" or -raw_inputs all" if raw_inputs == "decoder" else "")
         hint = f"; the Gram matrix reaches the MLP as signs: try {fixes}"
-    log.info("seed %d: %.1f%% of the pooled values on valid are saturated (|value| > %.2f)%s", seed,
-             result.pn_saturated, SATURATION_LEVEL, hint)
+    log.info(
+        "seed %d: %.1f%% of the pooled values on valid are saturated (|value| > %.2f)%s",
+        seed,
+        result.pn_saturated,
+        SATURATION_LEVEL,
+        hint,
+    )
     if result.at_chance:
-        why = ("; raw LLM features are nearly parallel across texts (a few dimensions hundreds of times larger "
-               "than the rest): -norm zscore standardises them" if cfg.norm == "none" else "; try another -lr or -SIGMA")
-        log.warning("seed %d never left chance: valid loss %.4f, no lower than guessing the train label frequencies (%.4f)%s",
-                    seed, result.valid["loss"], chance_loss, why)
+        why = (
+            "; raw LLM features are nearly parallel across texts (a few dimensions hundreds of times larger "
+            "than the rest): -norm zscore standardises them"
+            if cfg.norm == "none"
+            else "; try another -lr or -SIGMA"
+        )
+        log.warning(
+            "seed %d never left chance: valid loss %.4f, no lower than guessing the train label frequencies (%.4f)%s",
+            seed,
+            result.valid["loss"],
+            chance_loss,
+            why,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
