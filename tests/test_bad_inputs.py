@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import extract_all, write_task
+from helpers import extract_all, write_task
 
 import explain as explain_script
 import main as main_script

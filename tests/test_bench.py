@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import LABELS, SPLIT_ROWS, TINY_HIDDEN, make_text
+from helpers import LABELS, SPLIT_ROWS, TINY_HIDDEN, make_text
 
 from bench import extract_speed, train_speed
 from fec.backbones import load_backbone

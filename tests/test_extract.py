@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import SPLIT_ROWS, TINY_HIDDEN
+from helpers import SPLIT_ROWS, TINY_HIDDEN
 
 from fec import features, pooling, store
 from fec.backbones import load_backbone

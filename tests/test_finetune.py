@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import LABELS, write_task
+from helpers import LABELS, only_run, write_task
 from test_multilabel import ML_LABELS, write_multilabel_task
 
 import predict as predict_script
@@ -23,11 +23,6 @@ TINY = ["-device", "cpu", "-batch_size", "8", "-lr", "5e-3", "-max_len", "32"]
 
 def run_finetune(model: Path, data_dir: Path, out: Path, task: str, *extra: str) -> int:
     return main(["-dataset", task, "-model", str(model), "-data_dir", str(data_dir), "-out", str(out), *TINY, *extra])
-
-
-def only_run(out: Path) -> Path:
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return run_dir
 
 
 @pytest.fixture(scope="module")

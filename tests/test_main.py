@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import extract_all, write_task
+from helpers import extract_all, only_run, write_task
 from safetensors.torch import load_file
 
 import main as main_script
@@ -24,15 +24,10 @@ def run_main(dataset_dir, out, *extra):
     )
 
 
-def the_run(out):
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return run_dir
-
-
 def test_two_seeds_learn_and_write_every_log_file(toy_store, tmp_path, capsys):
     _, dataset_dir = toy_store
     assert run_main(dataset_dir, tmp_path / "Logs", "-seeds", "0", "1") == 0
-    run_dir = the_run(tmp_path / "Logs")
+    run_dir = only_run(tmp_path / "Logs")
     assert run_dir.name.startswith("toy_")
     for name in (
         "config.json",
@@ -71,7 +66,7 @@ def test_same_seed_twice_gives_identical_metrics(toy_store, tmp_path):
     _, dataset_dir = toy_store
     for out in ("a", "b"):
         assert run_main(dataset_dir, tmp_path / out, "-seeds", "3", "-epochs", "4") == 0
-    first, second = (json.loads((the_run(tmp_path / o) / "results.json").read_text())["seeds"][0] for o in ("a", "b"))
+    first, second = (json.loads((only_run(tmp_path / o) / "results.json").read_text())["seeds"][0] for o in ("a", "b"))
     assert first["test"] == second["test"] and first["history"][-1]["valid"] == second["history"][-1]["valid"]
 
 
@@ -79,9 +74,9 @@ def test_same_seed_twice_gives_identical_metrics(toy_store, tmp_path):
 def test_source_ablations_run_and_are_recorded(toy_store, tmp_path, sources):
     _, dataset_dir = toy_store
     assert run_main(dataset_dir, tmp_path / "Logs", "-sources", *sources) == 0
-    model = json.loads((the_run(tmp_path / "Logs") / "model.json").read_text())
+    model = json.loads((only_run(tmp_path / "Logs") / "model.json").read_text())
     assert model["sources"] == [s for s in ("llama", "bert", "roberta") if s in sources]
-    results = json.loads((the_run(tmp_path / "Logs") / "results.json").read_text())
+    results = json.loads((only_run(tmp_path / "Logs") / "results.json").read_text())
     assert results["summary"]["test"]["acc"]["mean"] > 50
 
 
@@ -133,7 +128,7 @@ def test_a_task_without_test_split_reports_validation(tmp_path, tiny_models):
     data = write_task(tmp_path / "data", rows={"train": 60, "valid": 30})
     extract_all(data, tmp_path / "dataset", tiny_models)
     assert run_main(tmp_path / "dataset", tmp_path / "Logs") == 0
-    results = json.loads((the_run(tmp_path / "Logs") / "results.json").read_text())
+    results = json.loads((only_run(tmp_path / "Logs") / "results.json").read_text())
     assert "test" not in results["summary"] and results["seeds"][0]["test"] is None
     assert results["summary"]["valid"]["acc"]["mean"] > 50
 
@@ -143,7 +138,7 @@ def test_raw_inputs_all_is_recorded_and_reloads_for_prediction(toy_store, tmp_pa
 
     data_dir, dataset_dir = toy_store
     assert run_main(dataset_dir, tmp_path / "Logs", "-raw_inputs", "all") == 0
-    run_dir = the_run(tmp_path / "Logs")
+    run_dir = only_run(tmp_path / "Logs")
     assert json.loads((run_dir / "model.json").read_text())["model"]["raw_inputs"] == "all"
     (row,) = csv.DictReader(open(tmp_path / "Logs" / "runs.csv"))
     assert "raw_inputs=all" in row["settings"] and row["recipe"] == "corrected"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CUES, FILLER, extract_all
+from helpers import CUES, FILLER, extract_all, newest_run
 
 import main as main_script
 import predict as predict_script
@@ -134,16 +134,12 @@ def run_main(dataset_dir, out, *extra):
     )
 
 
-def the_run(out: Path) -> Path:
-    return max((p for p in out.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime_ns)
-
-
 @pytest.fixture(scope="module")
 def ml_run(ml_store, tmp_path_factory) -> Path:
     _, dataset_dir = ml_store
     out = tmp_path_factory.mktemp("Logs")
     assert run_main(dataset_dir, out, "-seeds", "0", "1") == 0
-    return the_run(out)
+    return newest_run(out)
 
 
 def test_bce_training_learns_a_separable_multilabel_task(ml_run):
@@ -178,7 +174,7 @@ def test_tuned_thresholds_keep_or_improve_validation_macro_f1(ml_run):
 def test_a_global_threshold_is_used_as_given(ml_store, tmp_path):
     _, dataset_dir = ml_store
     assert run_main(dataset_dir, tmp_path, "-threshold", "0.5", "-epochs", "5") == 0
-    results = json.loads((the_run(tmp_path) / "results.json").read_text())
+    results = json.loads((newest_run(tmp_path) / "results.json").read_text())
     seed = results["seeds"][0]
     assert seed["thresholds"] == [0.5] * 3 and seed["valid"] == seed["valid_at_05"]
     assert run_main(dataset_dir, tmp_path, "-threshold", "1.5") == 2
@@ -200,7 +196,7 @@ def test_a_test_csv_added_later_is_extracted_and_evaluated_without_changes(ml_st
         "valid.safetensors",
     ]
     assert run_main(store, tmp_path / "Logs", "-epochs", "10") == 0
-    results = json.loads((the_run(tmp_path / "Logs") / "results.json").read_text())
+    results = json.loads((newest_run(tmp_path / "Logs") / "results.json").read_text())
     assert results["summary"]["test"]["macro_f1"]["mean"] > 50
     (row,) = csv.DictReader(open(tmp_path / "Logs" / "runs.csv"))
     assert row["test_macro_f1"] and row["test_micro_f1"] and row["test_acc"] == ""

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import LABELS, save_tiny_llama
+from helpers import LABELS, save_tiny_llama
 
 import explain as explain_script
 import main as main_script

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 import subprocess
 import sys
 import urllib.error
@@ -259,7 +260,7 @@ def test_tables_are_consistent():
             assert name in fetch.SHA256[task], (task, name)
     for table in fetch.SHA256.values():
         for digest in table.values():
-            assert len(digest) == 64 and int(digest, 16) >= 0
+            assert re.fullmatch(r"[0-9a-f]{64}", digest), digest
     assert set(fetch.SHA256["semeval_eng"]) == {"train.csv", "valid.csv"}
 
 

