@@ -82,10 +82,10 @@ import numpy as np
 import torch
 
 from fec.backbones import SLOTS, Backbone, load_backbone, pick_device, pick_dtype, resolve_model
-from fec.cli import fail
+from fec.cli import fail, run_script
 from fec.data import MODES, available_modes, load_split
 from fec.features import extract_features, pad_right
-from fec.options import ArgumentParser, Distinct, UsageError, device, non_negative_int, positive_int, task_name
+from fec.options import ArgumentParser, Distinct, device, non_negative_int, positive_int, task_name
 from fec.provenance import provenance
 from fec.standins import PREFIX, PRESETS, STANDINS
 
@@ -921,13 +921,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except UsageError as err:
-        return fail(err)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True
-    )
+    return run_script(build_parser(), run, argv=argv)
+
+
+def run(args: argparse.Namespace) -> int:
     for item in args.model:
         if "=" not in item or item.split("=", 1)[0] not in SLOTS:
             return fail(f"--model {item}: expected SLOT=SPEC with SLOT one of {', '.join(SLOTS)}")

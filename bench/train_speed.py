@@ -44,10 +44,10 @@ from sklearn.metrics import accuracy_score, f1_score
 from torch.utils.data import DataLoader, Dataset
 
 from fec.backbones import pick_device
-from fec.cli import fail
+from fec.cli import run_script
 from fec.fusion import DownstreamModel
 from fec.fusion_data import FusionData, SplitInputs
-from fec.options import ArgumentParser, UsageError, device, non_negative_int, positive_int
+from fec.options import ArgumentParser, device, non_negative_int, positive_int
 from fec.provenance import provenance
 from fec.train import TrainConfig, train_seed
 
@@ -211,13 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except UsageError as err:
-        return fail(err)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True
-    )
+    return run_script(build_parser(), run, argv=argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)

@@ -76,14 +76,15 @@ def run_script(
 ) -> int:
     """Parse `argv`, set up logging, call `run(args)`; exit code 0, or 2 with a one-line error for
     a bad command line, the `expected` exceptions and refused writes (anything else is a bug and
-    keeps its traceback). `cleanup` runs last, whatever happened."""
+    keeps its traceback). A `run` that returns an int sets the exit code. `cleanup` runs last,
+    whatever happened."""
     try:
         args = parser.parse_args(argv)
     except UsageError as err:
         return fail(err)
     setup_logging(args.log_level)
     try:
-        run(args)
+        code = run(args)
     except (UsageError, *expected) as err:
         return fail(err)
     except OSError as err:
@@ -93,4 +94,4 @@ def run_script(
     finally:
         if cleanup is not None:
             cleanup()
-    return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0

@@ -50,56 +50,42 @@ def _number(text: str, kind: type, what: str):
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int, "a positive integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+def _checked(text: str, kind: type, what: str, ok) -> int | float:
+    value = _number(text, kind, what)
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _checked(text, int, "a positive integer", lambda v: v >= 1)
 
 
 def non_negative_int(text: str) -> int:
-    value = _number(text, int, "an integer >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
+    return _checked(text, int, "an integer >= 0", lambda v: v >= 0)
 
 
 def positive_float(text: str) -> float:
-    value = _number(text, float, "a number > 0")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
+    return _checked(text, float, "a number > 0", lambda v: v > 0)
 
 
 def non_negative_float(text: str) -> float:
-    value = _number(text, float, "a number >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
+    return _checked(text, float, "a number >= 0", lambda v: v >= 0)
 
 
 def probability(text: str) -> float:
     """Strictly between 0 and 1: a decision threshold."""
-    value = _number(text, float, "a number strictly between 0 and 1")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number strictly between 0 and 1, got {text}")
-    return value
+    return _checked(text, float, "a number strictly between 0 and 1", lambda v: 0 < v < 1)
 
 
 def dropout_rate(text: str) -> float:
     """In [0, 1): 1 would drop every unit."""
-    value = _number(text, float, "a rate in [0, 1)")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a rate in [0, 1), got {text}")
-    return value
+    return _checked(text, float, "a rate in [0, 1)", lambda v: 0 <= v < 1)
 
 
 def fraction(text: str) -> float:
     """In [0, 1]."""
-    value = _number(text, float, "a fraction in [0, 1]")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text}")
-    return value
+    return _checked(text, float, "a fraction in [0, 1]", lambda v: 0 <= v <= 1)
 
 
 def plain_name_problem(name: str) -> str | None:

@@ -1,0 +1,26 @@
+"""The documentation that is generated or linked stays true to the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fec.option_docs import render
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_options_reference_is_what_the_parsers_print():
+    assert (REPO / "docs" / "options.md").read_text(encoding="utf-8") == render(), (
+        "docs/options.md is stale: python -m fec.option_docs > docs/options.md"
+    )
+
+
+def test_the_readme_is_an_entry_point_whose_links_exist():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 170
+    for target in re.findall(r"\]\(([^)#]+)", readme):
+        if not target.startswith("http"):
+            assert (REPO / target).exists(), target
+    for doc in (REPO / "docs").glob("*.md"):
+        assert "shared/design.md" not in doc.read_text(encoding="utf-8"), doc
