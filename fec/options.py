@@ -1,14 +1,15 @@
 """The one option layer every script shares: a parser whose mistakes are `UsageError`s, typed
-validators, and the seed options of the trainers.
+validators, parent parsers for the options several commands take, and options made from the
+fields of a config dataclass (so each default is written once).
 
-    from fec.options import ArgumentParser, positive_int, task_name
-    parser = ArgumentParser(description="...")
-    parser.add_argument("-task", "--task", type=task_name, required=True)
-    parser.add_argument("-batch_size", "--batch_size", type=positive_int, default=64)
+    from fec.options import ArgumentParser, common_options, flag, positive_int, task_name
+    parser = ArgumentParser(description="...", parents=[common_options()])
+    parser.add_argument(*flag("task"), type=task_name, required=True)       # --task and -task
+    parser.add_argument(*flag("batch_size"), type=positive_int, default=64)
 
 A validator is an argparse `type`: it returns the parsed value or raises
 `argparse.ArgumentTypeError`, and argparse puts the option's name in front of the message
-(`argument -batch_size/--batch_size: must be a positive integer, got -5`). The parser raises
+(`argument --batch_size/-batch_size: must be a positive integer, got -5`). The parser raises
 that as a `UsageError`, which `fec.cli.run_script` prints as one `error: ...` line with exit
 code 2, so every check runs before any data or model is loaded and before any folder is made.
 A value that can only be a mistake is refused, never clamped.
