@@ -81,13 +81,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fec.backbones import SLOTS, Backbone, load_backbone, pick_device, pick_dtype, resolve_model
+from fec.backbones import SLOTS, Backbone, ModelError, load_backbone, pick_device, pick_dtype, resolve_model
 from fec.cli import fail, run_script
-from fec.data import MODES, available_modes, load_split
+from fec.data import MODES, DataError, available_modes, load_split
 from fec.features import extract_features, pad_right
-from fec.options import ArgumentParser, Distinct, device, non_negative_int, positive_int, task_name
+from fec.files import atomic_write_text
+from fec.options import ArgumentParser, Distinct, device, non_negative_int, output_file, positive_int, task_name
 from fec.provenance import provenance
 from fec.standins import PREFIX, PRESETS, STANDINS
+from fec.store import StoreError
 
 log = logging.getLogger("bench.extract_speed")
 # Workers run as `python -m bench.extract_speed` from here, installed or not.
@@ -547,8 +549,7 @@ def extraction_main(args: argparse.Namespace) -> int:
     }
     print_extraction(report)
     if args.results:
-        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.results).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        atomic_write_text(args.results, json.dumps(report, indent=1) + "\n")
     return 0 if check is None or check["ok"] else 1
 
 
@@ -793,8 +794,7 @@ def scale_main(args: argparse.Namespace) -> int:
     }
     print_scale(report)
     if args.results:
-        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.results).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        atomic_write_text(args.results, json.dumps(report, indent=1) + "\n")
     return 0
 
 
@@ -871,7 +871,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="untimed warm-up calls per recipe (first 4 texts each)",
     )
-    parser.add_argument("--results", default=None, metavar="OUT", help="also write every result to this JSON file")
+    parser.add_argument(
+        "--results", type=output_file, default=None, metavar="OUT", help="also write every result to this JSON file"
+    )
     parser.add_argument("--data_dir", default="data", help="folder holding TASK/SPLIT.csv")
     parser.add_argument(
         "--task", type=task_name, default=None, help="task folder (default ED; with --llama7b-random: ED and go_emotion)"
@@ -921,7 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, argv=argv)
+    return run_script(build_parser(), run, (DataError, ModelError, StoreError), argv)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,7 +35,6 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,12 +42,15 @@ import torch.nn as nn
 from sklearn.metrics import accuracy_score, f1_score
 from torch.utils.data import DataLoader, Dataset
 
-from fec.backbones import pick_device
+from fec.backbones import ModelError, pick_device
 from fec.cli import run_script
+from fec.data import DataError
+from fec.files import atomic_write_text
 from fec.fusion import DownstreamModel
 from fec.fusion_data import FusionData, SplitInputs
-from fec.options import ArgumentParser, device, non_negative_int, positive_int
+from fec.options import ArgumentParser, device, non_negative_int, output_file, positive_int
 from fec.provenance import provenance
+from fec.store import StoreError
 from fec.train import TrainConfig, train_seed
 
 log = logging.getLogger("bench.train_speed")
@@ -205,13 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the synthetic features")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--results", default=None, metavar="OUT", help="also write the results to this JSON file")
+    parser.add_argument(
+        "--results", type=output_file, default=None, metavar="OUT", help="also write the results to this JSON file"
+    )
     parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, argv=argv)
+    return run_script(build_parser(), run, (DataError, ModelError, StoreError), argv)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -246,8 +250,7 @@ def run(args: argparse.Namespace) -> int:
     }
     print_report(report)
     if args.results:
-        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.results).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        atomic_write_text(args.results, json.dumps(report, indent=1) + "\n")
     return 0
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from fec.options import UsageError
 
-# File-system refusals a user can act on (free space, another folder); other OSErrors are bugs.
-WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+# File-system refusals a user can act on (free space, another folder, permissions); other OSErrors are bugs.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+REFUSED_ERRNOS = WRITE_ERRNOS | {errno.EACCES, errno.EPERM}
 
 
 LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -61,10 +62,12 @@ def fail(err: Exception) -> int:
     return 2
 
 
-def write_refused(err: OSError) -> str:
-    """`path: cannot write (reason)` for a refused write."""
+def refused(err: OSError) -> str:
+    """`path: cannot write (No space left on device)`, or `path: Permission denied` (a read or a write)."""
     where = err.filename if err.filename is not None else "a file"
-    return f"{where}: cannot write ({err.strerror or err})"
+    if err.errno in WRITE_ERRNOS:
+        return f"{where}: cannot write ({err.strerror or err})"
+    return f"{where}: {err.strerror or err}"
 
 
 def run_script(
@@ -88,9 +91,9 @@ def run_script(
     except (UsageError, *expected) as err:
         return fail(err)
     except OSError as err:
-        if err.errno not in WRITE_ERRNOS:
+        if err.errno not in REFUSED_ERRNOS:
             raise
-        return fail(write_refused(err))
+        return fail(refused(err))
     finally:
         if cleanup is not None:
             cleanup()

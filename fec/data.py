@@ -16,6 +16,7 @@ Every problem raises `DataError` with one line naming the file and, where it app
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,8 @@ LABEL_FILE = "label2idx.txt"
 # utf-8-sig reads plain UTF-8 and drops a byte-order mark (Excel and Notepad write one), which
 # would otherwise become part of the first label or column name.
 ENCODING = "utf-8-sig"
+# ASCII digits only: str.isdigit() also accepts "²" and "①", which int() then refuses.
+INTEGER = re.compile(r"-?[0-9]+")
 # Columns that are never labels in the multi-label (one 0/1 column per label) layout.
 NON_LABEL_COLUMNS = {"id", "text", "aug_text"}
 
@@ -83,7 +86,7 @@ def read_label_map(path: Path) -> dict[str, int]:
         if not line:
             continue
         parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+        if len(parts) != 2 or not INTEGER.fullmatch(parts[1]):
             raise DataError(f"{path}: line {lineno}: expected 'name id', got {raw!r}")
         name, idx = parts[0], int(parts[1])
         check_label_name(name, f"{path}: line {lineno}")
@@ -172,7 +175,7 @@ def _single_labels(path: Path, frame: pd.DataFrame, label_map: dict[str, int] | 
     labels = np.empty(len(frame), dtype=np.int64)
     for row, cell in enumerate(frame["label"].tolist(), start=1):
         cell = cell.strip()
-        if cell.lstrip("-").isdigit():
+        if INTEGER.fullmatch(cell):
             idx = int(cell)
             if not 0 <= idx < num:
                 raise DataError(f"{path}: row {row}: label id {idx} is outside {LABEL_FILE} (ids 0..{num - 1})")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fec.files import atomic_write, atomic_write_text
-from fec.paths import inside, slug
+from fec.paths import inside, unique_slug
 from fec.predict import RunError
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,14 @@ def explain_text(
     else:
         raise RunError(f"-label {label}: not a label of this run ({', '.join(names)})")
     masker = shap.maskers.Text(WORD_SPLIT)
-    explainer = shap.Explainer(lambda texts: clf.predict_proba(list(texts), batch_size), masker, output_names=names)
+    # SHAP writes the output names into its page as they are: escape them (labels come from data).
+    explainer = shap.Explainer(lambda texts: clf.predict_proba(list(texts), batch_size), masker,
+                               output_names=[html.escape(name) for name in names])  # fmt: skip
     values = explainer([text], max_evals=max_evals, batch_size=batch_size, silent=True)
     tokens = list(values.data[0])
     token_values = np.asarray(values.values[0][:, index], dtype=float)
     # File names come from the data only through `slug`; the page escapes the text and the label.
-    stem = f"{slug(text)}.{slug(names[index])}"
+    stem = f"{unique_slug(text)}.{unique_slug(names[index], width=30)}"
     html_path, png_path = inside(out_dir, f"{stem}.html"), inside(out_dir, f"{stem}.png")
     plot = shap.plots.text(values[0, :, index], display=False)
     label_html = html.escape(names[index])

@@ -57,7 +57,8 @@ from fec.features import (
     non_finite_message,
     pooling_used,
 )
-from fec.locks import split_lock
+from fec.locks import lock_path, split_lock
+from fec.options import UsageError
 from fec.provenance import provenance
 from fec.recipe import extraction_dtype, extraction_quirks, resolve_extraction, store_dir_of
 from fec.scale import Ranks, rank_device, ranks_from_env
@@ -131,6 +132,8 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
         raise DataError(f"{Path(args.data_dir) / args.task}: no train/valid/test CSV found (run `python prepare_data.py`)")
     splits = load_splits(args.data_dir, args.task, modes)
     resolve_model(args.model)  # a missing or broken model folder is refused before anything loads
+    if args.max_memory and not args.device_map:
+        raise UsageError(f"-max_memory {args.max_memory}: applies with -device_map only (it caps each device's share)")
     placed = dict(device_map=args.device_map, max_memory=parse_max_memory(args.max_memory))
     ranks = ranks_from_env(args.device)
     todo = splits_to_do(args, slot, splits, ranks)
@@ -141,14 +144,10 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
         if not todo:
             return []
         device = rank_device(pick_device(args.device), ranks)
-        backbone = load_backbone(
-            args.model,
-            device,
-            extraction_dtype(args.dtype, args.compat, device),
-            args.trust_remote_code,
-            load_in=args.load_in,
-            **placed,
-        )
+        dtype = extraction_dtype(args.dtype, args.compat, device)
+        # Every process loads; one that fails (a full GPU) tells the others instead of leaving them waiting.
+        backbone = together(ranks, lambda: load_backbone(args.model, device, dtype, args.trust_remote_code,
+                                                         load_in=args.load_in, **placed), "loading the model")  # fmt: skip
         float32_copy: list[Backbone] = []
 
         def float32_backbone() -> Backbone:
@@ -170,8 +169,9 @@ def splits_to_do(args: argparse.Namespace, slot: str, splits: dict[str, Split], 
         settings = settings_of(args, slot, split.csv_sha256)
         if not args.force and already_extracted(path, settings):
             log.info("%s: already extracted with the same settings, skipped (-force to redo)", path)
-            if ranks.is_main and parts_dir(path).exists():
-                shutil.rmtree(parts_dir(path), ignore_errors=True)  # left by a run killed right after its merge
+            if ranks.is_main and parts_dir(path).exists() and not lock_path(path).exists():
+                # Chunks left by a run killed right after its merge; never those of a run still going.
+                shutil.rmtree(parts_dir(path), ignore_errors=True)
             continue
         todo[mode] = (split, path, settings)
     return todo

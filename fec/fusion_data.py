@@ -101,20 +101,25 @@ def _check_same_origin(mode: str, stored: dict[str, StoredFeatures], slot_dirs: 
             raise StoreError(f"{feats.path}: labels differ from {first.path}'s; re-extract {mode}")
 
 
-def extract_command(manifest: dict, mode: str) -> str:
-    """The command line that extracts `mode` again with the manifest's model and recipe."""
-    slot = manifest.get("slot", "llama")
-    words = ["python", EXTRACT_SCRIPTS.get(slot, f"{slot}_rep_extract.py"), "-task", str(manifest.get("task")), "-mode", mode]
+def extract_command(manifest: dict, mode: str, dataset_dir: Path | str, data_dir: Path | str) -> str:
+    """The command line that extracts `mode` again with the manifest's model and settings, into
+    the same store from the same data folder."""
+    slot, settings = manifest.get("slot", "llama"), manifest.get("settings", {})
+    words = ["python", EXTRACT_SCRIPTS.get(slot, f"{slot}_rep_extract.py"), "--task", str(manifest.get("task")), "--mode", mode]
     if manifest.get("model"):
-        words += ["-model", str(manifest["model"])]
+        words += ["--model", str(manifest["model"])]
     if manifest.get("compat") == "reference":
-        words += ["-compat", "reference"]
+        words += ["--compat", "reference"]
     elif slot == "llama" and manifest.get("llama_pooling") not in (None, "masked"):
-        words += ["-llama_pooling", str(manifest["llama_pooling"])]
-    return " ".join(words)
+        words += ["--llama_pooling", str(manifest["llama_pooling"])]
+    for option in ("dtype", "limit", "max_len", "layers"):
+        if settings.get(option) not in (None, "auto"):
+            words += [f"--{option}", str(settings[option])]
+    return " ".join(words + ["--data_dir", str(data_dir), "--dataset_dir", str(dataset_dir)])
 
 
-def _check_not_stale(data_dir: Path | str, task: str, mode: str, stored: dict[str, StoredFeatures]) -> None:
+def _check_not_stale(data_dir: Path | str, dataset_dir: Path | str, task: str, mode: str,
+                     stored: dict[str, StoredFeatures]) -> None:  # fmt: skip
     """Refuse features extracted from an earlier version of the split's CSV, when the CSV is here."""
     csv = split_path(data_dir, task, mode)
     if not csv.is_file():
@@ -125,7 +130,7 @@ def _check_not_stale(data_dir: Path | str, task: str, mode: str, stored: dict[st
         if then != now:
             raise StoreError(
                 f"{manifest_path(feats.path)}: extracted from another version of {csv} (sha256 {str(then)[:12]}, "
-                f"the file now {now[:12]}); re-extract: {extract_command(feats.manifest, mode)}"
+                f"the file now {now[:12]}); re-extract: {extract_command(feats.manifest, mode, dataset_dir, data_dir)}"
             )
 
 
@@ -156,7 +161,7 @@ def load_fusion_data(
         stored = {s: load_features(paths[s]) for s in sources}
         _check_same_origin(mode, stored, slot_dirs)
         if data_dir is not None:
-            _check_not_stale(data_dir, task, mode, stored)
+            _check_not_stale(data_dir, dataset_dir, task, mode, stored)
         first = next(iter(stored.values()))
         if label_names is None:
             label_names, multilabel = first.manifest["label_names"], bool(first.manifest.get("multilabel"))

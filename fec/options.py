@@ -133,6 +133,14 @@ def output_file(text: str) -> Path:
     return path
 
 
+def output_dir(text: str) -> Path:
+    """A folder to write into: made if needed, but not an existing file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a file; name a folder to write into")
+    return path
+
+
 def device(text: str) -> str:
     """`auto`, or a device string torch accepts and this machine has (`cpu`, `cuda`, `cuda:1`, `mps`)."""
     if text == "auto":

@@ -6,13 +6,16 @@ under the folder it belongs to.
     inside("dataset", "../elsewhere")             # UsageError: outside dataset
     slug("I was <so> scared!")                    # 'i-was-so-scared'
 
-Every file name made from data (a label, a text) goes through `slug`, and every path built from
+Every file name made from data (a label, a text) goes through `slug` (`unique_slug` where two
+names could slug alike), and every path built from
 a user's folder plus names (`-dataset_dir`, `-out`, a task) through `inside`, so nothing is
 written outside the store, the run folders and the paths the user named.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -24,11 +27,17 @@ def slug(text: str, width: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:width].strip("-") or "text"
 
 
+def unique_slug(text: str, width: int = 40) -> str:
+    """`slug(text)` plus 8 hex digits of the text's sha256, so texts (or labels) that slug alike,
+    non-ASCII ones included, never share a file name."""
+    return f"{slug(text, width)}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
 def inside(root: Path | str, *parts: str) -> Path:
-    """`root / parts...`, refused (UsageError) when it would resolve outside `root`."""
+    """`root / parts...`, refused (UsageError) when the names would lead outside `root`. Checked on
+    the names alone, so a store folder that is a symbolic link to another disk stays usable."""
     root = Path(root)
-    path = root.joinpath(*parts)
-    resolved_root = root.resolve()
-    if not path.resolve().is_relative_to(resolved_root):
-        raise UsageError(f"{path}: outside {root}; names inside it must be plain names")
-    return path
+    relative = os.path.normpath(os.path.join(*parts)) if parts else "."
+    if os.path.isabs(relative) or relative == ".." or relative.startswith(".." + os.sep):
+        raise UsageError(f"{root.joinpath(*parts)}: outside {root}; names inside it must be plain names")
+    return root.joinpath(*parts)

@@ -95,7 +95,8 @@ def load_source_backbone(source: FeatureSource, device: torch.device, model: str
             f"{spec}: these weights differ from the {m['slot']} backbone the model was trained on "
             f"({m['model']}, {m['model_fingerprint']}); use the same model or retrain"
         )
-    dtype = pick_dtype(m["dtype"], device) if device.type == "cuda" else torch.float32
+    # The dtype the features were extracted in (bfloat16 runs on CPU too); float16 only on CUDA.
+    dtype = pick_dtype(m["dtype"], device) if device.type == "cuda" or m["dtype"] != "float16" else torch.float32
     return load_backbone(spec, device, dtype)
 
 

@@ -55,8 +55,9 @@ RUN_ONLY = {
     "compat",
     "threads",
 }
-# Option names a run's config.json may hold from before they were renamed.
+# Option names a run's config.json may hold from before they were renamed, and their old values.
 RENAMED = {"dataset": "task", "precision": "dtype"}
+OLD_VALUES = {"dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}}
 # The script that wrote a run, told by what only its config.json holds.
 SCRIPTS = {"train_config": "main.py", "finetune_config": "finetune.py", "C_grid": "baselines/tfidf.py"}
 SINGLE_LABEL_METRICS = ("acc", "wf1", "macro_f1")
@@ -158,6 +159,8 @@ def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
         return None
     # Options a run predates take today's defaults, so old and new runs of one recipe pool.
     saved = {RENAMED.get(name, name): value for name, value in config["args"].items()}
+    saved = {name: OLD_VALUES.get(name, {}).get(value, value) if isinstance(value, str) else value
+             for name, value in saved.items()}  # fmt: skip
     args = defaults[script] | saved
     options = changed_options(args, defaults[script], RUN_ONLY | (set(QUIRKS) if script == "main.py" else set()))
     features = ""

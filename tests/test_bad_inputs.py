@@ -29,7 +29,7 @@ import report as report_script
 from bench import extract_speed, train_speed
 from fec.commands import extract, finetune, tfidf
 from fec.options import UsageError
-from fec.paths import inside, slug
+from fec.paths import inside, slug, unique_slug
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS: dict[str, Callable[[list[str]], int]] = {
@@ -124,6 +124,16 @@ def input_file(content: bytes) -> Callable[[Path, dict], list[str]]:
         return ["-input", str(path)]
 
     return setup
+
+
+def input_in_project(project: Path, models: dict) -> list[str]:
+    (project / "texts.csv").write_text("text\nglad\n")
+    return ["-input", str(project / "texts.csv")]
+
+
+def superscript_label(project: Path, models: dict) -> list[str]:
+    task_with(project, "sup", {"train.csv": "text,label\nhi,²\n", "label2idx.txt": "joy 0\n"})
+    return []
 
 
 def finished_run(project: Path) -> Path:
@@ -290,6 +300,35 @@ CASES = [
         duplicate_header("label"),
         id="duplicate-label-header",
     ),
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi"],
+        "-text and -input: give the texts one way",
+        input_file(b"text\nglad\n"),
+        id="predict-text-and-input",
+    ),
+    Case("predict.py", [*PREDICT, "-text", "hi", "-json", "-output", "f.csv"], "-json and -output: -output writes CSV"),
+    Case(
+        "predict.py",
+        [*PREDICT, "-output", "texts.csv"],
+        "is the -input file; name another file so the input is kept",
+        input_in_project,
+        id="predict-output-is-input",
+    ),
+    Case(
+        "explain.py",
+        [*PREDICT, "-text", "hi", "-out", "data/toy/train.csv"],
+        "argument --out/-out: data/toy/train.csv: is a file",
+    ),
+    Case("bert_rep_extract.py", [*EXTRACT, "-max_memory", "0=1GiB"], "-max_memory 0=1GiB: applies with -device_map only"),
+    Case(
+        "bert_rep_extract.py",
+        [*EXTRACT, "-task", "sup"],
+        "train.csv: row 1: label '²' is neither an id nor a name in label2idx.txt",
+        superscript_label,
+        id="label-superscript-digit",
+    ),
+    Case("baselines/tfidf.py", ["-dataset", "toy", "-C_grid", "1", "1"], "argument --C_grid/-C_grid: 1.0 is given twice"),
     Case("report.py", ["-task", "../x"], "argument --task/-task: '../x' contains a path separator"),
     Case("prepare_data.py", ["--from", "no/such/folder"], "argument --from: no/such/folder: no such folder"),
     Case("prepare_data.py", ["--tasks", "ED", "ED"], "argument --tasks: ED is given twice"),
@@ -401,10 +440,15 @@ def test_names_from_data_become_file_names_only_through_one_slug_and_paths_stay_
     assert slug("../../../../tmp/x") == "tmp-x"
     assert slug("<img src=x onerror=alert(1)>") == "img-src-x-onerror-alert-1"
     assert slug("\x00\n") == "text"
+    assert unique_slug("我很高兴") != unique_slug("我很难过") and unique_slug("Joy") != unique_slug("joy")
     assert inside(tmp_path, "ED", "llama", "train.safetensors") == tmp_path / "ED" / "llama" / "train.safetensors"
     for escape in (["..", "x"], ["/tmp/x"], ["ED/../../x"]):
         with pytest.raises(UsageError, match="outside"):
             inside(tmp_path, *escape)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "ED").symlink_to(tmp_path / "elsewhere")  # a task folder on another disk
+    assert inside(tmp_path / "store", "ED", "llama") == tmp_path / "store" / "ED" / "llama"
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import main as main_script
 import predict as predict_script
 from fec import EmotionClassifier
 from fec.fusion_data import load_fusion_data
+from fec.paths import unique_slug
 from fec.train import predict_logits
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,9 +122,10 @@ def test_explain_writes_html_and_png_for_the_predicted_and_a_chosen_label(toy_ru
     assert explain_script.main(argv) == 0
     assert explain_script.main([*argv, "-label", "sad"]) == 0
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert "so-glad-and-happy-today.sad.html" in files and "so-glad-and-happy-today.sad.png" in files
+    stem = f"{unique_slug('so glad and happy today')}.{unique_slug('sad', width=30)}"
+    assert stem.startswith("so-glad-and-happy-today-") and f"{stem}.html" in files and f"{stem}.png" in files
     assert len(files) == 4
-    assert "<html>" in (tmp_path / "so-glad-and-happy-today.sad.html").read_text()
+    assert "<html>" in (tmp_path / f"{stem}.html").read_text()
     assert explain_script.main([*argv, "-label", "bored"]) == 2
     assert "not a label of this run (joyful, sad, angry)" in capsys.readouterr().err
 
@@ -138,10 +140,9 @@ def test_explain_escapes_the_text_and_keeps_label_file_names_inside_the_out_fold
     text = "<img src=x onerror=alert(1)> so happy"
     argv = ["-run", str(run), "-device", "cpu", "-text", text, "-label", "../../../escaped", "-max_evals", "20", "-out", str(out)]
     assert explain_script.main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == [
-        "img-src-x-onerror-alert-1-so-happy.escaped.html",
-        "img-src-x-onerror-alert-1-so-happy.escaped.png",
-    ]
-    page = (out / "img-src-x-onerror-alert-1-so-happy.escaped.html").read_text()
+    stem = f"{unique_slug(text)}.{unique_slug('../../../escaped', width=30)}"
+    assert stem.startswith("img-src-x-onerror-alert-1-so-happy-") and ".escaped-" in stem
+    assert sorted(p.name for p in out.iterdir()) == [f"{stem}.html", f"{stem}.png"]
+    page = (out / f"{stem}.html").read_text()
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert not (tmp_path.parent / "escaped.html").exists()

@@ -190,3 +190,17 @@ def test_seeds_that_never_left_chance_are_counted_per_row(toy_store, tmp_path, c
     frozen_results.write_text(json.dumps(results))
     (frozen,) = [row for row in pooled_rows(capsys, logs) if "-norm none" in row["command"]]
     assert frozen["at_chance"] == "1/1 (1 unknown)"
+
+
+def test_runs_whose_config_predates_the_option_renames_pool_with_new_ones(toy_store, tmp_path, capsys):
+    _, dataset_dir = toy_store
+    logs = tmp_path / "Logs"
+    assert train(dataset_dir, logs, "-seeds", "0") == 0
+    assert train(dataset_dir, logs, "-seeds", "1") == 0
+    old = sorted(p for p in logs.iterdir() if p.is_dir())[0]
+    config = json.loads((old / "config.json").read_text())
+    config["args"]["dataset"] = config["args"].pop("task")  # spelled -dataset and "mode" before
+    config["mode"] = config.pop("recipe")
+    (old / "config.json").write_text(json.dumps(config))
+    (row,) = pooled_rows(capsys, logs)
+    assert row["seeds"] == "0 1" and row["command"].startswith("python main.py -dataset toy")

@@ -344,5 +344,12 @@ def test_a_lock_left_by_a_process_that_died_is_taken_over(data_dir, tmp_path, ti
     lock.parent.mkdir(parents=True)
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "2026-01-01T00:00:00"}))
     assert main("bert", argv(tiny_models["bert"], data_dir, ds, "valid")) == 0
-    assert f"left by process {dead.pid}, which no longer runs; taking it over" in capsys.readouterr().err
+    holder = f"process {dead.pid} on {socket.gethostname()} since 2026-01-01T00:00:00"
+    assert f"left by {holder}, which no longer runs; taking it over" in capsys.readouterr().err
     assert not lock.exists() and feature_path(ds, "toy", "bert", "valid").is_file()
+    # A lock its writer never filled in (killed between create and write) is stale after a minute.
+    test_lock = lock_path(feature_path(ds, "toy", "bert", "test"))
+    test_lock.write_text("")
+    os.utime(test_lock, (time.time() - 120, time.time() - 120))
+    assert main("bert", argv(tiny_models["bert"], data_dir, ds, "test")) == 0
+    assert not test_lock.exists() and feature_path(ds, "toy", "bert", "test").is_file()

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
     if name == "extract":
+        if rest and rest[0] in ("-h", "--help"):
+            print(f"usage: fec extract {{{','.join(SLOTS)}}} [options]   (fec extract llama -h for the options)")
+            return 0
         if not rest or rest[0] not in SLOTS:
             print(
                 f"error: fec extract needs a slot first: {', '.join(SLOTS)} (e.g. fec extract llama --task ED)", file=sys.stderr

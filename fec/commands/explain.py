@@ -17,7 +17,7 @@ from fec.backbones import ModelError
 from fec.cli import run_script
 from fec.data import DataError, check_texts
 from fec.explain import explain_text
-from fec.options import ArgumentParser, common_options, existing_dir, flag, non_negative_int, positive_int
+from fec.options import ArgumentParser, common_options, existing_dir, flag, non_negative_int, output_dir, positive_int
 from fec.predict import EmotionClassifier, RunError, read_run_spec
 
 
@@ -26,12 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="SHAP token attributions for a trained run's prediction. Every option also has its single-dash spelling.",
         parents=[common_options("cuda, cpu, or auto")],
     )
-    parser.add_argument(*flag("run"), type=existing_dir, required=True, help="a run folder written by main.py")
+    parser.add_argument(*flag("run"), type=existing_dir, required=True, help="a run folder written by main.py or finetune.py")
     parser.add_argument(*flag("text"), required=True, action="append", help="the text to explain (repeatable)")
     parser.add_argument(*flag("label"), default=None, help="explain this label instead of the predicted one")
     parser.add_argument(*flag("max_evals"), type=positive_int, default=200, help="pipeline evaluations per text (SHAP budget)")
     parser.add_argument(*flag("batch_size"), type=positive_int, default=64, help="texts per backbone batch")
-    parser.add_argument(*flag("out"), default=None, help="output folder (default: RUN/explanations)")
+    parser.add_argument(*flag("out"), type=output_dir, default=None, help="output folder (default: RUN/explanations)")
     parser.add_argument(
         *flag("seed"), type=non_negative_int, default=None, help="which seed's checkpoint (default: the best on validation)"
     )

@@ -27,6 +27,7 @@ from fec.data import DataError, check_texts, read_text_column
 from fec.files import atomic_write
 from fec.options import (
     ArgumentParser,
+    UsageError,
     common_options,
     existing_dir,
     existing_file,
@@ -116,7 +117,18 @@ def write_predictions(args: argparse.Namespace, clf, texts: list[str], frame: pd
     print(f"wrote {len(out)} predictions to {args.output}", file=sys.stderr)
 
 
+def check_combination(args: argparse.Namespace) -> None:
+    """Options that would be silently ignored, or would overwrite the input, are refused."""
+    if args.input and args.text:
+        raise UsageError("-text and -input: give the texts one way (the -input file, or -text)")
+    if args.json and args.output:
+        raise UsageError("-json and -output: -output writes CSV; drop one of them")
+    if args.input and args.output and Path(args.output).resolve() == Path(args.input).resolve():
+        raise UsageError(f"-output {args.output}: is the -input file; name another file so the input is kept")
+
+
 def run(args: argparse.Namespace) -> None:
+    check_combination(args)
     texts, frame = read_texts(args)
     models = overrides(args.model)
     labels = read_run_spec(args.run)["label_names"]

@@ -25,6 +25,7 @@ from fec.cli import run_script
 from fec.data import DataError, available_modes, load_splits
 from fec.options import (
     ArgumentParser,
+    Distinct,
     chosen_seeds,
     common_options,
     flag,
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         *flag("C_grid"),
         type=positive_float,
+        action=Distinct,
         nargs="+",
         default=DEFAULT_C_GRID,
         help="values of C tried when --C is not given (selected by validation weighted F1)",
