@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LOAD_IN = ("8bit", "4bit")
+# Model types whose position ids start after the padding index (RoBERTa's scheme).
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
@@ -168,6 +170,18 @@ class Backbone:
     def num_hidden_states(self) -> int:
         """Entries in `hidden_states`: the embeddings plus one per layer."""
         return int(self.model.config.num_hidden_layers) + 1
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The longest input the model has position embeddings for (None: no fixed limit known).
+        RoBERTa-style models number positions from padding_idx + 1, so two of their slots are unusable."""
+        config = self.model.config
+        limit = getattr(config, "max_position_embeddings", None)
+        if not isinstance(limit, int):
+            return None
+        if config.model_type in OFFSET_POSITIONS:
+            limit -= int(config.pad_token_id or 0) + 1
+        return limit
 
 
 def ensure_pad_token(tokenizer) -> str:

@@ -138,6 +138,8 @@ def extract_features(
         raise ValueError(f"max_len {max_len}: must be at least 1 (0 would turn truncation off)")
     if slot == "llama" and not 1 <= layers <= backbone.num_hidden_states:
         raise ModelError(f"-layers {layers}: the model has {backbone.num_hidden_states} hidden states (embeddings + layers)")
+    if backbone.max_tokens is not None and max_len > backbone.max_tokens:
+        raise ModelError(f"-max_len {max_len}: {backbone.spec} has positions for {backbone.max_tokens} tokens at most")
     encoded = backbone.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
     lengths = np.array([len(ids) for ids in encoded])
     padded_width = max_len if slot == "llama" and llama_pooling == "unmasked_padded" else None

@@ -284,3 +284,13 @@ def test_half_precision_overflow_is_recomputed_in_float32(tiny_models, monkeypat
     reference, _ = extract_features(full, texts, "llama")
     redone = [i for i in range(3) if torch.allclose(feats[i], reference[i], atol=1e-5)]
     assert len(redone) >= 2
+
+
+def test_max_len_beyond_the_models_positions_is_one_error_line(data_dir, tmp_path, tiny_models, capsys):
+    argv = ["-task", "toy", "-mode", "valid", "-device", "cpu", "-model", str(tiny_models["roberta"]),
+            "-data_dir", str(data_dir), "-dataset_dir", str(tmp_path / "ds"), "-max_len", "300"]  # fmt: skip
+    assert main("roberta", argv) == 2
+    err = capsys.readouterr().err
+    # 260 position embeddings, numbered from padding_idx + 1 = 2: 258 usable
+    assert err.strip().splitlines()[-1] == f"error: -max_len 300: {tiny_models['roberta']} has positions for 258 tokens at most"
+    assert "Traceback" not in err
