@@ -143,27 +143,18 @@ def save_tiny_roberta(folder: Path) -> Path:
     return folder
 
 
+def extract_argv(model: Path, data_dir: Path, dataset_dir: Path, mode: str = "all", *extra: str, task: str = "toy") -> list[str]:
+    """An extraction script's command line for `task` on the CPU."""
+    return ["-task", task, "-mode", mode, "-device", "cpu", "-model", str(model), "-data_dir", str(data_dir),
+            "-dataset_dir", str(dataset_dir), *extra]  # fmt: skip
+
+
 def extract_all(data_dir: Path, dataset_dir: Path, models: dict[str, Path], task: str = "toy", extra: list[str] = ()) -> None:
     """Run the three extraction scripts' main() for every split, as a user would."""
     from fec.commands.extract import main
 
     for slot in ("llama", "bert", "roberta"):
-        argv = [
-            "-task",
-            task,
-            "-mode",
-            "all",
-            "-device",
-            "cpu",
-            "-model",
-            str(models[slot]),
-            "-data_dir",
-            str(data_dir),
-            "-dataset_dir",
-            str(dataset_dir),
-            *extra,
-        ]
-        assert main(slot, argv) == 0
+        assert main(slot, extract_argv(models[slot], data_dir, dataset_dir, "all", *extra, task=task)) == 0
 
 
 def only_run(out: Path) -> Path:

@@ -9,6 +9,7 @@ import json
 import shutil
 
 import torch
+from helpers import extract_argv
 from safetensors.torch import load_file
 
 import main as main_script
@@ -65,22 +66,7 @@ def test_file_order_batches_are_consecutive_rows_of_fixed_size():
 def test_encoder_features_do_not_change_with_the_published_batching(data_dir, tmp_path, tiny_models):
     """Padding is masked in the encoders, so the published batches of 50 give the same features."""
     for compat, out in (("none", "a"), ("reference", "b")):
-        argv = [
-            "-task",
-            "toy",
-            "-mode",
-            "train",
-            "-device",
-            "cpu",
-            "-model",
-            str(tiny_models["bert"]),
-            "-data_dir",
-            str(data_dir),
-            "-dataset_dir",
-            str(tmp_path / out),
-            "-compat",
-            compat,
-        ]
+        argv = extract_argv(tiny_models["bert"], data_dir, tmp_path / out, "train", "-compat", compat)
         assert main("bert", argv) == 0
     corrected = load_features(feature_path(tmp_path / "a", "toy", "bert", "train"))
     published = load_features(feature_path(tmp_path / "b", "toy", "bert", "train"))
@@ -94,24 +80,7 @@ def test_reference_llama_extraction_is_stored_beside_the_corrected_one(toy_store
     store = tmp_path / "dataset"
     shutil.copytree(dataset_dir, store)
     before = feature_path(store, "toy", "llama", "train").read_bytes()
-    argv = [
-        "-task",
-        "toy",
-        "-mode",
-        "all",
-        "-device",
-        "cpu",
-        "-model",
-        str(tiny_models["llama"]),
-        "-data_dir",
-        str(data_dir),
-        "-dataset_dir",
-        str(store),
-        "-compat",
-        "reference",
-        "-max_len",
-        "40",
-    ]
+    argv = extract_argv(tiny_models["llama"], data_dir, store, "all", "-compat", "reference", "-max_len", "40")
     assert main("llama", argv) == 0
     assert feature_path(store, "toy", "llama", "train").read_bytes() == before
     published = load_features(feature_path(store, "toy", "llama_unmasked_padded", "train"))
@@ -124,24 +93,7 @@ def test_main_reference_recipe_reads_the_published_inputs_and_logs_its_recipe(to
     data_dir, dataset_dir = toy_store
     store = tmp_path / "dataset"
     shutil.copytree(dataset_dir, store)
-    argv = [
-        "-task",
-        "toy",
-        "-mode",
-        "all",
-        "-device",
-        "cpu",
-        "-model",
-        str(tiny_models["llama"]),
-        "-data_dir",
-        str(data_dir),
-        "-dataset_dir",
-        str(store),
-        "-compat",
-        "reference",
-        "-max_len",
-        "40",
-    ]
+    argv = extract_argv(tiny_models["llama"], data_dir, store, "all", "-compat", "reference", "-max_len", "40")
     assert main("llama", argv) == 0
     logs = tmp_path / "Logs"
     common = ["-dataset", "toy", "-device", "cpu", "-dataset_dir", str(store), "-out", str(logs), *FAST]

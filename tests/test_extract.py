@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import SPLIT_ROWS, TINY_HIDDEN
+from helpers import SPLIT_ROWS, TINY_HIDDEN, extract_argv
 
 from fec import features, pooling, store
 from fec.backbones import load_backbone
@@ -93,20 +93,7 @@ def test_batches_are_length_sorted_and_stay_under_the_token_budget():
 
 
 def test_bert_without_pooler_falls_back_to_first_token_and_says_so(data_dir, tmp_path, tiny_models):
-    argv = [
-        "-task",
-        "toy",
-        "-mode",
-        "valid",
-        "-device",
-        "cpu",
-        "-model",
-        str(tiny_models["bert_nopooler"]),
-        "-data_dir",
-        str(data_dir),
-        "-dataset_dir",
-        str(tmp_path / "ds"),
-    ]
+    argv = extract_argv(tiny_models["bert_nopooler"], data_dir, tmp_path / "ds", "valid")
     assert main("bert", argv) == 0
     assert load_features(feature_path(tmp_path / "ds", "toy", "bert", "valid")).manifest["pooling"] == "first_token"
 
@@ -120,22 +107,7 @@ def test_non_finite_rows_are_reported_by_row_and_never_saved(data_dir, tmp_path,
         return out
 
     monkeypatch.setattr(features, "pool_batch", overflowing)
-    argv = [
-        "-task",
-        "toy",
-        "-mode",
-        "valid",
-        "-device",
-        "cpu",
-        "-model",
-        str(tiny_models["roberta"]),
-        "-data_dir",
-        str(data_dir),
-        "-dataset_dir",
-        str(tmp_path / "ds"),
-        "-batch_size",
-        "10",
-    ]
+    argv = extract_argv(tiny_models["roberta"], data_dir, tmp_path / "ds", "valid", "-batch_size", "10")
     assert main("roberta", argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: 3 row(s) gave non-finite features") and "rows " in err
@@ -143,20 +115,7 @@ def test_non_finite_rows_are_reported_by_row_and_never_saved(data_dir, tmp_path,
 
 
 def test_same_settings_are_skipped_and_force_redoes(data_dir, tmp_path, tiny_models, capsys):
-    argv = [
-        "-task",
-        "toy",
-        "-mode",
-        "test",
-        "-device",
-        "cpu",
-        "-model",
-        str(tiny_models["bert"]),
-        "-data_dir",
-        str(data_dir),
-        "-dataset_dir",
-        str(tmp_path / "ds"),
-    ]
+    argv = extract_argv(tiny_models["bert"], data_dir, tmp_path / "ds", "test")
     assert main("bert", argv) == 0
     path = feature_path(tmp_path / "ds", "toy", "bert", "test")
     first = json.loads(store.manifest_path(path).read_text())["created"]
@@ -170,22 +129,7 @@ def test_same_settings_are_skipped_and_force_redoes(data_dir, tmp_path, tiny_mod
 
 
 def test_limit_takes_the_first_rows(data_dir, tmp_path, tiny_models):
-    argv = [
-        "-task",
-        "toy",
-        "-mode",
-        "train",
-        "-device",
-        "cpu",
-        "-model",
-        str(tiny_models["roberta"]),
-        "-data_dir",
-        str(data_dir),
-        "-dataset_dir",
-        str(tmp_path / "ds"),
-        "-limit",
-        "7",
-    ]
+    argv = extract_argv(tiny_models["roberta"], data_dir, tmp_path / "ds", "train", "-limit", "7")
     assert main("roberta", argv) == 0
     feats = load_features(feature_path(tmp_path / "ds", "toy", "roberta", "train"))
     assert feats.features.shape[0] == 7 and feats.manifest["limit"] == 7 and feats.manifest["csv_rows"] == 90
@@ -287,8 +231,7 @@ def test_half_precision_overflow_is_recomputed_in_float32(tiny_models, monkeypat
 
 
 def test_max_len_beyond_the_models_positions_is_one_error_line(data_dir, tmp_path, tiny_models, capsys):
-    argv = ["-task", "toy", "-mode", "valid", "-device", "cpu", "-model", str(tiny_models["roberta"]),
-            "-data_dir", str(data_dir), "-dataset_dir", str(tmp_path / "ds"), "-max_len", "300"]  # fmt: skip
+    argv = extract_argv(tiny_models["roberta"], data_dir, tmp_path / "ds", "valid", "-max_len", "300")
     assert main("roberta", argv) == 2
     err = capsys.readouterr().err
     # 260 position embeddings, numbered from padding_idx + 1 = 2: 258 usable

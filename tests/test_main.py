@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from helpers import extract_all, only_run, write_task
+from helpers import extract_all, extract_argv, only_run, write_task
 from safetensors.torch import load_file
 
 import main as main_script
@@ -87,20 +87,7 @@ def test_features_from_a_different_csv_are_refused(toy_store, tmp_path, tiny_mod
     other = write_task(tmp_path / "other", seed=7)  # same task name and sizes, different rows
     from fec.commands.extract import main as extract
 
-    argv = [
-        "-task",
-        "toy",
-        "-mode",
-        "valid",
-        "-device",
-        "cpu",
-        "-model",
-        str(tiny_models["bert"]),
-        "-data_dir",
-        str(other),
-        "-dataset_dir",
-        str(mixed),
-    ]
+    argv = extract_argv(tiny_models["bert"], other, mixed, "valid")
     assert extract("bert", argv) == 0
     assert run_main(mixed, tmp_path / "Logs") == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]

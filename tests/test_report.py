@@ -95,17 +95,22 @@ def test_runs_are_ordered_by_when_they_claimed_their_folder_not_by_created():
     assert sorted([renamed, third, second, first], key=run_order) == [first, second, third, renamed]
 
 
+def stop_at_seed_1(monkeypatch, error: BaseException | type[BaseException]) -> None:
+    """main.py trains seed 0 as usual, then `error` is raised where seed 1 would train."""
+    real_train_seed = train_command.train_seed
+
+    def train_seed(data, cfg, seed, device):
+        if seed == 1:
+            raise error
+        return real_train_seed(data, cfg, seed, device)
+
+    monkeypatch.setattr(train_command, "train_seed", train_seed)
+
+
 def test_a_run_stopped_after_its_first_seed_keeps_that_seed(toy_store, tmp_path, capsys, monkeypatch):
     _, dataset_dir = toy_store
     logs = tmp_path / "Logs"
-    real_train_seed = train_command.train_seed
-
-    def stopped_at_seed_1(data, cfg, seed, device):
-        if seed == 1:
-            raise KeyboardInterrupt  # as Ctrl-C or a killed job would stop it
-        return real_train_seed(data, cfg, seed, device)
-
-    monkeypatch.setattr(train_command, "train_seed", stopped_at_seed_1)
+    stop_at_seed_1(monkeypatch, KeyboardInterrupt)  # as Ctrl-C or a killed job would stop it
     with pytest.raises(KeyboardInterrupt):
         train(dataset_dir, logs, "-seeds", "0", "1")
     (run_dir,) = [p for p in logs.iterdir() if p.is_dir()]
@@ -120,14 +125,7 @@ def test_a_run_stopped_after_its_first_seed_keeps_that_seed(toy_store, tmp_path,
 def test_a_run_that_failed_is_marked_so_in_its_folder_and_in_the_report(toy_store, tmp_path, capsys, monkeypatch):
     _, dataset_dir = toy_store
     logs = tmp_path / "Logs"
-    real_train_seed = train_command.train_seed
-
-    def out_of_memory_at_seed_1(data, cfg, seed, device):
-        if seed == 1:
-            raise RuntimeError("out of memory")
-        return real_train_seed(data, cfg, seed, device)
-
-    monkeypatch.setattr(train_command, "train_seed", out_of_memory_at_seed_1)
+    stop_at_seed_1(monkeypatch, RuntimeError("out of memory"))
     with pytest.raises(RuntimeError):
         train(dataset_dir, logs, "-seeds", "0", "1")
     with pytest.raises(RuntimeError):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import extract_argv
 
 from fec import backbones, chunks, store
 from fec.chunks import chunk_file, parts_dir, plan_chunks, prepare_parts, record_file, verify_chunk, write_chunk
@@ -39,22 +40,9 @@ sys.exit(main(sys.argv[2], sys.argv[3:]))
 """
 
 
-def argv(model: Path, data_dir: Path, dataset_dir: Path, mode: str, *extra: str) -> list[str]:
-    return [
-        "-task",
-        "toy",
-        "-mode",
-        mode,
-        "-device",
-        "cpu",
-        "-model",
-        str(model),
-        "-data_dir",
-        str(data_dir),
-        "-dataset_dir",
-        str(dataset_dir),
-        *extra,
-    ]
+# Two processes on this machine's CPU under `accelerate launch` (gloo).
+LAUNCH_TWO = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
 
 
 def subprocess_env() -> dict:
@@ -117,7 +105,7 @@ def test_kill_9_mid_split_then_rerun_skips_finished_chunks_and_equals_an_uninter
     data_dir, tmp_path, tiny_models, capsys
 ):
     model, ds = tiny_models["llama"], tmp_path / "ds"
-    args = argv(model, data_dir, ds, "train", "-chunk_rows", "10")  # 90 rows: 9 chunks
+    args = extract_argv(model, data_dir, ds, "train", "-chunk_rows", "10")  # 90 rows: 9 chunks
     runner = tmp_path / "slow_runner.py"
     runner.write_text(SLOW_RUNNER)
     parts = parts_dir(feature_path(ds, "toy", "llama", "train"))
@@ -151,7 +139,7 @@ def test_kill_9_mid_split_then_rerun_skips_finished_chunks_and_equals_an_uninter
     resumed = load_features(feature_path(ds, "toy", "llama", "train"))
     assert resumed.manifest["extraction"]["chunks"] == 9 and resumed.manifest["extraction"]["chunks_resumed"] == finished
 
-    assert main("llama", argv(model, data_dir, tmp_path / "ref", "train", "-chunk_rows", "10")) == 0
+    assert main("llama", extract_argv(model, data_dir, tmp_path / "ref", "train", "-chunk_rows", "10")) == 0
     assert_same_store(feature_path(ds, "toy", "llama", "train"), feature_path(tmp_path / "ref", "toy", "llama", "train"))
 
 
@@ -159,7 +147,7 @@ def test_disk_full_keeps_earlier_chunks_names_the_file_and_a_rerun_redoes_corrup
     data_dir, tmp_path, tiny_models, monkeypatch, capsys
 ):
     model, ds = tiny_models["bert"], tmp_path / "ds"
-    args = argv(model, data_dir, ds, "valid", "-chunk_rows", "8")  # 30 rows: 4 chunks
+    args = extract_argv(model, data_dir, ds, "valid", "-chunk_rows", "8")  # 30 rows: 4 chunks
     path = feature_path(ds, "toy", "bert", "valid")
     parts = parts_dir(path)
     real_save, calls = chunks.write_safetensors, []
@@ -194,7 +182,7 @@ def test_disk_full_keeps_earlier_chunks_names_the_file_and_a_rerun_redoes_corrup
     assert "chunk rows 8-15 is partial (no record); redoing it" in err
     assert "resuming: 1 of 4 chunks already finished and verified, skipped (rows 16-23)" in err
     assert err.count("written (") == 3
-    assert main("bert", argv(model, data_dir, tmp_path / "ref", "valid", "-chunk_rows", "8")) == 0
+    assert main("bert", extract_argv(model, data_dir, tmp_path / "ref", "valid", "-chunk_rows", "8")) == 0
     ref = load_features(feature_path(tmp_path / "ref", "toy", "bert", "valid"))
     assert torch.equal(load_features(path).features, ref.features)
 
@@ -202,25 +190,14 @@ def test_disk_full_keeps_earlier_chunks_names_the_file_and_a_rerun_redoes_corrup
 def test_two_processes_under_accelerate_launch_write_the_store_one_process_writes(data_dir, tmp_path, tiny_models):
     model = tiny_models["bert"]
     cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
+        *LAUNCH_TWO,
         str(REPO / "bert_rep_extract.py"),
-        *argv(model, data_dir, tmp_path / "two", "all", "-chunk_rows", "16"),
+        *extract_argv(model, data_dir, tmp_path / "two", "all", "-chunk_rows", "16"),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=subprocess_env(), timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 1/2:" in done.stderr
-    assert main("bert", argv(model, data_dir, tmp_path / "one", "all", "-chunk_rows", "16")) == 0
+    assert main("bert", extract_argv(model, data_dir, tmp_path / "one", "all", "-chunk_rows", "16")) == 0
     for mode in ("train", "valid", "test"):
         two = feature_path(tmp_path / "two", "toy", "bert", mode)
         assert_same_store(two, feature_path(tmp_path / "one", "toy", "bert", mode))
@@ -246,21 +223,10 @@ def test_processes_that_reach_the_end_seconds_apart_both_exit_cleanly(data_dir, 
     runner = tmp_path / "late_rank_0.py"
     runner.write_text(LATE_RANK_0_RUNNER)
     cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
+        *LAUNCH_TWO,
         str(runner),
         "bert",
-        *argv(tiny_models["bert"], data_dir, tmp_path / "ds", "valid", "-chunk_rows", "1000"),
+        *extract_argv(tiny_models["bert"], data_dir, tmp_path / "ds", "valid", "-chunk_rows", "1000"),
     ]  # one chunk: rank 1 has none
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=subprocess_env(), timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -283,8 +249,8 @@ def test_close_distributed_leaves_no_process_group_behind(tmp_path):
 
 def test_device_map_auto_gives_the_same_features_and_is_recorded(data_dir, tmp_path, tiny_models):
     model = tiny_models["llama"]
-    assert main("llama", argv(model, data_dir, tmp_path / "mapped", "valid", "-device_map", "auto")) == 0
-    assert main("llama", argv(model, data_dir, tmp_path / "plain", "valid")) == 0
+    assert main("llama", extract_argv(model, data_dir, tmp_path / "mapped", "valid", "-device_map", "auto")) == 0
+    assert main("llama", extract_argv(model, data_dir, tmp_path / "plain", "valid")) == 0
     mapped = feature_path(tmp_path / "mapped", "toy", "llama", "valid")
     assert_same_store(mapped, feature_path(tmp_path / "plain", "toy", "llama", "valid"))
     manifest = load_features(mapped).manifest
@@ -293,7 +259,7 @@ def test_device_map_auto_gives_the_same_features_and_is_recorded(data_dir, tmp_p
 
 def test_quantised_loading_without_bitsandbytes_is_a_one_line_error(data_dir, tmp_path, tiny_models, monkeypatch, capsys):
     monkeypatch.setattr(backbones, "bitsandbytes_installed", lambda: False)
-    assert main("llama", argv(tiny_models["llama"], data_dir, tmp_path / "ds", "valid", "-load_in", "8bit")) == 2
+    assert main("llama", extract_argv(tiny_models["llama"], data_dir, tmp_path / "ds", "valid", "-load_in", "8bit")) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: -load_in 8bit needs the bitsandbytes package, which is not installed: pip install bitsandbytes"
     )
@@ -302,7 +268,7 @@ def test_quantised_loading_without_bitsandbytes_is_a_one_line_error(data_dir, tm
 
 def test_a_second_extraction_of_a_split_being_extracted_stops_naming_the_holder(data_dir, tmp_path, tiny_models, capsys):
     model, ds = tiny_models["bert"], tmp_path / "ds"
-    args = argv(model, data_dir, ds, "train", "-chunk_rows", "10")  # 90 rows: 9 chunks
+    args = extract_argv(model, data_dir, ds, "train", "-chunk_rows", "10")  # 90 rows: 9 chunks
     runner = tmp_path / "slow_runner.py"
     runner.write_text(SLOW_RUNNER)
     path = feature_path(ds, "toy", "bert", "train")
@@ -343,7 +309,7 @@ def test_a_lock_left_by_a_process_that_died_is_taken_over(data_dir, tmp_path, ti
     lock = lock_path(feature_path(ds, "toy", "bert", "valid"))
     lock.parent.mkdir(parents=True)
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "2026-01-01T00:00:00"}))
-    assert main("bert", argv(tiny_models["bert"], data_dir, ds, "valid")) == 0
+    assert main("bert", extract_argv(tiny_models["bert"], data_dir, ds, "valid")) == 0
     holder = f"process {dead.pid} on {socket.gethostname()} since 2026-01-01T00:00:00"
     assert f"left by {holder}, which no longer runs; taking it over" in capsys.readouterr().err
     assert not lock.exists() and feature_path(ds, "toy", "bert", "valid").is_file()
@@ -351,5 +317,5 @@ def test_a_lock_left_by_a_process_that_died_is_taken_over(data_dir, tmp_path, ti
     test_lock = lock_path(feature_path(ds, "toy", "bert", "test"))
     test_lock.write_text("")
     os.utime(test_lock, (time.time() - 120, time.time() - 120))
-    assert main("bert", argv(tiny_models["bert"], data_dir, ds, "test")) == 0
+    assert main("bert", extract_argv(tiny_models["bert"], data_dir, ds, "test")) == 0
     assert not test_lock.exists() and feature_path(ds, "toy", "bert", "test").is_file()
