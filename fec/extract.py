@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig
 
 from fec.backbones import (
     SLOTS,
@@ -50,12 +51,14 @@ from fec.chunks import (
     write_chunk,
 )
 from fec.data import DataError, Split, available_modes, load_splits
+from fec.feature_spec import FeatureSpec, spec_from_args
 from fec.features import (
     REFERENCE_PAD_TOKEN,
     NonFiniteFeaturesError,
     extract_features,
     non_finite_message,
     pooling_used,
+    variant_indices,
 )
 from fec.locks import lock_path, split_lock
 from fec.options import UsageError
@@ -63,7 +66,7 @@ from fec.provenance import provenance
 from fec.recipe import extraction_dtype, extraction_quirks, resolve_extraction, store_dir_of
 from fec.scale import Ranks, rank_device, ranks_from_env
 from fec.standins import PRESETS
-from fec.store import feature_path, manifest_path
+from fec.store import StoreError, feature_path, manifest_path
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +82,28 @@ class PeerFailed(RuntimeError):
 def settings_of(args: argparse.Namespace, slot: str, csv_sha256: str) -> dict:
     """The settings that determine the features; equal settings mean the stored file can be reused.
     Recipe options appear only when they differ from the corrected recipe."""
-    quirks = extraction_quirks(args)
+    quirks, spec = extraction_quirks(args), args.feature_spec
     return {
         "slot": slot,
         "model": args.model,
         "pooling": SLOTS[slot].pooling,
-        "layers": getattr(args, "layers", None),
+        "layers": published_layers(spec),
         "max_len": args.max_len,
         "dtype": args.dtype,
         "limit": args.limit,
         "csv_sha256": csv_sha256,
         **quirks,
+        **spec.settings(),
         # Quantised weights give different features; recorded only when used, so older stores stay valid.
         **({"load_in": args.load_in} if getattr(args, "load_in", None) else {}),
     }
+
+
+def published_layers(spec: FeatureSpec) -> int | None:
+    """The LLaMA slot's layer count for the published extraction (None for encoders and variants)."""
+    if spec.slot != "llama" or spec.is_variant:
+        return None
+    return spec.layers.count if spec.layers else 5
 
 
 def already_extracted(path: Path, settings: dict) -> bool:
@@ -122,6 +133,7 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
     Returns the store files written (on rank 0; other ranks return the same paths)."""
     args.model = chosen_model(args, slot)
     resolve_extraction(args, slot)
+    args.feature_spec = spec_from_args(args, slot)
     defaults = {"chunk_rows": CHUNK_ROWS, "resume": True, "device_map": None, "max_memory": None, "load_in": None, "wait": False}
     for name, default in defaults.items():
         setattr(args, name, getattr(args, name, default))  # callers that build their own Namespace
@@ -131,7 +143,8 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
     if not modes:
         raise DataError(f"{Path(args.data_dir) / args.task}: no train/valid/test CSV found (run `python prepare_data.py`)")
     splits = load_splits(args.data_dir, args.task, modes)
-    resolve_model(args.model)  # a missing or broken model folder is refused before anything loads
+    resolved = resolve_model(args.model)  # a missing or broken model folder is refused before anything loads
+    check_layers(args.feature_spec, resolved, args.trust_remote_code)
     if args.max_memory and not args.device_map:
         raise UsageError(f"-max_memory {args.max_memory}: applies with -device_map only (it caps each device's share)")
     placed = dict(device_map=args.device_map, max_memory=parse_max_memory(args.max_memory))
@@ -161,11 +174,23 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
         ]
 
 
+def store_dir(args: argparse.Namespace, slot: str) -> str:
+    return args.feature_spec.store_dir(store_dir_of(slot, args.llama_pooling))
+
+
+def check_layers(spec: FeatureSpec, resolved, trust_remote_code: bool) -> None:
+    """Refuse layer indices the model does not have, from its config alone (before the weights load)."""
+    if spec.layers is None or spec.layers.every:
+        return
+    config = AutoConfig.from_pretrained(str(resolved), trust_remote_code=trust_remote_code)
+    spec.layers.resolve(int(config.num_hidden_layers) + 1)
+
+
 def splits_to_do(args: argparse.Namespace, slot: str, splits: dict[str, Split], ranks: Ranks) -> dict:
     """mode -> (split, store file, settings) for the splits not in the store with these settings."""
     todo = {}
     for mode, split in splits.items():
-        path = feature_path(args.dataset_dir, args.task, store_dir_of(slot, args.llama_pooling), mode)
+        path = feature_path(args.dataset_dir, args.task, store_dir(args, slot), mode)
         settings = settings_of(args, slot, split.csv_sha256)
         if not args.force and already_extracted(path, settings):
             log.info("%s: already extracted with the same settings, skipped (-force to redo)", path)
@@ -238,10 +263,19 @@ class SplitJob:
     def __post_init__(self) -> None:
         self.started = time.perf_counter()
         self.count = len(self.split) if self.args.limit is None else min(self.args.limit, len(self.split))
-        self.layers = getattr(self.args, "layers", None)
+        self.spec: FeatureSpec = self.args.feature_spec
+        self.layers = published_layers(self.spec)
         self.chunks = plan_chunks(self.count, self.args.chunk_rows)
         self.parts = parts_dir(self.path)
-        self.width = [self.layers, self.backbone.hidden_size] if self.slot == "llama" else [self.backbone.hidden_size]
+        hidden = self.backbone.hidden_size
+        if self.spec.is_variant:
+            self.layer_indices = variant_indices(self.backbone, self.spec)
+            self.width = [len(self.spec.poolings or ("mean",)), len(self.layer_indices), hidden]
+            self.dtype = getattr(torch, self.spec.store_dtype)
+        else:
+            self.layer_indices = None
+            self.width = [self.layers, hidden] if self.slot == "llama" else [hidden]
+            self.dtype = torch.float32
         # Everything that decides a chunk's contents; a chunk written under another key is redone.
         self.key = settings_hash({**self.settings, "model_fingerprint": self.backbone.fingerprint,
                                   "model_dtype": str(self.backbone.dtype), "chunk_rows": self.args.chunk_rows,
@@ -286,27 +320,35 @@ def extract_chunks(job: SplitJob, mine: list[Chunk]) -> None:
                 job.backbone, job.split.texts[chunk.start : chunk.stop], job.slot, layers=job.layers or 1,
                 max_len=args.max_len, batch_size=args.batch_size, max_tokens=args.max_tokens, llama_pooling=args.llama_pooling,
                 batch_order=args.batch_order, desc=f"{job.ranks.prefix()}{job.slot} {args.task}/{job.mode} {chunk}",
-                fallback=job.fallback,
+                fallback=job.fallback, spec=job.spec,
             )  # fmt: skip
         except NonFiniteFeaturesError as err:
             bad_rows.extend(chunk.start + row for row in err.rows)
             continue  # the other chunks are still worth keeping
         info |= {"seconds": round(time.perf_counter() - chunk_started, 3), "run_id": job.run_id, "rank": job.ranks.rank}
-        write_chunk(job.parts, chunk, features, job.key, info)
+        write_chunk(job.parts, chunk, stored_as(features, job.dtype, job.parts, chunk), job.key, info)
         log.info("%s%s: chunk %s written (%d of %d)", job.ranks.prefix(), job.parts, chunk, number, len(mine))
     if bad_rows:
         saved = f"{job.path.name} was not written (the other chunks are kept)"
         raise NonFiniteFeaturesError(non_finite_message(sorted(bad_rows), job.backbone.dtype, saved), sorted(bad_rows))
 
 
+def stored_as(features: torch.Tensor, dtype: torch.dtype, parts: Path, chunk: Chunk) -> torch.Tensor:
+    """Features in the store's dtype; a value float16 cannot hold is an error, never a silent inf."""
+    cast = features.to(dtype)
+    if dtype == torch.float16 and not bool(torch.isfinite(cast).all()):
+        raise StoreError(f"{parts}: {chunk} has values beyond float16's range; extract with --store_dtype bfloat16")
+    return cast
+
+
 def merge_split(job: SplitJob) -> None:
     """Stream the finished chunks into the store file with its manifest (rank 0)."""
-    records = finished_records(job.parts, job.chunks, job.key, job.width)
+    records = finished_records(job.parts, job.chunks, job.key, job.width, job.dtype)
     elapsed = time.perf_counter() - job.started
     fresh = sum(r["stop"] - r["start"] for r in records if r.get("run_id") == job.run_id)
     manifest = build_manifest(job, records, elapsed)
     labels = torch.from_numpy(job.split.labels[: job.count])
-    merge_chunks(job.path, job.parts, job.chunks, records, job.key, labels, manifest, job.width)
+    merge_chunks(job.path, job.parts, job.chunks, records, job.key, labels, manifest, job.width, job.dtype)
     log.info("%s: %s features for %d texts in %.1fs (%d computed now, %.1f texts/s, %d process(es))", job.path,
              tuple(job.width), job.count, elapsed, fresh, fresh / max(elapsed, 1e-9), job.ranks.world)  # fmt: skip
 
@@ -323,6 +365,21 @@ def extraction_figures(job: SplitJob, records: list[dict], elapsed: float) -> di
     }  # fmt: skip
 
 
+def variant_manifest(job: SplitJob) -> dict:
+    """How a variant's (N, P, L, H) features are laid out, and the prompts they were computed with."""
+    if not job.spec.is_variant:
+        return {}
+    return {
+        "feature_axes": ["row", "pooling", "layer", "hidden"],
+        "poolings": list(job.spec.poolings or ("mean",)),
+        "layer_indices": job.layer_indices,
+        "layer_choice": (job.spec.layers.text if job.spec.layers else "1"),
+        "num_hidden_states": job.backbone.num_hidden_states,
+        "prompts": list(job.spec.prompts),
+        "chat_template": job.spec.chat_template,
+    }
+
+
 def build_manifest(job: SplitJob, records: list[dict], elapsed: float) -> dict:
     """The store manifest of a merged split: every setting, the model, the data, how it was extracted."""
     args, slot, split, backbone, layers = job.args, job.slot, job.split, job.backbone, job.layers
@@ -333,7 +390,7 @@ def build_manifest(job: SplitJob, records: list[dict], elapsed: float) -> dict:
         "task": args.task,
         "mode": mode,
         "slot": slot,
-        "store_dir": store_dir_of(slot, args.llama_pooling),
+        "store_dir": store_dir(args, slot),
         "compat": args.compat,
         "llama_pooling": args.llama_pooling if slot == "llama" else None,
         "batch_order": args.batch_order,
@@ -343,7 +400,8 @@ def build_manifest(job: SplitJob, records: list[dict], elapsed: float) -> dict:
         "model_class": type(backbone.model).__name__,
         "model_fingerprint": backbone.fingerprint,
         "hidden_size": backbone.hidden_size,
-        "pooling": pooling_used(backbone, slot),
+        "pooling": "variant" if job.spec.is_variant else pooling_used(backbone, slot),
+        **variant_manifest(job),
         "missing_weights": backbone.missing_weights,
         "layers": layers,
         "layer_order": "last layer first" if layers else None,

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from fec import pooling
 from fec.backbones import SLOTS, Backbone, ModelError
+from fec.feature_spec import TEXT_FIELD, FeatureSpec, LayerChoice, format_prompt
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +88,29 @@ def reference_pad_id(tokenizer) -> int:
 
 
 def pool_batch(
-    backbone: Backbone, slot: str, input_ids: torch.Tensor, mask: torch.Tensor, layers: int, llama_pooling: str = "masked"
+    backbone: Backbone,
+    slot: str,
+    input_ids: torch.Tensor,
+    mask: torch.Tensor,
+    layers: int,
+    llama_pooling: str = "masked",
+    variant: tuple[tuple[str, ...], list[int]] | None = None,
 ) -> torch.Tensor:
-    """One forward pass and the slot's pooling, float32 on the model's device."""
+    """One forward pass and the slot's pooling, float32 on the model's device. `variant` =
+    (poolings, hidden-state indices) gives every pooling at every index: (B, P, L, H)."""
+    decoder = {"use_cache": False} if slot == "llama" else {}
+    if variant is not None:
+        poolings, indices = variant
+        if poolings == ("pooler",):
+            out = backbone.model(input_ids=input_ids, attention_mask=mask, **decoder)
+            return out.pooler_output.float()[:, None, None]
+        out = backbone.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, **decoder)
+        return pooling.pool_layers(out.hidden_states, mask, poolings, indices)
     mode = pooling_used(backbone, slot)
     if mode == "layer_mean":
         # Ask only for the hidden states we pool, so the other layers are never kept.
         selection = list(range(-1, -layers - 1, -1))
-        out = backbone.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=selection, use_cache=False)
+        out = backbone.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=selection, **decoder)
         if llama_pooling == "unmasked_padded":
             return pooling.unmasked_layer_mean(out.hidden_states, layers)
         return pooling.layer_mean(out.hidden_states, mask, layers)
@@ -113,6 +129,34 @@ def pooling_used(backbone: Backbone, slot: str) -> str:
     return spec.pooling
 
 
+def encode_texts(tokenizer, texts: list[str], max_len: int, template: str | None = None, chat: bool = False) -> list[list[int]]:
+    """Token ids per text, at most `max_len`. With a prompt `template` ("... {text} ...") and/or
+    the tokenizer's chat template, a text too long is cut inside the template, so the prompt's
+    ending (what `last` pooling reads) always survives truncation."""
+    if template is None and not chat:
+        return tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
+    template = template or TEXT_FIELD
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ModelError("--chat_template: this tokenizer has no chat template")
+        messages = [{"role": "user", "content": template}]
+        template = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if template.count(TEXT_FIELD) != 1:
+            raise ModelError("--chat_template: the chat template changed the prompt's {text} field")
+    special = {"add_special_tokens": not chat}  # a rendered chat template already holds its special tokens
+    formatted = [format_prompt(template, text) for text in texts]
+    encoded = tokenizer(formatted, **special)["input_ids"]
+    overhead = len(tokenizer(format_prompt(template, ""), **special)["input_ids"])
+    if overhead >= max_len:
+        raise ModelError(f"-max_len {max_len}: the prompt alone takes {overhead} tokens")
+    for row, ids in enumerate(encoded):
+        if len(ids) > max_len:
+            text_ids = tokenizer(texts[row], add_special_tokens=False)["input_ids"][: max_len - overhead]
+            short = tokenizer.decode(text_ids, skip_special_tokens=True)
+            encoded[row] = tokenizer(format_prompt(template, short), **special)["input_ids"][:max_len]
+    return encoded
+
+
 def extract_features(
     backbone: Backbone,
     texts: list[str],
@@ -126,8 +170,11 @@ def extract_features(
     batch_order: str = "length",
     desc: str = "extract",
     fallback: Callable[[], Backbone] | None = None,
+    spec: FeatureSpec | None = None,
 ) -> tuple[torch.Tensor, dict]:
-    """Features for `texts` in their given order: (N, layers, H) for the llama slot, else (N, H).
+    """Features for `texts` in their given order: (N, layers, H) for the llama slot, else (N, H);
+    for a variant `spec` (see `fec.feature_spec`), (N, P, L, H): every pooling at every layer,
+    averaged over the spec's prompts.
 
     `llama_pooling="unmasked_padded"` reproduces the published LLaMA recipe: every text padded to
     `max_len` with the "[PAD]" string's id and the mean taken over all positions.
@@ -136,20 +183,56 @@ def extract_features(
     """
     if max_len < 1:
         raise ValueError(f"max_len {max_len}: must be at least 1 (0 would turn truncation off)")
-    if slot == "llama" and not 1 <= layers <= backbone.num_hidden_states:
+    variant = None
+    if spec is not None and spec.is_variant:
+        variant = (spec.poolings or ("mean",), variant_indices(backbone, spec))
+    elif slot == "llama" and not 1 <= layers <= backbone.num_hidden_states:
         raise ModelError(f"-layers {layers}: the model has {backbone.num_hidden_states} hidden states (embeddings + layers)")
     if backbone.max_tokens is not None and max_len > backbone.max_tokens:
         raise ModelError(f"-max_len {max_len}: {backbone.spec} has positions for {backbone.max_tokens} tokens at most")
-    encoded = backbone.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
+    templates = (spec.prompts or (None,)) if variant else (None,)
+    chat = bool(variant and spec.chat_template)
+    features, info = None, {}
+    for number, template in enumerate(templates, 1):
+        encoded = encode_texts(backbone.tokenizer, texts, max_len, template, chat)
+        label = desc if len(templates) == 1 else f"{desc} prompt {number}/{len(templates)}"
+        run = dict(slot=slot, layers=layers, llama_pooling=llama_pooling, variant=variant)
+        part, part_info = _extract_encoded(backbone, encoded, max_len, batch_size, max_tokens, batch_order, label,
+                                           fallback, run)  # fmt: skip
+        # MetaEOL: the features of several prompts are averaged.
+        features = part if features is None else features.add_(part)
+        info = {k: info.get(k, 0) + v for k, v in part_info.items()}
+    if len(templates) > 1:
+        features /= len(templates)
+    return features, info
+
+
+def variant_indices(backbone: Backbone, spec: FeatureSpec) -> list[int]:
+    """The hidden-state indices a variant pools, checked against the model."""
+    if spec.poolings == ("pooler",):
+        if not backbone.has_trained_pooler:
+            raise ModelError(f"--pooling pooler: {backbone.spec} has no trained pooler (choose mean, first or last)")
+        return [backbone.num_hidden_states - 1]
+    return (spec.layers or LayerChoice(count=1)).resolve(backbone.num_hidden_states)
+
+
+def _extract_encoded(backbone: Backbone, encoded: list[list[int]], max_len: int, batch_size: int, max_tokens: int,
+                     batch_order: str, desc: str, fallback: Callable[[], Backbone] | None,
+                     run: dict) -> tuple[torch.Tensor, dict]:  # fmt: skip
+    """Batch, run and pool token ids already encoded; see `extract_features`."""
+    slot, layers, variant = run["slot"], run["layers"], run["variant"]
     lengths = np.array([len(ids) for ids in encoded])
-    padded_width = max_len if slot == "llama" and llama_pooling == "unmasked_padded" else None
+    padded_width = max_len if slot == "llama" and run["llama_pooling"] == "unmasked_padded" else None
     pad_id = reference_pad_id(backbone.tokenizer) if padded_width else backbone.tokenizer.pad_token_id
-    width = (layers, backbone.hidden_size) if slot == "llama" else (backbone.hidden_size,)
-    features = torch.empty((len(texts), *width), dtype=torch.float32)
-    finite = torch.ones(len(texts), dtype=torch.bool)
+    if variant is not None:
+        width = (len(variant[0]), len(variant[1]), backbone.hidden_size)
+    else:
+        width = (layers, backbone.hidden_size) if slot == "llama" else (backbone.hidden_size,)
+    features = torch.empty((len(encoded), *width), dtype=torch.float32)
+    finite = torch.ones(len(encoded), dtype=torch.bool)
     batches = plan_batches(lengths, batch_size, max_tokens, batch_order)
-    run = dict(slot=slot, encoded=encoded, pad_id=pad_id, padded_width=padded_width, layers=layers, llama_pooling=llama_pooling)
-    with tqdm(total=len(texts), desc=desc, unit="text", leave=False) as bar:
+    run = dict(run, encoded=encoded, pad_id=pad_id, padded_width=padded_width)
+    with tqdm(total=len(encoded), desc=desc, unit="text", leave=False) as bar:
         forward_batches(backbone, batches, features, finite, bar, **run)
     info = {
         "batches": len(batches),
@@ -187,6 +270,7 @@ def forward_batches(
     padded_width: int | None,
     layers: int,
     llama_pooling: str,
+    variant: tuple[tuple[str, ...], list[int]] | None = None,
 ) -> None:
     """Run `batches` of rows and write their pooled features (and finiteness) into the CPU tensors.
 
@@ -213,7 +297,7 @@ def forward_batches(
                 ids.pin_memory().to(backbone.device, non_blocking=True),
                 mask.pin_memory().to(backbone.device, non_blocking=True),
             )
-        pending.append((rows, pool_batch(backbone, slot, ids, mask, layers, llama_pooling)))
+        pending.append((rows, pool_batch(backbone, slot, ids, mask, layers, llama_pooling, variant)))
         if not cuda or sum(len(r) for r, _ in pending) >= FLUSH_ROWS:
             flush()
         if bar is not None:

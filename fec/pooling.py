@@ -6,6 +6,7 @@
 | (unmasked)    | the same, padding included    | (B, L, H)| `-compat reference` |
 | `pooler`      | `pooler_output`               | (B, H)   | BERT slot      |
 | `first_token` | last_hidden_state[:, 0]       | (B, H)   | RoBERTa slot   |
+| `pool_layers` | any hidden states, any of `mean`, `first`, `last` | (B, P, L, H) | `--pooling` variants |
 
 `layer_mean` averages over real tokens only (the attention mask), in float32, so a text's
 features do not depend on how much padding its batch carried.
@@ -44,3 +45,26 @@ def unmasked_layer_mean(hidden_states: tuple[torch.Tensor, ...], layers: int) ->
 
 def first_token(last_hidden_state: torch.Tensor) -> torch.Tensor:
     return last_hidden_state[:, 0].float()
+
+
+def last_token(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The state of each row's last real token (right padding: position mask.sum - 1)."""
+    last = (mask.sum(dim=1) - 1).clamp(min=0)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+
+
+def pool_tokens(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """One named pooling of one layer's states (B, T, H) -> (B, H), float32."""
+    if mode == "mean":
+        return masked_mean(hidden, mask)
+    if mode == "first":
+        return hidden[:, 0].float()
+    if mode == "last":
+        return last_token(hidden, mask)
+    raise ValueError(f"unknown pooling {mode!r}; choose mean, first or last")
+
+
+def pool_layers(hidden_states: tuple[torch.Tensor, ...], mask: torch.Tensor, modes: tuple[str, ...],
+                indices: list[int]) -> torch.Tensor:  # fmt: skip
+    """Every pooling in `modes` of every hidden state in `indices`: (B, P, L, H), float32."""
+    return torch.stack([torch.stack([pool_tokens(hidden_states[i], mask, m) for i in indices], dim=1) for m in modes], dim=1)

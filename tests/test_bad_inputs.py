@@ -254,7 +254,7 @@ CASES = [
     Case(
         "llama2_rep_extract.py",
         ["-task", "toy", "-device", "cpu", "-model", "{llama}", "-layers", "0"],
-        "argument --layers/-layers: must be a positive integer, got 0",
+        "--layers 0: a count must be at least 1",
     ),
     Case(
         "predict.py",

@@ -4,6 +4,7 @@
     python llama2_rep_extract.py -device cuda -task ED -mode train     # the published command line
     python bert_rep_extract.py --task ED --mode all --preset offline   # the offline stand-in
     python llama2_rep_extract.py --task ED --compat reference          # the published recipe, quirks included
+    python llama2_rep_extract.py --task ED --layers all --pooling mean last   # every layer, two poolings (fec.feature_spec)
     accelerate launch --multi_gpu --num_processes 4 llama2_rep_extract.py --task ED --mode all
 
 The work itself (chunks, locks, data parallel, manifests) is `fec.extract.run`.
@@ -17,6 +18,7 @@ from fec.backbones import LOAD_IN, SLOTS, ModelError
 from fec.cli import run_script
 from fec.data import MODES, DataError
 from fec.extract import CHUNK_ROWS, DEVICE_MAPS, PeerFailed, run
+from fec.feature_spec import LAYERS_HELP, POOLING_HELP, POOLINGS, STORE_DTYPES
 from fec.features import NonFiniteFeaturesError
 from fec.locks import LockHeld
 from fec.options import ArgumentParser, common_options, flag, positive_int, task_name
@@ -91,8 +93,11 @@ def add_recipe_options(parser: argparse.ArgumentParser, slot: str) -> None:
         choices=["length", "file"],
         help="length = length-sorted batches under -max_tokens (default), file = consecutive rows (the published order)",
     )
+    published_layers = "5, as published" if spec.pooling == "layer_mean" else "the last layer, as published"
+    parser.add_argument(
+        *flag("layers"), nargs="+", default=None, metavar="LAYER", help=f"{LAYERS_HELP} (default: {published_layers})"
+    )
     if spec.pooling == "layer_mean":
-        parser.add_argument(*flag("layers"), type=positive_int, default=5, help="pool each of the last L hidden layers")
         parser.add_argument(
             *flag("llama_pooling"),
             default=None,
@@ -100,6 +105,39 @@ def add_recipe_options(parser: argparse.ArgumentParser, slot: str) -> None:
             help="masked = mean over real tokens (default); unmasked_padded = the published mean over all -max_len positions, "
             "padding included (stored in the llama_unmasked_padded/ folder)",
         )
+    add_variant_options(parser, slot)
+
+
+def add_variant_options(parser: argparse.ArgumentParser, slot: str) -> None:
+    """Poolings and prompts beyond the published extraction (`fec.feature_spec`)."""
+    published = {"layer_mean": "mean", "pooler": "pooler (first when the model has no trained one)", "first_token": "first"}
+    parser.add_argument(
+        *flag("pooling"),
+        nargs="+",
+        choices=POOLINGS,
+        default=None,
+        help="poolings to store, all from one forward pass: "
+        + "; ".join(f"{k} = {v}" for k, v in POOLING_HELP.items())
+        + f" (default: the slot's published {published[SLOTS[slot].pooling]})",
+    )
+    parser.add_argument(
+        *flag("prompt"),
+        action="append",
+        default=None,
+        metavar="TEMPLATE",
+        help='wrap each text in TEMPLATE, which holds {text} once, e.g. \'This sentence : "{text}" means in one word:"\' '
+        "(PromptEOL); repeat for several prompts, whose features are averaged (MetaEOL); pair with --pooling last",
+    )
+    parser.add_argument(
+        *flag("chat_template"), action="store_true", help="render each (prompted) text with the tokenizer's chat template"
+    )
+    parser.add_argument(
+        *flag("store_dtype"),
+        default="bfloat16",
+        choices=STORE_DTYPES,
+        help="dtype of stored variant features (half precision keeps every layer on disk affordable; bfloat16 never "
+        "overflows); the published extractions are stored in float32",
+    )
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,189 @@
+"""Which features an extraction computes: pooling modes, hidden layers and prompts, validated,
+named in the store, and recorded in the manifest.
+
+    python llama2_rep_extract.py --task ED --layers all --pooling mean last            # dataset/ED/llama-mean+last-all/
+    python bert_rep_extract.py --task ED --layers all --pooling mean first pooler      # dataset/ED/bert-mean+first+pooler-all/
+    python llama2_rep_extract.py --task ED --layers all --pooling last \\
+        --prompt 'This sentence : "{text}" means in one word:"' --chat_template        # dataset/ED/llama-last-all-p<hash>/
+
+Without --pooling, --prompt or --chat_template and with a count of layers, an extraction is the
+published one for its slot and goes to the slot's own folder (`llama/`, `bert/`, `roberta/`),
+shaped (N, L, H) for the LLaMA slot and (N, H) for the encoders. Any other choice is a
+*variant*: one forward pass computes every pooling asked for at every layer asked for, stored
+as one (N, P, L, H) tensor (poolings, then layers in the order of `layer_indices`, 0 being the
+embedding output) in half precision, so layer and pooling choices are made at training time
+without extracting again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from fec.options import UsageError
+
+POOLINGS = ("mean", "first", "pooler", "last")
+POOLING_HELP = {
+    "mean": "mean over the real tokens (attention mask)",
+    "first": "the first token's state (CLS for encoders, BOS or the first word for decoders)",
+    "pooler": "the model's trained pooler output (BERT-style models that have one; last layer only)",
+    "last": "the last real token's state (right padding), the natural one for decoders and prompts",
+}
+TEXT_FIELD = "{text}"
+LAYERS_HELP = (
+    "hidden layers to pool: a count N (the last N, last first; published 5), 'all' (every hidden state, embeddings "
+    "first: (N, L+1, H)), or indices (negative from the end), e.g. --layers -1 -4 12 or --layers 12,16"
+)
+STORE_DTYPES = ("bfloat16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """`count` last layers (last first), `every` hidden state, or explicit `indices`."""
+
+    count: int | None = None
+    every: bool = False
+    indices: tuple[int, ...] = ()
+
+    @property
+    def text(self) -> str:
+        if self.every:
+            return "all"
+        if self.count is not None:
+            return str(self.count)
+        return ",".join(str(i) for i in self.indices)
+
+    @property
+    def tag(self) -> str:
+        """The layers' part of a store folder name."""
+        if self.every:
+            return "all"
+        if self.count is not None:
+            return f"last{self.count}"
+        return "L" + "_".join(str(i).replace("-", "m") for i in self.indices)
+
+    def resolve(self, num_hidden_states: int) -> list[int]:
+        """Absolute hidden-state indices (0 = embeddings) for a model with this many hidden states."""
+        if self.every:
+            return list(range(num_hidden_states))
+        if self.count is not None:
+            if self.count > num_hidden_states:
+                raise UsageError(f"--layers {self.count}: the model has {num_hidden_states} hidden states (embeddings + layers)")
+            return [num_hidden_states - k for k in range(1, self.count + 1)]
+        resolved = []
+        for index in self.indices:
+            if not -num_hidden_states <= index < num_hidden_states:
+                raise UsageError(
+                    f"--layers {self.text}: index {index} is outside the model's {num_hidden_states} hidden states "
+                    f"(0 to {num_hidden_states - 1}, or -1 to -{num_hidden_states})"
+                )
+            resolved.append(index % num_hidden_states)
+        if len(set(resolved)) != len(resolved):
+            raise UsageError(f"--layers {self.text}: names the same layer twice ({resolved})")
+        return resolved
+
+
+def parse_layers(values: list[str] | str) -> LayerChoice:
+    """`5` -> the last 5; `all`; `-1 -4 12` or `12,16` (or `12,` for one index) -> those indices."""
+    words = [values] if isinstance(values, str) else list(values)
+    items = [part.strip() for word in words for part in word.split(",")]
+    text = " ".join(words)
+    if items == ["all"]:
+        return LayerChoice(every=True)
+    explicit_list = len(words) > 1 or "," in text
+    items = [item for item in items if item]
+    if not items or any(not re.fullmatch(r"-?\d+", item) for item in items):
+        raise UsageError(f"--layers {text}: give a count, 'all', or layer indices such as -1 -4 12")
+    numbers = [int(item) for item in items]
+    if not explicit_list and numbers[0] > 0:
+        return LayerChoice(count=numbers[0])
+    if not explicit_list and numbers[0] == 0:
+        raise UsageError("--layers 0: a count must be at least 1 (for the embedding output alone write --layers 0,)")
+    return LayerChoice(indices=tuple(numbers))
+
+
+def check_prompt(template: str) -> str:
+    """A prompt template must hold `{text}` exactly once (where the text goes)."""
+    if template.count(TEXT_FIELD) != 1:
+        raise UsageError(f"--prompt {template!r}: the template must contain {TEXT_FIELD} exactly once")
+    return template
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What one extraction computes for one slot. `poolings` empty means the slot's published
+    pooling; `layers` None means the slot's published layers."""
+
+    slot: str
+    poolings: tuple[str, ...] = ()
+    layers: LayerChoice | None = None
+    prompts: tuple[str, ...] = ()
+    chat_template: bool = False
+    store_dtype: str = "bfloat16"
+
+    @property
+    def is_variant(self) -> bool:
+        """False for the published extraction of the slot (its own store folder and shapes)."""
+        if self.prompts or self.chat_template or self.poolings:
+            return True
+        if self.layers is None:
+            return False
+        return not (self.slot == "llama" and self.layers.count is not None)
+
+    @property
+    def prompt_key(self) -> str:
+        """A short hash naming the prompts (and the chat template switch) in folder names."""
+        text = "\n".join(self.prompts) + ("\n<chat>" if self.chat_template else "")
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+    def store_dir(self, base: str) -> str:
+        """`base` (the slot's published folder) for the published extraction, else
+        `{slot}-{poolings}-{layers}[-p{prompt hash}]` (`{slot}-pooler` for the pooler alone)."""
+        if not self.is_variant:
+            return base
+        if self.poolings == ("pooler",):
+            return f"{self.slot}-pooler"
+        layers = (self.layers or LayerChoice(count=1)).tag
+        name = f"{self.slot}-{'+'.join(self.poolings or ('mean',))}-{layers}"
+        if self.prompts or self.chat_template:
+            name += f"-p{self.prompt_key}"
+        return name
+
+    def settings(self) -> dict:
+        """What this spec adds to the extraction settings (empty for the published extraction,
+        so stores written before these options existed stay valid)."""
+        if not self.is_variant:
+            return {}
+        return {
+            "poolings": list(self.poolings or ("mean",)),
+            "layer_choice": (self.layers or LayerChoice(count=1)).text,
+            "prompts": list(self.prompts),
+            "chat_template": self.chat_template,
+            "store_dtype": self.store_dtype,
+        }
+
+
+def spec_from_args(args, slot: str) -> FeatureSpec:
+    """The FeatureSpec of an extraction command line (after `resolve_extraction`)."""
+    poolings = tuple(getattr(args, "pooling", None) or ())
+    layers = getattr(args, "layers", None)
+    choice = parse_layers(layers) if layers is not None else None
+    prompts = tuple(check_prompt(p) for p in (getattr(args, "prompt", None) or ()))
+    spec = FeatureSpec(slot, poolings, choice, prompts, bool(getattr(args, "chat_template", False)),
+                       getattr(args, "store_dtype", None) or "bfloat16")  # fmt: skip
+    if spec.is_variant and getattr(args, "llama_pooling", "masked") != "masked":
+        raise UsageError("--llama_pooling unmasked_padded (or --compat reference) is the published extraction; "
+                         "it does not combine with --pooling, --prompt, --chat_template or layer indices")  # fmt: skip
+    if len(set(poolings)) != len(poolings):
+        raise UsageError(f"--pooling {' '.join(poolings)}: names a pooling twice")
+    if "pooler" in poolings and (len(poolings) > 1 or choice is not None):
+        raise UsageError(
+            "--pooling pooler: the pooler output exists for the last layer only; ask for it on its own, without "
+            "--layers (or extract without --pooling: the BERT slot's published feature is the pooler)"
+        )
+    return spec
+
+
+def format_prompt(template: str, text: str) -> str:
+    return template.replace(TEXT_FIELD, text)
