@@ -76,13 +76,14 @@ def run_script(
     expected: tuple[type[Exception], ...] = (),
     argv: list[str] | None = None,
     cleanup: Callable[[], None] | None = None,
+    parse: Callable[[argparse.ArgumentParser, list[str] | None], argparse.Namespace] | None = None,
 ) -> int:
     """Parse `argv`, set up logging, call `run(args)`; exit code 0, or 2 with a one-line error for
     a bad command line, the `expected` exceptions and refused writes (anything else is a bug and
     keeps its traceback). A `run` that returns an int sets the exit code. `cleanup` runs last,
-    whatever happened."""
+    whatever happened. `parse` replaces `parser.parse_args` (e.g. to read defaults from a file)."""
     try:
-        args = parser.parse_args(argv)
+        args = parse(parser, argv) if parse else parser.parse_args(argv)
     except UsageError as err:
         return fail(err)
     setup_logging(args.log_level)

@@ -187,3 +187,65 @@ def spec_from_args(args, slot: str) -> FeatureSpec:
 
 def format_prompt(template: str, text: str) -> str:
     return template.replace(TEXT_FIELD, text)
+
+
+@dataclass(frozen=True)
+class FeaturePick:
+    """Which stored features one fusion source reads: `SLOT:POOLING:LAYERS[@FOLDER]`, e.g.
+    `llama:mean:-1,-9,-17` (three layers of the decoder, each a vector of the fusion) or
+    `roberta:mean:-1,-2` (an encoder's layers are averaged into its one vector). Without
+    `@FOLDER`, the one unprompted variant folder of the slot holding that pooling and those
+    layers is used."""
+
+    slot: str
+    pooling: str
+    layers: LayerChoice
+    folder: str | None = None
+
+    @property
+    def text(self) -> str:
+        return f"{self.slot}:{self.pooling}:{self.layers.text}" + (f"@{self.folder}" if self.folder else "")
+
+    def select(self, features, manifest: dict):
+        """(N, k, H) float32 of the chosen pooling and layers from a variant's (N, P, L, H) features."""
+        where = manifest.get("store_dir", "?")
+        if manifest.get("feature_axes") != ["row", "pooling", "layer", "hidden"]:
+            raise UsageError(f"--features {self.text}: {where} is a published extraction, not a variant; leave the slot out "
+                             "of --features to read it")  # fmt: skip
+        if self.pooling not in manifest["poolings"]:
+            raise UsageError(f"--features {self.text}: {where} holds poolings {', '.join(manifest['poolings'])}")
+        wanted = self.layers.resolve(manifest["num_hidden_states"])
+        missing = [i for i in wanted if i not in manifest["layer_indices"]]
+        if missing:
+            raise UsageError(f"--features {self.text}: {where} has no hidden state {missing[0]} (it holds "
+                             f"{manifest['layer_indices']})")  # fmt: skip
+        positions = [manifest["layer_indices"].index(i) for i in wanted]
+        return features[:, manifest["poolings"].index(self.pooling), positions].float()
+
+    def record(self, manifest: dict) -> dict:
+        """What predict.py needs to compute the same features from text."""
+        return {
+            "pick": self.text,
+            "folder": manifest["store_dir"],
+            "pooling": self.pooling,
+            "layer_indices": self.layers.resolve(manifest["num_hidden_states"]),
+            "prompts": manifest.get("prompts") or [],
+            "chat_template": bool(manifest.get("chat_template")),
+        }
+
+
+def parse_pick(text: str, slots=("llama", "bert", "roberta")) -> FeaturePick:
+    spec, _, folder = text.partition("@")
+    parts = spec.split(":")
+    if len(parts) != 3 or parts[0] not in slots or parts[1] not in POOLINGS:
+        raise UsageError(f"--features {text}: write SLOT:POOLING:LAYERS[@FOLDER], e.g. llama:mean:-1,-9 "
+                         f"(slots: {', '.join(slots)}; poolings: {', '.join(POOLINGS)})")  # fmt: skip
+    return FeaturePick(parts[0], parts[1], parse_layers(parts[2]), folder or None)
+
+
+def spec_of_pick(slot: str, record: dict) -> FeatureSpec:
+    """The extraction that recomputes a recorded pick's features from text (one pooling, its layers)."""
+    if record["pooling"] == "pooler":
+        return FeatureSpec(slot, ("pooler",))
+    layers = LayerChoice(indices=tuple(record["layer_indices"]))
+    return FeatureSpec(slot, (record["pooling"],), layers, tuple(record["prompts"]), record["chat_template"])

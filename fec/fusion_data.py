@@ -13,14 +13,17 @@ decoder (`llama`) source, when used, always comes first in `inputs`.
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from fec.data import split_path
+from fec.feature_spec import FeaturePick
 from fec.files import sha256_file
+from fec.options import UsageError
 from fec.store import (
     StoredFeatures,
     StoreError,
@@ -53,6 +56,7 @@ class FusionData:
     label_names: list[str]
     multilabel: bool
     manifests: dict[str, dict[str, dict]]  # mode -> source -> manifest
+    picks: dict[str, dict] = field(default_factory=dict)  # source -> FeaturePick.record, for the sources picked
 
     @property
     def decoder_shape(self) -> tuple[int, int] | None:
@@ -134,6 +138,41 @@ def _check_not_stale(data_dir: Path | str, dataset_dir: Path | str, task: str, m
             )
 
 
+def pick_folder(dataset_dir: Path | str, task: str, pick: FeaturePick) -> str:
+    """The store folder a pick reads: its `@FOLDER`, else the one unprompted variant folder of
+    the slot that holds the pooling and every layer asked for."""
+    if pick.folder:
+        return pick.folder
+    root, fits = Path(dataset_dir) / task, []
+    for manifest_file in sorted(root.glob("*/train.json")):
+        try:
+            m = json.loads(manifest_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if m.get("slot") != pick.slot or m.get("feature_axes") is None or m.get("prompts") or m.get("chat_template"):
+            continue
+        if pick.pooling in m["poolings"]:
+            try:
+                wanted = pick.layers.resolve(m["num_hidden_states"])
+            except UsageError:
+                continue
+            if set(wanted) <= set(m["layer_indices"]):
+                fits.append(manifest_file.parent.name)
+    if len(fits) != 1:
+        found = f"several folders hold them ({', '.join(fits)})" if fits else f"no {pick.slot} variant in {root} has them"
+        raise UsageError(f"--features {pick.text}: {found}; name one with @FOLDER, or extract with --pooling/--layers")
+    return fits[0]
+
+
+def picked(stored: StoredFeatures, pick: FeaturePick | None) -> torch.Tensor:
+    """A source's input: the stored features, or a pick's pooling and layers of them (the
+    decoder keeps one vector per layer; an encoder's layers are averaged into one vector)."""
+    if pick is None:
+        return stored.features
+    chosen = pick.select(stored.features, stored.manifest)
+    return chosen if pick.slot == DECODER_SOURCE else chosen.mean(dim=1)
+
+
 def load_fusion_data(
     dataset_dir: Path | str,
     task: str,
@@ -142,23 +181,27 @@ def load_fusion_data(
     modes: tuple[str, ...] = ("train", "valid", "test"),
     slot_dirs: dict[str, str] | None = None,
     data_dir: Path | str | None = None,
+    picks: dict[str, FeaturePick] | None = None,
 ) -> FusionData:
     """Load `sources` for every split. train and valid are required; test is optional (a task
     whose test split is held back trains and reports validation only).
 
     `slot_dirs` maps a source to the store folder it is read from (default: its own name);
     the reference-compatibility mode uses it to reproduce the published loader defect.
+    `picks` choose, per source, a pooling and layers from a variant folder (`FeaturePick`).
     `data_dir`, when given, is where the CSVs are checked for changes since extraction.
     """
     sources = order_sources(list(sources))
-    slot_dirs = {s: s for s in sources} | (slot_dirs or {})
+    picks = {s: p for s, p in (picks or {}).items() if s in sources}
+    slot_dirs = {s: s for s in sources} | (slot_dirs or {}) | {s: pick_folder(dataset_dir, task, p) for s, p in picks.items()}
     splits, manifests, label_names, multilabel = {}, {}, None, False
     for mode in modes:
         paths = {s: feature_path(dataset_dir, task, slot_dirs[s], mode) for s in sources}
         if mode == "test" and not any(p.exists() for p in paths.values()):
             log.warning("no test features for %s: training and reporting on validation only", task)
             continue
-        stored = {s: load_features(paths[s]) for s in sources}
+        # Variants hold every layer: map them, and copy out only the layers picked.
+        stored = {s: load_features(paths[s], mmap=s in picks) for s in sources}
         _check_same_origin(mode, stored, slot_dirs)
         if data_dir is not None:
             _check_not_stale(data_dir, dataset_dir, task, mode, stored)
@@ -167,7 +210,8 @@ def load_fusion_data(
             label_names, multilabel = first.manifest["label_names"], bool(first.manifest.get("multilabel"))
         elif first.manifest["label_names"] != label_names:
             raise StoreError(f"{manifest_path(first.path)}: label names differ from the train split's")
-        splits[mode] = SplitInputs([stored[s].features for s in sources], first.labels)
+        inputs = [picked(stored[s], picks.get(s)) for s in sources]
+        splits[mode] = SplitInputs(inputs, first.labels)
         manifests[mode] = {s: stored[s].manifest for s in sources}
     for index, source in enumerate(sources):
         # One model with one set of settings for every split, or the splits are not comparable.
@@ -181,4 +225,5 @@ def load_fusion_data(
                 f"{Path(dataset_dir) / task / slot_dirs[source]}: splits were extracted with different models or "
                 f"settings ({', '.join(recipe)}); re-extract them together (-mode all)"
             )
-    return FusionData(task, sources, splits, label_names, multilabel, manifests)
+    records = {s: p.record(manifests["train"][s]) for s, p in picks.items()}
+    return FusionData(task, sources, splits, label_names, multilabel, manifests, records)

@@ -99,3 +99,37 @@ def write_multilabel_report(run_dir: Path, split: str, labels, preds, label_name
     )
     log.info("per-label F1 on %s: %s", split, " ".join(f"{n} {100 * v:.1f}" for n, v in zip(label_names, f1, strict=False)))
     atomic_write(run_dir / "per_label.csv", lambda tmp: table.round(4).to_csv(tmp, index=False))
+
+
+def plot_layer_curves(rows: list[dict], path: Path, key: str, selected_on: str) -> Path | None:
+    """Probe metric per hidden layer: one panel per model, one colour per pooling (and prompt),
+    solid = the selection rows (valid or out-of-fold), dashed = test. Views without a known depth
+    (the published folders) are left out; they are in the table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, dict[str, list[dict]]] = {}
+    for row in rows:
+        if row["num_hidden_states"]:
+            line = row["pooling"] + (" + prompt" if row["prompt"] else "") + (" + chat" if row["chat_template"] else "")
+            curves.setdefault(f"{row['slot']}: {row['model']}", {}).setdefault(line, []).append(row)
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 4), squeeze=False)
+    for ax, (panel, lines) in zip(axes[0], sorted(curves.items()), strict=True):
+        for line, points in sorted(lines.items()):
+            points = sorted(points, key=lambda r: r["layer"])
+            layers = [r["layer"] for r in points]
+            drawn = ax.plot(layers, [r[f"selection_{key}"] for r in points], marker=".", label=line)[0]
+            if f"test_{key}" in points[0]:
+                ax.plot(layers, [r[f"test_{key}"] for r in points], "--", color=drawn.get_color())
+        ax.set(xlabel="hidden layer (0 = embeddings)", ylabel=f"{key} (%)", title=panel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(f"linear probe per layer (solid: {selected_on}, dashed: test)")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path

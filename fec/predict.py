@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file
 
 from fec.backbones import Backbone, ModelError, load_backbone, model_fingerprint, pick_device, pick_dtype, resolve_model
+from fec.feature_spec import spec_of_pick
 from fec.features import extract_features
 from fec.fusion import DownstreamModel
 
@@ -44,9 +45,17 @@ class FeatureSource:
     store_dir: str
     manifest: dict
     backbone: Backbone | None = None
+    pick: dict | None = None  # a pooling and layers of a variant folder (FeaturePick.record)
 
     def compute(self, texts: list[str], batch_size: int) -> torch.Tensor:
         m = self.manifest
+        if self.pick is not None:
+            spec = spec_of_pick(m["slot"], self.pick)
+            features, _ = extract_features(self.backbone, texts, m["slot"], max_len=m["max_len"], batch_size=batch_size,
+                                           desc=f"{m['slot']} features", spec=spec)  # fmt: skip
+            # Rounded to the store's dtype as the training features were, then one vector per layer.
+            chosen = features[:, 0].to(getattr(torch, m["feature_dtype"])).float()
+            return chosen if m["slot"] == "llama" else chosen.mean(dim=1)
         features, _ = extract_features(
             self.backbone,
             texts,
@@ -179,14 +188,15 @@ class EmotionClassifier(LabelRanking):
         manifests = spec["feature_manifests"]
         for name in spec["sources"]:  # every fingerprint checked before the first backbone loads
             check_fingerprint(manifests[name], run_dir / "model.json")
+        picks = spec.get("feature_picks") or {}
         sources: dict[str, FeatureSource] = {}
         for name in spec["sources"]:
-            folder = store_dirs[name]
-            if folder not in sources:
-                source = FeatureSource(folder, manifests[name])
+            key = store_dirs[name] + (f":{picks[name]['pick']}" if name in picks else "")
+            if key not in sources:
+                source = FeatureSource(store_dirs[name], manifests[name], pick=picks.get(name))
                 source.backbone = load_source_backbone(source, torch_device, (models or {}).get(source.manifest["slot"]))
-                sources[folder] = source
-        order = [store_dirs[name] for name in spec["sources"]]
+                sources[key] = source
+        order = [store_dirs[name] + (f":{picks[name]['pick']}" if name in picks else "") for name in spec["sources"]]
         thresholds = run_thresholds(spec, seed, run_dir / "model.json")
         return cls(model, sources, order, spec["label_names"], run_dir, seed, torch_device, thresholds)
 

@@ -13,11 +13,14 @@ described in docs/design.md.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+from pathlib import Path
 
 import torch
 
 from fec.backbones import pick_dtype
+from fec.options import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +103,34 @@ def store_dir_of(slot: str, llama_pooling: str) -> str:
     """The store folder: variants that change the features get their own, so the published
     LLaMA pooling never overwrites the corrected features (`llama` vs `llama_unmasked_padded`)."""
     return slot if llama_pooling == "masked" else f"{slot}_{llama_pooling}"
+
+
+def recipe_defaults(parser: argparse.ArgumentParser, path: Path | str) -> dict:
+    """The option values of a recipe file (a JSON object of option names, as `main.py -h` spells
+    them without dashes, to values), checked and converted as the command line would be."""
+    where = f"--recipe {path}"
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"{where}: not a readable JSON file ({err})") from err
+    if not isinstance(values, dict):
+        raise UsageError(f"{where}: must hold a JSON object of option values")
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "recipe")}
+    defaults = {}
+    for key, value in values.items():
+        if key.startswith("_"):  # notes: "_about", "_found_by"
+            continue
+        action = actions.get(key)
+        if action is None:
+            raise UsageError(f"{where}: unknown option {key!r}")
+        many = isinstance(value, list)
+        items = value if many else [value]
+        try:
+            converted = [action.type(str(v)) if action.type else v for v in items]
+        except (UsageError, ValueError, TypeError, argparse.ArgumentTypeError) as err:
+            raise UsageError(f"{where}: {key}: {err}") from err
+        bad = [v for v in converted if action.choices is not None and v not in action.choices]
+        if bad:
+            raise UsageError(f"{where}: {key}: {bad[0]!r} is not one of {', '.join(map(str, action.choices))}")
+        defaults[key] = converted if many else converted[0]
+    return defaults

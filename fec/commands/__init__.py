@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     ),
     "train": ("fec.commands.train", "train the fusion classifier (main.py)"),
     "finetune": ("fec.commands.finetune", "fine-tune one encoder, the baseline (finetune.py)"),
+    "probe": ("fec.commands.probe", "linear probes of every stored slot x pooling x layer (probe.py)"),
     "tfidf": ("fec.commands.tfidf", "TF-IDF + logistic regression, the text-only baseline (baselines/tfidf.py)"),
     "predict": ("fec.commands.predict", "classify new text with a trained run (predict.py)"),
     "explain": ("fec.commands.explain", "SHAP word attributions of a prediction (explain.py)"),

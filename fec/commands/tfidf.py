@@ -1,9 +1,10 @@
 """`baselines/tfidf.py` (`fec tfidf`): the TF-IDF + logistic-regression baseline, a text-only
 point of comparison for the fusion classifier.
 
-    python baselines/tfidf.py --task ED                      # seed 0; C picked on valid from 0.5 1 2 4 8
+    python baselines/tfidf.py --task ED                      # seed 0; word 1-2 + char_wb 2-5-grams, C on valid
     python baselines/tfidf.py -dataset go_emotion -runs 5    # seeds 0..4, mean±std as main.py reports
     python baselines/tfidf.py --task ED --C 2 --ngram_max 1  # fixed C, unigrams only
+    python baselines/tfidf.py --task ED --analyzer word      # word n-grams only, no character n-grams
 
 Reads data/{task}/{train,valid,test}.csv through `fec.data` (any single-label task; a task without
 test.csv reports validation only) and writes a run folder Logs/{task}_tfidf_{stamp}/ (config.json,
@@ -26,6 +27,7 @@ from fec.data import DataError, available_modes, load_splits
 from fec.options import (
     ArgumentParser,
     Distinct,
+    UsageError,
     chosen_seeds,
     common_options,
     flag,
@@ -36,7 +38,7 @@ from fec.options import (
 )
 from fec.provenance import provenance
 from fec.runlog import finish_run, run_folder, write_json
-from fec.tfidf import DEFAULT_C_GRID, SOURCE, run_seed, vectorize
+from fec.tfidf import ANALYZERS, DEFAULT_C_GRID, SOURCE, run_seed, vectorize
 
 log = logging.getLogger("fec.tfidf")
 
@@ -68,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep only the most frequent n-grams (default: all with min_df)",
     )
     parser.add_argument(*flag("ngram_max"), type=positive_int, default=2, help="word n-grams of length 1..NGRAM_MAX")
+    parser.add_argument(
+        *flag("analyzer"),
+        default="word+char",
+        choices=ANALYZERS,
+        help="word = word n-grams only; word+char = word n-grams beside character n-grams within word boundaries (char_wb)",
+    )
+    parser.add_argument(
+        *flag("char_ngrams"),
+        type=positive_int,
+        nargs=2,
+        default=[2, 5],
+        metavar=("MIN", "MAX"),
+        help="with word+char: character n-gram lengths MIN..MAX",
+    )
     parser.add_argument(*flag("min_df"), type=positive_int, default=2, help="drop n-grams found in fewer training texts")
     parser.add_argument(
         *flag("max_iter"), type=positive_int, default=2000, help="lbfgs iteration cap (a warning is logged if a fit stops there)"
@@ -88,7 +104,10 @@ def run(args: argparse.Namespace) -> dict:
             "the TF-IDF baseline handles single-label tasks only"
         )
     started = time.perf_counter()
-    features, vocabulary = vectorize(splits, args.ngram_max, args.min_df, args.max_features)
+    if args.char_ngrams[0] > args.char_ngrams[1]:
+        raise UsageError(f"--char_ngrams {args.char_ngrams[0]} {args.char_ngrams[1]}: MIN must not exceed MAX")
+    features, vocabulary = vectorize(splits, args.ngram_max, args.min_df, args.max_features, args.analyzer,
+                                     tuple(args.char_ngrams))  # fmt: skip
     vectorizer_seconds = round(time.perf_counter() - started, 2)
     with run_folder(args.out, f"{args.task}_tfidf") as run_dir:
         return fit_run(args, run_dir, splits, features, vocabulary, vectorizer_seconds, seeds, grid, started)
@@ -106,7 +125,9 @@ def fit_run(args: argparse.Namespace, run_dir: Path, splits: dict, features: dic
              args.min_df, len(splits["train"]), vectorizer_seconds)  # fmt: skip
     write_json(run_dir / "config.json", {
         "args": vars(args), "seeds": seeds, "C_grid": grid, "selection": "validation weighted F1, ties to the smaller C",
-        "vectorizer": {"ngram_range": [1, args.ngram_max], "sublinear_tf": True, "min_df": args.min_df,
+        "vectorizer": {"analyzer": args.analyzer, "ngram_range": [1, args.ngram_max], "sublinear_tf": True,
+                       "char_ngram_range": list(args.char_ngrams) if args.analyzer == "word+char" else None,
+                       "min_df": args.min_df,
                        "max_features": args.max_features, "lowercase": True, "vocabulary": vocabulary},
         "classifier": {"model": "LogisticRegression", "solver": "lbfgs", "multinomial": True, "max_iter": args.max_iter},
         "rows": {m: len(s) for m, s in splits.items()}, "label_names": label_names,
@@ -126,7 +147,9 @@ def fit_run(args: argparse.Namespace, run_dir: Path, splits: dict, features: dic
     extra = {"vocabulary": vocabulary, "vectorizer_seconds": vectorizer_seconds,
              "fit_seconds": round(sum(entry["fit_seconds"] for _, entry in fits.values()), 2)}  # fmt: skip
     settings = {"C": "/".join(f"{c:g}" for c in sorted({r.C for r in results})), "ngram_max": args.ngram_max,
-                "min_df": args.min_df}  # fmt: skip
+                "min_df": args.min_df, "analyzer": args.analyzer}  # fmt: skip
+    if args.analyzer == "word+char":
+        settings["char_ngrams"] = "{}-{}".format(*args.char_ngrams)
     return finish_run(run_dir, args.out, args.task, results, sources=[SOURCE], labels=labels, label_names=label_names,
                       multilabel=False, threshold=None, method="tfidf", recipe="", settings=settings,
                       seconds=round(time.perf_counter() - started, 2), extra=extra)  # fmt: skip

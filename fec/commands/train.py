@@ -7,6 +7,8 @@
     python main.py --task ED --compat reference      # the published recipe, defects included
     python main.py --task ED --raw_inputs all        # encoders also reach the MLP directly (not published)
     python main.py --task semeval_eng --runs 3       # multi-label: BCE, per-label thresholds tuned on valid
+    python main.py --task ED --features llama:mean:-1,-9,-17 roberta:mean:-1   # layers and poolings of variant extractions
+    python main.py --task ED --recipe recipes/ED.json --runs 5                # the best recipe found on validation
 
 Reads dataset/{task}/{llama,bert,roberta}/{train,valid,test}.safetensors (made by the three
 extraction scripts) and writes one folder per run under Logs/ plus a row in Logs/runs.csv.
@@ -23,16 +25,19 @@ from pathlib import Path
 from fec.backbones import ModelError, pick_device
 from fec.cli import run_script
 from fec.data import DataError
+from fec.feature_spec import FeaturePick, parse_pick
 from fec.fusion import PN_FORMS, RAW_INPUTS
 from fec.fusion_data import SOURCES, FusionData, load_fusion_data
 from fec.options import (
     ArgumentParser,
     Distinct,
+    UsageError,
     add_fields,
     chosen_seeds,
     common_options,
     config_from,
     dropout_rate,
+    existing_file,
     flag,
     positive_float,
     positive_int,
@@ -41,7 +46,7 @@ from fec.options import (
     trainer_options,
 )
 from fec.provenance import provenance
-from fec.recipe import resolve_training, training_folders
+from fec.recipe import recipe_defaults, resolve_training, training_folders
 from fec.runlog import finish_run, run_folder, save_checkpoint, write_json, write_results
 from fec.store import StoreError
 from fec.train import SATURATION_LEVEL, TrainConfig, at_chance, build_model, prior_entropy, train_seed
@@ -133,6 +138,23 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
         help="feature sets to fuse, e.g. `llama`, `bert roberta`. Without llama, the raw encoder vectors are concatenated "
         "beside the pooled interactions (a Gram matrix of one or two vectors carries almost nothing)",
     )
+    parser.add_argument(
+        *flag("features"),
+        nargs="+",
+        type=pick_argument,
+        default=None,
+        metavar="SLOT:POOLING:LAYERS[@FOLDER]",
+        help="read a source from a variant extraction (--pooling/--layers/--prompt): e.g. llama:mean:-1,-9,-17 (each "
+        "decoder layer is a vector of the fusion), roberta:mean:-1,-2 (an encoder's layers are averaged); "
+        "@FOLDER names the store folder (needed for prompted ones); slots not named read their published folder",
+    )
+    parser.add_argument(
+        *flag("recipe"),
+        type=existing_file,
+        default=None,
+        help="a JSON file of option values (e.g. recipes/ED.json, the best recipe found on validation); options given "
+        "on the command line win",
+    )
     parser.add_argument(*flag("dataset_dir"), default="dataset", help="feature store root")
 
 
@@ -140,14 +162,47 @@ def run(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
     seeds = chosen_seeds(args)
     recipe = resolve_training(args)
+    picks = distinct_picks(args.features or [])
+    if picks and recipe == "reference":
+        raise UsageError("--features with --compat reference: the published recipe reads the published folders only")
+    if args.recipe_file:
+        recipe = f"recipe:{Path(args.recipe_file).stem}"
     slot_dirs = training_folders(args)
-    data = load_fusion_data(args.dataset_dir, args.task, args.sources, slot_dirs=slot_dirs, data_dir=args.data_dir)
+    data = load_fusion_data(args.dataset_dir, args.task, args.sources, slot_dirs=slot_dirs, data_dir=args.data_dir,
+                            picks=picks)  # fmt: skip
     if args.threshold is not None and not data.multilabel:
         log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.task)
     cfg = config_from(TrainConfig, args, threshold=args.threshold if data.multilabel else None)
     template = build_model(data, cfg)  # a bad combination fails here, before the run folder exists
     with run_folder(args.out, args.task) as run_dir:
         return train_run(args, run_dir, data, cfg, template, seeds, recipe, slot_dirs, device)
+
+
+def pick_argument(text: str) -> FeaturePick:
+    """`parse_pick` as an argparse type: its message, after argparse's own prefix naming the option."""
+    try:
+        return parse_pick(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--features {text}: ") + f" (got {text!r})") from err
+
+
+def distinct_picks(picks: list[FeaturePick]) -> dict[str, FeaturePick]:
+    chosen: dict[str, FeaturePick] = {}
+    for pick in picks:
+        if pick.slot in chosen:
+            raise UsageError(f"--features {chosen[pick.slot].text} {pick.text}: one pick per slot")
+        chosen[pick.slot] = pick
+    return chosen
+
+
+def parse_with_recipe(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse once to find --recipe, take its values as defaults, parse again (the command line wins)."""
+    args = parser.parse_args(argv)
+    if args.recipe:
+        parser.set_defaults(**recipe_defaults(parser, args.recipe))
+        args = parser.parse_args(argv)
+    args.recipe_file = args.recipe
+    return args
 
 
 def train_run(args: argparse.Namespace, run_dir: Path, data: FusionData, cfg: TrainConfig, template, seeds: list[int],
@@ -177,7 +232,8 @@ def train_run(args: argparse.Namespace, run_dir: Path, data: FusionData, cfg: Tr
         log_seed(result, data.multilabel, cfg, template.config["raw_inputs"], chance_loss)
         results.append(result)
         write_results(run_dir, data.task, results, sources=data.sources, multilabel=data.multilabel, finished=False)
-    settings = {"sources": "+".join(data.sources), "norm": cfg.norm, "pn": cfg.pn, "sigma": cfg.sigma,
+    settings = {"sources": "+".join(data.sources), **({"features": " ".join(p["pick"] for p in data.picks.values())}
+                                                      if data.picks else {}), "norm": cfg.norm, "pn": cfg.pn, "sigma": cfg.sigma,
                 "raw_inputs": template.config["raw_inputs"], "lr": cfg.lr, "batch_size": cfg.batch_size}  # fmt: skip
     labels = {m: s.labels.cpu().numpy() for m, s in data.splits.items()}
     return finish_run(run_dir, args.out, data.task, results, sources=data.sources, labels=labels,
@@ -189,8 +245,9 @@ def model_record(data: FusionData, cfg: TrainConfig, template, recipe: str, slot
     """model.json: what rebuilds the model and its inputs (predict.py and explain.py read it)."""
     spec = {
         "model": template.config, "sources": data.sources, "label_names": data.label_names, "task": data.task,
-        "norm": cfg.norm, "store_dirs": {s: slot_dirs.get(s, s) for s in data.sources}, "recipe": recipe,
-        "feature_manifests": data.manifests["train"],
+        "norm": cfg.norm, "recipe": recipe,
+        "store_dirs": {s: data.picks[s]["folder"] if s in data.picks else slot_dirs.get(s, s) for s in data.sources},
+        "feature_manifests": data.manifests["train"], "feature_picks": data.picks,
     }  # fmt: skip
     if data.multilabel:
         rule = "global" if cfg.threshold is not None else "per-label, tuned on valid"
@@ -254,4 +311,4 @@ def log_seed(result, multilabel: bool, cfg: TrainConfig, raw_inputs: str, chance
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, (StoreError, ModelError, DataError), argv)
+    return run_script(build_parser(), run, (StoreError, ModelError, DataError), argv, parse=parse_with_recipe)

@@ -1,0 +1,96 @@
+"""`probe.py` (`fec probe`): linear probes of every stored feature of a task, the table and the layer curves.
+
+    python probe.py --task ED                                  # every folder in dataset/ED/
+    python probe.py --task ED --folders llama-mean+last-all    # some folders only
+    python probe.py --task semeval_eng --cv 5                  # choose C by 5-fold CV on train
+
+Writes Logs/probe_{task}_{stamp}/: probe.csv (one row per folder x pooling x layer: chosen C, the
+selection metric, valid and test metrics), probe.md (the best layer of each folder x pooling, best
+first), layer_curves.png, and config.json (the command, settings, provenance). The probes
+themselves are `fec.probe` and `fec.linear_probe`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+import pandas as pd
+
+from fec.backbones import pick_device
+from fec.cli import run_script
+from fec.files import atomic_write_text
+from fec.options import ArgumentParser, UsageError, common_options, flag, non_negative_int, task_name
+from fec.plots import plot_layer_curves
+from fec.probe import best_rows, probe_rows, store_folders
+from fec.provenance import provenance
+from fec.runlog import make_run_dir, write_json
+from fec.store import StoreError
+
+log = logging.getLogger("fec.probe")
+TABLE_METRICS = {False: ("acc", "wf1", "macro_f1"), True: ("macro_f1", "micro_f1")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        description="Linear probes of every stored slot x pooling x layer of a task. Every option also has its "
+        "single-dash spelling.",
+        parents=[common_options()],
+    )
+    parser.add_argument(*flag("task"), type=task_name, required=True, help="task folder under --dataset_dir")
+    parser.add_argument(*flag("dataset_dir"), default="dataset", help="feature store root")
+    parser.add_argument(*flag("folders"), nargs="+", default=None, help="store folders to probe (default: every one)")
+    parser.add_argument(
+        *flag("cv"),
+        type=non_negative_int,
+        default=None,
+        help="choose C by K-fold cross-validation on train (0 = on valid; default: 5 when valid has under 1000 rows)",
+    )
+    parser.add_argument(*flag("seed"), type=non_negative_int, default=0, help="seed of the cross-validation folds")
+    parser.add_argument(*flag("out"), default="Logs", help="where the probe folder is created")
+    return parser
+
+
+def markdown_table(rows: list[dict], setup: dict) -> str:
+    """The best layer of every folder x pooling, best first."""
+    key, metrics = setup["selection_metric"], TABLE_METRICS[setup["multilabel"]]
+    chosen = "cv" if setup["cv"] else "valid"
+    head = ["folder", "pooling", "best layer", "C", f"{chosen} {key}", *(f"test {m}" for m in metrics)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in best_rows(rows, f"selection_{key}"):
+        layer = f"{row['layer']} of {row['num_hidden_states'] - 1}" if row["num_hidden_states"] else str(row["layer"])
+        tests = [f"{row[f'test_{m}']:.2f}" if f"test_{m}" in row else "" for m in metrics]
+        cells = [row["folder"], row["pooling"], layer, f"{row['c']:g}", f"{row[f'selection_{key}']:.2f}", *tests]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    folders = args.folders or store_folders(args.dataset_dir, args.task)
+    if not folders:
+        raise StoreError(f"{args.dataset_dir}/{args.task}: no folder with train and valid features")
+    known = set(store_folders(args.dataset_dir, args.task))
+    unknown = [f for f in folders if f not in known]
+    if unknown:
+        have = ", ".join(sorted(known))
+        raise UsageError(f"--folders {' '.join(unknown)}: not in {args.dataset_dir}/{args.task} (have: {have})")
+    started = time.perf_counter()
+    rows, setup = probe_rows(args.dataset_dir, args.task, folders, cv=args.cv, seed=args.seed,
+                             device=str(pick_device(args.device)))  # fmt: skip
+    run_dir = make_run_dir(args.out, f"probe_{args.task}")
+    seconds = round(time.perf_counter() - started, 1)
+    config = {"argv": sys.argv, "args": vars(args), "setup": setup, "seconds": seconds, **provenance()}
+    write_json(run_dir / "config.json", config)
+    pd.DataFrame(rows).to_csv(run_dir / "probe.csv", index=False, float_format="%.4f")
+    table = markdown_table(rows, setup)
+    atomic_write_text(run_dir / "probe.md", table)
+    plot_layer_curves(rows, run_dir / "layer_curves.png", setup["selection_metric"], "cv" if setup["cv"] else "valid")
+    print(table, end="")
+    log.info("%d views probed in %.0fs; wrote %s", len(rows), time.perf_counter() - started, run_dir)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script(build_parser(), run, (StoreError,), argv)

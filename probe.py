@@ -1,0 +1,13 @@
+"""Linear probes of every stored feature of a task: which slot, pooling and layer carry the emotion.
+
+    python probe.py --task ED
+
+See `fec.commands.probe` (every option: `python probe.py -h`) and `fec.probe`.
+"""
+
+import sys
+
+from fec.commands.probe import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The fusion reads any stored variant: a pooling and layers per slot (`--features`), a prompted
+folder, a recipe file; predict.py rebuilds the same features from text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import extract_argv, only_run
+
+import main as main_script
+from fec import EmotionClassifier
+from fec.commands.extract import main as extract_main
+from fec.feature_spec import parse_pick
+from fec.fusion_data import load_fusion_data
+from fec.train import predict_logits
+
+PROMPT = 'this sentence : "{text}" means in one word:"'
+TRAIN = ["-device", "cpu", "-epochs", "3", "-lr", "1e-3", "-seeds", "0"]
+
+
+@pytest.fixture(scope="module")
+def variant_store(tmp_path_factory, tiny_models) -> tuple[Path, Path]:
+    """(data_dir, dataset_dir): every layer of the llama and roberta slots with two poolings, a
+    prompted llama folder and the published bert folder."""
+    from helpers import write_task
+
+    root = tmp_path_factory.mktemp("variants")
+    data, store = write_task(root / "data"), root / "dataset"
+    every = ["--layers", "all", "--pooling", "mean", "last"]
+    assert extract_main("llama", extract_argv(tiny_models["llama"], data, store, "all", *every)) == 0
+    prompted = ["--pooling", "last", "--prompt", PROMPT]
+    assert extract_main("llama", extract_argv(tiny_models["llama"], data, store, "all", *prompted)) == 0
+    encoder = ["--layers", "all", "--pooling", "mean"]
+    assert extract_main("roberta", extract_argv(tiny_models["roberta"], data, store, "all", *encoder)) == 0
+    assert extract_main("bert", extract_argv(tiny_models["bert"], data, store, "all")) == 0
+    return data, store
+
+
+def prompted_folder(store: Path) -> str:
+    (folder,) = [p.name for p in (store / "toy").iterdir() if "-p" in p.name]
+    return folder
+
+
+def train(store: Path, out: Path, *extra: str) -> Path:
+    assert main_script.main(["--task", "toy", "--dataset_dir", str(store), "--out", str(out), *TRAIN, *extra]) == 0
+    return only_run(out)
+
+
+def test_picks_choose_pooling_and_layers_and_predict_rebuilds_them(variant_store, tmp_path):
+    data, store = variant_store
+    run = train(store, tmp_path / "Logs", "--features", "llama:last:-1,-3", "roberta:mean:-1,-2")
+    spec = json.loads((run / "model.json").read_text())
+    assert spec["model"]["decoder_shape"] == [2, 32]  # two llama layers, each its own vector of the fusion
+    assert spec["feature_picks"]["llama"]["layer_indices"] == [6, 4]
+    assert spec["store_dirs"] == {"llama": "llama-mean+last-all", "bert": "bert", "roberta": "roberta-mean-all"}
+    clf = EmotionClassifier.load(run, device="cpu")
+    texts = pd.read_csv(data / "toy" / "test.csv")["text"].tolist()
+    picks = {"llama": parse_pick("llama:last:-1,-3"), "roberta": parse_pick("roberta:mean:-1,-2")}
+    stored = load_fusion_data(store, "toy", ["llama", "bert", "roberta"], picks=picks)
+    expected = torch.softmax(predict_logits(clf.model, stored.splits["test"], 64), dim=1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(texts), expected, atol=2e-3)
+
+
+def test_a_prompted_folder_is_picked_by_name_and_its_prompt_reaches_predict(variant_store, tmp_path):
+    data, store = variant_store
+    folder = prompted_folder(store)
+    run = train(store, tmp_path / "Logs", "--sources", "llama", "--features", f"llama:last:-1@{folder}")
+    assert json.loads((run / "model.json").read_text())["feature_picks"]["llama"]["prompts"] == [PROMPT]
+    clf = EmotionClassifier.load(run, device="cpu")
+    texts = pd.read_csv(data / "toy" / "valid.csv")["text"].tolist()
+    stored = load_fusion_data(store, "toy", ["llama"], picks={"llama": parse_pick(f"llama:last:-1@{folder}")})
+    expected = torch.softmax(predict_logits(clf.model, stored.splits["valid"], 64), dim=1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(texts), expected, atol=2e-3)
+
+
+def test_a_recipe_file_sets_options_and_the_command_line_wins(variant_store, tmp_path):
+    _, store = variant_store
+    recipe = tmp_path / "toy-best.json"
+    recipe.write_text(json.dumps({"_about": "found on valid", "features": ["llama:mean:-2"], "sources": ["llama"], "lr": 0.01}))
+    run = train(store, tmp_path / "Logs", "--recipe", str(recipe), "--lr", "0.002")
+    config = json.loads((run / "config.json").read_text())
+    assert config["recipe"] == "recipe:toy-best" and config["args"]["lr"] == 0.002
+    assert json.loads((run / "model.json").read_text())["feature_picks"]["llama"]["layer_indices"] == [5]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--features", "llama:mean:-1", "llama:last:-1"], "one pick per slot"),
+        (["--features", "llama:max:-1"], "write SLOT:POOLING:LAYERS"),
+        (["--features", "roberta:last:-1"], "no roberta variant"),
+        (["--features", "llama:mean:40,"], "no llama variant"),
+        (["--sources", "bert", "--features", "bert:mean:-1@bert"], "published extraction"),
+        (["--features", "llama:mean:-1", "--compat", "reference"], "published folders only"),
+    ],
+)
+def test_bad_picks_are_one_line_errors(variant_store, tmp_path, capsys, extra, message):
+    _, store = variant_store
+    assert main_script.main(["--task", "toy", "--dataset_dir", str(store), "--out", str(tmp_path), *TRAIN, *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"nope": 1}', "unknown option 'nope'"),
+        ('{"lr": "fast"}', "lr"),
+        ('{"pn": "cube"}', "not one of"),
+        ("[1]", "JSON object"),
+    ],
+)
+def test_bad_recipe_files_are_one_line_errors(variant_store, tmp_path, capsys, content, message):
+    _, store = variant_store
+    recipe = tmp_path / "bad.json"
+    recipe.write_text(content)
+    assert main_script.main(["--task", "toy", "--dataset_dir", str(store), "--recipe", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and str(recipe) in err[0]
