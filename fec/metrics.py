@@ -94,7 +94,7 @@ def summarise(results: list) -> dict:
     """Mean and std over seeds of each split's metrics (single- or multi-label keys, from the
     metrics themselves); multi-label runs add per-label F1 and `valid_at_0.5`."""
     summary = {}
-    for split, attr in (("valid", "valid"), ("test", "test"), ("valid_at_0.5", "valid_at_05")):
+    for split, attr in (("valid", "valid"), ("test", "test"), ("valid_at_0.5", "valid_at_05"), ("cv", "cv_metrics")):
         rows = [getattr(r, attr, None) for r in results]
         rows = [r for r in rows if r is not None]
         if rows:

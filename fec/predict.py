@@ -146,43 +146,50 @@ def run_thresholds(spec: dict, seed: int, path: Path) -> np.ndarray | None:
 
 
 class EmotionClassifier(LabelRanking):
-    """A trained fusion classifier with its backbones, ready for raw text."""
+    """A trained fusion classifier with its backbones, ready for raw text: one seed's model, or
+    with `ensemble=True` every seed's, their probabilities averaged."""
 
     def __init__(
         self,
-        model: DownstreamModel,
+        heads: list[DownstreamModel],
         sources: dict[str, FeatureSource],
         order: list[str],
         label_names: list[str],
         run_dir: Path,
-        seed: int,
+        seeds: list[int],
         device: torch.device,
         thresholds: np.ndarray | None = None,
     ):
-        self.model, self.sources, self.order = model.to(device).eval(), sources, order
-        self.label_names, self.run_dir, self.seed, self.device = label_names, run_dir, seed, device
+        self.heads = [head.to(device).eval() for head in heads]
+        self.model, self.sources, self.order = self.heads[0], sources, order
+        self.label_names, self.run_dir, self.seeds, self.device = label_names, run_dir, seeds, device
+        self.seed = seeds[0] if len(seeds) == 1 else None
         self.multilabel, self.thresholds = thresholds is not None, thresholds
 
     @classmethod
-    def load(
-        cls, run_dir: Path | str, seed: int | None = None, device: str = "auto", models: dict[str, str] | None = None
-    ) -> EmotionClassifier:
+    def load(cls, run_dir: Path | str, seed: int | None = None, device: str = "auto", models: dict[str, str] | None = None,
+             ensemble: bool = False) -> EmotionClassifier:  # fmt: skip
         """Load a `main.py` run. `seed` picks a checkpoint (default: the best seed on validation);
-        `models` overrides where a slot's backbone is loaded from (it must be the same weights).
-        A `finetune.py` run loads as a `FinetunedClassifier` (same methods)."""
+        `ensemble` averages the probabilities of every seed of the run (multi-label thresholds
+        tuned for the ensemble on valid); `models` overrides where a slot's backbone is loaded
+        from (it must be the same weights). A `finetune.py` run loads as a `FinetunedClassifier`."""
         run_dir = Path(run_dir)
         spec = read_run_spec(run_dir)
         if spec.get("kind") == "finetune":
-            if models:
-                raise RunError(f"{run_dir}: a fine-tuned run carries its own encoder; -model SLOT=MODEL applies to fusion runs")
+            if models or ensemble:
+                raise RunError(f"{run_dir}: a fine-tuned run carries its own encoder; -model and -ensemble apply to fusion runs")
             return FinetunedClassifier.load(run_dir, spec, seed, device)
-        if seed is None:
-            seed = read_json(run_dir / "results.json")["best_seed"]
-        checkpoint = run_dir / "checkpoints" / f"seed{seed}.safetensors"
-        if not checkpoint.is_file():
-            raise RunError(f"{checkpoint}: no checkpoint for seed {seed}")
-        model = DownstreamModel(**spec["model"])
-        model.load_state_dict(load_file(str(checkpoint)))
+        if ensemble and seed is not None:
+            raise RunError(f"-ensemble with -seed {seed}: the ensemble uses every seed of the run")
+        results = read_json(run_dir / "results.json")
+        seeds = [r["seed"] for r in results["seeds"]] if ensemble else [results["best_seed"] if seed is None else seed]
+        heads = []
+        for number in seeds:
+            checkpoint = run_dir / "checkpoints" / f"seed{number}.safetensors"
+            if not checkpoint.is_file():
+                raise RunError(f"{checkpoint}: no checkpoint for seed {number}")
+            heads.append(DownstreamModel(**spec["model"]))
+            heads[-1].load_state_dict(load_file(str(checkpoint)))
         torch_device = pick_device(device)
         store_dirs = spec.get("store_dirs") or {s: s for s in spec["sources"]}
         manifests = spec["feature_manifests"]
@@ -197,8 +204,11 @@ class EmotionClassifier(LabelRanking):
                 source.backbone = load_source_backbone(source, torch_device, (models or {}).get(source.manifest["slot"]))
                 sources[key] = source
         order = [store_dirs[name] + (f":{picks[name]['pick']}" if name in picks else "") for name in spec["sources"]]
-        thresholds = run_thresholds(spec, seed, run_dir / "model.json")
-        return cls(model, sources, order, spec["label_names"], run_dir, seed, torch_device, thresholds)
+        if len(seeds) > 1 and spec.get("multilabel"):
+            thresholds = np.asarray(spec["ensemble_thresholds"], dtype=np.float32)
+        else:
+            thresholds = run_thresholds(spec, seeds[0], run_dir / "model.json")
+        return cls(heads, sources, order, spec["label_names"], run_dir, seeds, torch_device, thresholds)
 
     @torch.inference_mode()
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -208,10 +218,12 @@ class EmotionClassifier(LabelRanking):
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         computed = {folder: src.compute(list(texts), batch_size) for folder, src in self.sources.items()}
         inputs = [computed[folder].to(self.device) for folder in self.order]
-        logits = torch.cat([self.model(*(x[i : i + 4096] for x in inputs)) for i in range(0, len(texts), 4096)])
-        if self.multilabel:
-            return torch.sigmoid(logits.float()).cpu().numpy()
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        squash = torch.sigmoid if self.multilabel else (lambda z: torch.softmax(z, dim=1))
+        probs = []
+        for head in self.heads:
+            logits = torch.cat([head(*(x[i : i + 4096] for x in inputs)) for i in range(0, len(texts), 4096)])
+            probs.append(squash(logits.float()).cpu().numpy())
+        return np.mean(probs, axis=0)
 
 
 class FinetunedClassifier(LabelRanking):

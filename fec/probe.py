@@ -7,7 +7,7 @@ Every store folder of the task is a set of *views*: one (N, H) matrix per poolin
 layer (a variant's (N, P, L, H) features give P x L views; a published folder gives its own
 pooling, e.g. the LLaMA slot's mean of each of its last 5 layers). Each view gets a linear probe
 (`fec.linear_probe`) with C chosen on validation, or by K-fold cross-validation on train when the
-validation split is small (under CV_AUTO_ROWS rows, or `--cv K`); test is read once per view, at
+validation split is small (`fec.cross_validation.folds_for`, or `--cv K`); test is read once per view, at
 the chosen C. The command (`fec.commands.probe`) writes the table and the layer curves.
 """
 
@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from fec.cross_validation import folds_for
 from fec.linear_probe import select_and_fit, selection_metric
 from fec.store import StoredFeatures, StoreError, feature_path, load_features
 
 log = logging.getLogger(__name__)
 
-CV_AUTO_ROWS = 1000
 MODES = ("train", "valid", "test")
 
 
@@ -101,7 +101,7 @@ def probe_rows(dataset_dir: Path | str, task: str, folders: list[str], *, cv: in
     first = next(iter(loaded.values()))
     multilabel = bool(first["train"].manifest.get("multilabel"))
     valid_rows = first["valid"].features.shape[0]
-    folds = cv if cv is not None else (5 if valid_rows < CV_AUTO_ROWS else 0)
+    folds = folds_for(cv, valid_rows, first["train"].features.shape[0])
     if folds:
         log.info("choosing C by %d-fold cross-validation on train (valid has %d rows; kept as a check)", folds, valid_rows)
     setup = {"cv": folds, "selection_metric": selection_metric(multilabel), "multilabel": multilabel, "valid_rows": valid_rows}

@@ -60,6 +60,7 @@ RUNS_COLUMNS = [
     "test_wf1",
     "test_macro_f1",
     "test_micro_f1",
+    "ensemble_test",
     "run_dir",
 ]
 
@@ -271,11 +272,14 @@ def finish_run(
     settings: dict,
     seconds: float | None = None,
     extra: dict | None = None,
+    ensemble: dict | None = None,
 ) -> dict:
     """Everything a training script writes once its seeds are done (fusion, fine-tuning, TF-IDF):
     results.json (per seed and mean/std, the best seed on validation), curves.png, the best seed's
     label report on test (valid without test), the row in `out`/runs.csv, and the summary log lines.
-    `labels` maps each split to its label array (ids, or multi-hot rows); `extra` adds keys to results.json."""
+    `labels` maps each split to its label array (ids, or multi-hot rows); `extra` adds keys to results.json;
+    `ensemble` (`fec.train.seed_ensemble`) is kept beside the per-seed summary, labelled as such."""
+    extra = (extra or {}) | ({"ensemble": ensemble} if ensemble else {})
     payload = write_results(
         run_dir, task, results, sources=sources, multilabel=multilabel, finished=True, seconds=seconds, extra=extra
     )
@@ -284,11 +288,17 @@ def finish_run(
     write_figures(run_dir, results, best, labels, label_names, multilabel, threshold)
     best_epochs = [r.best_epoch for r in results if getattr(r, "best_epoch", None) is not None]
     row = runs_row(task, run_dir, method, recipe, settings, [r.seed for r in results], summary, best_epochs)
+    if ensemble and "test" in ensemble:
+        row["ensemble_test"] = f"{ensemble['test']['macro_f1' if multilabel else 'acc']:.2f}"
     table = append_run_row(out, row)
     split = "test" if "test" in summary else "valid"
     timing = f", {seconds:.0f}s" if seconds is not None else ""
     seeds = f"{len(results)} seed{'s' if len(results) > 1 else ''}{timing}"
     log.info("%s %s (%s): %s", task, split, seeds, format_summary(summary[split]))
+    if ensemble:
+        shown = {k: {"mean": v, "std": None} for k, v in ensemble[split].items() if not isinstance(v, dict)}
+        log.info("%s %s, ensemble of the %d seeds (mean probabilities; not a single model): %s", task, split,
+                 len(results), format_summary(shown))  # fmt: skip
     if multilabel and split == "valid" and threshold is None:
         log.info(
             "%s valid at threshold 0.5 (not tuned on the split it scores): %s", task, format_summary(summary["valid_at_0.5"])

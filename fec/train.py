@@ -56,6 +56,7 @@ class TrainConfig:
     raw_inputs: str = "decoder"  # "all": the encoder vectors reach the MLP directly too (not published)
     eval_batch_size: int = 2048
     threshold: float | None = None  # multi-label only: None = per-label thresholds tuned on validation
+    cv: int | None = None  # K-fold CV on train picks epochs (and thresholds); None = 5 when valid has < CV_AUTO_ROWS rows
 
 
 @dataclass
@@ -70,17 +71,24 @@ class SeedResult:
     state_dict: dict | None = None
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # split -> predicted ids (multi-hot rows when multi-label)
     thresholds: list[float] | None = None  # multi-label: the per-label decision thresholds used for valid/test
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)  # split -> (N, C) softmax / sigmoid outputs
     valid_at_05: dict | None = None  # multi-label: validation metrics at the global threshold 0.5, for comparison
     pn_saturated: float | None = None  # fusion: % of pooled values on valid with |value| > SATURATION_LEVEL
     # Single-label main.py runs: the best validation loss was no lower than guessing the train label
     # frequencies (`at_chance`); report.py counts these, since a mean over such seeds hides two outcomes.
     at_chance: bool | None = None
+    cv: dict | None = None  # selected by K-fold CV on train: folds, each fold's best epoch, out-of-fold metrics
+
+    @property
+    def cv_metrics(self) -> dict | None:
+        return self.cv["oof"] if self.cv else None
 
     def summary(self) -> dict:
         out = asdict(self)
         out.pop("state_dict")
         out.pop("predictions")
-        for key in ("thresholds", "valid_at_05", "pn_saturated", "at_chance"):  # absent where they do not apply
+        out.pop("probabilities")
+        for key in ("thresholds", "valid_at_05", "pn_saturated", "at_chance", "cv"):  # absent where they do not apply
             if out[key] is None:
                 out.pop(key)
         return out
@@ -188,8 +196,11 @@ def evaluate(
     return {"loss": loss, **classification_metrics(split.labels.cpu().numpy(), preds)}
 
 
-def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.device | str = "cpu") -> SeedResult:
-    """Train one seeded run; `data` should already be on `device`."""
+def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.device | str = "cpu", *, keep_last: bool = False,
+               thresholds: np.ndarray | None = None) -> SeedResult:  # fmt: skip
+    """Train one seeded run; `data` should already be on `device`. `keep_last` trains exactly
+    `cfg.epochs` epochs and keeps the last state (the epoch count was chosen elsewhere, by
+    cross-validation); multi-label `thresholds` given are used instead of tuning them on valid."""
     generator = seed_everything(seed)
     if torch.device(device).type == "cpu":
         keep_freed_memory()  # no page faults on each step's fresh gradient buffers (fec/allocator.py)
@@ -209,7 +220,7 @@ def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.devi
         epoch_start = time.perf_counter()
         train_metrics = train_epoch(model, optimizer, data, cfg, generator, global_threshold, device)
         valid_metrics = evaluate(model, valid, cfg.eval_batch_size, multilabel=multilabel, thresholds=global_threshold)
-        improved = False
+        improved = keep_last
         if valid_metrics["loss"] < best_loss:
             best_loss, improved = valid_metrics["loss"], True
         if valid_metrics[select] > best_score:
@@ -222,19 +233,50 @@ def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.devi
         seconds = round(time.perf_counter() - epoch_start, 3)
         history.append({"epoch": epoch, "train": train_metrics, "valid": valid_metrics, "improved": improved, "seconds": seconds})
         log_epoch(seed, epoch, train_metrics, valid_metrics, improved, seconds, multilabel)
-        if stale >= cfg.early_stop:
+        if stale >= cfg.early_stop and not keep_last:
             log.info("seed %d: early stop after %d epochs without improvement", seed, stale)
             break
     train_seconds = round(time.perf_counter() - started, 2)
     model.load_state_dict(best_state)
     if multilabel:
-        return finish_multilabel(model, data, cfg, seed, best_epoch, history, train_seconds, best_state)
+        return finish_multilabel(model, data, cfg, seed, best_epoch, history, train_seconds, best_state, thresholds)
     predictions: dict[str, np.ndarray] = {}
     valid_best = evaluate(model, valid, cfg.eval_batch_size, predictions, "valid")
     test = evaluate(model, data.splits["test"], cfg.eval_batch_size, predictions, "test") if "test" in data.splits else None
     saturated = pooled_saturation(model, valid, cfg.eval_batch_size)
     return SeedResult(seed, best_epoch, len(history), valid_best, test, train_seconds, history, best_state, predictions,
-                      pn_saturated=saturated)  # fmt: skip
+                      pn_saturated=saturated, probabilities=split_probabilities(model, data, cfg))  # fmt: skip
+
+
+def split_probabilities(model: DownstreamModel, data: FusionData, cfg: TrainConfig) -> dict[str, np.ndarray]:
+    """The selected state's probabilities on valid and test, for the seed ensemble."""
+    squash = torch.sigmoid if data.multilabel else (lambda z: torch.softmax(z, dim=1))
+    return {
+        name: squash(predict_logits(model, data.splits[name], cfg.eval_batch_size).float()).cpu().numpy()
+        for name in ("valid", "test")
+        if name in data.splits
+    }
+
+
+def seed_ensemble(results: list[SeedResult], labels: dict[str, np.ndarray], multilabel: bool,
+                  threshold: float | None = None) -> dict | None:  # fmt: skip
+    """Metrics of the mean of the seeds' probabilities (not a single model: every seed is needed
+    to predict). Multi-label thresholds are tuned on the ensemble's valid probabilities unless a
+    global `threshold` is set. None for fewer than two seeds."""
+    if len(results) < 2:
+        return None
+    probs = {name: np.mean([r.probabilities[name] for r in results], axis=0) for name in results[0].probabilities}
+    out: dict = {"seeds": [r.seed for r in results], "rule": "mean of the seeds' probabilities"}
+    if multilabel:
+        width = probs["valid"].shape[1]
+        cut = tune_thresholds(labels["valid"], probs["valid"]) if threshold is None else np.full(width, threshold)
+        out["thresholds"] = [float(t) for t in cut]
+        for name, p in probs.items():
+            out[name] = multilabel_metrics(labels[name], (p >= cut).astype(np.int64))
+    else:
+        for name, p in probs.items():
+            out[name] = classification_metrics(labels[name], p.argmax(axis=1))
+    return out
 
 
 def train_epoch(model: DownstreamModel, optimizer, data: FusionData, cfg: TrainConfig, generator: torch.Generator,
@@ -287,12 +329,15 @@ def finish_multilabel(
     history: list[dict],
     train_seconds: float,
     best_state: dict,
+    chosen: np.ndarray | None = None,
 ) -> SeedResult:
     """Thresholds for the selected state (tuned on validation, or the global one), then valid and test once."""
     valid = data.splits["valid"]
     probs = torch.sigmoid(predict_logits(model, valid, cfg.eval_batch_size).float()).cpu().numpy()
     labels = valid.labels.cpu().numpy()
-    if cfg.threshold is None:
+    if chosen is not None:
+        thresholds = np.asarray(chosen)
+    elif cfg.threshold is None:
         thresholds = tune_thresholds(labels, probs)
     else:
         thresholds = np.full(len(data.label_names), float(cfg.threshold))
@@ -326,4 +371,5 @@ def finish_multilabel(
         thresholds=[float(t) for t in thresholds],
         valid_at_05=valid_at_05,
         pn_saturated=pooled_saturation(model, valid, cfg.eval_batch_size),
+        probabilities=split_probabilities(model, data, cfg),
     )

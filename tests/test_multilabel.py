@@ -247,3 +247,18 @@ def test_runs_table_written_before_the_new_columns_is_upgraded_in_place(tmp_path
     assert list(rows[0]) == RUNS_COLUMNS + [c for c in old if c not in RUNS_COLUMNS]  # old columns kept, after
     assert {k: rows[0][k] for k in old} == {k: f"v{i}" for i, k in enumerate(old)} and rows[0]["test_micro_f1"] == ""
     assert rows[1]["task"] == "new" and rows[1]["test_micro_f1"] == "1.00"
+
+
+def test_cross_validation_picks_epochs_and_thresholds_out_of_fold(ml_store, tmp_path):
+    out = tmp_path / "Logs"
+    assert run_main(ml_store[1], out, "-cv", "3", "-epochs", "6", "-seeds", "0") == 0
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    seed = json.loads((run / "results.json").read_text())["seeds"][0]
+    cv = seed["cv"]
+    assert cv["folds"] == 3 and len(cv["fold_best_epochs"]) == 3
+    assert cv["epochs_used"] == int(np.median(cv["fold_best_epochs"])) and seed["epochs_run"] == cv["epochs_used"]
+    assert 0 <= cv["oof"]["macro_f1"] <= 100
+    summary = json.loads((run / "results.json").read_text())["summary"]
+    assert set(summary) >= {"cv", "valid"}  # the cross-validated figure beside valid, kept as a check
+    spec = json.loads((run / "model.json").read_text())
+    assert spec["thresholds"]["0"] == seed["thresholds"]  # tuned out of fold, saved for predict.py

@@ -72,6 +72,27 @@ def test_api_matches_the_evaluation_path_on_the_same_rows(toy_run, toy_store):
     assert clf.seed == best
 
 
+def test_the_seed_ensemble_is_the_mean_of_the_seeds_probabilities(toy_run, toy_store):
+    data_dir, dataset_dir = toy_store
+    texts = pd.read_csv(data_dir / "toy" / "test.csv")["text"].tolist()
+    ensemble = EmotionClassifier.load(toy_run, device="cpu", ensemble=True)
+    assert ensemble.seeds == [0, 1] and ensemble.seed is None
+    singles = [EmotionClassifier.load(toy_run, seed=s, device="cpu").predict_proba(texts) for s in (0, 1)]
+    np.testing.assert_allclose(ensemble.predict_proba(texts), np.mean(singles, axis=0), atol=1e-6)
+    # The run's reported ensemble is the same rule applied to the stored test features.
+    data = load_fusion_data(dataset_dir, "toy", ["llama", "bert", "roberta"])
+    stored = np.mean([torch.softmax(predict_logits(h, data.splits["test"], 64), dim=1).numpy() for h in ensemble.heads], axis=0)
+    reported = json.loads((toy_run / "results.json").read_text())["ensemble"]
+    assert reported["seeds"] == [0, 1]
+    accuracy = 100 * float((stored.argmax(axis=1) == data.splits["test"].labels.numpy()).mean())
+    assert reported["test"]["acc"] == pytest.approx(accuracy)
+
+
+def test_ensemble_with_a_seed_is_refused(toy_run, capsys):
+    assert predict_script.main(["-run", str(toy_run), "-text", "so happy", "-ensemble", "-seed", "0", "-device", "cpu"]) == 2
+    assert "-ensemble and -seed 0" in capsys.readouterr().err
+
+
 def test_predict_prints_named_labels_with_probabilities(toy_run, capsys):
     assert predict_script.main(["-run", str(toy_run), "-device", "cpu", "-text", "so happy and glad", "-json", "-topk", "3"]) == 0
     (line,) = capsys.readouterr().out.strip().splitlines()

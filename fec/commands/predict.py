@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         *flag("seed"), type=non_negative_int, default=None, help="which seed's checkpoint (default: the best on validation)"
     )
+    parser.add_argument(
+        *flag("ensemble"),
+        action="store_true",
+        help="average the probabilities of every seed of the run (an ensemble, not a single model; results.json reports "
+        "its test metrics beside the seeds' mean±std)",
+    )
     parser.add_argument(*flag("batch_size"), type=positive_int, default=64, help="texts per backbone batch")
     parser.add_argument(
         *flag("model"),
@@ -121,6 +127,8 @@ def check_combination(args: argparse.Namespace) -> None:
     """Options that would be silently ignored, or would overwrite the input, are refused."""
     if args.input and args.text:
         raise UsageError("-text and -input: give the texts one way (the -input file, or -text)")
+    if args.ensemble and args.seed is not None:
+        raise UsageError(f"-ensemble and -seed {args.seed}: the ensemble uses every seed; drop one of them")
     if args.json and args.output:
         raise UsageError("-json and -output: -output writes CSV; drop one of them")
     if args.input and args.output and Path(args.output).resolve() == Path(args.input).resolve():
@@ -134,7 +142,7 @@ def run(args: argparse.Namespace) -> None:
     labels = read_run_spec(args.run)["label_names"]
     if args.topk > len(labels):
         raise RunError(f"-topk {args.topk}: the run has {len(labels)} labels")
-    clf = EmotionClassifier.load(args.run, seed=args.seed, device=args.device, models=models)
+    clf = EmotionClassifier.load(args.run, seed=args.seed, device=args.device, models=models, ensemble=args.ensemble)
     probs = clf.predict_proba(texts, batch_size=args.batch_size)
     predictions = clf.rank(probs, topk=args.topk)
     if args.output:

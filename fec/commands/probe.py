@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         *flag("cv"),
         type=non_negative_int,
         default=None,
-        help="choose C by K-fold cross-validation on train (0 = on valid; default: 5 when valid has under 1000 rows)",
+        help="choose C by K-fold cross-validation on train (0 = on valid; default: 5 when valid has under 1000 rows and "
+        "under a tenth of train's)",
     )
     parser.add_argument(*flag("seed"), type=non_negative_int, default=0, help="seed of the cross-validation folds")
     parser.add_argument(*flag("out"), default="Logs", help="where the probe folder is created")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from fec.backbones import ModelError, pick_device
 from fec.cli import run_script
+from fec.cross_validation import folds_for, train_seed_cv
 from fec.data import DataError
 from fec.feature_spec import FeaturePick, parse_pick
 from fec.fusion import PN_FORMS, RAW_INPUTS
@@ -39,6 +40,7 @@ from fec.options import (
     dropout_rate,
     existing_file,
     flag,
+    non_negative_int,
     positive_float,
     positive_int,
     probability,
@@ -49,7 +51,7 @@ from fec.provenance import provenance
 from fec.recipe import recipe_defaults, resolve_training, training_folders
 from fec.runlog import finish_run, run_folder, save_checkpoint, write_json, write_results
 from fec.store import StoreError
-from fec.train import SATURATION_LEVEL, TrainConfig, at_chance, build_model, prior_entropy, train_seed
+from fec.train import SATURATION_LEVEL, TrainConfig, at_chance, build_model, prior_entropy, seed_ensemble, train_seed
 
 log = logging.getLogger("fec.main")
 
@@ -81,6 +83,12 @@ TRAIN_OPTIONS = {
         "encoder vector",
     ),
     "eval_batch_size": dict(type=positive_int, help="batch size for validation/test passes"),
+    "cv": dict(
+        type=non_negative_int,
+        help="choose the epoch count (and multi-label thresholds) by K-fold cross-validation on train, then train on all "
+        "of train; 0 = select on valid (default: 5 folds when valid has under 1000 rows and under a tenth of train's; "
+        "valid is then kept as a check)",
+    ),
     "threshold": dict(
         type=probability,
         help="multi-label tasks: one global decision threshold on the sigmoid outputs (e.g. 0.5); default: one "
@@ -172,7 +180,13 @@ def run(args: argparse.Namespace) -> dict:
                             picks=picks)  # fmt: skip
     if args.threshold is not None and not data.multilabel:
         log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.task)
-    cfg = config_from(TrainConfig, args, threshold=args.threshold if data.multilabel else None)
+    folds = folds_for(args.cv, len(data.splits["valid"]), len(data.splits["train"]))
+    if folds == 1 or folds > len(data.splits["train"]):
+        raise UsageError(f"--cv {folds}: give 0 (select on valid) or 2 to {len(data.splits['train'])} folds")
+    if folds and args.cv is None:
+        log.info("valid has %d rows: selecting by %d-fold cross-validation on train (--cv 0 to select on valid)",
+                 len(data.splits["valid"]), folds)  # fmt: skip
+    cfg = config_from(TrainConfig, args, threshold=args.threshold if data.multilabel else None, cv=folds)
     template = build_model(data, cfg)  # a bad combination fails here, before the run folder exists
     with run_folder(args.out, args.task) as run_dir:
         return train_run(args, run_dir, data, cfg, template, seeds, recipe, slot_dirs, device)
@@ -221,7 +235,7 @@ def train_run(args: argparse.Namespace, run_dir: Path, data: FusionData, cfg: Tr
     chance_loss = None if data.multilabel else prior_entropy(data.splits["train"].labels)
     results = []
     for seed in seeds:
-        result = train_seed(data, cfg, seed, device)
+        result = train_seed_cv(data, cfg, seed, device) if cfg.cv else train_seed(data, cfg, seed, device)
         save_checkpoint(run_dir, seed, result.state_dict)
         if data.multilabel:
             # Thresholds belong to the checkpoint they were tuned for: predict.py reads them from here.
@@ -234,11 +248,16 @@ def train_run(args: argparse.Namespace, run_dir: Path, data: FusionData, cfg: Tr
         write_results(run_dir, data.task, results, sources=data.sources, multilabel=data.multilabel, finished=False)
     settings = {"sources": "+".join(data.sources), **({"features": " ".join(p["pick"] for p in data.picks.values())}
                                                       if data.picks else {}), "norm": cfg.norm, "pn": cfg.pn, "sigma": cfg.sigma,
+                **({"selection": f"cv{cfg.cv}"} if cfg.cv else {}),
                 "raw_inputs": template.config["raw_inputs"], "lr": cfg.lr, "batch_size": cfg.batch_size}  # fmt: skip
     labels = {m: s.labels.cpu().numpy() for m, s in data.splits.items()}
+    ensemble = seed_ensemble(results, labels, data.multilabel, cfg.threshold)
+    if ensemble and data.multilabel:
+        model_spec["ensemble_thresholds"] = ensemble["thresholds"]
+        write_json(run_dir / "model.json", model_spec)
     return finish_run(run_dir, args.out, data.task, results, sources=data.sources, labels=labels,
                       label_names=data.label_names, multilabel=data.multilabel, threshold=cfg.threshold, method="fusion",
-                      recipe=recipe, settings=settings)  # fmt: skip
+                      recipe=recipe, settings=settings, ensemble=ensemble)  # fmt: skip
 
 
 def model_record(data: FusionData, cfg: TrainConfig, template, recipe: str, slot_dirs: dict[str, str]) -> dict:
