@@ -206,6 +206,9 @@ class FeaturePick:
     def text(self) -> str:
         return f"{self.slot}:{self.pooling}:{self.layers.text}" + (f"@{self.folder}" if self.folder else "")
 
+    def __str__(self) -> str:  # how config.json and report.py's commands show it
+        return self.text
+
     def select(self, features, manifest: dict):
         """(N, k, H) float32 of the chosen pooling and layers from a variant's (N, P, L, H) features."""
         where = manifest.get("store_dir", "?")

@@ -54,6 +54,7 @@ RUN_ONLY = {
     "eval_batch_size",
     "compat",
     "threads",
+    "recipe",  # the file's values are in the run's options already
 }
 # Option names a run's config.json may hold from before they were renamed, and their old values.
 RENAMED = {"dataset": "task", "precision": "dtype"}
@@ -82,6 +83,7 @@ class Run:
     seeds: dict[int, dict]
     finished: bool = True
     failure: str | None = None  # the error it stopped on (failed.json); its finished seeds still count
+    ensemble: dict | None = None  # results.json's seed ensemble (mean of the seeds' probabilities)
 
     @property
     def label(self) -> str:
@@ -104,6 +106,13 @@ class Row:
     stats: dict[str, dict[str, float | None]]  # metric -> {"mean", "std"}, as fec.train.summarise gives
     runs: list[str] = field(default_factory=list)
     chance_flags: list[bool | None] = field(default_factory=list)  # per seed; None where the run did not record it
+    cv: dict[str, dict[str, float | None]] | None = None  # out-of-fold metrics mean±std, when selected by CV
+    ensemble: dict | None = None  # one run's seed ensemble over exactly these seeds (not a single model)
+
+    def ensemble_cell(self, metric: str) -> str:
+        if not self.ensemble or self.split not in self.ensemble or metric not in self.ensemble[self.split]:
+            return ""
+        return f"{self.ensemble[self.split][metric]:.2f}"
 
     def at_chance_cell(self) -> str:
         """`2/5`: two of five seeds at chance; `1/3 (2 unknown)` where older runs did not say; `–` when none did."""
@@ -179,7 +188,8 @@ def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
     seeds = {int(entry["seed"]): entry for entry in results.get("seeds", [])}
     # Written after every seed; results.json files older than that flag exist only for finished runs.
     finished = results.get("finished", True)
-    return Run(folder, task, config.get("created", ""), command, features, key, seeds, finished, failed)
+    return Run(folder, task, config.get("created", ""), command, features, key, seeds, finished, failed,
+               results.get("ensemble"))  # fmt: skip
 
 
 def find_runs(paths: list[Path], defaults: dict[str, dict], task: str | None = None) -> list[Run]:
@@ -236,6 +246,11 @@ def pool(runs: list[Run]) -> list[Row]:
         metrics = SINGLE_LABEL_METRICS if "wf1" in entries[0][split] else MULTILABEL_METRICS
         first = members[0]
         used = sorted({chosen[seed][0].label for seed in chosen})
+        cv = None
+        if all(entry.get("cv") for entry in entries):
+            cv = {m: mean_std_stats([entry["cv"]["oof"][m] for entry in entries]) for m in metrics}
+        # An ensemble is one run's: shown only when that run's seeds are exactly the row's.
+        ensemble = next((r.ensemble for r in members if r.ensemble and r.ensemble.get("seeds") == sorted(chosen)), None)
         rows.append(
             Row(
                 first.task,
@@ -246,16 +261,27 @@ def pool(runs: list[Run]) -> list[Row]:
                 {m: mean_std_stats([entry[split][m] for entry in entries]) for m in metrics},
                 used,
                 [entry.get("at_chance") for entry in entries],
+                cv,
+                ensemble,
             )
         )
     return sorted(rows, key=lambda row: row.task)  # stable: recipes of a task stay in the order they first ran
 
 
+def headline(rows: list[Row]) -> str:
+    """The metric the extra columns show: accuracy, or macro-F1 for multi-label rows only."""
+    return "acc" if any("acc" in row.stats for row in rows) else "macro_f1"
+
+
 def format_markdown(rows: list[Row]) -> str:
     metrics = [m for m in METRIC_NAMES if any(m in row.stats for row in rows)]
-    header = ["task", "command", "features", "seeds", "split", *(METRIC_NAMES[m] for m in metrics), "at chance", "runs"]
+    key = headline(rows)
+    with_cv, with_ensemble = any(row.cv for row in rows), any(row.ensemble for row in rows)
+    header = ["task", "command", "features", "seeds", "split", *(METRIC_NAMES[m] for m in metrics)]
+    header += [f"cv {METRIC_NAMES[key]}"] * with_cv + [f"ensemble {METRIC_NAMES[key]}"] * with_ensemble + ["at chance", "runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
+        extra = [mean_std_cell((row.cv or {}).get(key))] * with_cv + [row.ensemble_cell(key)] * with_ensemble
         cells = [
             row.task,
             f"`{row.command}`",
@@ -263,6 +289,7 @@ def format_markdown(rows: list[Row]) -> str:
             " ".join(map(str, row.seeds)),
             row.split,
             *(mean_std_cell(row.stats.get(m)) for m in metrics),
+            *extra,
             row.at_chance_cell(),
             " ".join(row.runs),
         ]

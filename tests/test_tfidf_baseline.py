@@ -35,11 +35,14 @@ def test_learns_the_toy_task_and_writes_the_run_folder_every_trainer_writes(tfid
     assert set(test) == {"acc", "wf1", "macro_f1"} and test["acc"]["std"] is not None
     config = json.loads((run_dir / "config.json").read_text())
     assert config["args"]["seeds"] == [0, 1] and "git_sha" in config and config["rows"]["test"] == 30
+    # Words and character n-grams inside word boundaries, as a union.
+    assert config["vectorizer"]["analyzer"] == "word+char" and config["vectorizer"]["char_ngram_range"] == [2, 5]
 
 
 def test_c_is_chosen_on_valid_and_later_seeds_reuse_the_fits(tfidf_run):
     first, second = json.loads((tfidf_run[1] / "results.json").read_text())["seeds"]
-    assert [g["C"] for g in first["grid"]] == [0.5, 1.0, 2.0, 4.0, 8.0] and first["C"] in (0.5, 1.0, 2.0, 4.0, 8.0)
+    grid = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    assert [g["C"] for g in first["grid"]] == grid and first["C"] in grid
     assert all(g["converged"] for g in first["grid"])
     # lbfgs ignores the seed: seed 1 reuses seed 0's fits
     assert all(g["reused_from_seed"] == 0 for g in second["grid"]) and second["test"] == first["test"]
@@ -80,3 +83,16 @@ def test_missing_task_is_a_one_line_error(tmp_path, capsys):
     assert main(["-dataset", "nope", "-data_dir", str(tmp_path), "-out", str(tmp_path / "Logs")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "train.csv: file not found" in err
+
+
+def test_character_ngrams_add_features_beside_the_words(tmp_path):
+    from fec.data import load_splits
+    from fec.tfidf import vectorize
+
+    splits = load_splits(write_task(tmp_path / "data"), "toy", ["train", "valid"])
+    words, word_vocabulary = vectorize(splits, 2, 2, None, analyzer="word")
+    both, vocabulary = vectorize(splits, 2, 2, None, analyzer="word+char")
+    assert vocabulary > word_vocabulary and both["train"].shape[1] == vocabulary
+    # The word block is the same; each block is L2-normalised on its own, so a row's norm is sqrt(2).
+    assert (both["train"][:, :word_vocabulary] != words["train"]).nnz == 0
+    assert abs(both["valid"][0].multiply(both["valid"][0]).sum() - 2.0) < 1e-9
