@@ -914,12 +914,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="--llama7b-random: texts for the published recipe on the same random model (0: skip)",
     )
     parser.add_argument(
+        "--all_layers",
+        action="store_true",
+        help="every-layer extraction against the published last 5 on the llama slot, with GFLOP/s against this CPU's "
+        "matmul peak (bench/layer_cost.py)",
+    )
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="--all_layers: the model's dtype")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="--all_layers: interleaved timed rounds")
+    parser.add_argument("--peak_size", type=positive_int, default=1024, help="--all_layers: matmul size for the peak")
+    parser.add_argument(
         "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice, one per core)"
     )
     parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--worker", nargs=2, metavar=("SLOT", "RECIPE"), help=argparse.SUPPRESS)
     parser.add_argument("--model_path", help=argparse.SUPPRESS)
     return parser
+
+
+def all_layers_main(args: argparse.Namespace) -> int:
+    """--all_layers: bench/layer_cost.py on the llama slot's model."""
+    from bench import layer_cost
+
+    texts = sample_texts(args.data_dir, args.task or "ED", args.split, args.n or 256, args.seed)
+    with tempfile.TemporaryDirectory() as tiny_root:
+        models, _, _ = choose_models(args, texts, Path(tiny_root))
+        report = layer_cost.measure(models["llama"], texts, getattr(torch, args.dtype), args.repeats, args.peak_size)
+    report |= {"machine": machine(torch.device("cpu")), **provenance()}
+    print(layer_cost.format_report(report), end="")
+    if args.results:
+        atomic_write_text(Path(args.results), json.dumps(report, indent=2) + "\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -936,6 +960,8 @@ def run(args: argparse.Namespace) -> int:
         return worker_main(args)
     if args.llama7b_random:
         return scale_main(args)
+    if args.all_layers:
+        return all_layers_main(args)
     args.n = args.n or 512
     return extraction_main(args)
 

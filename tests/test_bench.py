@@ -241,3 +241,17 @@ def test_train_speed_synthetic_features_have_the_published_shapes_and_dtypes():
     assert llama.shape == (8, 5, 4096) and llama.dtype == torch.float16
     assert bert.shape == roberta.shape == (8, 1024) and bert.dtype == torch.float32
     assert data["valid"][1].shape == data["test"][1].shape == (2,) and int(labels.max()) < 32
+
+
+def test_all_layers_bench_times_every_variant_against_last5_and_the_matmul_peak(data_dir, tmp_path, capsys):
+    out = tmp_path / "layers.json"
+    argv = ["--all_layers", "--tiny", "--n", "16", "--repeats", "1", "--peak_size", "64", "--threads", "1",
+            "--data_dir", str(data_dir), "--task", "toy", "--results", str(out)]  # fmt: skip
+    assert extract_speed.main(argv) == 0
+    printed = capsys.readouterr().out
+    for name in ("| last5 |", "| all_mean |", "| all_mean_last |", "matmul peak here: bfloat16"):
+        assert name in printed
+    report = json.loads(out.read_text())
+    assert report["variants"]["last5"]["speed_vs_last5"] == 1.0
+    assert all(v["gflops"] > 0 and v["texts_per_s"] > 0 for v in report["variants"].values())
+    assert report["real_tokens"] > 16 and set(report["matmul_peak_gflops"]) == {"bfloat16", "float32"}
