@@ -299,7 +299,7 @@ def finish_run(
         shown = {k: {"mean": v, "std": None} for k, v in ensemble[split].items() if not isinstance(v, dict)}
         log.info("%s %s, ensemble of the %d seeds (mean probabilities; not a single model): %s", task, split,
                  len(results), format_summary(shown))  # fmt: skip
-    if multilabel and split == "valid" and threshold is None:
+    if multilabel and split == "valid" and threshold is None and "valid_at_0.5" in summary:
         log.info(
             "%s valid at threshold 0.5 (not tuned on the split it scores): %s", task, format_summary(summary["valid_at_0.5"])
         )

@@ -24,10 +24,11 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import FeatureUnion
 
 from fec.data import DataError
-from fec.metrics import classification_metrics
+from fec.metrics import classification_metrics, multilabel_metrics, tune_thresholds
 
 log = logging.getLogger("fec.tfidf")
 
@@ -47,11 +48,18 @@ class BaselineSeedResult:
     n_iter: int
     grid: list[dict] = field(default_factory=list)
     predictions: dict = field(default_factory=dict)  # split -> predicted ids of the chosen C
+    thresholds: list[float] | None = None  # multi-label: per-label thresholds, tuned out of fold
+    cv: dict | None = None  # multi-label: how C was chosen by cross-validation on train
     best_epoch = None  # no epochs: one fit per C
     history: tuple = ()
 
+    @property
+    def cv_metrics(self) -> dict | None:
+        return self.cv["oof"] if self.cv else None
+
     def summary(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "predictions"}
+        out = {k: v for k, v in asdict(self).items() if k != "predictions"}
+        return {k: v for k, v in out.items() if v is not None or k not in ("thresholds", "cv")}
 
 
 def fit_logreg(x, y, C: float, seed: int, max_iter: int) -> tuple[LogisticRegression, bool]:
@@ -115,6 +123,44 @@ def run_seed(features: dict, labels: dict, grid: list[float], seed: int, max_ite
 
 
 ANALYZERS = ("word", "word+char")
+
+
+def run_multilabel_seed(features: dict, labels: dict, grid: list[float], seed: int, max_iter: int,
+                        folds: int = 5) -> BaselineSeedResult:  # fmt: skip
+    """Multi-label: one-vs-rest logistic regressions. C and the per-label thresholds are chosen by
+    `folds`-fold cross-validation on train (out-of-fold probabilities, macro-F1), since a small
+    valid split overfits; then the model is fitted on all of train, valid is scored as a check and
+    test, when present, once."""
+    started = time.perf_counter()
+    x, y = features["train"], np.asarray(labels["train"])
+    assignment = np.random.default_rng(seed).permutation(x.shape[0]) % folds
+    tried, best = [], None
+    for C in grid:
+        oof = np.zeros(y.shape, dtype=np.float64)
+        for fold in range(folds):
+            held = assignment == fold
+            oof[held] = fit_one_vs_rest(x[~held], y[~held], C, seed, max_iter).predict_proba(x[held])
+        thresholds = tune_thresholds(y, oof)
+        metrics = multilabel_metrics(y, (oof >= thresholds).astype(np.int64))
+        tried.append({"C": C, "cv": metrics})
+        log.info("seed %d C=%-5g | %d-fold CV macro-F1 %.2f micro-F1 %.2f", seed, C, folds, metrics["macro_f1"],
+                 metrics["micro_f1"])  # fmt: skip
+        if best is None or metrics["macro_f1"] > best[1]["macro_f1"]:
+            best = (C, metrics, thresholds)
+    C, oof_metrics, thresholds = best
+    model = fit_one_vs_rest(x, y, C, seed, max_iter)
+    predictions = {m: (model.predict_proba(features[m]) >= thresholds).astype(np.int64) for m in features if m != "train"}
+    valid = multilabel_metrics(labels["valid"], predictions["valid"])
+    test = multilabel_metrics(labels["test"], predictions["test"]) if "test" in predictions else None
+    return BaselineSeedResult(seed, C, valid, test, round(time.perf_counter() - started, 2), max_iter, tried, predictions,
+                              [float(t) for t in thresholds], {"folds": folds, "oof": oof_metrics})  # fmt: skip
+
+
+def fit_one_vs_rest(x, y, C: float, seed: int, max_iter: int) -> OneVsRestClassifier:
+    model = OneVsRestClassifier(LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter, random_state=seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(x, y)
 
 
 def vectorize(splits: dict, ngram_max: int, min_df: int, max_features: int | None, analyzer: str = "word+char",

@@ -6,7 +6,6 @@ import csv
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from helpers import only_run, write_task
 
@@ -67,16 +66,18 @@ def test_without_test_split_reports_validation_only(data_dir, tmp_path):
     assert row["test_acc"] == "" and row["valid_wf1"] != ""
 
 
-def test_multilabel_task_is_a_one_line_error(tmp_path, capsys):
-    folder = tmp_path / "data" / "multi"
-    folder.mkdir(parents=True)
-    frame = pd.DataFrame({"id": [1, 2, 3], "text": ["so happy", "so sad", "calm day"], "joy": [1, 0, 0], "sadness": [0, 1, 0]})
-    for mode in ("train", "valid"):
-        frame.to_csv(folder / f"{mode}.csv", index=False)
-    assert main(["-dataset", "multi", "-data_dir", str(tmp_path / "data"), "-out", str(tmp_path / "Logs")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "multi-label" in err and "\n" not in err
-    assert not (tmp_path / "Logs").exists()
+def test_a_multilabel_task_chooses_c_and_thresholds_by_cross_validation(tmp_path):
+    from test_multilabel import write_multilabel_task
+
+    data_dir = write_multilabel_task(tmp_path / "data")
+    out = tmp_path / "Logs"
+    assert main(["-dataset", "ml", "-data_dir", str(data_dir), "-out", str(out), "-cv", "3", "-C_grid", "1", "8"]) == 0
+    results = json.loads((only_run(out) / "results.json").read_text())
+    seed = results["seeds"][0]
+    assert [g["C"] for g in seed["grid"]] == [1.0, 8.0] and seed["cv"]["folds"] == 3 and len(seed["thresholds"]) == 3
+    assert results["summary"]["cv"]["macro_f1"]["mean"] > 60 and "micro_f1" in results["summary"]["valid"]
+    (row,) = csv.DictReader(open(out / "runs.csv"))
+    assert "selection=cv3" in row["settings"] and row["valid_macro_f1"] != ""
 
 
 def test_missing_task_is_a_one_line_error(tmp_path, capsys):

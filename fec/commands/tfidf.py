@@ -6,8 +6,9 @@ point of comparison for the fusion classifier.
     python baselines/tfidf.py --task ED --C 2 --ngram_max 1  # fixed C, unigrams only
     python baselines/tfidf.py --task ED --analyzer word      # word n-grams only, no character n-grams
 
-Reads data/{task}/{train,valid,test}.csv through `fec.data` (any single-label task; a task without
-test.csv reports validation only) and writes a run folder Logs/{task}_tfidf_{stamp}/ (config.json,
+Reads data/{task}/{train,valid,test}.csv through `fec.data` (a task without test.csv reports
+validation only; a multi-label task gets one-vs-rest regressions with C and per-label thresholds
+chosen by --cv-fold cross-validation on train) and writes a run folder Logs/{task}_tfidf_{stamp}/ (config.json,
 train.log, results.json, per_label.csv, confusion.png) and a `runs.csv` row (method `tfidf`), as
 every trainer does. Fits run on one BLAS/OpenMP thread by default (`--threads`): these small sparse
 fits do not gain from more, and on a busy machine extra threads only spin.
@@ -38,7 +39,7 @@ from fec.options import (
 )
 from fec.provenance import provenance
 from fec.runlog import finish_run, run_folder, write_json
-from fec.tfidf import ANALYZERS, DEFAULT_C_GRID, SOURCE, run_seed, vectorize
+from fec.tfidf import ANALYZERS, DEFAULT_C_GRID, SOURCE, run_multilabel_seed, run_seed, vectorize
 
 log = logging.getLogger("fec.tfidf")
 
@@ -88,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         *flag("max_iter"), type=positive_int, default=2000, help="lbfgs iteration cap (a warning is logged if a fit stops there)"
     )
+    parser.add_argument(
+        *flag("cv"),
+        type=positive_int,
+        default=5,
+        help="multi-label tasks: folds of the cross-validation on train that chooses C and the per-label thresholds",
+    )
     parser.add_argument(*flag("threads"), type=positive_int, default=1, help="BLAS/OpenMP threads for the fits")
     return parser
 
@@ -98,11 +105,6 @@ def run(args: argparse.Namespace) -> dict:
     # train and valid are required (a missing one is a one-line DataError); test only if present.
     modes = ["train", "valid"] + (["test"] if "test" in available_modes(args.data_dir, args.task) else [])
     splits = load_splits(args.data_dir, args.task, modes)
-    if splits["train"].multilabel:
-        raise DataError(
-            f"{splits['train'].path}: multi-label task (one 0/1 column per label); "
-            "the TF-IDF baseline handles single-label tasks only"
-        )
     started = time.perf_counter()
     if args.char_ngrams[0] > args.char_ngrams[1]:
         raise UsageError(f"--char_ngrams {args.char_ngrams[0]} {args.char_ngrams[1]}: MIN must not exceed MAX")
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> dict:
 def fit_run(args: argparse.Namespace, run_dir: Path, splits: dict, features: dict, vocabulary: int, vectorizer_seconds: float,
             seeds: list[int], grid: list[float], started: float) -> dict:  # fmt: skip
     """Fit every seed on the TF-IDF features into `run_dir` and write the run's files."""
-    label_names = splits["train"].label_names
+    label_names, multilabel = splits["train"].label_names, splits["train"].multilabel
     chosen = "fixed " + str(args.C) if args.C is not None else f"from grid {grid}"
     log.info("run folder %s; seeds %s; C %s", run_dir, seeds, chosen)
     if "test" not in splits:
@@ -136,13 +138,16 @@ def fit_run(args: argparse.Namespace, run_dir: Path, splits: dict, features: dic
     labels = {mode: split.labels for mode, split in splits.items()}
     results, fits = [], {}
     for seed in seeds:
-        if fits:
+        if fits and not multilabel:
             log.info("seed %d: lbfgs does not use the seed; reusing the fits of seed %d", seed, seeds[0])
         with threadpool_limits(args.threads):
-            result = run_seed(features, labels, grid, seed, args.max_iter, fits)
+            if multilabel:
+                result = run_multilabel_seed(features, labels, grid, seed, args.max_iter, args.cv)
+            else:
+                result = run_seed(features, labels, grid, seed, args.max_iter, fits)
         shown, split = (result.test, "test") if result.test else (result.valid, "valid")
-        log.info("seed %d: C=%g | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", seed, result.C, split, shown["acc"],
-                 shown["wf1"], shown["macro_f1"], result.seconds)  # fmt: skip
+        figures = " ".join(f"{k} {shown[k]:.2f}" for k in ("acc", "wf1", "macro_f1", "micro_f1") if k in shown)
+        log.info("seed %d: C=%g | %s %s | %.1fs", seed, result.C, split, figures, result.seconds)
         results.append(result)
     extra = {"vocabulary": vocabulary, "vectorizer_seconds": vectorizer_seconds,
              "fit_seconds": round(sum(entry["fit_seconds"] for _, entry in fits.values()), 2)}  # fmt: skip
@@ -150,8 +155,10 @@ def fit_run(args: argparse.Namespace, run_dir: Path, splits: dict, features: dic
                 "min_df": args.min_df, "analyzer": args.analyzer}  # fmt: skip
     if args.analyzer == "word+char":
         settings["char_ngrams"] = "{}-{}".format(*args.char_ngrams)
+    if multilabel:
+        settings["selection"] = f"cv{args.cv}"
     return finish_run(run_dir, args.out, args.task, results, sources=[SOURCE], labels=labels, label_names=label_names,
-                      multilabel=False, threshold=None, method="tfidf", recipe="", settings=settings,
+                      multilabel=multilabel, threshold=None, method="tfidf", recipe="", settings=settings,
                       seconds=round(time.perf_counter() - started, 2), extra=extra)  # fmt: skip
 
 
