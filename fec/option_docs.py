@@ -18,6 +18,7 @@ COMMANDS = [
     ("roberta_rep_extract.py", "fec extract roberta", "fec.commands.extract", ("roberta",)),
     ("main.py", "fec train", "fec.commands.train", ()),
     ("finetune.py", "fec finetune", "fec.commands.finetune", ()),
+    ("probe.py", "fec probe", "fec.commands.probe", ()),
     ("baselines/tfidf.py", "fec tfidf", "fec.commands.tfidf", ()),
     ("predict.py", "fec predict", "fec.commands.predict", ()),
     ("explain.py", "fec explain", "fec.commands.explain", ()),
