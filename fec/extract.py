@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig
 
 from fec.backbones import (
     SLOTS,
@@ -55,6 +54,7 @@ from fec.feature_spec import FeatureSpec, spec_from_args
 from fec.features import (
     REFERENCE_PAD_TOKEN,
     NonFiniteFeaturesError,
+    check_prompts,
     extract_features,
     non_finite_message,
     pooling_used,
@@ -66,7 +66,7 @@ from fec.provenance import provenance
 from fec.recipe import extraction_dtype, extraction_quirks, resolve_extraction, store_dir_of
 from fec.scale import Ranks, rank_device, ranks_from_env
 from fec.standins import PRESETS
-from fec.store import StoreError, feature_path, manifest_path
+from fec.store import cast_for_store, feature_path, manifest_path
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def settings_of(args: argparse.Namespace, slot: str, csv_sha256: str) -> dict:
         "slot": slot,
         "model": args.model,
         "pooling": SLOTS[slot].pooling,
-        "layers": published_layers(spec),
+        "layers": spec.published_layers,
         "max_len": args.max_len,
         "dtype": args.dtype,
         "limit": args.limit,
@@ -97,13 +97,6 @@ def settings_of(args: argparse.Namespace, slot: str, csv_sha256: str) -> dict:
         # Quantised weights give different features; recorded only when used, so older stores stay valid.
         **({"load_in": args.load_in} if getattr(args, "load_in", None) else {}),
     }
-
-
-def published_layers(spec: FeatureSpec) -> int | None:
-    """The LLaMA slot's layer count for the published extraction (None for encoders and variants)."""
-    if spec.slot != "llama" or spec.is_variant:
-        return None
-    return spec.layers.count if spec.layers else 5
 
 
 def already_extracted(path: Path, settings: dict) -> bool:
@@ -144,7 +137,8 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
         raise DataError(f"{Path(args.data_dir) / args.task}: no train/valid/test CSV found (run `python prepare_data.py`)")
     splits = load_splits(args.data_dir, args.task, modes)
     resolved = resolve_model(args.model)  # a missing or broken model folder is refused before anything loads
-    check_layers(args.feature_spec, resolved, args.trust_remote_code)
+    args.feature_spec.check_layers(resolved, args.trust_remote_code)
+    check_prompts(args.feature_spec, resolved, args.max_len, args.trust_remote_code)
     if args.max_memory and not args.device_map:
         raise UsageError(f"-max_memory {args.max_memory}: applies with -device_map only (it caps each device's share)")
     placed = dict(device_map=args.device_map, max_memory=parse_max_memory(args.max_memory))
@@ -176,14 +170,6 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
 
 def store_dir(args: argparse.Namespace, slot: str) -> str:
     return args.feature_spec.store_dir(store_dir_of(slot, args.llama_pooling))
-
-
-def check_layers(spec: FeatureSpec, resolved, trust_remote_code: bool) -> None:
-    """Refuse layer indices the model does not have, from its config alone (before the weights load)."""
-    if spec.layers is None or spec.layers.every:
-        return
-    config = AutoConfig.from_pretrained(str(resolved), trust_remote_code=trust_remote_code)
-    spec.layers.resolve(int(config.num_hidden_layers) + 1)
 
 
 def splits_to_do(args: argparse.Namespace, slot: str, splits: dict[str, Split], ranks: Ranks) -> dict:
@@ -264,13 +250,13 @@ class SplitJob:
         self.started = time.perf_counter()
         self.count = len(self.split) if self.args.limit is None else min(self.args.limit, len(self.split))
         self.spec: FeatureSpec = self.args.feature_spec
-        self.layers = published_layers(self.spec)
+        self.layers = self.spec.published_layers
         self.chunks = plan_chunks(self.count, self.args.chunk_rows)
         self.parts = parts_dir(self.path)
         hidden = self.backbone.hidden_size
         if self.spec.is_variant:
             self.layer_indices = variant_indices(self.backbone, self.spec)
-            self.width = [len(self.spec.poolings or ("mean",)), len(self.layer_indices), hidden]
+            self.width = [len(self.spec.poolings), len(self.layer_indices), hidden]
             self.dtype = getattr(torch, self.spec.store_dtype)
         else:
             self.layer_indices = None
@@ -326,19 +312,11 @@ def extract_chunks(job: SplitJob, mine: list[Chunk]) -> None:
             bad_rows.extend(chunk.start + row for row in err.rows)
             continue  # the other chunks are still worth keeping
         info |= {"seconds": round(time.perf_counter() - chunk_started, 3), "run_id": job.run_id, "rank": job.ranks.rank}
-        write_chunk(job.parts, chunk, stored_as(features, job.dtype, job.parts, chunk), job.key, info)
+        write_chunk(job.parts, chunk, cast_for_store(features, job.dtype, f"{job.parts}: {chunk}"), job.key, info)
         log.info("%s%s: chunk %s written (%d of %d)", job.ranks.prefix(), job.parts, chunk, number, len(mine))
     if bad_rows:
         saved = f"{job.path.name} was not written (the other chunks are kept)"
         raise NonFiniteFeaturesError(non_finite_message(sorted(bad_rows), job.backbone.dtype, saved), sorted(bad_rows))
-
-
-def stored_as(features: torch.Tensor, dtype: torch.dtype, parts: Path, chunk: Chunk) -> torch.Tensor:
-    """Features in the store's dtype; a value float16 cannot hold is an error, never a silent inf."""
-    cast = features.to(dtype)
-    if dtype == torch.float16 and not bool(torch.isfinite(cast).all()):
-        raise StoreError(f"{parts}: {chunk} has values beyond float16's range; extract with --store_dtype bfloat16")
-    return cast
 
 
 def merge_split(job: SplitJob) -> None:
@@ -365,21 +343,6 @@ def extraction_figures(job: SplitJob, records: list[dict], elapsed: float) -> di
     }  # fmt: skip
 
 
-def variant_manifest(job: SplitJob) -> dict:
-    """How a variant's (N, P, L, H) features are laid out, and the prompts they were computed with."""
-    if not job.spec.is_variant:
-        return {}
-    return {
-        "feature_axes": ["row", "pooling", "layer", "hidden"],
-        "poolings": list(job.spec.poolings or ("mean",)),
-        "layer_indices": job.layer_indices,
-        "layer_choice": (job.spec.layers.text if job.spec.layers else "1"),
-        "num_hidden_states": job.backbone.num_hidden_states,
-        "prompts": list(job.spec.prompts),
-        "chat_template": job.spec.chat_template,
-    }
-
-
 def build_manifest(job: SplitJob, records: list[dict], elapsed: float) -> dict:
     """The store manifest of a merged split: every setting, the model, the data, how it was extracted."""
     args, slot, split, backbone, layers = job.args, job.slot, job.split, job.backbone, job.layers
@@ -401,7 +364,7 @@ def build_manifest(job: SplitJob, records: list[dict], elapsed: float) -> dict:
         "model_fingerprint": backbone.fingerprint,
         "hidden_size": backbone.hidden_size,
         "pooling": "variant" if job.spec.is_variant else pooling_used(backbone, slot),
-        **variant_manifest(job),
+        **job.spec.manifest(job.layer_indices, backbone.num_hidden_states),
         "missing_weights": backbone.missing_weights,
         "layers": layers,
         "layer_order": "last layer first" if layers else None,

@@ -2,7 +2,7 @@
 named in the store, and recorded in the manifest.
 
     python llama2_rep_extract.py --task ED --layers all --pooling mean last            # dataset/ED/llama-mean+last-all/
-    python bert_rep_extract.py --task ED --layers all --pooling mean first pooler      # dataset/ED/bert-mean+first+pooler-all/
+    python bert_rep_extract.py --task ED --layers all --pooling mean first             # dataset/ED/bert-mean+first-all/
     python llama2_rep_extract.py --task ED --layers all --pooling last \\
         --prompt 'This sentence : "{text}" means in one word:"' --chat_template        # dataset/ED/llama-last-all-p<hash>/
 
@@ -33,7 +33,7 @@ POOLING_HELP = {
 TEXT_FIELD = "{text}"
 LAYERS_HELP = (
     "hidden layers to pool: a count N (the last N, last first; published 5), 'all' (every hidden state, embeddings "
-    "first: (N, L+1, H)), or indices (negative from the end), e.g. --layers -1 -4 12 or --layers 12,16"
+    "first: stored (N, P, L+1, H) for P poolings), or indices (negative from the end), e.g. --layers -1 -4 12 or --layers 12,16"
 )
 STORE_DTYPES = ("bfloat16", "float16", "float32")
 
@@ -110,10 +110,18 @@ def check_prompt(template: str) -> str:
     return template
 
 
+# What a variant pools when --pooling or --layers is left out: the slot's published choice where
+# it exists per layer (the pooler does not: an encoder's variant defaults to its first token).
+VARIANT_POOLING = {"llama": "mean", "bert": "first", "roberta": "first"}
+VARIANT_LAYERS = {"llama": 5, "bert": 1, "roberta": 1}
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
-    """What one extraction computes for one slot. `poolings` empty means the slot's published
-    pooling; `layers` None means the slot's published layers."""
+    """What one extraction computes for one slot. The published extraction leaves `poolings`,
+    `layers` (or, for the LLaMA slot, gives a count), `prompts` and `chat_template` unset; any
+    other choice is a variant, whose unset pooling and layers take VARIANT_POOLING and
+    VARIANT_LAYERS."""
 
     slot: str
     poolings: tuple[str, ...] = ()
@@ -121,6 +129,11 @@ class FeatureSpec:
     prompts: tuple[str, ...] = ()
     chat_template: bool = False
     store_dtype: str = "bfloat16"
+
+    def __post_init__(self) -> None:
+        if self.is_variant:
+            object.__setattr__(self, "poolings", self.poolings or (VARIANT_POOLING[self.slot],))
+            object.__setattr__(self, "layers", self.layers or LayerChoice(count=VARIANT_LAYERS[self.slot]))
 
     @property
     def is_variant(self) -> bool:
@@ -132,6 +145,13 @@ class FeatureSpec:
         return not (self.slot == "llama" and self.layers.count is not None)
 
     @property
+    def published_layers(self) -> int | None:
+        """The LLaMA slot's layer count for the published extraction (None for encoders and variants)."""
+        if self.slot != "llama" or self.is_variant:
+            return None
+        return self.layers.count if self.layers else VARIANT_LAYERS["llama"]
+
+    @property
     def prompt_key(self) -> str:
         """A short hash naming the prompts (and the chat template switch) in folder names."""
         text = "\n".join(self.prompts) + ("\n<chat>" if self.chat_template else "")
@@ -139,16 +159,15 @@ class FeatureSpec:
 
     def store_dir(self, base: str) -> str:
         """`base` (the slot's published folder) for the published extraction, else
-        `{slot}-{poolings}-{layers}[-p{prompt hash}]` (`{slot}-pooler` for the pooler alone)."""
+        `{slot}-{poolings}-{layers}[-p{prompt hash}][-{dtype}]` (`{slot}-pooler` for the pooler
+        alone; the dtype only when not bfloat16)."""
         if not self.is_variant:
             return base
-        if self.poolings == ("pooler",):
-            return f"{self.slot}-pooler"
-        layers = (self.layers or LayerChoice(count=1)).tag
-        name = f"{self.slot}-{'+'.join(self.poolings or ('mean',))}-{layers}"
+        pooled = "pooler" if self.poolings == ("pooler",) else f"{'+'.join(self.poolings)}-{self.layers.tag}"
+        name = f"{self.slot}-{pooled}"
         if self.prompts or self.chat_template:
             name += f"-p{self.prompt_key}"
-        return name
+        return name + ("" if self.store_dtype == "bfloat16" else f"-{self.store_dtype}")
 
     def settings(self) -> dict:
         """What this spec adds to the extraction settings (empty for the published extraction,
@@ -156,12 +175,35 @@ class FeatureSpec:
         if not self.is_variant:
             return {}
         return {
-            "poolings": list(self.poolings or ("mean",)),
-            "layer_choice": (self.layers or LayerChoice(count=1)).text,
+            "poolings": list(self.poolings),
+            "layer_choice": self.layers.text,
             "prompts": list(self.prompts),
             "chat_template": self.chat_template,
             "store_dtype": self.store_dtype,
         }
+
+    def manifest(self, layer_indices: list[int], num_hidden_states: int) -> dict:
+        """How a variant's (N, P, L, H) features are laid out, and the prompts they were computed with."""
+        if not self.is_variant:
+            return {}
+        return {
+            "feature_axes": ["row", "pooling", "layer", "hidden"],
+            "poolings": list(self.poolings),
+            "layer_indices": layer_indices,
+            "layer_choice": self.layers.text,
+            "num_hidden_states": num_hidden_states,
+            "prompts": list(self.prompts),
+            "chat_template": self.chat_template,
+        }
+
+    def check_layers(self, resolved, trust_remote_code: bool) -> None:
+        """Refuse layer indices the model does not have, from its config alone (before the weights load)."""
+        if self.layers is None or self.layers.every:
+            return
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(resolved), trust_remote_code=trust_remote_code)
+        self.layers.resolve(int(config.num_hidden_layers) + 1)
 
 
 def spec_from_args(args, slot: str) -> FeatureSpec:
@@ -170,17 +212,20 @@ def spec_from_args(args, slot: str) -> FeatureSpec:
     layers = getattr(args, "layers", None)
     choice = parse_layers(layers) if layers is not None else None
     prompts = tuple(check_prompt(p) for p in (getattr(args, "prompt", None) or ()))
-    spec = FeatureSpec(slot, poolings, choice, prompts, bool(getattr(args, "chat_template", False)),
-                       getattr(args, "store_dtype", None) or "bfloat16")  # fmt: skip
+    chat, store_dtype = bool(getattr(args, "chat_template", False)), getattr(args, "store_dtype", None)
+    spec = FeatureSpec(slot, poolings, choice, prompts, chat, store_dtype or "bfloat16")
+    if store_dtype and not spec.is_variant:
+        raise UsageError(f"--store_dtype {store_dtype}: applies to variants (--pooling, --layers, --prompt); the "
+                         "published extractions are stored in float32")  # fmt: skip
     if spec.is_variant and getattr(args, "llama_pooling", "masked") != "masked":
         raise UsageError("--llama_pooling unmasked_padded (or --compat reference) is the published extraction; "
                          "it does not combine with --pooling, --prompt, --chat_template or layer indices")  # fmt: skip
     if len(set(poolings)) != len(poolings):
         raise UsageError(f"--pooling {' '.join(poolings)}: names a pooling twice")
-    if "pooler" in poolings and (len(poolings) > 1 or choice is not None):
+    if "pooler" in poolings and (len(poolings) > 1 or choice is not None or prompts or chat):
         raise UsageError(
-            "--pooling pooler: the pooler output exists for the last layer only; ask for it on its own, without "
-            "--layers (or extract without --pooling: the BERT slot's published feature is the pooler)"
+            "--pooling pooler: the pooler output exists for the last layer of the plain text only; ask for it on its "
+            "own, without --layers, --prompt or --chat_template (the BERT slot's published feature is the pooler)"
         )
     return spec
 

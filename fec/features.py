@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from fec import pooling
 from fec.backbones import SLOTS, Backbone, ModelError
-from fec.feature_spec import TEXT_FIELD, FeatureSpec, LayerChoice, format_prompt
+from fec.feature_spec import TEXT_FIELD, FeatureSpec, format_prompt
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +150,26 @@ def encode_texts(tokenizer, texts: list[str], max_len: int, template: str | None
     if overhead >= max_len:
         raise ModelError(f"-max_len {max_len}: the prompt alone takes {overhead} tokens")
     for row, ids in enumerate(encoded):
-        if len(ids) > max_len:
-            text_ids = tokenizer(texts[row], add_special_tokens=False)["input_ids"][: max_len - overhead]
-            short = tokenizer.decode(text_ids, skip_special_tokens=True)
-            encoded[row] = tokenizer(format_prompt(template, short), **special)["input_ids"][:max_len]
+        budget = max_len - overhead
+        while len(ids) > max_len:
+            # Cut the text, not the prompt: shrink it until the whole prompted text fits (a text
+            # tokenised alone can take a token more or less than inside the template).
+            text_ids = tokenizer(texts[row], add_special_tokens=False)["input_ids"][: max(budget, 0)]
+            ids = tokenizer(format_prompt(template, tokenizer.decode(text_ids, skip_special_tokens=True)), **special)["input_ids"]
+            budget -= max(1, len(ids) - max_len)
+        encoded[row] = ids
     return encoded
+
+
+def check_prompts(spec: FeatureSpec, resolved, max_len: int, trust_remote_code: bool = False) -> None:
+    """A prompt or chat template the tokenizer cannot serve is refused before the weights load."""
+    if not (spec.prompts or spec.chat_template):
+        return
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolved), trust_remote_code=trust_remote_code)
+    for template in spec.prompts or (None,):
+        encode_texts(tokenizer, ["a"], max_len, template, spec.chat_template)
 
 
 def extract_features(
@@ -185,7 +200,7 @@ def extract_features(
         raise ValueError(f"max_len {max_len}: must be at least 1 (0 would turn truncation off)")
     variant = None
     if spec is not None and spec.is_variant:
-        variant = (spec.poolings or ("mean",), variant_indices(backbone, spec))
+        variant = (spec.poolings, variant_indices(backbone, spec))
     elif slot == "llama" and not 1 <= layers <= backbone.num_hidden_states:
         raise ModelError(f"-layers {layers}: the model has {backbone.num_hidden_states} hidden states (embeddings + layers)")
     if backbone.max_tokens is not None and max_len > backbone.max_tokens:
@@ -213,7 +228,7 @@ def variant_indices(backbone: Backbone, spec: FeatureSpec) -> list[int]:
         if not backbone.has_trained_pooler:
             raise ModelError(f"--pooling pooler: {backbone.spec} has no trained pooler (choose mean, first or last)")
         return [backbone.num_hidden_states - 1]
-    return (spec.layers or LayerChoice(count=1)).resolve(backbone.num_hidden_states)
+    return spec.layers.resolve(backbone.num_hidden_states)
 
 
 def _extract_encoded(backbone: Backbone, encoded: list[list[int]], max_len: int, batch_size: int, max_tokens: int,

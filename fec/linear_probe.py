@@ -107,23 +107,18 @@ class Probe:
         return score(labels, self.predict_proba(x), self.multilabel, self.thresholds)
 
 
-def _grid_probs(x_fit, y_fit, x_eval, multilabel, grid, classes) -> list[tuple[np.ndarray, tuple]]:
-    """Probabilities on `x_eval` for each C of the grid (warm-started), with the fitted weights."""
-    out, init = [], None
-    for c in grid:
-        init = fit_logistic(x_fit, y_fit, c, multilabel, init, classes, max_iter=MAX_ITER if init is None else WARM_MAX_ITER)
-        out.append((probabilities(x_eval, *init, multilabel), init))
-    return out
-
-
-def _walk_grid(x_fit, y_fit, x_eval, labels, multilabel, grid, classes, patience: int = PATIENCE) -> list:
-    """`_grid_probs`, stopping once the selection metric has not improved for `patience` values of C
-    in a row (the curve over C rises to one peak and falls; the weakest penalties cost the most)."""
+def _walk_grid(x_fit, y_fit, x_eval, labels, multilabel, grid, classes, patience: int | None = PATIENCE) -> list:
+    """(probabilities on `x_eval`, fitted weights) for each C of the grid, warm-started, stopping once
+    the selection metric on `labels` has not improved for `patience` values of C in a row (the
+    curve over C rises to one peak and falls; the weakest penalties cost the most). With
+    `patience=None` (or no labels) every C is fitted."""
     out, init, best, since = [], None, None, 0
     for c in grid:
         init = fit_logistic(x_fit, y_fit, c, multilabel, init, classes, max_iter=MAX_ITER if init is None else WARM_MAX_ITER)
         probs = probabilities(x_eval, *init, multilabel)
         out.append((probs, init))
+        if patience is None:
+            continue
         value = score(labels, probs, multilabel, tune_thresholds(labels, probs) if multilabel else None)
         value = value[selection_metric(multilabel)]
         best, since = (value, 0) if best is None or value > best else (best, since + 1)
@@ -155,9 +150,13 @@ def select_and_fit(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.
     if cv > 1:
         folds = np.random.default_rng(seed).permutation(len(xt)) % cv
         oof = [np.zeros((len(xt), y_train.shape[1] if multilabel else classes), dtype=np.float32) for _ in grid]
+        raw = x_train.float().to(device)
         for fold in range(cv):
             held = torch.from_numpy(folds == fold).to(device)
-            for i, (probs, _) in enumerate(_grid_probs(xt[~held], yt[~held], xt[held], multilabel, grid, classes)):
+            fold_scale = Standardiser.fit(raw[~held])  # the held-out rows never inform the scaling
+            fitted = _walk_grid(fold_scale(raw[~held]), yt[~held], fold_scale(raw[held]), None, multilabel, grid, classes,
+                                patience=None)  # fmt: skip
+            for i, (probs, _) in enumerate(fitted):
                 oof[i][held.cpu().numpy()] = probs
         index, thresholds, chosen = _choose(y_train.numpy(), oof, multilabel, grid)
         weight, bias = None, None

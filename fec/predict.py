@@ -205,6 +205,8 @@ class EmotionClassifier(LabelRanking):
                 sources[key] = source
         order = [store_dirs[name] + (f":{picks[name]['pick']}" if name in picks else "") for name in spec["sources"]]
         if len(seeds) > 1 and spec.get("multilabel"):
+            if not spec.get("ensemble_thresholds"):
+                raise RunError(f"{run_dir / 'model.json'}: no ensemble thresholds (the run did not finish its seeds)")
             thresholds = np.asarray(spec["ensemble_thresholds"], dtype=np.float32)
         else:
             thresholds = run_thresholds(spec, seeds[0], run_dir / "model.json")

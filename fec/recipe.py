@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from fec.backbones import pick_dtype
-from fec.options import UsageError
+from fec.options import Distinct, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,10 @@ def recipe_defaults(parser: argparse.ArgumentParser, path: Path | str) -> dict:
         action = actions.get(key)
         if action is None:
             raise UsageError(f"{where}: unknown option {key!r}")
-        many = isinstance(value, list)
-        items = value if many else [value]
+        many = action.nargs in ("+", "*")
+        items = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and not many:
+            raise UsageError(f"{where}: {key} takes one value, not a list")
         try:
             converted = [action.type(str(v)) if action.type else v for v in items]
         except (UsageError, ValueError, TypeError, argparse.ArgumentTypeError) as err:
@@ -132,5 +134,7 @@ def recipe_defaults(parser: argparse.ArgumentParser, path: Path | str) -> dict:
         bad = [v for v in converted if action.choices is not None and v not in action.choices]
         if bad:
             raise UsageError(f"{where}: {key}: {bad[0]!r} is not one of {', '.join(map(str, action.choices))}")
+        if many and isinstance(action, Distinct) and len(set(map(str, converted))) != len(converted):
+            raise UsageError(f"{where}: {key} names a value twice")
         defaults[key] = converted if many else converted[0]
     return defaults

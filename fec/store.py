@@ -173,6 +173,14 @@ def save_features_streamed(
     return _write_manifest(path, shape, dtype, digest.hexdigest(), manifest)
 
 
+def cast_for_store(features: torch.Tensor, dtype: torch.dtype, where: str) -> torch.Tensor:
+    """Features in the store's dtype; a value float16 cannot hold is an error, never a silent inf."""
+    cast = features.to(dtype)
+    if dtype == torch.float16 and not bool(torch.isfinite(cast).all()):
+        raise StoreError(f"{where}: values beyond float16's range; extract with --store_dtype bfloat16")
+    return cast
+
+
 def read_manifest(path: Path) -> dict:
     mpath = manifest_path(path)
     if not path.is_file():

@@ -56,7 +56,7 @@ class TrainConfig:
     raw_inputs: str = "decoder"  # "all": the encoder vectors reach the MLP directly too (not published)
     eval_batch_size: int = 2048
     threshold: float | None = None  # multi-label only: None = per-label thresholds tuned on validation
-    cv: int | None = None  # K-fold CV on train picks epochs (and thresholds); None = 5 when valid has < CV_AUTO_ROWS rows
+    cv: int = 0  # K-fold CV on train picks epochs (and thresholds); 0 = on valid (main.py: fec.cross_validation.folds_for)
 
 
 @dataclass
@@ -261,15 +261,20 @@ def split_probabilities(model: DownstreamModel, data: FusionData, cfg: TrainConf
 def seed_ensemble(results: list[SeedResult], labels: dict[str, np.ndarray], multilabel: bool,
                   threshold: float | None = None) -> dict | None:  # fmt: skip
     """Metrics of the mean of the seeds' probabilities (not a single model: every seed is needed
-    to predict). Multi-label thresholds are tuned on the ensemble's valid probabilities unless a
-    global `threshold` is set. None for fewer than two seeds."""
+    to predict). Multi-label thresholds: a global `threshold` when set; under cross-validation
+    the mean of the seeds' out-of-fold thresholds (valid stays a check); else tuned on the
+    ensemble's valid probabilities. None for fewer than two seeds."""
     if len(results) < 2:
         return None
     probs = {name: np.mean([r.probabilities[name] for r in results], axis=0) for name in results[0].probabilities}
     out: dict = {"seeds": [r.seed for r in results], "rule": "mean of the seeds' probabilities"}
     if multilabel:
-        width = probs["valid"].shape[1]
-        cut = tune_thresholds(labels["valid"], probs["valid"]) if threshold is None else np.full(width, threshold)
+        if threshold is not None:
+            cut = np.full(probs["valid"].shape[1], threshold)
+        elif results[0].cv:
+            cut = np.mean([r.thresholds for r in results], axis=0)
+        else:
+            cut = tune_thresholds(labels["valid"], probs["valid"])
         out["thresholds"] = [float(t) for t in cut]
         for name, p in probs.items():
             out[name] = multilabel_metrics(labels[name], (p >= cut).astype(np.int64))

@@ -62,6 +62,10 @@ def test_picks_choose_pooling_and_layers_and_predict_rebuilds_them(variant_store
     texts = pd.read_csv(data / "toy" / "test.csv")["text"].tolist()
     picks = {"llama": parse_pick("llama:last:-1,-3"), "roberta": parse_pick("roberta:mean:-1,-2")}
     stored = load_fusion_data(store, "toy", ["llama", "bert", "roberta"], picks=picks)
+    # Each source computed from text is the stored pick (same layers, pooling, bf16 rounding).
+    for index, key in enumerate(clf.order):
+        computed = clf.sources[key].compute(texts, 64)
+        torch.testing.assert_close(computed, stored.splits["test"].inputs[index], rtol=8e-3, atol=1e-3)
     expected = torch.softmax(predict_logits(clf.model, stored.splits["test"], 64), dim=1).numpy()
     np.testing.assert_allclose(clf.predict_proba(texts), expected, atol=2e-3)
 

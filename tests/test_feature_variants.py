@@ -68,6 +68,16 @@ def test_layer_choices_parse_to_counts_all_and_indices():
             parse_layers(bad).resolve(7)
 
 
+def test_a_variant_without_pooling_or_layers_takes_the_slots_choice(data_dir, tmp_path, tiny_models):
+    store = tmp_path / "ds"
+    assert main("roberta", extract_argv(tiny_models["roberta"], data_dir, store, "valid", "--layers", "all")) == 0
+    assert main("llama", extract_argv(tiny_models["llama"], data_dir, store, "valid", "--pooling", "last")) == 0
+    encoder = load_features(feature_path(store, "toy", "roberta-first-all", "valid")).manifest
+    decoder = load_features(feature_path(store, "toy", "llama-last-last5", "valid")).manifest
+    assert encoder["poolings"] == ["first"] and encoder["layer_indices"] == [0, 1, 2]  # CLS, as the slot publishes
+    assert decoder["poolings"] == ["last"] and decoder["layer_indices"] == [6, 5, 4, 3, 2]  # the last 5, last first
+
+
 def test_variants_coexist_in_the_store_with_indices_poolings_and_half_precision(data_dir, tmp_path, tiny_models):
     store = tmp_path / "ds"
     model = tiny_models["llama"]
@@ -103,7 +113,7 @@ def test_prompts_are_recorded_averaged_and_survive_truncation(data_dir, tmp_path
     store = tmp_path / "ds"
     argv = extract_argv(tiny_models["llama"], data_dir, store, "valid", "--pooling", "last", "--prompt", PROMPT)
     assert main("llama", argv) == 0
-    (folder,) = [p for p in (store / "toy").iterdir() if p.name.startswith("llama-last-last1-p")]
+    (folder,) = [p for p in (store / "toy").iterdir() if p.name.startswith("llama-last-last5-p")]
     assert load_features(folder / "valid.safetensors").manifest["prompts"] == [PROMPT]
 
 
@@ -123,7 +133,11 @@ def test_chat_template_wraps_the_prompted_text(tiny_models):
         (["--layers", "12"], "the model has 7 hidden states"),
         (["--prompt", "no field here"], "must contain {text} exactly once"),
         (["--pooling", "mean", "mean"], "names a pooling twice"),
-        (["--pooling", "pooler", "mean"], "last layer only"),
+        (["--pooling", "pooler", "mean"], "ask for it on its own"),
+        (["--pooling", "pooler", "--prompt", PROMPT], "ask for it on its own"),
+        (["--store_dtype", "float16"], "applies to variants"),
+        (["--pooling", "last", "--chat_template"], "this tokenizer has no chat template"),
+        (["--pooling", "last", "--prompt", PROMPT, "--max_len", "8"], "the prompt alone takes"),
         (["--pooling", "last", "--compat", "reference"], "published extraction"),
     ],
 )

@@ -257,7 +257,7 @@ def test_cross_validation_picks_epochs_and_thresholds_out_of_fold(ml_store, tmp_
     cv = seed["cv"]
     assert cv["folds"] == 3 and len(cv["fold_best_epochs"]) == 3
     assert cv["epochs_used"] == int(np.median(cv["fold_best_epochs"])) and seed["epochs_run"] == cv["epochs_used"]
-    assert 0 <= cv["oof"]["macro_f1"] <= 100
+    assert cv["oof"]["macro_f1"] > 60  # the cue words make the labels learnable out of fold too
     summary = json.loads((run / "results.json").read_text())["summary"]
     assert set(summary) >= {"cv", "valid"}  # the cross-validated figure beside valid, kept as a check
     spec = json.loads((run / "model.json").read_text())

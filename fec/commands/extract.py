@@ -18,7 +18,7 @@ from fec.backbones import LOAD_IN, SLOTS, ModelError
 from fec.cli import run_script
 from fec.data import MODES, DataError
 from fec.extract import CHUNK_ROWS, DEVICE_MAPS, PeerFailed, run
-from fec.feature_spec import LAYERS_HELP, POOLING_HELP, POOLINGS, STORE_DTYPES
+from fec.feature_spec import LAYERS_HELP, POOLING_HELP, POOLINGS, STORE_DTYPES, VARIANT_LAYERS, VARIANT_POOLING
 from fec.features import NonFiniteFeaturesError
 from fec.locks import LockHeld
 from fec.options import ArgumentParser, common_options, flag, positive_int, task_name
@@ -93,7 +93,7 @@ def add_recipe_options(parser: argparse.ArgumentParser, slot: str) -> None:
         choices=["length", "file"],
         help="length = length-sorted batches under -max_tokens (default), file = consecutive rows (the published order)",
     )
-    published_layers = "5, as published" if spec.pooling == "layer_mean" else "the last layer, as published"
+    published_layers = f"{VARIANT_LAYERS[slot]}, the last " + ("5, as published" if slot == "llama" else "layer")
     parser.add_argument(
         *flag("layers"), nargs="+", default=None, metavar="LAYER", help=f"{LAYERS_HELP} (default: {published_layers})"
     )
@@ -110,7 +110,6 @@ def add_recipe_options(parser: argparse.ArgumentParser, slot: str) -> None:
 
 def add_variant_options(parser: argparse.ArgumentParser, slot: str) -> None:
     """Poolings and prompts beyond the published extraction (`fec.feature_spec`)."""
-    published = {"layer_mean": "mean", "pooler": "pooler (first when the model has no trained one)", "first_token": "first"}
     parser.add_argument(
         *flag("pooling"),
         nargs="+",
@@ -118,7 +117,8 @@ def add_variant_options(parser: argparse.ArgumentParser, slot: str) -> None:
         default=None,
         help="poolings to store, all from one forward pass: "
         + "; ".join(f"{k} = {v}" for k, v in POOLING_HELP.items())
-        + f" (default: the slot's published {published[SLOTS[slot].pooling]})",
+        + f" (a variant without --pooling stores {VARIANT_POOLING[slot]}; without any of --pooling, --layers indices/all, "
+        "--prompt, --chat_template the extraction is the published one)",
     )
     parser.add_argument(
         *flag("prompt"),
@@ -133,10 +133,10 @@ def add_variant_options(parser: argparse.ArgumentParser, slot: str) -> None:
     )
     parser.add_argument(
         *flag("store_dtype"),
-        default="bfloat16",
+        default=None,
         choices=STORE_DTYPES,
-        help="dtype of stored variant features (half precision keeps every layer on disk affordable; bfloat16 never "
-        "overflows); the published extractions are stored in float32",
+        help="dtype of stored variant features (default bfloat16: half precision keeps every layer on disk affordable, "
+        "and bfloat16 never overflows); the published extractions are stored in float32",
     )
 
 

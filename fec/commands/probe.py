@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         have = ", ".join(sorted(known))
         raise UsageError(f"--folders {' '.join(unknown)}: not in {args.dataset_dir}/{args.task} (have: {have})")
+    if args.cv == 1:
+        raise UsageError("--cv 1: give 0 (choose C on valid) or at least 2 folds")
     started = time.perf_counter()
     rows, setup = probe_rows(args.dataset_dir, args.task, folders, cv=args.cv, seed=args.seed,
                              device=str(pick_device(args.device)))  # fmt: skip

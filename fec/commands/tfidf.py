@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         *flag("max_features"),
         type=positive_int,
         default=None,
-        help="keep only the most frequent n-grams (default: all with min_df)",
+        help="keep only the most frequent n-grams of each block (words, characters) (default: all with min_df)",
     )
     parser.add_argument(*flag("ngram_max"), type=positive_int, default=2, help="word n-grams of length 1..NGRAM_MAX")
     parser.add_argument(
@@ -106,6 +106,8 @@ def run(args: argparse.Namespace) -> dict:
     modes = ["train", "valid"] + (["test"] if "test" in available_modes(args.data_dir, args.task) else [])
     splits = load_splits(args.data_dir, args.task, modes)
     started = time.perf_counter()
+    if splits["train"].multilabel and not 2 <= args.cv <= len(splits["train"]):
+        raise UsageError(f"--cv {args.cv}: give 2 to {len(splits['train'])} folds")
     if args.char_ngrams[0] > args.char_ngrams[1]:
         raise UsageError(f"--char_ngrams {args.char_ngrams[0]} {args.char_ngrams[1]}: MIN must not exceed MAX")
     features, vocabulary = vectorize(splits, args.ngram_max, args.min_df, args.max_features, args.analyzer,
@@ -126,12 +128,15 @@ def fit_run(args: argparse.Namespace, run_dir: Path, splits: dict, features: dic
     log.info("TF-IDF: %d n-grams (1..%d, min_df %d) from %d training texts in %.1fs", vocabulary, args.ngram_max,
              args.min_df, len(splits["train"]), vectorizer_seconds)  # fmt: skip
     write_json(run_dir / "config.json", {
-        "args": vars(args), "seeds": seeds, "C_grid": grid, "selection": "validation weighted F1, ties to the smaller C",
+        "args": vars(args), "seeds": seeds, "C_grid": grid,
+        "selection": f"{args.cv}-fold CV macro-F1 on train, thresholds out of fold" if multilabel else
+                     "validation weighted F1, ties to the smaller C",
         "vectorizer": {"analyzer": args.analyzer, "ngram_range": [1, args.ngram_max], "sublinear_tf": True,
                        "char_ngram_range": list(args.char_ngrams) if args.analyzer == "word+char" else None,
                        "min_df": args.min_df,
                        "max_features": args.max_features, "lowercase": True, "vocabulary": vocabulary},
-        "classifier": {"model": "LogisticRegression", "solver": "lbfgs", "multinomial": True, "max_iter": args.max_iter},
+        "classifier": {"model": "LogisticRegression", "solver": "lbfgs", "max_iter": args.max_iter,
+                       "multi_label": "one-vs-rest" if multilabel else None, "multinomial": not multilabel},
         "rows": {m: len(s) for m, s in splits.items()}, "label_names": label_names,
         "csv_sha256": {m: s.csv_sha256 for m, s in splits.items()}, **provenance(),
     })  # fmt: skip

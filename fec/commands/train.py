@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
     seeds = chosen_seeds(args)
     recipe = resolve_training(args)
-    picks = distinct_picks(args.features or [])
+    picks = distinct_picks(args.features or [], args.sources)
     if picks and recipe == "reference":
         raise UsageError("--features with --compat reference: the published recipe reads the published folders only")
     if args.recipe_file:
@@ -180,12 +180,15 @@ def run(args: argparse.Namespace) -> dict:
                             picks=picks)  # fmt: skip
     if args.threshold is not None and not data.multilabel:
         log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.task)
-    folds = folds_for(args.cv, len(data.splits["valid"]), len(data.splits["train"]))
+    # The published recipe selects on valid; elsewhere a small valid split means cross-validation.
+    auto = 0 if recipe == "reference" else None
+    folds = folds_for(args.cv if args.cv is not None else auto, len(data.splits["valid"]), len(data.splits["train"]))
     if folds == 1 or folds > len(data.splits["train"]):
         raise UsageError(f"--cv {folds}: give 0 (select on valid) or 2 to {len(data.splits['train'])} folds")
     if folds and args.cv is None:
         log.info("valid has %d rows: selecting by %d-fold cross-validation on train (--cv 0 to select on valid)",
                  len(data.splits["valid"]), folds)  # fmt: skip
+        args.cv = folds  # recorded in config.json, so report.py never pools these runs with valid-selected ones
     cfg = config_from(TrainConfig, args, threshold=args.threshold if data.multilabel else None, cv=folds)
     template = build_model(data, cfg)  # a bad combination fails here, before the run folder exists
     with run_folder(args.out, args.task) as run_dir:
@@ -200,9 +203,11 @@ def pick_argument(text: str) -> FeaturePick:
         raise argparse.ArgumentTypeError(str(err).removeprefix(f"--features {text}: ") + f" (got {text!r})") from err
 
 
-def distinct_picks(picks: list[FeaturePick]) -> dict[str, FeaturePick]:
+def distinct_picks(picks: list[FeaturePick], sources: list[str]) -> dict[str, FeaturePick]:
     chosen: dict[str, FeaturePick] = {}
     for pick in picks:
+        if pick.slot not in sources:
+            raise UsageError(f"--features {pick.text}: {pick.slot} is not among --sources {' '.join(sources)}")
         if pick.slot in chosen:
             raise UsageError(f"--features {chosen[pick.slot].text} {pick.text}: one pick per slot")
         chosen[pick.slot] = pick
@@ -269,7 +274,7 @@ def model_record(data: FusionData, cfg: TrainConfig, template, recipe: str, slot
         "feature_manifests": data.manifests["train"], "feature_picks": data.picks,
     }  # fmt: skip
     if data.multilabel:
-        rule = "global" if cfg.threshold is not None else "per-label, tuned on valid"
+        rule = "global" if cfg.threshold is not None else f"per-label, tuned {'out of fold' if cfg.cv else 'on valid'}"
         spec |= {"multilabel": True, "threshold_rule": rule, "thresholds": {}}
     return spec
 
