@@ -109,10 +109,19 @@ class Row:
     cv: dict[str, dict[str, float | None]] | None = None  # out-of-fold metrics mean±std, when selected by CV
     ensemble: dict | None = None  # one run's seed ensemble over exactly these seeds (not a single model)
 
-    def ensemble_cell(self, metric: str) -> str:
-        if not self.ensemble or self.split not in self.ensemble or metric not in self.ensemble[self.split]:
+    @property
+    def headline(self) -> tuple[str, ...]:
+        """The metrics the cv and ensemble cells show: accuracy, or macro- and micro-F1 for multi-label rows."""
+        return ("acc",) if "acc" in self.stats else ("macro_f1", "micro_f1")
+
+    def cv_cell(self) -> str:
+        if not self.cv:
             return ""
-        return f"{self.ensemble[self.split][metric]:.2f}"
+        return " / ".join(f"{METRIC_NAMES[m]} {mean_std_cell(self.cv[m])}" for m in self.headline)
+
+    def ensemble_cell(self) -> str:
+        scores = (self.ensemble or {}).get(self.split) or {}
+        return " / ".join(f"{METRIC_NAMES[m]} {scores[m]:.2f}" for m in self.headline if m in scores)
 
     def at_chance_cell(self) -> str:
         """`2/5`: two of five seeds at chance; `1/3 (2 unknown)` where older runs did not say; `–` when none did."""
@@ -268,20 +277,14 @@ def pool(runs: list[Run]) -> list[Row]:
     return sorted(rows, key=lambda row: row.task)  # stable: recipes of a task stay in the order they first ran
 
 
-def headline(rows: list[Row]) -> str:
-    """The metric the extra columns show: accuracy, or macro-F1 for multi-label rows only."""
-    return "acc" if any("acc" in row.stats for row in rows) else "macro_f1"
-
-
 def format_markdown(rows: list[Row]) -> str:
     metrics = [m for m in METRIC_NAMES if any(m in row.stats for row in rows)]
-    key = headline(rows)
     with_cv, with_ensemble = any(row.cv for row in rows), any(row.ensemble for row in rows)
     header = ["task", "command", "features", "seeds", "split", *(METRIC_NAMES[m] for m in metrics)]
-    header += [f"cv {METRIC_NAMES[key]}"] * with_cv + [f"ensemble {METRIC_NAMES[key]}"] * with_ensemble + ["at chance", "runs"]
+    header += ["cross-validated on train"] * with_cv + ["seed ensemble"] * with_ensemble + ["at chance", "runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        extra = [mean_std_cell((row.cv or {}).get(key))] * with_cv + [row.ensemble_cell(key)] * with_ensemble
+        extra = [row.cv_cell()] * with_cv + [row.ensemble_cell()] * with_ensemble
         cells = [
             row.task,
             f"`{row.command}`",
