@@ -88,6 +88,16 @@ def test_the_seed_ensemble_is_the_mean_of_the_seeds_probabilities(toy_run, toy_s
     assert reported["test"]["acc"] == pytest.approx(accuracy)
 
 
+def test_report_shows_the_runs_seed_ensemble_beside_the_mean(toy_run, capsys):
+    from fec.commands.report import main as report_main
+
+    assert report_main([str(toy_run)]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()[:3]
+    cells = dict(zip(header.split(" | "), row.split(" | "), strict=True))
+    reported = json.loads((toy_run / "results.json").read_text())["ensemble"]["test"]["acc"]
+    assert cells["seed ensemble"] == f"acc {reported:.2f}"
+
+
 def test_ensemble_with_a_seed_is_refused(toy_run, capsys):
     assert predict_script.main(["-run", str(toy_run), "-text", "so happy", "-ensemble", "-seed", "0", "-device", "cpu"]) == 2
     assert "-ensemble and -seed 0" in capsys.readouterr().err
