@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from fec.metrics import classification_metrics, multilabel_metrics, tune_thresholds
 
-C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 MAX_ITER = 100
 WARM_MAX_ITER = 40  # a warm-started fit begins at the previous C's solution
 PATIENCE = 2
