@@ -94,8 +94,9 @@ def matrix(stored: StoredFeatures, view: View) -> torch.Tensor:
 
 
 def probe_rows(dataset_dir: Path | str, task: str, folders: list[str], *, cv: int | None = None, seed: int = 0,
-               device: str = "cpu") -> tuple[list[dict], dict]:  # fmt: skip
-    """One result row per view of `folders`, and what the probe did (cv folds, selection metric)."""
+               device: str = "cpu", combine: bool = False) -> tuple[list[dict], dict]:  # fmt: skip
+    """One result row per view of `folders`, and what the probe did (cv folds, selection metric).
+    `combine` adds a row for one probe of the concatenated best view of every folder."""
     rows, setup = [], {}
     loaded = {folder: load_folder(dataset_dir, task, folder) for folder in folders}
     first = next(iter(loaded.values()))
@@ -109,17 +110,41 @@ def probe_rows(dataset_dir: Path | str, task: str, folders: list[str], *, cv: in
     for folder, view in tqdm(views, desc=f"probe {task}", unit="view"):
         splits = loaded[folder]
         x = {mode: matrix(s, view) for mode, s in splits.items()}
-        y = {mode: s.labels for mode, s in splits.items()}
-        probe = select_and_fit(x["train"], y["train"], x["valid"], y["valid"], multilabel, cv=folds, seed=seed, device=device)
         row = {k: getattr(view, k) for k in ("folder", "slot", "model", "pooling", "layer", "num_hidden_states", "prompt",
                                               "chat_template")}  # fmt: skip
-        row |= {"c": probe.c, "selected_on": probe.selected_on}
-        row |= {f"selection_{k}": v for k, v in probe.selection.items()}
-        for mode in ("valid", "test"):
-            if mode in x:
-                row |= {f"{mode}_{k}": v for k, v in probe.evaluate(x[mode], y[mode].numpy()).items()}
-        rows.append(row)
+        rows.append(row | probe_row(x, splits, multilabel, folds, seed, device))
+    if combine:
+        rows.append(combined_row(loaded, views, rows, setup, seed, device))
     return rows, setup
+
+
+def probe_row(x: dict[str, torch.Tensor], splits: dict[str, StoredFeatures], multilabel: bool, folds: int, seed: int,
+              device: str) -> dict:  # fmt: skip
+    """One probe of the matrices `x` (per split): its C, selection metrics, valid and test metrics."""
+    y = {mode: s.labels for mode, s in splits.items()}
+    probe = select_and_fit(x["train"], y["train"], x["valid"], y["valid"], multilabel, cv=folds, seed=seed, device=device)
+    row = {"c": probe.c, "selected_on": probe.selected_on} | {f"selection_{k}": v for k, v in probe.selection.items()}
+    for mode in ("valid", "test"):
+        if mode in x:
+            row |= {f"{mode}_{k}": v for k, v in probe.evaluate(x[mode], y[mode].numpy()).items()}
+    return row
+
+
+def combined_row(loaded: dict, views: list[tuple[str, View]], rows: list[dict], setup: dict, seed: int, device: str) -> dict:
+    """A probe of the best view of each folder (by the selection metric), concatenated: the linear
+    ceiling of the stored features together."""
+    best: dict[str, tuple[float, View]] = {}
+    for (folder, view), row in zip(views, rows, strict=True):
+        value = row[f"selection_{setup['selection_metric']}"]
+        if folder not in best or value > best[folder][0]:
+            best[folder] = (value, view)
+    chosen = [(folder, view) for folder, (_, view) in best.items()]
+    splits = next(iter(loaded.values()))
+    x = {mode: torch.cat([matrix(loaded[f][mode], v) for f, v in chosen], dim=1) for mode in splits}
+    names = " + ".join(f"{view.folder}:{view.pooling}:{view.layer}" for _, view in chosen)
+    return {"folder": "combined", "slot": "all", "model": names, "pooling": "best view of each folder", "layer": -1,
+            "num_hidden_states": None, "prompt": "", "chat_template": False} | probe_row(
+        x, splits, setup["multilabel"], setup["cv"], seed, device)  # fmt: skip
 
 
 def best_rows(rows: list[dict], key: str) -> list[dict]:

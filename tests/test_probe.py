@@ -58,12 +58,16 @@ def test_probe_command_writes_table_csv_and_layer_curves(data_dir, tmp_path, tin
     assert extract_main("llama", argv) == 0
     assert extract_main("bert", extract_argv(tiny_models["bert"], data_dir, store, "all")) == 0
     out = tmp_path / "Logs"
-    assert probe_main(["--task", "toy", "--dataset_dir", str(store), "--out", str(out), "--cv", "0", "--device", "cpu"]) == 0
+    argv = ["--task", "toy", "--dataset_dir", str(store), "--out", str(out), "--cv", "0", "--device", "cpu", "--combine"]
+    assert probe_main(argv) == 0
     run = only_run(out)
     assert run.name.startswith("probe_toy_")
     table = pd.read_csv(run / "probe.csv")
-    # 2 poolings x 7 hidden states of the llama variant, plus the BERT slot's pooler.
-    assert len(table) == 2 * 7 + 1
+    # 2 poolings x 7 hidden states of the llama variant, the BERT slot's pooler, and the two together.
+    assert len(table) == 2 * 7 + 1 + 1
+    combined = table[table["folder"] == "combined"].iloc[0]
+    assert combined["model"].count(" + ") == 1 and "llama-mean+last-all:" in combined["model"]
+    table = table[table["folder"] != "combined"]
     assert set(table["folder"]) == {"llama-mean+last-all", "bert"}
     assert table["valid_acc"].max() > 60  # the toy task's cue words are linearly separable from some layer
     assert (run / "layer_curves.png").stat().st_size > 10_000

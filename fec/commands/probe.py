@@ -3,6 +3,7 @@
     python probe.py --task ED                                  # every folder in dataset/ED/
     python probe.py --task ED --folders llama-mean+last-all    # some folders only
     python probe.py --task semeval_eng --cv 5                  # choose C by 5-fold CV on train
+    python probe.py --task ED --combine                        # + one probe of the best view of each folder together
 
 Writes Logs/probe_{task}_{stamp}/: probe.csv (one row per folder x pooling x layer: chosen C, the
 selection metric, valid and test metrics), probe.md (the best layer of each folder x pooling, best
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="choose C by K-fold cross-validation on train (0 = on valid; default: 5 when valid has under 1000 rows and "
         "under a tenth of train's)",
     )
+    parser.add_argument(
+        *flag("combine"),
+        action="store_true",
+        help="also probe the concatenation of the best view of every folder (the linear ceiling of the features together)",
+    )
     parser.add_argument(*flag("seed"), type=non_negative_int, default=0, help="seed of the cross-validation folds")
     parser.add_argument(*flag("out"), default="Logs", help="where the probe folder is created")
     return parser
@@ -62,6 +68,8 @@ def markdown_table(rows: list[dict], setup: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in best_rows(rows, f"selection_{key}"):
         layer = f"{row['layer']} of {row['num_hidden_states'] - 1}" if row["num_hidden_states"] else str(row["layer"])
+        if row["folder"] == "combined":
+            layer = row["model"]  # the views it concatenates
         tests = [f"{row[f'test_{m}']:.2f}" if f"test_{m}" in row else "" for m in metrics]
         cells = [row["folder"], row["pooling"], layer, f"{row['c']:g}", f"{row[f'selection_{key}']:.2f}", *tests]
         lines.append("| " + " | ".join(cells) + " |")
@@ -81,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--cv 1: give 0 (choose C on valid) or at least 2 folds")
     started = time.perf_counter()
     rows, setup = probe_rows(args.dataset_dir, args.task, folders, cv=args.cv, seed=args.seed,
-                             device=str(pick_device(args.device)))  # fmt: skip
+                             device=str(pick_device(args.device)), combine=args.combine)  # fmt: skip
     run_dir = make_run_dir(args.out, f"probe_{args.task}")
     seconds = round(time.perf_counter() - started, 1)
     config = {"argv": sys.argv, "args": vars(args), "setup": setup, "seconds": seconds, **provenance()}
