@@ -64,13 +64,15 @@ def markdown_table(rows: list[dict], setup: dict) -> str:
     """The best layer of every folder x pooling, best first."""
     key, metrics = setup["selection_metric"], TABLE_METRICS[setup["multilabel"]]
     chosen = "cv" if setup["cv"] else "valid"
-    head = ["folder", "pooling", "best layer", "C", f"{chosen} {key}", *(f"test {m}" for m in metrics)]
+    # Without a test split (held back), valid is shown: a check beside the cross-validated choice.
+    shown = "test" if any("test_" + metrics[0] in row for row in rows) else "valid"
+    head = ["folder", "pooling", "best layer", "C", f"{chosen} {key}", *(f"{shown} {m}" for m in metrics)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in best_rows(rows, f"selection_{key}"):
         layer = f"{row['layer']} of {row['num_hidden_states'] - 1}" if row["num_hidden_states"] else str(row["layer"])
         if row["folder"] == "combined":
             layer = row["model"]  # the views it concatenates
-        tests = [f"{row[f'test_{m}']:.2f}" if f"test_{m}" in row else "" for m in metrics]
+        tests = [f"{row[f'{shown}_{m}']:.2f}" if f"{shown}_{m}" in row else "" for m in metrics]
         cells = [row["folder"], row["pooling"], layer, f"{row['c']:g}", f"{row[f'selection_{key}']:.2f}", *tests]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
