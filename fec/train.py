@@ -56,7 +56,9 @@ class TrainConfig:
     raw_inputs: str = "decoder"  # "all": the encoder vectors reach the MLP directly too (not published)
     eval_batch_size: int = 2048
     threshold: float | None = None  # multi-label only: None = per-label thresholds tuned on validation
-    cv: int = 0  # K-fold CV on train picks epochs (and thresholds); 0 = on valid (main.py: fec.cross_validation.folds_for)
+    # K-fold CV on train picks epochs (and thresholds); 0 = on valid; None (main.py's default) = decided
+    # from the splits' sizes by fec.cross_validation.folds_for
+    cv: int | None = None
 
 
 @dataclass

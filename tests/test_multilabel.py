@@ -262,3 +262,14 @@ def test_cross_validation_picks_epochs_and_thresholds_out_of_fold(ml_store, tmp_
     assert set(summary) >= {"cv", "valid"}  # the cross-validated figure beside valid, kept as a check
     spec = json.loads((run / "model.json").read_text())
     assert spec["thresholds"]["0"] == seed["thresholds"]  # tuned out of fold, saved for predict.py
+
+
+def test_a_small_valid_split_turns_cross_validation_on_by_itself():
+    from fec.commands.train import build_parser
+    from fec.cross_validation import folds_for
+
+    assert build_parser().parse_args(["--task", "semeval_eng"]).cv is None  # decided from the data, not fixed
+    assert folds_for(None, 116, 2768) == 5  # semeval_eng: 116 valid rows beside 2,768 train
+    assert folds_for(None, 2761, 17802) == 0  # ED: valid is large enough to select on
+    assert folds_for(None, 30, 90) == 0  # a small task whose train is small too
+    assert folds_for(0, 116, 2768) == 0 and folds_for(3, 2761, 17802) == 3  # as asked
