@@ -56,6 +56,9 @@ RUN_ONLY = {
     "threads",
     "recipe",  # the file's values are in the run's options already
 }
+# Options added with a default that changed what a script does: a run that predates the option
+# did what this value does (not today's default).
+PREDATED = {"baselines/tfidf.py": {"analyzer": "word"}}
 # Option names a run's config.json may hold from before they were renamed, and their old values.
 RENAMED = {"dataset": "task", "precision": "dtype"}
 OLD_VALUES = {"dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}}
@@ -179,7 +182,7 @@ def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
     saved = {RENAMED.get(name, name): value for name, value in config["args"].items()}
     saved = {name: OLD_VALUES.get(name, {}).get(value, value) if isinstance(value, str) else value
              for name, value in saved.items()}  # fmt: skip
-    args = defaults[script] | saved
+    args = defaults[script] | PREDATED.get(script, {}) | saved
     options = changed_options(args, defaults[script], RUN_ONLY | (set(QUIRKS) if script == "main.py" else set()))
     features = ""
     if script == "main.py":

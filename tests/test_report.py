@@ -202,3 +202,20 @@ def test_runs_whose_config_predates_the_option_renames_pool_with_new_ones(toy_st
     (old / "config.json").write_text(json.dumps(config))
     (row,) = pooled_rows(capsys, logs)
     assert row["seeds"] == "0 1" and row["command"].startswith("python main.py -dataset toy")
+
+
+def test_a_tfidf_run_from_before_character_ngrams_is_reported_as_words_only(tmp_path, capsys):
+    from helpers import write_task
+
+    from fec.commands.tfidf import main as tfidf_main
+
+    data_dir, logs = write_task(tmp_path / "data"), tmp_path / "Logs"
+    assert tfidf_main(["-dataset", "toy", "-data_dir", str(data_dir), "-out", str(logs), "-C", "2"]) == 0
+    assert tfidf_main(["-dataset", "toy", "-data_dir", str(data_dir), "-out", str(logs), "-C", "2", "-analyzer", "word"]) == 0
+    old = sorted(p for p in logs.iterdir() if p.is_dir())[1]
+    config = json.loads((old / "config.json").read_text())
+    for option in ("analyzer", "char_ngrams"):  # what a config written before the option looked like
+        del config["args"][option]
+    (old / "config.json").write_text(json.dumps(config))
+    rows = pooled_rows(capsys, logs)
+    assert len(rows) == 2 and any("-analyzer word" in row["command"] for row in rows)
