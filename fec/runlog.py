@@ -295,6 +295,8 @@ def finish_run(
     timing = f", {seconds:.0f}s" if seconds is not None else ""
     seeds = f"{len(results)} seed{'s' if len(results) > 1 else ''}{timing}"
     log.info("%s %s (%s): %s", task, split, seeds, format_summary(summary[split]))
+    if "cv" in summary:
+        log.info("%s cross-validated on train, out of fold (the selection figure): %s", task, format_summary(summary["cv"]))
     if ensemble:
         shown = {k: {"mean": v, "std": None} for k, v in ensemble[split].items() if not isinstance(v, dict)}
         log.info("%s %s, ensemble of the %d seeds (mean probabilities; not a single model): %s", task, split,
