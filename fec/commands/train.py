@@ -173,8 +173,8 @@ def run(args: argparse.Namespace) -> dict:
     picks = distinct_picks(args.features or [], args.sources)
     if picks and recipe == "reference":
         raise UsageError("--features with --compat reference: the published recipe reads the published folders only")
-    if args.recipe_file:
-        recipe = f"recipe:{Path(args.recipe_file).stem}"
+    if args.recipe:
+        recipe = f"recipe:{Path(args.recipe).stem}"
     slot_dirs = training_folders(args)
     data = load_fusion_data(args.dataset_dir, args.task, args.sources, slot_dirs=slot_dirs, data_dir=args.data_dir,
                             picks=picks)  # fmt: skip
@@ -220,7 +220,6 @@ def parse_with_recipe(parser: argparse.ArgumentParser, argv: list[str] | None) -
     if args.recipe:
         parser.set_defaults(**recipe_defaults(parser, args.recipe))
         args = parser.parse_args(argv)
-    args.recipe_file = args.recipe
     return args
 
 
