@@ -197,13 +197,13 @@ class EmotionClassifier(LabelRanking):
             check_fingerprint(manifests[name], run_dir / "model.json")
         picks = spec.get("feature_picks") or {}
         sources: dict[str, FeatureSource] = {}
-        for name in spec["sources"]:
-            key = store_dirs[name] + (f":{picks[name]['pick']}" if name in picks else "")
+        # One feature source per store folder and pick (the published loader defect reads one folder twice).
+        order = [store_dirs[name] + (f":{picks[name]['pick']}" if name in picks else "") for name in spec["sources"]]
+        for name, key in zip(spec["sources"], order, strict=True):
             if key not in sources:
                 source = FeatureSource(store_dirs[name], manifests[name], pick=picks.get(name))
                 source.backbone = load_source_backbone(source, torch_device, (models or {}).get(source.manifest["slot"]))
                 sources[key] = source
-        order = [store_dirs[name] + (f":{picks[name]['pick']}" if name in picks else "") for name in spec["sources"]]
         if len(seeds) > 1 and spec.get("multilabel"):
             if not spec.get("ensemble_thresholds"):
                 raise RunError(f"{run_dir / 'model.json'}: no ensemble thresholds (the run did not finish its seeds)")

@@ -181,10 +181,15 @@ def evaluate(
     multilabel: bool = False,
     thresholds: np.ndarray | float = 0.5,
     label_names: list[str] | None = None,
+    probs_out: dict | None = None,
 ) -> dict:
-    """Loss, accuracy, weighted and macro F1 on a whole split; predicted ids go to `preds_out[name]`.
+    """Loss, accuracy, weighted and macro F1 on a whole split; predicted ids go to `preds_out[name]`
+    and the probabilities (softmax; multi-label: sigmoid) to `probs_out[name]`, for the seed ensemble.
     Multi-label: BCE loss and `multilabel_metrics` with labels predicted where sigmoid >= `thresholds`."""
     logits = predict_logits(model, split, batch_size)
+    if probs_out is not None:
+        squashed = torch.sigmoid(logits.float()) if multilabel else torch.softmax(logits.float(), dim=1)
+        probs_out[name] = squashed.cpu().numpy()
     if multilabel:
         loss = F.binary_cross_entropy_with_logits(logits.float(), split.labels.float()).item()
         preds = (torch.sigmoid(logits.float()).cpu().numpy() >= np.asarray(thresholds)).astype(np.int64)
@@ -243,21 +248,13 @@ def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.devi
     if multilabel:
         return finish_multilabel(model, data, cfg, seed, best_epoch, history, train_seconds, best_state, thresholds)
     predictions: dict[str, np.ndarray] = {}
-    valid_best = evaluate(model, valid, cfg.eval_batch_size, predictions, "valid")
-    test = evaluate(model, data.splits["test"], cfg.eval_batch_size, predictions, "test") if "test" in data.splits else None
+    probabilities: dict[str, np.ndarray] = {}
+    kept = dict(preds_out=predictions, probs_out=probabilities)
+    valid_best = evaluate(model, valid, cfg.eval_batch_size, name="valid", **kept)
+    test = evaluate(model, data.splits["test"], cfg.eval_batch_size, name="test", **kept) if "test" in data.splits else None
     saturated = pooled_saturation(model, valid, cfg.eval_batch_size)
     return SeedResult(seed, best_epoch, len(history), valid_best, test, train_seconds, history, best_state, predictions,
-                      pn_saturated=saturated, probabilities=split_probabilities(model, data, cfg))  # fmt: skip
-
-
-def split_probabilities(model: DownstreamModel, data: FusionData, cfg: TrainConfig) -> dict[str, np.ndarray]:
-    """The selected state's probabilities on valid and test, for the seed ensemble."""
-    squash = torch.sigmoid if data.multilabel else (lambda z: torch.softmax(z, dim=1))
-    return {
-        name: squash(predict_logits(model, data.splits[name], cfg.eval_batch_size).float()).cpu().numpy()
-        for name in ("valid", "test")
-        if name in data.splits
-    }
+                      pn_saturated=saturated, probabilities=probabilities)  # fmt: skip
 
 
 def seed_ensemble(results: list[SeedResult], labels: dict[str, np.ndarray], multilabel: bool,
@@ -350,7 +347,8 @@ def finish_multilabel(
         thresholds = np.full(len(data.label_names), float(cfg.threshold))
     names = data.label_names
     predictions: dict[str, np.ndarray] = {}
-    kwargs = dict(multilabel=True, thresholds=thresholds, label_names=names)
+    probabilities: dict[str, np.ndarray] = {}
+    kwargs = dict(multilabel=True, thresholds=thresholds, label_names=names, probs_out=probabilities)
     valid_at_05 = evaluate(model, valid, cfg.eval_batch_size, multilabel=True, thresholds=0.5, label_names=names)
     valid_best = evaluate(model, valid, cfg.eval_batch_size, predictions, "valid", **kwargs)
     test = (
@@ -378,5 +376,5 @@ def finish_multilabel(
         thresholds=[float(t) for t in thresholds],
         valid_at_05=valid_at_05,
         pn_saturated=pooled_saturation(model, valid, cfg.eval_batch_size),
-        probabilities=split_probabilities(model, data, cfg),
+        probabilities=probabilities,
     )
