@@ -267,8 +267,16 @@ def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: d
     del trainer, model
     gc.collect()
     shutil.rmtree(work, ignore_errors=True)
+    probabilities = {mode: output_probabilities(values, multilabel) for mode, values in logits.items()}
     return SeedResult(seed, best_epoch, len(valid_rows), scored["valid"], scored.get("test"), train_seconds, history,
-                      thresholds=thresholds, valid_at_05=valid_at_05, predictions=predictions)  # fmt: skip
+                      thresholds=thresholds, valid_at_05=valid_at_05, predictions=predictions,
+                      probabilities=probabilities)  # fmt: skip
+
+
+def output_probabilities(logits, multilabel: bool) -> np.ndarray:
+    """Softmax over labels, or one sigmoid per label for multi-label heads."""
+    logits_t = torch.from_numpy(np.asarray(logits, dtype=np.float32))
+    return (torch.sigmoid(logits_t) if multilabel else torch.softmax(logits_t, dim=1)).numpy()
 
 
 def score_splits(logits: dict, labels: dict, cfg: FinetuneConfig, label_names: list[str], multilabel: bool, seed: int):

@@ -84,6 +84,8 @@ class Run:
     features: str
     key: str
     seeds: dict[int, dict]
+    script: str = "main.py"
+    recipe: str = ""  # main.py's recipe name (corrected, reference, custom:...)
     finished: bool = True
     failure: str | None = None  # the error it stopped on (failed.json); its finished seeds still count
     ensemble: dict | None = None  # results.json's seed ensemble (mean of the seeds' probabilities)
@@ -111,6 +113,10 @@ class Row:
     chance_flags: list[bool | None] = field(default_factory=list)  # per seed; None where the run did not record it
     cv: dict[str, dict[str, float | None]] | None = None  # out-of-fold metrics mean±std, when selected by CV
     ensemble: dict | None = None  # one run's seed ensemble over exactly these seeds (not a single model)
+    script: str = "main.py"
+    recipe: str = ""
+    folders: list[Path] = field(default_factory=list)  # the run folders its seeds come from
+    created: str = ""  # when the newest of them was created
 
     @property
     def headline(self) -> tuple[str, ...]:
@@ -200,8 +206,8 @@ def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
     seeds = {int(entry["seed"]): entry for entry in results.get("seeds", [])}
     # Written after every seed; results.json files older than that flag exist only for finished runs.
     finished = results.get("finished", True)
-    return Run(folder, task, config.get("created", ""), command, features, key, seeds, finished, failed,
-               results.get("ensemble"))  # fmt: skip
+    return Run(folder, task, config.get("created", ""), command, features, key, seeds, script, config.get("recipe", ""),
+               finished, failed, results.get("ensemble"))  # fmt: skip
 
 
 def find_runs(paths: list[Path], defaults: dict[str, dict], task: str | None = None) -> list[Run]:
@@ -275,6 +281,10 @@ def pool(runs: list[Run]) -> list[Row]:
                 [entry.get("at_chance") for entry in entries],
                 cv,
                 ensemble,
+                first.script,
+                first.recipe,
+                sorted({chosen[seed][0].folder for seed in chosen}),
+                max(chosen[seed][0].created for seed in chosen),
             )
         )
     return sorted(rows, key=lambda row: row.task)  # stable: recipes of a task stay in the order they first ran
@@ -343,3 +353,11 @@ def format_csv(rows: list[Row]) -> str:
 def parser_defaults(parser: argparse.ArgumentParser, required: list[str]) -> dict:
     """A script's option defaults, read from its own parser (given its required options)."""
     return vars(parser.parse_args(required))
+
+
+def script_defaults() -> dict[str, dict]:
+    """Each of SCRIPTS' option defaults, as `load_run` needs them."""
+    from fec.commands import finetune, tfidf, train  # the commands import the trainers, which import this module's users
+
+    commands = {"main.py": train, "finetune.py": finetune, "baselines/tfidf.py": tfidf}
+    return {script: parser_defaults(command.build_parser(), ["--task", "-"]) for script, command in commands.items()}

@@ -13,6 +13,9 @@
                              single-label runs only
         per_label.csv        precision, recall, F1 and support per label, same split (multi-label: also
                              the label's decision threshold and how often it was predicted)
+        predictions.csv      the best seed's prediction and probabilities for every text of that split
+        index.html           the run's page (fec.run_page): open it in a browser, no server needed
+        README.md            the model card, Hugging Face layout (fec.model_card)
     Logs/runs.csv            one row per run: `column -s, -t Logs/runs.csv`
 
 Multi-label runs fill `valid_macro_f1`, `valid_micro_f1`, `test_macro_f1` and `test_micro_f1`;
@@ -41,6 +44,7 @@ from fec.metrics import format_summary, mean_std_cell, summarise
 from fec.options import UsageError
 from fec.paths import inside
 from fec.plots import plot_curves, write_label_report, write_multilabel_report
+from fec.predictions import write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -273,11 +277,14 @@ def finish_run(
     seconds: float | None = None,
     extra: dict | None = None,
     ensemble: dict | None = None,
+    texts: dict[str, list[str]] | None = None,
 ) -> dict:
     """Everything a training script writes once its seeds are done (fusion, fine-tuning, TF-IDF):
     results.json (per seed and mean/std, the best seed on validation), curves.png, the best seed's
-    label report on test (valid without test), the row in `out`/runs.csv, and the summary log lines.
-    `labels` maps each split to its label array (ids, or multi-hot rows); `extra` adds keys to results.json;
+    label report and predictions on test (valid without test), the row in `out`/runs.csv, the run
+    page and model card, and the summary log lines.
+    `labels` maps each split to its label array (ids, or multi-hot rows); `texts` the same splits to
+    their texts (predictions.csv); `extra` adds keys to results.json;
     `ensemble` (`fec.train.seed_ensemble`) is kept beside the per-seed summary, labelled as such."""
     extra = (extra or {}) | ({"ensemble": ensemble} if ensemble else {})
     payload = write_results(
@@ -286,6 +293,10 @@ def finish_run(
     summary = payload["summary"]
     best = next(r for r in results if r.seed == payload["best_seed"])
     write_figures(run_dir, results, best, labels, label_names, multilabel, threshold)
+    report_split = "test" if "test" in best.predictions else "valid"
+    if texts and report_split in texts:
+        write_predictions(run_dir, texts[report_split], labels[report_split], best.predictions[report_split],
+                          best.probabilities.get(report_split), label_names, multilabel)  # fmt: skip
     best_epochs = [r.best_epoch for r in results if getattr(r, "best_epoch", None) is not None]
     row = runs_row(task, run_dir, method, recipe, settings, [r.seed for r in results], summary, best_epochs)
     if ensemble and "test" in ensemble:
@@ -305,5 +316,8 @@ def finish_run(
         log.info(
             "%s valid at threshold 0.5 (not tuned on the split it scores): %s", task, format_summary(summary["valid_at_0.5"])
         )
+    from fec.run_page import write_run_pages_safely  # here: the page reads the trainers' parsers, which import this module
+
+    write_run_pages_safely(run_dir)
     log.info("run folder: %s; all runs: column -s, -t %s", run_dir, table)
     return payload | {"run_dir": str(run_dir)}

@@ -48,6 +48,7 @@ class BaselineSeedResult:
     n_iter: int
     grid: list[dict] = field(default_factory=list)
     predictions: dict = field(default_factory=dict)  # split -> predicted ids of the chosen C
+    probabilities: dict = field(default_factory=dict)  # split -> (N, C) probabilities of the chosen C
     thresholds: list[float] | None = None  # multi-label: per-label thresholds, tuned out of fold
     cv: dict | None = None  # multi-label: how C was chosen by cross-validation on train
     best_epoch = None  # no epochs: one fit per C
@@ -58,7 +59,7 @@ class BaselineSeedResult:
         return self.cv["oof"] if self.cv else None
 
     def summary(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k != "predictions"}
+        out = {k: v for k, v in asdict(self).items() if k not in ("predictions", "probabilities")}
         return {k: v for k, v in out.items() if v is not None or k not in ("thresholds", "cv")}
 
 
@@ -114,12 +115,14 @@ def run_seed(features: dict, labels: dict, grid: list[float], seed: int, max_ite
         if best is None or valid["wf1"] > best["valid"]["wf1"]:
             best, best_model = tried[-1], model
     test = None
-    predictions = {"valid": best_model.predict(features["valid"])}
-    if "test" in features:  # evaluated once, on the model chosen on validation
-        predictions["test"] = best_model.predict(features["test"])
+    evaluated = [m for m in ("valid", "test") if m in features]  # test once, on the model chosen on validation
+    probabilities = {m: best_model.predict_proba(features[m]) for m in evaluated}
+    predictions = {m: best_model.classes_[probabilities[m].argmax(axis=1)] for m in evaluated}
+    if "test" in features:
         test = classification_metrics(labels["test"], predictions["test"])
     seconds = round(time.perf_counter() - started, 2)
-    return BaselineSeedResult(seed, best["C"], best["valid"], test, seconds, best["n_iter"], tried, predictions)
+    return BaselineSeedResult(seed, best["C"], best["valid"], test, seconds, best["n_iter"], tried, predictions,
+                              probabilities=probabilities)  # fmt: skip
 
 
 ANALYZERS = ("word", "word+char")
@@ -149,11 +152,12 @@ def run_multilabel_seed(features: dict, labels: dict, grid: list[float], seed: i
             best = (C, metrics, thresholds)
     C, oof_metrics, thresholds = best
     model = fit_one_vs_rest(x, y, C, seed, max_iter)
-    predictions = {m: (model.predict_proba(features[m]) >= thresholds).astype(np.int64) for m in features if m != "train"}
+    probabilities = {m: model.predict_proba(features[m]) for m in features if m != "train"}
+    predictions = {m: (p >= thresholds).astype(np.int64) for m, p in probabilities.items()}
     valid = multilabel_metrics(labels["valid"], predictions["valid"])
     test = multilabel_metrics(labels["test"], predictions["test"]) if "test" in predictions else None
     return BaselineSeedResult(seed, C, valid, test, round(time.perf_counter() - started, 2), max_iter, tried, predictions,
-                              [float(t) for t in thresholds], {"folds": folds, "oof": oof_metrics})  # fmt: skip
+                              probabilities, [float(t) for t in thresholds], {"folds": folds, "oof": oof_metrics})  # fmt: skip
 
 
 def fit_one_vs_rest(x, y, C: float, seed: int, max_iter: int) -> OneVsRestClassifier:

@@ -34,3 +34,27 @@ def toy_store(tmp_path_factory, tiny_models) -> tuple[Path, Path]:
     data = write_task(root / "data")
     extract_all(data, root / "dataset", tiny_models)
     return data, root / "dataset"
+
+
+@pytest.fixture(scope="session")
+def paged_logs(toy_store, tmp_path_factory) -> Path:
+    """A Logs folder with a two-seed fusion run and a TF-IDF run of `toy`, their pages written by the
+    trainers' finish step, and `Logs/index.html` by `report.py --html`. Read-only."""
+    from fec.commands import report as report_script
+    from fec.commands import tfidf as tfidf_script
+    from fec.commands import train as main_script
+
+    data_dir, dataset_dir = toy_store
+    out = tmp_path_factory.mktemp("Logs")
+    fast = ["-epochs", "15", "-early-stop", "5", "-batch_size", "16", "-lr", "3e-3"]
+    common = ["-dataset", "toy", "-data_dir", str(data_dir), "-out", str(out)]
+    assert main_script.main([*common, "-device", "cpu", "-dataset_dir", str(dataset_dir), "-seeds", "0", "1", *fast]) == 0
+    assert tfidf_script.main([*common, "-seeds", "0"]) == 0
+    assert report_script.main(["--html", str(out)]) == 0
+    return out
+
+
+def fusion_run(logs: Path) -> Path:
+    """The main.py run folder in a `paged_logs` folder."""
+    (run_dir,) = [p for p in logs.iterdir() if p.is_dir() and "tfidf" not in p.name]
+    return run_dir

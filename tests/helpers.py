@@ -23,6 +23,9 @@ CUES = {
 }
 FILLER = "i was at home today with my friend and the dog when it happened so we talked about it later".split()
 SPLIT_ROWS = {"train": 90, "valid": 30, "test": 30}
+# Multi-label column name -> cue words (the tiny tokenizers know only the cues and FILLER).
+ML_CUES = {"anger": CUES["angry"], "joy": CUES["joyful"], "sadness": CUES["sad"]}
+ML_LABELS = list(ML_CUES)
 TINY_HIDDEN = {"llama": 32, "bert": 24, "roberta": 20}
 
 
@@ -43,6 +46,25 @@ def write_task(root: Path, task: str = "toy", rows: dict[str, int] = SPLIT_ROWS,
         rng.shuffle(labels)
         texts = [make_text(rng, LABELS[y]) for y in labels]
         pd.DataFrame({"text": texts, "aug_text": texts, "label": labels}).to_csv(folder / f"{mode}.csv", index=False)
+    return root
+
+
+def write_multilabel_task(root: Path, task: str = "ml", rows: dict[str, int] | None = None, seed: int = 0) -> Path:
+    """`root/task/{mode}.csv` as `id,text,anger,joy,sadness`: each label on with probability 0.4
+    (so some rows are all-zero, "neutral"), two cue words per active label among filler words."""
+    rng = random.Random(seed)
+    folder = root / task
+    folder.mkdir(parents=True, exist_ok=True)
+    for mode, count in (rows or {"train": 120, "valid": 40}).items():
+        records = []
+        for i in range(count):
+            active = [name for name in ML_LABELS if rng.random() < 0.4]
+            words = rng.sample(FILLER, rng.randint(3, 10))
+            for name in active:
+                words += rng.sample(ML_CUES[name], 2)
+            rng.shuffle(words)
+            records.append({"id": f"{mode}_{i}", "text": " ".join(words), **{n: int(n in active) for n in ML_LABELS}})
+        pd.DataFrame(records).to_csv(folder / f"{mode}.csv", index=False)
     return root
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import CUES, FILLER, extract_all, newest_run
+from helpers import ML_LABELS, extract_all, newest_run, write_multilabel_task
 
 import main as main_script
 import predict as predict_script
@@ -19,29 +18,7 @@ from fec.data import DataError, load_split, load_splits
 from fec.metrics import THRESHOLD_GRID, multilabel_metrics, tune_thresholds
 from fec.runlog import RUNS_COLUMNS, append_run_row
 
-# Column name -> the conftest cue words (the tiny tokenizers know only those and FILLER).
-ML_CUES = {"anger": CUES["angry"], "joy": CUES["joyful"], "sadness": CUES["sad"]}
-ML_LABELS = list(ML_CUES)
 FAST = ["-epochs", "20", "-lr", "3e-3", "-early-stop", "6", "-batch_size", "20"]
-
-
-def write_multilabel_task(root: Path, task: str = "ml", rows: dict[str, int] | None = None, seed: int = 0) -> Path:
-    """`root/task/{mode}.csv` as `id,text,anger,joy,sadness`: each label on with probability 0.4
-    (so some rows are all-zero, "neutral"), two cue words per active label among filler words."""
-    rng = random.Random(seed)
-    folder = root / task
-    folder.mkdir(parents=True, exist_ok=True)
-    for mode, count in (rows or {"train": 120, "valid": 40}).items():
-        records = []
-        for i in range(count):
-            active = [name for name in ML_LABELS if rng.random() < 0.4]
-            words = rng.sample(FILLER, rng.randint(3, 10))
-            for name in active:
-                words += rng.sample(ML_CUES[name], 2)
-            rng.shuffle(words)
-            records.append({"id": f"{mode}_{i}", "text": " ".join(words), **{n: int(n in active) for n in ML_LABELS}})
-        pd.DataFrame(records).to_csv(folder / f"{mode}.csv", index=False)
-    return root
 
 
 def write(path: Path, text: str) -> Path:

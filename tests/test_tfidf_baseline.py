@@ -25,7 +25,8 @@ def tfidf_run(tmp_path_factory) -> tuple[Path, Path]:
 def test_learns_the_toy_task_and_writes_the_run_folder_every_trainer_writes(tfidf_run):
     _, run_dir = tfidf_run
     assert run_dir.name.startswith("toy_tfidf_")
-    for name in ("config.json", "results.json", "train.log", "per_label.csv", "confusion.png"):
+    for name in ("config.json", "results.json", "train.log", "per_label.csv", "confusion.png", "predictions.csv", "index.html",
+                 "README.md"):  # fmt: skip
         assert (run_dir / name).is_file(), name
     results = json.loads((run_dir / "results.json").read_text())
     assert results["finished"] is True and [s["seed"] for s in results["seeds"]] == [0, 1]

@@ -177,7 +177,7 @@ def finetune_run(args: argparse.Namespace, run_dir: Path, cfg: FinetuneConfig, s
     return finish_run(run_dir, args.out, args.task, results, sources=[f"finetune:{args.model}"],
                       labels={m: s.labels for m, s in splits.items()}, label_names=label_names, multilabel=multilabel,
                       threshold=cfg.threshold, method="finetune", recipe="", settings=settings,
-                      seconds=round(time.perf_counter() - started, 2))  # fmt: skip
+                      seconds=round(time.perf_counter() - started, 2), texts={m: s.texts for m, s in splits.items()})  # fmt: skip
 
 
 def tokenised(splits: dict[str, Split], tokenizer, max_len: int, multilabel: bool) -> dict[str, TextDataset]:

@@ -5,6 +5,8 @@ table row (markdown or CSV); see `fec.report` for the pooling rule.
     python report.py --task ED                # one task
     python report.py Logs/ED_20261122-075750 Logs/ED_20261122-082150   # chosen run folders
     python report.py --format csv > pooled.csv
+    python report.py --html                   # Logs/index.html: every run in one page, linking each run's page
+    python report.py --html Logs/ED_20261122-075750   # write that run's index.html and README.md again
 """
 
 import argparse
@@ -12,9 +14,9 @@ import sys
 from pathlib import Path
 
 from fec.cli import run_script
-from fec.commands import finetune, tfidf, train
 from fec.options import ArgumentParser, flag, task_name
-from fec.report import ReportError, find_runs, format_csv, format_markdown, parser_defaults, pool
+from fec.report import ReportError, find_runs, format_csv, format_markdown, pool, script_defaults
+from fec.runs_index import write_html
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,16 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(*flag("task"), type=task_name, default=None, help="only runs of this task (e.g. ED, go_emotion)")
     parser.add_argument(*flag("format"), default="markdown", choices=["markdown", "csv"], help="output table format")
     parser.add_argument(
+        *flag("html"),
+        action="store_true",
+        help="write pages instead of printing the table: index.html in each folder of runs (and the page of any run "
+        "without one), or a run folder's own index.html and model card (README.md)",
+    )
+    parser.add_argument(
         *flag("log_level"), default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity"
     )
     return parser
 
 
 def run(args: argparse.Namespace) -> None:
-    defaults = {
-        script: parser_defaults(command.build_parser(), ["--task", "-"])
-        for script, command in (("main.py", train), ("finetune.py", finetune), ("baselines/tfidf.py", tfidf))
-    }
+    defaults = script_defaults()
+    if args.html:
+        for path in write_html(args.runs, defaults, args.task):
+            print(path)
+        return
     rows = pool(find_runs(args.runs, defaults, args.task))
     sys.stdout.write(format_csv(rows) if args.format == "csv" else format_markdown(rows))
 

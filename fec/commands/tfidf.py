@@ -164,7 +164,8 @@ def fit_run(args: argparse.Namespace, run_dir: Path, splits: dict, features: dic
         settings["selection"] = f"cv{args.cv}"
     return finish_run(run_dir, args.out, args.task, results, sources=[SOURCE], labels=labels, label_names=label_names,
                       multilabel=multilabel, threshold=None, method="tfidf", recipe="", settings=settings,
-                      seconds=round(time.perf_counter() - started, 2), extra=extra)  # fmt: skip
+                      seconds=round(time.perf_counter() - started, 2), extra=extra,
+                      texts={mode: split.texts for mode, split in splits.items()})  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

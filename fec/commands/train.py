@@ -25,7 +25,7 @@ from pathlib import Path
 from fec.backbones import ModelError, pick_device
 from fec.cli import run_script
 from fec.cross_validation import folds_for, train_seed_cv
-from fec.data import DataError
+from fec.data import DataError, read_text_column, split_path
 from fec.feature_spec import FeaturePick, parse_pick
 from fec.fusion import PN_FORMS, RAW_INPUTS
 from fec.fusion_data import SOURCES, FusionData, load_fusion_data
@@ -261,7 +261,25 @@ def train_run(args: argparse.Namespace, run_dir: Path, data: FusionData, cfg: Tr
         write_json(run_dir / "model.json", model_spec)
     return finish_run(run_dir, args.out, data.task, results, sources=data.sources, labels=labels,
                       label_names=data.label_names, multilabel=data.multilabel, threshold=cfg.threshold, method="fusion",
-                      recipe=recipe, settings=settings, ensemble=ensemble)  # fmt: skip
+                      recipe=recipe, settings=settings, ensemble=ensemble, texts=split_texts(args.data_dir, data))  # fmt: skip
+
+
+def split_texts(data_dir: str, data: FusionData) -> dict[str, list[str]]:
+    """Each split's texts from its CSV, for predictions.csv; a split whose CSV no longer matches its
+    features row for row is left out (the run page then goes without its examples)."""
+    texts = {}
+    for mode, split in data.splits.items():
+        path = split_path(data_dir, data.task, mode)
+        try:
+            column, _ = read_text_column(path)
+        except (OSError, DataError) as err:
+            log.warning("%s: texts not read for the run page (%s)", path, err)
+            continue
+        if len(column) == len(split.labels):
+            texts[mode] = column
+        else:
+            log.warning("%s: %d rows, its features %d; no example texts on the run page", path, len(column), len(split.labels))
+    return texts
 
 
 def model_record(data: FusionData, cfg: TrainConfig, template, recipe: str, slot_dirs: dict[str, str]) -> dict:

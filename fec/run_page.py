@@ -1,0 +1,149 @@
+"""The page of one run, `Logs/RUN/index.html`: headline metrics beside the paper's, seeds, curves,
+the confusion matrix, per-label scores, the most confused pairs with examples, example predictions
+and provenance, in one self-contained file (inline CSS and script; images are the run folder's
+own PNGs, linked relatively, so the folder can be moved or zipped). Written by every trainer's
+finish step with the model card (`fec.model_card`), and again by:
+
+    python report.py --html Logs/ED_20261202-011000
+
+Everything that comes from the run or the data is escaped (Jinja2 autoescaping).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from fec.files import atomic_write_text
+from fec.metrics import mean_std_cell
+from fec.run_summary import (
+    RunSummary,
+    confused_pairs,
+    confusion_counts,
+    example_rows,
+    label_order,
+    load_summary,
+    threshold_rows,
+)
+from fec.task_info import PUBLISHED_SOURCE
+
+log = logging.getLogger(__name__)
+
+PAGE = "index.html"
+TEMPLATES = Path(__file__).parent / "templates"
+METRIC_NAMES = {"acc": "accuracy", "wf1": "weighted F1", "macro_f1": "macro-F1", "micro_f1": "micro-F1", "loss": "loss"}
+LINKED_FILES = ("results.json", "config.json", "model.json", "train.log", "per_label.csv", "predictions.csv", "README.md")
+
+
+def environment(autoescape: bool = True) -> Environment:
+    """The templates under fec/templates, with the number filters every page uses."""
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html", "j2"]) if autoescape else False,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["num"] = lambda value, digits=2: "–" if value is None else f"{value:.{digits}f}"
+    env.filters["mean_std"] = lambda stats: mean_std_cell(stats) or "–"
+    env.filters["md"] = markdown_text
+    env.globals["metric_name"] = lambda key: METRIC_NAMES.get(key, key)
+    return env
+
+
+def markdown_text(value) -> str:
+    """Text from a run or its data made inert in Markdown: no raw HTML, no table breaks."""
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def confusion_view(summary: RunSummary) -> dict | None:
+    """Rows of the confusion matrix, labels grouped by the task's label tree; each cell carries its
+    count and its share of the gold row (the shade)."""
+    if summary.multilabel or summary.predictions is None:
+        return None
+    counts = confusion_counts(summary.predictions)
+    data_dir = Path(summary.config.get("args", {}).get("data_dir", "data"))
+    order = label_order(summary.label_names, data_dir / summary.task / "label_tree.tsv")
+    names = [summary.label_names[i] for i in order]
+    rows = []
+    for i in order:
+        total = max(int(counts[i].sum()), 1)
+        cells = [{"count": int(counts[i, j]), "share": 100 * counts[i, j] / total, "diagonal": i == j} for j in order]
+        rows.append({"label": summary.label_names[i], "total": int(counts[i].sum()), "cells": cells})
+    return {"labels": names, "rows": rows}
+
+
+def per_label_rows(summary: RunSummary) -> list[dict]:
+    if summary.per_label is None:
+        return []
+    return [{"label": str(row["label"]), "precision": 100 * float(row["precision"]), "recall": 100 * float(row["recall"]),
+             "f1": 100 * float(row["f1"]), "support": int(row["support"])}
+            for _, row in summary.per_label.iterrows()]  # fmt: skip
+
+
+def provenance_view(summary: RunSummary) -> dict:
+    config = summary.config
+    manifests = config.get("feature_manifests", {})
+    return {
+        "git_sha": config.get("git_sha") or "unknown",
+        "code_version": config.get("code_version", "?"),
+        "created": config.get("created", "?"),
+        "device": config.get("device", "?"),
+        "packages": config.get("packages", {}),
+        "csv_sha256": config.get("csv_sha256")
+        or {mode: next(iter(slots.values())).get("csv_sha256", "?") for mode, slots in manifests.items() if slots},
+        "config_json": json.dumps(config, indent=2, default=str),
+        "files": [name for name in LINKED_FILES if name in summary.files or name == "README.md"],
+        "checkpoints": sorted(p.relative_to(summary.folder).as_posix() for p in (summary.folder / "checkpoints").glob("*"))
+        if (summary.folder / "checkpoints").is_dir()
+        else [],
+        "images": [name for name in ("curves.png", "confusion.png") if name in summary.files],
+    }
+
+
+def render_run_page(summary: RunSummary) -> str:
+    per_label = per_label_rows(summary)
+    template = environment().get_template("run.html.j2")
+    return template.render(
+        s=summary,
+        title=f"{summary.task} · {summary.method} · {summary.folder.name}",
+        best_seed=summary.results.get("best_seed"),
+        published_source=PUBLISHED_SOURCE,
+        per_label=per_label,
+        f1_bars=sorted(per_label, key=lambda row: -row["f1"]),
+        confusion=confusion_view(summary),
+        pairs=confused_pairs(summary.predictions) if summary.predictions is not None else [],
+        examples=example_rows(summary.predictions) if summary.predictions is not None else [],
+        thresholds=threshold_rows(summary) if summary.multilabel else [],
+        provenance=provenance_view(summary),
+        seconds=summary.results.get("seconds") or sum(float(row["seconds"] or 0) for row in summary.seeds),
+        epochs=[row["best_epoch"] for row in summary.seeds if row["best_epoch"] is not None],
+    )
+
+
+def write_run_page(run_dir: Path) -> Path:
+    """`run_dir/index.html` (and the model card beside it) from the folder's files."""
+    from fec.model_card import write_model_card  # the card and the page share the summary
+
+    summary = load_summary(run_dir)
+    path = run_dir / PAGE
+    atomic_write_text(path, render_run_page(summary))
+    write_model_card(summary)
+    return path
+
+
+def write_run_pages_safely(run_dir: Path) -> None:
+    """The finish step's call: a page that cannot be written is a warning, not a lost run (its
+    results are already on disk and `report.py --html RUN` writes the page again)."""
+    try:
+        path = write_run_page(run_dir)
+    except Exception as err:  # noqa: BLE001 - any failure here must leave the trained run intact
+        log.warning("%s: the run page was not written (%s: %s); retry with: python report.py --html %s",
+                    run_dir, type(err).__name__, err, run_dir)  # fmt: skip
+        return
+    log.info("run page: %s; model card: %s", path, run_dir / "README.md")

@@ -1,0 +1,117 @@
+"""The page across runs, `Logs/index.html`: every recipe of every task as `report.py` pools it (seeds
+of the same recipe on the same features in one row), in one sortable, filterable table whose rows
+link to their run pages, and per task a chart of its recipes side by side with their spread over
+seeds. Self-contained (inline CSS, script and images), so it opens from the file system.
+
+    python report.py --html               # Logs/index.html (and the page of any run that lacks one)
+    python report.py --html --task ED
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+
+from fec.files import atomic_write_text
+from fec.report import METRIC_NAMES, Row
+from fec.run_summary import METHODS
+
+INDEX = "index.html"
+
+
+def headline_metric(row: Row) -> str:
+    return "acc" if "acc" in row.stats else "macro_f1"
+
+
+def row_view(number: int, row: Row, logs_dir: Path) -> dict:
+    from fec.run_page import PAGE
+
+    return {
+        "number": number,
+        "task": row.task,
+        "method": METHODS.get(row.script, row.script),
+        "recipe": row.recipe or "–",
+        "command": row.command,
+        "features": row.features,
+        "seeds": row.seeds,
+        "split": row.split,
+        "stats": row.stats,
+        "cv": row.cv_cell(),
+        "ensemble": row.ensemble_cell(),
+        "at_chance": row.at_chance_cell(),
+        "created": row.created[:16].replace("T", " "),
+        "runs": [{"name": f.name, "href": Path(os.path.relpath(f / PAGE, logs_dir)).as_posix()} for f in row.folders],
+    }
+
+
+def recipe_chart(task: str, views: list[dict]) -> str | None:
+    """A PNG (as a data URI) of the task's recipes: the headline metric's mean over seeds, the bar
+    ending at it and the whisker one sample std either side; None for a task with one recipe."""
+    if len(views) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = "acc" if "acc" in views[0]["stats"] else "macro_f1"
+    shown = [v for v in views if (v["stats"].get(metric) or {}).get("mean") is not None]
+    means = [v["stats"][metric]["mean"] for v in shown]
+    stds = [v["stats"][metric].get("std") or 0.0 for v in shown]
+    names = [f"#{v['number']} {v['method'].split()[0]} {v['recipe'] if v['recipe'] != '–' else ''}".strip()[:60] for v in shown]
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(shown) + 1.2))
+    ax.barh(range(len(shown)), means, xerr=stds, color="#1f6feb", ecolor="#1f2328", capsize=3)
+    ax.set_yticks(range(len(shown)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel=f"{shown[0]['split']} {METRIC_NAMES[metric]} (%), mean ± std over seeds", title=f"{task}: recipes side by side")
+    for y, (mean, n) in enumerate(zip(means, [len(v["seeds"]) for v in shown], strict=True)):
+        ax.text(mean + 0.5, y, f"{mean:.2f} ({n} seed{'s' if n != 1 else ''})", va="center", fontsize=7)
+    ax.set_xlim(0, max(means) * 1.2 + 1)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def render_index(rows: list[Row], logs_dir: Path) -> str:
+    from fec.run_page import environment
+
+    views = [row_view(i, row, logs_dir) for i, row in enumerate(rows, start=1)]
+    tasks = sorted({v["task"] for v in views})
+    metrics = [m for m in METRIC_NAMES if any(m in row.stats for row in rows)]
+    charts = {task: recipe_chart(task, [v for v in views if v["task"] == task]) for task in tasks}
+    return environment().get_template("index.html.j2").render(
+        title=f"fec runs · {logs_dir.resolve().name}", rows=views, tasks=tasks, metrics=metrics, metric_names=METRIC_NAMES,
+        charts={task: chart for task, chart in charts.items() if chart},
+    )  # fmt: skip
+
+
+def write_index(rows: list[Row], logs_dir: Path) -> Path:
+    path = logs_dir / INDEX
+    atomic_write_text(path, render_index(rows, logs_dir))
+    return path
+
+
+def write_html(paths: list[Path], defaults: dict[str, dict], task: str | None = None) -> list[Path]:
+    """`report.py --html`: a run folder gets its page and model card written again; a folder of
+    runs (Logs/) gets its index.html, and the page of each of its runs that has none yet."""
+    from fec.report import ReportError, find_runs, pool
+    from fec.run_page import PAGE, write_run_page, write_run_pages_safely
+
+    written = []
+    for path in paths:
+        if (path / "config.json").exists():
+            try:
+                written.append(write_run_page(path))
+            except ValueError as err:
+                raise ReportError(str(err)) from err
+            continue
+        runs = find_runs([path], defaults, task)
+        for run in runs:
+            if not (run.folder / PAGE).exists():
+                write_run_pages_safely(run.folder)
+        written.append(write_index(pool(runs), path))
+    return written

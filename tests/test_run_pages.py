@@ -1,0 +1,213 @@
+"""Every run leaves a page (`index.html`) and a model card (`README.md`) in its folder, and
+`report.py --html` writes `Logs/index.html` across runs. These tests read the files as a browser
+or the hub would: the numbers on them must be the numbers of results.json, and nothing that comes
+from the data may reach the page unescaped. (`test_browser.py` opens the same pages in Chromium.)"""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from conftest import fusion_run
+from helpers import write_multilabel_task, write_task
+
+from fec.commands import report as report_script
+from fec.commands import tfidf as tfidf_script
+from fec.metrics import mean_std_cell
+from fec.run_summary import label_order
+
+
+class Cells(HTMLParser):
+    """Text of every element with an id or a data-metric attribute, and every link."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[str | None] = []
+        self.text: dict[str, str] = {}
+        self.links: list[str] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self._table: str | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "a" and "href" in attrs:
+            self.links.append(attrs["href"])
+        if tag == "table" and "id" in attrs:
+            self._table = attrs["id"]
+            self.tables[self._table] = []
+        if self._table and tag == "tr":
+            self._row = []
+        if self._row is not None and tag in ("td", "th"):
+            self._cell = []
+        key = attrs.get("data-metric")
+        self.stack.append(key)
+        if key:
+            self.text[key] = ""
+
+    def handle_endtag(self, tag):
+        if self.stack:
+            self.stack.pop()
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        if tag == "tr" and self._row is not None and self._table:
+            self.tables[self._table].append(self._row)
+            self._row = None
+        if tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        for key in filter(None, self.stack):
+            self.text[key] += data
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse(path: Path) -> Cells:
+    cells = Cells()
+    cells.feed(path.read_text(encoding="utf-8"))
+    return cells
+
+
+def front_matter(card: Path) -> dict:
+    text = card.read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def test_a_fusion_run_leaves_its_page_card_and_predictions(paged_logs):
+    run_dir = fusion_run(paged_logs)
+    for name in ("index.html", "README.md", "predictions.csv", "curves.png", "confusion.png"):
+        assert (run_dir / name).is_file(), name
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    assert list(predictions.columns[:5]) == ["row", "text", "gold", "predicted", "correct"]
+    probabilities = predictions[[c for c in predictions.columns if c.startswith("p:")]].to_numpy()
+    assert probabilities.shape[1] == 3
+    assert abs(probabilities.sum(axis=1) - 1).max() < 1e-3  # softmax rows, rounded to 4 digits
+
+
+def test_the_headline_and_seed_table_equal_results_json(paged_logs):
+    run_dir = fusion_run(paged_logs)
+    results = json.loads((run_dir / "results.json").read_text())
+    page = parse(run_dir / "index.html")
+    for key in ("acc", "wf1", "macro_f1"):
+        assert mean_std_cell(results["summary"]["test"][key]) in page.text[key]
+    header, *rows = page.tables["seed-table"]
+    assert [int(row[0]) for row in rows] == [entry["seed"] for entry in results["seeds"]]
+    column = header.index("test accuracy")
+    assert [row[column] for row in rows] == [f"{entry['test']['acc']:.2f}" for entry in results["seeds"]]
+
+
+def test_the_confusion_matrix_counts_the_predictions(paged_logs):
+    run_dir = fusion_run(paged_logs)
+    predictions = pd.read_csv(run_dir / "predictions.csv", keep_default_na=False)
+    html = (run_dir / "index.html").read_text()
+    for (gold, predicted), count in predictions.groupby(["gold", "predicted"]).size().items():
+        total = int((predictions["gold"] == gold).sum())
+        assert f'title="{gold} → {predicted}: {count} of {total}"' in html
+
+
+def test_the_per_label_table_is_per_label_csv(paged_logs):
+    run_dir = fusion_run(paged_logs)
+    table = pd.read_csv(run_dir / "per_label.csv")
+    header, *rows = parse(run_dir / "index.html").tables["label-table"]
+    assert header[:4] == ["label", "precision", "recall", "F1"]
+    assert [row[0] for row in rows] == table["label"].tolist()
+    assert [row[3] for row in rows] == [f"{100 * f:.1f}" for f in table["f1"]]
+
+
+def test_the_model_card_front_matter_is_yaml_with_the_run_metrics(paged_logs):
+    run_dir = fusion_run(paged_logs)
+    results = json.loads((run_dir / "results.json").read_text())
+    matter = front_matter(run_dir / "README.md")
+    assert matter["language"] == ["en"] and matter["pipeline_tag"] == "text-classification"
+    (entry,) = matter["model-index"]
+    (result,) = entry["results"]
+    assert result["dataset"]["split"] == "test"
+    values = {m["name"].split(" (")[0]: m["value"] for m in result["metrics"]}
+    assert values["Accuracy"] == round(results["summary"]["test"]["acc"]["mean"], 2)
+    assert values["Weighted F1"] == round(results["summary"]["test"]["wf1"]["mean"], 2)
+    body = (run_dir / "README.md").read_text()
+    for section in ("## Intended use", "## How to use", "## Training", "## Evaluation", "## Limitations"):
+        assert section in body
+    assert f'EmotionClassifier.load("{run_dir.as_posix()}")' in body
+
+
+def test_the_index_links_every_run_page_and_pools_their_rows(paged_logs):
+    index = paged_logs / "index.html"
+    page = parse(index)
+    run_links = [link for link in page.links if link.endswith("index.html")]
+    assert sorted(Path(link).parent.name for link in run_links) == sorted(p.name for p in paged_logs.iterdir() if p.is_dir())
+    assert all((paged_logs / link).is_file() for link in run_links)
+    header, *rows = page.tables["runs"]
+    assert {row[header.index("method")] for row in rows} == {"fusion of frozen features", "TF-IDF baseline"}
+    results = json.loads((fusion_run(paged_logs) / "results.json").read_text())
+    fused = next(row for row in rows if row[header.index("method")].startswith("fusion"))
+    assert fused[header.index("acc")] == mean_std_cell(results["summary"]["test"]["acc"])
+    assert "data:image/png;base64," in index.read_text()  # the recipes chart, embedded
+
+
+def test_user_text_and_label_names_are_escaped(tmp_path):
+    data_dir = write_task(tmp_path / "data")
+    folder = data_dir / "toy"
+    (folder / "label2idx.txt").write_text("<script> 0\nsad 1\nangry 2\n")
+    frame = pd.read_csv(folder / "test.csv")
+    frame["text"] = frame["text"] + ' <img src=x onerror="alert(1)"> & so on'  # every example shown carries it
+    frame.to_csv(folder / "test.csv", index=False)
+    out = tmp_path / "Logs"
+    assert tfidf_script.main(["-dataset", "toy", "-data_dir", str(data_dir), "-out", str(out), "-C", "2"]) == 0
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    html = (run_dir / "index.html").read_text()
+    assert "<script>" not in html.split("</script>", 1)[1]  # only the page's own script precedes
+    assert "&lt;script&gt;" in html
+    assert "<img src=x" not in html and "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in html
+    card = (run_dir / "README.md").read_text()
+    assert "<script>" not in card and "&lt;script&gt;" in card
+    assert front_matter(run_dir / "README.md")["license"] == "mit"  # no backbone: the project's own license
+
+
+def test_a_multilabel_run_shows_its_thresholds_beside_f1_at_half(tmp_path):
+    data_dir = write_multilabel_task(tmp_path / "data", rows={"train": 90, "valid": 40, "test": 40})
+    out = tmp_path / "Logs"
+    argv = ["-dataset", "ml", "-data_dir", str(data_dir), "-out", str(out), "-cv", "3", "-C_grid", "1", "8"]
+    assert tfidf_script.main(argv) == 0
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    header, *rows = parse(run_dir / "index.html").tables["threshold-table"]
+    assert header == ["label", "threshold", "F1 at it", "F1 at 0.5"]
+    per_label = pd.read_csv(run_dir / "per_label.csv")
+    assert [row[0] for row in rows] == per_label["label"].tolist()
+    assert [row[1] for row in rows] == [f"{t:.2f}" for t in per_label["threshold"]]
+    assert all(re.fullmatch(r"\d+\.\d", row[3]) for row in rows)
+    metrics = {m["name"].split(" (")[0] for m in front_matter(run_dir / "README.md")["model-index"][0]["results"][0]["metrics"]}
+    assert metrics == {"Macro F1", "Micro F1"}
+
+
+def test_report_html_rewrites_one_run_page(paged_logs, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / fusion_run(paged_logs).name
+    shutil.copytree(fusion_run(paged_logs), run_dir)
+    (run_dir / "index.html").unlink()
+    (run_dir / "README.md").unlink()
+    assert report_script.main(["--html", str(run_dir)]) == 0
+    assert (run_dir / "index.html").is_file() and (run_dir / "README.md").is_file()
+
+
+def test_report_html_on_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert report_script.main(["--html", str(tmp_path / "empty")]) == 2
+    assert "no finished run" in capsys.readouterr().err
+
+
+def test_confusion_labels_follow_the_label_tree(tmp_path):
+    tree = tmp_path / "label_tree.tsv"
+    tree.write_text("positive\troot\nnegative\troot\nsad\tnegative\njoyful\tpositive\nangry\tnegative\n")
+    names = ["joyful", "sad", "angry", "surprised"]
+    assert [names[i] for i in label_order(names, tree)] == ["joyful", "sad", "angry", "surprised"]
+    assert label_order(names, tmp_path / "missing.tsv") == [0, 1, 2, 3]
