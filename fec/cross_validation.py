@@ -39,6 +39,21 @@ def folds_for(cfg_cv: int | None, valid_rows: int, train_rows: int) -> int:
     return CV_AUTO_FOLDS if valid_rows < CV_AUTO_ROWS and valid_rows * 10 < train_rows else 0
 
 
+def fold_assignment(rows: int, folds: int, seed: int) -> np.ndarray:
+    """Each train row's fold, 0..folds-1: a seeded permutation, so fold sizes differ by at most one."""
+    return np.random.default_rng(seed).permutation(rows) % folds
+
+
+def out_of_fold_selection(labels: np.ndarray, oof: np.ndarray, multilabel: bool, threshold: float | None
+                          ) -> tuple[np.ndarray | None, dict]:  # fmt: skip
+    """From out-of-fold probabilities: the multi-label thresholds (tuned per label, or the global
+    `threshold`; None for single-label tasks) and the cross-validated metrics they give."""
+    if not multilabel:
+        return None, classification_metrics(labels, oof.argmax(axis=1))
+    thresholds = tune_thresholds(labels, oof) if threshold is None else np.full(oof.shape[1], threshold)
+    return thresholds, multilabel_metrics(labels, (oof >= thresholds).astype(np.int64))
+
+
 def subset(split: SplitInputs, rows: torch.Tensor) -> SplitInputs:
     return SplitInputs([x[rows] for x in split.inputs], split.labels[rows])
 
@@ -55,9 +70,8 @@ def train_seed_cv(data: FusionData, cfg: TrainConfig, seed: int, device: torch.d
     train, folds = data.splits["train"], cfg.cv
     if folds < 2 or folds > len(train):
         raise ValueError(f"-cv {folds}: needs 2 to {len(train)} folds")
-    assignment = torch.from_numpy(np.random.default_rng(seed).permutation(len(train)) % folds).to(train.labels.device)
-    width = len(data.label_names)
-    oof = np.zeros((len(train), width), dtype=np.float32)
+    assignment = torch.from_numpy(fold_assignment(len(train), folds, seed)).to(train.labels.device)
+    oof = np.zeros((len(train), len(data.label_names)), dtype=np.float32)
     epochs = []
     for fold in range(folds):
         held = (assignment == fold).nonzero().flatten()
@@ -66,13 +80,7 @@ def train_seed_cv(data: FusionData, cfg: TrainConfig, seed: int, device: torch.d
         oof[held.cpu().numpy()] = result.probabilities["valid"]
         epochs.append(result.best_epoch + 1)
         log.info("seed %d: fold %d/%d: best epoch %d", seed, fold + 1, folds, result.best_epoch)
-    labels = train.labels.cpu().numpy()
-    thresholds = None
-    if data.multilabel:
-        thresholds = tune_thresholds(labels, oof) if cfg.threshold is None else np.full(width, cfg.threshold)
-        oof_metrics = multilabel_metrics(labels, (oof >= thresholds).astype(np.int64))
-    else:
-        oof_metrics = classification_metrics(labels, oof.argmax(axis=1))
+    thresholds, oof_metrics = out_of_fold_selection(train.labels.cpu().numpy(), oof, data.multilabel, cfg.threshold)
     used = max(1, int(np.median(epochs)))
     log.info("seed %d: %d-fold CV: out-of-fold %s; training on all of train for %d epochs", seed, folds,
              " ".join(f"{k} {v:.2f}" for k, v in oof_metrics.items() if not isinstance(v, dict)), used)  # fmt: skip

@@ -26,6 +26,7 @@ evaluated by the next run, with no code change.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import logging
 import math
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 from fec.backbones import ModelError
+from fec.cross_validation import fold_assignment, out_of_fold_selection
 from fec.metrics import classification_metrics, multilabel_metrics, tune_thresholds
 from fec.train import SeedResult
 
@@ -64,6 +66,7 @@ class FinetuneConfig:
     max_len: int = 200
     threshold: float | None = None
     dtype: str = "auto"  # mixed precision of the Trainer: auto = bfloat16 on CUDA when supported, else float32
+    cv: int | None = None  # K-fold CV on train selects epochs and thresholds; None: auto (fec.cross_validation.folds_for)
 
 
 class TextDataset(torch.utils.data.Dataset):
@@ -78,6 +81,10 @@ class TextDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {**{k: v[i] for k, v in self.encodings.items()}, "labels": self.labels[i]}
+
+    def subset(self, rows: np.ndarray) -> TextDataset:
+        encodings = {k: [v[i] for i in rows] for k, v in self.encodings.items()}
+        return TextDataset(encodings, self.labels[rows].numpy(), self.multilabel)
 
 
 class Collator:
@@ -214,25 +221,30 @@ def pick_precision(dtype: str, device: torch.device) -> dict:
     return {"bf16": dtype == "bfloat16", "fp16": dtype == "float16"}
 
 
-def training_arguments(cfg: FinetuneConfig, seed: int, device: torch.device, work: Path, warmup: int):
+def training_arguments(cfg: FinetuneConfig, seed: int, device: torch.device, work: Path, warmup: int, keep_last: bool = False):
     """The Trainer's arguments for one seed: the recipe above, a checkpoint per epoch in `work`,
-    the lowest-validation-loss epoch restored at the end."""
+    the lowest-validation-loss epoch restored at the end (`keep_last`: all epochs, the last kept)."""
     from transformers import TrainingArguments
 
+    selection = dict(save_strategy="no", load_best_model_at_end=False) if keep_last else dict(
+        save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        save_total_limit=1)  # fmt: skip
     return TrainingArguments(
         output_dir=str(work), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
         num_train_epochs=cfg.epochs, learning_rate=cfg.lr, lr_scheduler_type="linear", warmup_steps=warmup,
-        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, eval_strategy="epoch", save_strategy="epoch",
-        logging_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
-        save_total_limit=1, save_only_model=True, seed=seed, data_seed=seed, report_to="none", disable_tqdm=True,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, eval_strategy="epoch", logging_strategy="epoch",
+        **selection, save_only_model=True, seed=seed, data_seed=seed, report_to="none", disable_tqdm=True,
         use_cpu=device.type == "cpu", dataloader_num_workers=0, **pick_precision(cfg.dtype, device),
     )  # fmt: skip
 
 
 def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: dict[str, TextDataset], label_names: list[str],
-                   multilabel: bool, seed: int, device: torch.device, run_dir: Path, warmup: int) -> SeedResult:  # fmt: skip
+                   multilabel: bool, seed: int, device: torch.device, run_dir: Path, warmup: int, *, keep_last: bool = False,
+                   thresholds: list[float] | None = None, checkpoint: bool = True) -> SeedResult:  # fmt: skip
     """Fine-tune one seed, keep the lowest-validation-loss epoch, score valid and test on it and
-    save it under `run_dir/checkpoints/seedN/`."""
+    save it under `run_dir/checkpoints/seedN/`. `keep_last` trains all `cfg.epochs` and keeps the
+    last (the final model of a cross-validated seed), `thresholds` are used instead of tuned on
+    valid, and `checkpoint=False` saves nothing (a fold)."""
     from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
 
     set_seed(seed)  # the new head's initialisation
@@ -246,9 +258,10 @@ def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: d
 
     work = run_dir / f".trainer-seed{seed}"
     trainer = Trainer(
-        model=model, args=training_arguments(cfg, seed, device, work, warmup), data_collator=Collator(tokenizer),
+        model=model, args=training_arguments(cfg, seed, device, work, warmup, keep_last), data_collator=Collator(tokenizer),
         train_dataset=datasets["train"], eval_dataset=datasets["valid"], compute_metrics=compute_metrics,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience), *make_callbacks(seed, multilabel)],
+        callbacks=[*([] if keep_last else [EarlyStoppingCallback(early_stopping_patience=cfg.patience)]),
+                   *make_callbacks(seed, multilabel)],
     )  # fmt: skip
     trainer.remove_callback(PrinterCallback)  # its raw dicts duplicate LogEpochs' lines
     started = time.perf_counter()
@@ -257,13 +270,16 @@ def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: d
     history = epoch_history(trainer.state.log_history)
     valid_rows = [row for row in history if "valid" in row]
     best_epoch = min(valid_rows, key=lambda row: row["valid"]["loss"])["epoch"] if valid_rows else -1
-    # The Trainer has restored the lowest-valid-loss epoch; every split is scored on that state.
+    if keep_last:
+        best_epoch = cfg.epochs - 1
+    # The Trainer has restored the lowest-valid-loss epoch (or kept the last); every split is scored on that state.
     logits = {mode: trainer.predict(ds).predictions for mode, ds in datasets.items() if mode != "train"}
     labels = {mode: datasets[mode].labels.numpy() for mode in logits}
-    scored, predictions, thresholds, valid_at_05 = score_splits(logits, labels, cfg, label_names, multilabel, seed)
-    out = run_dir / "checkpoints" / f"seed{seed}"
-    trainer.model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    scored, predictions, thresholds, valid_at_05 = score_splits(logits, labels, cfg, label_names, multilabel, seed, thresholds)
+    if checkpoint:
+        out = run_dir / "checkpoints" / f"seed{seed}"
+        trainer.model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     del trainer, model
     gc.collect()
     shutil.rmtree(work, ignore_errors=True)
@@ -273,22 +289,58 @@ def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: d
                       probabilities=probabilities)  # fmt: skip
 
 
+def train_one_seed_cv(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: dict[str, TextDataset],
+                      label_names: list[str], multilabel: bool, seed: int, device: torch.device,
+                      run_dir: Path) -> SeedResult:  # fmt: skip
+    """One seed selected by `cfg.cv`-fold cross-validation on train, as `fec.cross_validation` does
+    for the fusion: each fold is fine-tuned with early stopping on its held-out part; the
+    out-of-fold probabilities give the cross-validated metric and the multi-label thresholds; then
+    the model is fine-tuned on all of train for the median best epoch count and scored once on
+    valid (kept as a check) and test."""
+    train, folds = datasets["train"], cfg.cv
+    assignment = fold_assignment(len(train), folds, seed)
+    oof = np.zeros((len(train), len(label_names)), dtype=np.float32)
+    epochs = []
+    for fold in range(folds):
+        held, fit = np.flatnonzero(assignment == fold), np.flatnonzero(assignment != fold)
+        fold_sets = {"train": train.subset(fit), "valid": train.subset(held)}
+        warmup, _ = planned_warmup(cfg, len(fit))
+        result = train_one_seed(cfg, resolved, config, tokenizer, fold_sets, label_names, multilabel, seed, device, run_dir,
+                                warmup, checkpoint=False)  # fmt: skip
+        oof[held] = result.probabilities["valid"]
+        epochs.append(result.best_epoch + 1)
+        log.info("seed %d: fold %d/%d: best epoch %d", seed, fold + 1, folds, result.best_epoch)
+    thresholds, oof_metrics = out_of_fold_selection(train.labels.numpy(), oof, multilabel, cfg.threshold)
+    used = max(1, int(np.median(epochs)))
+    log.info("seed %d: %d-fold CV: out-of-fold %s; fine-tuning on all of train for %d epochs", seed, folds,
+             " ".join(f"{k} {v:.2f}" for k, v in oof_metrics.items() if not isinstance(v, dict)), used)  # fmt: skip
+    final_cfg = dataclasses.replace(cfg, epochs=used)
+    warmup, _ = planned_warmup(final_cfg, len(train))
+    chosen = None if thresholds is None else [float(t) for t in thresholds]
+    final = train_one_seed(final_cfg, resolved, config, tokenizer, datasets, label_names, multilabel, seed, device, run_dir,
+                           warmup, keep_last=True, thresholds=chosen)  # fmt: skip
+    final.cv = {"folds": folds, "fold_best_epochs": epochs, "epochs_used": used, "oof": oof_metrics}
+    return final
+
+
 def output_probabilities(logits, multilabel: bool) -> np.ndarray:
     """Softmax over labels, or one sigmoid per label for multi-label heads."""
     logits_t = torch.from_numpy(np.asarray(logits, dtype=np.float32))
     return (torch.sigmoid(logits_t) if multilabel else torch.softmax(logits_t, dim=1)).numpy()
 
 
-def score_splits(logits: dict, labels: dict, cfg: FinetuneConfig, label_names: list[str], multilabel: bool, seed: int):
+def score_splits(logits: dict, labels: dict, cfg: FinetuneConfig, label_names: list[str], multilabel: bool, seed: int,
+                 thresholds: list[float] | None = None):  # fmt: skip
     """Metrics and predictions of every split from its logits; multi-label runs first tune one
-    threshold per label on valid (or take the global `cfg.threshold`).
+    threshold per label on valid (or take the global `cfg.threshold`, or `thresholds` as given).
     Returns (metrics per split, predictions per split, thresholds, valid metrics at 0.5)."""
     predictions: dict[str, np.ndarray] = {}
-    thresholds = valid_at_05 = None
+    valid_at_05 = None
     if multilabel:
-        probs = torch.sigmoid(torch.from_numpy(np.asarray(logits["valid"], dtype=np.float32))).numpy()
-        tuned = tune_thresholds(labels["valid"], probs) if cfg.threshold is None else np.full(len(label_names), cfg.threshold)
-        thresholds = [float(t) for t in tuned]
+        if thresholds is None:
+            probs = output_probabilities(logits["valid"], True)
+            tuned = tune_thresholds(labels["valid"], probs) if cfg.threshold is None else np.full(len(label_names), cfg.threshold)
+            thresholds = [float(t) for t in tuned]
         valid_at_05, _ = split_metrics(logits["valid"], labels["valid"], True, 0.5, label_names)
     scored = {}
     for mode in logits:

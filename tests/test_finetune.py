@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import LABELS, only_run, write_task
-from test_multilabel import ML_LABELS, write_multilabel_task
+from helpers import LABELS, ML_LABELS, only_run, write_multilabel_task, write_task
 
 import predict as predict_script
 from fec import EmotionClassifier
@@ -111,6 +110,23 @@ def test_multilabel_run_uses_bce_thresholds_and_reports_validation(multi_run):
     assert pd.read_csv(run_dir / "per_label.csv")["label"].tolist() == ML_LABELS
     (row,) = csv.DictReader(open(run_dir.parent / "runs.csv"))
     assert row["valid_macro_f1"] and row["valid_micro_f1"] and row["test_macro_f1"] == "" and row["best_epoch"].count("/") == 1
+
+
+def test_cross_validation_picks_epochs_and_thresholds_out_of_fold(tiny_models, tmp_path):
+    data = write_multilabel_task(tmp_path / "data", rows={"train": 48, "valid": 16})
+    assert run_finetune(tiny_models["bert"], data, tmp_path / "Logs", "ml", "-epochs", "3", "-seeds", "0", "-cv", "2") == 0
+    run_dir = only_run(tmp_path / "Logs")
+    (seed,) = json.loads((run_dir / "results.json").read_text())["seeds"]
+    cv = seed["cv"]
+    assert cv["folds"] == 2 and len(cv["fold_best_epochs"]) == 2 and 1 <= cv["epochs_used"] <= 3
+    assert cv["epochs_used"] == int(np.median(cv["fold_best_epochs"]))
+    assert seed["epochs_run"] == cv["epochs_used"], "the final model trains all of train for the chosen epochs"
+    assert set(cv["oof"]) >= {"macro_f1", "micro_f1"}
+    model = json.loads((run_dir / "model.json").read_text())
+    assert model["threshold_rule"] == "per-label, tuned out of fold" and model["thresholds"]["0"] == seed["thresholds"]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["args"]["cv"] == 2 and config["selection"].startswith("2-fold cross-validation on train")
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["seed0"], "folds leave no checkpoint"
 
 
 def test_multilabel_predict_applies_the_saved_thresholds(multi_run, tmp_path):

@@ -17,10 +17,20 @@ import torch
 
 from fec.backbones import DTYPES, ModelError, ensure_pad_token, model_fingerprint, pick_device, resolve_model
 from fec.cli import run_script
+from fec.cross_validation import folds_for
 from fec.data import DataError, Split, available_modes, load_splits
-from fec.finetune import FinetuneConfig, TextDataset, classifier_config, pick_precision, planned_warmup, train_one_seed
+from fec.finetune import (
+    FinetuneConfig,
+    TextDataset,
+    classifier_config,
+    pick_precision,
+    planned_warmup,
+    train_one_seed,
+    train_one_seed_cv,
+)
 from fec.options import (
     ArgumentParser,
+    UsageError,
     add_fields,
     chosen_seeds,
     common_options,
@@ -82,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
                 type=probability,
                 help="multi-label tasks: one global decision threshold; default: one per label, tuned on validation (0.05..0.95)",
             ),
+            "cv": dict(
+                type=non_negative_int,
+                help="choose the epoch count (and multi-label thresholds) by K-fold cross-validation on train, then fine-tune "
+                "on all of train; 0 = select on valid (default: 5 folds when valid has under 1000 rows and under a tenth of "
+                "train's; valid is then kept as a check)",
+            ),
             "dtype": dict(
                 type=dtype_name,
                 aliases=("-precision", "--precision"),
@@ -118,6 +134,13 @@ def run(args: argparse.Namespace) -> dict:
     multilabel, label_names = train.multilabel, train.label_names
     if args.threshold is not None and not multilabel:
         log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.task)
+    folds = folds_for(args.cv, len(splits["valid"]), len(train))
+    if folds == 1 or folds > len(train):
+        raise UsageError(f"--cv {folds}: give 0 (select on valid) or 2 to {len(train)} folds")
+    if folds and args.cv is None:
+        log.info("valid has %d rows: selecting by %d-fold cross-validation on train (--cv 0 to select on valid)",
+                 len(splits["valid"]), folds)  # fmt: skip
+    args.cv = folds  # recorded in config.json, so report.py never pools these runs with valid-selected ones
     cfg = config_from(FinetuneConfig, args, threshold=args.threshold if multilabel else None)
     device = pick_device(args.device)
     pick_precision(cfg.dtype, device)  # refuse a bad combination before any work
@@ -153,27 +176,34 @@ def finetune_run(args: argparse.Namespace, run_dir: Path, cfg: FinetuneConfig, s
         "model_path": str(resolved), "model_fingerprint": fingerprint, "model_type": config.model_type,
         "dropout_set": dropout_set, "warmup_steps_used": warmup, "planned_steps": planned,
         "problem_type": "multi_label_classification" if multilabel else "single_label_classification",
-        "selection": f"lowest validation loss, early stop after {cfg.patience} epochs without improvement",
+        "selection": f"{cfg.cv}-fold cross-validation on train (each fold: lowest held-out loss, early stop after "
+        f"{cfg.patience} epochs), then all of train for the median epoch count" if cfg.cv else
+        f"lowest validation loss, early stop after {cfg.patience} epochs without improvement",
         "rows": {m: len(s.texts) for m, s in splits.items()}, "label_names": label_names,
         "csv_sha256": {m: s.csv_sha256 for m, s in splits.items()}, **provenance(),
     })  # fmt: skip
     model_spec = {"kind": "finetune", "model": args.model, "model_path": str(resolved), "model_fingerprint": fingerprint,
                   "task": args.task, "label_names": label_names, "max_len": cfg.max_len}  # fmt: skip
     if multilabel:
-        rule = "global" if cfg.threshold is not None else "per-label, tuned on valid"
+        rule = "global" if cfg.threshold is not None else f"per-label, tuned {'out of fold' if cfg.cv else 'on valid'}"
         model_spec |= {"multilabel": True, "threshold_rule": rule, "thresholds": {}}
     write_json(run_dir / "model.json", model_spec)
     started, results = time.perf_counter(), []
     for seed in seeds:
-        result = train_one_seed(cfg, resolved, config, tokenizer, datasets, label_names, multilabel, seed, device, run_dir,
-                                warmup)  # fmt: skip
+        if cfg.cv:
+            result = train_one_seed_cv(cfg, resolved, config, tokenizer, datasets, label_names, multilabel, seed, device,
+                                       run_dir)  # fmt: skip
+        else:
+            result = train_one_seed(cfg, resolved, config, tokenizer, datasets, label_names, multilabel, seed, device, run_dir,
+                                    warmup)  # fmt: skip
         if multilabel:
             model_spec["thresholds"][str(seed)] = result.thresholds
             write_json(run_dir / "model.json", model_spec)
         log_seed(result, multilabel)
         results.append(result)
         write_results(run_dir, args.task, results, sources=[f"finetune:{args.model}"], multilabel=multilabel, finished=False)
-    settings = {"model": args.model, "lr": cfg.lr, "batch_size": cfg.batch_size, "epochs": cfg.epochs}
+    settings = {"model": args.model, "lr": cfg.lr, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
+                **({"selection": f"cv{cfg.cv}"} if cfg.cv else {})}  # fmt: skip
     return finish_run(run_dir, args.out, args.task, results, sources=[f"finetune:{args.model}"],
                       labels={m: s.labels for m, s in splits.items()}, label_names=label_names, multilabel=multilabel,
                       threshold=cfg.threshold, method="finetune", recipe="", settings=settings,
