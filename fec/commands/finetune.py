@@ -140,8 +140,8 @@ def run(args: argparse.Namespace) -> dict:
     if folds and args.cv is None:
         log.info("valid has %d rows: selecting by %d-fold cross-validation on train (--cv 0 to select on valid)",
                  len(splits["valid"]), folds)  # fmt: skip
-    args.cv = folds  # recorded in config.json, so report.py never pools these runs with valid-selected ones
-    cfg = config_from(FinetuneConfig, args, threshold=args.threshold if multilabel else None)
+        args.cv = folds  # recorded in config.json, so report.py never pools these runs with valid-selected ones
+    cfg = config_from(FinetuneConfig, args, threshold=args.threshold if multilabel else None, cv=folds)
     device = pick_device(args.device)
     pick_precision(cfg.dtype, device)  # refuse a bad combination before any work
     resolved = resolve_model(args.model)
