@@ -11,6 +11,7 @@ from __future__ import annotations
 import yaml
 
 from fec.files import atomic_write_text
+from fec.page_templates import environment
 from fec.run_summary import METHOD_TAGS, RunSummary
 
 CARD = "README.md"
@@ -66,8 +67,6 @@ def front_matter(summary: RunSummary) -> dict:
 
 
 def render_model_card(summary: RunSummary) -> str:
-    from fec.run_page import environment
-
     body = environment(autoescape=False).get_template("model_card.md.j2").render(s=summary, license=card_license(summary))
     return "---\n" + yaml.safe_dump(front_matter(summary), sort_keys=False, allow_unicode=True) + "---\n\n" + body
 

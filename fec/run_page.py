@@ -15,10 +15,9 @@ import json
 import logging
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
 from fec.files import atomic_write_text
-from fec.metrics import mean_std_cell
+from fec.model_card import write_model_card
+from fec.page_templates import environment
 from fec.run_summary import (
     RunSummary,
     confused_pairs,
@@ -33,32 +32,7 @@ from fec.task_info import PUBLISHED_SOURCE
 log = logging.getLogger(__name__)
 
 PAGE = "index.html"
-TEMPLATES = Path(__file__).parent / "templates"
-METRIC_NAMES = {"acc": "accuracy", "wf1": "weighted F1", "macro_f1": "macro-F1", "micro_f1": "micro-F1", "loss": "loss"}
 LINKED_FILES = ("results.json", "config.json", "model.json", "train.log", "per_label.csv", "predictions.csv", "README.md")
-
-
-def environment(autoescape: bool = True) -> Environment:
-    """The templates under fec/templates, with the number filters every page uses."""
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(["html", "j2"]) if autoescape else False,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["num"] = lambda value, digits=2: "–" if value is None else f"{value:.{digits}f}"
-    env.filters["mean_std"] = lambda stats: mean_std_cell(stats) or "–"
-    env.filters["md"] = markdown_text
-    env.globals["metric_name"] = lambda key: METRIC_NAMES.get(key, key)
-    return env
-
-
-def markdown_text(value) -> str:
-    """Text from a run or its data made inert in Markdown: no raw HTML, no table breaks."""
-    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def confusion_view(summary: RunSummary) -> dict | None:
@@ -128,8 +102,6 @@ def render_run_page(summary: RunSummary) -> str:
 
 def write_run_page(run_dir: Path) -> Path:
     """`run_dir/index.html` (and the model card beside it) from the folder's files."""
-    from fec.model_card import write_model_card  # the card and the page share the summary
-
     summary = load_summary(run_dir)
     path = run_dir / PAGE
     atomic_write_text(path, render_run_page(summary))

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from fec.metrics import binary_f1_grid
-from fec.predictions import Predictions, read_predictions
+from fec.predictions import LABEL_JOIN, Predictions, read_predictions
 from fec.recipe import TRAIN_CORRECTED, TRAIN_REFERENCE
+from fec.report import load_run, script_defaults
 from fec.task_info import PUBLISHED, BackboneInfo, DatasetInfo, backbone_info, dataset_info
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,6 @@ def read_json(path: Path) -> dict:
 
 def load_summary(folder: Path) -> RunSummary:
     """The run in `folder`; a folder without a readable results.json and config.json is an error."""
-    from fec.report import load_run, script_defaults  # fec.report reads the scripts' parsers, which import this
-
     run = load_run(folder, script_defaults())
     if run is None:
         raise ValueError(f"{folder}: not a finished run folder (no results.json with a finished seed)")
@@ -228,11 +227,11 @@ def confused_pairs(predictions: Predictions, limit: int = PAIRS_SHOWN) -> list[d
     missed in a text where another label was predicted instead."""
     table, pairs = predictions.table, {}
     for gold_cell, predicted_cell, text in zip(table["gold"], table["predicted"], table["text"], strict=True):
-        gold, predicted = set(filter(None, gold_cell.split("+"))), set(filter(None, predicted_cell.split("+")))
+        gold, predicted = set(filter(None, gold_cell.split(LABEL_JOIN))), set(filter(None, predicted_cell.split(LABEL_JOIN)))
         for missed in sorted(gold - predicted):
             for instead in sorted(predicted - gold):
                 pairs.setdefault((missed, instead), []).append(text)
-    gold_counts = table["gold"].str.split("+").explode().value_counts()
+    gold_counts = table["gold"].str.split(LABEL_JOIN, regex=False).explode().value_counts()
     ranked = sorted(pairs.items(), key=lambda item: (-len(item[1]), item[0]))[:limit]
     return [{"gold": g, "predicted": p, "count": len(texts), "share": 100 * len(texts) / max(int(gold_counts.get(g, 0)), 1),
              "texts": texts[:TEXTS_PER_PAIR]} for (g, p), texts in ranked]  # fmt: skip

@@ -316,7 +316,8 @@ def finish_run(
         log.info(
             "%s valid at threshold 0.5 (not tuned on the split it scores): %s", task, format_summary(summary["valid_at_0.5"])
         )
-    from fec.run_page import write_run_pages_safely  # here: the page reads the trainers' parsers, which import this module
+    # Imported here, not on top: fec.run_page reads runs through fec.report, which imports this module.
+    from fec.run_page import write_run_pages_safely
 
     write_run_pages_safely(run_dir)
     log.info("run folder: %s; all runs: column -s, -t %s", run_dir, table)

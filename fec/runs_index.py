@@ -15,7 +15,9 @@ import os
 from pathlib import Path
 
 from fec.files import atomic_write_text
-from fec.report import METRIC_NAMES, Row
+from fec.page_templates import environment
+from fec.report import METRIC_NAMES, ReportError, Row, find_runs, pool
+from fec.run_page import PAGE, write_run_page, write_run_pages_safely
 from fec.run_summary import METHODS
 
 INDEX = "index.html"
@@ -26,8 +28,6 @@ def headline_metric(row: Row) -> str:
 
 
 def row_view(number: int, row: Row, logs_dir: Path) -> dict:
-    from fec.run_page import PAGE
-
     return {
         "number": number,
         "task": row.task,
@@ -46,6 +46,14 @@ def row_view(number: int, row: Row, logs_dir: Path) -> dict:
     }
 
 
+def chart_label(view: dict) -> str:
+    """`#6 fusion -sigma 0.001 -dropout 0.6 ...`: the row's number, method and the options that set
+    it apart (the command after its task), cut to fit the chart."""
+    options = view["command"].split(f"-dataset {view['task']}", 1)[-1].strip()
+    label = f"#{view['number']} {view['method'].split()[0]} {options}".strip()
+    return label if len(label) <= 70 else label[:69] + "…"
+
+
 def recipe_chart(task: str, views: list[dict]) -> str | None:
     """A PNG (as a data URI) of the task's recipes: the headline metric's mean over seeds, the bar
     ending at it and the whisker one sample std either side; None for a task with one recipe."""
@@ -60,8 +68,8 @@ def recipe_chart(task: str, views: list[dict]) -> str | None:
     shown = [v for v in views if (v["stats"].get(metric) or {}).get("mean") is not None]
     means = [v["stats"][metric]["mean"] for v in shown]
     stds = [v["stats"][metric].get("std") or 0.0 for v in shown]
-    names = [f"#{v['number']} {v['method'].split()[0]} {v['recipe'] if v['recipe'] != '–' else ''}".strip()[:60] for v in shown]
-    fig, ax = plt.subplots(figsize=(8, 0.42 * len(shown) + 1.2))
+    names = [chart_label(v) for v in shown]
+    fig, ax = plt.subplots(figsize=(11, 0.42 * len(shown) + 1.2))
     ax.barh(range(len(shown)), means, xerr=stds, color="#1f6feb", ecolor="#1f2328", capsize=3)
     ax.set_yticks(range(len(shown)), names, fontsize=8)
     ax.invert_yaxis()
@@ -77,8 +85,6 @@ def recipe_chart(task: str, views: list[dict]) -> str | None:
 
 
 def render_index(rows: list[Row], logs_dir: Path) -> str:
-    from fec.run_page import environment
-
     views = [row_view(i, row, logs_dir) for i, row in enumerate(rows, start=1)]
     tasks = sorted({v["task"] for v in views})
     metrics = [m for m in METRIC_NAMES if any(m in row.stats for row in rows)]
@@ -98,9 +104,6 @@ def write_index(rows: list[Row], logs_dir: Path) -> Path:
 def write_html(paths: list[Path], defaults: dict[str, dict], task: str | None = None) -> list[Path]:
     """`report.py --html`: a run folder gets its page and model card written again; a folder of
     runs (Logs/) gets its index.html, and the page of each of its runs that has none yet."""
-    from fec.report import ReportError, find_runs, pool
-    from fec.run_page import PAGE, write_run_page, write_run_pages_safely
-
     written = []
     for path in paths:
         if (path / "config.json").exists():
