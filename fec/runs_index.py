@@ -46,12 +46,28 @@ def row_view(number: int, row: Row, logs_dir: Path) -> dict:
     }
 
 
-def chart_label(view: dict) -> str:
-    """`#6 fusion -sigma 0.001 -dropout 0.6 ...`: the row's number, method and the options that set
-    it apart (the command after its task), cut to fit the chart."""
-    options = view["command"].split(f"-dataset {view['task']}", 1)[-1].strip()
-    label = f"#{view['number']} {view['method'].split()[0]} {options}".strip()
-    return label if len(label) <= 70 else label[:69] + "…"
+def option_groups(command: str, task: str) -> list[str]:
+    """A row's command as its options, `-name value...` each, after `-dataset TASK`."""
+    groups: list[str] = []
+    for word in command.split(f"-dataset {task}", 1)[-1].split():
+        if word.startswith("-") and not word[1:2].isdigit() and not word.startswith(("-1", "-.")):
+            groups.append(word)
+        elif groups:
+            groups[-1] += " " + word
+    return groups
+
+
+def chart_labels(views: list[dict]) -> list[str]:
+    """`#6 fusion -sigma 0.001 -features ...`: each row's number, method and the options that set it
+    apart from the task's other rows of the same method, cut to fit the chart."""
+    groups = [option_groups(v["command"], v["task"]) for v in views]
+    labels = []
+    for view, own in zip(views, groups, strict=True):
+        peers = [g for v, g in zip(views, groups, strict=True) if v["method"] == view["method"]]
+        shared = set.intersection(*map(set, peers)) if len(peers) > 1 else set()
+        label = f"#{view['number']} {view['method'].split()[0]} " + " ".join(g for g in own if g not in shared)
+        labels.append(label.strip() if len(label) <= 80 else label[:79] + "…")
+    return labels
 
 
 def recipe_chart(task: str, views: list[dict]) -> str | None:
@@ -68,7 +84,7 @@ def recipe_chart(task: str, views: list[dict]) -> str | None:
     shown = [v for v in views if (v["stats"].get(metric) or {}).get("mean") is not None]
     means = [v["stats"][metric]["mean"] for v in shown]
     stds = [v["stats"][metric].get("std") or 0.0 for v in shown]
-    names = [chart_label(v) for v in shown]
+    names = chart_labels(shown)
     fig, ax = plt.subplots(figsize=(11, 0.42 * len(shown) + 1.2))
     ax.barh(range(len(shown)), means, xerr=stds, color="#1f6feb", ecolor="#1f2328", capsize=3)
     ax.set_yticks(range(len(shown)), names, fontsize=8)
