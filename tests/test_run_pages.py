@@ -211,3 +211,17 @@ def test_confusion_labels_follow_the_label_tree(tmp_path):
     names = ["joyful", "sad", "angry", "surprised"]
     assert [names[i] for i in label_order(names, tree)] == ["joyful", "sad", "angry", "surprised"]
     assert label_order(names, tmp_path / "missing.tsv") == [0, 1, 2, 3]
+
+
+def test_chart_rows_are_named_by_the_options_that_set_them_apart():
+    from fec.runs_index import chart_labels, option_groups
+
+    command = "python main.py -dataset ED -lr 0.00025 -features llama:mean:5 bert:first:-1 -layers -1 -4"
+    assert option_groups(command, "ED") == ["-lr 0.00025", "-features llama:mean:5 bert:first:-1", "-layers -1 -4"]
+    fusion = {"task": "ED", "method": "fusion of frozen features"}
+    views = [
+        fusion | {"number": 1, "command": "python main.py -dataset ED -lr 0.1"},
+        fusion | {"number": 2, "command": "python main.py -dataset ED -lr 0.1 -sigma 1"},
+        {"number": 3, "task": "ED", "method": "TF-IDF baseline", "command": "python baselines/tfidf.py -dataset ED"},
+    ]
+    assert chart_labels(views) == ["#1 fusion", "#2 fusion -sigma 1", "#3 TF-IDF"]
