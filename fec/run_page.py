@@ -67,7 +67,7 @@ def provenance_view(summary: RunSummary) -> dict:
         "git_sha": config.get("git_sha") or "unknown",
         "code_version": config.get("code_version", "?"),
         "created": config.get("created", "?"),
-        "device": config.get("device", "?"),
+        "device": config.get("device", "–"),
         "packages": config.get("packages", {}),
         "csv_sha256": config.get("csv_sha256")
         or {mode: next(iter(slots.values())).get("csv_sha256", "?") for mode, slots in manifests.items() if slots},

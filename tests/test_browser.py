@@ -114,3 +114,6 @@ def test_the_index_page_sorts_filters_and_links_to_run_pages(paged_logs, open_pa
     page.locator("#runs tbody tr a").first.click()
     page.wait_for_load_state("load")
     assert page.url.endswith("/index.html") and page.locator("#seed-table").is_visible()
+    page.go_back()  # the screenshot shows the index
+    page.wait_for_load_state("load")
+    assert page.locator("#runs").is_visible()
