@@ -260,6 +260,24 @@ def write_figures(run_dir: Path, results: list, best, labels: dict, label_names:
     write_label_report(run_dir, report_split, labels[report_split], best.predictions[report_split], label_names)
 
 
+def log_summary(task: str, summary: dict, seeds: int, seconds: float | None, ensemble: dict | None, tuned: bool) -> None:
+    """The run's closing log lines: the reported split's mean±std, the cross-validated figure, the
+    seed ensemble, and (multi-label runs with tuned thresholds scored on valid) valid at 0.5."""
+    split = "test" if "test" in summary else "valid"
+    timing = f", {seconds:.0f}s" if seconds is not None else ""
+    log.info("%s %s (%d seed%s%s): %s", task, split, seeds, "s" if seeds > 1 else "", timing, format_summary(summary[split]))
+    if "cv" in summary:
+        log.info("%s cross-validated on train, out of fold (the selection figure): %s", task, format_summary(summary["cv"]))
+    if ensemble:
+        shown = {k: {"mean": v, "std": None} for k, v in ensemble[split].items() if not isinstance(v, dict)}
+        log.info("%s %s, ensemble of the %d seeds (mean probabilities; not a single model): %s", task, split, seeds,
+                 format_summary(shown))  # fmt: skip
+    if tuned and split == "valid" and "valid_at_0.5" in summary:
+        log.info(
+            "%s valid at threshold 0.5 (not tuned on the split it scores): %s", task, format_summary(summary["valid_at_0.5"])
+        )
+
+
 def finish_run(
     run_dir: Path,
     out: Path | str,
@@ -302,20 +320,7 @@ def finish_run(
     if ensemble and "test" in ensemble:
         row["ensemble_test"] = f"{ensemble['test']['macro_f1' if multilabel else 'acc']:.2f}"
     table = append_run_row(out, row)
-    split = "test" if "test" in summary else "valid"
-    timing = f", {seconds:.0f}s" if seconds is not None else ""
-    seeds = f"{len(results)} seed{'s' if len(results) > 1 else ''}{timing}"
-    log.info("%s %s (%s): %s", task, split, seeds, format_summary(summary[split]))
-    if "cv" in summary:
-        log.info("%s cross-validated on train, out of fold (the selection figure): %s", task, format_summary(summary["cv"]))
-    if ensemble:
-        shown = {k: {"mean": v, "std": None} for k, v in ensemble[split].items() if not isinstance(v, dict)}
-        log.info("%s %s, ensemble of the %d seeds (mean probabilities; not a single model): %s", task, split,
-                 len(results), format_summary(shown))  # fmt: skip
-    if multilabel and split == "valid" and threshold is None and "valid_at_0.5" in summary:
-        log.info(
-            "%s valid at threshold 0.5 (not tuned on the split it scores): %s", task, format_summary(summary["valid_at_0.5"])
-        )
+    log_summary(task, summary, len(results), seconds, ensemble, multilabel and threshold is None)
     # Imported here, not on top: fec.run_page reads runs through fec.report, which imports this module.
     from fec.run_page import write_run_pages_safely
 
