@@ -126,3 +126,13 @@ def test_bad_recipe_files_are_one_line_errors(variant_store, tmp_path, capsys, c
     assert main_script.main(["--task", "toy", "--dataset_dir", str(store), "--recipe", str(recipe)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and str(recipe) in err[0]
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "recipes").glob("*.json")), ids=lambda p: p.name)
+def test_every_shipped_recipe_is_read_as_the_command_line_would_be(recipe):
+    from fec.commands.train import build_parser
+    from fec.recipe import recipe_defaults
+
+    values = recipe_defaults(build_parser(), recipe)
+    written = json.loads(recipe.read_text())["features"]
+    assert [str(pick) for pick in values["features"]] == written  # each pick parsed, as main.py --features would
