@@ -40,7 +40,6 @@ class Backbone:
     layers: str
     dtype: str
     store_dir: str
-    csv_sha256: str
 
 
 @dataclass
@@ -161,7 +160,6 @@ def seed_row(entry: dict, split: str) -> dict:
         "scores": entry.get(split) or {},
         "cv": (entry.get("cv") or {}).get("oof"),
         "at_chance": entry.get("at_chance"),
-        "C": entry.get("C"),
     }
 
 
@@ -181,11 +179,11 @@ def backbones(config: dict, model: dict) -> list[Backbone]:
             pooling += f" (prompted: {len(manifest['prompts'])} template(s))"
         info = backbone_info(manifest.get("model", "?"))
         dtype, folder = manifest.get("feature_dtype", "?"), manifest.get("store_dir", slot)
-        found.append(Backbone(slot, info, pooling, layers, dtype, folder, manifest.get("csv_sha256", "?")))
+        found.append(Backbone(slot, info, pooling, layers, dtype, folder))
     if "model_fingerprint" in config:
         args = config.get("args", {})
         found.append(Backbone("fine-tuned", backbone_info(args.get("model", "?")), "classification head", "all",
-                              args.get("dtype", "?"), "", ""))  # fmt: skip
+                              args.get("dtype", "?"), ""))  # fmt: skip
     return found
 
 
