@@ -61,6 +61,8 @@ def front_matter(summary: RunSummary) -> dict:
         "metrics": sorted({METRIC_TYPES[key][0] for key in summary.metrics}),
         "model-index": model_index(summary),
     }
+    if matter["license"] == "other":  # the hub asks for a name and a link; the card's table lists each backbone's
+        matter |= {"license_name": "backbone-licenses", "license_link": "README.md"}
     if hub_ids:
         matter["base_model"] = hub_ids
     return matter

@@ -127,6 +127,8 @@ def test_the_model_card_front_matter_is_yaml_with_the_run_metrics(paged_logs):
     results = json.loads((run_dir / "results.json").read_text())
     matter = front_matter(run_dir / "README.md")
     assert matter["language"] == ["en"] and matter["pipeline_tag"] == "text-classification"
+    # The tiny local models have no known license: `other`, with the name and link the hub asks for.
+    assert matter["license"] == "other" and matter["license_name"] and matter["license_link"] == "README.md"
     (entry,) = matter["model-index"]
     (result,) = entry["results"]
     assert result["dataset"]["split"] == "test"
