@@ -173,7 +173,14 @@ def split_metrics(
 
 
 def make_callbacks(seed: int, multilabel: bool):
-    from transformers import TrainerCallback
+    from transformers import ProgressCallback, TrainerCallback
+
+    class StepProgress(ProgressCallback):
+        """The Trainer's tqdm bars over steps and evaluation batches, without its raw log dicts
+        (LogEpochs writes those as lines)."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
 
     class LogEpochs(TrainerCallback):
         """One line per epoch in train.log: train loss, then the validation loss and metrics."""
@@ -190,7 +197,7 @@ def make_callbacks(seed: int, multilabel: bool):
                     "seed %d epoch %5.2f | train loss %.4f lr %.2e", seed, epoch, logs["loss"], logs.get("learning_rate", 0.0)
                 )
 
-    return [LogEpochs()]
+    return [StepProgress(), LogEpochs()]
 
 
 def epoch_history(log_history: list[dict]) -> list[dict]:
@@ -263,7 +270,7 @@ def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: d
         callbacks=[*([] if keep_last else [EarlyStoppingCallback(early_stopping_patience=cfg.patience)]),
                    *make_callbacks(seed, multilabel)],
     )  # fmt: skip
-    trainer.remove_callback(PrinterCallback)  # its raw dicts duplicate LogEpochs' lines
+    trainer.remove_callback(PrinterCallback)  # its raw dicts duplicate LogEpochs' lines; StepProgress shows progress
     started = time.perf_counter()
     trainer.train()
     train_seconds = round(time.perf_counter() - started, 2)
