@@ -245,13 +245,28 @@ def training_arguments(cfg: FinetuneConfig, seed: int, device: torch.device, wor
     )  # fmt: skip
 
 
+def scheduled_trainer(total_steps: int):
+    """A Trainer whose learning-rate schedule spans `total_steps`, however many steps it trains: the
+    final model of a cross-validated seed stops at the epoch count the folds chose, on the
+    learning rates the folds had at that epoch."""
+    from transformers import Trainer
+
+    class ScheduledTrainer(Trainer):
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            return super().create_scheduler(total_steps, optimizer)
+
+    return ScheduledTrainer
+
+
 def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: dict[str, TextDataset], label_names: list[str],
                    multilabel: bool, seed: int, device: torch.device, run_dir: Path, warmup: int, *, keep_last: bool = False,
-                   thresholds: list[float] | None = None, checkpoint: bool = True) -> SeedResult:  # fmt: skip
+                   thresholds: list[float] | None = None, checkpoint: bool = True,
+                   schedule_steps: int | None = None) -> SeedResult:  # fmt: skip
     """Fine-tune one seed, keep the lowest-validation-loss epoch, score valid and test on it and
     save it under `run_dir/checkpoints/seedN/`. `keep_last` trains all `cfg.epochs` and keeps the
     last (the final model of a cross-validated seed), `thresholds` are used instead of tuned on
-    valid, and `checkpoint=False` saves nothing (a fold)."""
+    valid, `checkpoint=False` saves nothing (a fold), and `schedule_steps` stretches the linear
+    learning-rate decay over that many steps instead of the steps trained."""
     from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
 
     set_seed(seed)  # the new head's initialisation
@@ -264,7 +279,7 @@ def train_one_seed(cfg: FinetuneConfig, resolved, config, tokenizer, datasets: d
         return metrics
 
     work = run_dir / f".trainer-seed{seed}"
-    trainer = Trainer(
+    trainer = (Trainer if schedule_steps is None else scheduled_trainer(schedule_steps))(
         model=model, args=training_arguments(cfg, seed, device, work, warmup, keep_last), data_collator=Collator(tokenizer),
         train_dataset=datasets["train"], eval_dataset=datasets["valid"], compute_metrics=compute_metrics,
         callbacks=[*([] if keep_last else [EarlyStoppingCallback(early_stopping_patience=cfg.patience)]),
@@ -321,11 +336,12 @@ def train_one_seed_cv(cfg: FinetuneConfig, resolved, config, tokenizer, datasets
     used = max(1, int(np.median(epochs)))
     log.info("seed %d: %d-fold CV: out-of-fold %s; fine-tuning on all of train for %d epochs", seed, folds,
              " ".join(f"{k} {v:.2f}" for k, v in oof_metrics.items() if not isinstance(v, dict)), used)  # fmt: skip
-    final_cfg = dataclasses.replace(cfg, epochs=used)
-    warmup, _ = planned_warmup(final_cfg, len(train))
+    # The folds chose `used` epochs under warmup and decay planned for `cfg.epochs`: the final model keeps that plan.
+    warmup, planned = planned_warmup(cfg, len(train))
     chosen = None if thresholds is None else [float(t) for t in thresholds]
-    final = train_one_seed(final_cfg, resolved, config, tokenizer, datasets, label_names, multilabel, seed, device, run_dir,
-                           warmup, keep_last=True, thresholds=chosen)  # fmt: skip
+    final = train_one_seed(dataclasses.replace(cfg, epochs=used), resolved, config, tokenizer, datasets, label_names,
+                           multilabel, seed, device, run_dir, warmup, keep_last=True, thresholds=chosen,
+                           schedule_steps=planned)  # fmt: skip
     final.cv = {"folds": folds, "fold_best_epochs": epochs, "epochs_used": used, "oof": oof_metrics}
     return final
 

@@ -85,6 +85,24 @@ def read_predictions(run_dir: Path, label_names: list[str]) -> Predictions | Non
     except (OSError, ValueError) as err:
         log.warning("%s: cannot be read (%s); the page goes without examples", path, err)
         return None
+    problem = predictions_problem(table, label_names)
+    if problem:
+        log.warning("%s: %s; the page goes without examples", path, problem)
+        return None
     columns = [PROBABILITY_PREFIX + name for name in label_names]
     probs = table[columns].to_numpy(dtype=np.float64) if all(c in table.columns for c in columns) else None
     return Predictions(table, label_names, probs)
+
+
+def predictions_problem(table: pd.DataFrame, label_names: list[str]) -> str | None:
+    """Why a predictions table does not belong to a run with these labels, or None when it does."""
+    missing = [c for c in ("text", "gold", "predicted", "correct") if c not in table.columns]
+    if missing:
+        return f"no column {', '.join(missing)}"
+    known = set(label_names)
+    for column in ("gold", "predicted"):
+        for row, cell in enumerate(table[column]):
+            unknown = [] if cell in known else [name for name in cell.split(LABEL_JOIN) if name and name not in known]
+            if unknown:
+                return f"row {row}: {column} label {unknown[0]!r} is not one of the run's labels"
+    return None

@@ -58,7 +58,7 @@ RUN_ONLY = {
 }
 # Options added with a default that changed what a script does: a run that predates the option
 # did what this value does (not today's default).
-PREDATED = {"baselines/tfidf.py": {"analyzer": "word"}}
+PREDATED = {"baselines/tfidf.py": {"analyzer": "word"}, "finetune.py": {"cv": 0}}
 # Option names a run's config.json may hold from before they were renamed, and their old values.
 RENAMED = {"dataset": "task", "precision": "dtype"}
 OLD_VALUES = {"dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}}

@@ -32,7 +32,18 @@ from fec.task_info import PUBLISHED_SOURCE
 log = logging.getLogger(__name__)
 
 PAGE = "index.html"
+# Linked first, in this order; the folder's other files follow by name.
 LINKED_FILES = ("results.json", "config.json", "model.json", "train.log", "per_label.csv", "predictions.csv", "README.md")
+
+
+def label_tree_path(summary: RunSummary) -> Path:
+    """The task's `label_tree.tsv` under the run's data folder. A relative data folder is read from
+    the current directory, or else from the project holding `Logs/RUN`, so the grouping does not
+    depend on where `report.py --html` runs."""
+    relative = Path(summary.config.get("args", {}).get("data_dir", "data")) / summary.task / "label_tree.tsv"
+    if relative.is_absolute() or relative.is_file():
+        return relative
+    return summary.folder.resolve().parent.parent / relative
 
 
 def confusion_view(summary: RunSummary) -> dict | None:
@@ -41,8 +52,7 @@ def confusion_view(summary: RunSummary) -> dict | None:
     if summary.multilabel or summary.predictions is None:
         return None
     counts = confusion_counts(summary.predictions)
-    data_dir = Path(summary.config.get("args", {}).get("data_dir", "data"))
-    order = label_order(summary.label_names, data_dir / summary.task / "label_tree.tsv")
+    order = label_order(summary.label_names, label_tree_path(summary))
     names = [summary.label_names[i] for i in order]
     rows = []
     for i in order:
@@ -72,7 +82,8 @@ def provenance_view(summary: RunSummary) -> dict:
         "csv_sha256": config.get("csv_sha256")
         or {mode: next(iter(slots.values())).get("csv_sha256", "?") for mode, slots in manifests.items() if slots},
         "config_json": json.dumps(config, indent=2, default=str),
-        "files": [name for name in LINKED_FILES if name in summary.files or name == "README.md"],
+        "files": [name for name in LINKED_FILES if name in summary.files or name == "README.md"]
+        + sorted(name for name in summary.files if name not in LINKED_FILES and name != PAGE and not name.startswith(".")),
         "checkpoints": sorted(p.relative_to(summary.folder).as_posix() for p in (summary.folder / "checkpoints").glob("*"))
         if (summary.folder / "checkpoints").is_dir()
         else [],

@@ -10,7 +10,6 @@ predictions and provenance. Every number comes from the folder's own files.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +21,6 @@ from fec.predictions import LABEL_JOIN, Predictions, read_predictions
 from fec.recipe import TRAIN_CORRECTED, TRAIN_REFERENCE
 from fec.report import load_run, script_defaults
 from fec.task_info import PUBLISHED, BackboneInfo, DatasetInfo, backbone_info, dataset_info
-
-log = logging.getLogger(__name__)
 
 METHODS = {"main.py": "fusion of frozen features", "finetune.py": "fine-tuning", "baselines/tfidf.py": "TF-IDF baseline"}
 METHOD_TAGS = {"main.py": "frozen-features", "finetune.py": "fine-tuned", "baselines/tfidf.py": "tf-idf"}

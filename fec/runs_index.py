@@ -4,7 +4,7 @@ link to their run pages, and per task a chart of its recipes side by side with t
 seeds. Self-contained (inline CSS, script and images), so it opens from the file system.
 
     python report.py --html               # Logs/index.html (and the page of any run that lacks one)
-    python report.py --html --task ED
+    python report.py --html --task ED     # Logs/index_ED.html: that task's runs only
 """
 
 from __future__ import annotations
@@ -21,10 +21,6 @@ from fec.run_page import PAGE, write_run_page, write_run_pages_safely
 from fec.run_summary import METHODS
 
 INDEX = "index.html"
-
-
-def headline_metric(row: Row) -> str:
-    return "acc" if "acc" in row.stats else "macro_f1"
 
 
 def row_view(number: int, row: Row, logs_dir: Path) -> dict:
@@ -50,7 +46,7 @@ def option_groups(command: str, task: str) -> list[str]:
     """A row's command as its options, `-name value...` each, after `-dataset TASK`."""
     groups: list[str] = []
     for word in command.split(f"-dataset {task}", 1)[-1].split():
-        if word.startswith("-") and not word[1:2].isdigit() and not word.startswith(("-1", "-.")):
+        if word.startswith("-") and not word[1:2].isdigit() and not word.startswith("-."):  # -1, -.5: values
             groups.append(word)
         elif groups:
             groups[-1] += " " + word
@@ -111,8 +107,9 @@ def render_index(rows: list[Row], logs_dir: Path) -> str:
     )  # fmt: skip
 
 
-def write_index(rows: list[Row], logs_dir: Path) -> Path:
-    path = logs_dir / INDEX
+def write_index(rows: list[Row], logs_dir: Path, task: str | None = None) -> Path:
+    """`logs_dir/index.html`; one task's runs go to `index_{task}.html`, so the index of every run stays."""
+    path = logs_dir / (f"index_{task}.html" if task else INDEX)
     atomic_write_text(path, render_index(rows, logs_dir))
     return path
 
@@ -125,12 +122,12 @@ def write_html(paths: list[Path], defaults: dict[str, dict], task: str | None = 
         if (path / "config.json").exists():
             try:
                 written.append(write_run_page(path))
-            except ValueError as err:
-                raise ReportError(str(err)) from err
+            except (OSError, KeyError, ValueError) as err:  # a run folder edited or written by hand
+                raise ReportError(f"{path}: its page cannot be written ({type(err).__name__}: {err})") from err
             continue
         runs = find_runs([path], defaults, task)
         for run in runs:
             if not (run.folder / PAGE).exists():
                 write_run_pages_safely(run.folder)
-        written.append(write_index(pool(runs), path))
+        written.append(write_index(pool(runs), path, task))
     return written

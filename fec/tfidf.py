@@ -2,7 +2,7 @@
 
     from fec.tfidf import run_seed, vectorize
     features, vocabulary = vectorize(splits, ngram_max=2, min_df=2, max_features=None, analyzer="word+char")
-    result = run_seed(features, labels, grid=DEFAULT_C_GRID, seed=0, max_iter=2000, fits={})
+    result = run_seed(features, labels, grid=DEFAULT_C_GRID, seed=0, max_iter=2000, fits={}, n_labels=32)
 
 TF-IDF of word 1-2-grams beside character 2-5-grams within word boundaries (`char_wb`, the
 classical baseline at its strongest; `analyzer="word"` for words only), sublinear tf, is fitted
@@ -78,7 +78,16 @@ def fit_logreg(x, y, C: float, seed: int, max_iter: int) -> tuple[LogisticRegres
     return model, converged
 
 
-def run_seed(features: dict, labels: dict, grid: list[float], seed: int, max_iter: int, fits: dict) -> BaselineSeedResult:
+def label_probabilities(model: LogisticRegression, x, n_labels: int) -> np.ndarray:
+    """`predict_proba` with one column per label id: a label that train never shows has no column
+    in sklearn's output (only `classes_` do), and gets probability 0 here."""
+    probabilities = np.zeros((x.shape[0], n_labels))
+    probabilities[:, model.classes_] = model.predict_proba(x)
+    return probabilities
+
+
+def run_seed(features: dict, labels: dict, grid: list[float], seed: int, max_iter: int, fits: dict,
+             n_labels: int) -> BaselineSeedResult:  # fmt: skip
     """Fit every C (or reuse the fit in `fits`: lbfgs ignores the seed), keep the best on valid, test once."""
     started = time.perf_counter()
     tried, best, best_model = [], None, None
@@ -116,8 +125,8 @@ def run_seed(features: dict, labels: dict, grid: list[float], seed: int, max_ite
             best, best_model = tried[-1], model
     test = None
     evaluated = [m for m in ("valid", "test") if m in features]  # test once, on the model chosen on validation
-    probabilities = {m: best_model.predict_proba(features[m]) for m in evaluated}
-    predictions = {m: best_model.classes_[probabilities[m].argmax(axis=1)] for m in evaluated}
+    probabilities = {m: label_probabilities(best_model, features[m], n_labels) for m in evaluated}
+    predictions = {m: probabilities[m].argmax(axis=1) for m in evaluated}
     if "test" in features:
         test = classification_metrics(labels["test"], predictions["test"])
     seconds = round(time.perf_counter() - started, 2)

@@ -111,6 +111,14 @@ def test_the_index_page_sorts_filters_and_links_to_run_pages(paged_logs, open_pa
     accuracies = [float(v.split("±")[0]) for v in column(page, "runs", 6)]
     assert accuracies == sorted(accuracies, reverse=True)
 
+    # Cells sort as numbers only when they are numbers: dates and "0/5" compare as text.
+    values = page.evaluate("""() => ["56.47±0.75", "-1e-3", "2026-12-02 01:10", "0/5", "–"].map(text => {
+        const row = document.createElement("tr");
+        row.insertCell().textContent = text;
+        return cellValue(row, 0);
+    })""")
+    assert values == [56.47, -0.001, "2026-12-02 01:10", "0/5", "–"]
+
     page.locator("#runs tbody tr a").first.click()
     page.wait_for_load_state("load")
     assert page.url.endswith("/index.html") and page.locator("#seed-table").is_visible()

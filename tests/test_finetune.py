@@ -129,6 +129,38 @@ def test_cross_validation_picks_epochs_and_thresholds_out_of_fold(tiny_models, t
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["seed0"], "folds leave no checkpoint"
 
 
+def test_the_final_model_of_a_cross_validated_seed_keeps_the_folds_learning_rate_plan(tiny_models, tmp_path):
+    """Folds that chose 10 of 40 planned steps stopped at 3/4 of the peak rate; so does the final model."""
+    from transformers import AutoModelForSequenceClassification, TrainingArguments
+
+    from fec.finetune import scheduled_trainer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_models["bert"]), num_labels=3)
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, lr_scheduler_type="linear", warmup_steps=0,
+                             report_to="none", use_cpu=True)  # fmt: skip
+    trainer = scheduled_trainer(40)(model=model, args=args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    for _ in range(10):
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(1e-3 * 30 / 40)
+
+
+def test_a_finetune_run_from_before_cross_validation_reports_the_command_that_repeats_it(single_run, tmp_path, capsys):
+    import shutil
+
+    from fec.commands import report as report_script
+
+    old = tmp_path / "Logs" / single_run[0].name
+    shutil.copytree(single_run[0], old)
+    config = json.loads((old / "config.json").read_text())
+    del config["args"]["cv"]  # as config.json was written before finetune.py had --cv
+    (old / "config.json").write_text(json.dumps(config))
+    assert report_script.main([str(tmp_path / "Logs"), "--format", "csv"]) == 0
+    (row,) = csv.DictReader(capsys.readouterr().out.splitlines())
+    assert row["command"].endswith("-cv 0"), "selected on valid, which a small valid split no longer does by default"
+
+
 def test_multilabel_predict_applies_the_saved_thresholds(multi_run, tmp_path):
     run_dir, data = multi_run
     results = json.loads((run_dir / "results.json").read_text())

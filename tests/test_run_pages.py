@@ -141,6 +141,24 @@ def test_the_model_card_front_matter_is_yaml_with_the_run_metrics(paged_logs):
     assert f'EmotionClassifier.load("{run_dir.as_posix()}")' in body
 
 
+def test_a_tfidf_card_does_not_offer_a_model_it_does_not_keep(paged_logs):
+    (tfidf_dir,) = [p for p in paged_logs.iterdir() if p.is_dir() and "tfidf" in p.name]
+    body = (tfidf_dir / "README.md").read_text()
+    assert "keeps no fitted model" in body and "EmotionClassifier.load" not in body
+
+
+def test_text_in_the_model_card_cannot_break_out_of_its_code():
+    from fec.page_templates import environment
+
+    env = environment(autoescape=False)
+    render = lambda source, value: env.from_string(source).render(value=value)  # noqa: E731
+    assert render("{{ value | code }}", "a `b` c") == "``a `b` c``"
+    assert render("{{ value | code }}", "`start") == "`` `start ``"
+    assert render("{{ value | py }}", 'Logs/a "b"') == '"Logs/a \\"b\\""'
+    assert render("{{ value | sh }}", "Logs/my run") == "'Logs/my run'"
+    assert render("{{ value | md }}", "a|b <i>") == "a\\|b &lt;i&gt;"
+
+
 def test_the_index_links_every_run_page_and_pools_their_rows(paged_logs):
     index = paged_logs / "index.html"
     page = parse(index)
@@ -201,16 +219,41 @@ def test_report_html_rewrites_one_run_page(paged_logs, tmp_path):
     assert (run_dir / "index.html").is_file() and (run_dir / "README.md").is_file()
 
 
+def test_an_index_of_one_task_leaves_the_index_of_every_run_alone(paged_logs, tmp_path):
+    import shutil
+
+    logs = tmp_path / "Logs"
+    shutil.copytree(paged_logs, logs)
+    before = (logs / "index.html").read_text(encoding="utf-8")
+    assert report_script.main(["--html", str(logs), "--task", "toy"]) == 0
+    assert (logs / "index.html").read_text(encoding="utf-8") == before
+    assert len(parse(logs / "index_toy.html").tables["runs"]) == 3  # the header and both runs
+
+
 def test_report_html_on_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert report_script.main(["--html", str(tmp_path / "empty")]) == 2
     assert "no finished run" in capsys.readouterr().err
 
 
+def test_a_predictions_file_with_labels_the_run_does_not_have_is_left_out_of_the_page(paged_logs, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / fusion_run(paged_logs).name
+    shutil.copytree(fusion_run(paged_logs), run_dir)
+    table = pd.read_csv(run_dir / "predictions.csv")
+    table.loc[0, "predicted"] = "not-a-label"
+    table.to_csv(run_dir / "predictions.csv", index=False)
+    assert report_script.main(["--html", str(run_dir)]) == 0
+    page = (run_dir / "index.html").read_text(encoding="utf-8")
+    assert "not-a-label" not in page and 'src="confusion.png"' in page
+
+
 def test_confusion_labels_follow_the_label_tree(tmp_path):
     tree = tmp_path / "label_tree.tsv"
     tree.write_text("positive\troot\nnegative\troot\nsad\tnegative\njoyful\tpositive\nangry\tnegative\n")
-    names = ["joyful", "sad", "angry", "surprised"]
+    names = ["sad", "surprised", "joyful", "angry"]
+    # Depth first from root: positive's joyful, then negative's sad and angry; labels outside the tree last.
     assert [names[i] for i in label_order(names, tree)] == ["joyful", "sad", "angry", "surprised"]
     assert label_order(names, tmp_path / "missing.tsv") == [0, 1, 2, 3]
 

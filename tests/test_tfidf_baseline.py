@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import only_run, write_task
 
@@ -98,3 +99,17 @@ def test_character_ngrams_add_features_beside_the_words(tmp_path):
     # The word block is the same; each block is L2-normalised on its own, so a row's norm is sqrt(2).
     assert (both["train"][:, :word_vocabulary] != words["train"]).nnz == 0
     assert abs(both["valid"][0].multiply(both["valid"][0]).sum() - 2.0) < 1e-9
+
+
+def test_a_label_train_never_shows_gets_probability_zero_not_a_shifted_column(tmp_path):
+    """sklearn has no column for a class absent from train; predictions.csv still has one per label."""
+    data_dir = write_task(tmp_path / "data")
+    train_csv = data_dir / "toy" / "train.csv"
+    train = pd.read_csv(train_csv)
+    train[train["label"] != 2].to_csv(train_csv, index=False)  # no "angry" row in train
+    out = tmp_path / "Logs"
+    assert main(["-dataset", "toy", "-data_dir", str(data_dir), "-out", str(out), "-seeds", "0"]) == 0
+    predictions = pd.read_csv(only_run(out) / "predictions.csv")
+    assert list(predictions.filter(like="p:").columns) == ["p:joyful", "p:sad", "p:angry"]
+    assert (predictions["p:angry"] == 0).all() and (predictions["predicted"] != "angry").all()
+    assert predictions.loc[predictions["gold"] == "sad", "predicted"].eq("sad").mean() > 0.8

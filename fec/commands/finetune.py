@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
             "max_len": dict(type=positive_int, help="truncate texts to this many tokens"),
             "threshold": dict(
                 type=probability,
-                help="multi-label tasks: one global decision threshold; default: one per label, tuned on validation (0.05..0.95)",
+                help="multi-label tasks: one global decision threshold; default: one per label (0.05..0.95), tuned on "
+                "validation, or out of fold under --cv",
             ),
             "cv": dict(
                 type=non_negative_int,

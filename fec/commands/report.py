@@ -6,6 +6,7 @@ table row (markdown or CSV); see `fec.report` for the pooling rule.
     python report.py Logs/ED_20261122-075750 Logs/ED_20261122-082150   # chosen run folders
     python report.py --format csv > pooled.csv
     python report.py --html                   # Logs/index.html: every run in one page, linking each run's page
+    python report.py --html --task ED         # Logs/index_ED.html: the runs of one task
     python report.py --html Logs/ED_20261122-075750   # write that run's index.html and README.md again
 """
 
@@ -25,7 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
         "share a recipe into one row each. Every option also has its single-dash spelling."
     )
     parser.add_argument("runs", nargs="*", type=Path, default=[Path("Logs")], help="run folders, or folders of run folders")
-    parser.add_argument(*flag("task"), type=task_name, default=None, help="only runs of this task (e.g. ED, go_emotion)")
+    parser.add_argument(
+        *flag("task"),
+        type=task_name,
+        default=None,
+        help="only runs of this task (e.g. ED, go_emotion); with --html, in index_TASK.html",
+    )
     parser.add_argument(*flag("format"), default="markdown", choices=["markdown", "csv"], help="output table format")
     parser.add_argument(
         *flag("html"),

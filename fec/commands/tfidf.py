@@ -149,7 +149,7 @@ def fit_run(args: argparse.Namespace, run_dir: Path, splits: dict, features: dic
             if multilabel:
                 result = run_multilabel_seed(features, labels, grid, seed, args.max_iter, args.cv)
             else:
-                result = run_seed(features, labels, grid, seed, args.max_iter, fits)
+                result = run_seed(features, labels, grid, seed, args.max_iter, fits, len(label_names))
         shown, split = (result.test, "test") if result.test else (result.valid, "valid")
         figures = " ".join(f"{k} {shown[k]:.2f}" for k in ("acc", "wf1", "macro_f1", "micro_f1") if k in shown)
         log.info("seed %d: C=%g | %s %s | %.1fs", seed, result.C, split, figures, result.seconds)

@@ -92,7 +92,7 @@ TRAIN_OPTIONS = {
     "threshold": dict(
         type=probability,
         help="multi-label tasks: one global decision threshold on the sigmoid outputs (e.g. 0.5); default: one "
-        "threshold per label, tuned on validation over 0.05..0.95 to maximise that label's F1",
+        "threshold per label, tuned over 0.05..0.95 to maximise that label's F1 on validation (out of fold under --cv)",
     ),
 }
 DATA_HELP = "folder holding TASK/MODE.csv: features extracted from another version of a CSV found there are refused as stale"

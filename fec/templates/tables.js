@@ -1,10 +1,12 @@
 // Sortable tables (click a header; numbers sort as numbers, from data-sort when a cell has one)
 // and the index page's filters. No library, no network.
+// A number, or a mean±std cell (sorted by its mean); "2026-12-02 01:10" or "0/5" are text.
+const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?(±\S*)?$/i;
+
 function cellValue(row, column) {
   const cell = row.cells[column];
   const raw = cell.dataset.sort !== undefined ? cell.dataset.sort : cell.textContent.trim();
-  const number = parseFloat(raw);
-  return Number.isNaN(number) ? raw.toLowerCase() : number;
+  return NUMBER.test(raw) ? parseFloat(raw) : raw.toLowerCase();
 }
 
 function sortTable(table, column, header) {
