@@ -86,9 +86,9 @@ def recipe_chart(task: str, views: list[dict]) -> str | None:
     ax.set_yticks(range(len(shown)), names, fontsize=8)
     ax.invert_yaxis()
     ax.set(xlabel=f"{shown[0]['split']} {METRIC_NAMES[metric]} (%), mean ± std over seeds", title=f"{task}: recipes side by side")
-    for y, (mean, n) in enumerate(zip(means, [len(v["seeds"]) for v in shown], strict=True)):
-        ax.text(mean + 0.5, y, f"{mean:.2f} ({n} seed{'s' if n != 1 else ''})", va="center", fontsize=7)
-    ax.set_xlim(0, max(means) * 1.2 + 1)
+    for y, (mean, std, n) in enumerate(zip(means, stds, [len(v["seeds"]) for v in shown], strict=True)):
+        ax.text(mean + std + 0.8, y, f"{mean:.2f} ({n} seed{'s' if n != 1 else ''})", va="center", fontsize=7)  # past the whisker
+    ax.set_xlim(0, max(m + s for m, s in zip(means, stds, strict=True)) * 1.2 + 1)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
