@@ -22,6 +22,7 @@ import torch
 
 from fec.fusion_data import FusionData, SplitInputs
 from fec.metrics import classification_metrics, multilabel_metrics, tune_thresholds
+from fec.options import UsageError
 from fec.train import SeedResult, TrainConfig, train_seed
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,21 @@ def folds_for(cfg_cv: int | None, valid_rows: int, train_rows: int) -> int:
     if cfg_cv is not None:
         return cfg_cv
     return CV_AUTO_FOLDS if valid_rows < CV_AUTO_ROWS and valid_rows * 10 < train_rows else 0
+
+
+def chosen_folds(args, valid_rows: int, train_rows: int, auto: int | None = None) -> int:
+    """A command's `--cv`, resolved: as given, or `folds_for`'s choice (`auto` stands in for an unset
+    `--cv`). One fold, or more folds than train rows, is refused; a choice made here is logged and
+    written back to `args.cv`, so config.json records it and report.py never pools these runs with
+    valid-selected ones."""
+    folds = folds_for(args.cv if args.cv is not None else auto, valid_rows, train_rows)
+    if folds == 1 or folds > train_rows:
+        raise UsageError(f"--cv {folds}: give 0 (select on valid) or 2 to {train_rows} folds")
+    if folds and args.cv is None:
+        log.info("valid has %d rows: selecting by %d-fold cross-validation on train (--cv 0 to select on valid)",
+                 valid_rows, folds)  # fmt: skip
+        args.cv = folds
+    return folds
 
 
 def fold_assignment(rows: int, folds: int, seed: int) -> np.ndarray:

@@ -17,7 +17,7 @@ import torch
 
 from fec.backbones import DTYPES, ModelError, ensure_pad_token, model_fingerprint, pick_device, resolve_model
 from fec.cli import run_script
-from fec.cross_validation import folds_for
+from fec.cross_validation import chosen_folds
 from fec.data import DataError, Split, available_modes, load_splits
 from fec.finetune import (
     FinetuneConfig,
@@ -30,7 +30,6 @@ from fec.finetune import (
 )
 from fec.options import (
     ArgumentParser,
-    UsageError,
     add_fields,
     chosen_seeds,
     common_options,
@@ -135,13 +134,7 @@ def run(args: argparse.Namespace) -> dict:
     multilabel, label_names = train.multilabel, train.label_names
     if args.threshold is not None and not multilabel:
         log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.task)
-    folds = folds_for(args.cv, len(splits["valid"]), len(train))
-    if folds == 1 or folds > len(train):
-        raise UsageError(f"--cv {folds}: give 0 (select on valid) or 2 to {len(train)} folds")
-    if folds and args.cv is None:
-        log.info("valid has %d rows: selecting by %d-fold cross-validation on train (--cv 0 to select on valid)",
-                 len(splits["valid"]), folds)  # fmt: skip
-        args.cv = folds  # recorded in config.json, so report.py never pools these runs with valid-selected ones
+    folds = chosen_folds(args, len(splits["valid"]), len(train))
     cfg = config_from(FinetuneConfig, args, threshold=args.threshold if multilabel else None, cv=folds)
     device = pick_device(args.device)
     pick_precision(cfg.dtype, device)  # refuse a bad combination before any work

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fec.backbones import ModelError, pick_device
 from fec.cli import run_script
-from fec.cross_validation import folds_for, train_seed_cv
+from fec.cross_validation import chosen_folds, train_seed_cv
 from fec.data import DataError, read_text_column, split_path
 from fec.feature_spec import FeaturePick, parse_pick
 from fec.fusion import PN_FORMS, RAW_INPUTS
@@ -182,13 +182,7 @@ def run(args: argparse.Namespace) -> dict:
         log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.task)
     # The published recipe selects on valid; elsewhere a small valid split means cross-validation.
     auto = 0 if recipe == "reference" else None
-    folds = folds_for(args.cv if args.cv is not None else auto, len(data.splits["valid"]), len(data.splits["train"]))
-    if folds == 1 or folds > len(data.splits["train"]):
-        raise UsageError(f"--cv {folds}: give 0 (select on valid) or 2 to {len(data.splits['train'])} folds")
-    if folds and args.cv is None:
-        log.info("valid has %d rows: selecting by %d-fold cross-validation on train (--cv 0 to select on valid)",
-                 len(data.splits["valid"]), folds)  # fmt: skip
-        args.cv = folds  # recorded in config.json, so report.py never pools these runs with valid-selected ones
+    folds = chosen_folds(args, len(data.splits["valid"]), len(data.splits["train"]), auto)
     cfg = config_from(TrainConfig, args, threshold=args.threshold if data.multilabel else None, cv=folds)
     template = build_model(data, cfg)  # a bad combination fails here, before the run folder exists
     with run_folder(args.out, args.task) as run_dir:
