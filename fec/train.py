@@ -187,12 +187,14 @@ def evaluate(
     and the probabilities (softmax; multi-label: sigmoid) to `probs_out[name]`, for the seed ensemble.
     Multi-label: BCE loss and `multilabel_metrics` with labels predicted where sigmoid >= `thresholds`."""
     logits = predict_logits(model, split, batch_size)
+    probs = None
+    if multilabel or probs_out is not None:  # multi-label predictions are thresholded probabilities
+        probs = (torch.sigmoid(logits.float()) if multilabel else torch.softmax(logits.float(), dim=1)).cpu().numpy()
     if probs_out is not None:
-        squashed = torch.sigmoid(logits.float()) if multilabel else torch.softmax(logits.float(), dim=1)
-        probs_out[name] = squashed.cpu().numpy()
+        probs_out[name] = probs
     if multilabel:
         loss = F.binary_cross_entropy_with_logits(logits.float(), split.labels.float()).item()
-        preds = (torch.sigmoid(logits.float()).cpu().numpy() >= np.asarray(thresholds)).astype(np.int64)
+        preds = (probs >= np.asarray(thresholds)).astype(np.int64)
         if preds_out is not None:
             preds_out[name] = preds
         return {"loss": loss, **multilabel_metrics(split.labels.cpu().numpy(), preds, label_names)}
