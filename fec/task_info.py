@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fec.standins import PREFIX, STANDINS
+
 # The paper's test metrics (Llama-2-7b-chat + BERT-large + RoBERTa-large, mean of 5 runs).
 PUBLISHED: dict[str, dict[str, float]] = {
     "ED": {"acc": 60.44, "wf1": 59.80},
@@ -81,12 +83,8 @@ class BackboneInfo:
     standin: bool
 
 
-# Stand-ins (fec.standins) are copies of these hub models.
-STANDIN_HUB_IDS = {
-    "offline:smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
-    "offline:all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
-    "offline:all-mpnet-base-v2": "sentence-transformers/all-mpnet-base-v2",
-}
+# Stand-ins (fec.standins) are copies of hub models; each names its own.
+STANDIN_HUB_IDS = {PREFIX + name: standin.hub_id for name, standin in STANDINS.items()}
 LICENSES = {
     "HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0",
     "sentence-transformers/all-MiniLM-L6-v2": "apache-2.0",
