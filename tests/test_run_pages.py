@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from conftest import fusion_run
 from helpers import write_multilabel_task, write_task
@@ -208,11 +210,16 @@ def test_a_multilabel_run_shows_its_thresholds_beside_f1_at_half(tmp_path):
     assert metrics == {"Macro F1", "Micro F1"}
 
 
-def test_report_html_rewrites_one_run_page(paged_logs, tmp_path):
-    import shutil
-
+@pytest.fixture
+def fusion_run_copy(paged_logs, tmp_path) -> Path:
+    """A writable copy of the `paged_logs` fusion run, for tests that change its files."""
     run_dir = tmp_path / fusion_run(paged_logs).name
     shutil.copytree(fusion_run(paged_logs), run_dir)
+    return run_dir
+
+
+def test_report_html_rewrites_one_run_page(fusion_run_copy):
+    run_dir = fusion_run_copy
     (run_dir / "index.html").unlink()
     (run_dir / "README.md").unlink()
     assert report_script.main(["--html", str(run_dir)]) == 0
@@ -220,8 +227,6 @@ def test_report_html_rewrites_one_run_page(paged_logs, tmp_path):
 
 
 def test_an_index_of_one_task_leaves_the_index_of_every_run_alone(paged_logs, tmp_path):
-    import shutil
-
     logs = tmp_path / "Logs"
     shutil.copytree(paged_logs, logs)
     before = (logs / "index.html").read_text(encoding="utf-8")
@@ -236,11 +241,8 @@ def test_report_html_on_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path,
     assert "no finished run" in capsys.readouterr().err
 
 
-def test_a_predictions_file_with_labels_the_run_does_not_have_is_left_out_of_the_page(paged_logs, tmp_path):
-    import shutil
-
-    run_dir = tmp_path / fusion_run(paged_logs).name
-    shutil.copytree(fusion_run(paged_logs), run_dir)
+def test_a_predictions_file_with_labels_the_run_does_not_have_is_left_out_of_the_page(fusion_run_copy):
+    run_dir = fusion_run_copy
     table = pd.read_csv(run_dir / "predictions.csv")
     table.loc[0, "predicted"] = "not-a-label"
     table.to_csv(run_dir / "predictions.csv", index=False)
