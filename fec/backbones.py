@@ -285,16 +285,30 @@ def placement_options(device: torch.device, dtype: torch.dtype, device_map: str 
     return kwargs
 
 
+def model_config(resolved, trust_remote_code: bool = False):
+    """The model's transformers configuration alone (no weights): what can be checked before loading."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(resolved), trust_remote_code=trust_remote_code)
+
+
 def bitsandbytes_installed() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
-def quantization_config(load_in: str, dtype: torch.dtype):
-    """A BitsAndBytesConfig for -load_in, or a one-line ModelError when bitsandbytes is missing."""
+def check_load_in(load_in: str | None) -> None:
+    """Refuse a quantisation the installation cannot do, before anything loads or is written."""
+    if load_in is None:
+        return
     if load_in not in LOAD_IN:
         raise ModelError(f"-load_in {load_in}: choose {' or '.join(LOAD_IN)}")
     if not bitsandbytes_installed():
         raise ModelError(f"-load_in {load_in} needs the bitsandbytes package, which is not installed: pip install bitsandbytes")
+
+
+def quantization_config(load_in: str, dtype: torch.dtype):
+    """A BitsAndBytesConfig for -load_in, or a one-line ModelError when bitsandbytes is missing."""
+    check_load_in(load_in)
     from transformers import BitsAndBytesConfig
 
     if load_in == "8bit":

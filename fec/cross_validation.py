@@ -40,14 +40,21 @@ def folds_for(cfg_cv: int | None, valid_rows: int, train_rows: int) -> int:
     return CV_AUTO_FOLDS if valid_rows < CV_AUTO_ROWS and valid_rows * 10 < train_rows else 0
 
 
+def check_folds(folds: int, train_rows: int, zero: str | None = "select on valid") -> None:
+    """The one rule for every command's `--cv`: 0 (when the command can `zero`, i.e. select
+    without folds) or 2 to as many folds as train has rows; one fold holds nothing out."""
+    if folds == 1 or folds > train_rows or (folds == 0 and zero is None):
+        choices = f"0 ({zero}) or 2 to {train_rows} folds" if zero else f"2 to {train_rows} folds"
+        raise UsageError(f"--cv {folds}: give {choices} (train has {train_rows} rows)")
+
+
 def chosen_folds(args, valid_rows: int, train_rows: int, auto: int | None = None) -> int:
     """A command's `--cv`, resolved: as given, or `folds_for`'s choice (`auto` stands in for an unset
     `--cv`). One fold, or more folds than train rows, is refused; a choice made here is logged and
     written back to `args.cv`, so config.json records it and report.py never pools these runs with
     valid-selected ones."""
     folds = folds_for(args.cv if args.cv is not None else auto, valid_rows, train_rows)
-    if folds == 1 or folds > train_rows:
-        raise UsageError(f"--cv {folds}: give 0 (select on valid) or 2 to {train_rows} folds")
+    check_folds(folds, train_rows)
     if folds and args.cv is None:
         log.info("valid has %d rows: selecting by %d-fold cross-validation on train (--cv 0 to select on valid)",
                  valid_rows, folds)  # fmt: skip

@@ -33,7 +33,9 @@ import torch
 from fec.backbones import (
     SLOTS,
     Backbone,
+    check_load_in,
     load_backbone,
+    model_config,
     parse_max_memory,
     pick_device,
     placement,
@@ -60,6 +62,7 @@ from fec.features import (
     pooling_used,
     variant_indices,
 )
+from fec.files import removed_if_left_empty
 from fec.locks import lock_path, split_lock
 from fec.options import UsageError
 from fec.provenance import provenance
@@ -99,14 +102,42 @@ def settings_of(args: argparse.Namespace, slot: str, csv_sha256: str) -> dict:
     }
 
 
-def already_extracted(path: Path, settings: dict) -> bool:
+def stored_settings(path: Path) -> dict | None:
+    """The settings a finished store file was extracted with; None when there is none (no file, or
+    a file without its manifest: a write cut off before the manifest, redone)."""
     mpath = manifest_path(path)
     if not (path.is_file() and mpath.is_file()):
-        return False
+        return None
     try:
-        return json.loads(mpath.read_text(encoding="utf-8")).get("settings") == settings
-    except json.JSONDecodeError:
-        return False
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    settings = manifest.get("settings") if isinstance(manifest, dict) else None
+    return settings if isinstance(settings, dict) else None
+
+
+def already_extracted(path: Path, settings: dict) -> bool:
+    return stored_settings(path) == settings
+
+
+def shown(value) -> str:
+    """A setting as a message shows it: checksums cut to 12 hex digits."""
+    text = repr(value)
+    return text[:13] + "...'" if isinstance(value, str) and len(value) == 64 else text
+
+
+def refuse_replacing(path: Path, settings: dict) -> None:
+    """Finished features extracted with other settings are hours of work: refuse to replace them,
+    naming what differs and the ways out."""
+    stored = stored_settings(path)
+    if stored is None or stored == settings:
+        return
+    changed = [f"{key} {shown(stored.get(key))} -> {shown(settings.get(key))}" for key in sorted(set(stored) | set(settings))
+               if stored.get(key) != settings.get(key)]  # fmt: skip
+    raise UsageError(
+        f"{path}: already extracted with other settings ({'; '.join(changed)}); keep it and write elsewhere with "
+        "--dataset_dir (or a variant: --pooling/--layers/--prompt), or replace it with --overwrite"
+    )
 
 
 def chosen_model(args: argparse.Namespace, slot: str) -> str:
@@ -137,7 +168,8 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
         raise DataError(f"{Path(args.data_dir) / args.task}: no train/valid/test CSV found (run `python prepare_data.py`)")
     splits = load_splits(args.data_dir, args.task, modes)
     resolved = resolve_model(args.model)  # a missing or broken model folder is refused before anything loads
-    args.feature_spec.check_layers(resolved, args.trust_remote_code)
+    args.feature_spec.check_model(model_config(resolved, args.trust_remote_code))
+    check_load_in(args.load_in)
     check_prompts(args.feature_spec, resolved, args.max_len, args.trust_remote_code)
     if args.max_memory and not args.device_map:
         raise UsageError(f"-max_memory {args.max_memory}: applies with -device_map only (it caps each device's share)")
@@ -146,7 +178,8 @@ def run(args: argparse.Namespace, slot: str) -> list[Path]:
     todo = splits_to_do(args, slot, splits, ranks)
     if not todo:
         return []
-    with ExitStack() as locks:
+    # A load that fails (a missing package, a full GPU) leaves no empty store folder behind.
+    with removed_if_left_empty([path.parent for _, path, _ in todo.values()]), ExitStack() as locks:
         todo = take_locks(args, todo, locks, ranks)
         if not todo:
             return []
@@ -178,8 +211,10 @@ def splits_to_do(args: argparse.Namespace, slot: str, splits: dict[str, Split], 
     for mode, split in splits.items():
         path = feature_path(args.dataset_dir, args.task, store_dir(args, slot), mode)
         settings = settings_of(args, slot, split.csv_sha256)
-        if not args.force and already_extracted(path, settings):
-            log.info("%s: already extracted with the same settings, skipped (-force to redo)", path)
+        if not args.overwrite:
+            refuse_replacing(path, settings)
+        if not args.overwrite and already_extracted(path, settings):
+            log.info("%s: already extracted with the same settings, skipped (--overwrite to redo)", path)
             if ranks.is_main and parts_dir(path).exists() and not lock_path(path).exists():
                 # Chunks left by a run killed right after its merge; never those of a run still going.
                 shutil.rmtree(parts_dir(path), ignore_errors=True)
@@ -196,7 +231,7 @@ def take_locks(args: argparse.Namespace, todo: dict, locks: ExitStack, ranks: Ra
         left = []
         for mode, (_, path, settings) in todo.items():
             locks.enter_context(split_lock(path, wait=args.wait))
-            if not args.force and already_extracted(path, settings):
+            if not args.overwrite and already_extracted(path, settings):
                 log.info("%s: extracted by another process meanwhile, skipped", path)
                 continue
             left.append(mode)

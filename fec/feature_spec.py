@@ -21,7 +21,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from fec.options import UsageError
+from fec.options import UsageError, plain_name_problem
 
 POOLINGS = ("mean", "first", "pooler", "last")
 POOLING_HELP = {
@@ -196,14 +196,27 @@ class FeatureSpec:
             "chat_template": self.chat_template,
         }
 
-    def check_layers(self, resolved, trust_remote_code: bool) -> None:
-        """Refuse layer indices the model does not have, from its config alone (before the weights load)."""
-        if self.layers is None or self.layers.every:
-            return
-        from transformers import AutoConfig
+    def check_model(self, config) -> None:
+        """Refuse what the model's configuration alone rules out, before the weights load: layer
+        indices it does not have, and the pooler on a model without one (a decoder)."""
+        if self.layers is not None and not self.layers.every:
+            self.layers.resolve(int(config.num_hidden_layers) + 1)
+        if "pooler" in self.poolings and not has_pooler(config):
+            raise UsageError(f"--pooling pooler: {config.model_type} models have no pooler (choose mean, first or last)")
 
-        config = AutoConfig.from_pretrained(str(resolved), trust_remote_code=trust_remote_code)
-        self.layers.resolve(int(config.num_hidden_layers) + 1)
+
+def has_pooler(config) -> bool:
+    """Whether the base model transformers builds for `config` has a pooler layer (BERT, RoBERTa,
+    MPNet do; decoders and DistilBERT do not): its class takes `add_pooling_layer`."""
+    import inspect
+
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    try:
+        model_class = MODEL_MAPPING[type(config)]
+    except KeyError:  # a model type transformers does not map (remote code): the weights will tell
+        return True
+    return "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
 
 
 def spec_from_args(args, slot: str) -> FeatureSpec:
@@ -257,6 +270,9 @@ class FeaturePick:
     def select(self, features, manifest: dict):
         """(N, k, H) float32 of the chosen pooling and layers from a variant's (N, P, L, H) features."""
         where = manifest.get("store_dir", "?")
+        problem = slot_mismatch(self.slot, manifest)
+        if problem:
+            raise UsageError(f"--features {self.text}: {where} {problem}")
         if manifest.get("feature_axes") != ["row", "pooling", "layer", "hidden"]:
             raise UsageError(f"--features {self.text}: {where} is a published extraction, not a variant; leave the slot out "
                              "of --features to read it")  # fmt: skip
@@ -282,12 +298,24 @@ class FeaturePick:
         }
 
 
+def slot_mismatch(slot: str, manifest: dict) -> str | None:
+    """Why features stored with `manifest` cannot be read as `slot`'s (the manifest names the slot
+    they were extracted for), or None. Training and prediction both ask this."""
+    stored = manifest.get("slot")
+    if stored != slot:
+        return f"holds features extracted for the {stored} slot, not {slot}; pick a {slot} folder"
+    return None
+
+
 def parse_pick(text: str, slots=("llama", "bert", "roberta")) -> FeaturePick:
     spec, _, folder = text.partition("@")
     parts = spec.split(":")
     if len(parts) != 3 or parts[0] not in slots or parts[1] not in POOLINGS:
         raise UsageError(f"--features {text}: write SLOT:POOLING:LAYERS[@FOLDER], e.g. llama:mean:-1,-9 "
                          f"(slots: {', '.join(slots)}; poolings: {', '.join(POOLINGS)})")  # fmt: skip
+    if folder and plain_name_problem(folder):
+        raise UsageError(f"--features {text}: @{folder} {plain_name_problem(folder)}; @FOLDER is a folder of the task's "
+                         "store, e.g. llama-mean-all")  # fmt: skip
     return FeaturePick(parts[0], parts[1], parse_layers(parts[2]), folder or None)
 
 

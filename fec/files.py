@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 CHUNK_BYTES = 1 << 20
@@ -59,3 +60,19 @@ def _umask() -> int:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+@contextmanager
+def removed_if_left_empty(folders: list[Path]) -> Iterator[None]:
+    """Folders (and their parents) that do not exist yet and are still empty when the block fails
+    are removed, so a failed step leaves no empty store folder behind; anything written is kept."""
+    new = sorted({p for folder in folders for p in (folder, *folder.parents) if not p.exists()}, key=lambda p: -len(p.parts))
+    try:
+        yield
+    except BaseException:
+        for folder in new:  # deepest first, so a parent is empty once its children are gone
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (finished chunks to resume from), or never made
+                pass
+        raise

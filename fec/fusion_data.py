@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from fec.data import split_path
-from fec.feature_spec import FeaturePick
+from fec.feature_spec import FeaturePick, slot_mismatch
 from fec.files import sha256_file
 from fec.options import UsageError
 from fec.store import (
@@ -91,7 +91,7 @@ def _check_same_origin(mode: str, stored: dict[str, StoredFeatures], slot_dirs: 
         if written_for != folder:
             raise StoreError(
                 f"{manifest_path(feats.path)}: extracted for slot {written_for!r}, not {folder!r}; "
-                f"re-extract with the {folder.split('_')[0]} script"
+                f"re-extract it with {EXTRACT_SCRIPTS.get(folder.split('_')[0].split('-')[0], 'its slot extraction script')}"
             )
     for _, feats in rest:
         for key, what in (("csv_sha256", "source CSV"), ("rows", "row count"), ("label_names", "label names")):
@@ -107,7 +107,7 @@ def _check_same_origin(mode: str, stored: dict[str, StoredFeatures], slot_dirs: 
 
 def extract_command(manifest: dict, mode: str, dataset_dir: Path | str, data_dir: Path | str) -> str:
     """The command line that extracts `mode` again with the manifest's model and settings, into
-    the same store from the same data folder."""
+    the same store from the same data folder, replacing the stale file (`--overwrite`)."""
     slot, settings = manifest.get("slot", "llama"), manifest.get("settings", {})
     words = ["python", EXTRACT_SCRIPTS.get(slot, f"{slot}_rep_extract.py"), "--task", str(manifest.get("task")), "--mode", mode]
     if manifest.get("model"):
@@ -119,7 +119,7 @@ def extract_command(manifest: dict, mode: str, dataset_dir: Path | str, data_dir
     for option in ("dtype", "limit", "max_len", "layers"):
         if settings.get(option) not in (None, "auto"):
             words += [f"--{option}", str(settings[option])]
-    return " ".join(words + ["--data_dir", str(data_dir), "--dataset_dir", str(dataset_dir)])
+    return " ".join(words + ["--data_dir", str(data_dir), "--dataset_dir", str(dataset_dir), "--overwrite"])
 
 
 def _check_not_stale(data_dir: Path | str, dataset_dir: Path | str, task: str, mode: str,
@@ -142,6 +142,17 @@ def pick_folder(dataset_dir: Path | str, task: str, pick: FeaturePick) -> str:
     """The store folder a pick reads: its `@FOLDER`, else the one unprompted variant folder of
     the slot that holds the pooling and every layer asked for."""
     if pick.folder:
+        manifest_file = Path(dataset_dir) / task / pick.folder / "train.json"
+        try:
+            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise UsageError(f"--features {pick.text}: {manifest_file} is missing or unreadable; name a folder of "
+                             f"{Path(dataset_dir) / task} that holds extracted features") from None  # fmt: skip
+        if not isinstance(manifest, dict):
+            raise UsageError(f"--features {pick.text}: {manifest_file} is not a store manifest (a JSON object)")
+        problem = slot_mismatch(pick.slot, manifest)
+        if problem:
+            raise UsageError(f"--features {pick.text}: {manifest_file.parent} {problem}")
         return pick.folder
     root, fits = Path(dataset_dir) / task, []
     for manifest_file in sorted(root.glob("*/train.json")):

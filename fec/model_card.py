@@ -8,8 +8,7 @@ Written beside the run page (`fec.run_page`) by every trainer's finish step, and
 
 from __future__ import annotations
 
-import yaml
-
+from fec.escape import yaml_front_matter
 from fec.files import atomic_write_text
 from fec.page_templates import environment
 from fec.run_summary import METHOD_TAGS, RunSummary
@@ -69,8 +68,10 @@ def front_matter(summary: RunSummary) -> dict:
 
 
 def render_model_card(summary: RunSummary) -> str:
+    """The card's text: its front matter as YAML, then the Markdown body, every value from the run
+    escaped for the place it lands in (`fec.escape`)."""
     body = environment(autoescape=False).get_template("model_card.md.j2").render(s=summary, license=card_license(summary))
-    return "---\n" + yaml.safe_dump(front_matter(summary), sort_keys=False, allow_unicode=True) + "---\n\n" + body
+    return yaml_front_matter(front_matter(summary)) + "\n" + body
 
 
 def write_model_card(summary: RunSummary) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import unicodedata
 from pathlib import Path
 
@@ -102,12 +103,18 @@ def plain_name_problem(name: str) -> str | None:
     return None
 
 
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 def task_name(text: str) -> str:
-    """A task is one plain folder name (`ED`, `go_emotion`): its store and run folders then stay
-    under the dataset and Logs folders."""
-    problem = plain_name_problem(text)
-    if problem:
-        raise argparse.ArgumentTypeError(f"{text!r} {problem}; a task is a plain folder name such as ED or go_emotion")
+    """A task is named with ASCII letters, digits, `.`, `_` and `-`, a letter or digit first (`ED`,
+    `go_emotion`, `semeval_eng`): the name becomes folder names under the data, dataset and Logs
+    folders, and is written into pages, model cards, URLs, YAML and CSV, where such a name needs no
+    quoting and cannot leave its folder."""
+    if not TASK_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a task name: use letters, digits, '.', '_' and '-' (e.g. ED, go_emotion)"
+        )
     return text
 
 
@@ -180,6 +187,20 @@ def chosen_seeds(args: argparse.Namespace) -> list[int]:
     if args.seeds is not None:
         return list(args.seeds)
     return list(range(args.runs)) if args.runs else [0]
+
+
+def command_line_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The destinations of the options `argv` gives explicitly, defaults left out (so values from
+    elsewhere, such as a recipe file, can yield to them)."""
+    actions = parser._actions
+    saved = [a.default for a in actions]
+    try:
+        for action in actions:
+            action.default = argparse.SUPPRESS
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for action, default in zip(actions, saved, strict=True):
+            action.default = default
 
 
 def flag(name: str, *aliases: str) -> tuple[str, ...]:

@@ -1,22 +1,22 @@
 """The Jinja2 templates under fec/templates and the filters the run page, the index page and the
-model card share: numbers to two decimals, mean±std cells, metric names, Markdown-safe text.
+model card share: numbers to two decimals, mean±std cells, metric names, and the escapes of
+`fec.escape` for text from a run or its data.
 
     environment().get_template("run.html.j2").render(...)   # HTML: autoescaped
     environment(autoescape=False).get_template("model_card.md.j2")   # Markdown: the filters escape
 
-In the model card, text from the run goes through `md` (prose and table cells), `code` (an inline
-code span), `py` (a Python string literal) or `sh` (one shell word).
+In the model card, text from the run goes through `md` (prose), `cell` (a table cell), `code` (an
+inline code span), `py` (a Python string literal) or `sh` (one shell word); in the HTML pages, a
+link or image to a file named by the run goes through `url` (a relative URL).
 """
 
 from __future__ import annotations
 
-import json
-import re
-import shlex
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from fec.escape import code_span, markdown_cell, markdown_text, python_string, shell_word, url_path
 from fec.metrics import mean_std_cell
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -24,7 +24,7 @@ METRIC_NAMES = {"acc": "accuracy", "wf1": "weighted F1", "macro_f1": "macro-F1",
 
 
 def environment(autoescape: bool = True) -> Environment:
-    """The templates under fec/templates, with the number filters every page uses."""
+    """The templates under fec/templates, with the number and escaping filters every page uses."""
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(["html", "j2"]) if autoescape else False,
@@ -36,23 +36,10 @@ def environment(autoescape: bool = True) -> Environment:
     env.filters["num"] = lambda value, digits=2: "–" if value is None else f"{value:.{digits}f}"
     env.filters["mean_std"] = lambda stats: mean_std_cell(stats) or "–"
     env.filters["md"] = markdown_text
+    env.filters["cell"] = markdown_cell
     env.filters["code"] = code_span
-    env.filters["py"] = lambda value: json.dumps(str(value), ensure_ascii=False)
-    env.filters["sh"] = lambda value: shlex.quote(str(value))
+    env.filters["py"] = python_string
+    env.filters["sh"] = shell_word
+    env.filters["url"] = url_path
     env.globals["metric_name"] = lambda key: METRIC_NAMES.get(key, key)
     return env
-
-
-def markdown_text(value) -> str:
-    """Text from a run or its data made inert in Markdown: no raw HTML, no table breaks."""
-    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def code_span(value) -> str:
-    """An inline Markdown code span holding `value` as it is: fenced by more backticks than any run
-    inside it, padded where it starts or ends with one (CommonMark's rule), on one line."""
-    text = str(value).replace("\n", " ")
-    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"

@@ -17,19 +17,18 @@ most likely first; an empty list means no emotion ("neutral"). Runs of `finetune
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from fec.backbones import Backbone, ModelError, load_backbone, model_fingerprint, pick_device, pick_dtype, resolve_model
-from fec.feature_spec import spec_of_pick
+from fec.feature_spec import slot_mismatch, spec_of_pick
 from fec.features import extract_features
 from fec.fusion import DownstreamModel
+from fec.run_files import RunFileError, read_checkpoint, read_model_spec, read_results
 
 log = logging.getLogger(__name__)
 
@@ -181,21 +180,17 @@ class EmotionClassifier(LabelRanking):
             return FinetunedClassifier.load(run_dir, spec, seed, device)
         if ensemble and seed is not None:
             raise RunError(f"-ensemble with -seed {seed}: the ensemble uses every seed of the run")
-        results = read_json(run_dir / "results.json")
-        seeds = [r["seed"] for r in results["seeds"]] if ensemble else [results["best_seed"] if seed is None else seed]
-        heads = []
-        for number in seeds:
-            checkpoint = run_dir / "checkpoints" / f"seed{number}.safetensors"
-            if not checkpoint.is_file():
-                raise RunError(f"{checkpoint}: no checkpoint for seed {number}")
-            heads.append(DownstreamModel(**spec["model"]))
-            heads[-1].load_state_dict(load_file(str(checkpoint)))
+        seeds = chosen_seeds(run_dir, seed, ensemble)
+        heads = [load_head(run_dir, spec, number) for number in seeds]
         torch_device = pick_device(device)
         store_dirs = spec.get("store_dirs") or {s: s for s in spec["sources"]}
         manifests = spec["feature_manifests"]
-        for name in spec["sources"]:  # every fingerprint checked before the first backbone loads
-            check_fingerprint(manifests[name], run_dir / "model.json")
         picks = spec.get("feature_picks") or {}
+        for name in spec["sources"]:  # every fingerprint and pick checked before the first backbone loads
+            check_fingerprint(manifests[name], run_dir / "model.json")
+            problem = slot_mismatch(name, manifests[name]) if name in picks else None
+            if problem:
+                raise RunError(f"{run_dir / 'model.json'}: the {name} source {problem}")
         sources: dict[str, FeatureSource] = {}
         # One feature source per store folder and pick (the published loader defect reads one folder twice).
         order = [store_dirs[name] + (f":{picks[name]['pick']}" if name in picks else "") for name in spec["sources"]]
@@ -252,7 +247,7 @@ class FinetunedClassifier(LabelRanking):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if seed is None:
-            seed = read_json(run_dir / "results.json")["best_seed"]
+            (seed,) = chosen_seeds(run_dir, None, ensemble=False)
         folder = run_dir / "checkpoints" / f"seed{seed}"
         if not (folder / "config.json").is_file():
             raise RunError(f"{folder}: no saved model for seed {seed}")
@@ -281,15 +276,41 @@ class FinetunedClassifier(LabelRanking):
         return torch.cat(chunks).cpu().numpy()
 
 
-def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise RunError(f"{path}: not found; is {path.parent} a run folder written by main.py?")
+def chosen_seeds(run_dir: Path, seed: int | None, ensemble: bool) -> list[int]:
+    """The seeds a prediction uses, decided from results.json before any model loads: `seed`, the
+    best seed on validation, or every seed for an ensemble (refused for a run of one seed, whose
+    "ensemble" would be that seed's model under another name)."""
+    results = read_results(run_dir)
+    trained = [entry["seed"] for entry in results["seeds"]]
+    if ensemble:
+        if len(trained) < 2:
+            has = f"one seed ({trained[0]})" if trained else "no finished seed"
+            raise RunError(f"-ensemble: {run_dir} has {has}; an ensemble needs a run with several seeds (-runs N)")
+        return trained
+    if seed is not None:
+        return [seed]
+    if "best_seed" not in results:
+        raise RunFileError(run_dir / "results.json", "no `best_seed` (an integer expected); did a seed finish?")
+    return [results["best_seed"]]
+
+
+def load_head(run_dir: Path, spec: dict, seed: int) -> DownstreamModel:
+    """One seed's fusion model: built from model.json's `model`, its weights from the seed's checkpoint."""
+    checkpoint = run_dir / "checkpoints" / f"seed{seed}.safetensors"
+    if not checkpoint.is_file():
+        raise RunError(f"{checkpoint}: no checkpoint for seed {seed}")
+    state = read_checkpoint(checkpoint)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunError(f"{path}: unreadable ({err})") from err
+        head = DownstreamModel(**spec["model"])
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise RunFileError(run_dir / "model.json", f"`model` does not build a fusion model ({err})") from err
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as err:  # torch lists every mismatched tensor: the first line says what
+        raise RunFileError(checkpoint, f"does not fit the model in model.json ({str(err).splitlines()[0]})") from err
+    return head
 
 
 def read_run_spec(run_dir: Path | str) -> dict:
-    """A run's model.json (label names, sources, recipe): cheap, read before any backbone loads."""
-    return read_json(Path(run_dir) / "model.json")
+    """A run's model.json (label names, sources, recipe), checked: cheap, read before any backbone loads."""
+    return read_model_spec(Path(run_dir))

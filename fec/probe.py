@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from fec.cross_validation import folds_for
+from fec.cross_validation import check_folds, folds_for
 from fec.linear_probe import select_and_fit, selection_metric
 from fec.store import StoredFeatures, StoreError, feature_path, load_features
 
@@ -103,6 +103,7 @@ def probe_rows(dataset_dir: Path | str, task: str, folders: list[str], *, cv: in
     multilabel = bool(first["train"].manifest.get("multilabel"))
     valid_rows = first["valid"].features.shape[0]
     folds = folds_for(cv, valid_rows, first["train"].features.shape[0])
+    check_folds(folds, first["train"].features.shape[0], zero="choose C on valid")
     if folds:
         log.info("choosing C by %d-fold cross-validation on train (valid has %d rows; kept as a check)", folds, valid_rows)
     setup = {"cv": folds, "selection_metric": selection_metric(multilabel), "multilabel": multilabel, "valid_rows": valid_rows}

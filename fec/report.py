@@ -21,6 +21,9 @@ or `(interrupted)` / `(failed)` when they stopped on Ctrl-C or an error (their `
 The `at chance` column counts the seeds that never got below guessing the train label frequencies
 (main.py flags them per seed), so a mean over trained and untrained seeds does not pass unnoticed;
 seeds from runs older than that flag are counted as unknown.
+Run files are read through `fec.run_files`: a run with a damaged config.json or results.json is
+skipped with a warning naming the file when found in a folder of runs (Logs/), and is the error
+when the run folder itself is named.
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fec.escape import code_span, markdown_cell
 from fec.metrics import mean_std_cell, mean_std_stats
 from fec.recipe import QUIRKS, recipe_options
+from fec.run_files import MULTILABEL_METRICS, SINGLE_LABEL_METRICS, RunFileError, read_config, read_results
 from fec.runlog import failure, run_dir_started
 
 log = logging.getLogger(__name__)
@@ -64,8 +69,6 @@ RENAMED = {"dataset": "task", "precision": "dtype"}
 OLD_VALUES = {"dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}}
 # The script that wrote a run, told by what only its config.json holds.
 SCRIPTS = {"train_config": "main.py", "finetune_config": "finetune.py", "C_grid": "baselines/tfidf.py"}
-SINGLE_LABEL_METRICS = ("acc", "wf1", "macro_f1")
-MULTILABEL_METRICS = ("macro_f1", "micro_f1")
 METRIC_NAMES = {"acc": "acc", "wf1": "wF1", "macro_f1": "macro-F1", "micro_f1": "micro-F1"}
 
 
@@ -156,18 +159,9 @@ def changed_options(args: dict, defaults: dict, skip: set[str]) -> list[str]:
     return options
 
 
-def read_json(path: Path) -> dict | None:
-    """A run file's JSON, or None (with a warning naming the file) when it cannot be read."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        log.warning("%s: skipped, cannot be read (%s)", path, err)
-        return None
-
-
 def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
     """A run folder of one of SCRIPTS with at least one finished seed as a `Run`; None (logged)
-    for anything else."""
+    for a folder that is not one. A damaged config.json or results.json is a `RunFileError`."""
     failed = failure(folder)
     if not (folder / "results.json").exists():
         if failed:
@@ -177,9 +171,7 @@ def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
         return None
     if failed:
         log.warning("%s: the run failed (%s); its finished seeds are kept", folder, failed)
-    config, results = read_json(folder / "config.json"), read_json(folder / "results.json")
-    if config is None or results is None:
-        return None
+    config, results = read_config(folder), read_results(folder)
     script = next((name for key, name in SCRIPTS.items() if key in config), None)
     if script is None or "args" not in config:
         log.info("%s: skipped, not a run of %s", folder, ", ".join(SCRIPTS.values()))
@@ -192,7 +184,10 @@ def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
     options = changed_options(args, defaults[script], RUN_ONLY | (set(QUIRKS) if script == "main.py" else set()))
     features = ""
     if script == "main.py":
-        options = recipe_options(config.get("recipe", config.get("mode", "corrected"))) + options
+        try:
+            options = recipe_options(str(config.get("recipe", config.get("mode", "corrected")))) + options
+        except ValueError as err:
+            raise RunFileError(folder / "config.json", str(err)) from err
         manifests = config.get("feature_manifests", {}).get("train", {})
         identity = {slot: manifest.get("settings", manifest.get("model")) for slot, manifest in manifests.items()}
         features = " + ".join(f"{slot}: {manifest.get('model', '?')}" for slot, manifest in manifests.items())
@@ -200,7 +195,7 @@ def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
         identity = config.get("model_fingerprint")
     else:
         identity = config.get("csv_sha256")
-    task = results.get("task") or saved.get("task", "?")
+    task = str(results.get("task") or saved.get("task", "?"))
     command = " ".join(["python", script, "-dataset", task, *options])
     key = json.dumps({"script": script, "task": task, "options": options, "features": identity}, sort_keys=True)
     seeds = {int(entry["seed"]): entry for entry in results.get("seeds", [])}
@@ -210,17 +205,29 @@ def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
                finished, failed, results.get("ensemble"))  # fmt: skip
 
 
+def load_listed_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
+    """`load_run` for a folder found in a folder of runs: a damaged one is skipped with a warning
+    naming its file, so it does not stop the report of the others."""
+    try:
+        return load_run(folder, defaults)
+    except RunFileError as err:
+        log.warning("%s: skipped (%s)", err.path, err.problem)
+        return None
+
+
 def find_runs(paths: list[Path], defaults: dict[str, dict], task: str | None = None) -> list[Run]:
-    """Every run with a finished seed under `paths` (run folders, or folders of them such as Logs/)."""
-    folders = []
+    """Every run with a finished seed under `paths` (run folders, or folders of them such as Logs/).
+    A run folder named in `paths` with a damaged file is a `RunFileError`; one found in a folder of
+    runs is skipped (logged)."""
+    found: list[Run | None] = []
     for path in paths:
         if (path / "config.json").exists():
-            folders.append(path)
+            found.append(load_run(path, defaults))
         elif path.is_dir():
-            folders += sorted(p for p in path.iterdir() if (p / "config.json").exists())
+            found += [load_listed_run(p, defaults) for p in sorted(path.iterdir()) if (p / "config.json").exists()]
         else:
             raise ReportError(f"{path}: not a run folder nor a folder of runs")
-    runs = [run for run in (load_run(f, defaults) for f in folders) if run is not None]
+    runs = [run for run in found if run is not None]
     if task is not None:
         runs = [run for run in runs if run.task == task]
     if not runs:
@@ -235,13 +242,16 @@ def run_order(run: Run) -> tuple:
     started after it. Folders renamed since fall back to `created`."""
     claimed = run_dir_started(run.folder.name)
     if claimed is None:
-        created = (
-            dt.datetime.fromisoformat(run.created).astimezone()
-            if run.created
-            else dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-        )
-        claimed = created, 1
+        claimed = created_at(run.created), 1
     return *claimed, run.folder.name
+
+
+def created_at(created: str) -> dt.datetime:
+    """config.json's `created` as a time; a run without a readable one sorts first."""
+    try:
+        return dt.datetime.fromisoformat(created).astimezone()
+    except ValueError:
+        return dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 
 
 def pool(runs: list[Run]) -> list[Row]:
@@ -298,16 +308,17 @@ def format_markdown(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         extra = [row.cv_cell()] * with_cv + [row.ensemble_cell()] * with_ensemble
+        # Task, command, model names and folder names come from run folders: written inert.
         cells = [
-            row.task,
-            f"`{row.command}`",
-            row.features,
+            markdown_cell(row.task),
+            code_span(row.command),
+            markdown_cell(row.features),
             " ".join(map(str, row.seeds)),
             row.split,
             *(mean_std_cell(row.stats.get(m)) for m in metrics),
             *extra,
             row.at_chance_cell(),
-            " ".join(row.runs),
+            markdown_cell(" ".join(row.runs)),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -360,4 +371,4 @@ def script_defaults() -> dict[str, dict]:
     from fec.commands import finetune, tfidf, train  # the commands import the trainers, which import this module's users
 
     commands = {"main.py": train, "finetune.py": finetune, "baselines/tfidf.py": tfidf}
-    return {script: parser_defaults(command.build_parser(), ["--task", "-"]) for script, command in commands.items()}
+    return {script: parser_defaults(command.build_parser(), ["--task", "TASK"]) for script, command in commands.items()}

@@ -6,7 +6,8 @@ finish step with the model card (`fec.model_card`), and again by:
 
     python report.py --html Logs/ED_20261202-011000
 
-Everything that comes from the run or the data is escaped (Jinja2 autoescaping).
+Everything that comes from the run or the data is escaped (Jinja2 autoescaping), and a link to a
+file of the run folder is a relative URL (`fec.escape.url_path`): its name may be anything.
 """
 
 from __future__ import annotations

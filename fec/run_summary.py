@@ -9,7 +9,6 @@ predictions and provenance. Every number comes from the folder's own files.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,8 @@ import pandas as pd
 from fec.metrics import binary_f1_grid
 from fec.predictions import LABEL_JOIN, Predictions, read_predictions
 from fec.recipe import TRAIN_CORRECTED, TRAIN_REFERENCE
-from fec.report import MULTILABEL_METRICS, SINGLE_LABEL_METRICS, load_run, read_json, script_defaults
+from fec.report import load_run, script_defaults
+from fec.run_files import MULTILABEL_METRICS, SINGLE_LABEL_METRICS, read_config, read_model_spec, read_results
 from fec.task_info import PUBLISHED, BackboneInfo, DatasetInfo, backbone_info, dataset_info
 
 METHODS = {"main.py": "fusion of frozen features", "finetune.py": "fine-tuning", "baselines/tfidf.py": "TF-IDF baseline"}
@@ -96,13 +96,13 @@ class RunSummary:
 
 
 def load_summary(folder: Path) -> RunSummary:
-    """The run in `folder`; a folder without a readable results.json and config.json is an error."""
+    """The run in `folder`; a folder that is not a finished run is a ValueError, a damaged run file
+    a `fec.run_files.RunFileError` (a ValueError too)."""
     run = load_run(folder, script_defaults())
     if run is None:
         raise ValueError(f"{folder}: not a finished run folder (no results.json with a finished seed)")
-    config, results = read_json(folder / "config.json"), read_json(folder / "results.json")  # load_run read both
-    model_path = folder / "model.json"  # TF-IDF runs have none
-    model = json.loads(model_path.read_text(encoding="utf-8")) if model_path.is_file() else {}
+    config, results = read_config(folder), read_results(folder)  # checked by load_run already
+    model = read_model_spec(folder) if (folder / "model.json").is_file() else {}  # TF-IDF runs have none
     label_names = model.get("label_names") or config.get("label_names") or []
     per_label = pd.read_csv(folder / "per_label.csv", keep_default_na=False) if (folder / "per_label.csv").is_file() else None
     if not label_names and per_label is not None:

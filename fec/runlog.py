@@ -45,6 +45,7 @@ from fec.options import UsageError
 from fec.paths import inside
 from fec.plots import plot_curves, write_label_report, write_multilabel_report
 from fec.predictions import write_predictions
+from fec.run_files import FAILED, RunFileError, read_run_json
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,9 @@ def failure(run_dir: Path) -> str | None:
     if not path.is_file():
         return None
     try:
-        return str(json.loads(path.read_text(encoding="utf-8")).get("error", "unknown error"))
-    except (OSError, json.JSONDecodeError):
-        return "unknown error (failed.json unreadable)"
+        return read_run_json(path, FAILED).get("error", "unknown error")
+    except RunFileError as err:  # the marker still says the run failed; its finished seeds stay usable
+        return f"unknown error ({FAILED_MARKER}: {err.problem})"
 
 
 def run_dir_started(name: str) -> tuple[dt.datetime, int] | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from fec.files import atomic_write_text
 from fec.page_templates import environment
 from fec.report import METRIC_NAMES, ReportError, Row, find_runs, pool
+from fec.run_files import RunFileError
 from fec.run_page import PAGE, write_run_page, write_run_pages_safely
 from fec.run_summary import METHODS
 
@@ -24,6 +25,8 @@ INDEX = "index.html"
 
 
 def row_view(number: int, row: Row, logs_dir: Path) -> dict:
+    """One table row of the index; each run's `page` is its path from `logs_dir`, which the
+    template writes as a URL (`url` filter: run folders may be renamed to anything)."""
     return {
         "number": number,
         "task": row.task,
@@ -38,7 +41,7 @@ def row_view(number: int, row: Row, logs_dir: Path) -> dict:
         "ensemble": row.ensemble_cell(),
         "at_chance": row.at_chance_cell(),
         "created": row.created[:16].replace("T", " "),
-        "runs": [{"name": f.name, "href": Path(os.path.relpath(f / PAGE, logs_dir)).as_posix()} for f in row.folders],
+        "runs": [{"name": f.name, "page": Path(os.path.relpath(f / PAGE, logs_dir)).as_posix()} for f in row.folders],
     }
 
 
@@ -83,9 +86,11 @@ def recipe_chart(task: str, views: list[dict]) -> str | None:
     names = chart_labels(shown)
     fig, ax = plt.subplots(figsize=(11, 0.42 * len(shown) + 1.2))
     ax.barh(range(len(shown)), means, xerr=stds, color="#1f6feb", ecolor="#1f2328", capsize=3)
-    ax.set_yticks(range(len(shown)), names, fontsize=8)
+    # Commands and task names are shown as written: `$` in them is not matplotlib's mathtext.
+    ax.set_yticks(range(len(shown)), names, fontsize=8, parse_math=False)
     ax.invert_yaxis()
-    ax.set(xlabel=f"{shown[0]['split']} {METRIC_NAMES[metric]} (%), mean ± std over seeds", title=f"{task}: recipes side by side")
+    ax.set_xlabel(f"{shown[0]['split']} {METRIC_NAMES[metric]} (%), mean ± std over seeds")
+    ax.set_title(f"{task}: recipes side by side", parse_math=False)
     for y, (mean, std, n) in enumerate(zip(means, stds, [len(v["seeds"]) for v in shown], strict=True)):
         ax.text(mean + std + 0.8, y, f"{mean:.2f} ({n} seed{'s' if n != 1 else ''})", va="center", fontsize=7)  # past the whisker
     ax.set_xlim(0, max(m + s for m, s in zip(means, stds, strict=True)) * 1.2 + 1)
@@ -122,6 +127,8 @@ def write_html(paths: list[Path], defaults: dict[str, dict], task: str | None = 
         if (path / "config.json").exists():
             try:
                 written.append(write_run_page(path))
+            except RunFileError:  # already one line naming the file
+                raise
             except (OSError, KeyError, ValueError) as err:  # a run folder edited or written by hand
                 raise ReportError(f"{path}: its page cannot be written ({type(err).__name__}: {err})") from err
             continue

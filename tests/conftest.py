@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import extract_all, save_tiny_bert, save_tiny_llama, save_tiny_roberta, write_task
+from helpers import extract_all, save_tiny_bert, save_tiny_llama, save_tiny_roberta, write_hostile_logs, write_task
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +52,12 @@ def paged_logs(toy_store, tmp_path_factory) -> Path:
     assert tfidf_script.main([*common, "-seeds", "0"]) == 0
     assert report_script.main(["--html", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def hostile_logs(tmp_path_factory) -> Path:
+    """A Logs folder of runs with hostile folder and label names (`helpers.write_hostile_logs`). Read-only."""
+    return write_hostile_logs(tmp_path_factory.mktemp("hostile"))
 
 
 def fusion_run(logs: Path) -> Path:

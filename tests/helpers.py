@@ -10,6 +10,7 @@ with the `tokenizers` library.
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -188,3 +189,37 @@ def only_run(out: Path) -> Path:
 def newest_run(out: Path) -> Path:
     """The run folder most recently written in `out` (several runs share it)."""
     return max((p for p in out.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime_ns)
+
+
+# Label names from the data, and run folders renamed by hand, that would run a script, link
+# elsewhere or break the card's Markdown if they reached a page or card as they are. The scripts
+# set window.__pwned, which the browser test reads; `<!--` comments out the rest of a link.
+HOSTILE_LABELS = ["[x](javascript:alert(1))", "`code` *em* a|b", "<img src=x onerror=window.__pwned=1>"]
+HOSTILE_FOLDERS = ["javascript:window.__pwned=1<!--", "a b#c?d%41<i>"]
+HOSTILE_FILE = "javascript:window.__pwned=2<!--"
+
+
+def write_hostile_logs(root: Path) -> Path:
+    """`root/Logs` with two TF-IDF runs (seeds 0 and 1: one index row) of a task whose label names
+    and texts are hostile, each run folder renamed by hand to one of HOSTILE_FOLDERS, a file of a
+    hostile name added to the first; their pages, cards and the index written by `report.py --html`."""
+    from fec.commands import report as report_script
+    from fec.commands import tfidf as tfidf_script
+
+    data_dir = write_task(root / "data")
+    folder = data_dir / "toy"
+    (folder / "label2idx.txt").write_text("".join(f"{name} {i}\n" for i, name in enumerate(HOSTILE_LABELS)))
+    frame = pd.read_csv(folder / "test.csv")
+    frame["text"] = frame["text"] + " " + HOSTILE_LABELS[-1]
+    frame.to_csv(folder / "test.csv", index=False)
+    logs = root / "Logs"
+    runs = []
+    for seed, name in enumerate(HOSTILE_FOLDERS):
+        argv = ["-dataset", "toy", "-data_dir", str(data_dir), "-out", str(root / "out"), "-C", "2", "-seeds", str(seed)]
+        assert tfidf_script.main(argv) == 0
+        (trained,) = [p for p in (root / "out").iterdir() if p.is_dir()]
+        runs.append(str(shutil.move(trained, logs / name)))
+    (logs / HOSTILE_FOLDERS[0] / HOSTILE_FILE).write_text("notes\n")
+    assert report_script.main(["--html", *runs]) == 0
+    assert report_script.main(["--html", str(logs)]) == 0
+    return logs

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers import extract_all, write_task
+from helpers import extract_all, extract_argv, write_task
 
 import explain as explain_script
 import main as main_script
@@ -27,7 +27,7 @@ import predict as predict_script
 import prepare_data as prepare_data_script
 import report as report_script
 from bench import extract_speed, train_speed
-from fec.commands import extract, finetune, tfidf
+from fec.commands import extract, finetune, probe, tfidf
 from fec.options import UsageError
 from fec.paths import inside, slug, unique_slug
 
@@ -41,6 +41,7 @@ SCRIPTS: dict[str, Callable[[list[str]], int]] = {
     "predict.py": predict_script.main,
     "explain.py": explain_script.main,
     "report.py": report_script.main,
+    "probe.py": probe.main,
     "prepare_data.py": prepare_data_script.main,
     "bench/extract_speed.py": extract_speed.main,
     "bench/train_speed.py": train_speed.main,
@@ -50,14 +51,25 @@ SCRIPTS: dict[str, Callable[[list[str]], int]] = {
 @dataclass
 class Case:
     """`script argv` run in the project folder; `setup(project, models)` may add files first and
-    returns extra arguments. `{bert}`, `{llama}` and `{run}` in argv become the tiny models'
-    folders and the finished run's folder."""
+    returns extra arguments. `{bert}`, `{llama}`, `{roberta}` and `{run}` in argv become the tiny
+    models' folders and the finished run's folder."""
 
     script: str
     argv: list[str]
     message: str
     setup: Callable[[Path, dict], list[str]] | None = None
     id: str = field(default="")
+
+
+def recipe_file(values: dict) -> Callable[[Path, dict], list[str]]:
+    """A recipe file beside the project, given with --recipe."""
+
+    def setup(project: Path, models: dict) -> list[str]:
+        path = project.parent / "recipe.json"
+        path.write_text(json.dumps(values))
+        return ["--recipe", str(path)]
+
+    return setup
 
 
 def task_with(project: Path, name: str, files: dict[str, str | bytes]) -> None:
@@ -107,6 +119,19 @@ def broken_model(project: Path, models: dict) -> list[str]:
     return ["-model", str(folder)]
 
 
+def pick_of_another_slot(project: Path, models: dict) -> list[str]:
+    """A copy of the finished run whose model.json was edited so its llama source picks a folder of
+    bert features (training refuses such a pick; a hand-edited run must be refused too)."""
+    run = project.parent / "run_with_crossed_pick"
+    shutil.copytree(finished_run(project), run)
+    spec = json.loads((run / "model.json").read_text())
+    spec["feature_manifests"]["llama"] = spec["feature_manifests"]["bert"]
+    pick = {"pick": "llama:mean:-1@bert-mean+first-all", "folder": "bert-mean+first-all", "pooling": "mean"}
+    spec["feature_picks"] = {"llama": pick | {"layer_indices": [2], "prompts": [], "chat_template": False}}
+    (run / "model.json").write_text(json.dumps(spec))
+    return ["-run", str(run)]
+
+
 def unverifiable_run(project: Path, models: dict) -> list[str]:
     """A copy of the finished run whose model.json lost the weights' sha256 of one backbone."""
     run = project.parent / "run_without_fingerprint"
@@ -139,6 +164,30 @@ def superscript_label(project: Path, models: dict) -> list[str]:
 def finished_run(project: Path) -> Path:
     (run,) = [p for p in (project / "Logs").iterdir() if p.is_dir()]
     return run
+
+
+def damaged_run_file(name: str, content: bytes) -> Callable[[Path, dict], list[str]]:
+    """The finished run with its file `name` replaced by `content` (a hand edit, a cut copy)."""
+
+    def setup(project: Path, models: dict) -> list[str]:
+        (finished_run(project) / name).write_bytes(content)
+        return []
+
+    return setup
+
+
+def model_json_without(key: str) -> Callable[[Path, dict], list[str]]:
+    def setup(project: Path, models: dict) -> list[str]:
+        path = finished_run(project) / "model.json"
+        spec = json.loads(path.read_text())
+        del spec[key]
+        path.write_text(json.dumps(spec))
+        return []
+
+    return setup
+
+
+NOT_SAFETENSORS = hashlib.sha256(b"not a checkpoint").digest() * 8  # its first 8 bytes read as a huge header length
 
 
 EXTRACT = ["-task", "toy", "-device", "cpu", "-model", "{bert}"]
@@ -186,14 +235,14 @@ CASES = [
     Case(
         "bert_rep_extract.py",
         [*EXTRACT, "-task", "../../elsewhere"],
-        "argument --task/-task: '../../elsewhere' contains a path separator",
+        "argument --task/-task: '../../elsewhere' is not a task name",
     ),
-    Case("bert_rep_extract.py", [*EXTRACT, "-task", "/tmp/abs"], "argument --task/-task: '/tmp/abs' contains a path separator"),
-    Case("main.py", ["-dataset", "..", "-device", "cpu"], "argument --task/-task/--dataset/-dataset: '..' is not a folder name"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-task", "/tmp/abs"], "argument --task/-task: '/tmp/abs' is not a task name"),
+    Case("main.py", ["-dataset", "..", "-device", "cpu"], "argument --task/-task/--dataset/-dataset: '..' is not a task name"),
     Case(
         "finetune.py",
         ["-dataset", "../x", "-model", "{bert}"],
-        "argument --task/-task/--dataset/-dataset: '../x' contains a path separator",
+        "argument --task/-task/--dataset/-dataset: '../x' is not a task name",
     ),
     Case(
         "predict.py",
@@ -201,6 +250,13 @@ CASES = [
         "model_fingerprint has no weights_sha256, so the weights cannot be checked",
         unverifiable_run,
         id="fingerprint-missing",
+    ),
+    Case(
+        "predict.py",
+        ["-text", "so happy", "-device", "cpu"],
+        "model.json: the llama source holds features extracted for the bert slot, not llama",
+        pick_of_another_slot,
+        id="predict-pick-of-another-slot",
     ),
     # User errors that used to end in a traceback.
     Case(
@@ -285,6 +341,89 @@ CASES = [
         [*PREDICT, "-text", "hi", "-max_evals", "0"],
         "argument --max_evals/-max_evals: must be a positive integer, got 0",
     ),
+    # Damaged run folders: one validated reader; a named folder is one error line.
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi"],
+        "results.json: not a JSON object: it holds a list",
+        damaged_run_file("results.json", b"[]"),
+        id="predict-results-a-list",
+    ),
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi"],
+        "model.json: not a JSON object: it holds a string",
+        damaged_run_file("model.json", b'"x"'),
+        id="predict-model-not-an-object",
+    ),
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi"],
+        "model.json: no `sources` (a list expected)",
+        model_json_without("sources"),
+        id="predict-model-without-sources",
+    ),
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi"],
+        "seed0.safetensors: not a safetensors checkpoint (Error while deserializing header: header too large)",
+        damaged_run_file("checkpoints/seed0.safetensors", NOT_SAFETENSORS),
+        id="predict-checkpoint-random-bytes",
+    ),
+    Case(
+        "explain.py",
+        [*PREDICT, "-text", "hi"],
+        "results.json: `seeds` is an integer, expected a list",
+        damaged_run_file("results.json", b'{"seeds": 3}'),
+        id="explain-results-seeds-a-number",
+    ),
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi", "-output", "{run}/model.json"],
+        "/model.json: is inside the run folder",
+        id="predict-output-is-model-json",
+    ),
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi", "-output", "{run}/checkpoints/predictions.csv"],
+        "/checkpoints/predictions.csv: is inside the run folder",
+        id="predict-output-inside-run",
+    ),
+    Case(
+        "explain.py",
+        [*PREDICT, "-text", "hi", "-out", "{run}"],
+        "is inside the run folder",
+        id="explain-out-is-run-folder",
+    ),
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi", "-ensemble"],
+        "has one seed (0); an ensemble needs a run with several seeds (-runs N)",
+        id="predict-ensemble-of-one-seed",
+    ),
+    Case(
+        "report.py",
+        ["{run}"],
+        "results.json: not a JSON object: it holds a string",
+        damaged_run_file("results.json", b'"x"'),
+        id="report-named-run-damaged",
+    ),
+    Case(
+        "report.py",
+        ["-html", "{run}"],
+        "model.json: no `sources` (a list expected)",
+        model_json_without("sources"),
+        id="report-html-named-run-damaged",
+    ),
+    Case(
+        "report.py",
+        ["{run}"],
+        "config.json: recipe 'custom:abc': 'abc' is not one of llama_pooling, bert_source, norm set to a value",
+        damaged_run_file(
+            "config.json", json.dumps({"args": {"task": "toy"}, "train_config": {}, "recipe": "custom:abc"}).encode()
+        ),
+        id="report-recipe-name-edited",
+    ),
     # Header problems.
     Case(
         "bert_rep_extract.py",
@@ -329,7 +468,83 @@ CASES = [
         id="label-superscript-digit",
     ),
     Case("baselines/tfidf.py", ["-dataset", "toy", "-C_grid", "1", "1"], "argument --C_grid/-C_grid: 1.0 is given twice"),
-    Case("report.py", ["-task", "../x"], "argument --task/-task: '../x' contains a path separator"),
+    # Picks read only a folder extracted for their own slot (its manifest says which).
+    Case(
+        "main.py",
+        [*TRAIN, "--features", "llama:mean:-1,-2@bert-mean+first-all"],
+        "--features llama:mean:-1,-2@bert-mean+first-all: dataset/toy/bert-mean+first-all holds features extracted for the "
+        "bert slot, not llama",
+    ),
+    Case(
+        "main.py",
+        [*TRAIN, "--sources", "bert", "--features", "bert:mean:-1@llama-mean+last-all"],
+        "dataset/toy/llama-mean+last-all holds features extracted for the llama slot, not bert",
+    ),
+    Case(
+        "main.py",
+        [*TRAIN, "--features", "llama:mean:-1@../other/llama-mean+last-all"],
+        "argument --features/-features: @../other/llama-mean+last-all contains a path separator; @FOLDER is a folder of",
+    ),
+    Case("main.py", [*TRAIN, "--features", "llama:mean:-1@nowhere"], "dataset/toy/nowhere/train.json is missing or unreadable"),
+    # Finished features are never replaced by an extraction with other settings without --overwrite.
+    Case(
+        "bert_rep_extract.py",
+        [*EXTRACT, "-limit", "3"],
+        "dataset/toy/bert/train.safetensors: already extracted with other settings (limit None -> 3); keep it and write "
+        "elsewhere with --dataset_dir (or a variant: --pooling/--layers/--prompt), or replace it with --overwrite",
+    ),
+    Case("bert_rep_extract.py", [*EXTRACT, "-max_len", "64"], "already extracted with other settings (max_len 200 -> 64)"),
+    Case(
+        "llama2_rep_extract.py",
+        ["-task", "toy", "-device", "cpu", "-model", "{llama}", "-layers", "3"],
+        "dataset/toy/llama/train.safetensors: already extracted with other settings (layers 5 -> 3)",
+    ),
+    Case("bert_rep_extract.py", ["-task", "toy", "-device", "cpu", "-model", "{roberta}"], "with other settings (model "),
+    # What the configuration alone rules out is refused before the weights load.
+    Case(
+        "llama2_rep_extract.py",
+        ["-task", "toy", "-device", "cpu", "-model", "{llama}", "-pooling", "pooler"],
+        "--pooling pooler: llama models have no pooler (choose mean, first or last)",
+    ),
+    # A recipe file holds training options only; the seed options are checked after the merge.
+    *(
+        Case(
+            "main.py",
+            TRAIN,
+            f"recipe.json: {key!r} says where or how a run goes, not what it trains; a recipe may set epochs",
+            recipe_file({key: value}),
+            id=f"recipe-sets-{key}",
+        )
+        for key, value in (("out", "/tmp/elsewhere"), ("dataset_dir", "x"), ("data_dir", "x"), ("device", "cpu"))
+    ),
+    Case(
+        "main.py",
+        TRAIN,
+        "recipe.json: seeds and runs: give one of them",
+        recipe_file({"seeds": [1], "runs": 2}),
+        id="recipe-seeds-and-runs",
+    ),  # fmt: skip
+    # One --cv rule for every command that takes it.
+    Case("probe.py", ["--task", "toy", "--cv", "100"], "--cv 100: give 0 (choose C on valid) or 2 to 90 folds"),
+    Case("probe.py", ["--task", "toy", "--cv", "1"], "--cv 1: give 0 (choose C on valid) or 2 to 90 folds"),
+    Case("main.py", [*TRAIN, "--cv", "100"], "--cv 100: give 0 (select on valid) or 2 to 90 folds"),
+    Case("probe.py", ["--task", "toy", "--folders", "bert", "bert"], "argument --folders/-folders: bert is given twice"),
+    # Task names: letters, digits, . _ - only (pages, cards, URLs, YAML, CSV).
+    Case(
+        "main.py",
+        ["-dataset", "javascript:alert(1)", "-device", "cpu"],
+        "argument --task/-task/--dataset/-dataset: 'javascript:alert(1)' is not a task name: "
+        "use letters, digits, '.', '_' and '-' (e.g. ED, go_emotion)",
+    ),
+    Case("report.py", ["-task", "<b>x"], "argument --task/-task: '<b>x' is not a task name: use letters, digits"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-task", "a;b"], "argument --task/-task: 'a;b' is not a task name"),
+    Case("finetune.py", ["-dataset", "x#y?z", "-model", "{bert}"], "--task/-task/--dataset/-dataset: 'x#y?z' is not a task name"),
+    Case("baselines/tfidf.py", ["-dataset", "my task"], "argument --task/-task/--dataset/-dataset: 'my task' is not a task name"),
+    Case("llama2_rep_extract.py", ["-task", "_hidden", "-model", "{llama}"], "--task/-task: '_hidden' is not a task name"),
+    Case("prepare_data.py", ["--tasks", "ED", "a|b"], "argument --tasks: 'a|b' is not a task name"),
+    Case("bench/extract_speed.py", ["--task", "émotion"], "argument --task: 'émotion' is not a task name"),
+    Case("report.py", ["-task", "a\nb"], "argument --task/-task: 'a\\nb' is not a task name"),
+    Case("report.py", ["-task", "../x"], "argument --task/-task: '../x' is not a task name"),
     Case("prepare_data.py", ["--from", "no/such/folder"], "argument --from: no/such/folder: no such folder"),
     Case("prepare_data.py", ["--tasks", "ED", "ED"], "argument --tasks: ED is given twice"),
     Case("bench/extract_speed.py", ["--n", "0"], "argument --n: must be a positive integer, got 0"),
@@ -355,6 +570,10 @@ def template(tmp_path_factory, tiny_models) -> Path:
     project = tmp_path_factory.mktemp("template") / "project"
     write_task(project / "data")
     extract_all(project / "data", project / "dataset", tiny_models)
+    for slot, poolings in (("llama", ["mean", "last"]), ("bert", ["mean", "first"])):  # variant folders to pick from
+        argv = extract_argv(tiny_models[slot], project / "data", project / "dataset", "all", "--layers", "all", "--pooling",
+                            *poolings)  # fmt: skip
+        assert extract.main(slot, argv) == 0
     argv = [
         "-dataset",
         "toy",
@@ -402,7 +621,7 @@ def model_loads(monkeypatch) -> list[str]:
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_a_bad_input_is_one_error_line_exit_2_with_nothing_loaded_or_written(case, project, tiny_models, model_loads, capsys):
     extra = case.setup(project, tiny_models) if case.setup else []
-    names = {"bert": str(tiny_models["bert"]), "llama": str(tiny_models["llama"]), "run": str(finished_run(project))}
+    names = {slot: str(tiny_models[slot]) for slot in ("bert", "llama", "roberta")} | {"run": str(finished_run(project))}
     argv = [a.format(**names) for a in case.argv] + extra
     before = snapshot(project)
     capsys.readouterr()

@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from conftest import fusion_run
+from helpers import HOSTILE_FILE, HOSTILE_FOLDERS, HOSTILE_LABELS
 
 pytestmark = pytest.mark.browser
 
@@ -125,3 +127,32 @@ def test_the_index_page_sorts_filters_and_links_to_run_pages(paged_logs, open_pa
     page.go_back()  # the screenshot shows the index
     page.wait_for_load_state("load")
     assert page.locator("#runs").is_visible()
+
+
+def link_paths(page) -> list[str]:
+    """Every link of the page as the browser resolves it: a file path, or the URL itself when it is
+    not a file URL (so a `javascript:` link shows as one)."""
+    urls = page.eval_on_selector_all("a[href]", "anchors => anchors.map(a => a.href)")
+    return [unquote(urlsplit(url).path) if url.startswith("file://") else url for url in urls]
+
+
+def test_hostile_names_run_no_script_and_every_index_link_opens_its_run_page(hostile_logs, open_page):
+    page, errors = open_page(hostile_logs / "index.html", "hostile_index")
+    assert all(path.startswith("/") for path in link_paths(page))
+    runs = page.locator("#runs tbody a")
+    assert sorted(runs.all_text_contents()) == sorted(HOSTILE_FOLDERS)
+    for i in range(len(HOSTILE_FOLDERS)):
+        run_dir = hostile_logs.resolve() / runs.nth(i).text_content()
+        runs.nth(i).click()
+        page.wait_for_load_state("load")
+        assert unquote(urlsplit(page.url).path) == (run_dir / "index.html").as_posix()
+        assert sorted(column(page, "label-table", 0)) == sorted(HOSTILE_LABELS)  # shown as text
+        assert page.locator("img[src='x']").count() == 0
+        paths = link_paths(page)
+        assert all(path.startswith("/") for path in paths)
+        assert ((run_dir / HOSTILE_FILE).as_posix() in paths) == (run_dir.name == HOSTILE_FOLDERS[0])
+        assert page.evaluate("window.__pwned") is None
+        page.go_back()
+        page.wait_for_load_state("load")
+        assert page.evaluate("window.__pwned") is None
+    assert errors == []

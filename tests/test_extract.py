@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import torch
 from helpers import SPLIT_ROWS, TINY_HIDDEN, extract_argv
 
-from fec import features, pooling, store
+from fec import features, pooling
 from fec.backbones import load_backbone
 from fec.commands.extract import build_parser, main
 from fec.features import extract_features, plan_batches
@@ -114,18 +113,35 @@ def test_non_finite_rows_are_reported_by_row_and_never_saved(data_dir, tmp_path,
     assert not feature_path(tmp_path / "ds", "toy", "roberta", "valid").exists()
 
 
-def test_same_settings_are_skipped_and_force_redoes(data_dir, tmp_path, tiny_models, capsys):
+def test_same_settings_are_skipped_other_settings_refused_and_overwrite_replaces(data_dir, tmp_path, tiny_models, capsys):
     argv = extract_argv(tiny_models["bert"], data_dir, tmp_path / "ds", "test")
     assert main("bert", argv) == 0
     path = feature_path(tmp_path / "ds", "toy", "bert", "test")
-    first = json.loads(store.manifest_path(path).read_text())["created"]
+    finished = path.read_bytes()
     capsys.readouterr()
     assert main("bert", argv) == 0
     assert "already extracted with the same settings, skipped" in capsys.readouterr().err
-    assert main("bert", [*argv, "-max_len", "8"]) == 0  # a different setting re-extracts
+    assert main("bert", [*argv, "-max_len", "8"]) == 2  # other settings would replace finished features
+    assert "(max_len 200 -> 8)" in capsys.readouterr().err and path.read_bytes() == finished
+    assert main("bert", [*argv, "-max_len", "8", "--overwrite"]) == 0
     assert load_features(path).manifest["max_len"] == 8
-    assert main("bert", [*argv, "-max_len", "8", "-force"]) == 0
-    assert load_features(path).manifest["created"] >= first
+    assert main("bert", [*argv, "-max_len", "8", "-force"]) == 0  # the older spelling of --overwrite
+
+
+def test_an_extraction_that_fails_to_load_its_model_leaves_no_empty_store_folder(data_dir, tmp_path, tiny_models, monkeypatch):
+    from fec import extract
+    from fec.backbones import ModelError
+
+    def refusing(*args, **kwargs):
+        raise ModelError("no memory left for the weights")
+
+    monkeypatch.setattr(extract, "load_backbone", refusing)
+    store_root = tmp_path / "ds"
+    assert main("bert", extract_argv(tiny_models["bert"], data_dir, store_root, "test")) == 2
+    assert not store_root.exists()
+    (store_root / "toy" / "bert").mkdir(parents=True)  # folders that were there before stay
+    assert main("bert", extract_argv(tiny_models["bert"], data_dir, store_root, "test")) == 2
+    assert (store_root / "toy" / "bert").is_dir() and not any((store_root / "toy" / "bert").iterdir())
 
 
 def test_limit_takes_the_first_rows(data_dir, tmp_path, tiny_models):

@@ -88,7 +88,9 @@ def test_features_from_a_different_csv_are_refused(toy_store, tmp_path, tiny_mod
     from fec.commands.extract import main as extract
 
     argv = extract_argv(tiny_models["bert"], other, mixed, "valid")
-    assert extract("bert", argv) == 0
+    assert extract("bert", argv) == 2  # features of another CSV would replace finished ones
+    assert "already extracted with other settings (csv_sha256 " in capsys.readouterr().err
+    assert extract("bert", [*argv, "--overwrite"]) == 0
     assert run_main(mixed, tmp_path / "Logs") == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and "valid.json: source CSV differs from" in err and "re-extract valid" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -18,8 +19,11 @@ import explain as explain_script
 import main as main_script
 import predict as predict_script
 from fec import EmotionClassifier
+from fec.commands.explain import check_out
 from fec.fusion_data import load_fusion_data
+from fec.options import UsageError
 from fec.paths import unique_slug
+from fec.run_files import RunFileError
 from fec.train import predict_logits
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +105,23 @@ def test_report_shows_the_runs_seed_ensemble_beside_the_mean(toy_run, capsys):
 def test_ensemble_with_a_seed_is_refused(toy_run, capsys):
     assert predict_script.main(["-run", str(toy_run), "-text", "so happy", "-ensemble", "-seed", "0", "-device", "cpu"]) == 2
     assert "-ensemble and -seed 0" in capsys.readouterr().err
+
+
+def test_the_api_names_a_damaged_run_file_and_explanations_stay_in_their_folder(toy_run, tmp_path):
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    save_file({"weight": torch.zeros(1)}, str(run / "checkpoints" / "seed1.safetensors"))
+    with pytest.raises(RunFileError, match=r"seed1\.safetensors: does not fit the model in model\.json \(Error"):
+        EmotionClassifier.load(run, seed=1, device="cpu")
+    (run / "results.json").write_text('{"seeds": []}')
+    with pytest.raises(RunFileError, match=r"results\.json: no `best_seed`"):
+        EmotionClassifier.load(run, device="cpu")
+    check_out(argparse.Namespace(run=run, out=run / "explanations" / "today"))  # the default folder, or under it
+    check_out(argparse.Namespace(run=run, out=tmp_path / "elsewhere"))
+    with pytest.raises(UsageError, match="is inside the run folder"):
+        check_out(argparse.Namespace(run=toy_run, out=run / "checkpoints"))  # another run's folder
 
 
 def test_predict_prints_named_labels_with_probabilities(toy_run, capsys):

@@ -7,10 +7,12 @@ import csv
 import datetime as dt
 import io
 import json
+import shutil
 import time
 from pathlib import Path
 
 import pytest
+from conftest import fusion_run
 
 import main as main_script
 import report
@@ -165,12 +167,46 @@ def test_unreadable_runs_are_skipped_by_name_and_a_missing_folder_is_one_line(to
     out, err = capsys.readouterr()
     (row,) = csv.DictReader(io.StringIO(out))
     assert len(row["seeds"].split()) == 1
-    assert f"{broken}: skipped, cannot be read" in err
+    assert f"{broken}: skipped (not JSON" in err
     assert report.main([str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nowhere" in err[0]
     assert report.main([str(logs), "-task", "ED"]) == 2
     assert "no finished run of task ED" in capsys.readouterr().err
+
+
+def test_one_damaged_run_folder_under_logs_is_skipped_by_name_and_the_other_runs_are_reported(paged_logs, tmp_path, capsys):
+    logs = tmp_path / "Logs"
+    shutil.copytree(paged_logs, logs)
+    fusion = fusion_run(logs)
+    damaged_results, damaged_model = logs / "toy_damaged_results", logs / "toy_damaged_model"
+    for copy in (damaged_results, damaged_model):
+        shutil.copytree(fusion, copy)
+    (damaged_results / "results.json").write_text('{"seeds": 3}')
+    (damaged_model / "model.json").write_text("[]")
+    (damaged_model / "index.html").unlink()  # so `--html` writes its page, and reads model.json
+    capsys.readouterr()
+
+    assert report.main([str(logs), "-format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert sorted(row["command"].split()[1] for row in rows) == ["baselines/tfidf.py", "main.py"]
+    assert damaged_results.name not in out
+    assert f"{damaged_results / 'results.json'}: skipped (`seeds` is an integer, expected a list)" in err
+
+    assert report.main(["-html", str(logs)]) == 0
+    out, err = capsys.readouterr()
+    assert out.split() == [str(logs / "index.html")]
+    index = (logs / "index.html").read_text(encoding="utf-8")
+    assert "baselines/tfidf.py" in index and "main.py" in index and damaged_results.name not in index
+    assert f"{damaged_results / 'results.json'}: skipped" in err
+    assert f"{damaged_model / 'model.json'}: not a JSON object: it holds a list" in err  # its page, not the index
+    assert not (damaged_model / "index.html").exists()
+
+    assert report.main([str(damaged_results)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {damaged_results / 'results.json'}: `seeds` is an integer, expected a list"
+    )
 
 
 def test_seeds_that_never_left_chance_are_counted_per_row(toy_store, tmp_path, capsys):

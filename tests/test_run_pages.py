@@ -6,19 +6,25 @@ from the data may reach the page unescaped. (`test_browser.py` opens the same pa
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import shutil
+import subprocess
+from html import escape as escape_html
+from html import unescape as unescape_html
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
 
 import pandas as pd
 import pytest
 import yaml
 from conftest import fusion_run
-from helpers import write_multilabel_task, write_task
+from helpers import HOSTILE_FILE, HOSTILE_FOLDERS, HOSTILE_LABELS, write_multilabel_task, write_task
 
 from fec.commands import report as report_script
 from fec.commands import tfidf as tfidf_script
+from fec.escape import code_span, markdown_cell, markdown_text, shell_word, url_path, yaml_front_matter
 from fec.metrics import mean_std_cell
 from fec.run_summary import label_order
 
@@ -159,6 +165,57 @@ def test_text_in_the_model_card_cannot_break_out_of_its_code():
     assert render("{{ value | py }}", 'Logs/a "b"') == '"Logs/a \\"b\\""'
     assert render("{{ value | sh }}", "Logs/my run") == "'Logs/my run'"
     assert render("{{ value | md }}", "a|b <i>") == "a\\|b &lt;i&gt;"
+    assert render("{{ value | md }}", "[x](javascript:alert(1)) `c` *em*") == "\\[x\\](javascript:alert(1)) \\`c\\` \\*em\\*"
+    assert render("{{ value | cell }}", "") == "–"
+    assert render("{{ value | url }}", "javascript:alert(1)/index.html") == "./javascript%3Aalert%281%29/index.html"
+
+
+HOSTILE_TEXTS = [
+    "[x](javascript:alert(1))",
+    "![i](javascript:alert(1)) <a href=javascript:alert(1)>a</a>",
+    "`code` *em* _u_ ~~s~~ a|b \\| c",
+    "<script>alert(1)</script> &amp; &#60;",
+    "# heading",
+    "1. item",
+    "- item",
+    "---",
+    "0.1.0 + 2",
+    "line\nbreak\u2028and <!-- comment",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEXTS)
+def test_markdown_escapes_render_as_the_text_itself(text):
+    markdown_it = pytest.importorskip("markdown_it")
+    render = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render
+    shown = escape_html(" ".join(text.replace("\u2028", " ").split("\n")), quote=False)  # on one line
+    assert render(markdown_text(text)) == f"<p>{shown}</p>\n"
+    assert render(f"- {markdown_text(text)}") == f"<ul>\n<li>{shown}</li>\n</ul>\n"
+    assert render(code_span(text)) == f"<p><code>{shown}</code></p>\n"
+    table = render(f"| a | b |\n|---|---|\n| {markdown_cell(text)} | z |\n")
+    assert re.findall("<td>(.*?)</td>", table) == [shown, "z"]
+
+
+@pytest.mark.parametrize("name", ["javascript:alert(1)", "a b#c?d%41", "<i>&amp;", "%2e%2e", "x\ny"])
+def test_a_link_to_any_folder_name_stays_a_file_link_to_that_folder(name):
+    url = urljoin("file:///logs/index.html", url_path(f"{name}/index.html"))
+    assert urlsplit(url).scheme == "file" and unquote(urlsplit(url).path) == posixpath.normpath(f"/logs/{name}/index.html")
+
+
+@pytest.mark.parametrize("value", ["Logs/my run", "it's", "a\nb", "tab\there", "x\x7fy\x85z\u2028é", "$(touch x) `y`"])
+def test_a_shell_word_is_the_value_itself_on_one_line(value):
+    word = shell_word(value)
+    assert "\n" not in word
+    done = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, text=True, check=True)
+    assert done.stdout == value
+
+
+def test_front_matter_keeps_every_value_on_its_own_line():
+    matter = {"name": "fec-a\n---\nb", "tags": ["x: y", "# z", "\u2028"], "n": 1}
+    text = yaml_front_matter(matter)
+    lines = text.splitlines()
+    assert lines[0] == lines[-1] == "---" and "---" not in lines[1:-1] and len(lines) == 8
+    assert yaml.safe_load(text.split("---\n")[1]) == matter
 
 
 def test_the_index_links_every_run_page_and_pools_their_rows(paged_logs):
@@ -192,6 +249,40 @@ def test_user_text_and_label_names_are_escaped(tmp_path):
     card = (run_dir / "README.md").read_text()
     assert "<script>" not in card and "&lt;script&gt;" in card
     assert front_matter(run_dir / "README.md")["license"] == "mit"  # no backbone: the project's own license
+
+
+def test_hostile_names_reach_the_model_card_as_escaped_text(hostile_logs):
+    for name in HOSTILE_FOLDERS:
+        card = (hostile_logs / name / "README.md").read_text(encoding="utf-8")
+        assert f"Labels: {', '.join(map(markdown_text, HOSTILE_LABELS))}." in card
+        assert f"\n# toy emotion classifier: TF-IDF baseline ({code_span(name)})\n" in card
+        assert "<img" not in card and "`code`" not in card and "*em*" not in card
+        assert front_matter(hostile_logs / name / "README.md")["model-index"][0]["name"] == f"fec-{name}"
+
+
+def test_hostile_label_names_render_from_the_card_as_plain_text(hostile_logs):
+    markdown_it = pytest.importorskip("markdown_it")
+    card = (hostile_logs / HOSTILE_FOLDERS[0] / "README.md").read_text(encoding="utf-8")
+    body = card.split("---\n", 2)[2]
+    html = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(body)
+    assert "<img" not in html and "<em>" not in html and 'href="javascript' not in html
+    (labels,) = re.findall("<p>(Labels: .*?)</p>", html)
+    assert "<" not in labels and unescape_html(labels) == f"Labels: {', '.join(HOSTILE_LABELS)}."
+
+
+def test_hostile_names_reach_the_run_pages_and_index_as_text_and_file_links(hostile_logs):
+    for name in HOSTILE_FOLDERS:
+        run_dir = hostile_logs / name
+        page = parse(run_dir / "index.html")
+        assert sorted(row[0] for row in page.tables["label-table"][1:]) == sorted(HOSTILE_LABELS)
+        assert "<img src=x" not in (run_dir / "index.html").read_text(encoding="utf-8")
+        assert (url_path(HOSTILE_FILE) in page.links) == (name == HOSTILE_FOLDERS[0])
+        for link in page.links:  # a section of the page, or a file of the run folder
+            assert link.startswith(("#", "./")) or link == "README.md", link
+            assert urlsplit(link).fragment or (run_dir / unquote(urlsplit(link).path)).exists(), link
+    index = parse(hostile_logs / "index.html")
+    assert sorted(index.links) == sorted(url_path(f"{name}/index.html") for name in HOSTILE_FOLDERS)
+    assert all((hostile_logs / unquote(link)).is_file() for link in index.links)
 
 
 def test_a_multilabel_run_shows_its_thresholds_beside_f1_at_half(tmp_path):

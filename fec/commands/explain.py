@@ -17,8 +17,18 @@ from fec.backbones import ModelError
 from fec.cli import run_script
 from fec.data import DataError, check_texts
 from fec.explain import explain_text
-from fec.options import ArgumentParser, common_options, existing_dir, flag, non_negative_int, output_dir, positive_int
+from fec.options import (
+    ArgumentParser,
+    UsageError,
+    common_options,
+    existing_dir,
+    flag,
+    non_negative_int,
+    output_dir,
+    positive_int,
+)
 from fec.predict import EmotionClassifier, RunError, read_run_spec
+from fec.run_files import RunFileError, run_holding
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_out(args: argparse.Namespace) -> None:
+    """An -out folder inside a run folder is refused unless it is that run's `explanations/` (the
+    default): the rest of a run folder holds the run's own files."""
+    folder = run_holding(Path(args.out), args.run) if args.out else None
+    if folder is not None and not Path(args.out).resolve().is_relative_to((folder / "explanations").resolve()):
+        raise UsageError(f"-out {args.out}: is inside the run folder {folder}; use {folder / 'explanations'} "
+                         "(the default) or a folder outside it")  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> None:
+    check_out(args)
     check_texts(args.text, "-text")
     names = read_run_spec(args.run)["label_names"]
     if args.label is not None and args.label not in names:
@@ -53,4 +73,4 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, (RunError, ModelError, DataError), argv)
+    return run_script(build_parser(), run, (RunError, RunFileError, ModelError, DataError), argv)

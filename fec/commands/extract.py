@@ -37,7 +37,10 @@ def build_parser(slot: str) -> argparse.ArgumentParser:
         parents=[common_options()],
     )
     parser.add_argument(
-        *flag("task"), type=task_name, required=True, help="task folder under --data_dir (any name, e.g. ED, go_emotion)"
+        *flag("task"),
+        type=task_name,
+        required=True,
+        help="task folder under --data_dir (letters, digits, . _ -, e.g. ED, go_emotion)",
     )
     parser.add_argument(*flag("mode"), default="all", choices=[*MODES, "all"], help="split to extract; all = every split present")
     parser.add_argument(
@@ -145,7 +148,13 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*flag("limit"), type=positive_int, default=None, help="only the first N rows of each split (quick runs)")
     parser.add_argument(*flag("data_dir"), default="data", help="folder holding TASK/MODE.csv")
     parser.add_argument(*flag("dataset_dir"), default="dataset", help="feature store root")
-    parser.add_argument(*flag("force"), action="store_true", help="re-extract even when features with the same settings exist")
+    parser.add_argument(
+        *flag("overwrite", "--force", "-force"),
+        dest="overwrite",
+        action="store_true",
+        help="extract again and replace a finished split, whatever settings it was extracted with (without it, a split "
+        "with the same settings is skipped and one with other settings is refused)",
+    )
     parser.add_argument(
         *flag("wait"),
         action="store_true",

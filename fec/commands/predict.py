@@ -10,6 +10,7 @@ The backbones are loaded once per call with the settings recorded in the run's f
 manifests, and refused when their weights differ from those the model was trained on.
 Multi-label runs print every label whose probability reaches its decision threshold, or
 "(no emotion)"; with --output, `label` joins them with `+` and `p_LABEL` columns hold the probabilities.
+--output may not lie inside a run folder, so a run's own files are never overwritten.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from fec.options import (
     positive_int,
 )
 from fec.predict import EmotionClassifier, RunError, read_run_spec
+from fec.run_files import RunFileError, run_holding
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,7 +126,7 @@ def write_predictions(args: argparse.Namespace, clf, texts: list[str], frame: pd
 
 
 def check_combination(args: argparse.Namespace) -> None:
-    """Options that would be silently ignored, or would overwrite the input, are refused."""
+    """Options that would be silently ignored, or would overwrite the input or a run's files, are refused."""
     if args.input and args.text:
         raise UsageError("-text and -input: give the texts one way (the -input file, or -text)")
     if args.ensemble and args.seed is not None:
@@ -133,6 +135,10 @@ def check_combination(args: argparse.Namespace) -> None:
         raise UsageError("-json and -output: -output writes CSV; drop one of them")
     if args.input and args.output and Path(args.output).resolve() == Path(args.input).resolve():
         raise UsageError(f"-output {args.output}: is the -input file; name another file so the input is kept")
+    folder = run_holding(Path(args.output), args.run) if args.output else None
+    if folder is not None:
+        raise UsageError(f"-output {args.output}: is inside the run folder {folder}; write predictions outside it, "
+                         "so the run's files stay as they were trained")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
@@ -158,4 +164,4 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, (RunError, ModelError, DataError), argv)
+    return run_script(build_parser(), run, (RunError, RunFileError, ModelError, DataError), argv)

@@ -22,8 +22,9 @@ import pandas as pd
 
 from fec.backbones import pick_device
 from fec.cli import run_script
+from fec.escape import markdown_cell
 from fec.files import atomic_write_text
-from fec.options import ArgumentParser, UsageError, common_options, flag, non_negative_int, task_name
+from fec.options import ArgumentParser, Distinct, UsageError, common_options, flag, non_negative_int, task_name
 from fec.plots import plot_layer_curves
 from fec.probe import best_rows, probe_rows, store_folders
 from fec.provenance import provenance
@@ -42,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(*flag("task"), type=task_name, required=True, help="task folder under --dataset_dir")
     parser.add_argument(*flag("dataset_dir"), default="dataset", help="feature store root")
-    parser.add_argument(*flag("folders"), nargs="+", default=None, help="store folders to probe (default: every one)")
+    parser.add_argument(
+        *flag("folders"), nargs="+", action=Distinct, default=None, help="store folders to probe (default: every one)"
+    )
     parser.add_argument(
         *flag("cv"),
         type=non_negative_int,
@@ -73,7 +76,9 @@ def markdown_table(rows: list[dict], setup: dict) -> str:
         if row["folder"] == "combined":
             layer = row["model"]  # the views it concatenates
         tests = [f"{row[f'{shown}_{m}']:.2f}" if f"{shown}_{m}" in row else "" for m in metrics]
-        cells = [row["folder"], row["pooling"], layer, f"{row['c']:g}", f"{row[f'selection_{key}']:.2f}", *tests]
+        # Folder and model names come from the store: written inert.
+        cells = [markdown_cell(row["folder"]), row["pooling"], markdown_cell(layer), f"{row['c']:g}",
+                 f"{row[f'selection_{key}']:.2f}", *tests]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -87,8 +92,6 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         have = ", ".join(sorted(known))
         raise UsageError(f"--folders {' '.join(unknown)}: not in {args.dataset_dir}/{args.task} (have: {have})")
-    if args.cv == 1:
-        raise UsageError("--cv 1: give 0 (choose C on valid) or at least 2 folds")
     started = time.perf_counter()
     rows, setup = probe_rows(args.dataset_dir, args.task, folders, cv=args.cv, seed=args.seed,
                              device=str(pick_device(args.device)), combine=args.combine)  # fmt: skip

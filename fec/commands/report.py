@@ -17,6 +17,7 @@ from pathlib import Path
 from fec.cli import run_script
 from fec.options import ArgumentParser, flag, task_name
 from fec.report import ReportError, find_runs, format_csv, format_markdown, pool, script_defaults
+from fec.run_files import RunFileError
 from fec.runs_index import write_html
 
 
@@ -56,4 +57,4 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, (ReportError,), argv)
+    return run_script(build_parser(), run, (ReportError, RunFileError), argv)

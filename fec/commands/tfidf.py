@@ -24,6 +24,7 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 from fec.cli import run_script
+from fec.cross_validation import check_folds
 from fec.data import DataError, available_modes, load_splits
 from fec.options import (
     ArgumentParser,
@@ -106,8 +107,8 @@ def run(args: argparse.Namespace) -> dict:
     modes = ["train", "valid"] + (["test"] if "test" in available_modes(args.data_dir, args.task) else [])
     splits = load_splits(args.data_dir, args.task, modes)
     started = time.perf_counter()
-    if splits["train"].multilabel and not 2 <= args.cv <= len(splits["train"]):
-        raise UsageError(f"--cv {args.cv}: give 2 to {len(splits['train'])} folds")
+    if splits["train"].multilabel:
+        check_folds(args.cv, len(splits["train"]), zero=None)
     if args.char_ngrams[0] > args.char_ngrams[1]:
         raise UsageError(f"--char_ngrams {args.char_ngrams[0]} {args.char_ngrams[1]}: MIN must not exceed MAX")
     features, vocabulary = vectorize(splits, args.ngram_max, args.min_df, args.max_features, args.analyzer,

@@ -35,6 +35,7 @@ from fec.options import (
     UsageError,
     add_fields,
     chosen_seeds,
+    command_line_options,
     common_options,
     config_from,
     dropout_rate,
@@ -48,7 +49,7 @@ from fec.options import (
     trainer_options,
 )
 from fec.provenance import provenance
-from fec.recipe import recipe_defaults, resolve_training, training_folders
+from fec.recipe import SEED_OPTIONS, recipe_file_options, resolve_training, training_folders
 from fec.runlog import finish_run, run_folder, save_checkpoint, write_json, write_results
 from fec.store import StoreError
 from fec.train import SATURATION_LEVEL, TrainConfig, at_chance, build_model, prior_entropy, seed_ensemble, train_seed
@@ -95,6 +96,9 @@ TRAIN_OPTIONS = {
         "threshold per label, tuned over 0.05..0.95 to maximise that label's F1 on validation (out of fold under --cv)",
     ),
 }
+# What a recipe file may set: what is trained. Where the data, store and runs are, the device and
+# logging stay on the command line, so a file never sends a run's writes somewhere the user did not name.
+RECIPE_FILE_OPTIONS = (*TRAIN_OPTIONS, "compat", "llama_pooling", "bert_source", "norm", "sources", "features", *SEED_OPTIONS)
 DATA_HELP = "folder holding TASK/MODE.csv: features extracted from another version of a CSV found there are refused as stale"
 
 
@@ -209,12 +213,16 @@ def distinct_picks(picks: list[FeaturePick], sources: list[str]) -> dict[str, Fe
 
 
 def parse_with_recipe(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse once to find --recipe, take its values as defaults, parse again (the command line wins)."""
+    """The options of `argv`, with a `--recipe` file's values where the command line gives none:
+    the command line wins, and its --seeds or --runs replaces the file's seed choice."""
     args = parser.parse_args(argv)
-    if args.recipe:
-        parser.set_defaults(**recipe_defaults(parser, args.recipe))
-        args = parser.parse_args(argv)
-    return args
+    if not args.recipe:
+        return args
+    options = recipe_file_options(parser, args.recipe, RECIPE_FILE_OPTIONS)
+    given = command_line_options(parser, argv)
+    if given & set(SEED_OPTIONS):
+        options = {k: v for k, v in options.items() if k not in SEED_OPTIONS}
+    return argparse.Namespace(**(vars(args) | {k: v for k, v in options.items() if k not in given}))
 
 
 def train_run(args: argparse.Namespace, run_dir: Path, data: FusionData, cfg: TrainConfig, template, seeds: list[int],
