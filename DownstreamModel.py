@@ -1,6 +1,6 @@
 """The fusion classifier (LLaMA layers + BERT + RoBERTa, co-occurrence pooling, MLP).
 
-The implementation lives in `fec.fusion`; this module keeps the published import working:
+The implementation lives in `fec.classify.fusion`; this module keeps the published import working:
 
     from DownstreamModel import DownstreamModel
     model = DownstreamModel(num_classes=32)   # the published dims: 5x4096 decoder, two 1024 encoders
@@ -9,7 +9,7 @@ The implementation lives in `fec.fusion`; this module keeps the published import
     python DownstreamModel.py                 # prints the published model's shapes
 """
 
-from fec.fusion import PN_FORMS, DownstreamModel, default_fusion_dim, power_normalise
+from fec.classify.fusion import PN_FORMS, DownstreamModel, default_fusion_dim, power_normalise
 
 __all__ = ["DownstreamModel", "PN_FORMS", "default_fusion_dim", "power_normalise"]
 

@@ -5,12 +5,12 @@
 
 Writes Logs/{task}_finetune_{stamp}/ (config.json, train.log, results.json, model.json,
 checkpoints/seedN/ via save_pretrained, per_label.csv, curves.png) and a row in Logs/runs.csv
-beside main.py's runs. See `fec.commands.finetune` (the options) and `fec.finetune` (the recipe).
+beside main.py's runs. See `fec.cli.finetune` (the options) and `fec.classify.finetuning` (the recipe).
 """
 
 import sys
 
-from fec.commands.finetune import main
+from fec.cli.finetune import main
 
 if __name__ == "__main__":
     sys.exit(main())

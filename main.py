@@ -4,12 +4,12 @@
     python main.py --task ED --runs 5                # seeds 0..4, as the paper's 5 runs
     python main.py --task ED --compat reference      # the published recipe, defects included
 
-See `fec.commands.train` (every option: `python main.py -h`) and `fec.train` (the loop).
+See `fec.cli.train` (every option: `python main.py -h`) and `fec.classify.fusion_training` (the loop).
 """
 
 import sys
 
-from fec.commands.train import main
+from fec.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

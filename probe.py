@@ -2,12 +2,12 @@
 
     python probe.py --task ED
 
-See `fec.commands.probe` (every option: `python probe.py -h`) and `fec.probe`.
+See `fec.cli.probe` (every option: `python probe.py -h`) and `fec.classify.probing`.
 """
 
 import sys
 
-from fec.commands.probe import main
+from fec.cli.probe import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,12 +2,12 @@
 
     python report.py --task ED
 
-See `fec.commands.report` (every option: `python report.py -h`) and `fec.report` (the pooling rule).
+See `fec.cli.report` (every option: `python report.py -h`) and `fec.runs.report` (the pooling rule).
 """
 
 import sys
 
-from fec.commands.report import main
+from fec.cli.report import main
 
 if __name__ == "__main__":
     sys.exit(main())

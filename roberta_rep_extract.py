@@ -1,11 +1,11 @@
-"""Extract roberta-slot features (see `fec.commands.extract`; `-h` lists every option).
+"""Extract roberta-slot features (see `fec.cli.extract`; `-h` lists every option).
 
 python roberta_rep_extract.py -device cuda -task ED -mode train
 """
 
 import sys
 
-from fec.commands.extract import main
+from fec.cli.extract import main
 
 if __name__ == "__main__":
     sys.exit(main("roberta"))

@@ -2,12 +2,12 @@
 
     python baselines/tfidf.py --task ED --runs 5
 
-See `fec.commands.tfidf` (the options) and `fec.tfidf` (the method).
+See `fec.cli.tfidf` (the options) and `fec.classify.tfidf` (the method).
 """
 
 import sys
 
-from fec.commands.tfidf import main
+from fec.cli.tfidf import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,7 @@
     python -m bench.extract_speed --llama7b-random --tiny --n 64  # CPU smoke run of that code path only
 
 Texts: `load_split(DATA_DIR, TASK, SPLIT)` (default data/ED/train.csv), shuffled with `--seed`, the
-first `--n`. Models: the offline stand-ins (`fec.standins.PRESETS["offline"]`) when their packages
+first `--n`. Models: the offline stand-ins (`fec.features.standins.PRESETS["offline"]`) when their packages
 are installed, else tiny random models built from configs (`--tiny` forces those; their timings
 only exercise the code paths). `--model SLOT=SPEC` runs any model instead (hub id, directory,
 offline:NAME).
@@ -24,7 +24,7 @@ Per slot, two recipes on the same model files and the same texts:
   state. Deviations, none of which changes the work done: `AutoTokenizer` (fast) where the
   published encoders used the slow `BertTokenizer`/`RobertaTokenizer`, `.to(device)` instead of
   `device_map`, no `trust_remote_code`, no file writing.
-* ours: `fec.backbones.load_backbone` + `fec.features.extract_features` with their defaults
+* ours: `fec.features.backbones.load_backbone` + `fec.features.compute.extract_features` with their defaults
   (dtype auto: bfloat16 on CUDA, float32 on CPU; length-sorted batches of <= 64 texts and
   <= 16384 padded tokens; base model, masked mean).
 
@@ -81,15 +81,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fec.backbones import SLOTS, Backbone, ModelError, load_backbone, pick_device, pick_dtype, resolve_model
-from fec.cli import fail, run_script
-from fec.data import MODES, DataError, available_modes, load_split
-from fec.features import extract_features, pad_right
-from fec.files import atomic_write_text
-from fec.options import ArgumentParser, Distinct, device, non_negative_int, output_file, positive_int, task_name
-from fec.provenance import provenance
-from fec.standins import PREFIX, PRESETS, STANDINS
-from fec.store import StoreError
+from fec.cli.options import ArgumentParser, Distinct, device, non_negative_int, output_file, positive_int, task_name
+from fec.cli.script import fail, run_script
+from fec.core.data import MODES, DataError, available_modes, load_split
+from fec.core.files import atomic_write_text
+from fec.core.provenance import provenance
+from fec.features.backbones import SLOTS, Backbone, ModelError, load_backbone, pick_device, pick_dtype, resolve_model
+from fec.features.compute import extract_features, pad_right
+from fec.features.standins import PREFIX, PRESETS, STANDINS
+from fec.features.store import StoreError
 
 log = logging.getLogger("bench.extract_speed")
 # Workers run as `python -m bench.extract_speed` from here, installed or not.

@@ -4,7 +4,7 @@
     python -m bench.train_speed --dims standin --results bench/train_cpu.json
     python -m bench.train_speed --device cuda --n 17802         # ED's train size on a GPU
 
-Both loops train `fec.fusion.DownstreamModel` (the published architecture; `--dims published`:
+Both loops train `fec.classify.fusion.DownstreamModel` (the published architecture; `--dims published`:
 LLaMA (5, 4096), BERT 1024, RoBERTa 1024; `--dims standin`: (5, 576), 384, 768) on the same
 synthetic features: `--n` train rows, `--n`/4 valid and test rows, `--classes` labels.
 
@@ -17,7 +17,7 @@ synthetic features: `--n` train rows, `--n`/4 valid and test rows, `--classes` l
   batch, accuracy and the three F1s on the whole split). Adam, lr 1e-4, cross-entropy.
   The published loader read the BERT features from the RoBERTa folder; with the published dims
   that changes no cost, so both sources are read as given here.
-* ours: `fec.train.train_seed(data, TrainConfig(epochs=E, early_stop=99))` on float32 features
+* ours: `fec.classify.fusion_training.train_seed(data, TrainConfig(epochs=E, early_stop=99))` on float32 features
   already on the device (as `main.py` calls it): shuffled index batches, no DataLoader, metrics
   once per epoch, test evaluated once at the end, input standardisation statistics computed first.
 
@@ -42,16 +42,16 @@ import torch.nn as nn
 from sklearn.metrics import accuracy_score, f1_score
 from torch.utils.data import DataLoader, Dataset
 
-from fec.backbones import ModelError, pick_device
-from fec.cli import run_script
-from fec.data import DataError
-from fec.files import atomic_write_text
-from fec.fusion import DownstreamModel
-from fec.fusion_data import FusionData, SplitInputs
-from fec.options import ArgumentParser, device, non_negative_int, output_file, positive_int
-from fec.provenance import provenance
-from fec.store import StoreError
-from fec.train import TrainConfig, train_seed
+from fec.classify.fusion import DownstreamModel
+from fec.classify.fusion_inputs import FusionData, SplitInputs
+from fec.classify.fusion_training import TrainConfig, train_seed
+from fec.cli.options import ArgumentParser, device, non_negative_int, output_file, positive_int
+from fec.cli.script import run_script
+from fec.core.data import DataError
+from fec.core.files import atomic_write_text
+from fec.core.provenance import provenance
+from fec.features.backbones import ModelError, pick_device
+from fec.features.store import StoreError
 
 log = logging.getLogger("bench.train_speed")
 
@@ -270,7 +270,7 @@ def print_report(r: dict) -> None:
             f"{r['published']['total_seconds']:.2f}",
         ],
         [
-            "ours (fec.train.train_seed, set-up and final test included)",
+            "ours (fec.classify.fusion_training.train_seed, set-up and final test included)",
             f"{r['ours']['seconds_per_epoch']:.2f}",
             f"{r['ours']['total_seconds']:.2f}",
         ],

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Lazy, so `import fec` (e.g. by prepare_data.py) does not pull in torch and transformers.
     if name == "EmotionClassifier":
-        from fec.predict import EmotionClassifier
+        from fec.inference.classifier import EmotionClassifier
 
         return EmotionClassifier
     raise AttributeError(f"module 'fec' has no attribute {name!r}")

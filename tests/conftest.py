@@ -40,9 +40,9 @@ def toy_store(tmp_path_factory, tiny_models) -> tuple[Path, Path]:
 def paged_logs(toy_store, tmp_path_factory) -> Path:
     """A Logs folder with a two-seed fusion run and a TF-IDF run of `toy`, their pages written by the
     trainers' finish step, and `Logs/index.html` by `report.py --html`. Read-only."""
-    from fec.commands import report as report_script
-    from fec.commands import tfidf as tfidf_script
-    from fec.commands import train as main_script
+    from fec.cli import report as report_script
+    from fec.cli import tfidf as tfidf_script
+    from fec.cli import train as main_script
 
     data_dir, dataset_dir = toy_store
     out = tmp_path_factory.mktemp("Logs")

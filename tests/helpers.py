@@ -174,7 +174,7 @@ def extract_argv(model: Path, data_dir: Path, dataset_dir: Path, mode: str = "al
 
 def extract_all(data_dir: Path, dataset_dir: Path, models: dict[str, Path], task: str = "toy", extra: list[str] = ()) -> None:
     """Run the three extraction scripts' main() for every split, as a user would."""
-    from fec.commands.extract import main
+    from fec.cli.extract import main
 
     for slot in ("llama", "bert", "roberta"):
         assert main(slot, extract_argv(models[slot], data_dir, dataset_dir, "all", *extra, task=task)) == 0
@@ -203,8 +203,8 @@ def write_hostile_logs(root: Path) -> Path:
     """`root/Logs` with two TF-IDF runs (seeds 0 and 1: one index row) of a task whose label names
     and texts are hostile, each run folder renamed by hand to one of HOSTILE_FOLDERS, a file of a
     hostile name added to the first; their pages, cards and the index written by `report.py --html`."""
-    from fec.commands import report as report_script
-    from fec.commands import tfidf as tfidf_script
+    from fec.cli import report as report_script
+    from fec.cli import tfidf as tfidf_script
 
     data_dir = write_task(root / "data")
     folder = data_dir / "toy"

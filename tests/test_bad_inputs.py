@@ -27,9 +27,9 @@ import predict as predict_script
 import prepare_data as prepare_data_script
 import report as report_script
 from bench import extract_speed, train_speed
-from fec.commands import extract, finetune, probe, tfidf
-from fec.options import UsageError
-from fec.paths import inside, slug, unique_slug
+from fec.cli import extract, finetune, probe, tfidf
+from fec.cli.options import UsageError
+from fec.core.paths import inside, slug, unique_slug
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS: dict[str, Callable[[list[str]], int]] = {

@@ -15,8 +15,8 @@ import torch
 from helpers import LABELS, SPLIT_ROWS, TINY_HIDDEN, make_text
 
 from bench import extract_speed, train_speed
-from fec.backbones import load_backbone
-from fec.features import extract_features
+from fec.features.backbones import load_backbone
+from fec.features.compute import extract_features
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_KEYS = {
@@ -224,7 +224,7 @@ def test_train_speed_prints_both_loops_and_writes_json(tmp_path, capsys):
     argv = ["--n", "40", "--epochs", "1", "--dims", "standin", "--threads", "1", "--device", "cpu", "--results", str(out)]
     assert train_speed.main(argv) == 0
     printed = capsys.readouterr().out
-    assert "published (DataLoader, 2 workers" in printed and "ours (fec.train.train_seed" in printed
+    assert "published (DataLoader, 2 workers" in printed and "ours (fec.classify.fusion_training.train_seed" in printed
     assert "ratio (published s/epoch / ours s/epoch)" in printed
     report = json.loads(out.read_text())
     assert report["n"] == {"train": 40, "valid": 10, "test": 10}

@@ -14,11 +14,11 @@ from safetensors.torch import load_file
 
 import main as main_script
 import report
-from fec.backbones import load_backbone
-from fec.commands.extract import main
-from fec.features import extract_features, plan_batches, reference_pad_id
-from fec.recipe import extraction_dtype
-from fec.store import feature_path, load_features
+from fec.cli.extract import main
+from fec.core.compat import extraction_dtype
+from fec.features.backbones import load_backbone
+from fec.features.compute import extract_features, plan_batches, reference_pad_id
+from fec.features.store import feature_path, load_features
 
 CPU = torch.device("cpu")
 FAST = ["-epochs", "3", "-lr", "1e-3"]

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from fec import store
-from fec.data import DataError, load_split, load_splits, read_label_map
-from fec.store import (
+from fec.core.data import DataError, load_split, load_splits, read_label_map
+from fec.features import store
+from fec.features.store import (
     StoreError,
     feature_path,
     load_features,

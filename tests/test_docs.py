@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fec.option_docs import render
+from fec.cli.option_docs import render
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_options_reference_is_what_the_parsers_print():
     assert (REPO / "docs" / "options.md").read_text(encoding="utf-8") == render(), (
-        "docs/options.md is stale: python -m fec.option_docs > docs/options.md"
+        "docs/options.md is stale: python -m fec.cli.option_docs > docs/options.md"
     )
 
 

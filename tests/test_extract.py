@@ -11,11 +11,12 @@ import pytest
 import torch
 from helpers import SPLIT_ROWS, TINY_HIDDEN, extract_argv
 
-from fec import features, pooling
-from fec.backbones import load_backbone
-from fec.commands.extract import build_parser, main
-from fec.features import extract_features, plan_batches
-from fec.store import feature_path, load_features
+from fec.cli.extract import build_parser, main
+from fec.features import compute as features
+from fec.features import pooling
+from fec.features.backbones import load_backbone
+from fec.features.compute import extract_features, plan_batches
+from fec.features.store import feature_path, load_features
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -47,7 +48,7 @@ def test_manifest_records_model_pooling_source_and_labels(toy_store, tiny_models
     assert manifest["max_len"] == 200 and manifest["dtype"] == "float32"
     assert manifest["rows"] == manifest["csv_rows"] == SPLIT_ROWS["train"]
     assert manifest["label_names"] == ["joyful", "sad", "angry"]
-    from fec.files import sha256_file
+    from fec.core.files import sha256_file
 
     assert manifest["csv_sha256"] == sha256_file(data_dir / "toy" / "train.csv")
     assert manifest["code_version"] and "transformers" in manifest["packages"]
@@ -129,8 +130,8 @@ def test_same_settings_are_skipped_other_settings_refused_and_overwrite_replaces
 
 
 def test_an_extraction_that_fails_to_load_its_model_leaves_no_empty_store_folder(data_dir, tmp_path, tiny_models, monkeypatch):
-    from fec import extract
-    from fec.backbones import ModelError
+    from fec.features import extract
+    from fec.features.backbones import ModelError
 
     def refusing(*args, **kwargs):
         raise ModelError("no memory left for the weights")
@@ -196,7 +197,7 @@ def test_published_command_line_runs_as_a_script(data_dir, tmp_path, tiny_models
 
 @pytest.mark.standins
 def test_offline_preset_extracts_real_features_with_every_standin(data_dir, tmp_path):
-    from fec.standins import missing_packages
+    from fec.features.standins import missing_packages
 
     missing = missing_packages()
     if missing:

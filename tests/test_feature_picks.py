@@ -14,10 +14,10 @@ from helpers import extract_argv, only_run
 
 import main as main_script
 from fec import EmotionClassifier
-from fec.commands.extract import main as extract_main
-from fec.feature_spec import parse_pick
-from fec.fusion_data import load_fusion_data
-from fec.train import predict_logits
+from fec.classify.fusion_inputs import load_fusion_data
+from fec.classify.fusion_training import predict_logits
+from fec.cli.extract import main as extract_main
+from fec.features.spec import parse_pick
 
 PROMPT = 'this sentence : "{text}" means in one word:"'
 TRAIN = ["-device", "cpu", "-epochs", "3", "-lr", "1e-3", "-seeds", "0"]
@@ -132,8 +132,8 @@ def test_bad_recipe_files_are_one_line_errors(variant_store, tmp_path, capsys, c
 
 @pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "recipes").glob("*.json")), ids=lambda p: p.name)
 def test_every_shipped_recipe_is_read_as_the_command_line_would_be(recipe):
-    from fec.commands.train import RECIPE_FILE_OPTIONS, build_parser
-    from fec.recipe import recipe_file_options
+    from fec.cli.train import RECIPE_FILE_OPTIONS, build_parser
+    from fec.core.compat import recipe_file_options
 
     values = recipe_file_options(build_parser(), recipe, RECIPE_FILE_OPTIONS)
     written = json.loads(recipe.read_text())["features"]

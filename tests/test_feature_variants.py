@@ -7,12 +7,12 @@ import pytest
 import torch
 from helpers import SPLIT_ROWS, TINY_HIDDEN, extract_argv
 
-from fec.backbones import ModelError, load_backbone
-from fec.commands.extract import main
-from fec.feature_spec import FeatureSpec, LayerChoice, parse_layers
-from fec.features import encode_texts, extract_features
-from fec.options import UsageError
-from fec.store import feature_path, load_features
+from fec.cli.extract import main
+from fec.cli.options import UsageError
+from fec.features.backbones import ModelError, load_backbone
+from fec.features.compute import encode_texts, extract_features
+from fec.features.spec import FeatureSpec, LayerChoice, parse_layers
+from fec.features.store import feature_path, load_features
 
 CPU = torch.device("cpu")
 SHORT, LONG = "happy", "i was at home today with my friend and the dog crying"

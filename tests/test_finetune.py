@@ -13,9 +13,9 @@ from helpers import LABELS, ML_LABELS, only_run, write_multilabel_task, write_ta
 
 import predict as predict_script
 from fec import EmotionClassifier
-from fec.commands.finetune import main
-from fec.finetune import FinetuneConfig, planned_warmup
-from fec.metrics import classification_metrics, multilabel_metrics
+from fec.classify.finetuning import FinetuneConfig, planned_warmup
+from fec.cli.finetune import main
+from fec.core.metrics import classification_metrics, multilabel_metrics
 
 TINY = ["-device", "cpu", "-batch_size", "8", "-lr", "5e-3", "-max_len", "32"]
 
@@ -133,7 +133,7 @@ def test_the_final_model_of_a_cross_validated_seed_keeps_the_folds_learning_rate
     """Folds that chose 10 of 40 planned steps stopped at 3/4 of the peak rate; so does the final model."""
     from transformers import AutoModelForSequenceClassification, TrainingArguments
 
-    from fec.finetune import scheduled_trainer
+    from fec.classify.finetuning import scheduled_trainer
 
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_models["bert"]), num_labels=3)
     args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, lr_scheduler_type="linear", warmup_steps=0,
@@ -149,7 +149,7 @@ def test_the_final_model_of_a_cross_validated_seed_keeps_the_folds_learning_rate
 def test_a_finetune_run_from_before_cross_validation_reports_the_command_that_repeats_it(single_run, tmp_path, capsys):
     import shutil
 
-    from fec.commands import report as report_script
+    from fec.cli import report as report_script
 
     old = tmp_path / "Logs" / single_run[0].name
     shutil.copytree(single_run[0], old)
@@ -201,7 +201,7 @@ def test_warmup_is_capped_for_small_tasks_only():
 def test_the_run_config_sets_dropout_under_each_family_s_names_and_the_task_labels(tmp_path):
     from transformers import DistilBertConfig, RobertaConfig
 
-    from fec.finetune import classifier_config
+    from fec.classify.finetuning import classifier_config
 
     DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, attention_dropout=0).save_pretrained(tmp_path / "distil")
     RobertaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from DownstreamModel import DownstreamModel, power_normalise
-from fec.fusion_data import FusionData, SplitInputs
-from fec.train import TrainConfig, build_model
+from fec.classify.fusion_inputs import FusionData, SplitInputs
+from fec.classify.fusion_training import TrainConfig, build_model
 
 
 def published_parameter_count(classes: int) -> int:
@@ -111,7 +111,7 @@ def test_cpu_training_keeps_gradient_buffers_instead_of_refaulting_them_every_st
     import resource
     import sys
 
-    from fec.allocator import keep_freed_memory
+    from fec.classify.allocator import keep_freed_memory
 
     if not sys.platform.startswith("linux"):
         pytest.skip("the allocator setting is glibc's")
@@ -135,7 +135,7 @@ def test_cpu_training_keeps_gradient_buffers_instead_of_refaulting_them_every_st
 
 
 def test_saturation_counts_pooled_values_pinned_at_plus_or_minus_one():
-    from fec.train import pooled_saturation
+    from fec.classify.fusion_training import pooled_saturation
 
     torch.manual_seed(0)
     split = SplitInputs([torch.randn(30, 2, 64), torch.randn(30, 64)], torch.zeros(30, dtype=torch.long))

@@ -13,7 +13,7 @@ from helpers import extract_all, extract_argv, only_run, write_task
 from safetensors.torch import load_file
 
 import main as main_script
-from fec.train import at_chance, prior_entropy
+from fec.classify.fusion_training import at_chance, prior_entropy
 
 FAST = ["-epochs", "25", "-lr", "1e-3", "-early-stop", "5"]
 
@@ -85,7 +85,7 @@ def test_features_from_a_different_csv_are_refused(toy_store, tmp_path, tiny_mod
     mixed = tmp_path / "dataset"
     shutil.copytree(dataset_dir, mixed)
     other = write_task(tmp_path / "other", seed=7)  # same task name and sizes, different rows
-    from fec.commands.extract import main as extract
+    from fec.cli.extract import main as extract
 
     argv = extract_argv(tiny_models["bert"], other, mixed, "valid")
     assert extract("bert", argv) == 2  # features of another CSV would replace finished ones
@@ -140,7 +140,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from fec.runlog import make_run_dir
+    from fec.runs.folder import make_run_dir
 
     workers = 8
     barrier = threading.Barrier(workers)

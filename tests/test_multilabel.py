@@ -14,9 +14,9 @@ from helpers import ML_LABELS, extract_all, newest_run, write_multilabel_task
 
 import main as main_script
 import predict as predict_script
-from fec.data import DataError, load_split, load_splits
-from fec.metrics import THRESHOLD_GRID, multilabel_metrics, tune_thresholds
-from fec.runlog import RUNS_COLUMNS, append_run_row
+from fec.core.data import DataError, load_split, load_splits
+from fec.core.metrics import THRESHOLD_GRID, multilabel_metrics, tune_thresholds
+from fec.runs.folder import RUNS_COLUMNS, append_run_row
 
 FAST = ["-epochs", "20", "-lr", "3e-3", "-early-stop", "6", "-batch_size", "20"]
 
@@ -242,8 +242,8 @@ def test_cross_validation_picks_epochs_and_thresholds_out_of_fold(ml_store, tmp_
 
 
 def test_a_small_valid_split_turns_cross_validation_on_by_itself():
-    from fec.commands.train import build_parser
-    from fec.cross_validation import folds_for
+    from fec.classify.cross_validation import folds_for
+    from fec.cli.train import build_parser
 
     assert build_parser().parse_args(["--task", "semeval_eng"]).cv is None  # decided from the data, not fixed
     assert folds_for(None, 116, 2768) == 5  # semeval_eng: 116 valid rows beside 2,768 train

@@ -19,12 +19,12 @@ import explain as explain_script
 import main as main_script
 import predict as predict_script
 from fec import EmotionClassifier
-from fec.commands.explain import check_out
-from fec.fusion_data import load_fusion_data
-from fec.options import UsageError
-from fec.paths import unique_slug
-from fec.run_files import RunFileError
-from fec.train import predict_logits
+from fec.classify.fusion_inputs import load_fusion_data
+from fec.classify.fusion_training import predict_logits
+from fec.cli.explain import check_out
+from fec.cli.options import UsageError
+from fec.core.paths import unique_slug
+from fec.runs.run_files import RunFileError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def test_the_seed_ensemble_is_the_mean_of_the_seeds_probabilities(toy_run, toy_s
 
 
 def test_report_shows_the_runs_seed_ensemble_beside_the_mean(toy_run, capsys):
-    from fec.commands.report import main as report_main
+    from fec.cli.report import main as report_main
 
     assert report_main([str(toy_run)]) == 0
     header, _, row = capsys.readouterr().out.splitlines()[:3]

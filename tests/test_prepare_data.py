@@ -1,4 +1,4 @@
-"""prepare_data.py / fec.fetch: copy and download, sha256 checks, nothing half-written.
+"""prepare_data.py / fec.core.fetch: copy and download, sha256 checks, nothing half-written.
 
 Offline: downloads are served from a local `file://` folder (fetch.BASE_URL is patched).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import prepare_data
-from fec import fetch
+from fec.core import fetch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -11,9 +11,9 @@ import pytest
 import torch
 from helpers import extract_argv, only_run
 
-from fec.commands.extract import main as extract_main
-from fec.commands.probe import main as probe_main
-from fec.linear_probe import C_GRID, select_and_fit
+from fec.classify.linear_probe import C_GRID, select_and_fit
+from fec.cli.extract import main as extract_main
+from fec.cli.probe import main as probe_main
 
 
 def blobs(rows: int, classes: int, dims: int = 16, seed: int = 0, spread: float = 0.3):

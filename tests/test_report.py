@@ -16,9 +16,9 @@ from conftest import fusion_run
 
 import main as main_script
 import report
-from fec.commands import train as train_command
-from fec.metrics import mean_std
-from fec.report import Run, run_order
+from fec.cli import train as train_command
+from fec.core.metrics import mean_std
+from fec.runs.report import Run, run_order
 
 FAST = ["-epochs", "3", "-lr", "1e-3"]
 
@@ -243,7 +243,7 @@ def test_runs_whose_config_predates_the_option_renames_pool_with_new_ones(toy_st
 def test_a_tfidf_run_from_before_character_ngrams_is_reported_as_words_only(tmp_path, capsys):
     from helpers import write_task
 
-    from fec.commands.tfidf import main as tfidf_main
+    from fec.cli.tfidf import main as tfidf_main
 
     data_dir, logs = write_task(tmp_path / "data"), tmp_path / "Logs"
     assert tfidf_main(["-dataset", "toy", "-data_dir", str(data_dir), "-out", str(logs), "-C", "2"]) == 0

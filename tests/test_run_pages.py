@@ -22,11 +22,11 @@ import yaml
 from conftest import fusion_run
 from helpers import HOSTILE_FILE, HOSTILE_FOLDERS, HOSTILE_LABELS, write_multilabel_task, write_task
 
-from fec.commands import report as report_script
-from fec.commands import tfidf as tfidf_script
-from fec.escape import code_span, markdown_cell, markdown_text, shell_word, url_path, yaml_front_matter
-from fec.metrics import mean_std_cell
-from fec.run_summary import label_order
+from fec.cli import report as report_script
+from fec.cli import tfidf as tfidf_script
+from fec.core.metrics import mean_std_cell
+from fec.runs.escape import code_span, markdown_cell, markdown_text, shell_word, url_path, yaml_front_matter
+from fec.runs.summary import label_order
 
 
 class Cells(HTMLParser):
@@ -156,7 +156,7 @@ def test_a_tfidf_card_does_not_offer_a_model_it_does_not_keep(paged_logs):
 
 
 def test_text_in_the_model_card_cannot_break_out_of_its_code():
-    from fec.page_templates import environment
+    from fec.runs.rendering import environment
 
     env = environment(autoescape=False)
     render = lambda source, value: env.from_string(source).render(value=value)  # noqa: E731
@@ -352,7 +352,7 @@ def test_confusion_labels_follow_the_label_tree(tmp_path):
 
 
 def test_chart_rows_are_named_by_the_options_that_set_them_apart():
-    from fec.runs_index import chart_labels, option_groups
+    from fec.runs.index import chart_labels, option_groups
 
     command = "python main.py -dataset ED -lr 0.00025 -features llama:mean:5 bert:first:-1 -layers -1 -4"
     assert option_groups(command, "ED") == ["-lr 0.00025", "-features llama:mean:5 bert:first:-1", "-layers -1 -4"]

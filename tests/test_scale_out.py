@@ -18,24 +18,24 @@ import pytest
 import torch
 from helpers import extract_argv
 
-from fec import backbones, chunks, store
-from fec.chunks import chunk_file, parts_dir, plan_chunks, prepare_parts, record_file, verify_chunk, write_chunk
-from fec.commands.extract import main
-from fec.locks import lock_path
-from fec.store import feature_path, load_features, manifest_path, save_features, save_features_streamed
+from fec.cli.extract import main
+from fec.features import backbones, chunks, store
+from fec.features.chunks import chunk_file, parts_dir, plan_chunks, prepare_parts, record_file, verify_chunk, write_chunk
+from fec.features.locks import lock_path
+from fec.features.store import feature_path, load_features, manifest_path, save_features, save_features_streamed
 
 REPO = Path(__file__).resolve().parents[1]
 
 # Run an extractor in a fresh interpreter with every chunk slowed down, so it can be killed mid-split.
 SLOW_RUNNER = """
 import sys, time
-from fec import extract
+from fec.features import extract
 real = extract.extract_features
 def slow(*args, **kwargs):
     time.sleep(float(sys.argv[1]))
     return real(*args, **kwargs)
-extract.extract_features = slow  # the name fec.extract calls
-from fec.commands.extract import main
+extract.extract_features = slow  # the name fec.features.extract calls
+from fec.cli.extract import main
 sys.exit(main(sys.argv[2], sys.argv[3:]))
 """
 
@@ -208,13 +208,14 @@ def test_two_processes_under_accelerate_launch_write_the_store_one_process_write
 # Rank 0 reaches the end seconds after rank 1 (it alone merges, and its merge is slowed down).
 LATE_RANK_0_RUNNER = """
 import os, sys, time
-from fec import chunks, extract
+from fec.features import chunks
+from fec.features import extract
 real = chunks.merge_chunks
 def late(*args, **kwargs):
     time.sleep(3)
     return real(*args, **kwargs)
 extract.merge_chunks = late
-from fec.commands.extract import main
+from fec.cli.extract import main
 sys.exit(main(sys.argv[1], sys.argv[2:]))
 """
 
@@ -237,7 +238,7 @@ def test_processes_that_reach_the_end_seconds_apart_both_exit_cleanly(data_dir, 
 def test_close_distributed_leaves_no_process_group_behind(tmp_path):
     import torch.distributed as dist
 
-    from fec.scale import close_distributed
+    from fec.features.scale import close_distributed
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     box = [{"plan": [1, 2]}]

@@ -1,4 +1,4 @@
-"""Tests for fec.standins.
+"""Tests for fec.features.standins.
 
 The resolver tests build tiny fake distributions (a *.dist-info folder plus files) on a
 temporary sys.path entry, so they need neither the stand-in packages nor the network.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from fec import standins
-from fec.standins import (
+from fec.features import standins
+from fec.features.standins import (
     INSTALL_HINT,
     MARKER,
     PRESETS,

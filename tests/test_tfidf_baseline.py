@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from helpers import only_run, write_task
 
-from fec.commands.tfidf import main
+from fec.cli.tfidf import main
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,8 @@ def test_missing_task_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_character_ngrams_add_features_beside_the_words(tmp_path):
-    from fec.data import load_splits
-    from fec.tfidf import vectorize
+    from fec.classify.tfidf import vectorize
+    from fec.core.data import load_splits
 
     splits = load_splits(write_task(tmp_path / "data"), "toy", ["train", "valid"])
     words, word_vocabulary = vectorize(splits, 2, 2, None, analyzer="word")

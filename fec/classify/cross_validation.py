@@ -1,0 +1,112 @@
+"""Selection by K-fold cross-validation on train, for tasks whose validation split is too small
+to choose on (semeval_eng's has 116 rows).
+
+    from fec.classify.cross_validation import train_seed_cv
+    result = train_seed_cv(data, TrainConfig(cv=5), seed=0)
+    result.cv["oof"], result.cv["epochs_used"], result.test
+
+For each of K folds of train, the model is trained on the other folds with the usual early
+stopping, judged on the held-out fold; the out-of-fold predictions of the K selected states
+give the cross-validated metric (the selection metric such a run reports) and, for multi-label
+tasks, the per-label thresholds. The final model is then trained on all of train for the median
+of the folds' best epoch counts and evaluated once on valid (kept as a check) and test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import torch
+
+from fec.classify.fusion_inputs import FusionData, SplitInputs
+from fec.classify.fusion_training import SeedResult, TrainConfig, train_seed
+from fec.cli.options import UsageError
+from fec.core.metrics import classification_metrics, multilabel_metrics, tune_thresholds
+
+log = logging.getLogger(__name__)
+
+CV_AUTO_ROWS = 1000
+CV_AUTO_FOLDS = 5
+
+
+def folds_for(cfg_cv: int | None, valid_rows: int, train_rows: int) -> int:
+    """The number of folds: as asked (0 = select on valid), else 5 when valid is small both in
+    rows (under CV_AUTO_ROWS) and beside train (under a tenth of it), where cross-validation on
+    train has many more rows to judge by."""
+    if cfg_cv is not None:
+        return cfg_cv
+    return CV_AUTO_FOLDS if valid_rows < CV_AUTO_ROWS and valid_rows * 10 < train_rows else 0
+
+
+def check_folds(folds: int, train_rows: int, zero: str | None = "select on valid") -> None:
+    """The one rule for every command's `--cv`: 0 (when the command can `zero`, i.e. select
+    without folds) or 2 to as many folds as train has rows; one fold holds nothing out."""
+    if folds == 1 or folds > train_rows or (folds == 0 and zero is None):
+        choices = f"0 ({zero}) or 2 to {train_rows} folds" if zero else f"2 to {train_rows} folds"
+        raise UsageError(f"--cv {folds}: give {choices} (train has {train_rows} rows)")
+
+
+def chosen_folds(args, valid_rows: int, train_rows: int, auto: int | None = None) -> int:
+    """A command's `--cv`, resolved: as given, or `folds_for`'s choice (`auto` stands in for an unset
+    `--cv`). One fold, or more folds than train rows, is refused; a choice made here is logged and
+    written back to `args.cv`, so config.json records it and report.py never pools these runs with
+    valid-selected ones."""
+    folds = folds_for(args.cv if args.cv is not None else auto, valid_rows, train_rows)
+    check_folds(folds, train_rows)
+    if folds and args.cv is None:
+        log.info("valid has %d rows: selecting by %d-fold cross-validation on train (--cv 0 to select on valid)",
+                 valid_rows, folds)  # fmt: skip
+        args.cv = folds
+    return folds
+
+
+def fold_assignment(rows: int, folds: int, seed: int) -> np.ndarray:
+    """Each train row's fold, 0..folds-1: a seeded permutation, so fold sizes differ by at most one."""
+    return np.random.default_rng(seed).permutation(rows) % folds
+
+
+def out_of_fold_selection(labels: np.ndarray, oof: np.ndarray, multilabel: bool, threshold: float | None
+                          ) -> tuple[np.ndarray | None, dict]:  # fmt: skip
+    """From out-of-fold probabilities: the multi-label thresholds (tuned per label, or the global
+    `threshold`; None for single-label tasks) and the cross-validated metrics they give."""
+    if not multilabel:
+        return None, classification_metrics(labels, oof.argmax(axis=1))
+    thresholds = tune_thresholds(labels, oof) if threshold is None else np.full(oof.shape[1], threshold)
+    return thresholds, multilabel_metrics(labels, (oof >= thresholds).astype(np.int64))
+
+
+def subset(split: SplitInputs, rows: torch.Tensor) -> SplitInputs:
+    return SplitInputs([x[rows] for x in split.inputs], split.labels[rows])
+
+
+def fold_data(data: FusionData, fit: torch.Tensor, held: torch.Tensor) -> FusionData:
+    """The task with train cut to `fit` and the held-out fold in valid's place (no test)."""
+    train = data.splits["train"]
+    splits = {"train": subset(train, fit), "valid": subset(train, held)}
+    return dataclasses.replace(data, splits=splits)
+
+
+def train_seed_cv(data: FusionData, cfg: TrainConfig, seed: int, device: torch.device | str = "cpu") -> SeedResult:
+    """One seed selected by `cfg.cv`-fold cross-validation on train, then trained on all of train."""
+    train, folds = data.splits["train"], cfg.cv
+    if folds < 2 or folds > len(train):
+        raise ValueError(f"-cv {folds}: needs 2 to {len(train)} folds")
+    assignment = torch.from_numpy(fold_assignment(len(train), folds, seed)).to(train.labels.device)
+    oof = np.zeros((len(train), len(data.label_names)), dtype=np.float32)
+    epochs = []
+    for fold in range(folds):
+        held = (assignment == fold).nonzero().flatten()
+        fit = (assignment != fold).nonzero().flatten()
+        result = train_seed(fold_data(data, fit, held), cfg, seed, device)
+        oof[held.cpu().numpy()] = result.probabilities["valid"]
+        epochs.append(result.best_epoch + 1)
+        log.info("seed %d: fold %d/%d: best epoch %d", seed, fold + 1, folds, result.best_epoch)
+    thresholds, oof_metrics = out_of_fold_selection(train.labels.cpu().numpy(), oof, data.multilabel, cfg.threshold)
+    used = max(1, int(np.median(epochs)))
+    log.info("seed %d: %d-fold CV: out-of-fold %s; training on all of train for %d epochs", seed, folds,
+             " ".join(f"{k} {v:.2f}" for k, v in oof_metrics.items() if not isinstance(v, dict)), used)  # fmt: skip
+    final = train_seed(data, dataclasses.replace(cfg, epochs=used), seed, device, keep_last=True, thresholds=thresholds)
+    final.cv = {"folds": folds, "fold_best_epochs": epochs, "epochs_used": used, "oof": oof_metrics}
+    return final

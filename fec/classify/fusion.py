@@ -1,0 +1,167 @@
+"""The fusion classifier (design.md section 1), with every size derived from the features.
+
+    from fec.classify.fusion import DownstreamModel
+    model = DownstreamModel(num_classes=32, decoder_shape=(5, 4096), encoder_dims=[1024, 1024])
+    print(model.describe())
+
+For a batch of B texts:
+1. each of the L decoder-layer vectors (width Hd) goes through its own Linear(Hd, D) + ReLU + Dropout;
+   each encoder vector whose width differs from D gets a Linear(width, D) (none when it equals D);
+2. the n = L + encoders vectors are stacked, X: (B, n, D), and pooled by co-occurrence, P = X X^T (B, n*n);
+3. power normalisation: `sigmoid` = 2*sigmoid(sigma*P) - 1 (the published code), `tanh` = tanh(2*sigma*P)
+   (the published README's formula);
+4. concatenated with the mean over the L raw decoder layers (Hd); when the decoder source is left out,
+   the raw encoder vectors are concatenated instead, because the Gram matrix of one or two vectors
+   carries almost nothing. `raw_inputs="all"` (not in the published model) concatenates the raw
+   encoder vectors beside the decoder mean too, so the MLP sees each encoder directly and not only
+   through its power-normalised inner products;
+5. an MLP: Linear(in, 1024) + ReLU + Dropout, Linear(1024, 256) + ReLU + Dropout, Linear(256, C).
+
+With the published dims (5x4096 decoder, two 1024 encoders) this is exactly the published
+model: 5 x Linear(4096, 1024), a 7x7 Gram, 49 + 4096 = 4145 inputs to the MLP.
+
+Inputs can be standardised inside the model (per source and feature, with training-split
+statistics held as buffers), so a checkpoint carries its own normalisation to prediction time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+PN_FORMS = ("sigmoid", "tanh")
+RAW_INPUTS = ("decoder", "all")
+PUBLISHED_FUSION_DIM = 1024
+
+
+def default_fusion_dim(decoder_shape: tuple[int, int] | None, encoder_dims: Sequence[int]) -> int:
+    """D: the encoders' width when they agree (1024 for BERT/RoBERTa-large, as published), else
+    the widest encoder, so no encoder is squeezed; with no encoder, min(Hd, 1024)."""
+    if encoder_dims:
+        return max(encoder_dims)
+    return min(decoder_shape[1], PUBLISHED_FUSION_DIM)
+
+
+def power_normalise(p: torch.Tensor, form: str, sigma: float) -> torch.Tensor:
+    if form == "sigmoid":
+        return 2 * torch.sigmoid(sigma * p) - 1
+    if form == "tanh":
+        return torch.tanh(2 * sigma * p)
+    raise ValueError(f"unknown power normalisation {form!r}; choose one of {', '.join(PN_FORMS)}")
+
+
+class DownstreamModel(nn.Module):
+    def __init__(
+        self,
+        num_classes: int,
+        decoder_shape: tuple[int, int] | None = (5, 4096),
+        encoder_dims: Sequence[int] = (1024, 1024),
+        fusion_dim: int | None = None,
+        sigma: float = 1.0,
+        pn: str = "sigmoid",
+        dropout: float = 0.5,
+        hidden: Sequence[int] = (1024, 256),
+        raw_inputs: str = "decoder",
+    ):
+        super().__init__()
+        if decoder_shape is None and not encoder_dims:
+            raise ValueError("the model needs at least one source")
+        if pn not in PN_FORMS:
+            raise ValueError(f"unknown power normalisation {pn!r}; choose one of {', '.join(PN_FORMS)}")
+        if raw_inputs not in RAW_INPUTS:
+            raise ValueError(f"unknown raw_inputs {raw_inputs!r}; choose one of {', '.join(RAW_INPUTS)}")
+        if decoder_shape is None:
+            raw_inputs = "all"  # without a decoder the encoder vectors always reach the MLP (recorded as such)
+        self.config = {
+            "num_classes": int(num_classes),
+            "decoder_shape": list(decoder_shape) if decoder_shape else None,
+            "encoder_dims": [int(d) for d in encoder_dims],
+            "fusion_dim": int(fusion_dim or default_fusion_dim(decoder_shape, encoder_dims)),
+            "sigma": float(sigma),
+            "pn": pn,
+            "dropout": float(dropout),
+            "hidden": [int(h) for h in hidden],
+            "raw_inputs": raw_inputs,
+        }
+        d = self.config["fusion_dim"]
+        layers, hd = decoder_shape if decoder_shape else (0, 0)
+        self.compress_layers = nn.ModuleList(
+            nn.Sequential(nn.Linear(hd, d), nn.ReLU(), nn.Dropout(dropout)) for _ in range(layers)
+        )
+        self.encoder_projections = nn.ModuleList(nn.Identity() if width == d else nn.Linear(width, d) for width in encoder_dims)
+        vectors = layers + len(encoder_dims)
+        raw = hd + (sum(encoder_dims) if raw_inputs == "all" else 0)
+        self.head_in = vectors * vectors + raw
+        widths = [self.head_in, *self.config["hidden"]]
+        blocks: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:], strict=False):
+            blocks += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+        blocks.append(nn.Linear(widths[-1], num_classes))
+        self.mlp = nn.Sequential(*blocks)
+        # Identity standardisation until `set_input_stats` is called (the published raw inputs).
+        shapes = ([tuple(decoder_shape)] if decoder_shape else []) + [(w,) for w in encoder_dims]
+        for i, shape in enumerate(shapes):
+            self.register_buffer(f"input_mean_{i}", torch.zeros(shape))
+            self.register_buffer(f"input_std_{i}", torch.ones(shape))
+
+    @property
+    def has_decoder(self) -> bool:
+        return self.config["decoder_shape"] is not None
+
+    def set_input_stats(self, stats: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Per-source (mean, std), in input order, from the training split."""
+        for i, (mean, std) in enumerate(stats):
+            getattr(self, f"input_mean_{i}").copy_(mean)
+            getattr(self, f"input_std_{i}").copy_(std)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """inputs: the decoder features (B, L, Hd) first when present, then each encoder's (B, H)."""
+        decoder, encoders = self._split(self._standardised(inputs))
+        raw = [decoder.mean(dim=1)] if decoder is not None else []
+        if self.config["raw_inputs"] == "all":
+            raw += encoders
+        return self.mlp(torch.cat([self._pooled(decoder, encoders), *raw], dim=1))
+
+    def pooled(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The power-normalised Gram entries (B, n*n), the first part of the MLP's input; for
+        diagnostics (values near ±1 carry little beyond their sign)."""
+        return self._pooled(*self._split(self._standardised(inputs)))
+
+    def _standardised(self, inputs) -> list[torch.Tensor]:
+        return [(x.float() - getattr(self, f"input_mean_{i}")) / getattr(self, f"input_std_{i}") for i, x in enumerate(inputs)]
+
+    def _split(self, inputs: list[torch.Tensor]) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        return (inputs[0], inputs[1:]) if self.has_decoder else (None, inputs)
+
+    def _pooled(self, decoder: torch.Tensor | None, encoders: list[torch.Tensor]) -> torch.Tensor:
+        vectors = [compress(decoder[:, i]) for i, compress in enumerate(self.compress_layers)] if decoder is not None else []
+        vectors += [project(x) for project, x in zip(self.encoder_projections, encoders, strict=False)]
+        stacked = torch.stack(vectors, dim=1)
+        gram = torch.bmm(stacked, stacked.transpose(1, 2)).flatten(1)
+        return power_normalise(gram, self.config["pn"], self.config["sigma"])
+
+    def describe(self) -> str:
+        c = self.config
+        n = len(self.compress_layers) + len(self.encoder_projections)
+        lines = []
+        if self.has_decoder:
+            layers, hd = c["decoder_shape"]
+            lines.append(
+                f"decoder: {layers} x ({hd}) -> {layers} x Linear({hd}, {c['fusion_dim']}) + ReLU + Dropout({c['dropout']})"
+            )
+        for width, proj in zip(c["encoder_dims"], self.encoder_projections, strict=False):
+            lines.append(
+                f"encoder: ({width}) -> " + ("as is" if isinstance(proj, nn.Identity) else f"Linear({width}, {c['fusion_dim']})")
+            )
+        raw = [f"mean of decoder layers ({c['decoder_shape'][1]})"] if self.has_decoder else []
+        if c["raw_inputs"] == "all":
+            raw += [f"raw encoder vectors ({sum(c['encoder_dims'])})"]
+        raw = " + ".join(raw)
+        pn = "2*sigmoid(sigma*P)-1" if c["pn"] == "sigmoid" else "tanh(2*sigma*P)"
+        lines.append(f"fusion: X ({n}, {c['fusion_dim']}) -> Gram {n}x{n} -> {pn}, sigma={c['sigma']} -> {n * n}")
+        lines.append(f"concat: {n * n} + {raw} = {self.head_in}")
+        lines.append("mlp: " + " -> ".join(str(w) for w in [self.head_in, *c["hidden"], c["num_classes"]]))
+        lines.append(f"parameters: {sum(p.numel() for p in self.parameters()):,}")
+        return "\n".join(lines)

@@ -1,0 +1,158 @@
+"""Which features carry the emotion: a linear probe of every stored slot x pooling x layer of a task.
+
+    python probe.py --task ED                      # every folder in dataset/ED/
+    python probe.py --task semeval_eng --cv 5      # small valid split: C and thresholds by 5-fold CV on train
+
+Every store folder of the task is a set of *views*: one (N, H) matrix per pooling and hidden
+layer (a variant's (N, P, L, H) features give P x L views; a published folder gives its own
+pooling, e.g. the LLaMA slot's mean of each of its last 5 layers). Each view gets a linear probe
+(`fec.classify.linear_probe`) with C chosen on validation, or by K-fold cross-validation on train when the
+validation split is small (`fec.classify.cross_validation.folds_for`, or `--cv K`); test is read once per view, at
+the chosen C. The command (`fec.cli.probe`) writes the table and the layer curves.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from fec.classify.cross_validation import check_folds, folds_for
+from fec.classify.linear_probe import select_and_fit, selection_metric
+from fec.features.store import StoredFeatures, StoreError, feature_path, load_features
+
+log = logging.getLogger(__name__)
+
+MODES = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class View:
+    """One (N, H) feature matrix of a store folder."""
+
+    folder: str
+    slot: str
+    model: str
+    pooling: str
+    layer: int  # absolute hidden-state index (0 = embeddings); negative when the depth is unknown
+    num_hidden_states: int | None
+    prompt: str  # the prompts, joined by " | " ("" for none)
+    chat_template: bool
+    position: tuple  # where the view sits in the stored tensor's axes after the row axis
+
+    @property
+    def name(self) -> str:
+        return f"{self.folder}:{self.pooling}:{self.layer}"
+
+
+def folder_views(manifest: dict, folder: str) -> list[View]:
+    """The views a store folder holds, from its manifest."""
+    base = dict(folder=folder, slot=manifest["slot"], model=str(manifest.get("model")))
+    if manifest.get("feature_axes") == ["row", "pooling", "layer", "hidden"]:
+        prompt, chat = " | ".join(manifest.get("prompts") or []), bool(manifest.get("chat_template"))
+        n = manifest["num_hidden_states"]
+        return [View(**base, pooling=p, layer=layer, num_hidden_states=n, prompt=prompt, chat_template=chat, position=(i, j))
+                for i, p in enumerate(manifest["poolings"]) for j, layer in enumerate(manifest["layer_indices"])]  # fmt: skip
+    pooling = {"layer_mean": "mean", "first_token": "first"}.get(manifest.get("pooling"), manifest.get("pooling"))
+    if manifest.get("llama_pooling") not in (None, "masked"):
+        pooling = f"mean_{manifest['llama_pooling']}"
+    if len(manifest["feature_shape"]) == 2:  # the published LLaMA slot: last layer first
+        return [View(**base, pooling=pooling, layer=-(k + 1), num_hidden_states=None, prompt="", chat_template=False,
+                     position=(k,)) for k in range(manifest["feature_shape"][0])]  # fmt: skip
+    return [View(**base, pooling=pooling, layer=-1, num_hidden_states=None, prompt="", chat_template=False, position=())]
+
+
+def load_folder(dataset_dir: Path | str, task: str, folder: str) -> dict[str, StoredFeatures]:
+    """The folder's splits (memory-mapped), checked to come from one extraction of one data set."""
+    splits = {}
+    for mode in MODES:
+        path = feature_path(dataset_dir, task, folder, mode)
+        if path.exists():
+            splits[mode] = load_features(path, mmap=True)
+    if "train" not in splits or ("valid" not in splits):
+        raise StoreError(f"{Path(dataset_dir) / task / folder}: train and valid features are needed for a probe")
+    settings = {mode: {k: v for k, v in s.manifest["settings"].items() if k != "csv_sha256"} for mode, s in splits.items()}
+    if len({repr(v) for v in settings.values()}) > 1:
+        where = Path(dataset_dir) / task / folder
+        raise StoreError(f"{where}: splits were extracted with different settings; re-extract them with --mode all")
+    return splits
+
+
+def store_folders(dataset_dir: Path | str, task: str) -> list[str]:
+    """Every folder of the task's store with finished train and valid features."""
+    root = Path(dataset_dir) / task
+    if not root.is_dir():
+        raise StoreError(f"{root}: no features for task {task!r} (extract them first)")
+    return sorted(p.name for p in root.iterdir() if (p / "train.json").is_file() and (p / "valid.json").is_file())
+
+
+def matrix(stored: StoredFeatures, view: View) -> torch.Tensor:
+    return stored.features[(slice(None), *view.position)].float()
+
+
+def probe_rows(dataset_dir: Path | str, task: str, folders: list[str], *, cv: int | None = None, seed: int = 0,
+               device: str = "cpu", combine: bool = False) -> tuple[list[dict], dict]:  # fmt: skip
+    """One result row per view of `folders`, and what the probe did (cv folds, selection metric).
+    `combine` adds a row for one probe of the concatenated best view of every folder."""
+    rows, setup = [], {}
+    loaded = {folder: load_folder(dataset_dir, task, folder) for folder in folders}
+    first = next(iter(loaded.values()))
+    multilabel = bool(first["train"].manifest.get("multilabel"))
+    valid_rows = first["valid"].features.shape[0]
+    folds = folds_for(cv, valid_rows, first["train"].features.shape[0])
+    check_folds(folds, first["train"].features.shape[0], zero="choose C on valid")
+    if folds:
+        log.info("choosing C by %d-fold cross-validation on train (valid has %d rows; kept as a check)", folds, valid_rows)
+    setup = {"cv": folds, "selection_metric": selection_metric(multilabel), "multilabel": multilabel, "valid_rows": valid_rows}
+    views = [(folder, v) for folder, splits in loaded.items() for v in folder_views(splits["train"].manifest, folder)]
+    for folder, view in tqdm(views, desc=f"probe {task}", unit="view"):
+        splits = loaded[folder]
+        x = {mode: matrix(s, view) for mode, s in splits.items()}
+        row = {k: getattr(view, k) for k in ("folder", "slot", "model", "pooling", "layer", "num_hidden_states", "prompt",
+                                              "chat_template")}  # fmt: skip
+        rows.append(row | probe_row(x, splits, multilabel, folds, seed, device))
+    if combine:
+        rows.append(combined_row(loaded, views, rows, setup, seed, device))
+    return rows, setup
+
+
+def probe_row(x: dict[str, torch.Tensor], splits: dict[str, StoredFeatures], multilabel: bool, folds: int, seed: int,
+              device: str) -> dict:  # fmt: skip
+    """One probe of the matrices `x` (per split): its C, selection metrics, valid and test metrics."""
+    y = {mode: s.labels for mode, s in splits.items()}
+    probe = select_and_fit(x["train"], y["train"], x["valid"], y["valid"], multilabel, cv=folds, seed=seed, device=device)
+    row = {"c": probe.c, "selected_on": probe.selected_on} | {f"selection_{k}": v for k, v in probe.selection.items()}
+    for mode in ("valid", "test"):
+        if mode in x:
+            row |= {f"{mode}_{k}": v for k, v in probe.evaluate(x[mode], y[mode].numpy()).items()}
+    return row
+
+
+def combined_row(loaded: dict, views: list[tuple[str, View]], rows: list[dict], setup: dict, seed: int, device: str) -> dict:
+    """A probe of the best view of each folder (by the selection metric), concatenated: the linear
+    ceiling of the stored features together."""
+    best: dict[str, tuple[float, View]] = {}
+    for (folder, view), row in zip(views, rows, strict=True):
+        value = row[f"selection_{setup['selection_metric']}"]
+        if folder not in best or value > best[folder][0]:
+            best[folder] = (value, view)
+    chosen = [(folder, view) for folder, (_, view) in best.items()]
+    splits = next(iter(loaded.values()))
+    x = {mode: torch.cat([matrix(loaded[f][mode], v) for f, v in chosen], dim=1) for mode in splits}
+    names = " + ".join(f"{view.folder}:{view.pooling}:{view.layer}" for _, view in chosen)
+    return {"folder": "combined", "slot": "all", "model": names, "pooling": "best view of each folder", "layer": -1,
+            "num_hidden_states": None, "prompt": "", "chat_template": False} | probe_row(
+        x, splits, setup["multilabel"], setup["cv"], seed, device)  # fmt: skip
+
+
+def best_rows(rows: list[dict], key: str) -> list[dict]:
+    """The best layer (by the selection metric) of every folder x pooling, best first."""
+    best: dict[tuple, dict] = {}
+    for row in rows:
+        group = (row["folder"], row["pooling"])
+        if group not in best or row[key] > best[group][key]:
+            best[group] = row
+    return sorted(best.values(), key=lambda r: -r[key])

@@ -1,0 +1,213 @@
+"""The extraction scripts' command line (`llama2_rep_extract.py`, `bert_rep_extract.py`,
+`roberta_rep_extract.py`; `fec extract SLOT`).
+
+    python llama2_rep_extract.py -device cuda -task ED -mode train     # the published command line
+    python bert_rep_extract.py --task ED --mode all --preset offline   # the offline stand-in
+    python llama2_rep_extract.py --task ED --compat reference          # the published recipe, quirks included
+    python llama2_rep_extract.py --task ED --layers all --pooling mean last   # every layer, two poolings (fec.features.spec)
+    accelerate launch --multi_gpu --num_processes 4 llama2_rep_extract.py --task ED --mode all
+
+The work itself (chunks, locks, data parallel, manifests) is `fec.features.extract.run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from fec.cli.options import ArgumentParser, common_options, flag, positive_int, task_name
+from fec.cli.script import run_script
+from fec.core.compat import BATCH_SIZE, REFERENCE_BATCH_SIZE
+from fec.core.data import MODES, DataError
+from fec.features.backbones import LOAD_IN, SLOTS, ModelError
+from fec.features.compute import NonFiniteFeaturesError
+from fec.features.extract import CHUNK_ROWS, DEVICE_MAPS, PeerFailed, run
+from fec.features.locks import LockHeld
+from fec.features.scale import close_distributed
+from fec.features.spec import LAYERS_HELP, POOLING_HELP, POOLINGS, STORE_DTYPES, VARIANT_LAYERS, VARIANT_POOLING
+from fec.features.standins import PRESETS
+from fec.features.store import StoreError
+
+
+def build_parser(slot: str) -> argparse.ArgumentParser:
+    spec = SLOTS[slot]
+    parser = ArgumentParser(
+        description=f"Extract {slot}-slot features: {spec.description}. Reads data/TASK/MODE.csv, writes "
+        f"dataset/TASK/{slot}/MODE.safetensors and a JSON manifest beside it. Every option also has its "
+        "single-dash spelling (-task, -mode, -device, ...).",
+        parents=[common_options()],
+    )
+    parser.add_argument(
+        *flag("task"),
+        type=task_name,
+        required=True,
+        help="task folder under --data_dir (letters, digits, . _ -, e.g. ED, go_emotion)",
+    )
+    parser.add_argument(*flag("mode"), default="all", choices=[*MODES, "all"], help="split to extract; all = every split present")
+    parser.add_argument(
+        *flag("model"),
+        default=None,
+        help=f"hub id, local model directory, or offline:NAME stand-in (default: {spec.default_model}, or the -preset's model)",
+    )
+    parser.add_argument(
+        *flag("preset"),
+        default=None,
+        choices=sorted(PRESETS),
+        help="a named set of models, one per slot: offline = the stand-ins shipped in PyPI packages (requirements-standins.txt)",
+    )
+    parser.add_argument(*flag("max_len"), type=positive_int, default=200, help="truncate texts to this many tokens")
+    parser.add_argument(
+        *flag("batch_size"),
+        type=positive_int,
+        default=None,
+        help=f"at most this many texts per batch (default: {BATCH_SIZE}; -compat reference: {REFERENCE_BATCH_SIZE[slot]}, as "
+        f"published)",
+    )
+    add_recipe_options(parser, slot)
+    add_store_options(parser)
+    add_placement_options(parser)
+    return parser
+
+
+def add_recipe_options(parser: argparse.ArgumentParser, slot: str) -> None:
+    """Batching, dtype, the published recipe switch and what it turns on."""
+    spec = SLOTS[slot]
+    parser.add_argument(*flag("max_tokens"), type=positive_int, default=16384, help="at most this many padded tokens per batch")
+    parser.add_argument(
+        *flag("dtype"),
+        default="auto",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        help="model weights dtype; auto = bfloat16 on CUDA (float16 with -compat reference, as published), float32 on CPU",
+    )
+    parser.add_argument(
+        *flag("compat"),
+        default="none",
+        choices=["none", "reference"],
+        help="reference = the published extraction, quirks included: "
+        + (
+            "every text padded to -max_len with the '[PAD]' string (the unknown id), mean over all positions, batches of 2 in "
+            "file order"
+            if slot == "llama"
+            else "batches of 50 in file order, padded to the longest"
+        ),
+    )
+    parser.add_argument(
+        *flag("batch_order"),
+        default=None,
+        choices=["length", "file"],
+        help="length = length-sorted batches under -max_tokens (default), file = consecutive rows (the published order)",
+    )
+    published_layers = f"{VARIANT_LAYERS[slot]}, the last " + ("5, as published" if slot == "llama" else "layer")
+    parser.add_argument(
+        *flag("layers"), nargs="+", default=None, metavar="LAYER", help=f"{LAYERS_HELP} (default: {published_layers})"
+    )
+    if spec.pooling == "layer_mean":
+        parser.add_argument(
+            *flag("llama_pooling"),
+            default=None,
+            choices=["masked", "unmasked_padded"],
+            help="masked = mean over real tokens (default); unmasked_padded = the published mean over all -max_len positions, "
+            "padding included (stored in the llama_unmasked_padded/ folder)",
+        )
+    add_variant_options(parser, slot)
+
+
+def add_variant_options(parser: argparse.ArgumentParser, slot: str) -> None:
+    """Poolings and prompts beyond the published extraction (`fec.features.spec`)."""
+    parser.add_argument(
+        *flag("pooling"),
+        nargs="+",
+        choices=POOLINGS,
+        default=None,
+        help="poolings to store, all from one forward pass: "
+        + "; ".join(f"{k} = {v}" for k, v in POOLING_HELP.items())
+        + f" (a variant without --pooling stores {VARIANT_POOLING[slot]}; without any of --pooling, --layers indices/all, "
+        "--prompt, --chat_template the extraction is the published one)",
+    )
+    parser.add_argument(
+        *flag("prompt"),
+        action="append",
+        default=None,
+        metavar="TEMPLATE",
+        help='wrap each text in TEMPLATE, which holds {text} once, e.g. \'This sentence : "{text}" means in one word:"\' '
+        "(PromptEOL); repeat for several prompts, whose features are averaged (MetaEOL); pair with --pooling last",
+    )
+    parser.add_argument(
+        *flag("chat_template"), action="store_true", help="render each (prompted) text with the tokenizer's chat template"
+    )
+    parser.add_argument(
+        *flag("store_dtype"),
+        default=None,
+        choices=STORE_DTYPES,
+        help="dtype of stored variant features (default bfloat16: half precision keeps every layer on disk affordable, "
+        "and bfloat16 never overflows); the published extractions are stored in float32",
+    )
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """Where the data and the store are, and which rows to extract."""
+    parser.add_argument(*flag("limit"), type=positive_int, default=None, help="only the first N rows of each split (quick runs)")
+    parser.add_argument(*flag("data_dir"), default="data", help="folder holding TASK/MODE.csv")
+    parser.add_argument(*flag("dataset_dir"), default="dataset", help="feature store root")
+    parser.add_argument(
+        *flag("overwrite", "--force", "-force"),
+        dest="overwrite",
+        action="store_true",
+        help="extract again and replace a finished split, whatever settings it was extracted with (without it, a split "
+        "with the same settings is skipped and one with other settings is refused)",
+    )
+    parser.add_argument(
+        *flag("wait"),
+        action="store_true",
+        help="when another process is extracting the same split (its MODE.lock), wait for it instead of stopping",
+    )
+
+
+def add_placement_options(parser: argparse.ArgumentParser) -> None:
+    """Chunks and resume, big-model placement and quantised weights."""
+    parser.add_argument(
+        *flag("chunk_rows"),
+        type=positive_int,
+        default=CHUNK_ROWS,
+        help="rows per chunk written to dataset/TASK/SLOT/MODE.parts/ while extracting (the unit of resume and of work per "
+        "process)",
+    )
+    parser.add_argument(
+        *flag("resume"),
+        dest="resume",
+        action="store_true",
+        default=True,
+        help="reuse finished chunks of an interrupted extraction with the same settings after verifying their sha256 (default)",
+    )
+    parser.add_argument(
+        *flag("no_resume"),
+        dest="resume",
+        action="store_false",
+        help="discard chunks of an interrupted extraction and start the split over",
+    )
+    parser.add_argument(
+        *flag("device_map"),
+        default=None,
+        choices=DEVICE_MAPS,
+        help="split the model over several devices with Accelerate big-model inference (GPUs, then CPU RAM, then disk); "
+        "inputs go to the first module's device",
+    )
+    parser.add_argument(
+        *flag("max_memory"), default=None, help="with -device_map: memory per device, e.g. 0=20GiB,1=20GiB,cpu=64GiB"
+    )
+    parser.add_argument(
+        *flag("load_in"),
+        default=None,
+        choices=LOAD_IN,
+        help="load the weights quantised to 8 or 4 bits with bitsandbytes (pip install bitsandbytes); recorded in the manifest",
+    )
+    parser.add_argument(*flag("trust_remote_code"), action="store_true", help="allow model code from the hub (off by default)")
+
+
+def main(slot: str, argv: list[str] | None = None) -> int:
+    return run_script(
+        build_parser(slot),
+        lambda args: run(args, slot),
+        (DataError, StoreError, ModelError, NonFiniteFeaturesError, PeerFailed, LockHeld),
+        argv,
+        cleanup=close_distributed,
+    )

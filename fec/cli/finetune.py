@@ -1,0 +1,244 @@
+"""`finetune.py` (`fec finetune`): fine-tune one encoder end to end, the baseline the fusion
+classifier is compared with (the trainer itself is `fec.classify.finetuning`).
+
+    python finetune.py --task semeval_eng --model offline:all-minilm-l6-v2 --runs 3
+    python finetune.py -dataset ED -model bert-large-cased -device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from fec.classify.cross_validation import chosen_folds
+from fec.classify.finetuning import (
+    FinetuneConfig,
+    TextDataset,
+    classifier_config,
+    pick_precision,
+    planned_warmup,
+    train_one_seed,
+    train_one_seed_cv,
+)
+from fec.cli.options import (
+    ArgumentParser,
+    add_fields,
+    chosen_seeds,
+    common_options,
+    config_from,
+    dropout_rate,
+    flag,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    seed_options,
+    trainer_options,
+)
+from fec.cli.script import run_script
+from fec.core.data import DataError, Split, available_modes, load_splits
+from fec.core.provenance import provenance
+from fec.features.backbones import DTYPES, ModelError, ensure_pad_token, model_fingerprint, pick_device, resolve_model
+from fec.runs.folder import finish_run, run_folder, write_json, write_results
+
+log = logging.getLogger("fec.classify.finetuning")
+
+
+def dtype_name(text: str) -> str:
+    """`--dtype`, with the short names `fp32`, `bf16`, `fp16` read as float32, bfloat16, float16."""
+    name = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(text, text)
+    if name != "auto" and name not in DTYPES:
+        raise argparse.ArgumentTypeError(f"must be auto or one of {', '.join(DTYPES)}, got {text!r}")
+    return name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        description="Fine-tune one encoder end to end (Hugging Face Trainer) on a task's CSVs: the baseline the fusion "
+        "classifier is compared with. Every option also has its single-dash spelling.",
+        parents=[trainer_options("folder holding TASK/MODE.csv"), seed_options(), common_options()],
+    )
+    add_fields(
+        parser,
+        FinetuneConfig,
+        {
+            "model": dict(
+                help="hub id, local model directory, or an offline stand-in (offline:all-minilm-l6-v2, offline:all-mpnet-base-v2)"
+            ),
+            "lr": dict(type=positive_float, help="peak AdamW learning rate"),
+            "batch_size": dict(type=positive_int, help="training batch size"),
+            "eval_batch_size": dict(type=positive_int, help="batch size for validation/test passes"),
+            "epochs": dict(type=positive_int, help="maximum number of epochs"),
+            "patience": dict(type=positive_int, help="stop after this many epochs without a lower validation loss"),
+            "warmup_steps": dict(type=non_negative_int, help="linear warmup steps (capped by --warmup_cap)"),
+            "warmup_cap": dict(
+                type=fraction,
+                help="at most this fraction of the planned steps (epochs x batches) is warmup, so small tasks reach the peak "
+                "rate",
+            ),
+            "weight_decay": dict(type=non_negative_float, help="AdamW weight decay (not on biases and LayerNorm)"),
+            "max_grad_norm": dict(type=positive_float, help="gradient clipping norm"),
+            "dropout": dict(type=dropout_rate, help="hidden and attention dropout of the encoder"),
+            "max_len": dict(type=positive_int, help="truncate texts to this many tokens"),
+            "threshold": dict(
+                type=probability,
+                help="multi-label tasks: one global decision threshold; default: one per label (0.05..0.95), tuned on "
+                "validation, or out of fold under --cv",
+            ),
+            "cv": dict(
+                type=non_negative_int,
+                help="choose the epoch count (and multi-label thresholds) by K-fold cross-validation on train, then fine-tune "
+                "on all of train; 0 = select on valid (default: 5 folds when valid has under 1000 rows and under a tenth of "
+                "train's; valid is then kept as a check)",
+            ),
+            "dtype": dict(
+                type=dtype_name,
+                aliases=("-precision", "--precision"),
+                help="mixed precision: auto = bfloat16 on CUDA when supported, else float32 (also fp32, bf16, fp16)",
+            ),
+        },
+    )
+    parser.add_argument(
+        *flag("multilabel"),
+        action="store_true",
+        help="read the CSVs as multi-label (one 0/1 column per label) instead of detecting the layout",
+    )
+    parser.add_argument(*flag("limit"), type=positive_int, default=None, help="only the first N rows of each split (quick runs)")
+    return parser
+
+
+def read_splits(args: argparse.Namespace) -> dict[str, Split]:
+    present = available_modes(args.data_dir, args.task)
+    # train and valid are required (a missing one is a one-line DataError); test only when present.
+    modes = ["train", "valid"] + (["test"] if "test" in present else [])
+    splits = load_splits(args.data_dir, args.task, modes, multilabel=True if args.multilabel else None)
+    if args.limit is not None:
+        for split in splits.values():
+            split.texts, split.labels = split.texts[: args.limit], split.labels[: args.limit]
+    return splits
+
+
+def run(args: argparse.Namespace) -> dict:
+    from transformers import AutoTokenizer
+
+    seeds = chosen_seeds(args)
+    splits = read_splits(args)
+    train = splits["train"]
+    multilabel, label_names = train.multilabel, train.label_names
+    if args.threshold is not None and not multilabel:
+        log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.task)
+    folds = chosen_folds(args, len(splits["valid"]), len(train))
+    cfg = config_from(FinetuneConfig, args, threshold=args.threshold if multilabel else None, cv=folds)
+    device = pick_device(args.device)
+    pick_precision(cfg.dtype, device)  # refuse a bad combination before any work
+    resolved = resolve_model(args.model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(resolved))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{args.model}: cannot load its tokenizer ({str(err).splitlines()[0]})") from err
+    ensure_pad_token(tokenizer)
+    config, dropout_set = classifier_config(resolved, label_names, multilabel, cfg.dropout, tokenizer.pad_token_id)
+
+    with run_folder(args.out, f"{args.task}_finetune") as run_dir:
+        return finetune_run(args, run_dir, cfg, seeds, splits, resolved, tokenizer, config, dropout_set, device)
+
+
+def finetune_run(args: argparse.Namespace, run_dir: Path, cfg: FinetuneConfig, seeds: list[int], splits: dict[str, Split],
+                 resolved, tokenizer, config, dropout_set: dict, device: torch.device) -> dict:  # fmt: skip
+    """Fine-tune every seed into `run_dir` and write the run's files."""
+    train = splits["train"]
+    multilabel, label_names = train.multilabel, train.label_names
+    if "test" not in splits:
+        log.warning("%s: no test.csv; reporting validation metrics only", args.task)
+    warmup, planned = planned_warmup(cfg, len(train))
+    log.info("run folder %s; model %s (%s); %s-label, %d labels; device %s; seeds %s; warmup %d of %d planned steps",
+             run_dir, args.model, resolved, "multi" if multilabel else "single", len(label_names), device, seeds, warmup,
+             planned)  # fmt: skip
+    datasets = tokenised(splits, tokenizer, cfg.max_len, multilabel)
+    if not dropout_set:
+        log.warning("%s: no hidden/attention dropout setting found in its config; -dropout has no effect", args.model)
+    fingerprint = model_fingerprint(resolved)
+    write_json(run_dir / "config.json", {
+        "args": vars(args), "seeds": seeds, "finetune_config": asdict(cfg), "device": str(device),
+        "model_path": str(resolved), "model_fingerprint": fingerprint, "model_type": config.model_type,
+        "dropout_set": dropout_set, "warmup_steps_used": warmup, "planned_steps": planned,
+        "problem_type": "multi_label_classification" if multilabel else "single_label_classification",
+        "selection": f"{cfg.cv}-fold cross-validation on train (each fold: lowest held-out loss, early stop after "
+        f"{cfg.patience} epochs), then all of train for the median epoch count" if cfg.cv else
+        f"lowest validation loss, early stop after {cfg.patience} epochs without improvement",
+        "rows": {m: len(s.texts) for m, s in splits.items()}, "label_names": label_names,
+        "csv_sha256": {m: s.csv_sha256 for m, s in splits.items()}, **provenance(),
+    })  # fmt: skip
+    model_spec = {"kind": "finetune", "model": args.model, "model_path": str(resolved), "model_fingerprint": fingerprint,
+                  "task": args.task, "label_names": label_names, "max_len": cfg.max_len}  # fmt: skip
+    if multilabel:
+        rule = "global" if cfg.threshold is not None else f"per-label, tuned {'out of fold' if cfg.cv else 'on valid'}"
+        model_spec |= {"multilabel": True, "threshold_rule": rule, "thresholds": {}}
+    write_json(run_dir / "model.json", model_spec)
+    started, results = time.perf_counter(), []
+    for seed in seeds:
+        if cfg.cv:
+            result = train_one_seed_cv(cfg, resolved, config, tokenizer, datasets, label_names, multilabel, seed, device,
+                                       run_dir)  # fmt: skip
+        else:
+            result = train_one_seed(cfg, resolved, config, tokenizer, datasets, label_names, multilabel, seed, device, run_dir,
+                                    warmup)  # fmt: skip
+        if multilabel:
+            model_spec["thresholds"][str(seed)] = result.thresholds
+            write_json(run_dir / "model.json", model_spec)
+        log_seed(result, multilabel)
+        results.append(result)
+        write_results(run_dir, args.task, results, sources=[f"finetune:{args.model}"], multilabel=multilabel, finished=False)
+    settings = {"model": args.model, "lr": cfg.lr, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
+                **({"selection": f"cv{cfg.cv}"} if cfg.cv else {})}  # fmt: skip
+    return finish_run(run_dir, args.out, args.task, results, sources=[f"finetune:{args.model}"],
+                      labels={m: s.labels for m, s in splits.items()}, label_names=label_names, multilabel=multilabel,
+                      threshold=cfg.threshold, method="finetune", recipe="", settings=settings,
+                      seconds=round(time.perf_counter() - started, 2), texts={m: s.texts for m, s in splits.items()})  # fmt: skip
+
+
+def tokenised(splits: dict[str, Split], tokenizer, max_len: int, multilabel: bool) -> dict[str, TextDataset]:
+    """Every split tokenised once (unpadded; the collator pads each batch)."""
+    datasets = {
+        mode: TextDataset(dict(tokenizer(split.texts, truncation=True, max_length=max_len)), split.labels, multilabel)
+        for mode, split in splits.items()
+    }
+    for ds in datasets.values():
+        ds.encodings = {k: v for k, v in ds.encodings.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    return datasets
+
+
+def log_seed(result, multilabel: bool) -> None:
+    shown, name = (result.test, "test") if result.test else (result.valid, "valid")
+    if multilabel:
+        log.info("seed %d: best epoch %d of %d | %s macro-F1 %.2f micro-F1 %.2f subset acc %.2f Jaccard %.2f | %.1fs",
+                 result.seed, result.best_epoch, result.epochs_run, name, shown["macro_f1"], shown["micro_f1"],
+                 shown["subset_acc"], shown["jaccard"], result.train_seconds)  # fmt: skip
+    else:
+        log.info("seed %d: best epoch %d of %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", result.seed, result.best_epoch,
+                 result.epochs_run, name, shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)  # fmt: skip
+
+
+def run_without_hf_bars(args: argparse.Namespace) -> dict:
+    """`run` with the Hub's per-file "Loading weights"/"Writing model shards" bars off (once per
+    seed and epoch they drown the log), restored after."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return run(args)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script(build_parser(), run_without_hf_bars, (DataError, ModelError), argv)

@@ -1,0 +1,167 @@
+"""`predict.py` (`fec predict`): classify new text with a trained run (a `main.py` or `finetune.py`
+Logs folder): top-k labels with probabilities.
+
+    python predict.py --run Logs/ED_20261122-101500 --text "I finally got the job!"
+    python predict.py --run Logs/ED_20261122-101500 --text "so scared" --text "what a gift" --topk 5 --json
+    python predict.py --run Logs/ED_20261122-101500 --input texts.csv --output predictions.csv
+    echo "I miss my grandmother" | python predict.py --run Logs/ED_20261122-101500
+
+The backbones are loaded once per call with the settings recorded in the run's feature
+manifests, and refused when their weights differ from those the model was trained on.
+Multi-label runs print every label whose probability reaches its decision threshold, or
+"(no emotion)"; with --output, `label` joins them with `+` and `p_LABEL` columns hold the probabilities.
+--output may not lie inside a run folder, so a run's own files are never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from fec.cli.options import (
+    ArgumentParser,
+    UsageError,
+    common_options,
+    existing_dir,
+    existing_file,
+    flag,
+    non_negative_int,
+    output_file,
+    positive_int,
+)
+from fec.cli.script import run_script
+from fec.core.data import DataError, check_texts, read_text_column
+from fec.core.files import atomic_write
+from fec.features.backbones import ModelError
+from fec.inference.classifier import EmotionClassifier, RunError, read_run_spec
+from fec.runs.run_files import RunFileError, run_holding
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        description="Predict emotion labels for new text with a trained run. Text comes from --text, --input, or "
+        "standard input. Every option also has its single-dash spelling.",
+        parents=[common_options("cuda, cpu, or auto")],
+    )
+    parser.add_argument(
+        *flag("run"),
+        type=existing_dir,
+        required=True,
+        help="a run folder written by main.py or finetune.py (Logs/TASK_STAMP, Logs/TASK_finetune_STAMP)",
+    )
+    parser.add_argument(*flag("text"), action="append", default=None, help="a text to classify (repeatable)")
+    parser.add_argument(*flag("input"), type=existing_file, default=None, help="a UTF-8 CSV file with a `text` column")
+    parser.add_argument(
+        *flag("output"),
+        type=output_file,
+        default=None,
+        help="write predictions as CSV here (with -input: the input's columns plus label, prob and top-k columns)",
+    )
+    parser.add_argument(
+        *flag("topk"), type=positive_int, default=3, help="labels to show per text (at most the run's number of labels)"
+    )
+    parser.add_argument(*flag("json"), action="store_true", help="print JSON lines instead of a table")
+    parser.add_argument(
+        *flag("seed"), type=non_negative_int, default=None, help="which seed's checkpoint (default: the best on validation)"
+    )
+    parser.add_argument(
+        *flag("ensemble"),
+        action="store_true",
+        help="average the probabilities of every seed of the run (an ensemble, not a single model; results.json reports "
+        "its test metrics beside the seeds' mean±std)",
+    )
+    parser.add_argument(*flag("batch_size"), type=positive_int, default=64, help="texts per backbone batch")
+    parser.add_argument(
+        *flag("model"),
+        action="append",
+        default=None,
+        metavar="SLOT=MODEL",
+        help="load a slot's backbone from elsewhere, e.g. llama=/models/llama2 (must be the same weights)",
+    )
+    return parser
+
+
+def read_texts(args: argparse.Namespace) -> tuple[list[str], pd.DataFrame | None]:
+    """The texts to classify, each refused when empty (named by its -text number or CSV row)."""
+    if args.input:
+        return read_text_column(args.input)
+    if args.text:
+        check_texts(args.text, "-text")
+        return args.text, None
+    if sys.stdin.isatty():
+        raise RunError("no text given: use -text, -input FILE, or pipe text on standard input")
+    texts = [line.strip() for line in sys.stdin if line.strip()]
+    if not texts:
+        raise RunError("standard input holds no text (one text per line)")
+    return texts, None
+
+
+def overrides(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        slot, sep, model = pair.partition("=")
+        if not sep or slot not in ("llama", "bert", "roberta") or not model:
+            raise RunError(f"-model {pair}: expected SLOT=MODEL with SLOT one of llama, bert, roberta")
+        out[slot] = model
+    return out
+
+
+def write_predictions(args: argparse.Namespace, clf, texts: list[str], frame: pd.DataFrame | None, probs, predictions) -> None:
+    out = frame.copy() if frame is not None else pd.DataFrame({"text": texts})
+    if clf.multilabel:
+        out["label"] = ["+".join(label for label, _ in p) for p in predictions]
+        out["prob"] = [round(p[0][1], 6) if p else None for p in predictions]
+        for j, name in enumerate(clf.label_names):
+            out[f"p_{name}"] = probs[:, j].round(6)
+    else:
+        out["label"] = [p[0][0] for p in predictions]
+        out["prob"] = [round(p[0][1], 6) for p in predictions]
+    out["topk"] = [" ".join(f"{label}:{prob:.4f}" for label, prob in p) for p in predictions]
+    atomic_write(Path(args.output), lambda tmp: out.to_csv(tmp, index=False))
+    print(f"wrote {len(out)} predictions to {args.output}", file=sys.stderr)
+
+
+def check_combination(args: argparse.Namespace) -> None:
+    """Options that would be silently ignored, or would overwrite the input or a run's files, are refused."""
+    if args.input and args.text:
+        raise UsageError("-text and -input: give the texts one way (the -input file, or -text)")
+    if args.ensemble and args.seed is not None:
+        raise UsageError(f"-ensemble and -seed {args.seed}: the ensemble uses every seed; drop one of them")
+    if args.json and args.output:
+        raise UsageError("-json and -output: -output writes CSV; drop one of them")
+    if args.input and args.output and Path(args.output).resolve() == Path(args.input).resolve():
+        raise UsageError(f"-output {args.output}: is the -input file; name another file so the input is kept")
+    folder = run_holding(Path(args.output), args.run) if args.output else None
+    if folder is not None:
+        raise UsageError(f"-output {args.output}: is inside the run folder {folder}; write predictions outside it, "
+                         "so the run's files stay as they were trained")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> None:
+    check_combination(args)
+    texts, frame = read_texts(args)
+    models = overrides(args.model)
+    labels = read_run_spec(args.run)["label_names"]
+    if args.topk > len(labels):
+        raise RunError(f"-topk {args.topk}: the run has {len(labels)} labels")
+    clf = EmotionClassifier.load(args.run, seed=args.seed, device=args.device, models=models, ensemble=args.ensemble)
+    probs = clf.predict_proba(texts, batch_size=args.batch_size)
+    predictions = clf.rank(probs, topk=args.topk)
+    if args.output:
+        write_predictions(args, clf, texts, frame, probs, predictions)
+    elif args.json:
+        for text, top in zip(texts, predictions, strict=False):
+            print(json.dumps({"text": text, "labels": [{"label": label, "prob": round(prob, 6)} for label, prob in top]}))
+    else:
+        for text, top in zip(texts, predictions, strict=False):
+            shown = text if len(text) <= 70 else text[:67] + "..."
+            labels = "   ".join(f"{label} {prob:.3f}" for label, prob in top)
+            print(f"{shown}\n    " + (labels or "(no emotion above its threshold)"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script(build_parser(), run, (RunError, RunFileError, ModelError, DataError), argv)

@@ -1,0 +1,119 @@
+"""Metrics, per-label decision thresholds and mean±std over seeds, shared by every trainer and the report.
+
+    from fec.core.metrics import classification_metrics, format_summary, summarise
+    classification_metrics(labels, preds)      # {"acc": .., "wf1": .., "macro_f1": ..} in percent
+    format_summary(summarise(results)["test"])  # "Acc: 60.44±0.47 | wF1: 59.80±0.54 | macro-F1: .."
+
+Single-label: accuracy, weighted F1 (the paper's metrics) and macro-F1. Multi-label (multi-hot
+rows): macro-F1 (SemEval's official metric), micro-F1, subset accuracy and Jaccard; thresholds
+are tuned per label on validation over the grid 0.05..0.95.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, jaccard_score
+
+
+def classification_metrics(labels: np.ndarray, preds: np.ndarray) -> dict:
+    return {
+        "acc": 100 * accuracy_score(labels, preds),
+        "wf1": 100 * f1_score(labels, preds, average="weighted", zero_division=0),
+        "macro_f1": 100 * f1_score(labels, preds, average="macro", zero_division=0),
+    }
+
+
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # 0.05, 0.10, ..., 0.95 (0.5 included)
+MULTILABEL_KEYS = ("macro_f1", "micro_f1", "subset_acc", "jaccard")
+SINGLE_LABEL_KEYS = ("acc", "wf1", "macro_f1")
+
+
+def multilabel_metrics(labels: np.ndarray, preds: np.ndarray, label_names: list[str] | None = None) -> dict:
+    """Percentages for multi-hot (N, K) arrays: macro-F1 (the mean of the per-label F1s, SemEval's
+    official metric), micro-F1, subset accuracy (every label right) and Jaccard (samples average;
+    a text with no gold and no predicted label counts as 1, a correct "neutral").
+    With `label_names`, also `per_label_f1` {name: F1}."""
+    labels, preds = np.asarray(labels).astype(np.int64), np.asarray(preds).astype(np.int64)
+    per_label = f1_score(labels, preds, average=None, zero_division=0)
+    out = {
+        "macro_f1": 100 * float(per_label.mean()),
+        "micro_f1": 100 * f1_score(labels, preds, average="micro", zero_division=0),
+        "subset_acc": 100 * accuracy_score(labels, preds),
+        "jaccard": 100 * jaccard_score(labels, preds, average="samples", zero_division=1.0),
+    }
+    if label_names is not None:
+        out["per_label_f1"] = {name: 100 * float(f) for name, f in zip(label_names, per_label, strict=False)}
+    return out
+
+
+def binary_f1_grid(labels: np.ndarray, probs: np.ndarray, grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
+    """F1 of every label at every threshold: (len(grid), K); 0 where a label has no gold and no predicted positive."""
+    labels = np.asarray(labels).astype(bool)[None]  # (1, N, K)
+    predicted = np.asarray(probs)[None] >= np.asarray(grid)[:, None, None]  # (G, N, K)
+    tp = (predicted & labels).sum(axis=1)
+    fp = (predicted & ~labels).sum(axis=1)
+    fn = (~predicted & labels).sum(axis=1)
+    denominator = 2 * tp + fp + fn
+    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+
+
+def tune_thresholds(labels: np.ndarray, probs: np.ndarray, grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
+    """One threshold per label: the grid value maximising that label's F1 on these rows, ties going
+    to the value nearest 0.5. The grid holds 0.5, so every label's F1, and so macro-F1, is at least
+    its value at 0.5 on the rows tuned on."""
+    grid = np.asarray(grid, dtype=float)
+    scores = binary_f1_grid(labels, probs, grid)  # (G, K)
+    order = np.argsort(np.abs(grid - 0.5), kind="stable")  # nearest 0.5 first, so argmax keeps it on ties
+    best = order[np.argmax(scores[order], axis=0)]
+    return grid[best]
+
+
+def summary_keys(metrics: dict) -> tuple[str, ...]:
+    return SINGLE_LABEL_KEYS if "wf1" in metrics else MULTILABEL_KEYS
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample std (ddof=1); std is None for a single value."""
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None)
+
+
+def mean_std_stats(values: list[float]) -> dict[str, float | None]:
+    """`mean_std` as `{"mean": .., "std": ..}`, the form results.json, runs.csv and report.py use."""
+    return dict(zip(("mean", "std"), mean_std(values), strict=False))
+
+
+def mean_std_cell(stats: dict | None) -> str:
+    """`49.36±0.53` from `{"mean": .., "std": ..}` (no ± for one seed); empty when there are no stats."""
+    if not stats:
+        return ""
+    return f"{stats['mean']:.2f}" + (f"±{stats['std']:.2f}" if stats.get("std") is not None else "")
+
+
+def summarise(results: list) -> dict:
+    """Mean and std over seeds of each split's metrics (single- or multi-label keys, from the
+    metrics themselves); multi-label runs add per-label F1 and `valid_at_0.5`."""
+    summary = {}
+    for split, attr in (("valid", "valid"), ("test", "test"), ("valid_at_0.5", "valid_at_05"), ("cv", "cv_metrics")):
+        rows = [getattr(r, attr, None) for r in results]
+        rows = [r for r in rows if r is not None]
+        if rows:
+            summary[split] = {k: mean_std_stats([r[k] for r in rows]) for k in summary_keys(rows[0])}
+            if "per_label_f1" in rows[0]:
+                summary[split]["per_label_f1"] = {
+                    name: mean_std_stats([r["per_label_f1"][name] for r in rows]) for name in rows[0]["per_label_f1"]
+                }
+    return summary
+
+
+def format_summary(stats: dict) -> str:
+    """`Acc: 60.44±0.47 | wF1: 59.80±0.54 | macro-F1: 45.10±0.70`, as the paper reports; multi-label:
+    `macro-F1: 60.10±0.70 | micro-F1: 65.20±0.40 | subset acc: 40.00±1.00 | Jaccard: 55.00±0.50`."""
+    if "wf1" not in stats:
+        return (
+            f"macro-F1: {mean_std_cell(stats['macro_f1'])} | micro-F1: {mean_std_cell(stats['micro_f1'])} | "
+            f"subset acc: {mean_std_cell(stats['subset_acc'])} | Jaccard: {mean_std_cell(stats['jaccard'])}"
+        )
+    return (
+        f"Acc: {mean_std_cell(stats['acc'])} | wF1: {mean_std_cell(stats['wf1'])} | macro-F1: {mean_std_cell(stats['macro_f1'])}"
+    )

@@ -1,0 +1,316 @@
+"""Classify new text with a trained run: the same backbones, the same pooling, the same fusion.
+
+    from fec import EmotionClassifier
+    clf = EmotionClassifier.load("Logs/ED_20261122-101500")
+    clf.predict(["I finally got the job!"], topk=3)
+    # [[('excited', 0.41), ('proud', 0.22), ('joyful', 0.12)]]
+
+The run's `model.json` names every feature source with the manifest it was trained on; each
+backbone is loaded once, with the settings recorded there, and refused when its weights differ
+from those the features were extracted with (weights sha256 or hub revision).
+
+Multi-label runs (`"multilabel": true` in model.json) score each label with a sigmoid and
+`predict` returns every label at or above its decision threshold (saved per seed with the run),
+most likely first; an empty list means no emotion ("neutral"). Runs of `finetune.py`
+(`"kind": "finetune"` in model.json) load as a `FinetunedClassifier` with the same methods.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fec.classify.fusion import DownstreamModel
+from fec.features.backbones import Backbone, ModelError, load_backbone, model_fingerprint, pick_device, pick_dtype, resolve_model
+from fec.features.compute import extract_features
+from fec.features.spec import slot_mismatch, spec_of_pick
+from fec.runs.run_files import RunFileError, read_checkpoint, read_model_spec, read_results
+
+log = logging.getLogger(__name__)
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used for prediction (one line, names the file)."""
+
+
+@dataclass
+class FeatureSource:
+    """One store folder the model reads: the backbone and the recipe its features were made with."""
+
+    store_dir: str
+    manifest: dict
+    backbone: Backbone | None = None
+    pick: dict | None = None  # a pooling and layers of a variant folder (FeaturePick.record)
+
+    def compute(self, texts: list[str], batch_size: int) -> torch.Tensor:
+        m = self.manifest
+        if self.pick is not None:
+            spec = spec_of_pick(m["slot"], self.pick)
+            features, _ = extract_features(self.backbone, texts, m["slot"], max_len=m["max_len"], batch_size=batch_size,
+                                           desc=f"{m['slot']} features", spec=spec)  # fmt: skip
+            # Rounded to the store's dtype as the training features were, then one vector per layer.
+            chosen = features[:, 0].to(getattr(torch, m["feature_dtype"])).float()
+            return chosen if m["slot"] == "llama" else chosen.mean(dim=1)
+        features, _ = extract_features(
+            self.backbone,
+            texts,
+            m["slot"],
+            layers=m.get("layers") or 1,
+            max_len=m["max_len"],
+            batch_size=batch_size,
+            llama_pooling=m.get("llama_pooling") or "masked",
+            desc=f"{m['slot']} features",
+        )
+        return features
+
+
+FINGERPRINT_KEYS = {"local": "weights_sha256", "hub": "revision"}
+
+
+def fingerprints_match(expected: dict, actual: dict) -> bool:
+    """Whether two model fingerprints name the same weights; a fingerprint without its key
+    (the weights' sha256, or the hub revision) matches nothing, since it proves nothing."""
+    key = FINGERPRINT_KEYS.get(expected.get("kind"))
+    return (
+        key is not None
+        and expected.get("kind") == actual.get("kind")
+        and expected.get(key) is not None
+        and expected.get(key) == actual.get(key)
+    )
+
+
+def check_fingerprint(manifest: dict, where: Path) -> None:
+    """Refuse a run whose recorded fingerprint for a backbone cannot verify any weights."""
+    recorded = manifest.get("model_fingerprint") or {}
+    key = FINGERPRINT_KEYS.get(recorded.get("kind"))
+    if key is None or not recorded.get(key):
+        raise RunError(
+            f"{where}: the {manifest.get('slot', '?')} backbone's model_fingerprint has no "
+            f"{key or 'kind'}, so the weights cannot be checked; re-extract the features and retrain"
+        )
+
+
+def load_source_backbone(source: FeatureSource, device: torch.device, model: str | None) -> Backbone:
+    m = source.manifest
+    spec = model or m["model"]
+    fingerprint = model_fingerprint(resolve_model(spec))
+    if not fingerprints_match(m["model_fingerprint"], fingerprint):
+        raise ModelError(
+            f"{spec}: these weights differ from the {m['slot']} backbone the model was trained on "
+            f"({m['model']}, {m['model_fingerprint']}); use the same model or retrain"
+        )
+    # The dtype the features were extracted in (bfloat16 runs on CPU too); float16 only on CUDA.
+    dtype = pick_dtype(m["dtype"], device) if device.type == "cuda" or m["dtype"] != "float16" else torch.float32
+    return load_backbone(spec, device, dtype)
+
+
+class LabelRanking:
+    """What single- and multi-label classifiers share: turning probabilities into named labels."""
+
+    label_names: list[str]
+    multilabel: bool = False
+    thresholds: np.ndarray | None = None
+
+    def rank(self, probs: np.ndarray, topk: int = 3) -> list[list[tuple[str, float]]]:
+        """Single-label: the `topk` labels by probability. Multi-label: every label whose probability
+        reaches its threshold, most likely first (`topk` does not cut them)."""
+        if self.multilabel:
+            chosen = probs >= self.thresholds
+            return [
+                [(self.label_names[j], float(row[j])) for j in np.argsort(-row) if keep[j]]
+                for row, keep in zip(probs, chosen, strict=False)
+            ]
+        k = min(topk, len(self.label_names))
+        top = np.argsort(-probs, axis=1)[:, :k]
+        return [[(self.label_names[j], float(row[j])) for j in idx] for row, idx in zip(probs, top, strict=False)]
+
+    def predict(self, texts: list[str], topk: int = 3, batch_size: int = 64) -> list[list[tuple[str, float]]]:
+        """The `topk` labels of each text with their probabilities, most likely first; for
+        multi-label runs, the labels above their thresholds (possibly none)."""
+        return self.rank(self.predict_proba(texts, batch_size), topk)
+
+
+def run_thresholds(spec: dict, seed: int, path: Path) -> np.ndarray | None:
+    """The decision thresholds saved for `seed` in a multi-label run's model.json."""
+    if not spec.get("multilabel"):
+        return None
+    saved = (spec.get("thresholds") or {}).get(str(seed))
+    if saved is None:
+        raise RunError(f"{path}: no decision thresholds for seed {seed} (did the run finish?)")
+    return np.asarray(saved, dtype=np.float32)
+
+
+class EmotionClassifier(LabelRanking):
+    """A trained fusion classifier with its backbones, ready for raw text: one seed's model, or
+    with `ensemble=True` every seed's, their probabilities averaged."""
+
+    def __init__(
+        self,
+        heads: list[DownstreamModel],
+        sources: dict[str, FeatureSource],
+        order: list[str],
+        label_names: list[str],
+        run_dir: Path,
+        seeds: list[int],
+        device: torch.device,
+        thresholds: np.ndarray | None = None,
+    ):
+        self.heads = [head.to(device).eval() for head in heads]
+        self.model, self.sources, self.order = self.heads[0], sources, order
+        self.label_names, self.run_dir, self.seeds, self.device = label_names, run_dir, seeds, device
+        self.seed = seeds[0] if len(seeds) == 1 else None
+        self.multilabel, self.thresholds = thresholds is not None, thresholds
+
+    @classmethod
+    def load(cls, run_dir: Path | str, seed: int | None = None, device: str = "auto", models: dict[str, str] | None = None,
+             ensemble: bool = False) -> EmotionClassifier:  # fmt: skip
+        """Load a `main.py` run. `seed` picks a checkpoint (default: the best seed on validation);
+        `ensemble` averages the probabilities of every seed of the run (multi-label thresholds
+        tuned for the ensemble on valid); `models` overrides where a slot's backbone is loaded
+        from (it must be the same weights). A `finetune.py` run loads as a `FinetunedClassifier`."""
+        run_dir = Path(run_dir)
+        spec = read_run_spec(run_dir)
+        if spec.get("kind") == "finetune":
+            if models or ensemble:
+                raise RunError(f"{run_dir}: a fine-tuned run carries its own encoder; -model and -ensemble apply to fusion runs")
+            return FinetunedClassifier.load(run_dir, spec, seed, device)
+        if ensemble and seed is not None:
+            raise RunError(f"-ensemble with -seed {seed}: the ensemble uses every seed of the run")
+        seeds = chosen_seeds(run_dir, seed, ensemble)
+        heads = [load_head(run_dir, spec, number) for number in seeds]
+        torch_device = pick_device(device)
+        store_dirs = spec.get("store_dirs") or {s: s for s in spec["sources"]}
+        manifests = spec["feature_manifests"]
+        picks = spec.get("feature_picks") or {}
+        for name in spec["sources"]:  # every fingerprint and pick checked before the first backbone loads
+            check_fingerprint(manifests[name], run_dir / "model.json")
+            problem = slot_mismatch(name, manifests[name]) if name in picks else None
+            if problem:
+                raise RunError(f"{run_dir / 'model.json'}: the {name} source {problem}")
+        sources: dict[str, FeatureSource] = {}
+        # One feature source per store folder and pick (the published loader defect reads one folder twice).
+        order = [store_dirs[name] + (f":{picks[name]['pick']}" if name in picks else "") for name in spec["sources"]]
+        for name, key in zip(spec["sources"], order, strict=True):
+            if key not in sources:
+                source = FeatureSource(store_dirs[name], manifests[name], pick=picks.get(name))
+                source.backbone = load_source_backbone(source, torch_device, (models or {}).get(source.manifest["slot"]))
+                sources[key] = source
+        if len(seeds) > 1 and spec.get("multilabel"):
+            if not spec.get("ensemble_thresholds"):
+                raise RunError(f"{run_dir / 'model.json'}: no ensemble thresholds (the run did not finish its seeds)")
+            thresholds = np.asarray(spec["ensemble_thresholds"], dtype=np.float32)
+        else:
+            thresholds = run_thresholds(spec, seeds[0], run_dir / "model.json")
+        return cls(heads, sources, order, spec["label_names"], run_dir, seeds, torch_device, thresholds)
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities (N, C), columns in `label_names` order (softmax; per-label sigmoid
+        for multi-label runs)."""
+        if not texts:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        computed = {folder: src.compute(list(texts), batch_size) for folder, src in self.sources.items()}
+        inputs = [computed[folder].to(self.device) for folder in self.order]
+        squash = torch.sigmoid if self.multilabel else (lambda z: torch.softmax(z, dim=1))
+        probs = []
+        for head in self.heads:
+            logits = torch.cat([head(*(x[i : i + 4096] for x in inputs)) for i in range(0, len(texts), 4096)])
+            probs.append(squash(logits.float()).cpu().numpy())
+        return np.mean(probs, axis=0)
+
+
+class FinetunedClassifier(LabelRanking):
+    """A `finetune.py` run: one fine-tuned encoder with its classification head and tokenizer,
+    saved per seed under `checkpoints/seedN/` with `save_pretrained`."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        label_names: list[str],
+        max_len: int,
+        run_dir: Path,
+        seed: int,
+        device: torch.device,
+        thresholds: np.ndarray | None = None,
+    ):
+        self.model, self.tokenizer, self.max_len = model.to(device).eval(), tokenizer, max_len
+        self.label_names, self.run_dir, self.seed, self.device = label_names, run_dir, seed, device
+        self.multilabel, self.thresholds = thresholds is not None, thresholds
+
+    @classmethod
+    def load(cls, run_dir: Path, spec: dict, seed: int | None = None, device: str = "auto") -> FinetunedClassifier:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if seed is None:
+            (seed,) = chosen_seeds(run_dir, None, ensemble=False)
+        folder = run_dir / "checkpoints" / f"seed{seed}"
+        if not (folder / "config.json").is_file():
+            raise RunError(f"{folder}: no saved model for seed {seed}")
+        torch_device = pick_device(device)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+        thresholds = run_thresholds(spec, seed, run_dir / "model.json")
+        return cls(model, tokenizer, spec["label_names"], int(spec["max_len"]), run_dir, seed, torch_device, thresholds)
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Probabilities (N, C) in `label_names` order: softmax, or per-label sigmoid for multi-label runs."""
+        if not texts:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenizer(
+                list(texts[start : start + batch_size]),
+                truncation=True,
+                max_length=self.max_len,
+                padding=True,
+                return_tensors="pt",
+            ).to(self.device)
+            logits = self.model(**batch).logits.float()
+            chunks.append(torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1))
+        return torch.cat(chunks).cpu().numpy()
+
+
+def chosen_seeds(run_dir: Path, seed: int | None, ensemble: bool) -> list[int]:
+    """The seeds a prediction uses, decided from results.json before any model loads: `seed`, the
+    best seed on validation, or every seed for an ensemble (refused for a run of one seed, whose
+    "ensemble" would be that seed's model under another name)."""
+    results = read_results(run_dir)
+    trained = [entry["seed"] for entry in results["seeds"]]
+    if ensemble:
+        if len(trained) < 2:
+            has = f"one seed ({trained[0]})" if trained else "no finished seed"
+            raise RunError(f"-ensemble: {run_dir} has {has}; an ensemble needs a run with several seeds (-runs N)")
+        return trained
+    if seed is not None:
+        return [seed]
+    if "best_seed" not in results:
+        raise RunFileError(run_dir / "results.json", "no `best_seed` (an integer expected); did a seed finish?")
+    return [results["best_seed"]]
+
+
+def load_head(run_dir: Path, spec: dict, seed: int) -> DownstreamModel:
+    """One seed's fusion model: built from model.json's `model`, its weights from the seed's checkpoint."""
+    checkpoint = run_dir / "checkpoints" / f"seed{seed}.safetensors"
+    if not checkpoint.is_file():
+        raise RunError(f"{checkpoint}: no checkpoint for seed {seed}")
+    state = read_checkpoint(checkpoint)
+    try:
+        head = DownstreamModel(**spec["model"])
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise RunFileError(run_dir / "model.json", f"`model` does not build a fusion model ({err})") from err
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as err:  # torch lists every mismatched tensor: the first line says what
+        raise RunFileError(checkpoint, f"does not fit the model in model.json ({str(err).splitlines()[0]})") from err
+    return head
+
+
+def read_run_spec(run_dir: Path | str) -> dict:
+    """A run's model.json (label names, sources, recipe), checked: cheap, read before any backbone loads."""
+    return read_model_spec(Path(run_dir))
