@@ -83,13 +83,12 @@ import torch
 
 from fec.cli.options import ArgumentParser, Distinct, device, non_negative_int, output_file, positive_int, task_name
 from fec.cli.script import fail, run_script
-from fec.core.data import MODES, DataError, available_modes, load_split
+from fec.core.data import MODES, available_modes, load_split
 from fec.core.files import atomic_write_text
 from fec.core.provenance import provenance
-from fec.features.backbones import SLOTS, Backbone, ModelError, load_backbone, pick_device, pick_dtype, resolve_model
+from fec.features.backbones import SLOTS, Backbone, load_backbone, pick_device, pick_dtype, resolve_model
 from fec.features.compute import extract_features, pad_right
 from fec.features.standins import PREFIX, PRESETS, STANDINS
-from fec.features.store import StoreError
 
 log = logging.getLogger("bench.extract_speed")
 # Workers run as `python -m bench.extract_speed` from here, installed or not.
@@ -947,7 +946,7 @@ def all_layers_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, (DataError, ModelError, StoreError), argv)
+    return run_script(build_parser(), run, argv)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -47,11 +47,9 @@ from fec.classify.fusion_inputs import FusionData, SplitInputs
 from fec.classify.fusion_training import TrainConfig, train_seed
 from fec.cli.options import ArgumentParser, device, non_negative_int, output_file, positive_int
 from fec.cli.script import run_script
-from fec.core.data import DataError
 from fec.core.files import atomic_write_text
 from fec.core.provenance import provenance
-from fec.features.backbones import ModelError, pick_device
-from fec.features.store import StoreError
+from fec.features.backbones import pick_device
 
 log = logging.getLogger("bench.train_speed")
 
@@ -215,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, (DataError, ModelError, StoreError), argv)
+    return run_script(build_parser(), run, argv)
 
 
 def run(args: argparse.Namespace) -> int:

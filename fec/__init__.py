@@ -6,7 +6,9 @@ co-occurrence-pooling classifier (`main.py`). This package is the shared core be
 scripts.
 """
 
-__version__ = "0.1.0"
+from fec.core.provenance import VERSION
+
+__version__ = VERSION
 
 
 def __getattr__(name):
@@ -15,4 +17,8 @@ def __getattr__(name):
         from fec.inference.classifier import EmotionClassifier
 
         return EmotionClassifier
+    if name == "DownstreamModel":
+        from fec.classify.fusion import DownstreamModel
+
+        return DownstreamModel
     raise AttributeError(f"module 'fec' has no attribute {name!r}")

@@ -28,7 +28,7 @@ import prepare_data as prepare_data_script
 import report as report_script
 from bench import extract_speed, train_speed
 from fec.cli import extract, finetune, probe, tfidf
-from fec.cli.options import UsageError
+from fec.core.errors import UsageError
 from fec.core.paths import inside, slug, unique_slug
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,8 +15,7 @@ from safetensors.torch import load_file
 import main as main_script
 import report
 from fec.cli.extract import main
-from fec.core.compat import extraction_dtype
-from fec.features.backbones import load_backbone
+from fec.features.backbones import extraction_dtype, load_backbone
 from fec.features.compute import extract_features, plan_batches, reference_pad_id
 from fec.features.store import feature_path, load_features
 

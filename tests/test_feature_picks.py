@@ -132,8 +132,8 @@ def test_bad_recipe_files_are_one_line_errors(variant_store, tmp_path, capsys, c
 
 @pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "recipes").glob("*.json")), ids=lambda p: p.name)
 def test_every_shipped_recipe_is_read_as_the_command_line_would_be(recipe):
+    from fec.cli.recipe_file import recipe_file_options
     from fec.cli.train import RECIPE_FILE_OPTIONS, build_parser
-    from fec.core.compat import recipe_file_options
 
     values = recipe_file_options(build_parser(), recipe, RECIPE_FILE_OPTIONS)
     written = json.loads(recipe.read_text())["features"]

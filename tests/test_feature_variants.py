@@ -8,7 +8,7 @@ import torch
 from helpers import SPLIT_ROWS, TINY_HIDDEN, extract_argv
 
 from fec.cli.extract import main
-from fec.cli.options import UsageError
+from fec.core.errors import UsageError
 from fec.features.backbones import ModelError, load_backbone
 from fec.features.compute import encode_texts, extract_features
 from fec.features.spec import FeatureSpec, LayerChoice, parse_layers

@@ -22,7 +22,7 @@ from fec import EmotionClassifier
 from fec.classify.fusion_inputs import load_fusion_data
 from fec.classify.fusion_training import predict_logits
 from fec.cli.explain import check_out
-from fec.cli.options import UsageError
+from fec.core.errors import UsageError
 from fec.core.paths import unique_slug
 from fec.runs.run_files import RunFileError
 

@@ -22,7 +22,7 @@ import torch
 
 from fec.classify.fusion_inputs import FusionData, SplitInputs
 from fec.classify.fusion_training import SeedResult, TrainConfig, train_seed
-from fec.cli.options import UsageError
+from fec.core.errors import UsageError
 from fec.core.metrics import classification_metrics, multilabel_metrics, tune_thresholds
 
 log = logging.getLogger(__name__)

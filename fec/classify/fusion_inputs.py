@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from fec.cli.options import UsageError
 from fec.core.data import split_path
+from fec.core.errors import UsageError
 from fec.core.files import sha256_file
 from fec.features.spec import FeaturePick, slot_mismatch
 from fec.features.store import (

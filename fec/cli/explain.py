@@ -13,22 +13,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fec.cli.options import (
-    ArgumentParser,
-    UsageError,
-    common_options,
-    existing_dir,
-    flag,
-    non_negative_int,
-    output_dir,
-    positive_int,
-)
+from fec.cli.options import ArgumentParser, common_options, existing_dir, flag, non_negative_int, output_dir, positive_int
 from fec.cli.script import run_script
-from fec.core.data import DataError, check_texts
-from fec.features.backbones import ModelError
+from fec.core.data import check_texts
+from fec.core.errors import UsageError
 from fec.inference.classifier import EmotionClassifier, RunError, read_run_spec
 from fec.inference.explanations import explain_text
-from fec.runs.run_files import RunFileError, run_holding
+from fec.runs.run_files import run_holding
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,4 +64,4 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, (RunError, RunFileError, ModelError, DataError), argv)
+    return run_script(build_parser(), run, argv)

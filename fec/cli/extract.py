@@ -17,15 +17,12 @@ import argparse
 from fec.cli.options import ArgumentParser, common_options, flag, positive_int, task_name
 from fec.cli.script import run_script
 from fec.core.compat import BATCH_SIZE, REFERENCE_BATCH_SIZE
-from fec.core.data import MODES, DataError
-from fec.features.backbones import LOAD_IN, SLOTS, ModelError
-from fec.features.compute import NonFiniteFeaturesError
-from fec.features.extract import CHUNK_ROWS, DEVICE_MAPS, PeerFailed, run
-from fec.features.locks import LockHeld
+from fec.core.data import MODES
+from fec.features.backbones import LOAD_IN, SLOTS
+from fec.features.extract import CHUNK_ROWS, DEVICE_MAPS, run
 from fec.features.scale import close_distributed
 from fec.features.spec import LAYERS_HELP, POOLING_HELP, POOLINGS, STORE_DTYPES, VARIANT_LAYERS, VARIANT_POOLING
 from fec.features.standins import PRESETS
-from fec.features.store import StoreError
 
 
 def build_parser(slot: str) -> argparse.ArgumentParser:
@@ -207,7 +204,6 @@ def main(slot: str, argv: list[str] | None = None) -> int:
     return run_script(
         build_parser(slot),
         lambda args: run(args, slot),
-        (DataError, StoreError, ModelError, NonFiniteFeaturesError, PeerFailed, LockHeld),
         argv,
         cleanup=close_distributed,
     )

@@ -43,7 +43,7 @@ from fec.cli.options import (
     trainer_options,
 )
 from fec.cli.script import run_script
-from fec.core.data import DataError, Split, available_modes, load_splits
+from fec.core.data import Split, available_modes, load_splits
 from fec.core.provenance import provenance
 from fec.features.backbones import DTYPES, ModelError, ensure_pad_token, model_fingerprint, pick_device, resolve_model
 from fec.runs.folder import finish_run, run_folder, write_json, write_results
@@ -241,4 +241,4 @@ def run_without_hf_bars(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run_without_hf_bars, (DataError, ModelError), argv)
+    return run_script(build_parser(), run_without_hf_bars, argv)

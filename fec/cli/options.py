@@ -21,12 +21,9 @@ import argparse
 import dataclasses
 import math
 import re
-import unicodedata
 from pathlib import Path
 
-
-class UsageError(ValueError):
-    """A bad command line: one line naming the option (exit code 2)."""
+from fec.core.errors import UsageError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -88,19 +85,6 @@ def dropout_rate(text: str) -> float:
 def fraction(text: str) -> float:
     """In [0, 1]."""
     return _checked(text, float, "a fraction in [0, 1]", lambda v: 0 <= v <= 1)
-
-
-def plain_name_problem(name: str) -> str | None:
-    """Why `name` cannot be one folder or file name inside the project's folders, or None."""
-    if not name.strip():
-        return "is empty"
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
-        return "contains a control character"
-    if "/" in name or "\\" in name:
-        return "contains a path separator"
-    if name in (".", ".."):
-        return "is not a folder name"
-    return None
 
 
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

@@ -24,7 +24,6 @@ import pandas as pd
 
 from fec.cli.options import (
     ArgumentParser,
-    UsageError,
     common_options,
     existing_dir,
     existing_file,
@@ -34,11 +33,11 @@ from fec.cli.options import (
     positive_int,
 )
 from fec.cli.script import run_script
-from fec.core.data import DataError, check_texts, read_text_column
+from fec.core.data import check_texts, read_text_column
+from fec.core.errors import UsageError
 from fec.core.files import atomic_write
-from fec.features.backbones import ModelError
 from fec.inference.classifier import EmotionClassifier, RunError, read_run_spec
-from fec.runs.run_files import RunFileError, run_holding
+from fec.runs.run_files import run_holding
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,4 +163,4 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, (RunError, RunFileError, ModelError, DataError), argv)
+    return run_script(build_parser(), run, argv)

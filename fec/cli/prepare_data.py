@@ -21,8 +21,9 @@ import logging
 import sys
 from pathlib import Path
 
-from fec.cli.options import ArgumentParser, Distinct, UsageError, existing_dir, task_name
+from fec.cli.options import ArgumentParser, Distinct, existing_dir, task_name
 from fec.core import fetch
+from fec.core.errors import UsageError
 
 DEFAULT_DATA_DIR = Path("data")
 

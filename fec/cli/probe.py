@@ -21,8 +21,9 @@ import time
 import pandas as pd
 
 from fec.classify.probing import best_rows, probe_rows, store_folders
-from fec.cli.options import ArgumentParser, Distinct, UsageError, common_options, flag, non_negative_int, task_name
+from fec.cli.options import ArgumentParser, Distinct, common_options, flag, non_negative_int, task_name
 from fec.cli.script import run_script
+from fec.core.errors import UsageError
 from fec.core.files import atomic_write_text
 from fec.core.provenance import provenance
 from fec.features.backbones import pick_device
@@ -109,4 +110,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, (StoreError,), argv)
+    return run_script(build_parser(), run, argv)

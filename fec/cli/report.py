@@ -17,8 +17,7 @@ from pathlib import Path
 from fec.cli.options import ArgumentParser, flag, task_name
 from fec.cli.script import run_script
 from fec.runs.index import write_html
-from fec.runs.report import ReportError, find_runs, format_csv, format_markdown, pool, script_defaults
-from fec.runs.run_files import RunFileError
+from fec.runs.report import find_runs, format_csv, format_markdown, pool, script_defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,4 +56,4 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, (ReportError, RunFileError), argv)
+    return run_script(build_parser(), run, argv)

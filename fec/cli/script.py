@@ -1,11 +1,11 @@
 """Shared command-line plumbing: logging set-up and the one-line error exit every script uses.
 
     def main(argv=None) -> int:
-        return run_script(build_parser(), run, (DataError, ModelError), argv)
+        return run_script(build_parser(), run, argv)
 
-Bad options (`fec.cli.options.UsageError`), the script's expected errors and a write the file
-system refuses (full, read-only, permission denied) end as one `error: ...` line and exit
-code 2; anything else is a bug and keeps its traceback.
+Any `fec.core.errors.FecError` (a bad option, file or model) and a write the file system
+refuses (full, read-only, permission denied) end as one `error: ...` line and exit code 2;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -14,18 +14,14 @@ import argparse
 import errno
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 
-from fec.cli.options import UsageError
+from fec.core.errors import FecError, UsageError
+from fec.core.logs import LOG_FORMAT
 
 # File-system refusals a user can act on (free space, another folder, permissions); other OSErrors are bugs.
 WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
 REFUSED_ERRNOS = WRITE_ERRNOS | {errno.EACCES, errno.EPERM}
-
-
-LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -36,23 +32,6 @@ def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LOG_FORMAT)
     logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
-
-
-@contextmanager
-def also_log_to(path: Path) -> Iterator[None]:
-    """Copy every log line to `path` (a run's train.log) for the body of a `with`."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(LOG_FORMAT)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        try:
-            handler.close()
-        except OSError:  # the last lines could not be flushed (disk full): the run's error says why
-            pass
 
 
 def fail(err: Exception) -> int:
@@ -73,14 +52,13 @@ def refused(err: OSError) -> str:
 def run_script(
     parser: argparse.ArgumentParser,
     run: Callable[[argparse.Namespace], object],
-    expected: tuple[type[Exception], ...] = (),
     argv: list[str] | None = None,
     cleanup: Callable[[], None] | None = None,
     parse: Callable[[argparse.ArgumentParser, list[str] | None], argparse.Namespace] | None = None,
 ) -> int:
     """Parse `argv`, set up logging, call `run(args)`; exit code 0, or 2 with a one-line error for
-    a bad command line, the `expected` exceptions and refused writes (anything else is a bug and
-    keeps its traceback). A `run` that returns an int sets the exit code. `cleanup` runs last,
+    a bad command line, any `FecError` and refused writes (anything else is a bug and keeps its
+    traceback). A `run` that returns an int sets the exit code. `cleanup` runs last,
     whatever happened. `parse` replaces `parser.parse_args` (e.g. to read defaults from a file)."""
     try:
         args = parse(parser, argv) if parse else parser.parse_args(argv)
@@ -89,7 +67,7 @@ def run_script(
     setup_logging(args.log_level)
     try:
         code = run(args)
-    except (UsageError, *expected) as err:
+    except FecError as err:
         return fail(err)
     except OSError as err:
         if err.errno not in REFUSED_ERRNOS:

@@ -28,7 +28,6 @@ from fec.classify.tfidf import ANALYZERS, DEFAULT_C_GRID, SOURCE, run_multilabel
 from fec.cli.options import (
     ArgumentParser,
     Distinct,
-    UsageError,
     chosen_seeds,
     common_options,
     flag,
@@ -38,7 +37,8 @@ from fec.cli.options import (
     trainer_options,
 )
 from fec.cli.script import run_script
-from fec.core.data import DataError, available_modes, load_splits
+from fec.core.data import available_modes, load_splits
+from fec.core.errors import UsageError
 from fec.core.provenance import provenance
 from fec.runs.folder import finish_run, run_folder, write_json
 
@@ -170,4 +170,4 @@ def fit_run(args: argparse.Namespace, run_dir: Path, splits: dict, features: dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, (DataError,), argv)
+    return run_script(build_parser(), run, argv)

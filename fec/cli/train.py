@@ -37,7 +37,6 @@ from fec.classify.fusion_training import (
 from fec.cli.options import (
     ArgumentParser,
     Distinct,
-    UsageError,
     add_fields,
     chosen_seeds,
     command_line_options,
@@ -53,13 +52,14 @@ from fec.cli.options import (
     seed_options,
     trainer_options,
 )
+from fec.cli.recipe_file import SEED_OPTIONS, recipe_file_options
 from fec.cli.script import run_script
-from fec.core.compat import SEED_OPTIONS, recipe_file_options, resolve_training, training_folders
+from fec.core.compat import resolve_training, training_folders
 from fec.core.data import DataError, read_text_column, split_path
+from fec.core.errors import UsageError
 from fec.core.provenance import provenance
-from fec.features.backbones import ModelError, pick_device
+from fec.features.backbones import pick_device
 from fec.features.spec import FeaturePick, parse_pick
-from fec.features.store import StoreError
 from fec.runs.folder import finish_run, run_folder, save_checkpoint, write_json, write_results
 
 log = logging.getLogger("fec.main")
@@ -362,4 +362,4 @@ def log_seed(result, multilabel: bool, cfg: TrainConfig, raw_inputs: str, chance
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(build_parser(), run, (StoreError, ModelError, DataError), argv, parse=parse_with_recipe)
+    return run_script(build_parser(), run, argv, parse=parse_with_recipe)

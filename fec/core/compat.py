@@ -13,14 +13,7 @@ described in docs/design.md.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
-
-import torch
-
-from fec.cli.options import Distinct, UsageError
-from fec.features.backbones import pick_dtype
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +85,6 @@ def extraction_quirks(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k, v in EXTRACT_CORRECTED.items() if getattr(args, k) != v}
 
 
-def extraction_dtype(requested: str, compat: str, device: torch.device) -> torch.dtype:
-    """The weights' dtype: `-dtype` when given; else, with `-compat reference`, float16 on CUDA as the
-    published extractor ran (float32 on CPU, where half precision is slow or missing); else `pick_dtype`'s
-    auto (bfloat16 on CUDA, float32 on CPU)."""
-    if requested == "auto" and compat == "reference" and device.type == "cuda":
-        return torch.float16
-    return pick_dtype(requested, device)
-
-
 def store_dir_of(slot: str, llama_pooling: str) -> str:
     """The store folder: variants that change the features get their own, so the published
     LLaMA pooling never overwrites the corrected features (`llama` vs `llama_unmasked_padded`)."""
@@ -108,48 +92,3 @@ def store_dir_of(slot: str, llama_pooling: str) -> str:
 
 
 SEED_OPTIONS = ("seeds", "runs")
-
-
-def recipe_file_options(parser: argparse.ArgumentParser, path: Path | str, allowed: tuple[str, ...]) -> dict:
-    """The option values of a recipe file (a JSON object of option names, as `main.py -h` spells
-    them without dashes, to values), checked and converted as the command line would be. Keys
-    starting with `_` are notes; a key outside `allowed` is refused, naming it."""
-    where = f"--recipe {path}"
-    try:
-        values = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"{where}: not a readable JSON file ({err})") from err
-    if not isinstance(values, dict):
-        raise UsageError(f"{where}: must hold a JSON object of option values")
-    actions = {a.dest: a for a in parser._actions}
-    options = {}
-    for key, value in values.items():
-        if key.startswith("_"):  # notes: "_about", "_found_by"
-            continue
-        if key not in allowed:
-            why = "says where or how a run goes, not what it trains" if key in actions else "is not an option"
-            raise UsageError(f"{where}: {key!r} {why}; a recipe may set {', '.join(allowed)}")
-        options[key] = converted(actions[key], key, value, where)
-    if all(name in options for name in SEED_OPTIONS):
-        raise UsageError(f"{where}: seeds and runs: give one of them")
-    return options
-
-
-def converted(action: argparse.Action, key: str, value, where: str):
-    """One recipe value through its option's type, choices and distinctness checks."""
-    many = action.nargs in ("+", "*")
-    items = value if isinstance(value, list) else [value]
-    if isinstance(value, list) and not many:
-        raise UsageError(f"{where}: {key} takes one value, not a list")
-    if not items:
-        raise UsageError(f"{where}: {key}: an empty list")
-    try:
-        values = [action.type(str(v)) if action.type else v for v in items]
-    except (UsageError, ValueError, TypeError, argparse.ArgumentTypeError) as err:
-        raise UsageError(f"{where}: {key}: {err}") from err
-    bad = [v for v in values if action.choices is not None and v not in action.choices]
-    if bad:
-        raise UsageError(f"{where}: {key}: {bad[0]!r} is not one of {', '.join(map(str, action.choices))}")
-    if many and isinstance(action, Distinct) and len(set(map(str, values))) != len(values):
-        raise UsageError(f"{where}: {key} names a value twice")
-    return values if many else values[0]

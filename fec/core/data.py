@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fec.cli.options import plain_name_problem
+from fec.core.errors import FecError
 from fec.core.files import sha256_file
+from fec.core.paths import plain_name_problem
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ INTEGER = re.compile(r"-?[0-9]+")
 NON_LABEL_COLUMNS = {"id", "text", "aug_text"}
 
 
-class DataError(ValueError):
+class DataError(FecError, ValueError):
     """A data file breaks the contract; the message is one line naming file and row."""
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from fec.core.errors import FecError
 from fec.core.files import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ OPTIONAL_FILES = frozenset({"label_tree.tsv"})
 UNKNOWN_TASK_REQUIRED = ("train.csv", "valid.csv")
 
 
-class FetchError(RuntimeError):
+class FetchError(FecError, RuntimeError):
     """A copy or download could not be completed; the message is one line."""
 
 

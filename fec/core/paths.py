@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import unicodedata
 from pathlib import Path
 
-from fec.cli.options import UsageError
+from fec.core.errors import UsageError
 
 
 def slug(text: str, width: int = 40) -> str:
@@ -41,3 +42,16 @@ def inside(root: Path | str, *parts: str) -> Path:
     if os.path.isabs(relative) or relative == ".." or relative.startswith(".." + os.sep):
         raise UsageError(f"{root.joinpath(*parts)}: outside {root}; names inside it must be plain names")
     return root.joinpath(*parts)
+
+
+def plain_name_problem(name: str) -> str | None:
+    """Why `name` cannot be one folder or file name inside the project's folders, or None."""
+    if not name.strip():
+        return "is empty"
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        return "contains a control character"
+    if "/" in name or "\\" in name:
+        return "contains a path separator"
+    if name in (".", ".."):
+        return "is not a folder name"
+    return None

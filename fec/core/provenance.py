@@ -8,9 +8,8 @@ import importlib.metadata
 import subprocess
 from pathlib import Path
 
-import fec
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+VERSION = "0.1.0"  # the package version (pyproject.toml reads it from here)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("torch", "transformers", "accelerate", "safetensors", "numpy", "scikit-learn")
 
 
@@ -43,4 +42,4 @@ def now_iso() -> str:
 
 
 def provenance() -> dict:
-    return {"code_version": fec.__version__, "git_sha": git_sha(), "packages": package_versions(), "created": now_iso()}
+    return {"code_version": VERSION, "git_sha": git_sha(), "packages": package_versions(), "created": now_iso()}

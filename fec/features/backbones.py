@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from fec.core.errors import FecError
+
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -61,7 +63,7 @@ SLOTS = {
 }
 
 
-class ModelError(ValueError):
+class ModelError(FecError, ValueError):
     """A model name that cannot be resolved or loaded (one line)."""
 
 
@@ -332,3 +334,12 @@ def placement(model) -> dict[str, int]:
         name = f"cuda:{where}" if isinstance(where, int) else str(where)
         counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def extraction_dtype(requested: str, compat: str, device: torch.device) -> torch.dtype:
+    """The weights' dtype: `-dtype` when given; else, with `-compat reference`, float16 on CUDA as the
+    published extractor ran (float32 on CPU, where half precision is slow or missing); else `pick_dtype`'s
+    auto (bfloat16 on CUDA, float32 on CPU)."""
+    if requested == "auto" and compat == "reference" and device.type == "cuda":
+        return torch.float16
+    return pick_dtype(requested, device)

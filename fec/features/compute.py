@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from fec.core.errors import FecError
 from fec.features import pooling
 from fec.features.backbones import SLOTS, Backbone, ModelError
 from fec.features.spec import TEXT_FIELD, FeatureSpec, format_prompt
@@ -30,7 +31,7 @@ REFERENCE_PAD_TOKEN = "[PAD]"
 FLUSH_ROWS = 4096
 
 
-class NonFiniteFeaturesError(RuntimeError):
+class NonFiniteFeaturesError(FecError, RuntimeError):
     """Some rows came out NaN/inf (the fp16 overflow users hit with Llama-2); nothing is saved.
     `rows` holds their 0-based indices."""
 

@@ -30,15 +30,16 @@ from pathlib import Path
 
 import torch
 
-from fec.cli.options import UsageError
-from fec.core.compat import extraction_dtype, extraction_quirks, resolve_extraction, store_dir_of
+from fec.core.compat import extraction_quirks, resolve_extraction, store_dir_of
 from fec.core.data import DataError, Split, available_modes, load_splits
+from fec.core.errors import FecError, UsageError
 from fec.core.files import removed_if_left_empty
 from fec.core.provenance import provenance
 from fec.features.backbones import (
     SLOTS,
     Backbone,
     check_load_in,
+    extraction_dtype,
     load_backbone,
     model_config,
     parse_max_memory,
@@ -78,7 +79,7 @@ CHUNK_ROWS = 4096
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
-class PeerFailed(RuntimeError):
+class PeerFailed(FecError, RuntimeError):
     """Another process of a distributed extraction failed (it reports its own error)."""
 
 

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fec.core.errors import FecError
+
 log = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".lock"
@@ -31,7 +33,7 @@ POLL_SECONDS = 2.0
 UNREADABLE_SECONDS = 60.0
 
 
-class LockHeld(RuntimeError):
+class LockHeld(FecError, RuntimeError):
     """Another process is extracting this split (one line, names the holder and the lock file)."""
 
 

@@ -21,7 +21,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from fec.cli.options import UsageError, plain_name_problem
+from fec.core.errors import UsageError
+from fec.core.paths import plain_name_problem
 
 POOLINGS = ("mean", "first", "pooler", "last")
 POOLING_HELP = {

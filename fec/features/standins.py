@@ -55,6 +55,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fec.core.errors import FecError
+
 logger = logging.getLogger(__name__)
 
 PREFIX = "offline:"
@@ -63,7 +65,7 @@ MARKER = "fec-standin.json"
 CACHE_FORMAT = 1  # bump to invalidate caches built by older code
 
 
-class StandinError(ValueError):
+class StandinError(FecError, ValueError):
     """A stand-in model cannot be resolved (unknown name, package or file missing)."""
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from fec.classify.fusion import DownstreamModel
+from fec.core.errors import FecError
 from fec.features.backbones import Backbone, ModelError, load_backbone, model_fingerprint, pick_device, pick_dtype, resolve_model
 from fec.features.compute import extract_features
 from fec.features.spec import slot_mismatch, spec_of_pick
@@ -33,7 +34,7 @@ from fec.runs.run_files import RunFileError, read_checkpoint, read_model_spec, r
 log = logging.getLogger(__name__)
 
 
-class RunError(ValueError):
+class RunError(FecError, ValueError):
     """A run folder that cannot be used for prediction (one line, names the file)."""
 
 

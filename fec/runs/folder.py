@@ -38,9 +38,9 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from fec.cli.options import UsageError
-from fec.cli.script import also_log_to
+from fec.core.errors import UsageError
 from fec.core.files import atomic_write, atomic_write_text
+from fec.core.logs import also_log_to
 from fec.core.metrics import format_summary, mean_std_cell, summarise
 from fec.core.paths import inside
 from fec.runs.plots import plot_curves, write_label_report, write_multilabel_report

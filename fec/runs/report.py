@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fec.core.compat import QUIRKS, recipe_options
+from fec.core.errors import FecError
 from fec.core.metrics import mean_std_cell, mean_std_stats
 from fec.runs.escape import code_span, markdown_cell
 from fec.runs.folder import failure, run_dir_started
@@ -72,7 +73,7 @@ SCRIPTS = {"train_config": "main.py", "finetune_config": "finetune.py", "C_grid"
 METRIC_NAMES = {"acc": "acc", "wf1": "wF1", "macro_f1": "macro-F1", "micro_f1": "micro-F1"}
 
 
-class ReportError(Exception):
+class ReportError(FecError):
     """No run to report, or a path that is not a run folder nor a folder of runs."""
 
 

@@ -22,11 +22,13 @@ from pathlib import Path
 from types import GenericAlias, NoneType
 from typing import Any, get_args, get_origin
 
+from fec.core.errors import FecError
+
 SINGLE_LABEL_METRICS = ("acc", "wf1", "macro_f1")
 MULTILABEL_METRICS = ("macro_f1", "micro_f1")
 
 
-class RunFileError(ValueError):
+class RunFileError(FecError, ValueError):
     """A run file that is missing, unreadable or not what its writer writes: `path: problem`."""
 
     def __init__(self, path: Path | str, problem: str):
