@@ -87,7 +87,7 @@ from fec.core.data import MODES, available_modes, load_split
 from fec.core.files import atomic_write_text
 from fec.core.provenance import provenance
 from fec.features.backbones import SLOTS, Backbone, load_backbone, pick_device, pick_dtype, resolve_model
-from fec.features.compute import extract_features, pad_right
+from fec.features.compute import Batching, PoolingPlan, extract_features, pad_right
 from fec.features.standins import PREFIX, PRESETS, STANDINS
 
 log = logging.getLogger("bench.extract_speed")
@@ -355,7 +355,7 @@ def compare_features(ours: torch.Tensor, reference: torch.Tensor, atol: float = 
 def run_check(model_path: str, texts: list[str], device: torch.device) -> dict:
     """Project extractor (float32, its batching) vs `straightforward_layer_means`, same model."""
     backbone = load_backbone(model_path, device, torch.float32)
-    ours, _ = extract_features(backbone, texts, "llama", layers=LAYERS, max_len=MAX_LEN)
+    ours, _ = extract_features(backbone, texts, "llama", plan=PoolingPlan(layers=LAYERS), batching=Batching(max_len=MAX_LEN))
     reference = straightforward_layer_means(backbone.model, backbone.tokenizer, texts)
     return compare_features(ours, reference)
 
@@ -730,13 +730,15 @@ def scale_main(args: argparse.Namespace) -> int:
         missing_weights=[],
     )
     run = dict(layers=LAYERS, max_len=MAX_LEN, batch_size=args.batch_size, max_tokens=args.max_tokens)
+    batching = Batching(max_len=MAX_LEN, batch_size=args.batch_size, max_tokens=args.max_tokens)
+    options = dict(plan=PoolingPlan(layers=LAYERS), batching=batching)
     for _ in range(args.warmup):
-        extract_features(backbone, sequences[:64], "llama", **run)
+        extract_features(backbone, sequences[:64], "llama", **options)
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
-    features, info = extract_features(backbone, sequences, "llama", **run)
+    features, info = extract_features(backbone, sequences, "llama", **options)
     sync(device)
     seconds = time.perf_counter() - started
     peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss_peak_mb()

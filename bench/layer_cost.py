@@ -25,7 +25,7 @@ import time
 import torch
 
 from fec.features.backbones import load_backbone
-from fec.features.compute import extract_features
+from fec.features.compute import PoolingPlan, extract_features
 from fec.features.spec import FeatureSpec, LayerChoice
 
 VARIANTS = {
@@ -55,13 +55,13 @@ def measure(model_path: str, texts: list[str], dtype: torch.dtype, repeats: int,
     """Every variant's median time over `repeats` interleaved rounds, and the matmul peaks."""
     backbone = load_backbone(model_path, torch.device("cpu"), dtype)
     for spec in VARIANTS.values():  # warm-up: the first calls allocate and pick kernels
-        extract_features(backbone, texts[:8], "llama", spec=spec)
+        extract_features(backbone, texts[:8], "llama", plan=PoolingPlan(spec=spec))
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     tokens = 0
     for _ in range(repeats):
         for name, spec in VARIANTS.items():
             started = time.perf_counter()
-            _, info = extract_features(backbone, texts, "llama", spec=spec)
+            _, info = extract_features(backbone, texts, "llama", plan=PoolingPlan(spec=spec))
             times[name].append(time.perf_counter() - started)
             tokens = info["tokens"]
     flops_per_token = 2 * non_embedding_parameters(backbone.model)

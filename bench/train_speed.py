@@ -43,7 +43,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from torch.utils.data import DataLoader, Dataset
 
 from fec.classify.fusion import DownstreamModel
-from fec.classify.fusion_inputs import FusionData, SplitInputs
+from fec.classify.fusion_inputs import SOURCES, FusionData, SplitInputs
 from fec.classify.fusion_training import TrainConfig, train_seed
 from fec.cli.options import ArgumentParser, device, non_negative_int, output_file, positive_int
 from fec.cli.script import run_script
@@ -168,7 +168,7 @@ def run_published(data: dict, dims: str, classes: int, epochs: int, device: torc
 
 def run_ours(data: dict, classes: int, epochs: int, device: torch.device) -> dict:
     splits = {mode: SplitInputs([x.float() for x in inputs], labels) for mode, (inputs, labels) in data.items()}
-    fusion = FusionData("synthetic", ["llama", "bert", "roberta"], splits, [f"c{i}" for i in range(classes)], False, {})
+    fusion = FusionData("synthetic", list(SOURCES), splits, [f"c{i}" for i in range(classes)], False, {})
     fusion.to(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -151,6 +151,18 @@ def input_file(content: bytes) -> Callable[[Path, dict], list[str]]:
     return setup
 
 
+def own_data(files: dict[str, str]) -> Callable[[Path, dict], list[str]]:
+    """A user's data files in raw/ of the project, for `prepare_data.py --from raw/FILE --task NAME`."""
+
+    def setup(project: Path, models: dict) -> list[str]:
+        (project / "raw").mkdir()
+        for name, content in files.items():
+            (project / "raw" / name).write_text(content)
+        return []
+
+    return setup
+
+
 def input_in_project(project: Path, models: dict) -> list[str]:
     (project / "texts.csv").write_text("text\nglad\n")
     return ["-input", str(project / "texts.csv")]
@@ -418,7 +430,7 @@ CASES = [
     Case(
         "report.py",
         ["{run}"],
-        "config.json: recipe 'custom:abc': 'abc' is not one of llama_pooling, bert_source, norm set to a value",
+        "config.json: compat setting 'custom:abc': 'abc' is not one of llama_pooling, bert_source, norm set to a value",
         damaged_run_file(
             "config.json", json.dumps({"args": {"task": "toy"}, "train_config": {}, "recipe": "custom:abc"}).encode()
         ),
@@ -459,7 +471,7 @@ CASES = [
         [*PREDICT, "-text", "hi", "-out", "data/toy/train.csv"],
         "argument --out/-out: data/toy/train.csv: is a file",
     ),
-    Case("bert_rep_extract.py", [*EXTRACT, "-max_memory", "0=1GiB"], "-max_memory 0=1GiB: applies with -device_map only"),
+    Case("bert_rep_extract.py", [*EXTRACT, "-max_memory", "0=1GiB"], "--max_memory 0=1GiB: applies with device_map only"),
     Case(
         "bert_rep_extract.py",
         [*EXTRACT, "-task", "sup"],
@@ -545,6 +557,68 @@ CASES = [
     Case("bench/extract_speed.py", ["--task", "émotion"], "argument --task: 'émotion' is not a task name"),
     Case("report.py", ["-task", "a\nb"], "argument --task/-task: 'a\\nb' is not a task name"),
     Case("report.py", ["-task", "../x"], "argument --task/-task: '../x' is not a task name"),
+    # Bringing your own data: the file, row and field named.
+    Case(
+        "prepare_data.py",
+        ["--from", "raw/x.jsonl", "--task", "mine"],
+        "raw/x.jsonl: row 2: field 'text': empty text",
+        own_data({"x.jsonl": '{"text": "a", "label": "joy"}\n{"text": " ", "label": "joy"}\n'}),
+        id="prepare_data-own-data-empty-text",
+    ),
+    Case(
+        "prepare_data.py",
+        ["--from", "raw/x.jsonl", "--valid", "raw/v.jsonl", "--task", "mine"],
+        "raw/v.jsonl: row 1: field 'label': label 'fear' never appears in raw/x.jsonl (its labels: joy)",
+        own_data(
+            {
+                "x.jsonl": '{"text": "a", "label": "joy"}\n{"text": "b", "label": "joy"}\n',
+                "v.jsonl": '{"text": "c", "label": "fear"}\n',
+            }
+        ),
+        id="prepare_data-own-data-label-not-in-train",
+    ),
+    Case(
+        "prepare_data.py",
+        ["--from", "raw/x.csv", "--task", "mine"],
+        "raw/x.csv: row 3: field 'label': label 'fear' has one example; splitting stratified by label needs at least 2",
+        own_data({"x.csv": "text,label\na,joy\nb,joy\nc,fear\n"}),
+        id="prepare_data-own-data-one-example",
+    ),
+    Case(
+        "prepare_data.py",
+        ["--from", "raw/x.jsonl", "--task", "mine"],
+        "raw/x.jsonl: row 2: field 'label' holds several labels (a list), but row 1 holds one label: mixed single- and multi",
+        own_data({"x.jsonl": '{"text": "a", "label": "joy"}\n{"text": "b", "label": ["joy"]}\n'}),
+        id="prepare_data-own-data-mixed",
+    ),
+    Case(
+        "prepare_data.py",
+        ["--from", "raw/x.csv", "--task", "mine"],
+        "raw/x.csv: no column 'label' (columns: text, emotion); name it with --label_column",
+        own_data({"x.csv": "text,emotion\na,joy\n"}),
+        id="prepare_data-own-data-missing-column",
+    ),
+    Case(
+        "prepare_data.py",
+        ["--from", "raw/x.jsonl", "--task", "mine"],
+        "raw/x.jsonl: row 2: not valid JSON",
+        own_data({"x.jsonl": '{"text": "a", "label": "joy"}\n{"text": a}\n'}),
+        id="prepare_data-own-data-unreadable",
+    ),
+    Case(
+        "prepare_data.py",
+        ["--from", "raw/x.xlsx", "--task", "mine"],
+        "raw/x.xlsx: unknown format '.xlsx'",
+        own_data({"x.xlsx": "?"}),
+        id="prepare_data-own-data-unknown-format",
+    ),
+    Case(
+        "prepare_data.py",
+        ["--from", "raw/x.jsonl", "--task", "toy"],
+        "data/toy: the task folder exists; --force replaces its data",
+        own_data({"x.jsonl": '{"text": "a", "label": "joy"}\n{"text": "b", "label": "joy"}\n'}),
+        id="prepare_data-own-data-existing-task",
+    ),
     Case("prepare_data.py", ["--from", "no/such/folder"], "argument --from: no/such/folder: no such folder"),
     Case("prepare_data.py", ["--tasks", "ED", "ED"], "argument --tasks: ED is given twice"),
     Case("bench/extract_speed.py", ["--n", "0"], "argument --n: must be a positive integer, got 0"),

@@ -16,7 +16,7 @@ from helpers import LABELS, SPLIT_ROWS, TINY_HIDDEN, make_text
 
 from bench import extract_speed, train_speed
 from fec.features.backbones import load_backbone
-from fec.features.compute import extract_features
+from fec.features.compute import Batching, extract_features
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_KEYS = {
@@ -203,7 +203,7 @@ def test_fast_extractor_equals_the_straightforward_masked_mean(tiny_models):
     texts = [make_text(rng, rng.choice(LABELS)) for _ in range(11)]
     texts += ["happy", "i was at home today with my friend and the dog " * 6]  # 1 word; long (truncated at 40)
     backbone = load_backbone(str(tiny_models["llama"]), torch.device("cpu"), torch.float32)
-    fast, info = extract_features(backbone, texts, "llama", batch_size=4, max_len=40)
+    fast, info = extract_features(backbone, texts, "llama", batching=Batching(max_len=40, batch_size=4))
     assert info["batches"] > 1 and info["padded_tokens"] > info["tokens"]  # padding really happened
     reference = extract_speed.straightforward_layer_means(backbone.model, backbone.tokenizer, texts, max_len=40)
     result = extract_speed.compare_features(fast, reference)

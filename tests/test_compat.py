@@ -16,7 +16,7 @@ import main as main_script
 import report
 from fec.cli.extract import main
 from fec.features.backbones import extraction_dtype, load_backbone
-from fec.features.compute import extract_features, plan_batches, reference_pad_id
+from fec.features.compute import Batching, PoolingPlan, extract_features, plan_batches, reference_pad_id
 from fec.features.store import feature_path, load_features
 
 CPU = torch.device("cpu")
@@ -40,8 +40,9 @@ def test_unmasked_padded_mean_equals_hand_computation_including_pad_positions(ti
     with torch.no_grad():
         hidden = backbone.model(input_ids=padded, attention_mask=mask, output_hidden_states=True).hidden_states
     expected = torch.stack([hidden[-k][0].mean(dim=0) for k in range(1, 6)])
-    published, _ = extract_features(backbone, [text], "llama", max_len=max_len, llama_pooling="unmasked_padded")
-    corrected, _ = extract_features(backbone, [text], "llama", max_len=max_len)
+    published_plan, batching = PoolingPlan(llama_pooling="unmasked_padded"), Batching(max_len=max_len)
+    published, _ = extract_features(backbone, [text], "llama", plan=published_plan, batching=batching)
+    corrected, _ = extract_features(backbone, [text], "llama", batching=batching)
     torch.testing.assert_close(published[0], expected, atol=1e-5, rtol=1e-5)
     real_only = torch.stack([hidden[-k][0, : len(ids)].mean(dim=0) for k in range(1, 6)])
     torch.testing.assert_close(corrected[0], real_only, atol=1e-5, rtol=1e-5)
@@ -106,7 +107,7 @@ def test_main_reference_recipe_reads_the_published_inputs_and_logs_its_recipe(to
         == 0
     )
     rows = list(csv.DictReader(open(logs / "runs.csv")))
-    assert [r["recipe"] for r in rows] == ["reference", "corrected", "custom:bert_source=roberta", "reference"]
+    assert [r["compat"] for r in rows] == ["reference", "corrected", "custom:bert_source=roberta", "reference"]
     capsys.readouterr()
     assert report.main([str(logs), "-format", "csv"]) == 0
     pooled = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))

@@ -15,7 +15,7 @@ from fec.cli.extract import build_parser, main
 from fec.features import compute as features
 from fec.features import pooling
 from fec.features.backbones import load_backbone
-from fec.features.compute import extract_features, plan_batches
+from fec.features.compute import Batching, PoolingPlan, extract_features, plan_batches
 from fec.features.store import feature_path, load_features
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def test_manifest_records_model_pooling_source_and_labels(toy_store, tiny_models
 def test_layer_mean_equals_hand_computation_on_a_padded_batch(tiny_models):
     backbone = load_backbone(str(tiny_models["llama"]), CPU, torch.float32)
     texts = ["happy", "i was at home today with my friend and the dog crying"]
-    feats, _ = extract_features(backbone, texts, "llama", layers=5)
+    feats, _ = extract_features(backbone, texts, "llama", plan=PoolingPlan(layers=5))
     model = backbone.model
     for row, text in enumerate(texts):
         ids = torch.tensor([backbone.tokenizer(text)["input_ids"]])
@@ -74,7 +74,7 @@ def test_features_do_not_depend_on_batch_composition(tiny_models):
     for slot in ("llama", "bert", "roberta"):
         backbone = load_backbone(str(tiny_models[slot]), CPU, torch.float32)
         alone, _ = extract_features(backbone, ["so happy"], slot)
-        together, _ = extract_features(backbone, [long, "so happy"], slot, batch_size=2)
+        together, _ = extract_features(backbone, [long, "so happy"], slot, batching=Batching(batch_size=2))
         torch.testing.assert_close(together[1], alone[0], atol=1e-5, rtol=1e-5)
 
 
@@ -170,6 +170,23 @@ def test_help_documents_every_option():
     assert "-layers" in build_parser("llama").format_help()
 
 
+def test_the_command_line_becomes_one_config_and_its_namespace_is_left_as_parsed():
+    from fec.cli.extract import extraction_config
+    from fec.features.standins import PRESETS
+
+    args = build_parser("llama").parse_args(["-task", "ED", "-compat", "reference", "-preset", "offline", "-mode", "valid"])
+    parsed = dict(vars(args))
+    config = extraction_config(args, "llama")
+    assert vars(args) == parsed  # --compat and --preset are resolved into the config, never written back
+    assert (config.model, config.modes, config.compat) == (PRESETS["offline"]["llama"], ("valid",), "reference")
+    assert (config.llama_pooling, config.batch_order, config.batch_size) == ("unmasked_padded", "file", 2)
+    assert config.store_dir == "llama_unmasked_padded" and not config.feature_spec.is_variant
+    args = build_parser("bert").parse_args(["-task", "ED", "-compat", "reference", "-batch_size", "8", "--pooling", "mean"])
+    config = extraction_config(args, "bert")
+    assert (config.llama_pooling, config.batch_order, config.batch_size) == ("masked", "file", 8)  # an explicit option wins
+    assert config.store_dir == "bert-mean-last1" and config.modes == ()
+
+
 def test_published_command_line_runs_as_a_script(data_dir, tmp_path, tiny_models):
     cmd = [
         sys.executable,
@@ -240,7 +257,7 @@ def test_half_precision_overflow_is_recomputed_in_float32(tiny_models, monkeypat
     half = load_backbone(str(tiny_models["llama"]), CPU, torch.bfloat16)
     full = load_backbone(str(tiny_models["llama"]), CPU, torch.float32)
     texts = ["so happy", "i was at home today crying", "furious rage"]
-    feats, info = extract_features(half, texts, "llama", batch_size=2, fallback=lambda: full)
+    feats, info = extract_features(half, texts, "llama", batching=Batching(batch_size=2), fallback=lambda: full)
     assert torch.isfinite(feats).all() and info["float32_fallback_rows"] == 2  # the first row of each batch
     reference, _ = extract_features(full, texts, "llama")
     redone = [i for i in range(3) if torch.allclose(feats[i], reference[i], atol=1e-5)]
@@ -252,5 +269,5 @@ def test_max_len_beyond_the_models_positions_is_one_error_line(data_dir, tmp_pat
     assert main("roberta", argv) == 2
     err = capsys.readouterr().err
     # 260 position embeddings, numbered from padding_idx + 1 = 2: 258 usable
-    assert err.strip().splitlines()[-1] == f"error: -max_len 300: {tiny_models['roberta']} has positions for 258 tokens at most"
+    assert err.strip().splitlines()[-1] == f"error: --max_len 300: {tiny_models['roberta']} has positions for 258 tokens at most"
     assert "Traceback" not in err

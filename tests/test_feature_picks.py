@@ -17,7 +17,7 @@ from fec import EmotionClassifier
 from fec.classify.fusion_inputs import load_fusion_data
 from fec.classify.fusion_training import predict_logits
 from fec.cli.extract import main as extract_main
-from fec.features.spec import parse_pick
+from fec.features.picks import parse_pick
 
 PROMPT = 'this sentence : "{text}" means in one word:"'
 TRAIN = ["-device", "cpu", "-epochs", "3", "-lr", "1e-3", "-seeds", "0"]
@@ -89,7 +89,7 @@ def test_a_recipe_file_sets_options_and_the_command_line_wins(variant_store, tmp
     recipe.write_text(json.dumps(values))
     run = train(store, tmp_path / "Logs", "--recipe", str(recipe), "--lr", "0.002")  # and -seeds 0
     config = json.loads((run / "config.json").read_text())
-    assert config["recipe"] == "recipe:toy-best" and config["args"]["lr"] == 0.002
+    assert config["recipe_file"] == str(recipe) and config["compat"] == "corrected" and config["args"]["lr"] == 0.002
     assert config["seeds"] == [0] and config["args"]["runs"] is None  # the command line's seeds replace the file's runs
     assert json.loads((run / "model.json").read_text())["feature_picks"]["llama"]["layer_indices"] == [5]
 

@@ -9,8 +9,9 @@ from helpers import SPLIT_ROWS, TINY_HIDDEN, extract_argv
 
 from fec.cli.extract import main
 from fec.core.errors import UsageError
-from fec.features.backbones import ModelError, load_backbone
-from fec.features.compute import encode_texts, extract_features
+from fec.features.backbones import load_backbone
+from fec.features.compute import Batching, PoolingPlan, encode_texts, extract_features
+from fec.features.errors import SettingError
 from fec.features.spec import FeatureSpec, LayerChoice, parse_layers
 from fec.features.store import feature_path, load_features
 
@@ -31,7 +32,7 @@ def test_each_pooling_at_every_layer_equals_a_hand_computation_with_right_paddin
     backbone = load_backbone(str(tiny_models[slot]), CPU, torch.float32)
     spec = FeatureSpec(slot, ("mean", "first", "last"), LayerChoice(every=True))
     # The short text is padded on the right to the long one's length in the same batch.
-    feats, _ = extract_features(backbone, [SHORT, LONG], slot, spec=spec, batch_size=2)
+    feats, _ = extract_features(backbone, [SHORT, LONG], slot, plan=PoolingPlan(spec=spec), batching=Batching(batch_size=2))
     layers = backbone.num_hidden_states
     assert feats.shape == (2, 3, layers, TINY_HIDDEN[slot])
     for row, text in enumerate([SHORT, LONG]):
@@ -45,14 +46,14 @@ def test_each_pooling_at_every_layer_equals_a_hand_computation_with_right_paddin
 
 def test_pooler_variant_is_the_trained_pooler_and_is_refused_without_one(tiny_models):
     backbone = load_backbone(str(tiny_models["bert"]), CPU, torch.float32)
-    feats, _ = extract_features(backbone, [LONG], "bert", spec=FeatureSpec("bert", ("pooler",)))
+    feats, _ = extract_features(backbone, [LONG], "bert", plan=PoolingPlan(spec=FeatureSpec("bert", ("pooler",))))
     ids = torch.tensor([backbone.tokenizer(LONG)["input_ids"]])
     with torch.no_grad():
         expected = backbone.model(input_ids=ids).pooler_output[0]
     torch.testing.assert_close(feats[0, 0, 0], expected, atol=1e-5, rtol=1e-5)
     without = load_backbone(str(tiny_models["bert_nopooler"]), CPU, torch.float32)
-    with pytest.raises(ModelError, match="no trained pooler"):
-        extract_features(without, [LONG], "bert", spec=FeatureSpec("bert", ("pooler",)))
+    with pytest.raises(SettingError, match="pooling pooler: .* has no trained pooler"):
+        extract_features(without, [LONG], "bert", plan=PoolingPlan(spec=FeatureSpec("bert", ("pooler",))))
 
 
 def test_layer_choices_parse_to_counts_all_and_indices():
@@ -102,9 +103,10 @@ def test_prompts_are_recorded_averaged_and_survive_truncation(data_dir, tmp_path
     other = "in one word , {text} means"
     one = FeatureSpec("llama", ("last",), LayerChoice(count=1), (PROMPT,))
     two = FeatureSpec("llama", ("last",), LayerChoice(count=1), (PROMPT, other))
-    first, _ = extract_features(backbone, [LONG], "llama", spec=one)
-    second, _ = extract_features(backbone, [LONG], "llama", spec=FeatureSpec("llama", ("last",), LayerChoice(count=1), (other,)))
-    both, _ = extract_features(backbone, [LONG], "llama", spec=two)
+    first, _ = extract_features(backbone, [LONG], "llama", plan=PoolingPlan(spec=one))
+    other_spec = FeatureSpec("llama", ("last",), LayerChoice(count=1), (other,))
+    second, _ = extract_features(backbone, [LONG], "llama", plan=PoolingPlan(spec=other_spec))
+    both, _ = extract_features(backbone, [LONG], "llama", plan=PoolingPlan(spec=two))
     torch.testing.assert_close(both, (first + second) / 2)
     # Cut to 12 tokens, the text loses words but the prompt keeps its ending.
     ids = encode_texts(backbone.tokenizer, [LONG * 3], 12, PROMPT)[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from DownstreamModel import DownstreamModel, power_normalise
+from DownstreamModel import DownstreamModel, FusionOptions, power_normalise
 from fec.classify.fusion_inputs import FusionData, SplitInputs
 from fec.classify.fusion_training import TrainConfig, build_model
 
@@ -50,7 +50,9 @@ def test_sizes_follow_the_features(decoder, encoders, fusion, head_in):
 
 def test_gram_pooling_and_both_power_normalisations_match_hand_computation():
     torch.manual_seed(0)
-    model = DownstreamModel(num_classes=2, decoder_shape=(2, 3), encoder_dims=[3], dropout=0.0, sigma=0.5).eval()
+    model = DownstreamModel(
+        num_classes=2, decoder_shape=(2, 3), encoder_dims=[3], options=FusionOptions(dropout=0.0, sigma=0.5)
+    ).eval()
     decoder, encoder = torch.randn(1, 2, 3), torch.randn(1, 3)
     captured = {}
     model.mlp.register_forward_hook(lambda mod, inp, out: captured.setdefault("x", inp[0]))
@@ -64,12 +66,14 @@ def test_gram_pooling_and_both_power_normalisations_match_hand_computation():
     torch.testing.assert_close(power_normalise(p, "sigmoid", 1.0), torch.tanh(p / 2))  # the two published forms differ
     torch.testing.assert_close(power_normalise(p, "tanh", 1.0), torch.tanh(2 * p))
     with pytest.raises(ValueError, match="choose one of sigmoid, tanh"):
-        DownstreamModel(num_classes=2, pn="cosh")
+        DownstreamModel(num_classes=2, options=FusionOptions(pn="cosh"))
 
 
 def test_raw_inputs_all_feeds_every_encoder_vector_to_the_mlp_beside_the_decoder_mean():
     torch.manual_seed(0)
-    model = DownstreamModel(num_classes=2, decoder_shape=(2, 3), encoder_dims=[4, 3], raw_inputs="all").eval()
+    model = DownstreamModel(
+        num_classes=2, decoder_shape=(2, 3), encoder_dims=[4, 3], options=FusionOptions(raw_inputs="all")
+    ).eval()
     assert model.head_in == 16 + 3 + 4 + 3
     assert "mean of decoder layers (3) + raw encoder vectors (7) = 26" in model.describe()
     decoder, narrow, wide = torch.randn(1, 2, 3), torch.randn(1, 4), torch.randn(1, 3)
@@ -83,7 +87,22 @@ def test_raw_inputs_all_feeds_every_encoder_vector_to_the_mlp_beside_the_decoder
     encoders_only = DownstreamModel(num_classes=2, decoder_shape=None, encoder_dims=[4, 3])
     assert encoders_only.config["raw_inputs"] == "all" and encoders_only.head_in == 4 + 4 + 3  # recorded as what happens
     with pytest.raises(ValueError, match="choose one of decoder, all"):
-        DownstreamModel(num_classes=2, raw_inputs="everything")
+        DownstreamModel(num_classes=2, options=FusionOptions(raw_inputs="everything"))
+
+
+def test_a_saved_config_builds_the_same_model_again():
+    """model.json's `model` (every setting named, as existing runs hold it) rebuilds the model it
+    describes; a setting the model does not know, or a config that is no dict, is a TypeError."""
+    shapes = {"num_classes": 3, "decoder_shape": [2, 8], "encoder_dims": [6]}
+    saved = shapes | {"fusion_dim": 6, "sigma": 0.5, "pn": "tanh", "dropout": 0.1, "hidden": [16, 8], "raw_inputs": "all"}
+    model = DownstreamModel.from_config(saved)
+    assert model.config == saved
+    assert [m.out_features for m in model.mlp if isinstance(m, torch.nn.Linear)] == [16, 8, 3]
+    assert DownstreamModel.from_config({"num_classes": 4}).config == DownstreamModel(num_classes=4).config  # the published
+    with pytest.raises(TypeError, match="colour"):
+        DownstreamModel.from_config(saved | {"colour": "red"})
+    with pytest.raises(TypeError):
+        DownstreamModel.from_config(["not", "a", "dict"])
 
 
 def toy_fusion_data() -> FusionData:
@@ -142,7 +161,9 @@ def test_saturation_counts_pooled_values_pinned_at_plus_or_minus_one():
     captured = {}
     saturations = {}
     for sigma in (100.0, 1e-6):
-        model = DownstreamModel(num_classes=2, decoder_shape=(2, 64), encoder_dims=[64], sigma=sigma).eval()
+        model = DownstreamModel(
+            num_classes=2, decoder_shape=(2, 64), encoder_dims=[64], options=FusionOptions(sigma=sigma)
+        ).eval()
         model.mlp.register_forward_hook(lambda mod, inp, out: captured.__setitem__("x", inp[0]))
         with torch.no_grad():
             model(*split.inputs)

@@ -130,7 +130,7 @@ def test_raw_inputs_all_is_recorded_and_reloads_for_prediction(toy_store, tmp_pa
     run_dir = only_run(tmp_path / "Logs")
     assert json.loads((run_dir / "model.json").read_text())["model"]["raw_inputs"] == "all"
     (row,) = csv.DictReader(open(tmp_path / "Logs" / "runs.csv"))
-    assert "raw_inputs=all" in row["settings"] and row["recipe"] == "corrected"
+    assert "raw_inputs=all" in row["settings"] and row["compat"] == "corrected"
     clf = EmotionClassifier.load(run_dir, device="cpu")
     assert clf.model.config["raw_inputs"] == "all"
     assert clf.predict_proba(["a small test sentence"]).shape == (1, len(clf.label_names))

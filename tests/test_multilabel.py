@@ -16,7 +16,7 @@ import main as main_script
 import predict as predict_script
 from fec.core.data import DataError, load_split, load_splits
 from fec.core.metrics import THRESHOLD_GRID, multilabel_metrics, tune_thresholds
-from fec.runs.folder import RUNS_COLUMNS, append_run_row
+from fec.runs.table import RUNS_COLUMNS, append_run_row
 
 FAST = ["-epochs", "20", "-lr", "3e-3", "-early-stop", "6", "-batch_size", "20"]
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import fusion_run
 from helpers import LABELS, save_tiny_llama
 
 import explain as explain_script
@@ -198,3 +199,27 @@ def test_explain_escapes_the_text_and_keeps_label_file_names_inside_the_out_fold
     page = (out / f"{stem}.html").read_text()
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert not (tmp_path.parent / "escaped.html").exists()
+
+
+def test_explain_writes_the_words_that_pushed_the_prediction(paged_logs, tmp_path, capsys):
+    """explain.py on a trained run: SHAP's attributions, a page and a chart per text; the cue words
+    the toy task is built on carry the most weight towards their label."""
+    import explain as explain_script
+
+    out = tmp_path / "explanations"
+    text = "i was at home with the dog and so happy and delighted today"
+    assert (
+        explain_script.main(
+            ["-run", str(fusion_run(paged_logs)), "-text", text, "-max_evals", "60", "-out", str(out), "-device", "cpu"]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    (page,) = out.glob("*.html")
+    (chart,) = out.glob("*.png")
+    assert chart.read_bytes().startswith(b"\x89PNG") and text in page.read_text(encoding="utf-8")
+    verdict = printed.splitlines()[0]  # `joyful (p=0.912) <- happy +0.301, delighted +0.240, ...`: top words first
+    assert verdict.startswith("joyful (p=") and "joyful" in page.name, printed
+    weights = dict(item.split() for item in verdict.split(" <- ")[1].split(", "))  # the top 5 words by |value|
+    assert next(iter(weights)) in {"happy", "delighted"}, printed
+    assert all(float(weights[cue]) > 0 for cue in ("happy", "delighted") if cue in weights), printed

@@ -278,6 +278,69 @@ def test_help_and_script_entry_point(tmp_path, capsys):
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
 
 
+# ----------------------------------------------------------------------------- bringing your own data (options)
+
+
+def _jsonl(path: Path, n: int = 20) -> Path:
+    path.write_text("".join(f'{{"text": "text {i}", "label": "{["joy", "sad"][i % 2]}"}}\n' for i in range(n)))
+    return path
+
+
+def test_own_data_through_the_script_and_fec_data(tmp_path):
+    """The end-to-end path a user takes: a JSON Lines file, then `fec data` or the script; the
+    tests of the import itself are in test_data_import.py."""
+    source = _jsonl(tmp_path / "mine.jsonl")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "prepare_data.py"), "--from", str(source), "--task", "mine", "--data-dir", "d"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "mine: 16 train, 2 valid, 2 test rows, 2 labels (single-label) written to d/mine" in proc.stderr
+    from fec.cli import main as fec_main
+
+    assert fec_main(["data", "--from", str(source), "--task", "again", "--data_dir", str(tmp_path / "d")]) == 0
+    assert _listing(tmp_path / "d" / "again") == {
+        name.replace("mine/", ""): data for name, data in _listing(tmp_path / "d" / "mine").items()
+    }
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--from", "{src}"], "--from {src}: a data file or datasets folder; name the task to make from it with --task NAME"),
+        (["--task", "mine"], "--task NAME: give the data with --from FILE"),
+        (["--tasks", "ED", "--text_column", "body"], "--text_column: only with --task NAME"),
+        (["--from", "{src}", "--task", "mine", "--tasks", "ED"], "--tasks and --task: give --tasks to copy or download"),
+        (
+            ["--from", "{src}", "--task", "m", "--valid", "{src}", "--valid_fraction", "0.2"],
+            "--valid_fraction: the valid split is",
+        ),
+        (["--from", "{src}", "--task", "m", "--label_columns", "a", "--label_separator", ","], "--label_separator: applies to"),
+        (
+            ["--from", "{src}", "--task", "m", "--label_column", "a", "--label_columns", "b"],
+            "argument --label_columns: not allowed with argument --label_column",
+        ),
+        (["--from", "{src}", "--task", "m", "--valid_fraction", "0"], "--valid_fraction 0: a valid split is required"),
+        (
+            ["--from", "{src}", "--task", "m", "--valid_fraction", "0.5", "--test_fraction", "0.5"],
+            "--valid_fraction + --test_fraction = 1: leaves nothing",
+        ),
+        (["--from", "{src}", "--task", "m", "--test_fraction", "1.5"], "argument --test_fraction: must be a fraction in [0, 1]"),
+        (["--from", "no/such.jsonl", "--task", "m"], "argument --from: no/such.jsonl: no such file"),
+        (["--from", "{src}", "--task", "../m"], "argument --task: '../m' is not a task name"),
+    ],
+)
+def test_own_data_options_that_cannot_work_together_are_refused(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    src = str(_jsonl(tmp_path / "mine.jsonl"))
+    assert prepare_data.main([a.format(src=src) for a in argv]) == 2
+    assert _err_line(capsys).startswith(f"error: {message.format(src=src)}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.jsonl"]  # no data/ made
+
+
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} not present")
 def test_copy_real_shared_data(tmp_path, capsys):
     dst = tmp_path / "data"

@@ -27,7 +27,7 @@ def blobs(rows: int, classes: int, dims: int = 16, seed: int = 0, spread: float 
 
 def test_probe_separates_separable_classes_and_reads_test_at_the_chosen_c():
     x, y = blobs(300, 4)
-    probe = select_and_fit(x[:200], y[:200], x[200:250], y[200:250], multilabel=False)
+    probe = select_and_fit((x[:200], y[:200]), (x[200:250], y[200:250]), multilabel=False)
     assert probe.selected_on == "valid" and probe.selection["acc"] == 100
     assert probe.evaluate(x[250:], y[250:].numpy())["acc"] == 100
     # The grid is walked from the strongest penalty and left once two values in a row do not improve.
@@ -38,7 +38,7 @@ def test_probe_separates_separable_classes_and_reads_test_at_the_chosen_c():
 def test_noise_features_probe_at_chance_not_above():
     x, _ = blobs(600, 3)
     y = torch.tensor(np.random.default_rng(1).integers(0, 3, 600))  # labels unrelated to the features
-    probe = select_and_fit(x[:400], y[:400], x[400:500], y[400:500], multilabel=False)
+    probe = select_and_fit((x[:400], y[:400]), (x[400:500], y[400:500]), multilabel=False)
     assert probe.evaluate(x[500:], y[500:].numpy())["acc"] < 50
 
 
@@ -46,7 +46,7 @@ def test_multilabel_probe_by_cross_validation_tunes_thresholds_out_of_fold():
     x, single = blobs(400, 3, seed=2)
     y = torch.nn.functional.one_hot(single, 3)
     y[:, 2] = (single == 1).long() | (single == 2).long()  # label 2 co-occurs with label 1
-    probe = select_and_fit(x[:300], y[:300], None, None, multilabel=True, cv=4)
+    probe = select_and_fit((x[:300], y[:300]), None, multilabel=True, cv=4)
     assert probe.selected_on == "cv4" and probe.thresholds.shape == (3,)
     assert probe.selection["macro_f1"] > 95
     assert probe.evaluate(x[300:], y[300:].numpy())["macro_f1"] > 95

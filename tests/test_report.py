@@ -16,9 +16,11 @@ from conftest import fusion_run
 
 import main as main_script
 import report
+from fec.cli import report as report_command
 from fec.cli import train as train_command
 from fec.core.metrics import mean_std
-from fec.runs.report import Run, run_order
+from fec.runs.report import Run, load_run, run_order
+from fec.runs.run_files import RunFileError, compat_setting
 
 FAST = ["-epochs", "3", "-lr", "1e-3"]
 
@@ -234,10 +236,41 @@ def test_runs_whose_config_predates_the_option_renames_pool_with_new_ones(toy_st
     old = sorted(p for p in logs.iterdir() if p.is_dir())[0]
     config = json.loads((old / "config.json").read_text())
     config["args"]["dataset"] = config["args"].pop("task")  # spelled -dataset and "mode" before
-    config["mode"] = config.pop("recipe")
+    config["mode"] = config.pop("compat")  # and before "compat", its setting was the "recipe" or "mode"
+    del config["recipe_file"], config["option_defaults"]  # nor were the option defaults recorded: report.py passes today's
     (old / "config.json").write_text(json.dumps(config))
     (row,) = pooled_rows(capsys, logs)
-    assert row["seeds"] == "0 1" and row["command"].startswith("python main.py -dataset toy")
+    assert row["seeds"] == "0 1" and row["command"] == "python main.py -dataset toy -epochs 3 -lr 0.001"
+
+
+@pytest.mark.parametrize(
+    ("config", "setting"),
+    [
+        ({"compat": "reference", "recipe_file": None}, ("reference", None)),
+        ({"compat": "corrected", "recipe_file": "recipes/ED.json"}, ("corrected", "recipes/ED.json")),
+        ({"recipe": "custom:norm=none"}, ("custom:norm=none", None)),  # written before `compat`
+        ({"recipe": "recipe:ED", "args": {"recipe": "recipes/ED.json"}}, ("corrected", "recipes/ED.json")),
+        ({"mode": "reference"}, ("reference", None)),  # before `recipe`
+        ({"args": {}}, ("", None)),  # fine-tuning and TF-IDF runs have none
+    ],
+)
+def test_the_compat_setting_and_recipe_file_are_read_from_either_form_of_config_json(config, setting):
+    assert compat_setting(config) == setting
+
+
+def test_a_run_reads_its_own_option_defaults_and_one_from_before_them_takes_the_callers(toy_store, tmp_path):
+    _, dataset_dir = toy_store
+    logs = tmp_path / "Logs"
+    assert train(dataset_dir, logs, "-seeds", "0") == 0
+    (run_dir,) = [p for p in logs.iterdir() if p.is_dir()]
+    assert load_run(run_dir).command == "python main.py -dataset toy -epochs 3 -lr 0.001"  # no CLI needed
+    config = json.loads((run_dir / "config.json").read_text())
+    del config["option_defaults"]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunFileError, match="no `option_defaults`") as caught:
+        load_run(run_dir)
+    assert caught.value.path == run_dir / "config.json" and "\n" not in str(caught.value)
+    assert load_run(run_dir, report_command.script_defaults()).command == "python main.py -dataset toy -epochs 3 -lr 0.001"
 
 
 def test_a_tfidf_run_from_before_character_ngrams_is_reported_as_words_only(tmp_path, capsys):

@@ -24,8 +24,8 @@ from helpers import HOSTILE_FILE, HOSTILE_FOLDERS, HOSTILE_LABELS, write_multila
 
 from fec.cli import report as report_script
 from fec.cli import tfidf as tfidf_script
-from fec.core.metrics import mean_std_cell
 from fec.runs.escape import code_span, markdown_cell, markdown_text, shell_word, url_path, yaml_front_matter
+from fec.runs.formatting import mean_std_cell
 from fec.runs.summary import label_order
 
 
@@ -315,6 +315,26 @@ def test_report_html_rewrites_one_run_page(fusion_run_copy):
     (run_dir / "README.md").unlink()
     assert report_script.main(["--html", str(run_dir)]) == 0
     assert (run_dir / "index.html").is_file() and (run_dir / "README.md").is_file()
+
+
+def test_a_run_page_needs_no_cli_and_a_run_from_before_option_defaults_gets_todays_from_report_py(fusion_run_copy):
+    from fec.runs.page import write_run_page
+    from fec.runs.run_files import RunFileError
+
+    run_dir = fusion_run_copy
+    write_run_page(run_dir)  # the run's own config.json holds its options' defaults
+    assert "; compat `corrected`" in (run_dir / "README.md").read_text(encoding="utf-8")
+    config = json.loads((run_dir / "config.json").read_text())
+    del config["compat"], config["recipe_file"], config["option_defaults"]
+    config |= {"recipe": "recipe:best"}  # how a run of a recipe file was filed before `compat` and `recipe_file`
+    config["args"]["recipe"] = "recipes/best.json"
+    (run_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunFileError, match="config.json: no `option_defaults`"):
+        write_run_page(run_dir)
+    assert report_script.main(["--html", str(run_dir)]) == 0
+    card = (run_dir / "README.md").read_text(encoding="utf-8")
+    assert "; compat `corrected`" in card and "recipe file `recipes/best.json`" in card
+    assert "recipe file <code>recipes/best.json</code>" in (run_dir / "index.html").read_text(encoding="utf-8")
 
 
 def test_an_index_of_one_task_leaves_the_index_of_every_run_alone(paged_logs, tmp_path):

@@ -262,7 +262,7 @@ def test_quantised_loading_without_bitsandbytes_is_a_one_line_error(data_dir, tm
     monkeypatch.setattr(backbones, "bitsandbytes_installed", lambda: False)
     assert main("llama", extract_argv(tiny_models["llama"], data_dir, tmp_path / "ds", "valid", "-load_in", "8bit")) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "error: -load_in 8bit needs the bitsandbytes package, which is not installed: pip install bitsandbytes"
+        "error: --load_in 8bit: needs the bitsandbytes package, which is not installed: pip install bitsandbytes"
     )
     assert backbones.parse_max_memory("0=20GiB, cpu=64GiB") == {0: "20GiB", "cpu": "64GiB"}
 

@@ -22,6 +22,7 @@ import torch
 
 from fec.classify.fusion_inputs import FusionData, SplitInputs
 from fec.classify.fusion_training import SeedResult, TrainConfig, train_seed
+from fec.classify.outputs import to_predictions
 from fec.core.errors import UsageError
 from fec.core.metrics import classification_metrics, multilabel_metrics, tune_thresholds
 
@@ -48,17 +49,16 @@ def check_folds(folds: int, train_rows: int, zero: str | None = "select on valid
         raise UsageError(f"--cv {folds}: give {choices} (train has {train_rows} rows)")
 
 
-def chosen_folds(args, valid_rows: int, train_rows: int, auto: int | None = None) -> int:
+def chosen_folds(cv: int | None, valid_rows: int, train_rows: int, auto: int | None = None) -> int:
     """A command's `--cv`, resolved: as given, or `folds_for`'s choice (`auto` stands in for an unset
-    `--cv`). One fold, or more folds than train rows, is refused; a choice made here is logged and
-    written back to `args.cv`, so config.json records it and report.py never pools these runs with
-    valid-selected ones."""
-    folds = folds_for(args.cv if args.cv is not None else auto, valid_rows, train_rows)
+    `--cv`). One fold, or more folds than train rows, is refused; a choice made here is logged (the
+    command records it in config.json, so report.py never pools these runs with valid-selected ones)."""
+    folds = folds_for(cv if cv is not None else auto, valid_rows, train_rows)
     check_folds(folds, train_rows)
-    if folds and args.cv is None:
-        log.info("valid has %d rows: selecting by %d-fold cross-validation on train (--cv 0 to select on valid)",
-                 valid_rows, folds)  # fmt: skip
-        args.cv = folds
+    if folds and cv is None:
+        log.info(
+            "valid has %d rows: selecting by %d-fold cross-validation on train (--cv 0 to select on valid)", valid_rows, folds
+        )
     return folds
 
 
@@ -67,14 +67,15 @@ def fold_assignment(rows: int, folds: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(rows) % folds
 
 
-def out_of_fold_selection(labels: np.ndarray, oof: np.ndarray, multilabel: bool, threshold: float | None
-                          ) -> tuple[np.ndarray | None, dict]:  # fmt: skip
+def out_of_fold_selection(
+    labels: np.ndarray, oof: np.ndarray, multilabel: bool, threshold: float | None
+) -> tuple[np.ndarray | None, dict]:
     """From out-of-fold probabilities: the multi-label thresholds (tuned per label, or the global
     `threshold`; None for single-label tasks) and the cross-validated metrics they give."""
     if not multilabel:
-        return None, classification_metrics(labels, oof.argmax(axis=1))
+        return None, classification_metrics(labels, to_predictions(oof, False))
     thresholds = tune_thresholds(labels, oof) if threshold is None else np.full(oof.shape[1], threshold)
-    return thresholds, multilabel_metrics(labels, (oof >= thresholds).astype(np.int64))
+    return thresholds, multilabel_metrics(labels, to_predictions(oof, True, thresholds))
 
 
 def subset(split: SplitInputs, rows: torch.Tensor) -> SplitInputs:
@@ -105,8 +106,8 @@ def train_seed_cv(data: FusionData, cfg: TrainConfig, seed: int, device: torch.d
         log.info("seed %d: fold %d/%d: best epoch %d", seed, fold + 1, folds, result.best_epoch)
     thresholds, oof_metrics = out_of_fold_selection(train.labels.cpu().numpy(), oof, data.multilabel, cfg.threshold)
     used = max(1, int(np.median(epochs)))
-    log.info("seed %d: %d-fold CV: out-of-fold %s; training on all of train for %d epochs", seed, folds,
-             " ".join(f"{k} {v:.2f}" for k, v in oof_metrics.items() if not isinstance(v, dict)), used)  # fmt: skip
+    shown = " ".join(f"{k} {v:.2f}" for k, v in oof_metrics.items() if not isinstance(v, dict))
+    log.info("seed %d: %d-fold CV: out-of-fold %s; training on all of train for %d epochs", seed, folds, shown, used)
     final = train_seed(data, dataclasses.replace(cfg, epochs=used), seed, device, keep_last=True, thresholds=thresholds)
     final.cv = {"folds": folds, "fold_best_epochs": epochs, "epochs_used": used, "oof": oof_metrics}
     return final

@@ -3,6 +3,8 @@
     from fec.classify.fusion import DownstreamModel
     model = DownstreamModel(num_classes=32, decoder_shape=(5, 4096), encoder_dims=[1024, 1024])
     print(model.describe())
+    tuned = DownstreamModel(num_classes=32, options=FusionOptions(sigma=0.5, pn="tanh"))
+    same = DownstreamModel.from_config(tuned.config)   # as fec.inference rebuilds a saved run
 
 For a batch of B texts:
 1. each of the L decoder-layer vectors (width Hd) goes through its own Linear(Hd, D) + ReLU + Dropout;
@@ -27,6 +29,7 @@ statistics held as buffers), so a checkpoint carries its own normalisation to pr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -52,37 +55,53 @@ def power_normalise(p: torch.Tensor, form: str, sigma: float) -> torch.Tensor:
     raise ValueError(f"unknown power normalisation {form!r}; choose one of {', '.join(PN_FORMS)}")
 
 
+@dataclass(frozen=True)
+class FusionOptions:
+    """How the features are fused and classified, beside the shapes the features fix (see the
+    module docstring); the defaults are the published model's."""
+
+    fusion_dim: int | None = None  # D; None: `default_fusion_dim`
+    sigma: float = 1.0
+    pn: str = "sigmoid"  # power normalisation, one of PN_FORMS
+    dropout: float = 0.5
+    hidden: Sequence[int] = (1024, 256)  # the MLP's hidden widths
+    raw_inputs: str = "decoder"  # one of RAW_INPUTS
+
+
+PUBLISHED = FusionOptions()
+SHAPE_KEYS = ("num_classes", "decoder_shape", "encoder_dims")
+
+
 class DownstreamModel(nn.Module):
+    """The fusion classifier. `config` records every setting, as model.json's `model` holds it:
+    `DownstreamModel.from_config(config)` builds the same model again."""
+
     def __init__(
         self,
         num_classes: int,
         decoder_shape: tuple[int, int] | None = (5, 4096),
         encoder_dims: Sequence[int] = (1024, 1024),
-        fusion_dim: int | None = None,
-        sigma: float = 1.0,
-        pn: str = "sigmoid",
-        dropout: float = 0.5,
-        hidden: Sequence[int] = (1024, 256),
-        raw_inputs: str = "decoder",
+        options: FusionOptions = PUBLISHED,
     ):
         super().__init__()
         if decoder_shape is None and not encoder_dims:
             raise ValueError("the model needs at least one source")
-        if pn not in PN_FORMS:
-            raise ValueError(f"unknown power normalisation {pn!r}; choose one of {', '.join(PN_FORMS)}")
-        if raw_inputs not in RAW_INPUTS:
-            raise ValueError(f"unknown raw_inputs {raw_inputs!r}; choose one of {', '.join(RAW_INPUTS)}")
-        if decoder_shape is None:
-            raw_inputs = "all"  # without a decoder the encoder vectors always reach the MLP (recorded as such)
+        if options.pn not in PN_FORMS:
+            raise ValueError(f"unknown power normalisation {options.pn!r}; choose one of {', '.join(PN_FORMS)}")
+        if options.raw_inputs not in RAW_INPUTS:
+            raise ValueError(f"unknown raw_inputs {options.raw_inputs!r}; choose one of {', '.join(RAW_INPUTS)}")
+        # Without a decoder the encoder vectors always reach the MLP (recorded as such).
+        raw_inputs = "all" if decoder_shape is None else options.raw_inputs
+        dropout = options.dropout
         self.config = {
             "num_classes": int(num_classes),
             "decoder_shape": list(decoder_shape) if decoder_shape else None,
             "encoder_dims": [int(d) for d in encoder_dims],
-            "fusion_dim": int(fusion_dim or default_fusion_dim(decoder_shape, encoder_dims)),
-            "sigma": float(sigma),
-            "pn": pn,
+            "fusion_dim": int(options.fusion_dim or default_fusion_dim(decoder_shape, encoder_dims)),
+            "sigma": float(options.sigma),
+            "pn": options.pn,
             "dropout": float(dropout),
-            "hidden": [int(h) for h in hidden],
+            "hidden": [int(h) for h in options.hidden],
             "raw_inputs": raw_inputs,
         }
         d = self.config["fusion_dim"]
@@ -105,6 +124,16 @@ class DownstreamModel(nn.Module):
         for i, shape in enumerate(shapes):
             self.register_buffer(f"input_mean_{i}", torch.zeros(shape))
             self.register_buffer(f"input_std_{i}", torch.ones(shape))
+
+    @classmethod
+    def from_config(cls, config: dict) -> DownstreamModel:
+        """The model a `config` describes (model.json's `model` of a saved run); a setting it does
+        not name takes its default, one the model does not know raises TypeError."""
+        if not isinstance(config, dict):
+            raise TypeError(f"a model config is a dict of settings, not {type(config).__name__}")
+        shapes = {k: v for k, v in config.items() if k in SHAPE_KEYS}
+        options = FusionOptions(**{k: v for k, v in config.items() if k not in SHAPE_KEYS})
+        return cls(**shapes, options=options)
 
     @property
     def has_decoder(self) -> bool:

@@ -23,7 +23,8 @@ import torch
 from fec.core.data import split_path
 from fec.core.errors import UsageError
 from fec.core.files import sha256_file
-from fec.features.spec import FeaturePick, slot_mismatch
+from fec.features.backbones import SLOTS
+from fec.features.picks import FeaturePick, slot_mismatch
 from fec.features.store import (
     StoredFeatures,
     StoreError,
@@ -34,8 +35,8 @@ from fec.features.store import (
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("llama", "bert", "roberta")
-DECODER_SOURCE = "llama"
+SOURCES = tuple(SLOTS)  # one source per backbone slot, in input order: the decoder first
+DECODER_SOURCE = SOURCES[0]
 EXTRACT_SCRIPTS = {"llama": "llama2_rep_extract.py", "bert": "bert_rep_extract.py", "roberta": "roberta_rep_extract.py"}
 
 
@@ -122,8 +123,9 @@ def extract_command(manifest: dict, mode: str, dataset_dir: Path | str, data_dir
     return " ".join(words + ["--data_dir", str(data_dir), "--dataset_dir", str(dataset_dir), "--overwrite"])
 
 
-def _check_not_stale(data_dir: Path | str, dataset_dir: Path | str, task: str, mode: str,
-                     stored: dict[str, StoredFeatures]) -> None:  # fmt: skip
+def _check_not_stale(
+    data_dir: Path | str, dataset_dir: Path | str, task: str, mode: str, stored: dict[str, StoredFeatures]
+) -> None:
     """Refuse features extracted from an earlier version of the split's CSV, when the CSV is here."""
     csv = split_path(data_dir, task, mode)
     if not csv.is_file():
@@ -146,8 +148,9 @@ def pick_folder(dataset_dir: Path | str, task: str, pick: FeaturePick) -> str:
         try:
             manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            raise UsageError(f"--features {pick.text}: {manifest_file} is missing or unreadable; name a folder of "
-                             f"{Path(dataset_dir) / task} that holds extracted features") from None  # fmt: skip
+            where = Path(dataset_dir) / task
+            problem = f"{manifest_file} is missing or unreadable; name a folder of {where} that holds extracted features"
+            raise UsageError(f"--features {pick.text}: {problem}") from None
         if not isinstance(manifest, dict):
             raise UsageError(f"--features {pick.text}: {manifest_file} is not a store manifest (a JSON object)")
         problem = slot_mismatch(pick.slot, manifest)

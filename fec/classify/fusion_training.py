@@ -28,15 +28,18 @@ import copy
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fec.classify.allocator import keep_freed_memory
-from fec.classify.fusion import DownstreamModel
+from fec.classify.fusion import DownstreamModel, FusionOptions
 from fec.classify.fusion_inputs import FusionData, SplitInputs
+from fec.classify.outputs import to_predictions, to_probabilities
+from fec.classify.seed_result import SeedResultBase, scored_splits
 from fec.core.metrics import classification_metrics, multilabel_metrics, tune_thresholds
 
 log = logging.getLogger(__name__)
@@ -62,7 +65,10 @@ class TrainConfig:
 
 
 @dataclass
-class SeedResult:
+class SeedResult(SeedResultBase):
+    """One seed of the fusion classifier (or of fine-tuning, `fec.classify.finetuning`), selected
+    and scored; `summary()` is its entry in results.json."""
+
     seed: int
     best_epoch: int
     epochs_run: int
@@ -81,19 +87,8 @@ class SeedResult:
     at_chance: bool | None = None
     cv: dict | None = None  # selected by K-fold CV on train: folds, each fold's best epoch, out-of-fold metrics
 
-    @property
-    def cv_metrics(self) -> dict | None:
-        return self.cv["oof"] if self.cv else None
-
-    def summary(self) -> dict:
-        out = asdict(self)
-        out.pop("state_dict")
-        out.pop("predictions")
-        out.pop("probabilities")
-        for key in ("thresholds", "valid_at_05", "pn_saturated", "at_chance", "cv"):  # absent where they do not apply
-            if out[key] is None:
-                out.pop(key)
-        return out
+    UNSUMMARISED: ClassVar[tuple[str, ...]] = ("state_dict", "predictions", "probabilities")
+    OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ("thresholds", "valid_at_05", "pn_saturated", "at_chance", "cv")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -113,16 +108,10 @@ def input_stats(inputs: list[torch.Tensor], eps: float = 1e-6) -> list[tuple[tor
 
 
 def build_model(data: FusionData, cfg: TrainConfig) -> DownstreamModel:
-    model = DownstreamModel(
-        num_classes=len(data.label_names),
-        decoder_shape=data.decoder_shape,
-        encoder_dims=data.encoder_dims,
-        fusion_dim=cfg.fusion_dim,
-        sigma=cfg.sigma,
-        pn=cfg.pn,
-        dropout=cfg.dropout,
-        raw_inputs=cfg.raw_inputs,
-    )
+    """The fusion model for `data`'s features and labels with `cfg`'s settings, standardising its
+    inputs with the train split's statistics under `-norm zscore`."""
+    options = FusionOptions(fusion_dim=cfg.fusion_dim, sigma=cfg.sigma, pn=cfg.pn, dropout=cfg.dropout, raw_inputs=cfg.raw_inputs)
+    model = DownstreamModel(len(data.label_names), data.decoder_shape, data.encoder_dims, options)
     if cfg.norm == "zscore":
         # Frozen LLM states carry massive activations (a few dims thousands of times larger than
         # the rest); fed raw, the published model trains at chance on them. Train statistics only.
@@ -172,41 +161,63 @@ def pooled_saturation(model: DownstreamModel, split: SplitInputs, batch_size: in
     return 100.0 * saturated / max(total, 1)
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How a split's logits become predictions and metrics: the argmax (single-label), or each label
+    where its sigmoid reaches `thresholds` (one per label, or one for all), with per-label F1 when
+    `label_names` are given."""
+
+    multilabel: bool = False
+    thresholds: np.ndarray | float = 0.5
+    label_names: list[str] | None = None
+
+
+SINGLE_LABEL = Scoring()
+
+
 def evaluate(
     model: DownstreamModel,
     split: SplitInputs,
     batch_size: int,
-    preds_out: dict | None = None,
+    scoring: Scoring = SINGLE_LABEL,
+    into: SeedResult | None = None,
     name: str = "",
-    multilabel: bool = False,
-    thresholds: np.ndarray | float = 0.5,
-    label_names: list[str] | None = None,
-    probs_out: dict | None = None,
 ) -> dict:
-    """Loss, accuracy, weighted and macro F1 on a whole split; predicted ids go to `preds_out[name]`
-    and the probabilities (softmax; multi-label: sigmoid) to `probs_out[name]`, for the seed ensemble.
-    Multi-label: BCE loss and `multilabel_metrics` with labels predicted where sigmoid >= `thresholds`."""
+    """Loss and the task's metrics on a whole split: cross-entropy, accuracy, weighted and macro F1;
+    multi-label: BCE and `multilabel_metrics`. With `into`, the predicted ids and the probabilities
+    go to `into.predictions[name]` and `into.probabilities[name]`, for the run's files and the seed ensemble."""
     logits = predict_logits(model, split, batch_size)
     probs = None
-    if multilabel or probs_out is not None:  # multi-label predictions are thresholded probabilities
-        probs = (torch.sigmoid(logits.float()) if multilabel else torch.softmax(logits.float(), dim=1)).cpu().numpy()
-    if probs_out is not None:
-        probs_out[name] = probs
-    if multilabel:
+    if scoring.multilabel or into is not None:  # multi-label predictions are thresholded probabilities
+        probs = to_probabilities(logits.float(), scoring.multilabel).cpu().numpy()
+    if scoring.multilabel:
         loss = F.binary_cross_entropy_with_logits(logits.float(), split.labels.float()).item()
-        preds = (probs >= np.asarray(thresholds)).astype(np.int64)
-        if preds_out is not None:
-            preds_out[name] = preds
-        return {"loss": loss, **multilabel_metrics(split.labels.cpu().numpy(), preds, label_names)}
-    loss = F.cross_entropy(logits, split.labels).item()
-    preds = logits.argmax(dim=1).cpu().numpy()
-    if preds_out is not None:
-        preds_out[name] = preds
-    return {"loss": loss, **classification_metrics(split.labels.cpu().numpy(), preds)}
+        preds = to_predictions(probs, True, scoring.thresholds)
+        metrics = multilabel_metrics(split.labels.cpu().numpy(), preds, scoring.label_names)
+    else:
+        loss = F.cross_entropy(logits, split.labels).item()
+        preds = logits.argmax(dim=1).cpu().numpy()
+        metrics = classification_metrics(split.labels.cpu().numpy(), preds)
+    if into is not None:
+        into.predictions[name], into.probabilities[name] = preds, probs
+    return {"loss": loss, **metrics}
 
 
-def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.device | str = "cpu", *, keep_last: bool = False,
-               thresholds: np.ndarray | None = None) -> SeedResult:  # fmt: skip
+def score_splits(model: DownstreamModel, data: FusionData, batch_size: int, scoring: Scoring, result: SeedResult) -> None:
+    """The selected state scored once on valid and on test (when the task has one), into `result`."""
+    scored = {name: evaluate(model, data.splits[name], batch_size, scoring, result, name) for name in scored_splits(data.splits)}
+    result.valid, result.test = scored["valid"], scored.get("test")
+
+
+def train_seed(
+    data: FusionData,
+    cfg: TrainConfig,
+    seed: int,
+    device: torch.device | str = "cpu",
+    *,
+    keep_last: bool = False,
+    thresholds: np.ndarray | None = None,
+) -> SeedResult:
     """Train one seeded run; `data` should already be on `device`. `keep_last` trains exactly
     `cfg.epochs` epochs and keeps the last state (the epoch count was chosen elsewhere, by
     cross-validation); multi-label `thresholds` given are used instead of tuning them on valid."""
@@ -221,6 +232,7 @@ def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.devi
     # Multi-label: BCE on float multi-hot targets; selection and train metrics at the global threshold.
     select = "macro_f1" if multilabel else "wf1"
     global_threshold = 0.5 if cfg.threshold is None else cfg.threshold
+    during = Scoring(multilabel, global_threshold)
     best_loss, best_score = float("inf"), -1.0
     best_state, best_epoch, stale = None, -1, 0
     history = []
@@ -228,7 +240,7 @@ def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.devi
     for epoch in range(cfg.epochs):
         epoch_start = time.perf_counter()
         train_metrics = train_epoch(model, optimizer, data, cfg, generator, global_threshold, device)
-        valid_metrics = evaluate(model, valid, cfg.eval_batch_size, multilabel=multilabel, thresholds=global_threshold)
+        valid_metrics = evaluate(model, valid, cfg.eval_batch_size, during)
         improved = keep_last
         if valid_metrics["loss"] < best_loss:
             best_loss, improved = valid_metrics["loss"], True
@@ -247,20 +259,20 @@ def train_seed(data: FusionData, cfg: TrainConfig, seed: int, device: torch.devi
             break
     train_seconds = round(time.perf_counter() - started, 2)
     model.load_state_dict(best_state)
+    result = SeedResult(
+        seed, best_epoch, len(history), valid={}, test=None, train_seconds=train_seconds, history=history, state_dict=best_state
+    )
     if multilabel:
-        return finish_multilabel(model, data, cfg, seed, best_epoch, history, train_seconds, best_state, thresholds)
-    predictions: dict[str, np.ndarray] = {}
-    probabilities: dict[str, np.ndarray] = {}
-    kept = dict(preds_out=predictions, probs_out=probabilities)
-    valid_best = evaluate(model, valid, cfg.eval_batch_size, name="valid", **kept)
-    test = evaluate(model, data.splits["test"], cfg.eval_batch_size, name="test", **kept) if "test" in data.splits else None
-    saturated = pooled_saturation(model, valid, cfg.eval_batch_size)
-    return SeedResult(seed, best_epoch, len(history), valid_best, test, train_seconds, history, best_state, predictions,
-                      pn_saturated=saturated, probabilities=probabilities)  # fmt: skip
+        finish_multilabel(model, data, cfg, result, thresholds)
+    else:
+        score_splits(model, data, cfg.eval_batch_size, SINGLE_LABEL, result)
+    result.pn_saturated = pooled_saturation(model, valid, cfg.eval_batch_size)
+    return result
 
 
-def seed_ensemble(results: list[SeedResult], labels: dict[str, np.ndarray], multilabel: bool,
-                  threshold: float | None = None) -> dict | None:  # fmt: skip
+def seed_ensemble(
+    results: list[SeedResult], labels: dict[str, np.ndarray], multilabel: bool, threshold: float | None = None
+) -> dict | None:
     """Metrics of the mean of the seeds' probabilities (not a single model: every seed is needed
     to predict). Multi-label thresholds: a global `threshold` when set; under cross-validation
     the mean of the seeds' out-of-fold thresholds (valid stays a check); else tuned on the
@@ -278,15 +290,16 @@ def seed_ensemble(results: list[SeedResult], labels: dict[str, np.ndarray], mult
             cut = tune_thresholds(labels["valid"], probs["valid"])
         out["thresholds"] = [float(t) for t in cut]
         for name, p in probs.items():
-            out[name] = multilabel_metrics(labels[name], (p >= cut).astype(np.int64))
+            out[name] = multilabel_metrics(labels[name], to_predictions(p, True, cut))
     else:
         for name, p in probs.items():
-            out[name] = classification_metrics(labels[name], p.argmax(axis=1))
+            out[name] = classification_metrics(labels[name], to_predictions(p, False))
     return out
 
 
-def train_epoch(model: DownstreamModel, optimizer, data: FusionData, cfg: TrainConfig, generator: torch.Generator,
-                threshold: float, device) -> dict:  # fmt: skip
+def train_epoch(
+    model: DownstreamModel, optimizer, data: FusionData, cfg: TrainConfig, generator: torch.Generator, threshold: float, device
+) -> dict:
     """One pass over train in shuffled batches; the epoch's train loss and metrics."""
     train, multilabel = data.splits["train"], data.multilabel
     n = len(train)
@@ -307,7 +320,7 @@ def train_epoch(model: DownstreamModel, optimizer, data: FusionData, cfg: TrainC
         optimizer.step()
         loss_sum += loss.detach() * len(idx)
         if multilabel:
-            preds[idx] = (torch.sigmoid(logits.detach()) >= threshold).long()
+            preds[idx] = (to_probabilities(logits.detach(), True) >= threshold).long()
         else:
             preds[idx] = logits.detach().argmax(dim=1)
     metrics = multilabel_metrics if multilabel else classification_metrics
@@ -315,68 +328,36 @@ def train_epoch(model: DownstreamModel, optimizer, data: FusionData, cfg: TrainC
 
 
 def log_epoch(seed: int, epoch: int, train: dict, valid: dict, improved: bool, seconds: float, multilabel: bool) -> None:
-    mark = " *" if improved else ""
+    """One line per epoch in train.log: train and valid loss and the selection metrics, `*` on an improving epoch."""
     if multilabel:
-        log.info("seed %d epoch %3d | train BCE %.4f macro-F1 %.2f | valid BCE %.4f macro-F1 %.2f micro-F1 %.2f%s | %.1fs",
-                 seed, epoch, train["loss"], train["macro_f1"], valid["loss"], valid["macro_f1"], valid["micro_f1"], mark,
-                 seconds)  # fmt: skip
+        shown = "train BCE %.4f macro-F1 %.2f | valid BCE %.4f macro-F1 %.2f micro-F1 %.2f"
+        values = (train["loss"], train["macro_f1"], valid["loss"], valid["macro_f1"], valid["micro_f1"])
     else:
-        log.info("seed %d epoch %3d | train loss %.4f acc %.2f wF1 %.2f | valid loss %.4f acc %.2f wF1 %.2f%s | %.1fs",
-                 seed, epoch, train["loss"], train["acc"], train["wf1"], valid["loss"], valid["acc"], valid["wf1"], mark,
-                 seconds)  # fmt: skip
+        shown = "train loss %.4f acc %.2f wF1 %.2f | valid loss %.4f acc %.2f wF1 %.2f"
+        values = (train["loss"], train["acc"], train["wf1"], valid["loss"], valid["acc"], valid["wf1"])
+    log.info("seed %d epoch %3d | " + shown + "%s | %.1fs", seed, epoch, *values, " *" if improved else "", seconds)
 
 
 def finish_multilabel(
-    model: DownstreamModel,
-    data: FusionData,
-    cfg: TrainConfig,
-    seed: int,
-    best_epoch: int,
-    history: list[dict],
-    train_seconds: float,
-    best_state: dict,
-    chosen: np.ndarray | None = None,
-) -> SeedResult:
-    """Thresholds for the selected state (tuned on validation, or the global one), then valid and test once."""
-    valid = data.splits["valid"]
-    probs = torch.sigmoid(predict_logits(model, valid, cfg.eval_batch_size).float()).cpu().numpy()
-    labels = valid.labels.cpu().numpy()
+    model: DownstreamModel, data: FusionData, cfg: TrainConfig, result: SeedResult, chosen: np.ndarray | None = None
+) -> None:
+    """The selected state's thresholds (`chosen`, else tuned on validation, or the global one), then
+    valid at 0.5 for comparison, and valid and test once at those thresholds, into `result`."""
+    valid, names = data.splits["valid"], data.label_names
     if chosen is not None:
         thresholds = np.asarray(chosen)
     elif cfg.threshold is None:
-        thresholds = tune_thresholds(labels, probs)
+        probs = to_probabilities(predict_logits(model, valid, cfg.eval_batch_size).float(), True).cpu().numpy()
+        thresholds = tune_thresholds(valid.labels.cpu().numpy(), probs)
     else:
-        thresholds = np.full(len(data.label_names), float(cfg.threshold))
-    names = data.label_names
-    predictions: dict[str, np.ndarray] = {}
-    probabilities: dict[str, np.ndarray] = {}
-    kwargs = dict(multilabel=True, thresholds=thresholds, label_names=names, probs_out=probabilities)
-    valid_at_05 = evaluate(model, valid, cfg.eval_batch_size, multilabel=True, thresholds=0.5, label_names=names)
-    valid_best = evaluate(model, valid, cfg.eval_batch_size, predictions, "valid", **kwargs)
-    test = (
-        evaluate(model, data.splits["test"], cfg.eval_batch_size, predictions, "test", **kwargs)
-        if "test" in data.splits
-        else None
-    )
+        thresholds = np.full(len(names), float(cfg.threshold))
+    result.thresholds = [float(t) for t in thresholds]
+    result.valid_at_05 = evaluate(model, valid, cfg.eval_batch_size, Scoring(True, 0.5, names))
+    score_splits(model, data, cfg.eval_batch_size, Scoring(True, thresholds, names), result)
     log.info(
         "seed %d: thresholds %s | valid macro-F1 %.2f at 0.5, %.2f at these",
-        seed,
+        result.seed,
         " ".join(f"{n}={t:.2f}" for n, t in zip(names, thresholds, strict=False)),
-        valid_at_05["macro_f1"],
-        valid_best["macro_f1"],
-    )
-    return SeedResult(
-        seed,
-        best_epoch,
-        len(history),
-        valid_best,
-        test,
-        train_seconds,
-        history,
-        best_state,
-        predictions,
-        thresholds=[float(t) for t in thresholds],
-        valid_at_05=valid_at_05,
-        pn_saturated=pooled_saturation(model, valid, cfg.eval_batch_size),
-        probabilities=probabilities,
+        result.valid_at_05["macro_f1"],
+        result.valid["macro_f1"],
     )

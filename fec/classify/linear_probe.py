@@ -2,7 +2,7 @@
 C chosen on validation or by K-fold cross-validation on train.
 
     from fec.classify.linear_probe import select_and_fit
-    probe = select_and_fit(x_train, y_train, x_valid, y_valid, multilabel=False)
+    probe = select_and_fit((x_train, y_train), (x_valid, y_valid), multilabel=False)
     probe.c, probe.selection, probe.predict_proba(x_test)
 
 Single-label: multinomial (softmax) regression. Multi-label: one-vs-rest (one sigmoid per label)
@@ -21,12 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fec.classify.outputs import to_predictions, to_probabilities
 from fec.core.metrics import classification_metrics, multilabel_metrics, tune_thresholds
 
 C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 MAX_ITER = 100
 WARM_MAX_ITER = 40  # a warm-started fit begins at the previous C's solution
 PATIENCE = 2
+Rows = tuple[torch.Tensor, torch.Tensor]  # a split's features (N, H) and labels (ids, or multi-hot rows)
 
 
 def selection_metric(multilabel: bool) -> str:
@@ -47,16 +49,29 @@ class Standardiser:
         return (x - self.mean) / self.std
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, c: float, multilabel: bool,
-                 init: tuple[torch.Tensor, torch.Tensor] | None = None, classes: int | None = None,
-                 max_iter: int = MAX_ITER) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def fit_logistic(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    c: float,
+    multilabel: bool,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    classes: int | None = None,
+    max_iter: int = MAX_ITER,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, b) minimising the mean loss + ||W||^2 / (2 C n) on standardised `x`."""
     n, d = x.shape
     k = y.shape[1] if multilabel else (classes or int(y.max()) + 1)
     weight = (init[0].clone() if init else torch.zeros(d, k, device=x.device)).requires_grad_(True)
     bias = (init[1].clone() if init else torch.zeros(k, device=x.device)).requires_grad_(True)
-    optimiser = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-                                  tolerance_grad=1e-6, tolerance_change=1e-10)  # fmt: skip
+    optimiser = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1,
+        max_iter=max_iter,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-6,
+        tolerance_change=1e-10,
+    )
     target = y.float() if multilabel else y.long()
 
     def closure():
@@ -75,15 +90,15 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, c: float, multilabel: bool,
 
 
 def probabilities(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, multilabel: bool) -> np.ndarray:
-    logits = x @ weight + bias
-    return (torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)).cpu().numpy()
+    """The probe's probabilities for the standardised rows `x`."""
+    return to_probabilities(x @ weight + bias, multilabel).cpu().numpy()
 
 
 def score(labels: np.ndarray, probs: np.ndarray, multilabel: bool, thresholds: np.ndarray | None = None) -> dict:
     """The task's metrics (percent) of probabilities: argmax, or per-label thresholds (0.5 if none)."""
     if multilabel:
-        return multilabel_metrics(labels, probs >= (0.5 if thresholds is None else thresholds))
-    return classification_metrics(labels, probs.argmax(axis=1))
+        return multilabel_metrics(labels, to_predictions(probs, True, 0.5 if thresholds is None else thresholds))
+    return classification_metrics(labels, to_predictions(probs, False))
 
 
 @dataclass
@@ -139,10 +154,13 @@ def _choose(labels: np.ndarray, probs_per_c: list[np.ndarray], multilabel: bool,
     return best[0], best[1], best[2] | {"curve": curve}
 
 
-def select_and_fit(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor | None, y_valid: torch.Tensor | None,
-                   multilabel: bool, *, cv: int = 0, seed: int = 0, grid=C_GRID, device: str = "cpu") -> Probe:  # fmt: skip
-    """Choose C (and multi-label thresholds) on validation, or with `cv` > 1 by `cv`-fold
-    cross-validation on train (out-of-fold predictions), then return the probe trained on all of train."""
+def select_and_fit(
+    train: Rows, valid: Rows | None, multilabel: bool, *, cv: int = 0, seed: int = 0, grid=C_GRID, device: str = "cpu"
+) -> Probe:
+    """Choose C (and multi-label thresholds) on `valid`, or with `cv` > 1 by `cv`-fold
+    cross-validation on train (out-of-fold predictions; `valid` may then be None), then return the
+    probe trained on all of `train`."""
+    (x_train, y_train), (x_valid, y_valid) = train, valid or (None, None)
     device = torch.device(device)
     standardiser = Standardiser.fit(x_train.float().to(device))
     xt, yt = standardiser(x_train.float().to(device)), y_train.to(device)
@@ -154,8 +172,9 @@ def select_and_fit(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.
         for fold in range(cv):
             held = torch.from_numpy(folds == fold).to(device)
             fold_scale = Standardiser.fit(raw[~held])  # the held-out rows never inform the scaling
-            fitted = _walk_grid(fold_scale(raw[~held]), yt[~held], fold_scale(raw[held]), None, multilabel, grid, classes,
-                                patience=None)  # fmt: skip
+            fitted = _walk_grid(
+                fold_scale(raw[~held]), yt[~held], fold_scale(raw[held]), None, multilabel, grid, classes, patience=None
+            )
             for i, (probs, _) in enumerate(fitted):
                 oof[i][held.cpu().numpy()] = probs
         index, thresholds, chosen = _choose(y_train.numpy(), oof, multilabel, grid)

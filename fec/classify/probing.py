@@ -22,11 +22,14 @@ from tqdm.auto import tqdm
 
 from fec.classify.cross_validation import check_folds, folds_for
 from fec.classify.linear_probe import select_and_fit, selection_metric
+from fec.classify.seed_result import scored_splits
 from fec.features.store import StoredFeatures, StoreError, feature_path, load_features
 
 log = logging.getLogger(__name__)
 
 MODES = ("train", "valid", "test")
+# What a result row says about its view (then the probe's C, selection, valid and test metrics).
+VIEW_COLUMNS = ("folder", "slot", "model", "pooling", "layer", "num_hidden_states", "prompt", "chat_template")
 
 
 @dataclass(frozen=True)
@@ -54,15 +57,18 @@ def folder_views(manifest: dict, folder: str) -> list[View]:
     if manifest.get("feature_axes") == ["row", "pooling", "layer", "hidden"]:
         prompt, chat = " | ".join(manifest.get("prompts") or []), bool(manifest.get("chat_template"))
         n = manifest["num_hidden_states"]
-        return [View(**base, pooling=p, layer=layer, num_hidden_states=n, prompt=prompt, chat_template=chat, position=(i, j))
-                for i, p in enumerate(manifest["poolings"]) for j, layer in enumerate(manifest["layer_indices"])]  # fmt: skip
+        return [
+            View(**base, pooling=p, layer=layer, num_hidden_states=n, prompt=prompt, chat_template=chat, position=(i, j))
+            for i, p in enumerate(manifest["poolings"])
+            for j, layer in enumerate(manifest["layer_indices"])
+        ]
     pooling = {"layer_mean": "mean", "first_token": "first"}.get(manifest.get("pooling"), manifest.get("pooling"))
     if manifest.get("llama_pooling") not in (None, "masked"):
         pooling = f"mean_{manifest['llama_pooling']}"
+    published = dict(base, pooling=pooling, num_hidden_states=None, prompt="", chat_template=False)
     if len(manifest["feature_shape"]) == 2:  # the published LLaMA slot: last layer first
-        return [View(**base, pooling=pooling, layer=-(k + 1), num_hidden_states=None, prompt="", chat_template=False,
-                     position=(k,)) for k in range(manifest["feature_shape"][0])]  # fmt: skip
-    return [View(**base, pooling=pooling, layer=-1, num_hidden_states=None, prompt="", chat_template=False, position=())]
+        return [View(**published, layer=-(k + 1), position=(k,)) for k in range(manifest["feature_shape"][0])]
+    return [View(**published, layer=-1, position=())]
 
 
 def load_folder(dataset_dir: Path | str, task: str, folder: str) -> dict[str, StoredFeatures]:
@@ -93,8 +99,16 @@ def matrix(stored: StoredFeatures, view: View) -> torch.Tensor:
     return stored.features[(slice(None), *view.position)].float()
 
 
-def probe_rows(dataset_dir: Path | str, task: str, folders: list[str], *, cv: int | None = None, seed: int = 0,
-               device: str = "cpu", combine: bool = False) -> tuple[list[dict], dict]:  # fmt: skip
+def probe_rows(
+    dataset_dir: Path | str,
+    task: str,
+    folders: list[str],
+    *,
+    cv: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    combine: bool = False,
+) -> tuple[list[dict], dict]:
     """One result row per view of `folders`, and what the probe did (cv folds, selection metric).
     `combine` adds a row for one probe of the concatenated best view of every folder."""
     rows, setup = [], {}
@@ -111,23 +125,23 @@ def probe_rows(dataset_dir: Path | str, task: str, folders: list[str], *, cv: in
     for folder, view in tqdm(views, desc=f"probe {task}", unit="view"):
         splits = loaded[folder]
         x = {mode: matrix(s, view) for mode, s in splits.items()}
-        row = {k: getattr(view, k) for k in ("folder", "slot", "model", "pooling", "layer", "num_hidden_states", "prompt",
-                                              "chat_template")}  # fmt: skip
+        row = {k: getattr(view, k) for k in VIEW_COLUMNS}
         rows.append(row | probe_row(x, splits, multilabel, folds, seed, device))
     if combine:
         rows.append(combined_row(loaded, views, rows, setup, seed, device))
     return rows, setup
 
 
-def probe_row(x: dict[str, torch.Tensor], splits: dict[str, StoredFeatures], multilabel: bool, folds: int, seed: int,
-              device: str) -> dict:  # fmt: skip
+def probe_row(
+    x: dict[str, torch.Tensor], splits: dict[str, StoredFeatures], multilabel: bool, folds: int, seed: int, device: str
+) -> dict:
     """One probe of the matrices `x` (per split): its C, selection metrics, valid and test metrics."""
     y = {mode: s.labels for mode, s in splits.items()}
-    probe = select_and_fit(x["train"], y["train"], x["valid"], y["valid"], multilabel, cv=folds, seed=seed, device=device)
+    train, valid = (x["train"], y["train"]), (x["valid"], y["valid"])
+    probe = select_and_fit(train, valid, multilabel, cv=folds, seed=seed, device=device)
     row = {"c": probe.c, "selected_on": probe.selected_on} | {f"selection_{k}": v for k, v in probe.selection.items()}
-    for mode in ("valid", "test"):
-        if mode in x:
-            row |= {f"{mode}_{k}": v for k, v in probe.evaluate(x[mode], y[mode].numpy()).items()}
+    for mode in scored_splits(x):
+        row |= {f"{mode}_{k}": v for k, v in probe.evaluate(x[mode], y[mode].numpy()).items()}
     return row
 
 
@@ -143,9 +157,17 @@ def combined_row(loaded: dict, views: list[tuple[str, View]], rows: list[dict], 
     splits = next(iter(loaded.values()))
     x = {mode: torch.cat([matrix(loaded[f][mode], v) for f, v in chosen], dim=1) for mode in splits}
     names = " + ".join(f"{view.folder}:{view.pooling}:{view.layer}" for _, view in chosen)
-    return {"folder": "combined", "slot": "all", "model": names, "pooling": "best view of each folder", "layer": -1,
-            "num_hidden_states": None, "prompt": "", "chat_template": False} | probe_row(
-        x, splits, setup["multilabel"], setup["cv"], seed, device)  # fmt: skip
+    view = {
+        "folder": "combined",
+        "slot": "all",
+        "model": names,
+        "pooling": "best view of each folder",
+        "layer": -1,
+        "num_hidden_states": None,
+        "prompt": "",
+        "chat_template": False,
+    }
+    return view | probe_row(x, splits, setup["multilabel"], setup["cv"], seed, device)
 
 
 def best_rows(rows: list[dict], key: str) -> list[dict]:

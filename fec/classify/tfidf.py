@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -27,17 +27,19 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import FeatureUnion
 
+from fec.classify.outputs import to_predictions
+from fec.classify.seed_result import SeedResultBase, scored_splits
 from fec.core.data import DataError
 from fec.core.metrics import classification_metrics, multilabel_metrics, tune_thresholds
 
-log = logging.getLogger("fec.classify.tfidf")
+log = logging.getLogger(__name__)
 
 SOURCE = "tfidf-logreg"
 DEFAULT_C_GRID = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
 
 
 @dataclass
-class BaselineSeedResult:
+class BaselineSeedResult(SeedResultBase):
     """One seed: the chosen C, its validation (and test) metrics, and every C tried."""
 
     seed: int
@@ -52,15 +54,7 @@ class BaselineSeedResult:
     thresholds: list[float] | None = None  # multi-label: per-label thresholds, tuned out of fold
     cv: dict | None = None  # multi-label: how C was chosen by cross-validation on train
     best_epoch = None  # no epochs: one fit per C
-    history: tuple = ()
-
-    @property
-    def cv_metrics(self) -> dict | None:
-        return self.cv["oof"] if self.cv else None
-
-    def summary(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k not in ("predictions", "probabilities")}
-        return {k: v for k, v in out.items() if v is not None or k not in ("thresholds", "cv")}
+    history: tuple = ()  # a field, so results.json's seed entries keep their `history: []`
 
 
 def fit_logreg(x, y, C: float, seed: int, max_iter: int) -> tuple[LogisticRegression, bool]:
@@ -86,8 +80,9 @@ def label_probabilities(model: LogisticRegression, x, n_labels: int) -> np.ndarr
     return probabilities
 
 
-def run_seed(features: dict, labels: dict, grid: list[float], seed: int, max_iter: int, fits: dict,
-             n_labels: int) -> BaselineSeedResult:  # fmt: skip
+def run_seed(
+    features: dict, labels: dict, grid: list[float], seed: int, max_iter: int, fits: dict, n_labels: int
+) -> BaselineSeedResult:
     """Fit every C (or reuse the fit in `fits`: lbfgs ignores the seed), keep the best on valid, test once."""
     started = time.perf_counter()
     tried, best, best_model = [], None, None
@@ -123,22 +118,22 @@ def run_seed(features: dict, labels: dict, grid: list[float], seed: int, max_ite
         valid = entry["valid"]
         if best is None or valid["wf1"] > best["valid"]["wf1"]:
             best, best_model = tried[-1], model
-    test = None
-    evaluated = [m for m in ("valid", "test") if m in features]  # test once, on the model chosen on validation
+    evaluated = scored_splits(features)  # test once, on the model chosen on validation
     probabilities = {m: label_probabilities(best_model, features[m], n_labels) for m in evaluated}
-    predictions = {m: probabilities[m].argmax(axis=1) for m in evaluated}
-    if "test" in features:
-        test = classification_metrics(labels["test"], predictions["test"])
+    predictions = {m: to_predictions(probabilities[m], False) for m in evaluated}
+    test = classification_metrics(labels["test"], predictions["test"]) if "test" in predictions else None
     seconds = round(time.perf_counter() - started, 2)
-    return BaselineSeedResult(seed, best["C"], best["valid"], test, seconds, best["n_iter"], tried, predictions,
-                              probabilities=probabilities)  # fmt: skip
+    return BaselineSeedResult(
+        seed, best["C"], best["valid"], test, seconds, best["n_iter"], tried, predictions, probabilities=probabilities
+    )
 
 
 ANALYZERS = ("word", "word+char")
 
 
-def run_multilabel_seed(features: dict, labels: dict, grid: list[float], seed: int, max_iter: int,
-                        folds: int = 5) -> BaselineSeedResult:  # fmt: skip
+def run_multilabel_seed(
+    features: dict, labels: dict, grid: list[float], seed: int, max_iter: int, folds: int = 5
+) -> BaselineSeedResult:
     """Multi-label: one-vs-rest logistic regressions. C and the per-label thresholds are chosen by
     `folds`-fold cross-validation on train (out-of-fold probabilities, macro-F1), since a small
     valid split overfits; then the model is fitted on all of train, valid is scored as a check and
@@ -153,20 +148,22 @@ def run_multilabel_seed(features: dict, labels: dict, grid: list[float], seed: i
             held = assignment == fold
             oof[held] = fit_one_vs_rest(x[~held], y[~held], C, seed, max_iter).predict_proba(x[held])
         thresholds = tune_thresholds(y, oof)
-        metrics = multilabel_metrics(y, (oof >= thresholds).astype(np.int64))
+        metrics = multilabel_metrics(y, to_predictions(oof, True, thresholds))
         tried.append({"C": C, "cv": metrics})
-        log.info("seed %d C=%-5g | %d-fold CV macro-F1 %.2f micro-F1 %.2f", seed, C, folds, metrics["macro_f1"],
-                 metrics["micro_f1"])  # fmt: skip
+        shown = (metrics["macro_f1"], metrics["micro_f1"])
+        log.info("seed %d C=%-5g | %d-fold CV macro-F1 %.2f micro-F1 %.2f", seed, C, folds, *shown)
         if best is None or metrics["macro_f1"] > best[1]["macro_f1"]:
             best = (C, metrics, thresholds)
     C, oof_metrics, thresholds = best
     model = fit_one_vs_rest(x, y, C, seed, max_iter)
-    probabilities = {m: model.predict_proba(features[m]) for m in features if m != "train"}
-    predictions = {m: (p >= thresholds).astype(np.int64) for m, p in probabilities.items()}
+    probabilities = {m: model.predict_proba(features[m]) for m in scored_splits(features)}
+    predictions = {m: to_predictions(p, True, thresholds) for m, p in probabilities.items()}
     valid = multilabel_metrics(labels["valid"], predictions["valid"])
     test = multilabel_metrics(labels["test"], predictions["test"]) if "test" in predictions else None
-    return BaselineSeedResult(seed, C, valid, test, round(time.perf_counter() - started, 2), max_iter, tried, predictions,
-                              probabilities, [float(t) for t in thresholds], {"folds": folds, "oof": oof_metrics})  # fmt: skip
+    seconds = round(time.perf_counter() - started, 2)
+    cv = {"folds": folds, "oof": oof_metrics}
+    chosen = [float(t) for t in thresholds]
+    return BaselineSeedResult(seed, C, valid, test, seconds, max_iter, tried, predictions, probabilities, chosen, cv)
 
 
 def fit_one_vs_rest(x, y, C: float, seed: int, max_iter: int) -> OneVsRestClassifier:
@@ -176,8 +173,14 @@ def fit_one_vs_rest(x, y, C: float, seed: int, max_iter: int) -> OneVsRestClassi
         return model.fit(x, y)
 
 
-def vectorize(splits: dict, ngram_max: int, min_df: int, max_features: int | None, analyzer: str = "word+char",
-              char_ngrams: tuple[int, int] = (2, 5)) -> tuple[dict, int]:  # fmt: skip
+def vectorize(
+    splits: dict,
+    ngram_max: int,
+    min_df: int,
+    max_features: int | None,
+    analyzer: str = "word+char",
+    char_ngrams: tuple[int, int] = (2, 5),
+) -> tuple[dict, int]:
     """TF-IDF features of every split, fitted on train, and the vocabulary size: word n-grams
     1..ngram_max, and with `word+char` beside them (a union, each block L2-normalised) character
     n-grams inside word boundaries (`char_wb`, `char_ngrams`); sublinear tf throughout."""

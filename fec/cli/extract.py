@@ -7,21 +7,38 @@
     python llama2_rep_extract.py --task ED --layers all --pooling mean last   # every layer, two poolings (fec.features.spec)
     accelerate launch --multi_gpu --num_processes 4 llama2_rep_extract.py --task ED --mode all
 
-The work itself (chunks, locks, data parallel, manifests) is `fec.features.extract.run`.
+Here the options become one `fec.features.config.ExtractionConfig` (`extraction_config`:
+`--compat` and `--preset` resolved, the variant options checked into a FeatureSpec); the work
+itself (chunks, locks, data parallel, manifests) is `fec.features.extract.run`. A setting the
+library refuses is reported under the option that gave it (`--max_len 300: ...`).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from fec.cli.options import ArgumentParser, common_options, flag, positive_int, task_name
+from fec.cli.options import ArgumentParser, common_options, config_from, flag, positive_int, task_name
 from fec.cli.script import run_script
-from fec.core.compat import BATCH_SIZE, REFERENCE_BATCH_SIZE
+from fec.core.compat import BATCH_SIZE, REFERENCE_BATCH_SIZE, resolve_extraction
 from fec.core.data import MODES
+from fec.core.errors import UsageError
 from fec.features.backbones import LOAD_IN, SLOTS
-from fec.features.extract import CHUNK_ROWS, DEVICE_MAPS, run
+from fec.features.config import CHUNK_ROWS, DEVICE_MAPS, ExtractionConfig
+from fec.features.errors import SettingError
+from fec.features.extract import run
 from fec.features.scale import close_distributed
-from fec.features.spec import LAYERS_HELP, POOLING_HELP, POOLINGS, STORE_DTYPES, VARIANT_LAYERS, VARIANT_POOLING
+from fec.features.spec import (
+    LAYERS_HELP,
+    POOLING_HELP,
+    POOLINGS,
+    STORE_DTYPES,
+    VARIANT_LAYERS,
+    VARIANT_POOLING,
+    FeatureSpec,
+    check_prompt,
+    parse_layers,
+)
 from fec.features.standins import PRESETS
 
 
@@ -200,10 +217,65 @@ def add_placement_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*flag("trust_remote_code"), action="store_true", help="allow model code from the hub (off by default)")
 
 
-def main(slot: str, argv: list[str] | None = None) -> int:
-    return run_script(
-        build_parser(slot),
-        lambda args: run(args, slot),
-        argv,
-        cleanup=close_distributed,
+def chosen_model(args: argparse.Namespace, slot: str) -> str:
+    """-model wins; else the -preset's model for this slot; else the published default."""
+    if args.model:
+        return args.model
+    if args.preset:
+        return PRESETS[args.preset][slot]
+    return SLOTS[slot].default_model
+
+
+def feature_spec(args: argparse.Namespace, slot: str, llama_pooling: str) -> FeatureSpec:
+    """The FeatureSpec of the variant options (`llama_pooling` after --compat), refusing the
+    combinations that cannot be extracted in one pass."""
+    poolings = tuple(args.pooling or ())
+    choice = parse_layers(args.layers) if args.layers is not None else None
+    prompts = tuple(check_prompt(p) for p in (args.prompt or ()))
+    spec = FeatureSpec(slot, poolings, choice, prompts, args.chat_template, args.store_dtype or "bfloat16")
+    if args.store_dtype and not spec.is_variant:
+        raise UsageError(
+            f"--store_dtype {args.store_dtype}: applies to variants (--pooling, --layers, --prompt); the published "
+            "extractions are stored in float32"
+        )
+    if spec.is_variant and llama_pooling != "masked":
+        raise UsageError(
+            "--llama_pooling unmasked_padded (or --compat reference) is the published extraction; it does not combine "
+            "with --pooling, --prompt, --chat_template or layer indices"
+        )
+    if len(set(poolings)) != len(poolings):
+        raise UsageError(f"--pooling {' '.join(poolings)}: names a pooling twice")
+    if "pooler" in poolings and (len(poolings) > 1 or choice is not None or prompts or args.chat_template):
+        raise UsageError(
+            "--pooling pooler: the pooler output exists for the last layer of the plain text only; ask for it on its "
+            "own, without --layers, --prompt or --chat_template (the BERT slot's published feature is the pooler)"
+        )
+    return spec
+
+
+def extraction_config(args: argparse.Namespace, slot: str) -> ExtractionConfig:
+    """The command line as one ExtractionConfig: the model chosen (-model, -preset, default),
+    the recipe choices left unset taken from --compat, the variant options as a FeatureSpec."""
+    llama_pooling = getattr(args, "llama_pooling", None)  # only the llama slot's parser has --llama_pooling
+    recipe = resolve_extraction(slot, args.compat, llama_pooling, args.batch_order, args.batch_size)
+    return config_from(
+        ExtractionConfig,
+        args,
+        slot=slot,
+        model=chosen_model(args, slot),
+        modes=() if args.mode == "all" else (args.mode,),
+        feature_spec=feature_spec(args, slot, recipe["llama_pooling"]),
+        **recipe,
     )
+
+
+def extract(args: argparse.Namespace, slot: str) -> list[Path]:
+    """Extract what the command line asks for; a setting the library refuses is named by its option."""
+    try:
+        return run(extraction_config(args, slot))
+    except SettingError as err:
+        raise UsageError(err.named(flag(err.setting)[0])) from err
+
+
+def main(slot: str, argv: list[str] | None = None) -> int:
+    return run_script(build_parser(slot), lambda args: extract(args, slot), argv, cleanup=close_distributed)

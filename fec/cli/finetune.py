@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-
-import torch
 
 from fec.classify.cross_validation import chosen_folds
 from fec.classify.finetuning import (
     FinetuneConfig,
+    FinetuneSetup,
+    SeedPlan,
     TextDataset,
     classifier_config,
+    finetune_seed,
+    finetune_seed_cv,
     pick_precision,
     planned_warmup,
-    train_one_seed,
-    train_one_seed_cv,
 )
+from fec.classify.fusion_training import SeedResult
 from fec.cli.options import (
     ArgumentParser,
     add_fields,
@@ -36,6 +36,7 @@ from fec.cli.options import (
     fraction,
     non_negative_float,
     non_negative_int,
+    option_defaults,
     positive_float,
     positive_int,
     probability,
@@ -44,11 +45,10 @@ from fec.cli.options import (
 )
 from fec.cli.script import run_script
 from fec.core.data import Split, available_modes, load_splits
-from fec.core.provenance import provenance
 from fec.features.backbones import DTYPES, ModelError, ensure_pad_token, model_fingerprint, pick_device, resolve_model
-from fec.runs.folder import finish_run, run_folder, write_json, write_results
+from fec.runs.training_run import Closing, RunPlan, ScoredSplits, train_run
 
-log = logging.getLogger("fec.classify.finetuning")
+log = logging.getLogger(__name__)
 
 
 def dtype_name(text: str) -> str:
@@ -126,15 +126,17 @@ def read_splits(args: argparse.Namespace) -> dict[str, Split]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Read the data, resolve the options (folds: config.json records them as resolved), load the
+    tokenizer and the model's configuration (a bad combination fails before the run folder exists),
+    fine-tune every seed."""
     from transformers import AutoTokenizer
 
-    seeds = chosen_seeds(args)
     splits = read_splits(args)
     train = splits["train"]
     multilabel, label_names = train.multilabel, train.label_names
     if args.threshold is not None and not multilabel:
         log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.task)
-    folds = chosen_folds(args, len(splits["valid"]), len(train))
+    folds = chosen_folds(args.cv, len(splits["valid"]), len(train))
     cfg = config_from(FinetuneConfig, args, threshold=args.threshold if multilabel else None, cv=folds)
     device = pick_device(args.device)
     pick_precision(cfg.dtype, device)  # refuse a bad combination before any work
@@ -145,63 +147,69 @@ def run(args: argparse.Namespace) -> dict:
         raise ModelError(f"{args.model}: cannot load its tokenizer ({str(err).splitlines()[0]})") from err
     ensure_pad_token(tokenizer)
     config, dropout_set = classifier_config(resolved, label_names, multilabel, cfg.dropout, tokenizer.pad_token_id)
-
-    with run_folder(args.out, f"{args.task}_finetune") as run_dir:
-        return finetune_run(args, run_dir, cfg, seeds, splits, resolved, tokenizer, config, dropout_set, device)
-
-
-def finetune_run(args: argparse.Namespace, run_dir: Path, cfg: FinetuneConfig, seeds: list[int], splits: dict[str, Split],
-                 resolved, tokenizer, config, dropout_set: dict, device: torch.device) -> dict:  # fmt: skip
-    """Fine-tune every seed into `run_dir` and write the run's files."""
-    train = splits["train"]
-    multilabel, label_names = train.multilabel, train.label_names
+    if not dropout_set:
+        log.warning("%s: no hidden/attention dropout setting found in its config; -dropout has no effect", args.model)
     if "test" not in splits:
         log.warning("%s: no test.csv; reporting validation metrics only", args.task)
     warmup, planned = planned_warmup(cfg, len(train))
-    log.info("run folder %s; model %s (%s); %s-label, %d labels; device %s; seeds %s; warmup %d of %d planned steps",
-             run_dir, args.model, resolved, "multi" if multilabel else "single", len(label_names), device, seeds, warmup,
-             planned)  # fmt: skip
-    datasets = tokenised(splits, tokenizer, cfg.max_len, multilabel)
-    if not dropout_set:
-        log.warning("%s: no hidden/attention dropout setting found in its config; -dropout has no effect", args.model)
     fingerprint = model_fingerprint(resolved)
-    write_json(run_dir / "config.json", {
-        "args": vars(args), "seeds": seeds, "finetune_config": asdict(cfg), "device": str(device),
-        "model_path": str(resolved), "model_fingerprint": fingerprint, "model_type": config.model_type,
-        "dropout_set": dropout_set, "warmup_steps_used": warmup, "planned_steps": planned,
+    ran = vars(args) | {"cv": folds if folds and args.cv is None else args.cv}
+    selection = (f"{cfg.cv}-fold cross-validation on train (each fold: lowest held-out loss, early stop after {cfg.patience} "
+                 "epochs), then all of train for the median epoch count") if cfg.cv else (
+                 f"lowest validation loss, early stop after {cfg.patience} epochs without improvement")  # fmt: skip
+    record = {
+        "args": ran, "option_defaults": option_defaults(build_parser()), "seeds": chosen_seeds(args),
+        "finetune_config": asdict(cfg), "device": str(device), "model_path": str(resolved), "model_fingerprint": fingerprint,
+        "model_type": config.model_type, "dropout_set": dropout_set, "warmup_steps_used": warmup, "planned_steps": planned,
         "problem_type": "multi_label_classification" if multilabel else "single_label_classification",
-        "selection": f"{cfg.cv}-fold cross-validation on train (each fold: lowest held-out loss, early stop after "
-        f"{cfg.patience} epochs), then all of train for the median epoch count" if cfg.cv else
-        f"lowest validation loss, early stop after {cfg.patience} epochs without improvement",
-        "rows": {m: len(s.texts) for m, s in splits.items()}, "label_names": label_names,
-        "csv_sha256": {m: s.csv_sha256 for m, s in splits.items()}, **provenance(),
-    })  # fmt: skip
-    model_spec = {"kind": "finetune", "model": args.model, "model_path": str(resolved), "model_fingerprint": fingerprint,
-                  "task": args.task, "label_names": label_names, "max_len": cfg.max_len}  # fmt: skip
+        "selection": selection, "rows": {m: len(s.texts) for m, s in splits.items()}, "label_names": label_names,
+        "csv_sha256": {m: s.csv_sha256 for m, s in splits.items()},
+    }  # fmt: skip
+    model = {"kind": "finetune", "model": args.model, "model_path": str(resolved), "model_fingerprint": fingerprint,
+             "task": args.task, "label_names": label_names, "max_len": cfg.max_len}  # fmt: skip
     if multilabel:
         rule = "global" if cfg.threshold is not None else f"per-label, tuned {'out of fold' if cfg.cv else 'on valid'}"
-        model_spec |= {"multilabel": True, "threshold_rule": rule, "thresholds": {}}
-    write_json(run_dir / "model.json", model_spec)
-    started, results = time.perf_counter(), []
-    for seed in seeds:
-        if cfg.cv:
-            result = train_one_seed_cv(cfg, resolved, config, tokenizer, datasets, label_names, multilabel, seed, device,
-                                       run_dir)  # fmt: skip
-        else:
-            result = train_one_seed(cfg, resolved, config, tokenizer, datasets, label_names, multilabel, seed, device, run_dir,
-                                    warmup)  # fmt: skip
-        if multilabel:
-            model_spec["thresholds"][str(seed)] = result.thresholds
-            write_json(run_dir / "model.json", model_spec)
-        log_seed(result, multilabel)
-        results.append(result)
-        write_results(run_dir, args.task, results, sources=[f"finetune:{args.model}"], multilabel=multilabel, finished=False)
-    settings = {"model": args.model, "lr": cfg.lr, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
-                **({"selection": f"cv{cfg.cv}"} if cfg.cv else {})}  # fmt: skip
-    return finish_run(run_dir, args.out, args.task, results, sources=[f"finetune:{args.model}"],
-                      labels={m: s.labels for m, s in splits.items()}, label_names=label_names, multilabel=multilabel,
-                      threshold=cfg.threshold, method="finetune", recipe="", settings=settings,
-                      seconds=round(time.perf_counter() - started, 2), texts={m: s.texts for m, s in splits.items()})  # fmt: skip
+        model |= {"multilabel": True, "threshold_rule": rule, "thresholds": {}}
+    scored = ScoredSplits({m: s.labels for m, s in splits.items()}, {m: s.texts for m, s in splits.items()}, label_names,
+                          multilabel)  # fmt: skip
+    plan = RunPlan(task=args.task, out=args.out, folder_name=f"{args.task}_finetune", method="finetune",
+                   seeds=chosen_seeds(args), sources=[f"finetune:{args.model}"], config=record, splits=scored, model=model,
+                   threshold=cfg.threshold)  # fmt: skip
+    # Every seed fine-tunes the same encoder; the run folder is filled in once it exists.
+    setup = FinetuneSetup(cfg, resolved, config, tokenizer, label_names, multilabel, device, run_dir=None)
+    datasets = tokenised(splits, tokenizer, cfg.max_len, multilabel)
+    return train_run(plan, FinetunedSeeds(args.model, setup, SeedPlan(warmup), datasets, scored))
+
+
+@dataclass
+class FinetunedSeeds:
+    """Fine-tuning's seeds (`fec.runs.training_run.SeedTrainer`): each fine-tunes the encoder end to
+    end, saving its model under the run's checkpoints/seedN/."""
+
+    model: str
+    setup: FinetuneSetup
+    plan: SeedPlan
+    datasets: dict[str, TextDataset]
+    splits: ScoredSplits
+
+    def start(self, run_dir: Path) -> None:
+        setup = self.setup
+        log.info("model %s (%s); %s-label, %d labels; device %s; warmup %d steps", self.model, setup.resolved,
+                 "multi" if setup.multilabel else "single", len(setup.label_names), setup.device, self.plan.warmup)  # fmt: skip
+
+    def train_seed(self, seed: int, run_dir: Path) -> SeedResult:
+        setup = replace(self.setup, run_dir=run_dir)
+        if setup.cfg.cv:
+            return finetune_seed_cv(setup, self.datasets, seed)
+        return finetune_seed(setup, self.datasets, seed, self.plan)
+
+    def log_seed(self, result: SeedResult) -> None:
+        log_seed(result, self.splits.multilabel)
+
+    def closing(self, results: list[SeedResult]) -> Closing:
+        cfg = self.setup.cfg
+        settings = {"model": self.model, "lr": cfg.lr, "batch_size": cfg.batch_size, "epochs": cfg.epochs}
+        return Closing(settings | ({"selection": f"cv{cfg.cv}"} if cfg.cv else {}))
 
 
 def tokenised(splits: dict[str, Split], tokenizer, max_len: int, multilabel: bool) -> dict[str, TextDataset]:

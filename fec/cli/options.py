@@ -187,6 +187,12 @@ def command_line_options(parser: argparse.ArgumentParser, argv: list[str] | None
             action.default = default
 
 
+def option_defaults(parser: argparse.ArgumentParser) -> dict:
+    """Every option's default, by destination: recorded with a run, so its report and page can tell
+    which options it changed without importing the command that trained it."""
+    return {action.dest: action.default for action in parser._actions if action.dest != "help"}
+
+
 def flag(name: str, *aliases: str) -> tuple[str, ...]:
     """The spellings of one option: `--name` (the documented one), `-name` (the single-dash
     form of the published command lines) and any older `aliases` (`-SIGMA`, `-early-stop`)."""

@@ -25,6 +25,7 @@ from fec.cli.options import ArgumentParser, Distinct, common_options, flag, non_
 from fec.cli.script import run_script
 from fec.core.errors import UsageError
 from fec.core.files import atomic_write_text
+from fec.core.metrics import MULTILABEL_HEADLINE, SINGLE_LABEL_KEYS
 from fec.core.provenance import provenance
 from fec.features.backbones import pick_device
 from fec.features.store import StoreError
@@ -32,8 +33,8 @@ from fec.runs.escape import markdown_cell
 from fec.runs.folder import make_run_dir, write_json
 from fec.runs.plots import plot_layer_curves
 
-log = logging.getLogger("fec.classify.probing")
-TABLE_METRICS = {False: ("acc", "wf1", "macro_f1"), True: ("macro_f1", "micro_f1")}
+log = logging.getLogger(__name__)
+TABLE_METRICS = {False: SINGLE_LABEL_KEYS, True: MULTILABEL_HEADLINE}  # by whether the task is multi-label
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,8 +79,14 @@ def markdown_table(rows: list[dict], setup: dict) -> str:
             layer = row["model"]  # the views it concatenates
         tests = [f"{row[f'{shown}_{m}']:.2f}" if f"{shown}_{m}" in row else "" for m in metrics]
         # Folder and model names come from the store: written inert.
-        cells = [markdown_cell(row["folder"]), row["pooling"], markdown_cell(layer), f"{row['c']:g}",
-                 f"{row[f'selection_{key}']:.2f}", *tests]  # fmt: skip
+        cells = [
+            markdown_cell(row["folder"]),
+            row["pooling"],
+            markdown_cell(layer),
+            f"{row['c']:g}",
+            f"{row[f'selection_{key}']:.2f}",
+            *tests,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -94,8 +101,15 @@ def run(args: argparse.Namespace) -> int:
         have = ", ".join(sorted(known))
         raise UsageError(f"--folders {' '.join(unknown)}: not in {args.dataset_dir}/{args.task} (have: {have})")
     started = time.perf_counter()
-    rows, setup = probe_rows(args.dataset_dir, args.task, folders, cv=args.cv, seed=args.seed,
-                             device=str(pick_device(args.device)), combine=args.combine)  # fmt: skip
+    rows, setup = probe_rows(
+        args.dataset_dir,
+        args.task,
+        folders,
+        cv=args.cv,
+        seed=args.seed,
+        device=str(pick_device(args.device)),
+        combine=args.combine,
+    )
     run_dir = make_run_dir(args.out, f"probe_{args.task}")
     seconds = round(time.perf_counter() - started, 1)
     config = {"argv": sys.argv, "args": vars(args), "setup": setup, "seconds": seconds, **provenance()}

@@ -1,5 +1,6 @@
 """`report.py` (`fec report`): pool the seeds of finished runs that share a recipe into one
-table row (markdown or CSV); see `fec.runs.report` for the pooling rule.
+table row (markdown or CSV); see `fec.runs.report` for the pooling rule. Runs written before runs
+recorded their option defaults are read with today's, from the trainers' parsers.
 
     python report.py                          # every finished run under Logs/
     python report.py --task ED                # one task
@@ -14,10 +15,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from fec.cli.options import ArgumentParser, flag, task_name
+from fec.cli import finetune, tfidf, train
+from fec.cli.options import ArgumentParser, flag, option_defaults, task_name
 from fec.cli.script import run_script
 from fec.runs.index import write_html
-from fec.runs.report import find_runs, format_csv, format_markdown, pool, script_defaults
+from fec.runs.report import find_runs, pool
+from fec.runs.report_format import format_csv, format_markdown
+
+# The trainers whose runs are read back, by the script name their runs are filed under.
+TRAINERS = {"main.py": train, "finetune.py": finetune, "baselines/tfidf.py": tfidf}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         *flag("log_level"), default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity"
     )
     return parser
+
+
+def script_defaults() -> dict[str, dict]:
+    """Today's option defaults of each trainer, for runs written before runs recorded their own
+    (config.json's `option_defaults`): the same record, read from the trainers' parsers."""
+    return {script: option_defaults(command.build_parser()) for script, command in TRAINERS.items()}
 
 
 def run(args: argparse.Namespace) -> None:

@@ -19,18 +19,20 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
 from fec.classify.cross_validation import check_folds
-from fec.classify.tfidf import ANALYZERS, DEFAULT_C_GRID, SOURCE, run_multilabel_seed, run_seed, vectorize
+from fec.classify.tfidf import ANALYZERS, DEFAULT_C_GRID, SOURCE, BaselineSeedResult, run_multilabel_seed, run_seed, vectorize
 from fec.cli.options import (
     ArgumentParser,
     Distinct,
     chosen_seeds,
     common_options,
     flag,
+    option_defaults,
     positive_float,
     positive_int,
     seed_options,
@@ -39,10 +41,9 @@ from fec.cli.options import (
 from fec.cli.script import run_script
 from fec.core.data import available_modes, load_splits
 from fec.core.errors import UsageError
-from fec.core.provenance import provenance
-from fec.runs.folder import finish_run, run_folder, write_json
+from fec.runs.training_run import Closing, RunPlan, ScoredSplits, train_run
 
-log = logging.getLogger("fec.classify.tfidf")
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,72 +102,89 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict:
-    seeds = chosen_seeds(args)
+    """Read the data, check the options against it, fit the vectoriser once, fit every seed."""
     grid = [args.C] if args.C is not None else sorted(set(args.C_grid))
     # train and valid are required (a missing one is a one-line DataError); test only if present.
     modes = ["train", "valid"] + (["test"] if "test" in available_modes(args.data_dir, args.task) else [])
     splits = load_splits(args.data_dir, args.task, modes)
     started = time.perf_counter()
-    if splits["train"].multilabel:
+    multilabel, label_names = splits["train"].multilabel, splits["train"].label_names
+    if multilabel:
         check_folds(args.cv, len(splits["train"]), zero=None)
     if args.char_ngrams[0] > args.char_ngrams[1]:
         raise UsageError(f"--char_ngrams {args.char_ngrams[0]} {args.char_ngrams[1]}: MIN must not exceed MAX")
+    if "test" not in splits:
+        log.warning("%s: no test.csv; reporting validation metrics only", args.task)
     features, vocabulary = vectorize(splits, args.ngram_max, args.min_df, args.max_features, args.analyzer,
                                      tuple(args.char_ngrams))  # fmt: skip
     vectorizer_seconds = round(time.perf_counter() - started, 2)
-    with run_folder(args.out, f"{args.task}_tfidf") as run_dir:
-        return fit_run(args, run_dir, splits, features, vocabulary, vectorizer_seconds, seeds, grid, started)
-
-
-def fit_run(args: argparse.Namespace, run_dir: Path, splits: dict, features: dict, vocabulary: int, vectorizer_seconds: float,
-            seeds: list[int], grid: list[float], started: float) -> dict:  # fmt: skip
-    """Fit every seed on the TF-IDF features into `run_dir` and write the run's files."""
-    label_names, multilabel = splits["train"].label_names, splits["train"].multilabel
-    chosen = "fixed " + str(args.C) if args.C is not None else f"from grid {grid}"
-    log.info("run folder %s; seeds %s; C %s", run_dir, seeds, chosen)
-    if "test" not in splits:
-        log.warning("%s: no test.csv; reporting validation metrics only", args.task)
     log.info("TF-IDF: %d n-grams (1..%d, min_df %d) from %d training texts in %.1fs", vocabulary, args.ngram_max,
              args.min_df, len(splits["train"]), vectorizer_seconds)  # fmt: skip
-    write_json(run_dir / "config.json", {
-        "args": vars(args), "seeds": seeds, "C_grid": grid,
+    scored = ScoredSplits({m: s.labels for m, s in splits.items()}, {m: s.texts for m, s in splits.items()}, label_names,
+                          multilabel)  # fmt: skip
+    plan = RunPlan(task=args.task, out=args.out, folder_name=f"{args.task}_tfidf", method="tfidf", seeds=chosen_seeds(args),
+                   sources=[SOURCE], config=run_record(args, splits, grid, vocabulary), splits=scored)  # fmt: skip
+    fitted = TfidfSeeds(args, features, scored, grid, {"vocabulary": vocabulary, "vectorizer_seconds": vectorizer_seconds})
+    return train_run(plan, fitted)
+
+
+def run_record(args: argparse.Namespace, splits: dict, grid: list[float], vocabulary: int) -> dict:
+    """config.json of a TF-IDF run: the options, the vectoriser and the classifier as they ran."""
+    multilabel = splits["train"].multilabel
+    return {
+        "args": vars(args), "option_defaults": option_defaults(build_parser()), "seeds": chosen_seeds(args), "C_grid": grid,
         "selection": f"{args.cv}-fold CV macro-F1 on train, thresholds out of fold" if multilabel else
                      "validation weighted F1, ties to the smaller C",
         "vectorizer": {"analyzer": args.analyzer, "ngram_range": [1, args.ngram_max], "sublinear_tf": True,
                        "char_ngram_range": list(args.char_ngrams) if args.analyzer == "word+char" else None,
-                       "min_df": args.min_df,
-                       "max_features": args.max_features, "lowercase": True, "vocabulary": vocabulary},
+                       "min_df": args.min_df, "max_features": args.max_features, "lowercase": True,
+                       "vocabulary": vocabulary},
         "classifier": {"model": "LogisticRegression", "solver": "lbfgs", "max_iter": args.max_iter,
                        "multi_label": "one-vs-rest" if multilabel else None, "multinomial": not multilabel},
-        "rows": {m: len(s) for m, s in splits.items()}, "label_names": label_names,
-        "csv_sha256": {m: s.csv_sha256 for m, s in splits.items()}, **provenance(),
-    })  # fmt: skip
-    labels = {mode: split.labels for mode, split in splits.items()}
-    results, fits = [], {}
-    for seed in seeds:
-        if fits and not multilabel:
-            log.info("seed %d: lbfgs does not use the seed; reusing the fits of seed %d", seed, seeds[0])
+        "rows": {m: len(s) for m, s in splits.items()}, "label_names": splits["train"].label_names,
+        "csv_sha256": {m: s.csv_sha256 for m, s in splits.items()},
+    }  # fmt: skip
+
+
+@dataclass
+class TfidfSeeds:
+    """The TF-IDF baseline's seeds (`fec.runs.training_run.SeedTrainer`): logistic regression on the
+    features vectorised once; single-label fits do not depend on the seed and are reused."""
+
+    args: argparse.Namespace
+    features: dict
+    splits: ScoredSplits
+    grid: list[float]
+    extra: dict
+    fits: dict = field(default_factory=dict)
+
+    def start(self, run_dir: Path) -> None:
+        log.info("C %s", f"fixed {self.args.C}" if self.args.C is not None else f"from grid {self.grid}")
+
+    def train_seed(self, seed: int, run_dir: Path) -> BaselineSeedResult:
+        args, labels = self.args, self.splits.labels
+        if self.fits and not self.splits.multilabel:
+            log.info("seed %d: lbfgs does not use the seed; reusing the fits of the first seed", seed)
         with threadpool_limits(args.threads):
-            if multilabel:
-                result = run_multilabel_seed(features, labels, grid, seed, args.max_iter, args.cv)
-            else:
-                result = run_seed(features, labels, grid, seed, args.max_iter, fits, len(label_names))
+            if self.splits.multilabel:
+                return run_multilabel_seed(self.features, labels, self.grid, seed, args.max_iter, args.cv)
+            return run_seed(self.features, labels, self.grid, seed, args.max_iter, self.fits, len(self.splits.label_names))
+
+    def log_seed(self, result: BaselineSeedResult) -> None:
         shown, split = (result.test, "test") if result.test else (result.valid, "valid")
         figures = " ".join(f"{k} {shown[k]:.2f}" for k in ("acc", "wf1", "macro_f1", "micro_f1") if k in shown)
-        log.info("seed %d: C=%g | %s %s | %.1fs", seed, result.C, split, figures, result.seconds)
-        results.append(result)
-    extra = {"vocabulary": vocabulary, "vectorizer_seconds": vectorizer_seconds,
-             "fit_seconds": round(sum(entry["fit_seconds"] for _, entry in fits.values()), 2)}  # fmt: skip
-    settings = {"C": "/".join(f"{c:g}" for c in sorted({r.C for r in results})), "ngram_max": args.ngram_max,
-                "min_df": args.min_df, "analyzer": args.analyzer}  # fmt: skip
-    if args.analyzer == "word+char":
-        settings["char_ngrams"] = "{}-{}".format(*args.char_ngrams)
-    if multilabel:
-        settings["selection"] = f"cv{args.cv}"
-    return finish_run(run_dir, args.out, args.task, results, sources=[SOURCE], labels=labels, label_names=label_names,
-                      multilabel=multilabel, threshold=None, method="tfidf", recipe="", settings=settings,
-                      seconds=round(time.perf_counter() - started, 2), extra=extra,
-                      texts={mode: split.texts for mode, split in splits.items()})  # fmt: skip
+        log.info("seed %d: C=%g | %s %s | %.1fs", result.seed, result.C, split, figures, result.seconds)
+
+    def closing(self, results: list[BaselineSeedResult]) -> Closing:
+        args = self.args
+        settings = {"C": "/".join(f"{c:g}" for c in sorted({r.C for r in results})), "ngram_max": args.ngram_max,
+                    "min_df": args.min_df, "analyzer": args.analyzer}  # fmt: skip
+        if args.analyzer == "word+char":
+            settings["char_ngrams"] = "{}-{}".format(*args.char_ngrams)
+        if self.splits.multilabel:
+            settings["selection"] = f"cv{args.cv}"
+        fit_seconds = round(sum(entry["fit_seconds"] for _, entry in self.fits.values()), 2)
+        return Closing(settings, extra=self.extra | {"fit_seconds": fit_seconds})
 
 
 def main(argv: list[str] | None = None) -> int:

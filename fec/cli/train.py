@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from fec.classify.cross_validation import chosen_folds, train_seed_cv
-from fec.classify.fusion import PN_FORMS, RAW_INPUTS
+from fec.classify.fusion import PN_FORMS, RAW_INPUTS, DownstreamModel
 from fec.classify.fusion_inputs import SOURCES, FusionData, load_fusion_data
 from fec.classify.fusion_training import (
     SATURATION_LEVEL,
+    SeedResult,
     TrainConfig,
     at_chance,
     build_model,
@@ -46,6 +50,7 @@ from fec.cli.options import (
     existing_file,
     flag,
     non_negative_int,
+    option_defaults,
     positive_float,
     positive_int,
     probability,
@@ -54,15 +59,15 @@ from fec.cli.options import (
 )
 from fec.cli.recipe_file import SEED_OPTIONS, recipe_file_options
 from fec.cli.script import run_script
-from fec.core.compat import resolve_training, training_folders
+from fec.core.compat import QUIRKS, resolve_compat, training_folders
 from fec.core.data import DataError, read_text_column, split_path
 from fec.core.errors import UsageError
-from fec.core.provenance import provenance
 from fec.features.backbones import pick_device
-from fec.features.spec import FeaturePick, parse_pick
-from fec.runs.folder import finish_run, run_folder, save_checkpoint, write_json, write_results
+from fec.features.picks import FeaturePick, parse_pick
+from fec.runs.folder import save_checkpoint
+from fec.runs.training_run import Closing, RunPlan, ScoredSplits, train_run
 
-log = logging.getLogger("fec.main")
+log = logging.getLogger(__name__)
 
 # The options of TrainConfig's fields; their defaults come from TrainConfig.
 TRAIN_OPTIONS = {
@@ -179,26 +184,75 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Resolve the options into what trains (compat quirks, picks, folds: config.json records them as
+    resolved), load the features, refuse a bad combination before the run folder exists, train."""
     device = pick_device(args.device)
-    seeds = chosen_seeds(args)
-    recipe = resolve_training(args)
+    compat, quirks = resolve_compat(args.compat, {key: getattr(args, key) for key in QUIRKS}, args.pn)
     picks = distinct_picks(args.features or [], args.sources)
-    if picks and recipe == "reference":
-        raise UsageError("--features with --compat reference: the published recipe reads the published folders only")
-    if args.recipe:
-        recipe = f"recipe:{Path(args.recipe).stem}"
-    slot_dirs = training_folders(args)
+    if picks and compat == "reference":
+        raise UsageError("--features with --compat reference: the published code reads the published folders only")
+    slot_dirs = training_folders(quirks)
     data = load_fusion_data(args.dataset_dir, args.task, args.sources, slot_dirs=slot_dirs, data_dir=args.data_dir,
                             picks=picks)  # fmt: skip
     if args.threshold is not None and not data.multilabel:
         log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.task)
-    # The published recipe selects on valid; elsewhere a small valid split means cross-validation.
-    auto = 0 if recipe == "reference" else None
-    folds = chosen_folds(args, len(data.splits["valid"]), len(data.splits["train"]), auto)
-    cfg = config_from(TrainConfig, args, threshold=args.threshold if data.multilabel else None, cv=folds)
+    # The published code selects on valid; elsewhere a small valid split means cross-validation.
+    folds = chosen_folds(args.cv, len(data.splits["valid"]), len(data.splits["train"]), 0 if compat == "reference" else None)
+    cfg = config_from(TrainConfig, args, threshold=args.threshold if data.multilabel else None, cv=folds, norm=quirks["norm"])
     template = build_model(data, cfg)  # a bad combination fails here, before the run folder exists
-    with run_folder(args.out, args.task) as run_dir:
-        return train_run(args, run_dir, data, cfg, template, seeds, recipe, slot_dirs, device)
+    ran = vars(args) | quirks | {"cv": folds if folds and args.cv is None else args.cv}
+    plan = RunPlan(
+        task=args.task, out=args.out, folder_name=args.task, method="fusion", seeds=chosen_seeds(args), sources=data.sources,
+        config={"args": ran, "option_defaults": option_defaults(build_parser()), "compat": compat,
+                "recipe_file": str(args.recipe) if args.recipe else None, "seeds": chosen_seeds(args),
+                "train_config": vars(cfg), "device": str(device), "sources": data.sources,
+                "rows": {m: len(s) for m, s in data.splits.items()}, "feature_manifests": data.manifests},
+        splits=ScoredSplits({m: s.labels.cpu().numpy() for m, s in data.splits.items()}, split_texts(args.data_dir, data),
+                            data.label_names, data.multilabel),
+        model=model_record(data, cfg, template, compat, slot_dirs), threshold=cfg.threshold, compat=compat,
+    )  # fmt: skip
+    return train_run(plan, FusionSeeds(data, cfg, template, device, args.recipe))
+
+
+@dataclass
+class FusionSeeds:
+    """The fusion classifier's seeds (`fec.runs.training_run.SeedTrainer`): each trained on the stored
+    features, its checkpoint saved, flagged when it never left chance."""
+
+    data: FusionData
+    cfg: TrainConfig
+    template: DownstreamModel
+    device: torch.device
+    recipe_file: Path | None = None
+
+    def start(self, run_dir: Path) -> None:
+        log.info("device %s", self.device)
+        log.info("model:\n%s", self.template.describe())
+        self.data.to(self.device)
+        self.chance_loss = None if self.data.multilabel else prior_entropy(self.data.splits["train"].labels)
+
+    def train_seed(self, seed: int, run_dir: Path) -> SeedResult:
+        data, cfg = self.data, self.cfg
+        result = train_seed_cv(data, cfg, seed, self.device) if cfg.cv else train_seed(data, cfg, seed, self.device)
+        save_checkpoint(run_dir, seed, result.state_dict)
+        if self.chance_loss is not None:
+            result.at_chance = at_chance(result.valid["loss"], self.chance_loss)
+        return result
+
+    def log_seed(self, result: SeedResult) -> None:
+        log_seed(result, self.data.multilabel, self.cfg, self.template.config["raw_inputs"], self.chance_loss)
+
+    def closing(self, results: list[SeedResult]) -> Closing:
+        data, cfg = self.data, self.cfg
+        settings = {"sources": "+".join(data.sources)}
+        if data.picks:
+            settings["features"] = " ".join(p["pick"] for p in data.picks.values())
+        settings |= {"norm": cfg.norm, "pn": cfg.pn, "sigma": cfg.sigma} | ({"selection": f"cv{cfg.cv}"} if cfg.cv else {})
+        settings |= {"raw_inputs": self.template.config["raw_inputs"], "lr": cfg.lr, "batch_size": cfg.batch_size}
+        if self.recipe_file:
+            settings["recipe"] = Path(self.recipe_file).name
+        labels = {m: s.labels.cpu().numpy() for m, s in data.splits.items()}
+        return Closing(settings, ensemble=seed_ensemble(results, labels, data.multilabel, cfg.threshold))
 
 
 def pick_argument(text: str) -> FeaturePick:
@@ -233,47 +287,6 @@ def parse_with_recipe(parser: argparse.ArgumentParser, argv: list[str] | None) -
     return argparse.Namespace(**(vars(args) | {k: v for k, v in options.items() if k not in given}))
 
 
-def train_run(args: argparse.Namespace, run_dir: Path, data: FusionData, cfg: TrainConfig, template, seeds: list[int],
-              recipe: str, slot_dirs: dict[str, str], device) -> dict:  # fmt: skip
-    """Train every seed into `run_dir` and write the run's files (config, model spec, results)."""
-    log.info("run folder %s; recipe %s; device %s; seeds %s", run_dir, recipe, device, seeds)
-    log.info("model:\n%s", template.describe())
-    write_json(run_dir / "config.json", {
-        "args": vars(args), "recipe": recipe, "seeds": seeds, "train_config": vars(cfg), "device": str(device),
-        "sources": data.sources, "rows": {m: len(s) for m, s in data.splits.items()}, "feature_manifests": data.manifests,
-        **provenance(),
-    })  # fmt: skip
-    model_spec = model_record(data, cfg, template, recipe, slot_dirs)
-    write_json(run_dir / "model.json", model_spec)
-    data.to(device)
-    chance_loss = None if data.multilabel else prior_entropy(data.splits["train"].labels)
-    results = []
-    for seed in seeds:
-        result = train_seed_cv(data, cfg, seed, device) if cfg.cv else train_seed(data, cfg, seed, device)
-        save_checkpoint(run_dir, seed, result.state_dict)
-        if data.multilabel:
-            # Thresholds belong to the checkpoint they were tuned for: predict.py reads them from here.
-            model_spec["thresholds"][str(seed)] = result.thresholds
-            write_json(run_dir / "model.json", model_spec)
-        if chance_loss is not None:
-            result.at_chance = at_chance(result.valid["loss"], chance_loss)
-        log_seed(result, data.multilabel, cfg, template.config["raw_inputs"], chance_loss)
-        results.append(result)
-        write_results(run_dir, data.task, results, sources=data.sources, multilabel=data.multilabel, finished=False)
-    settings = {"sources": "+".join(data.sources), **({"features": " ".join(p["pick"] for p in data.picks.values())}
-                                                      if data.picks else {}), "norm": cfg.norm, "pn": cfg.pn, "sigma": cfg.sigma,
-                **({"selection": f"cv{cfg.cv}"} if cfg.cv else {}),
-                "raw_inputs": template.config["raw_inputs"], "lr": cfg.lr, "batch_size": cfg.batch_size}  # fmt: skip
-    labels = {m: s.labels.cpu().numpy() for m, s in data.splits.items()}
-    ensemble = seed_ensemble(results, labels, data.multilabel, cfg.threshold)
-    if ensemble and data.multilabel:
-        model_spec["ensemble_thresholds"] = ensemble["thresholds"]
-        write_json(run_dir / "model.json", model_spec)
-    return finish_run(run_dir, args.out, data.task, results, sources=data.sources, labels=labels,
-                      label_names=data.label_names, multilabel=data.multilabel, threshold=cfg.threshold, method="fusion",
-                      recipe=recipe, settings=settings, ensemble=ensemble, texts=split_texts(args.data_dir, data))  # fmt: skip
-
-
 def split_texts(data_dir: str, data: FusionData) -> dict[str, list[str]]:
     """Each split's texts from its CSV, for predictions.csv; a split whose CSV no longer matches its
     features row for row is left out (the run page then goes without its examples)."""
@@ -292,11 +305,11 @@ def split_texts(data_dir: str, data: FusionData) -> dict[str, list[str]]:
     return texts
 
 
-def model_record(data: FusionData, cfg: TrainConfig, template, recipe: str, slot_dirs: dict[str, str]) -> dict:
+def model_record(data: FusionData, cfg: TrainConfig, template, compat: str, slot_dirs: dict[str, str]) -> dict:
     """model.json: what rebuilds the model and its inputs (predict.py and explain.py read it)."""
     spec = {
         "model": template.config, "sources": data.sources, "label_names": data.label_names, "task": data.task,
-        "norm": cfg.norm, "recipe": recipe,
+        "norm": cfg.norm, "compat": compat,
         "store_dirs": {s: data.picks[s]["folder"] if s in data.picks else slot_dirs.get(s, s) for s in data.sources},
         "feature_manifests": data.manifests["train"], "feature_picks": data.picks,
     }  # fmt: skip
@@ -309,7 +322,8 @@ def model_record(data: FusionData, cfg: TrainConfig, template, recipe: str, slot
 def log_seed(result, multilabel: bool, cfg: TrainConfig, raw_inputs: str, chance_loss: float | None) -> None:
     """A seed's scores, how saturated its pooled values are, and a warning with the likely fix
     when it never left chance."""
-    seed, shown, split = result.seed, result.test or result.valid, "test" if result.test else "valid"
+    seed, split = result.seed, result.report_split
+    shown = result.test if split == "test" else result.valid
     if multilabel:
         log.info(
             "seed %d: best epoch %d | %s macro-F1 %.2f micro-F1 %.2f subset acc %.2f Jaccard %.2f | %.1fs",

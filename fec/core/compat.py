@@ -1,18 +1,18 @@
-"""The published recipe and the corrected one, in one place: what `-compat reference` turns on
-for extraction and for training, and the recipe names runs are filed under.
+"""The published code's behaviour and the corrected one, in one place: what `--compat reference`
+turns on for extraction and for training, and the compat setting runs are filed under.
 
     python llama2_rep_extract.py -task ED -compat reference   # padded unmasked mean, batches of 2 in file order
     python main.py -dataset ED -compat reference              # + the BERT loader defect, raw inputs
 
-A training run's recipe is `corrected` (every published defect fixed), `reference` (all of them,
-as published) or `custom:` plus the quirks that are on, e.g. `custom:bert_source=roberta+norm=none`;
-`recipe_options` turns a name back into the options that train it. The defects themselves are
-described in docs/design.md.
+A training run's compat setting is `corrected` (every published defect fixed), `reference` (all
+of them, as published) or `custom:` plus the quirks that are on, e.g.
+`custom:bert_source=roberta+norm=none`; `compat_options` turns a setting back into the options
+that train it. (A *recipe* is something else: a `--recipe` file of option values.) The defects
+themselves are described in docs/design.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 log = logging.getLogger(__name__)
@@ -28,25 +28,24 @@ REFERENCE_BATCH_SIZE = {"llama": 2, "bert": 50, "roberta": 50}
 BATCH_SIZE = 64
 
 
-def resolve_training(args: argparse.Namespace) -> str:
-    """Fill the quirk options left unset from `args.compat` (explicit options win) and return the
-    recipe's name: `corrected`, `reference`, or `custom:` plus the quirks that are on."""
-    base = TRAIN_REFERENCE if args.compat == "reference" else TRAIN_CORRECTED
-    for key, value in base.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.compat == "reference" and args.pn != "sigmoid":
-        log.warning("-compat reference with -pn %s: the published code used sigmoid", args.pn)
-    quirks = [f"{k}={getattr(args, k)}" for k, v in TRAIN_CORRECTED.items() if getattr(args, k) != v]
-    if not quirks:
-        return "corrected"
-    if len(quirks) == len(TRAIN_REFERENCE) and args.pn == "sigmoid":
-        return "reference"
-    return "custom:" + "+".join(quirks)
+def resolve_compat(compat: str, chosen: dict[str, str | None], pn: str) -> tuple[str, dict[str, str]]:
+    """The training quirks as they apply (`chosen` ones, explicit on the command line, win over the
+    `compat` switch's; unset ones take its values) and the compat setting they make: `corrected`,
+    `reference`, or `custom:` plus the quirks that are on (`custom:bert_source=roberta+norm=none`)."""
+    base = TRAIN_REFERENCE if compat == "reference" else TRAIN_CORRECTED
+    quirks = {key: chosen.get(key) or value for key, value in base.items()}
+    if compat == "reference" and pn != "sigmoid":
+        log.warning("-compat reference with -pn %s: the published code used sigmoid", pn)
+    on = [f"{k}={quirks[k]}" for k, v in TRAIN_CORRECTED.items() if quirks[k] != v]
+    if not on:
+        return "corrected", quirks
+    if len(on) == len(TRAIN_REFERENCE) and pn == "sigmoid":
+        return "reference", quirks
+    return "custom:" + "+".join(on), quirks
 
 
-def recipe_options(name: str) -> list[str]:
-    """A recipe name back to the options that train it: `custom:bert_source=roberta+norm=none` ->
+def compat_options(name: str) -> list[str]:
+    """A compat setting back to the options that train it: `custom:bert_source=roberta+norm=none` ->
     `-bert_source roberta -norm none`; `reference` -> `-compat reference`; `corrected` -> none."""
     if name == "reference":
         return ["-compat", "reference"]
@@ -56,33 +55,39 @@ def recipe_options(name: str) -> list[str]:
     for quirk in name.removeprefix("custom:").split("+"):
         key, sep, value = quirk.partition("=")
         if not sep or key not in QUIRKS:
-            raise ValueError(f"recipe {name!r}: {quirk!r} is not one of {', '.join(QUIRKS)} set to a value")
+            raise ValueError(f"compat setting {name!r}: {quirk!r} is not one of {', '.join(QUIRKS)} set to a value")
         options += [f"-{key}", value]
     return options
 
 
-def training_folders(args: argparse.Namespace) -> dict[str, str]:
+def training_folders(quirks: dict[str, str]) -> dict[str, str]:
     """Which store folder each source is read from: the BERT loader defect reads RoBERTa's
     features in BERT's position, the published LLaMA pooling has a folder of its own."""
-    folders = {"bert": args.bert_source}
-    if args.llama_pooling != "masked":
-        folders["llama"] = f"llama_{args.llama_pooling}"
+    folders = {"bert": quirks["bert_source"]}
+    if quirks["llama_pooling"] != "masked":
+        folders["llama"] = f"llama_{quirks['llama_pooling']}"
     return folders
 
 
-def resolve_extraction(args: argparse.Namespace, slot: str) -> None:
-    """Fill the extraction recipe options left unset from `args.compat` (explicit options win)."""
-    reference = args.compat == "reference"
+def resolve_extraction(
+    slot: str, compat: str, llama_pooling: str | None = None, batch_order: str | None = None, batch_size: int | None = None
+) -> dict:
+    """The extraction's recipe choices, those left unset (None) taken from the `compat` switch
+    (explicit ones win): {"llama_pooling", "batch_order", "batch_size"}. Only the LLaMA slot has
+    a pooling choice; the encoders' is always `masked`."""
+    reference = compat == "reference"
     recipe = EXTRACT_REFERENCE if reference else EXTRACT_CORRECTED
-    args.llama_pooling = (getattr(args, "llama_pooling", None) or recipe["llama_pooling"]) if slot == "llama" else "masked"
-    args.batch_order = args.batch_order or recipe["batch_order"]
-    if args.batch_size is None:
-        args.batch_size = REFERENCE_BATCH_SIZE[slot] if reference else BATCH_SIZE
+    return {
+        "llama_pooling": (llama_pooling or recipe["llama_pooling"]) if slot == "llama" else "masked",
+        "batch_order": batch_order or recipe["batch_order"],
+        "batch_size": batch_size if batch_size is not None else (REFERENCE_BATCH_SIZE[slot] if reference else BATCH_SIZE),
+    }
 
 
-def extraction_quirks(args: argparse.Namespace) -> dict:
-    """The extraction options that differ from the corrected recipe (they change the features)."""
-    return {k: getattr(args, k) for k, v in EXTRACT_CORRECTED.items() if getattr(args, k) != v}
+def extraction_quirks(llama_pooling: str, batch_order: str) -> dict:
+    """The extraction choices that differ from the corrected recipe (they change the features)."""
+    chosen = {"llama_pooling": llama_pooling, "batch_order": batch_order}
+    return {k: chosen[k] for k, v in EXTRACT_CORRECTED.items() if chosen[k] != v}
 
 
 def store_dir_of(slot: str, llama_pooling: str) -> str:

@@ -1,8 +1,9 @@
 """Metrics, per-label decision thresholds and mean±std over seeds, shared by every trainer and the report.
+Computing only: how they are written out (cells, log lines) is `fec.runs.formatting`.
 
-    from fec.core.metrics import classification_metrics, format_summary, summarise
+    from fec.core.metrics import classification_metrics, summarise
     classification_metrics(labels, preds)      # {"acc": .., "wf1": .., "macro_f1": ..} in percent
-    format_summary(summarise(results)["test"])  # "Acc: 60.44±0.47 | wF1: 59.80±0.54 | macro-F1: .."
+    summarise(results)["test"]["acc"]          # {"mean": 60.44, "std": 0.47} over the seeds
 
 Single-label: accuracy, weighted F1 (the paper's metrics) and macro-F1. Multi-label (multi-hot
 rows): macro-F1 (SemEval's official metric), micro-F1, subset accuracy and Jaccard; thresholds
@@ -16,6 +17,7 @@ from sklearn.metrics import accuracy_score, f1_score, jaccard_score
 
 
 def classification_metrics(labels: np.ndarray, preds: np.ndarray) -> dict:
+    """Accuracy, weighted F1 and macro-F1 of single-label predictions, in percent."""
     return {
         "acc": 100 * accuracy_score(labels, preds),
         "wf1": 100 * f1_score(labels, preds, average="weighted", zero_division=0),
@@ -24,8 +26,11 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray) -> dict:
 
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # 0.05, 0.10, ..., 0.95 (0.5 included)
-MULTILABEL_KEYS = ("macro_f1", "micro_f1", "subset_acc", "jaccard")
+# What classification_metrics and multilabel_metrics compute; every table of a run reports the single-label
+# ones and the first two multi-label ones (the headline metrics results.json is checked for and seeds pool on).
 SINGLE_LABEL_KEYS = ("acc", "wf1", "macro_f1")
+MULTILABEL_KEYS = ("macro_f1", "micro_f1", "subset_acc", "jaccard")
+MULTILABEL_HEADLINE = MULTILABEL_KEYS[:2]
 
 
 def multilabel_metrics(labels: np.ndarray, preds: np.ndarray, label_names: list[str] | None = None) -> dict:
@@ -69,6 +74,7 @@ def tune_thresholds(labels: np.ndarray, probs: np.ndarray, grid: np.ndarray = TH
 
 
 def summary_keys(metrics: dict) -> tuple[str, ...]:
+    """The keys a summary keeps of one seed's metrics: single-label ones, or multi-label ones (told by `wf1`)."""
     return SINGLE_LABEL_KEYS if "wf1" in metrics else MULTILABEL_KEYS
 
 
@@ -81,13 +87,6 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 def mean_std_stats(values: list[float]) -> dict[str, float | None]:
     """`mean_std` as `{"mean": .., "std": ..}`, the form results.json, runs.csv and report.py use."""
     return dict(zip(("mean", "std"), mean_std(values), strict=False))
-
-
-def mean_std_cell(stats: dict | None) -> str:
-    """`49.36±0.53` from `{"mean": .., "std": ..}` (no ± for one seed); empty when there are no stats."""
-    if not stats:
-        return ""
-    return f"{stats['mean']:.2f}" + (f"±{stats['std']:.2f}" if stats.get("std") is not None else "")
 
 
 def summarise(results: list) -> dict:
@@ -104,16 +103,3 @@ def summarise(results: list) -> dict:
                     name: mean_std_stats([r["per_label_f1"][name] for r in rows]) for name in rows[0]["per_label_f1"]
                 }
     return summary
-
-
-def format_summary(stats: dict) -> str:
-    """`Acc: 60.44±0.47 | wF1: 59.80±0.54 | macro-F1: 45.10±0.70`, as the paper reports; multi-label:
-    `macro-F1: 60.10±0.70 | micro-F1: 65.20±0.40 | subset acc: 40.00±1.00 | Jaccard: 55.00±0.50`."""
-    if "wf1" not in stats:
-        return (
-            f"macro-F1: {mean_std_cell(stats['macro_f1'])} | micro-F1: {mean_std_cell(stats['micro_f1'])} | "
-            f"subset acc: {mean_std_cell(stats['subset_acc'])} | Jaccard: {mean_std_cell(stats['jaccard'])}"
-        )
-    return (
-        f"Acc: {mean_std_cell(stats['acc'])} | wF1: {mean_std_cell(stats['wf1'])} | macro-F1: {mean_std_cell(stats['macro_f1'])}"
-    )

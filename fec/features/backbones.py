@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 
 from fec.core.errors import FecError
+from fec.features.errors import SettingError
+from fec.features.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
 
@@ -260,21 +262,22 @@ def load_backbone(
 
 
 def parse_max_memory(text: str | None) -> dict | None:
-    """`0=20GiB,1=20GiB,cpu=64GiB` -> {0: "20GiB", 1: "20GiB", "cpu": "64GiB"} (for -device_map auto)."""
+    """`0=20GiB,1=20GiB,cpu=64GiB` -> {0: "20GiB", 1: "20GiB", "cpu": "64GiB"} (with a device_map)."""
     if not text:
         return None
     out = {}
     for item in text.split(","):
         name, sep, size = item.partition("=")
         if not sep or not name.strip() or not size.strip():
-            raise ModelError(f"-max_memory {text}: write DEVICE=SIZE pairs separated by commas, e.g. 0=20GiB,cpu=64GiB")
+            raise SettingError("max_memory", text, "write DEVICE=SIZE pairs separated by commas, e.g. 0=20GiB,cpu=64GiB")
         name = name.strip()
         out[int(name) if name.isdigit() else name] = size.strip()
     return out
 
 
-def placement_options(device: torch.device, dtype: torch.dtype, device_map: str | None, load_in: str | None,
-                      max_memory: dict | None) -> dict:  # fmt: skip
+def placement_options(
+    device: torch.device, dtype: torch.dtype, device_map: str | None, load_in: str | None, max_memory: dict | None
+) -> dict:
     """`from_pretrained` options for Accelerate placement and bitsandbytes weights (none without them)."""
     if device_map is None and load_in is None:
         return {}
@@ -294,6 +297,29 @@ def model_config(resolved, trust_remote_code: bool = False):
     return AutoConfig.from_pretrained(str(resolved), trust_remote_code=trust_remote_code)
 
 
+def check_spec_fits(spec: FeatureSpec, config) -> None:
+    """Refuse what the model's configuration (`model_config`) alone rules out for `spec`, before
+    the weights load: layer indices it does not have, and the pooler on a model without one (a decoder)."""
+    if spec.layers is not None and not spec.layers.every:
+        spec.layers.resolve(int(config.num_hidden_layers) + 1)
+    if "pooler" in spec.poolings and not has_pooler(config):
+        raise SettingError("pooling", "pooler", f"{config.model_type} models have no pooler (choose mean, first or last)")
+
+
+def has_pooler(config) -> bool:
+    """Whether the base model transformers builds for `config` has a pooler layer (BERT, RoBERTa,
+    MPNet do; decoders and DistilBERT do not): its class takes `add_pooling_layer`."""
+    import inspect
+
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    try:
+        model_class = MODEL_MAPPING[type(config)]
+    except KeyError:  # a model type transformers does not map (remote code): the weights will tell
+        return True
+    return "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+
+
 def bitsandbytes_installed() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
@@ -303,13 +329,13 @@ def check_load_in(load_in: str | None) -> None:
     if load_in is None:
         return
     if load_in not in LOAD_IN:
-        raise ModelError(f"-load_in {load_in}: choose {' or '.join(LOAD_IN)}")
+        raise SettingError("load_in", load_in, f"choose {' or '.join(LOAD_IN)}")
     if not bitsandbytes_installed():
-        raise ModelError(f"-load_in {load_in} needs the bitsandbytes package, which is not installed: pip install bitsandbytes")
+        raise SettingError("load_in", load_in, "needs the bitsandbytes package, which is not installed: pip install bitsandbytes")
 
 
 def quantization_config(load_in: str, dtype: torch.dtype):
-    """A BitsAndBytesConfig for -load_in, or a one-line ModelError when bitsandbytes is missing."""
+    """A BitsAndBytesConfig for `load_in`, or a one-line SettingError when bitsandbytes is missing."""
     check_load_in(load_in)
     from transformers import BitsAndBytesConfig
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from fec.core.files import atomic_write, atomic_write_text, sha256_file
+from fec.features.errors import SettingError
 from fec.features.store import (
     StoreError,
     read_safetensors_header,
@@ -59,7 +60,7 @@ class Chunk:
 def plan_chunks(rows: int, chunk_rows: int) -> list[Chunk]:
     """Consecutive row ranges of `chunk_rows` (the last one shorter)."""
     if chunk_rows < 1:
-        raise ValueError(f"-chunk_rows {chunk_rows}: must be at least 1")
+        raise SettingError("chunk_rows", chunk_rows, "must be at least 1")
     return [Chunk(i, start, min(start + chunk_rows, rows)) for i, start in enumerate(range(0, rows, chunk_rows))]
 
 
@@ -200,7 +201,6 @@ def finished_records(
 
 def merge_chunks(
     path: Path,
-    parts: Path,
     chunks: list[Chunk],
     records: list[dict],
     key: str,
@@ -209,10 +209,11 @@ def merge_chunks(
     feature_shape: list[int],
     dtype: torch.dtype = torch.float32,
 ) -> dict:
-    """Stream the finished chunks (with their `finished_records`), in row order, into the store
-    file `path` and its manifest, then remove `parts`. Each chunk's sha256 and metadata are
-    checked as it is read, and only one chunk is in memory at a time. Returns the manifest."""
-    rows = chunks[-1].stop if chunks else 0
+    """Stream the finished chunks (with their `finished_records`), in row order, from `path`'s
+    parts folder into the store file `path` and its manifest, then remove the parts folder. Each
+    chunk's sha256 and metadata are checked as it is read, and only one chunk is in memory at a
+    time. Returns the manifest."""
+    parts, rows = parts_dir(path), chunks[-1].stop if chunks else 0
     feature_shape = [int(x) for x in feature_shape]
 
     def pieces():

@@ -4,6 +4,7 @@
     from fec.features.compute import extract_features
     backbone = load_backbone("offline:all-minilm-l6-v2", torch.device("cpu"), torch.float32)
     features, info = extract_features(backbone, ["I finally got the job!"], "bert")
+    extract_features(backbone, texts, "llama", plan=PoolingPlan(layers=5), batching=Batching(max_len=200))
 
 Texts are tokenised once, sorted by length and cut into batches under a token budget, padded
 only to the longest text of their batch (on the right), run through the base model under
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,7 +24,8 @@ from tqdm.auto import tqdm
 
 from fec.core.errors import FecError
 from fec.features import pooling
-from fec.features.backbones import SLOTS, Backbone, ModelError
+from fec.features.backbones import SLOTS, Backbone
+from fec.features.errors import SettingError
 from fec.features.spec import TEXT_FIELD, FeatureSpec, format_prompt
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,53 @@ class NonFiniteFeaturesError(FecError, RuntimeError):
     def __init__(self, message: str, rows: list[int] | None = None):
         super().__init__(message)
         self.rows = rows or []
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How texts become batches: cut to `max_len` tokens, then `order` = `length` (longest first,
+    each batch at most `batch_size` texts and `max_tokens` padded tokens) or `file` (consecutive
+    rows, `batch_size` at a time: the published order). Only `max_len` changes what a text's
+    features are; the rest decides speed and memory (up to float rounding)."""
+
+    max_len: int = 200
+    batch_size: int = 64
+    max_tokens: int = 16384
+    order: str = "length"
+
+
+@dataclass(frozen=True)
+class PoolingPlan:
+    """What each text's hidden states are pooled into: the slot's published pooling over the
+    LLaMA slot's last `layers` layers (`llama_pooling` = `masked`, or the published
+    `unmasked_padded`), or, for a variant `spec`, every pooling it names at every layer it names."""
+
+    layers: int = 5
+    llama_pooling: str = "masked"
+    spec: FeatureSpec | None = None
+
+
+@dataclass(frozen=True)
+class ForwardPass:
+    """What `forward_batches` needs besides the rows: the encoded texts, how they are padded
+    (`padded_width` None = to the longest text of each batch) and how they are pooled."""
+
+    slot: str
+    encoded: list[list[int]]
+    pad_id: int
+    padded_width: int | None
+    layers: int
+    llama_pooling: str
+    variant: tuple[tuple[str, ...], list[int]] | None
+
+    @classmethod
+    def of(cls, backbone: Backbone, slot: str, plan: PoolingPlan, variant, encoded: list[list[int]], max_len: int) -> ForwardPass:
+        """The published LLaMA pooling pads every text to `max_len` with the "[PAD]" string's id;
+        everything else pads to the batch's longest text with the tokenizer's pad token. `variant`
+        is a variant spec's (poolings, hidden-state indices), else None."""
+        padded_width = max_len if slot == "llama" and plan.llama_pooling == "unmasked_padded" else None
+        pad_id = reference_pad_id(backbone.tokenizer) if padded_width else backbone.tokenizer.pad_token_id
+        return cls(slot, encoded, pad_id, padded_width, plan.layers, plan.llama_pooling, variant)
 
 
 def non_finite_message(rows: list[int], dtype: torch.dtype, saved: str = "nothing was saved") -> str:
@@ -139,17 +189,17 @@ def encode_texts(tokenizer, texts: list[str], max_len: int, template: str | None
     template = template or TEXT_FIELD
     if chat:
         if not getattr(tokenizer, "chat_template", None):
-            raise ModelError("--chat_template: this tokenizer has no chat template")
+            raise SettingError("chat_template", None, "this tokenizer has no chat template")
         messages = [{"role": "user", "content": template}]
         template = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         if template.count(TEXT_FIELD) != 1:
-            raise ModelError("--chat_template: the chat template changed the prompt's {text} field")
+            raise SettingError("chat_template", None, "the chat template changed the prompt's {text} field")
     special = {"add_special_tokens": not chat}  # a rendered chat template already holds its special tokens
     formatted = [format_prompt(template, text) for text in texts]
     encoded = tokenizer(formatted, **special)["input_ids"]
     overhead = len(tokenizer(format_prompt(template, ""), **special)["input_ids"])
     if overhead >= max_len:
-        raise ModelError(f"-max_len {max_len}: the prompt alone takes {overhead} tokens")
+        raise SettingError("max_len", max_len, f"the prompt alone takes {overhead} tokens")
     for row, ids in enumerate(encoded):
         budget = max_len - overhead
         while len(ids) > max_len:
@@ -178,43 +228,40 @@ def extract_features(
     texts: list[str],
     slot: str,
     *,
-    layers: int = 5,
-    max_len: int = 200,
-    batch_size: int = 64,
-    max_tokens: int = 16384,
-    llama_pooling: str = "masked",
-    batch_order: str = "length",
+    plan: PoolingPlan = PoolingPlan(),
+    batching: Batching = Batching(),
     desc: str = "extract",
     fallback: Callable[[], Backbone] | None = None,
-    spec: FeatureSpec | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Features for `texts` in their given order: (N, layers, H) for the llama slot, else (N, H);
-    for a variant `spec` (see `fec.features.spec`), (N, P, L, H): every pooling at every layer,
-    averaged over the spec's prompts.
+    for a variant `plan.spec` (see `fec.features.spec`), (N, P, L, H): every pooling at every
+    layer, averaged over the spec's prompts.
 
-    `llama_pooling="unmasked_padded"` reproduces the published LLaMA recipe: every text padded to
-    `max_len` with the "[PAD]" string's id and the mean taken over all positions.
+    `plan.llama_pooling="unmasked_padded"` reproduces the published LLaMA recipe: every text
+    padded to `batching.max_len` with the "[PAD]" string's id and the mean taken over all positions.
     `fallback` returns a float32 copy of the backbone, used only for rows whose features come
     out non-finite in half precision.
     """
+    max_len, spec = batching.max_len, plan.spec
     if max_len < 1:
-        raise ValueError(f"max_len {max_len}: must be at least 1 (0 would turn truncation off)")
+        raise SettingError("max_len", max_len, "must be at least 1 (0 would turn truncation off)")
     variant = None
     if spec is not None and spec.is_variant:
         variant = (spec.poolings, variant_indices(backbone, spec))
-    elif slot == "llama" and not 1 <= layers <= backbone.num_hidden_states:
-        raise ModelError(f"-layers {layers}: the model has {backbone.num_hidden_states} hidden states (embeddings + layers)")
+    elif slot == "llama" and not 1 <= plan.layers <= backbone.num_hidden_states:
+        raise SettingError(
+            "layers", plan.layers, f"the model has {backbone.num_hidden_states} hidden states (embeddings + layers)"
+        )
     if backbone.max_tokens is not None and max_len > backbone.max_tokens:
-        raise ModelError(f"-max_len {max_len}: {backbone.spec} has positions for {backbone.max_tokens} tokens at most")
+        raise SettingError("max_len", max_len, f"{backbone.spec} has positions for {backbone.max_tokens} tokens at most")
     templates = (spec.prompts or (None,)) if variant else (None,)
     chat = bool(variant and spec.chat_template)
     features, info = None, {}
     for number, template in enumerate(templates, 1):
         encoded = encode_texts(backbone.tokenizer, texts, max_len, template, chat)
         label = desc if len(templates) == 1 else f"{desc} prompt {number}/{len(templates)}"
-        run = dict(slot=slot, layers=layers, llama_pooling=llama_pooling, variant=variant)
-        part, part_info = _extract_encoded(backbone, encoded, max_len, batch_size, max_tokens, batch_order, label,
-                                           fallback, run)  # fmt: skip
+        forward = ForwardPass.of(backbone, slot, plan, variant, encoded, max_len)
+        part, part_info = _extract_encoded(backbone, forward, batching, label, fallback)
         # MetaEOL: the features of several prompts are averaged.
         features = part if features is None else features.add_(part)
         info = {k: info.get(k, 0) + v for k, v in part_info.items()}
@@ -227,34 +274,31 @@ def variant_indices(backbone: Backbone, spec: FeatureSpec) -> list[int]:
     """The hidden-state indices a variant pools, checked against the model."""
     if spec.poolings == ("pooler",):
         if not backbone.has_trained_pooler:
-            raise ModelError(f"--pooling pooler: {backbone.spec} has no trained pooler (choose mean, first or last)")
+            raise SettingError("pooling", "pooler", f"{backbone.spec} has no trained pooler (choose mean, first or last)")
         return [backbone.num_hidden_states - 1]
     return spec.layers.resolve(backbone.num_hidden_states)
 
 
-def _extract_encoded(backbone: Backbone, encoded: list[list[int]], max_len: int, batch_size: int, max_tokens: int,
-                     batch_order: str, desc: str, fallback: Callable[[], Backbone] | None,
-                     run: dict) -> tuple[torch.Tensor, dict]:  # fmt: skip
+def _extract_encoded(
+    backbone: Backbone, forward: ForwardPass, batching: Batching, desc: str, fallback: Callable[[], Backbone] | None
+) -> tuple[torch.Tensor, dict]:
     """Batch, run and pool token ids already encoded; see `extract_features`."""
-    slot, layers, variant = run["slot"], run["layers"], run["variant"]
+    encoded, padded_width, variant = forward.encoded, forward.padded_width, forward.variant
     lengths = np.array([len(ids) for ids in encoded])
-    padded_width = max_len if slot == "llama" and run["llama_pooling"] == "unmasked_padded" else None
-    pad_id = reference_pad_id(backbone.tokenizer) if padded_width else backbone.tokenizer.pad_token_id
     if variant is not None:
         width = (len(variant[0]), len(variant[1]), backbone.hidden_size)
     else:
-        width = (layers, backbone.hidden_size) if slot == "llama" else (backbone.hidden_size,)
+        width = (forward.layers, backbone.hidden_size) if forward.slot == "llama" else (backbone.hidden_size,)
     features = torch.empty((len(encoded), *width), dtype=torch.float32)
     finite = torch.ones(len(encoded), dtype=torch.bool)
-    batches = plan_batches(lengths, batch_size, max_tokens, batch_order)
-    run = dict(run, encoded=encoded, pad_id=pad_id, padded_width=padded_width)
+    batches = plan_batches(lengths, batching.batch_size, batching.max_tokens, batching.order)
     with tqdm(total=len(encoded), desc=desc, unit="text", leave=False) as bar:
-        forward_batches(backbone, batches, features, finite, bar, **run)
+        forward_batches(backbone, batches, features, finite, bar, forward)
     info = {
         "batches": len(batches),
         "tokens": int(lengths.sum()),
         "padded_tokens": int(sum(len(rows) * (padded_width or lengths[rows].max()) for rows in batches)),
-        "rows_at_max_len": int((lengths >= max_len).sum()),
+        "rows_at_max_len": int((lengths >= batching.max_len).sum()),
         "float32_fallback_rows": 0,
     }
     if not bool(finite.all()) and fallback is not None and backbone.dtype != torch.float32:
@@ -263,8 +307,8 @@ def _extract_encoded(backbone: Backbone, encoded: list[list[int]], max_len: int,
         log.warning(
             "%d row(s) overflowed in %s; recomputing them in float32", len(bad), str(backbone.dtype).removeprefix("torch.")
         )
-        retry = [bad[i : i + batch_size] for i in range(0, len(bad), batch_size)]
-        forward_batches(fallback(), retry, features, finite, None, **run)
+        retry = [bad[i : i + batching.batch_size] for i in range(0, len(bad), batching.batch_size)]
+        forward_batches(fallback(), retry, features, finite, None, forward)
         info["float32_fallback_rows"] = len(bad)
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten().tolist()
@@ -274,19 +318,7 @@ def _extract_encoded(backbone: Backbone, encoded: list[list[int]], max_len: int,
 
 @torch.inference_mode()
 def forward_batches(
-    backbone: Backbone,
-    batches: list[np.ndarray],
-    features: torch.Tensor,
-    finite: torch.Tensor,
-    bar,
-    *,
-    slot: str,
-    encoded: list[list[int]],
-    pad_id: int,
-    padded_width: int | None,
-    layers: int,
-    llama_pooling: str,
-    variant: tuple[tuple[str, ...], list[int]] | None = None,
+    backbone: Backbone, batches: list[np.ndarray], features: torch.Tensor, finite: torch.Tensor, bar, forward: ForwardPass
 ) -> None:
     """Run `batches` of rows and write their pooled features (and finiteness) into the CPU tensors.
 
@@ -307,13 +339,14 @@ def forward_batches(
         pending.clear()
 
     for rows in batches:
-        ids, mask = pad_right([encoded[i] for i in rows], pad_id, padded_width)
+        ids, mask = pad_right([forward.encoded[i] for i in rows], forward.pad_id, forward.padded_width)
         if cuda:
             ids, mask = (
                 ids.pin_memory().to(backbone.device, non_blocking=True),
                 mask.pin_memory().to(backbone.device, non_blocking=True),
             )
-        pending.append((rows, pool_batch(backbone, slot, ids, mask, layers, llama_pooling, variant)))
+        batch_features = pool_batch(backbone, forward.slot, ids, mask, forward.layers, forward.llama_pooling, forward.variant)
+        pending.append((rows, batch_features))
         if not cuda or sum(len(r) for r, _ in pending) >= FLUSH_ROWS:
             flush()
         if bar is not None:

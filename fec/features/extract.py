@@ -1,12 +1,12 @@
 """Extracting a task's splits into the feature store, behind the three extraction scripts
-(their command line is `fec.cli.extract`).
+(their command line is `fec.cli.extract`, which builds the `fec.features.config.ExtractionConfig`).
 
-    from fec.cli.extract import build_parser
+    from fec.features.config import ExtractionConfig
     from fec.features.extract import run
-    run(build_parser("bert").parse_args(["--task", "ED", "--preset", "offline"]), "bert")
+    run(ExtractionConfig(slot="bert", task="ED", model="offline:all-minilm-l6-v2"))
 
 Every split asked for that is not already in the store with the same settings is extracted in
-chunks of `--chunk_rows` rows written to `{mode}.parts/` (see `fec.features.chunks`) and merged at the
+chunks of `chunk_rows` rows written to `{mode}.parts/` (see `fec.features.chunks`) and merged at the
 end, so a crash loses at most the chunks in flight: rerun the same command and finished chunks
 are verified and skipped (`--no_resume` starts over). One process at a time extracts a split
 (`fec.features.locks`). Under `accelerate launch` or `torchrun` the chunks are shared out among the
@@ -17,8 +17,6 @@ merged file gets a manifest with every setting, the model's fingerprint and the 
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import shutil
 import time
@@ -30,15 +28,14 @@ from pathlib import Path
 
 import torch
 
-from fec.core.compat import extraction_quirks, resolve_extraction, store_dir_of
 from fec.core.data import DataError, Split, available_modes, load_splits
-from fec.core.errors import FecError, UsageError
+from fec.core.errors import FecError
 from fec.core.files import removed_if_left_empty
 from fec.core.provenance import provenance
 from fec.features.backbones import (
-    SLOTS,
     Backbone,
     check_load_in,
+    check_spec_fits,
     extraction_dtype,
     load_backbone,
     model_config,
@@ -66,174 +63,116 @@ from fec.features.compute import (
     pooling_used,
     variant_indices,
 )
+from fec.features.config import ExtractionConfig, already_extracted, refuse_replacing
 from fec.features.locks import lock_path, split_lock
 from fec.features.scale import Ranks, rank_device, ranks_from_env
-from fec.features.spec import FeatureSpec, spec_from_args
-from fec.features.standins import PRESETS
 from fec.features.store import cast_for_store, feature_path, manifest_path
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "fec-features/1"
-CHUNK_ROWS = 4096
-DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 class PeerFailed(FecError, RuntimeError):
     """Another process of a distributed extraction failed (it reports its own error)."""
 
 
-def settings_of(args: argparse.Namespace, slot: str, csv_sha256: str) -> dict:
-    """The settings that determine the features; equal settings mean the stored file can be reused.
-    Recipe options appear only when they differ from the corrected recipe."""
-    quirks, spec = extraction_quirks(args), args.feature_spec
-    return {
-        "slot": slot,
-        "model": args.model,
-        "pooling": SLOTS[slot].pooling,
-        "layers": spec.published_layers,
-        "max_len": args.max_len,
-        "dtype": args.dtype,
-        "limit": args.limit,
-        "csv_sha256": csv_sha256,
-        **quirks,
-        **spec.settings(),
-        # Quantised weights give different features; recorded only when used, so older stores stay valid.
-        **({"load_in": args.load_in} if getattr(args, "load_in", None) else {}),
-    }
+@dataclass(frozen=True)
+class Pending:
+    """A split to extract: its rows, the store file it goes to and the settings that file will record."""
+
+    mode: str
+    split: Split
+    path: Path
+    settings: dict
 
 
-def stored_settings(path: Path) -> dict | None:
-    """The settings a finished store file was extracted with; None when there is none (no file, or
-    a file without its manifest: a write cut off before the manifest, redone)."""
-    mpath = manifest_path(path)
-    if not (path.is_file() and mpath.is_file()):
-        return None
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    settings = manifest.get("settings") if isinstance(manifest, dict) else None
-    return settings if isinstance(settings, dict) else None
-
-
-def already_extracted(path: Path, settings: dict) -> bool:
-    return stored_settings(path) == settings
-
-
-def shown(value) -> str:
-    """A setting as a message shows it: checksums cut to 12 hex digits."""
-    text = repr(value)
-    return text[:13] + "...'" if isinstance(value, str) and len(value) == 64 else text
-
-
-def refuse_replacing(path: Path, settings: dict) -> None:
-    """Finished features extracted with other settings are hours of work: refuse to replace them,
-    naming what differs and the ways out."""
-    stored = stored_settings(path)
-    if stored is None or stored == settings:
-        return
-    changed = [f"{key} {shown(stored.get(key))} -> {shown(settings.get(key))}" for key in sorted(set(stored) | set(settings))
-               if stored.get(key) != settings.get(key)]  # fmt: skip
-    raise UsageError(
-        f"{path}: already extracted with other settings ({'; '.join(changed)}); keep it and write elsewhere with "
-        "--dataset_dir (or a variant: --pooling/--layers/--prompt), or replace it with --overwrite"
-    )
-
-
-def chosen_model(args: argparse.Namespace, slot: str) -> str:
-    """-model wins; else the -preset's model for this slot; else the published default."""
-    if args.model:
-        return args.model
-    if args.preset:
-        return PRESETS[args.preset][slot]
-    return SLOTS[slot].default_model
-
-
-def run(args: argparse.Namespace, slot: str) -> list[Path]:
+def run(config: ExtractionConfig) -> list[Path]:
     """Extract every split asked for that is not already in the store with the same settings.
 
     Alone, this process does every chunk; under a launcher (WORLD_SIZE > 1) every process runs
     this function, takes its share of the chunks, and rank 0 merges and writes the manifest.
     Returns the store files written (on rank 0; other ranks return the same paths)."""
-    args.model = chosen_model(args, slot)
-    resolve_extraction(args, slot)
-    args.feature_spec = spec_from_args(args, slot)
-    defaults = {"chunk_rows": CHUNK_ROWS, "resume": True, "device_map": None, "max_memory": None, "load_in": None, "wait": False}
-    for name, default in defaults.items():
-        setattr(args, name, getattr(args, name, default))  # callers that build their own Namespace
-    if args.chunk_rows < 1:
-        raise DataError(f"-chunk_rows {args.chunk_rows}: must be at least 1")
-    modes = available_modes(args.data_dir, args.task) if args.mode == "all" else [args.mode]
-    if not modes:
-        raise DataError(f"{Path(args.data_dir) / args.task}: no train/valid/test CSV found (run `python prepare_data.py`)")
-    splits = load_splits(args.data_dir, args.task, modes)
-    resolved = resolve_model(args.model)  # a missing or broken model folder is refused before anything loads
-    args.feature_spec.check_model(model_config(resolved, args.trust_remote_code))
-    check_load_in(args.load_in)
-    check_prompts(args.feature_spec, resolved, args.max_len, args.trust_remote_code)
-    if args.max_memory and not args.device_map:
-        raise UsageError(f"-max_memory {args.max_memory}: applies with -device_map only (it caps each device's share)")
-    placed = dict(device_map=args.device_map, max_memory=parse_max_memory(args.max_memory))
-    ranks = ranks_from_env(args.device)
-    todo = splits_to_do(args, slot, splits, ranks)
+    splits = checked_splits(config)
+    ranks = ranks_from_env(config.device)
+    todo = splits_to_do(config, splits, ranks)
     if not todo:
         return []
     # A load that fails (a missing package, a full GPU) leaves no empty store folder behind.
-    with removed_if_left_empty([path.parent for _, path, _ in todo.values()]), ExitStack() as locks:
-        todo = take_locks(args, todo, locks, ranks)
+    with removed_if_left_empty([pending.path.parent for pending in todo.values()]), ExitStack() as locks:
+        todo = take_locks(config, todo, locks, ranks)
         if not todo:
             return []
-        device = rank_device(pick_device(args.device), ranks)
-        dtype = extraction_dtype(args.dtype, args.compat, device)
-        # Every process loads; one that fails (a full GPU) tells the others instead of leaving them waiting.
-        backbone = together(ranks, lambda: load_backbone(args.model, device, dtype, args.trust_remote_code,
-                                                         load_in=args.load_in, **placed), "loading the model")  # fmt: skip
-        float32_copy: list[Backbone] = []
-
-        def float32_backbone() -> Backbone:
-            if not float32_copy:
-                float32_copy.append(load_backbone(args.model, device, torch.float32, args.trust_remote_code, **placed))
-            return float32_copy[0]
-
-        return [
-            extract_split(args, slot, mode, split, path, settings, backbone, float32_backbone, ranks)
-            for mode, (split, path, settings) in todo.items()
-        ]
+        backbone, float32_backbone = load_models(config, ranks)
+        return [extract_split(config, pending, backbone, float32_backbone, ranks) for pending in todo.values()]
 
 
-def store_dir(args: argparse.Namespace, slot: str) -> str:
-    return args.feature_spec.store_dir(store_dir_of(slot, args.llama_pooling))
+def checked_splits(config: ExtractionConfig) -> dict[str, Split]:
+    """The splits asked for, read and checked, after refusing what can be refused before
+    anything loads: a missing or broken model folder, what its configuration rules out, a
+    quantisation that cannot run, prompts its tokenizer cannot serve."""
+    modes = list(config.modes) or available_modes(config.data_dir, config.task)
+    if not modes:
+        raise DataError(f"{Path(config.data_dir) / config.task}: no train/valid/test CSV found (run `python prepare_data.py`)")
+    splits = load_splits(config.data_dir, config.task, modes)
+    resolved = resolve_model(config.model)
+    check_spec_fits(config.feature_spec, model_config(resolved, config.trust_remote_code))
+    check_load_in(config.load_in)
+    check_prompts(config.feature_spec, resolved, config.max_len, config.trust_remote_code)
+    return splits
 
 
-def splits_to_do(args: argparse.Namespace, slot: str, splits: dict[str, Split], ranks: Ranks) -> dict:
-    """mode -> (split, store file, settings) for the splits not in the store with these settings."""
+def load_models(config: ExtractionConfig, ranks: Ranks) -> tuple[Backbone, Callable[[], Backbone]]:
+    """(the backbone, a function giving its float32 copy, loaded on first use for rows that
+    overflow in half precision). Every process loads; one that fails (a full GPU) tells the
+    others instead of leaving them waiting."""
+    placed = dict(device_map=config.device_map, max_memory=parse_max_memory(config.max_memory))
+    device = rank_device(pick_device(config.device), ranks)
+    dtype = extraction_dtype(config.dtype, config.compat, device)
+    trust = config.trust_remote_code
+
+    def load() -> Backbone:
+        return load_backbone(config.model, device, dtype, trust, load_in=config.load_in, **placed)
+
+    backbone = together(ranks, load, "loading the model")
+    float32_copy: list[Backbone] = []
+
+    def float32_backbone() -> Backbone:
+        if not float32_copy:
+            float32_copy.append(load_backbone(config.model, device, torch.float32, trust, **placed))
+        return float32_copy[0]
+
+    return backbone, float32_backbone
+
+
+def splits_to_do(config: ExtractionConfig, splits: dict[str, Split], ranks: Ranks) -> dict[str, Pending]:
+    """mode -> what to extract, for the splits not in the store with these settings."""
     todo = {}
     for mode, split in splits.items():
-        path = feature_path(args.dataset_dir, args.task, store_dir(args, slot), mode)
-        settings = settings_of(args, slot, split.csv_sha256)
-        if not args.overwrite:
+        path = feature_path(config.dataset_dir, config.task, config.store_dir, mode)
+        settings = config.settings(split.csv_sha256)
+        if not config.overwrite:
             refuse_replacing(path, settings)
-        if not args.overwrite and already_extracted(path, settings):
+        if not config.overwrite and already_extracted(path, settings):
             log.info("%s: already extracted with the same settings, skipped (--overwrite to redo)", path)
             if ranks.is_main and parts_dir(path).exists() and not lock_path(path).exists():
                 # Chunks left by a run killed right after its merge; never those of a run still going.
                 shutil.rmtree(parts_dir(path), ignore_errors=True)
             continue
-        todo[mode] = (split, path, settings)
+        todo[mode] = Pending(mode, split, path, settings)
     return todo
 
 
-def take_locks(args: argparse.Namespace, todo: dict, locks: ExitStack, ranks: Ranks) -> dict:
+def take_locks(config: ExtractionConfig, todo: dict[str, Pending], locks: ExitStack, ranks: Ranks) -> dict[str, Pending]:
     """Rank 0 takes the lock of every split to do (`fec.features.locks`, held until `locks` closes) and
     drops the splits another process finished meanwhile; every process gets the same `todo`."""
 
     def lock_all() -> list[str]:
         left = []
-        for mode, (_, path, settings) in todo.items():
-            locks.enter_context(split_lock(path, wait=args.wait))
-            if not args.overwrite and already_extracted(path, settings):
-                log.info("%s: extracted by another process meanwhile, skipped", path)
+        for mode, pending in todo.items():
+            locks.enter_context(split_lock(pending.path, wait=config.wait))
+            if not config.overwrite and already_extracted(pending.path, pending.settings):
+                log.info("%s: extracted by another process meanwhile, skipped", pending.path)
                 continue
             left.append(mode)
         return left
@@ -271,12 +210,8 @@ def remove_stale_temp_files(path: Path) -> None:
 class SplitJob:
     """One split to extract, and everything its chunks are computed from."""
 
-    args: argparse.Namespace
-    slot: str
-    mode: str
-    split: Split
-    path: Path
-    settings: dict
+    config: ExtractionConfig
+    pending: Pending
     backbone: Backbone
     fallback: Callable[[], Backbone]
     ranks: Ranks
@@ -284,10 +219,12 @@ class SplitJob:
 
     def __post_init__(self) -> None:
         self.started = time.perf_counter()
-        self.count = len(self.split) if self.args.limit is None else min(self.args.limit, len(self.split))
-        self.spec: FeatureSpec = self.args.feature_spec
+        self.slot, self.spec = self.config.slot, self.config.feature_spec
+        pending = self.pending
+        self.mode, self.split, self.path, self.settings = pending.mode, pending.split, pending.path, pending.settings
+        self.count = len(self.split) if self.config.limit is None else min(self.config.limit, len(self.split))
         self.layers = self.spec.published_layers
-        self.chunks = plan_chunks(self.count, self.args.chunk_rows)
+        self.chunks = plan_chunks(self.count, self.config.chunk_rows)
         self.parts = parts_dir(self.path)
         hidden = self.backbone.hidden_size
         if self.spec.is_variant:
@@ -299,51 +236,53 @@ class SplitJob:
             self.width = [self.layers, hidden] if self.slot == "llama" else [hidden]
             self.dtype = torch.float32
         # Everything that decides a chunk's contents; a chunk written under another key is redone.
-        self.key = settings_hash({**self.settings, "model_fingerprint": self.backbone.fingerprint,
-                                  "model_dtype": str(self.backbone.dtype), "chunk_rows": self.args.chunk_rows,
-                                  "rows": self.count})  # fmt: skip
+        chunk_settings = {"model_fingerprint": self.backbone.fingerprint, "model_dtype": str(self.backbone.dtype)}
+        chunk_settings |= {"chunk_rows": self.config.chunk_rows, "rows": self.count}
+        self.key = settings_hash({**self.settings, **chunk_settings})
 
 
-def extract_split(args: argparse.Namespace, slot: str, mode: str, split: Split, path: Path, settings: dict,
-                  backbone: Backbone, fallback: Callable[[], Backbone], ranks: Ranks) -> Path:  # fmt: skip
+def extract_split(
+    config: ExtractionConfig, pending: Pending, backbone: Backbone, fallback: Callable[[], Backbone], ranks: Ranks
+) -> Path:
     """One split: rank 0 plans (verifying finished chunks), every process extracts its share of
-    the chunks left, rank 0 merges them into `path` with the manifest."""
-    job = SplitJob(args, slot, mode, split, path, settings, backbone, fallback, ranks)
+    the chunks left, rank 0 merges them into its store file with the manifest."""
+    job = SplitJob(config, pending, backbone, fallback, ranks)
     job.run_id, left = ranks.broadcast(
         together(ranks, (lambda: plan_split(job)) if ranks.is_main else (lambda: None), "planning")
     )
     mine = [job.chunks[i] for i in left[ranks.rank :: ranks.world]]
     if ranks.distributed:
         log.info("%s%s: %d of the %d chunks left are this process's", ranks.prefix(), job.parts, len(mine), len(left))
-    together(ranks, lambda: extract_chunks(job, mine), f"extracting {args.task}/{mode}")
-    together(ranks, (lambda: merge_split(job)) if ranks.is_main else (lambda: None), f"merging {args.task}/{mode}")
-    return path
+    where = f"{config.task}/{job.mode}"
+    together(ranks, lambda: extract_chunks(job, mine), f"extracting {where}")
+    together(ranks, (lambda: merge_split(job)) if ranks.is_main else (lambda: None), f"merging {where}")
+    return job.path
 
 
 def plan_split(job: SplitJob) -> tuple[str, list[int]]:
     """(a new run id, the indices of the chunks left to do), after tidying the parts folder."""
     remove_stale_temp_files(job.path)
-    done, left = prepare_parts(job.parts, job.chunks, job.key, job.args.resume)
+    done, left = prepare_parts(job.parts, job.chunks, job.key, job.config.resume)
     if done:
-        shown = ", ".join(str(c) for c in done[:8]) + (" ..." if len(done) > 8 else "")
-        log.info("%s: resuming: %d of %d chunks already finished and verified, skipped (%s)", job.parts, len(done),
-                 len(job.chunks), shown)  # fmt: skip
+        listed = ", ".join(str(c) for c in done[:8]) + (" ..." if len(done) > 8 else "")
+        how_many = f"{len(done)} of {len(job.chunks)}"
+        log.info("%s: resuming: %s chunks already finished and verified, skipped (%s)", job.parts, how_many, listed)
     return uuid.uuid4().hex, [c.index for c in left]
 
 
 def extract_chunks(job: SplitJob, mine: list[Chunk]) -> None:
     """Extract and write this process's chunks; rows that came out non-finite are reported
     together at the end, after the other chunks are written."""
-    args, bad_rows = job.args, []
+    config, bad_rows = job.config, []
+    plan = config.pooling_plan(job.layers or 1)
     for number, chunk in enumerate(mine, 1):
         chunk_started = time.perf_counter()
+        texts = job.split.texts[chunk.start : chunk.stop]
+        desc = f"{job.ranks.prefix()}{job.slot} {config.task}/{job.mode} {chunk}"
         try:
             features, info = extract_features(
-                job.backbone, job.split.texts[chunk.start : chunk.stop], job.slot, layers=job.layers or 1,
-                max_len=args.max_len, batch_size=args.batch_size, max_tokens=args.max_tokens, llama_pooling=args.llama_pooling,
-                batch_order=args.batch_order, desc=f"{job.ranks.prefix()}{job.slot} {args.task}/{job.mode} {chunk}",
-                fallback=job.fallback, spec=job.spec,
-            )  # fmt: skip
+                job.backbone, texts, job.slot, plan=plan, batching=config.batching, desc=desc, fallback=job.fallback
+            )
         except NonFiniteFeaturesError as err:
             bad_rows.extend(chunk.start + row for row in err.rows)
             continue  # the other chunks are still worth keeping
@@ -362,9 +301,9 @@ def merge_split(job: SplitJob) -> None:
     fresh = sum(r["stop"] - r["start"] for r in records if r.get("run_id") == job.run_id)
     manifest = build_manifest(job, records, elapsed)
     labels = torch.from_numpy(job.split.labels[: job.count])
-    merge_chunks(job.path, job.parts, job.chunks, records, job.key, labels, manifest, job.width, job.dtype)
-    log.info("%s: %s features for %d texts in %.1fs (%d computed now, %.1f texts/s, %d process(es))", job.path,
-             tuple(job.width), job.count, elapsed, fresh, fresh / max(elapsed, 1e-9), job.ranks.world)  # fmt: skip
+    merge_chunks(job.path, job.chunks, records, job.key, labels, manifest, job.width, job.dtype)
+    speed = f"{fresh} computed now, {fresh / max(elapsed, 1e-9):.1f} texts/s, {job.ranks.world} process(es)"
+    log.info("%s: %s features for %d texts in %.1fs (%s)", job.path, tuple(job.width), job.count, elapsed, speed)
 
 
 def extraction_figures(job: SplitJob, records: list[dict], elapsed: float) -> dict:
@@ -373,28 +312,32 @@ def extraction_figures(job: SplitJob, records: list[dict], elapsed: float) -> di
     figures = {k: sum(int(r.get(k, 0)) for r in records) for k in keys}
     fresh = sum(r["stop"] - r["start"] for r in records if r.get("run_id") == job.run_id)
     return figures | {
-        "seconds": round(elapsed, 2), "texts_per_s": round(fresh / max(elapsed, 1e-9), 2), "chunk_rows": job.args.chunk_rows,
-        "chunks": len(job.chunks), "chunks_resumed": sum(1 for r in records if r.get("run_id") != job.run_id),
+        "seconds": round(elapsed, 2),
+        "texts_per_s": round(fresh / max(elapsed, 1e-9), 2),
+        "chunk_rows": job.config.chunk_rows,
+        "chunks": len(job.chunks),
+        "chunks_resumed": sum(1 for r in records if r.get("run_id") != job.run_id),
         "processes": job.ranks.world,
-    }  # fmt: skip
+    }
 
 
 def build_manifest(job: SplitJob, records: list[dict], elapsed: float) -> dict:
     """The store manifest of a merged split: every setting, the model, the data, how it was extracted."""
-    args, slot, split, backbone, layers = job.args, job.slot, job.split, job.backbone, job.layers
+    config, slot, split, backbone, layers = job.config, job.slot, job.split, job.backbone, job.layers
+    published_padding = config.llama_pooling == "unmasked_padded"
     settings, mode, info = job.settings, job.mode, extraction_figures(job, records, elapsed)
     return {
         "format": MANIFEST_FORMAT,
         "settings": settings,
-        "task": args.task,
+        "task": config.task,
         "mode": mode,
         "slot": slot,
-        "store_dir": store_dir(args, slot),
-        "compat": args.compat,
-        "llama_pooling": args.llama_pooling if slot == "llama" else None,
-        "batch_order": args.batch_order,
-        "batch_size": args.batch_size,
-        "model": args.model,
+        "store_dir": config.store_dir,
+        "compat": config.compat,
+        "llama_pooling": config.llama_pooling if slot == "llama" else None,
+        "batch_order": config.batch_order,
+        "batch_size": config.batch_size,
+        "model": config.model,
         "model_path": backbone.resolved,
         "model_class": type(backbone.model).__name__,
         "model_fingerprint": backbone.fingerprint,
@@ -404,22 +347,23 @@ def build_manifest(job: SplitJob, records: list[dict], elapsed: float) -> dict:
         "missing_weights": backbone.missing_weights,
         "layers": layers,
         "layer_order": "last layer first" if layers else None,
-        "max_len": args.max_len,
+        "max_len": config.max_len,
         "dtype": str(backbone.dtype).removeprefix("torch."),
         "device": str(backbone.device),
-        "device_map": args.device_map,
-        "device_placement": (placement(backbone.model) or {str(backbone.device): "all"}) if args.device_map else None,
-        "load_in": args.load_in,
-        "pad_token": REFERENCE_PAD_TOKEN if args.llama_pooling == "unmasked_padded" else backbone.pad_token,
+        "device_map": config.device_map,
+        "device_placement": (placement(backbone.model) or {str(backbone.device): "all"}) if config.device_map else None,
+        "load_in": config.load_in,
+        "pad_token": REFERENCE_PAD_TOKEN if published_padding else backbone.pad_token,
         "padding": (
-            f"right, every text to {args.max_len} tokens with the id of {REFERENCE_PAD_TOKEN!r}; included in the mean (published)"
-            if args.llama_pooling == "unmasked_padded"
+            f"right, every text to {config.max_len} tokens with the id of {REFERENCE_PAD_TOKEN!r}; included in the mean "
+            "(published)"
+            if published_padding
             else "right, to the longest text of each batch; masked out of every pooled feature"
         ),
         "csv": str(split.path),
         "csv_sha256": split.csv_sha256,
         "csv_rows": len(split),
-        "limit": args.limit,
+        "limit": config.limit,
         "multilabel": split.multilabel,
         "label_names": split.label_names,
         "extraction": info,

@@ -125,8 +125,10 @@ def split_lock(path: Path, wait: bool = False, poll: float = POLL_SECONDS) -> It
     announced = False
     while (holder := _try_take(lock, record)) is not None:
         if not wait:
-            raise LockHeld(f"{lock}: {path.stem} is being extracted by {describe(holder)}; wait for it to finish "
-                           f"(or pass -wait), or delete the lock file if that process is gone")  # fmt: skip
+            raise LockHeld(
+                f"{lock}: {path.stem} is being extracted by {describe(holder)}; wait for it to finish (or pass -wait), "
+                "or delete the lock file if that process is gone"
+            )
         if not announced:
             log.info("%s: held by %s; waiting", lock, describe(holder))
             announced = True

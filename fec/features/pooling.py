@@ -64,7 +64,9 @@ def pool_tokens(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Te
     raise ValueError(f"unknown pooling {mode!r}; choose mean, first or last")
 
 
-def pool_layers(hidden_states: tuple[torch.Tensor, ...], mask: torch.Tensor, modes: tuple[str, ...],
-                indices: list[int]) -> torch.Tensor:  # fmt: skip
+def pool_layers(
+    hidden_states: tuple[torch.Tensor, ...], mask: torch.Tensor, modes: tuple[str, ...], indices: list[int]
+) -> torch.Tensor:
     """Every pooling in `modes` of every hidden state in `indices`: (B, P, L, H), float32."""
-    return torch.stack([torch.stack([pool_tokens(hidden_states[i], mask, m) for i in indices], dim=1) for m in modes], dim=1)
+    per_mode = [torch.stack([pool_tokens(hidden_states[i], mask, mode) for i in indices], dim=1) for mode in modes]
+    return torch.stack(per_mode, dim=1)

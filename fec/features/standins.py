@@ -57,7 +57,7 @@ from pathlib import Path
 
 from fec.core.errors import FecError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 PREFIX = "offline:"
 INSTALL_HINT = "pip install --no-deps -r requirements-standins.txt"
@@ -249,7 +249,7 @@ def _entry_lock(target: Path) -> Iterator[bool]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            logger.info("waiting for another process building %s", target)
+            log.info("waiting for another process building %s", target)
             fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield True
@@ -275,7 +275,7 @@ def _build_cached(target: Path, stamp: dict, build: Callable[[Path], None]) -> P
             return target
         if locked:  # we hold the lock: any temporary sibling is an interrupted build
             for stale in target.parent.glob(f".{target.name}.tmp.*"):
-                logger.info("removing interrupted build %s", stale)
+                log.info("removing interrupted build %s", stale)
                 shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp.{os.getpid()}.", dir=target.parent))
         try:
@@ -283,7 +283,7 @@ def _build_cached(target: Path, stamp: dict, build: Callable[[Path], None]) -> P
             (tmp / MARKER).write_text(json.dumps(stamp, indent=1) + "\n")
             _make_readable(tmp)  # mkdtemp and some writers create owner-only entries
             if target.exists():  # incomplete or outdated: move aside, then replace
-                logger.info("replacing incomplete or outdated cache %s", target)
+                log.info("replacing incomplete or outdated cache %s", target)
                 old = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp.{os.getpid()}.old.", dir=target.parent))
                 os.replace(target, old / "x")
                 shutil.rmtree(old, ignore_errors=True)
@@ -307,7 +307,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    logger.info("converting %s to safetensors once (~30 s); later loads take under a second", gguf.name)
+    log.info("converting %s to safetensors once (~30 s); later loads take under a second", gguf.name)
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantised = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -327,7 +327,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     probe = ["I feel so happy today!", "  Naïve café — ünïcödé 😊\nnew line", "<|im_start|>user hi<|im_end|>"]
     if [reloaded(t)["input_ids"] for t in probe] != [tokenizer(t)["input_ids"] for t in probe]:
         raise StandinError(f"saved tokenizer for {gguf.name} does not match the GGUF tokenizer")
-    logger.info("converted %s in %.1f s", gguf.name, time.perf_counter() - t0)
+    log.info("converted %s in %.1f s", gguf.name, time.perf_counter() - t0)
 
 
 def _model_dir(root: Path) -> Path:
@@ -344,7 +344,7 @@ def _model_dir(root: Path) -> Path:
 
 def _unzip_parts(parts: list[Path], out: Path) -> None:
     """Join byte-range parts into one zip, unzip it, and move its model folder to `out`."""
-    logger.info("joining %d parts and unzipping %s once", len(parts), parts[0].name.rsplit(".", 1)[0])
+    log.info("joining %d parts and unzipping %s once", len(parts), parts[0].name.rsplit(".", 1)[0])
     t0 = time.perf_counter()
     joined = out / ".joined.zip"
     with open(joined, "wb") as dst:
@@ -368,7 +368,7 @@ def _unzip_parts(parts: list[Path], out: Path) -> None:
         if child.name != "desktop.ini":
             os.replace(child, out / child.name)
     shutil.rmtree(unzipped)
-    logger.info("unzipped in %.1f s", time.perf_counter() - t0)
+    log.info("unzipped in %.1f s", time.perf_counter() - t0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from fec.classify.fusion import DownstreamModel
+from fec.classify.outputs import to_probabilities
 from fec.core.errors import FecError
 from fec.features.backbones import Backbone, ModelError, load_backbone, model_fingerprint, pick_device, pick_dtype, resolve_model
-from fec.features.compute import extract_features
-from fec.features.spec import slot_mismatch, spec_of_pick
+from fec.features.compute import Batching, PoolingPlan, extract_features
+from fec.features.picks import slot_mismatch, spec_of_pick
 from fec.runs.run_files import RunFileError, read_checkpoint, read_model_spec, read_results
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ class FeatureSource:
         m = self.manifest
         if self.pick is not None:
             spec = spec_of_pick(m["slot"], self.pick)
-            features, _ = extract_features(self.backbone, texts, m["slot"], max_len=m["max_len"], batch_size=batch_size,
-                                           desc=f"{m['slot']} features", spec=spec)  # fmt: skip
+            batching = Batching(max_len=m["max_len"], batch_size=batch_size)
+            features, _ = extract_features(
+                self.backbone, texts, m["slot"], plan=PoolingPlan(spec=spec), batching=batching, desc=f"{m['slot']} features"
+            )
             # Rounded to the store's dtype as the training features were, then one vector per layer.
             chosen = features[:, 0].to(getattr(torch, m["feature_dtype"])).float()
             return chosen if m["slot"] == "llama" else chosen.mean(dim=1)
@@ -60,10 +63,8 @@ class FeatureSource:
             self.backbone,
             texts,
             m["slot"],
-            layers=m.get("layers") or 1,
-            max_len=m["max_len"],
-            batch_size=batch_size,
-            llama_pooling=m.get("llama_pooling") or "masked",
+            plan=PoolingPlan(layers=m.get("layers") or 1, llama_pooling=m.get("llama_pooling") or "masked"),
+            batching=Batching(max_len=m["max_len"], batch_size=batch_size),
             desc=f"{m['slot']} features",
         )
         return features
@@ -216,11 +217,10 @@ class EmotionClassifier(LabelRanking):
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         computed = {folder: src.compute(list(texts), batch_size) for folder, src in self.sources.items()}
         inputs = [computed[folder].to(self.device) for folder in self.order]
-        squash = torch.sigmoid if self.multilabel else (lambda z: torch.softmax(z, dim=1))
         probs = []
         for head in self.heads:
             logits = torch.cat([head(*(x[i : i + 4096] for x in inputs)) for i in range(0, len(texts), 4096)])
-            probs.append(squash(logits.float()).cpu().numpy())
+            probs.append(to_probabilities(logits.float(), self.multilabel).cpu().numpy())
         return np.mean(probs, axis=0)
 
 
@@ -273,7 +273,7 @@ class FinetunedClassifier(LabelRanking):
                 return_tensors="pt",
             ).to(self.device)
             logits = self.model(**batch).logits.float()
-            chunks.append(torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1))
+            chunks.append(to_probabilities(logits, self.multilabel))
         return torch.cat(chunks).cpu().numpy()
 
 
@@ -302,7 +302,7 @@ def load_head(run_dir: Path, spec: dict, seed: int) -> DownstreamModel:
         raise RunError(f"{checkpoint}: no checkpoint for seed {seed}")
     state = read_checkpoint(checkpoint)
     try:
-        head = DownstreamModel(**spec["model"])
+        head = DownstreamModel.from_config(spec["model"])
     except (TypeError, ValueError, RuntimeError) as err:
         raise RunFileError(run_dir / "model.json", f"`model` does not build a fusion model ({err})") from err
     try:

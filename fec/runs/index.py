@@ -17,7 +17,8 @@ from pathlib import Path
 from fec.core.files import atomic_write_text
 from fec.runs.page import PAGE, write_run_page, write_run_pages_safely
 from fec.runs.rendering import environment
-from fec.runs.report import METRIC_NAMES, ReportError, Row, find_runs, pool
+from fec.runs.report import ReportError, Row, find_runs, pool
+from fec.runs.report_format import METRIC_NAMES, at_chance_cell, cv_cell, ensemble_cell
 from fec.runs.run_files import RunFileError
 from fec.runs.summary import METHODS
 
@@ -31,15 +32,15 @@ def row_view(number: int, row: Row, logs_dir: Path) -> dict:
         "number": number,
         "task": row.task,
         "method": METHODS.get(row.script, row.script),
-        "recipe": row.recipe or "–",
+        "compat": row.compat or "–",
         "command": row.command,
         "features": row.features,
         "seeds": row.seeds,
         "split": row.split,
         "stats": row.stats,
-        "cv": row.cv_cell(),
-        "ensemble": row.ensemble_cell(),
-        "at_chance": row.at_chance_cell(),
+        "cv": cv_cell(row),
+        "ensemble": ensemble_cell(row),
+        "at_chance": at_chance_cell(row),
         "created": row.created[:16].replace("T", " "),
         "runs": [{"name": f.name, "page": Path(os.path.relpath(f / PAGE, logs_dir)).as_posix()} for f in row.folders],
     }
@@ -102,14 +103,20 @@ def recipe_chart(task: str, views: list[dict]) -> str | None:
 
 
 def render_index(rows: list[Row], logs_dir: Path) -> str:
+    """The index page's HTML: the rows numbered, each task's chart embedded."""
     views = [row_view(i, row, logs_dir) for i, row in enumerate(rows, start=1)]
     tasks = sorted({v["task"] for v in views})
     metrics = [m for m in METRIC_NAMES if any(m in row.stats for row in rows)]
     charts = {task: recipe_chart(task, [v for v in views if v["task"] == task]) for task in tasks}
-    return environment().get_template("index.html.j2").render(
-        title=f"fec runs · {logs_dir.resolve().name}", rows=views, tasks=tasks, metrics=metrics, metric_names=METRIC_NAMES,
+    template = environment().get_template("index.html.j2")
+    return template.render(
+        title=f"fec runs · {logs_dir.resolve().name}",
+        rows=views,
+        tasks=tasks,
+        metrics=metrics,
+        metric_names=METRIC_NAMES,
         charts={task: chart for task, chart in charts.items() if chart},
-    )  # fmt: skip
+    )
 
 
 def write_index(rows: list[Row], logs_dir: Path, task: str | None = None) -> Path:
@@ -119,14 +126,15 @@ def write_index(rows: list[Row], logs_dir: Path, task: str | None = None) -> Pat
     return path
 
 
-def write_html(paths: list[Path], defaults: dict[str, dict], task: str | None = None) -> list[Path]:
+def write_html(paths: list[Path], defaults: dict[str, dict] | None, task: str | None = None) -> list[Path]:
     """`report.py --html`: a run folder gets its page and model card written again; a folder of
-    runs (Logs/) gets its index.html, and the page of each of its runs that has none yet."""
+    runs (Logs/) gets its index.html, and the page of each of its runs that has none yet.
+    `defaults` (script -> option defaults) stand in for runs from before runs recorded their own."""
     written = []
     for path in paths:
         if (path / "config.json").exists():
             try:
-                written.append(write_run_page(path))
+                written.append(write_run_page(path, defaults))
             except RunFileError:  # already one line naming the file
                 raise
             except (OSError, KeyError, ValueError) as err:  # a run folder edited or written by hand
@@ -135,6 +143,6 @@ def write_html(paths: list[Path], defaults: dict[str, dict], task: str | None = 
         runs = find_runs([path], defaults, task)
         for run in runs:
             if not (run.folder / PAGE).exists():
-                write_run_pages_safely(run.folder)
+                write_run_pages_safely(run.folder, defaults)
         written.append(write_index(pool(runs), path, task))
     return written

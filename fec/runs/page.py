@@ -66,9 +66,16 @@ def confusion_view(summary: RunSummary) -> dict | None:
 def per_label_rows(summary: RunSummary) -> list[dict]:
     if summary.per_label is None:
         return []
-    return [{"label": str(row["label"]), "precision": 100 * float(row["precision"]), "recall": 100 * float(row["recall"]),
-             "f1": 100 * float(row["f1"]), "support": int(row["support"])}
-            for _, row in summary.per_label.iterrows()]  # fmt: skip
+    return [
+        {
+            "label": str(row["label"]),
+            "precision": 100 * float(row["precision"]),
+            "recall": 100 * float(row["recall"]),
+            "f1": 100 * float(row["f1"]),
+            "support": int(row["support"]),
+        }
+        for _, row in summary.per_label.iterrows()
+    ]
 
 
 def provenance_view(summary: RunSummary) -> dict:
@@ -93,6 +100,7 @@ def provenance_view(summary: RunSummary) -> dict:
 
 
 def render_run_page(summary: RunSummary) -> str:
+    """The run page's HTML, every section filled from `summary`."""
     per_label = per_label_rows(summary)
     template = environment().get_template("run.html.j2")
     return template.render(
@@ -112,22 +120,28 @@ def render_run_page(summary: RunSummary) -> str:
     )
 
 
-def write_run_page(run_dir: Path) -> Path:
-    """`run_dir/index.html` (and the model card beside it) from the folder's files."""
-    summary = load_summary(run_dir)
+def write_run_page(run_dir: Path, defaults: dict[str, dict] | None = None) -> Path:
+    """`run_dir/index.html` (and the model card beside it) from the folder's files; `defaults`
+    (script -> option defaults) stand in for a run from before runs recorded their own."""
+    summary = load_summary(run_dir, defaults)
     path = run_dir / PAGE
     atomic_write_text(path, render_run_page(summary))
     write_model_card(summary)
     return path
 
 
-def write_run_pages_safely(run_dir: Path) -> None:
+def write_run_pages_safely(run_dir: Path, defaults: dict[str, dict] | None = None) -> None:
     """The finish step's call: a page that cannot be written is a warning, not a lost run (its
     results are already on disk and `report.py --html RUN` writes the page again)."""
     try:
-        path = write_run_page(run_dir)
+        path = write_run_page(run_dir, defaults)
     except Exception as err:  # noqa: BLE001 - any failure here must leave the trained run intact
-        log.warning("%s: the run page was not written (%s: %s); retry with: python report.py --html %s",
-                    run_dir, type(err).__name__, err, run_dir)  # fmt: skip
+        log.warning(
+            "%s: the run page was not written (%s: %s); retry with: python report.py --html %s",
+            run_dir,
+            type(err).__name__,
+            err,
+            run_dir,
+        )
         return
     log.info("run page: %s; model card: %s", path, run_dir / "README.md")

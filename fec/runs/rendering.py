@@ -16,8 +16,8 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from fec.core.metrics import mean_std_cell
 from fec.runs.escape import code_span, markdown_cell, markdown_text, python_string, shell_word, url_path
+from fec.runs.formatting import mean_std_cell
 
 TEMPLATES = Path(__file__).parent / "templates"
 METRIC_NAMES = {"acc": "accuracy", "wf1": "weighted F1", "macro_f1": "macro-F1", "micro_f1": "micro-F1", "loss": "loss"}

@@ -8,9 +8,10 @@ tables are regenerated from the run folders instead of being copied by hand.
 
 Runs of main.py, finetune.py and baselines/tfidf.py pool when the same script trained the same
 recipe on the same features (fine-tuning: the same model weights; TF-IDF: the same CSVs):
-- every option that changes what is trained; not -seeds/-runs, the device, folders, logging or
-  the evaluation batch size;
-- for main.py, the quirk switches as resolved (`-compat reference` pools with its four explicit
+- every option that changes what is trained, by its value (so runs that recorded other defaults
+  pool only where they trained alike); not -seeds/-runs, the device, folders, logging or the
+  evaluation batch size;
+- for main.py, the compat setting as resolved (`-compat reference` pools with its four explicit
   options) and, from the feature manifests, what each slot read (model, pooling, dtype, data
   checksum), so stand-in and published-model runs never mix.
 A seed trained twice for one recipe counts once: the later run's. Each row gives the command that
@@ -24,25 +25,24 @@ seeds from runs older than that flag are counted as unknown.
 Run files are read through `fec.runs.run_files`: a run with a damaged config.json or results.json is
 skipped with a warning naming the file when found in a folder of runs (Logs/), and is the error
 when the run folder itself is named.
+A script's option defaults come from the run's own config.json (`option_defaults`, recorded at
+training time); runs written before that take the ones the caller passes (`report.py` passes
+today's, read from the trainers' parsers). The table is written by `fec.runs.report_format`.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import datetime as dt
-import io
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fec.core.compat import QUIRKS, recipe_options
+from fec.core.compat import QUIRKS, compat_options
 from fec.core.errors import FecError
-from fec.core.metrics import mean_std_cell, mean_std_stats
-from fec.runs.escape import code_span, markdown_cell
+from fec.core.metrics import MULTILABEL_HEADLINE, SINGLE_LABEL_KEYS, mean_std_stats
 from fec.runs.folder import failure, run_dir_started
-from fec.runs.run_files import MULTILABEL_METRICS, SINGLE_LABEL_METRICS, RunFileError, read_config, read_results
+from fec.runs.run_files import RunFileError, compat_setting, read_config, read_results
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ RUN_ONLY = {
     "eval_batch_size",
     "compat",
     "threads",
-    "recipe",  # the file's values are in the run's options already
+    "recipe",  # the recipe file: its values are in the run's options already
 }
 # Options added with a default that changed what a script does: a run that predates the option
 # did what this value does (not today's default).
@@ -70,7 +70,8 @@ RENAMED = {"dataset": "task", "precision": "dtype"}
 OLD_VALUES = {"dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}}
 # The script that wrote a run, told by what only its config.json holds.
 SCRIPTS = {"train_config": "main.py", "finetune_config": "finetune.py", "C_grid": "baselines/tfidf.py"}
-METRIC_NAMES = {"acc": "acc", "wf1": "wF1", "macro_f1": "macro-F1", "micro_f1": "micro-F1"}
+# What a fine-tuning or TF-IDF run read, so runs of one recipe on other inputs stay apart: the weights, the CSVs.
+INPUTS = {"finetune.py": "model_fingerprint", "baselines/tfidf.py": "csv_sha256"}
 
 
 class ReportError(FecError):
@@ -89,7 +90,7 @@ class Run:
     key: str
     seeds: dict[int, dict]
     script: str = "main.py"
-    recipe: str = ""  # main.py's recipe name (corrected, reference, custom:...)
+    compat: str = ""  # main.py's compat setting (corrected, reference, custom:...)
     finished: bool = True
     failure: str | None = None  # the error it stopped on (failed.json); its finished seeds still count
     ensemble: dict | None = None  # results.json's seed ensemble (mean of the seeds' probabilities)
@@ -112,37 +113,20 @@ class Row:
     features: str
     seeds: list[int]
     split: str
-    stats: dict[str, dict[str, float | None]]  # metric -> {"mean", "std"}, as fec.classify.fusion_training.summarise gives
+    stats: dict[str, dict[str, float | None]]  # metric -> {"mean", "std"}, as fec.core.metrics.summarise gives
     runs: list[str] = field(default_factory=list)
     chance_flags: list[bool | None] = field(default_factory=list)  # per seed; None where the run did not record it
     cv: dict[str, dict[str, float | None]] | None = None  # out-of-fold metrics mean±std, when selected by CV
     ensemble: dict | None = None  # one run's seed ensemble over exactly these seeds (not a single model)
     script: str = "main.py"
-    recipe: str = ""
+    compat: str = ""
     folders: list[Path] = field(default_factory=list)  # the run folders its seeds come from
     created: str = ""  # when the newest of them was created
 
     @property
     def headline(self) -> tuple[str, ...]:
         """The metrics the cv and ensemble cells show: accuracy, or macro- and micro-F1 for multi-label rows."""
-        return ("acc",) if "acc" in self.stats else ("macro_f1", "micro_f1")
-
-    def cv_cell(self) -> str:
-        if not self.cv:
-            return ""
-        return " / ".join(f"{METRIC_NAMES[m]} {mean_std_cell(self.cv[m])}" for m in self.headline)
-
-    def ensemble_cell(self) -> str:
-        scores = (self.ensemble or {}).get(self.split) or {}
-        return " / ".join(f"{METRIC_NAMES[m]} {scores[m]:.2f}" for m in self.headline if m in scores)
-
-    def at_chance_cell(self) -> str:
-        """`2/5`: two of five seeds at chance; `1/3 (2 unknown)` where older runs did not say; `–` when none did."""
-        known = [flag for flag in self.chance_flags if flag is not None]
-        if not known:
-            return "–"
-        unknown = len(self.chance_flags) - len(known)
-        return f"{sum(known)}/{len(known)}" + (f" ({unknown} unknown)" if unknown else "")
+        return ("acc",) if "acc" in self.stats else MULTILABEL_HEADLINE
 
 
 def changed_options(args: dict, defaults: dict, skip: set[str]) -> list[str]:
@@ -160,9 +144,48 @@ def changed_options(args: dict, defaults: dict, skip: set[str]) -> list[str]:
     return options
 
 
-def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
-    """A run folder of one of SCRIPTS with at least one finished seed as a `Run`; None (logged)
-    for a folder that is not one. A damaged config.json or results.json is a `RunFileError`."""
+def saved_args(config: dict) -> dict:
+    """config.json's `args` under today's option names and values (`-dataset` was `-task`'s name, ...)."""
+    renamed = {RENAMED.get(name, name): value for name, value in config["args"].items()}
+    return {name: today_value(name, value) for name, value in renamed.items()}
+
+
+def today_value(name: str, value):
+    """An option's value as today's spelling of it (`fp32` -> `float32`)."""
+    return OLD_VALUES.get(name, {}).get(value, value) if isinstance(value, str) else value
+
+
+def run_option_defaults(folder: Path, config: dict, script: str, fallback: dict[str, dict] | None) -> dict:
+    """The defaults of `script`'s options the run is compared with: those it recorded when it trained
+    (`option_defaults`), else `fallback[script]`, the caller's (today's) for runs from before that."""
+    if "option_defaults" in config:
+        return config["option_defaults"]
+    if fallback and script in fallback:
+        return fallback[script]
+    raise RunFileError(
+        folder / "config.json",
+        f"no `option_defaults` (written before runs recorded them); read it with `python report.py {folder}`, "
+        f"which knows today's defaults of {script}",
+    )
+
+
+def main_py_options(folder: Path, config: dict) -> tuple[str, list[str], dict, str]:
+    """A main.py run's compat setting, the options it stands for, and what each feature slot read:
+    its identity (model, pooling, dtype, data checksum, for the pooling key) and the table's words."""
+    compat, _ = compat_setting(config)
+    try:
+        options = compat_options(compat or "corrected")
+    except ValueError as err:
+        raise RunFileError(folder / "config.json", str(err)) from err
+    manifests = config.get("feature_manifests", {}).get("train", {})
+    identity = {slot: manifest.get("settings", manifest.get("model")) for slot, manifest in manifests.items()}
+    features = " + ".join(f"{slot}: {manifest.get('model', '?')}" for slot, manifest in manifests.items())
+    return compat, options, identity, features
+
+
+def finished_run_files(folder: Path) -> tuple[dict, dict, str | None] | None:
+    """A run's config.json, results.json and the error it stopped on (failed.json); None (logged)
+    for a folder where no seed finished or that no script of SCRIPTS wrote."""
     failed = failure(folder)
     if not (folder / "results.json").exists():
         if failed:
@@ -173,40 +196,53 @@ def load_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
     if failed:
         log.warning("%s: the run failed (%s); its finished seeds are kept", folder, failed)
     config, results = read_config(folder), read_results(folder)
-    script = next((name for key, name in SCRIPTS.items() if key in config), None)
-    if script is None or "args" not in config:
+    if "args" not in config or not any(key in config for key in SCRIPTS):
         log.info("%s: skipped, not a run of %s", folder, ", ".join(SCRIPTS.values()))
         return None
-    # Options a run predates take today's defaults, so old and new runs of one recipe pool.
-    saved = {RENAMED.get(name, name): value for name, value in config["args"].items()}
-    saved = {name: OLD_VALUES.get(name, {}).get(value, value) if isinstance(value, str) else value
-             for name, value in saved.items()}  # fmt: skip
-    args = defaults[script] | PREDATED.get(script, {}) | saved
-    options = changed_options(args, defaults[script], RUN_ONLY | (set(QUIRKS) if script == "main.py" else set()))
-    features = ""
+    return config, results, failed
+
+
+def load_run(folder: Path, defaults: dict[str, dict] | None = None) -> Run | None:
+    """A run folder of one of SCRIPTS with at least one finished seed as a `Run`; None (logged)
+    for a folder that is not one. A damaged config.json or results.json is a `RunFileError`, and so
+    is a run that recorded no option defaults when `defaults` (script -> its defaults) has none."""
+    files = finished_run_files(folder)
+    if files is None:
+        return None
+    config, results, failed = files
+    script = next(name for key, name in SCRIPTS.items() if key in config)
+    saved, script_defaults = saved_args(config), run_option_defaults(folder, config, script, defaults)
+    # Options a run predates take the defaults (or the value they stood for), so old and new runs of one recipe pool.
+    args = script_defaults | PREDATED.get(script, {}) | saved
+    skip = RUN_ONLY | (set(QUIRKS) if script == "main.py" else set())
+    options = changed_options(args, script_defaults, skip)
     if script == "main.py":
-        try:
-            options = recipe_options(str(config.get("recipe", config.get("mode", "corrected")))) + options
-        except ValueError as err:
-            raise RunFileError(folder / "config.json", str(err)) from err
-        manifests = config.get("feature_manifests", {}).get("train", {})
-        identity = {slot: manifest.get("settings", manifest.get("model")) for slot, manifest in manifests.items()}
-        features = " + ".join(f"{slot}: {manifest.get('model', '?')}" for slot, manifest in manifests.items())
-    elif script == "finetune.py":
-        identity = config.get("model_fingerprint")
+        compat, compat_words, identity, features = main_py_options(folder, config)
+        options = compat_words + options
     else:
-        identity = config.get("csv_sha256")
+        compat, identity, features = "", config.get(INPUTS[script]), ""
     task = str(results.get("task") or saved.get("task", "?"))
-    command = " ".join(["python", script, "-dataset", task, *options])
-    key = json.dumps({"script": script, "task": task, "options": options, "features": identity}, sort_keys=True)
-    seeds = {int(entry["seed"]): entry for entry in results.get("seeds", [])}
-    # Written after every seed; results.json files older than that flag exist only for finished runs.
-    finished = results.get("finished", True)
-    return Run(folder, task, config.get("created", ""), command, features, key, seeds, script, config.get("recipe", ""),
-               finished, failed, results.get("ensemble"))  # fmt: skip
+    # Every option's value, not only the changed ones: runs whose recorded defaults differ pool only when they trained alike.
+    trained = {name: value for name, value in args.items() if name not in skip}
+    recipe = {"script": script, "task": task, "compat": compat, "options": trained, "features": identity}
+    key = json.dumps(recipe, sort_keys=True, default=str)
+    return Run(
+        folder,
+        task,
+        config.get("created", ""),
+        " ".join(["python", script, "-dataset", task, *options]),
+        features,
+        key,
+        {int(entry["seed"]): entry for entry in results.get("seeds", [])},
+        script,
+        compat,
+        results.get("finished", True),  # written after every seed; older results.json files exist only for finished runs
+        failed,
+        results.get("ensemble"),
+    )
 
 
-def load_listed_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
+def load_listed_run(folder: Path, defaults: dict[str, dict] | None = None) -> Run | None:
     """`load_run` for a folder found in a folder of runs: a damaged one is skipped with a warning
     naming its file, so it does not stop the report of the others."""
     try:
@@ -216,7 +252,7 @@ def load_listed_run(folder: Path, defaults: dict[str, dict]) -> Run | None:
         return None
 
 
-def find_runs(paths: list[Path], defaults: dict[str, dict], task: str | None = None) -> list[Run]:
+def find_runs(paths: list[Path], defaults: dict[str, dict] | None = None, task: str | None = None) -> list[Run]:
     """Every run with a finished seed under `paths` (run folders, or folders of them such as Logs/).
     A run folder named in `paths` with a damaged file is a `RunFileError`; one found in a folder of
     runs is skipped (logged)."""
@@ -272,7 +308,7 @@ def pool(runs: list[Run]) -> list[Row]:
                 chosen[seed] = (run, entry)
         entries = [chosen[seed][1] for seed in sorted(chosen)]
         split = "test" if all(entry.get("test") for entry in entries) else "valid"
-        metrics = SINGLE_LABEL_METRICS if "wf1" in entries[0][split] else MULTILABEL_METRICS
+        metrics = SINGLE_LABEL_KEYS if "wf1" in entries[0][split] else MULTILABEL_HEADLINE
         first = members[0]
         used = sorted({chosen[seed][0].label for seed in chosen})
         cv = None
@@ -293,83 +329,9 @@ def pool(runs: list[Run]) -> list[Row]:
                 cv,
                 ensemble,
                 first.script,
-                first.recipe,
+                first.compat,
                 sorted({chosen[seed][0].folder for seed in chosen}),
                 max(chosen[seed][0].created for seed in chosen),
             )
         )
     return sorted(rows, key=lambda row: row.task)  # stable: recipes of a task stay in the order they first ran
-
-
-def format_markdown(rows: list[Row]) -> str:
-    metrics = [m for m in METRIC_NAMES if any(m in row.stats for row in rows)]
-    with_cv, with_ensemble = any(row.cv for row in rows), any(row.ensemble for row in rows)
-    header = ["task", "command", "features", "seeds", "split", *(METRIC_NAMES[m] for m in metrics)]
-    header += ["cross-validated on train"] * with_cv + ["seed ensemble"] * with_ensemble + ["at chance", "runs"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        extra = [row.cv_cell()] * with_cv + [row.ensemble_cell()] * with_ensemble
-        # Task, command, model names and folder names come from run folders: written inert.
-        cells = [
-            markdown_cell(row.task),
-            code_span(row.command),
-            markdown_cell(row.features),
-            " ".join(map(str, row.seeds)),
-            row.split,
-            *(mean_std_cell(row.stats.get(m)) for m in metrics),
-            *extra,
-            row.at_chance_cell(),
-            markdown_cell(" ".join(row.runs)),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def format_csv(rows: list[Row]) -> str:
-    metrics = [m for m in METRIC_NAMES if any(m in row.stats for row in rows)]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        [
-            "task",
-            "command",
-            "features",
-            "seeds",
-            "split",
-            *(f"{m}_{part}" for m in metrics for part in ("mean", "std")),
-            "at_chance",
-            "runs",
-        ]
-    )
-    for row in rows:
-        values = []
-        for m in metrics:
-            stats = row.stats.get(m, {})
-            mean, std = stats.get("mean"), stats.get("std")
-            values += ["" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}"]
-        writer.writerow(
-            [
-                row.task,
-                row.command,
-                row.features,
-                " ".join(map(str, row.seeds)),
-                row.split,
-                *values,
-                row.at_chance_cell(),
-                " ".join(row.runs),
-            ]
-        )
-    return buffer.getvalue()
-
-
-def parser_defaults(parser: argparse.ArgumentParser, required: list[str]) -> dict:
-    """A script's option defaults, read from its own parser (given its required options)."""
-    return vars(parser.parse_args(required))
-
-
-def script_defaults() -> dict[str, dict]:
-    """Each of SCRIPTS' option defaults, as `load_run` needs them."""
-    from fec.cli import finetune, tfidf, train  # the commands import the trainers, which import this module's users
-
-    commands = {"main.py": train, "finetune.py": finetune, "baselines/tfidf.py": tfidf}
-    return {script: parser_defaults(command.build_parser(), ["--task", "TASK"]) for script, command in commands.items()}

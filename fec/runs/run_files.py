@@ -23,9 +23,7 @@ from types import GenericAlias, NoneType
 from typing import Any, get_args, get_origin
 
 from fec.core.errors import FecError
-
-SINGLE_LABEL_METRICS = ("acc", "wf1", "macro_f1")
-MULTILABEL_METRICS = ("macro_f1", "micro_f1")
+from fec.core.metrics import MULTILABEL_HEADLINE, SINGLE_LABEL_KEYS
 
 
 class RunFileError(FecError, ValueError):
@@ -46,33 +44,54 @@ class Fields:
     optional: dict[str, Any] = field(default_factory=dict)
 
 
-SCORES = Fields(optional={name: float for name in (*SINGLE_LABEL_METRICS, *MULTILABEL_METRICS)})
+SCORES = Fields(optional={name: float for name in (*SINGLE_LABEL_KEYS, *MULTILABEL_HEADLINE)})
 SEED = Fields(
     required={"seed": int, "valid": SCORES},
     optional={"test": (SCORES, None), "cv": (Fields(required={"oof": SCORES}), None), "at_chance": (bool, None)},
 )
 RESULTS = Fields(
     required={"seeds": list[SEED]},
-    optional={"task": str, "finished": bool, "best_seed": int, "summary": dict[str, dict],
-              "ensemble": Fields(optional={"seeds": list[int], "valid": SCORES, "test": SCORES})},
-)  # fmt: skip
+    optional={
+        "task": str,
+        "finished": bool,
+        "best_seed": int,
+        "summary": dict[str, dict],
+        "ensemble": Fields(optional={"seeds": list[int], "valid": SCORES, "test": SCORES}),
+    },
+)
 CONFIG = Fields(
-    optional={"args": dict, "created": str, "recipe": str, "mode": str, "label_names": list[str],
-              "rows": dict, "feature_manifests": dict[str, dict[str, dict]]},
-)  # fmt: skip
+    optional={
+        "args": dict,
+        "option_defaults": dict,
+        "created": str,
+        "compat": str,
+        "recipe_file": (str, None),
+        "recipe": str,  # before `compat` and `recipe_file`: either's value (`recipe:NAME` for a recipe file)
+        "mode": str,  # before `recipe`
+        "label_names": list[str],
+        "rows": dict,
+        "feature_manifests": dict[str, dict[str, dict]],
+    },
+)
 MANIFEST = Fields(required={"slot": str, "model": str, "model_fingerprint": dict, "max_len": int, "dtype": str})
 PICK = Fields(required={"pick": str, "pooling": str, "layer_indices": list[int], "prompts": list[str], "chat_template": bool})
 THRESHOLDS = {"multilabel": bool, "thresholds": dict[str, list[float]]}
 FUSION_MODEL = Fields(
     required={"label_names": list[str], "model": dict, "sources": list[str], "feature_manifests": dict[str, MANIFEST]},
-    optional={"store_dirs": dict[str, str], "feature_picks": dict[str, PICK], "ensemble_thresholds": list[float],
-              **THRESHOLDS},
-)  # fmt: skip
+    optional={"store_dirs": dict[str, str], "feature_picks": dict[str, PICK], "ensemble_thresholds": list[float], **THRESHOLDS},
+)
 FINETUNE_MODEL = Fields(required={"label_names": list[str], "max_len": int}, optional=THRESHOLDS)
 FAILED = Fields(optional={"error": str})
 
-JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
-              bool: "true or false", NoneType: "null"}  # fmt: skip
+JSON_NAMES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    NoneType: "null",
+}
 
 
 def kind_of(value: Any) -> str:
@@ -152,6 +171,7 @@ def read_run_json(path: Path, shape: Fields) -> dict:
 
 
 def read_config(run_dir: Path) -> dict:
+    """config.json: the run's options, their defaults, its compat setting and what its features were read from."""
     return read_run_json(run_dir / "config.json", CONFIG)
 
 
@@ -161,7 +181,7 @@ def read_results(run_dir: Path) -> dict:
     path = run_dir / "results.json"
     results = read_run_json(path, RESULTS)
     seeds = results["seeds"]
-    metrics = SINGLE_LABEL_METRICS if seeds and "wf1" in seeds[0]["valid"] else MULTILABEL_METRICS
+    metrics = SINGLE_LABEL_KEYS if seeds and "wf1" in seeds[0]["valid"] else MULTILABEL_HEADLINE
     for i, entry in enumerate(seeds):
         # An empty test is a run without one (`pool` reports valid then); valid and cv.oof are always read.
         scored = {"valid": entry["valid"], "test": entry.get("test") or None, "cv.oof": (entry.get("cv") or {}).get("oof")}
@@ -170,6 +190,20 @@ def read_results(run_dir: Path) -> dict:
             if missing:
                 raise RunFileError(path, f"`seeds[{i}].{split}` has no `{missing[0]}`")
     return results
+
+
+def compat_setting(config: dict) -> tuple[str, str | None]:
+    """A main.py run's compat setting (`corrected`, `reference` or `custom:...`) and the recipe file
+    it read its options from (None without one), from config.json in either form it was written in:
+    `compat` and `recipe_file` today; one `recipe` (or, before that, `mode`) earlier, which held
+    `recipe:NAME` for a run of a recipe file (the compat setting then was `corrected`). Empty for a
+    run that records none (fine-tuning, TF-IDF)."""
+    if "compat" in config:
+        return config["compat"], config.get("recipe_file")
+    old = config.get("recipe", config.get("mode", ""))
+    if old.startswith("recipe:"):
+        return "corrected", config.get("args", {}).get("recipe") or old.removeprefix("recipe:")
+    return old, None
 
 
 def read_model_spec(run_dir: Path) -> dict:

@@ -5,6 +5,9 @@ predictions and provenance. Every number comes from the folder's own files.
     from fec.runs.summary import load_summary
     summary = load_summary(Path("Logs/ED_20261202-011000"))
     summary.stats["acc"]        # {"mean": 58.77, "std": 0.59}, over the seeds of results.json
+
+A run's option defaults are its own (config.json's `option_defaults`); for runs written before
+runs recorded them, `defaults` passes them in (`report.py --html` passes today's).
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from fec.core.compat import TRAIN_CORRECTED, TRAIN_REFERENCE
-from fec.core.metrics import binary_f1_grid
+from fec.core.metrics import MULTILABEL_HEADLINE, SINGLE_LABEL_KEYS, binary_f1_grid
 from fec.runs.predictions import LABEL_JOIN, Predictions, read_predictions
-from fec.runs.report import load_run, script_defaults
-from fec.runs.run_files import MULTILABEL_METRICS, SINGLE_LABEL_METRICS, read_config, read_model_spec, read_results
+from fec.runs.report import load_run
+from fec.runs.run_files import compat_setting, read_config, read_model_spec, read_results
 from fec.runs.task_info import PUBLISHED, BackboneInfo, DatasetInfo, backbone_info, dataset_info
 
 METHODS = {"main.py": "fusion of frozen features", "finetune.py": "fine-tuning", "baselines/tfidf.py": "TF-IDF baseline"}
@@ -43,8 +46,9 @@ class RunSummary:
     task: str
     script: str
     command: str
-    recipe: str
-    recipe_notes: list[str]
+    compat: str  # main.py's compat setting (corrected, reference, custom:...); empty for other scripts
+    recipe_file: str | None  # the --recipe file the run read its options from
+    notes: list[str]  # the compat setting and the options that shape the run, in words
     config: dict
     results: dict
     label_names: list[str]
@@ -64,7 +68,7 @@ class RunSummary:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return MULTILABEL_METRICS if self.multilabel else SINGLE_LABEL_METRICS
+        return MULTILABEL_HEADLINE if self.multilabel else SINGLE_LABEL_KEYS
 
     @property
     def published(self) -> dict[str, float] | None:
@@ -91,14 +95,17 @@ class RunSummary:
             prevalence = support / rows
             return f"macro-F1 {100 * np.mean(2 * prevalence / (1 + prevalence)):.2f} by predicting every label for every text"
         majority = int(support.argmax())
-        return (f"accuracy {100 * support.max() / support.sum():.2f} by always predicting the most frequent label "
-                f"({self.label_names[majority]}); {100 / len(support):.2f} by a uniform guess")  # fmt: skip
+        return (
+            f"accuracy {100 * support.max() / support.sum():.2f} by always predicting the most frequent label "
+            f"({self.label_names[majority]}); {100 / len(support):.2f} by a uniform guess"
+        )
 
 
-def load_summary(folder: Path) -> RunSummary:
+def load_summary(folder: Path, defaults: dict[str, dict] | None = None) -> RunSummary:
     """The run in `folder`; a folder that is not a finished run is a ValueError, a damaged run file
-    a `fec.runs.run_files.RunFileError` (a ValueError too)."""
-    run = load_run(folder, script_defaults())
+    (or one without the option defaults `defaults` would stand in for) a
+    `fec.runs.run_files.RunFileError` (a ValueError too)."""
+    run = load_run(folder, defaults)
     if run is None:
         raise ValueError(f"{folder}: not a finished run folder (no results.json with a finished seed)")
     config, results = read_config(folder), read_results(folder)  # checked by load_run already
@@ -110,32 +117,44 @@ def load_summary(folder: Path) -> RunSummary:
     entries = results.get("seeds", [])
     multilabel = bool(entries) and "micro_f1" in entries[0]["valid"]
     split = "test" if entries and all(entry.get("test") for entry in entries) else "valid"
-    recipe = config.get("recipe", "")
+    compat, recipe_file = compat_setting(config)
     return RunSummary(
-        folder=folder, task=run.task, script=run.script, command=f"{run.command} -seeds {' '.join(map(str, run.seeds))}",
-        recipe=recipe or "", recipe_notes=recipe_notes(recipe, config.get("args", {})), config=config, results=results,
-        label_names=label_names, multilabel=multilabel, split=split, stats=results.get("summary", {}).get(split, {}),
-        seeds=[seed_row(entry, split) for entry in entries], per_label=per_label,
-        predictions=read_predictions(folder, label_names), backbones=backbones(config, model),
-        dataset=dataset_info(run.task), files=sorted(p.name for p in folder.iterdir() if p.is_file()),
-    )  # fmt: skip
+        folder=folder,
+        task=run.task,
+        script=run.script,
+        command=f"{run.command} -seeds {' '.join(map(str, run.seeds))}",
+        compat=compat,
+        recipe_file=recipe_file,
+        notes=compat_notes(compat) + option_notes(config.get("args", {})),
+        config=config,
+        results=results,
+        label_names=label_names,
+        multilabel=multilabel,
+        split=split,
+        stats=results.get("summary", {}).get(split, {}),
+        seeds=[seed_row(entry, split) for entry in entries],
+        per_label=per_label,
+        predictions=read_predictions(folder, label_names),
+        backbones=backbones(config, model),
+        dataset=dataset_info(run.task),
+        files=sorted(p.name for p in folder.iterdir() if p.is_file()),
+    )
 
 
-def recipe_notes(recipe: str, args: dict) -> list[str]:
-    """The recipe in words: which published defects are on, and the options that shape it."""
-    if recipe == "reference":
-        notes = [f"published recipe with its defects: {k}={v}" for k, v in TRAIN_REFERENCE.items()]
-    elif recipe.startswith("custom:"):
-        notes = [f"published defect on: {quirk}" for quirk in recipe.removeprefix("custom:").split("+")]
-    elif recipe == "corrected":
-        notes = ["every published defect fixed: " + ", ".join(f"{k}={v}" for k, v in TRAIN_CORRECTED.items())]
-    else:
-        notes = []
-    if args.get("recipe"):
-        notes.append(f"option values read from {args['recipe']}")
-    if args.get("features"):
-        notes.append("features picked: " + " ".join(args["features"]))
-    return notes
+def compat_notes(compat: str) -> list[str]:
+    """The compat setting in words: which published defects are on."""
+    if compat == "reference":
+        return [f"published recipe with its defects: {k}={v}" for k, v in TRAIN_REFERENCE.items()]
+    if compat.startswith("custom:"):
+        return [f"published defect on: {quirk}" for quirk in compat.removeprefix("custom:").split("+")]
+    if compat == "corrected":
+        return ["every published defect fixed: " + ", ".join(f"{k}={v}" for k, v in TRAIN_CORRECTED.items())]
+    return []
+
+
+def option_notes(args: dict) -> list[str]:
+    """The options that shape a run beyond its command line's numbers: the features it picked."""
+    return ["features picked: " + " ".join(args["features"])] if args.get("features") else []
 
 
 def seed_row(entry: dict, split: str) -> dict:
@@ -171,8 +190,8 @@ def backbones(config: dict, model: dict) -> list[Backbone]:
         found.append(Backbone(slot, info, pooling, layers, dtype, folder))
     if "model_fingerprint" in config:
         args = config.get("args", {})
-        found.append(Backbone("fine-tuned", backbone_info(args.get("model", "?")), "classification head", "all",
-                              args.get("dtype", "?"), ""))  # fmt: skip
+        info = backbone_info(args.get("model", "?"))
+        found.append(Backbone("fine-tuned", info, "classification head", "all", args.get("dtype", "?"), ""))
     return found
 
 
@@ -220,8 +239,16 @@ def confused_pairs(predictions: Predictions, limit: int = PAIRS_SHOWN) -> list[d
                 pairs.setdefault((missed, instead), []).append(text)
     gold_counts = table["gold"].str.split(LABEL_JOIN, regex=False).explode().value_counts()
     ranked = sorted(pairs.items(), key=lambda item: (-len(item[1]), item[0]))[:limit]
-    return [{"gold": g, "predicted": p, "count": len(texts), "share": 100 * len(texts) / max(int(gold_counts.get(g, 0)), 1),
-             "texts": texts[:TEXTS_PER_PAIR]} for (g, p), texts in ranked]  # fmt: skip
+    return [
+        {
+            "gold": g,
+            "predicted": p,
+            "count": len(texts),
+            "share": 100 * len(texts) / max(int(gold_counts.get(g, 0)), 1),
+            "texts": texts[:TEXTS_PER_PAIR],
+        }
+        for (g, p), texts in ranked
+    ]
 
 
 def example_rows(predictions: Predictions, seed: int = 0) -> list[dict]:
@@ -237,8 +264,16 @@ def example_rows(predictions: Predictions, seed: int = 0) -> list[dict]:
             order = np.argsort(-predictions.probabilities[i])[:3]
             top = [(predictions.label_names[j], 100 * float(predictions.probabilities[i, j])) for j in order]
         record = table.iloc[int(i)]
-        rows.append({"row": int(record["row"]), "text": record["text"], "gold": record["gold"],
-                     "predicted": record["predicted"], "correct": bool(record["correct"]), "top": top})  # fmt: skip
+        rows.append(
+            {
+                "row": int(record["row"]),
+                "text": record["text"],
+                "gold": record["gold"],
+                "predicted": record["predicted"],
+                "correct": bool(record["correct"]),
+                "top": top,
+            }
+        )
     return rows
 
 
@@ -250,6 +285,12 @@ def threshold_rows(summary: RunSummary) -> list[dict]:
     if summary.predictions is not None and summary.predictions.probabilities is not None:
         gold = summary.predictions.multilabel_gold
         at_half = binary_f1_grid(gold, summary.predictions.probabilities, np.array([0.5]))[0]
-    return [{"label": row["label"], "threshold": float(row["threshold"]), "f1": 100 * float(row["f1"]),
-             "f1_at_half": None if at_half is None else 100 * float(at_half[i])}
-            for i, row in summary.per_label.iterrows()]  # fmt: skip
+    return [
+        {
+            "label": row["label"],
+            "threshold": float(row["threshold"]),
+            "f1": 100 * float(row["f1"]),
+            "f1_at_half": None if at_half is None else 100 * float(at_half[i]),
+        }
+        for i, row in summary.per_label.iterrows()
+    ]

@@ -1,0 +1,140 @@
+"""What one extraction is asked to do (`ExtractionConfig`), and the settings that decide its
+features: a finished store file records them, and a later extraction compares against them to
+skip the split (same settings) or refuse to replace it (other settings, without `overwrite`).
+
+    from fec.features.config import ExtractionConfig
+    from fec.features.extract import run
+    run(ExtractionConfig(slot="bert", task="ED", model="offline:all-minilm-l6-v2"))
+
+The command line (`python bert_rep_extract.py ...`, `fec.cli.extract`) builds the config from
+its options, with `--compat`, `--preset` and the variant options already resolved; nothing below
+the command line reads an argparse namespace.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from fec.core.compat import BATCH_SIZE, extraction_quirks, store_dir_of
+from fec.core.errors import UsageError
+from fec.features.backbones import SLOTS, parse_max_memory
+from fec.features.compute import Batching, PoolingPlan
+from fec.features.errors import SettingError
+from fec.features.spec import FeatureSpec
+from fec.features.store import manifest_path
+
+CHUNK_ROWS = 4096
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """Everything an extraction of one slot needs. `modes` () = every split the task has;
+    `feature_spec` None = the slot's published extraction; `llama_pooling`, `batch_order` and
+    `batch_size` are the recipe choices after `--compat` (`fec.core.compat.resolve_extraction`);
+    `max_memory` is the `0=20GiB,cpu=64GiB` text, used with a `device_map` only."""
+
+    slot: str
+    task: str
+    model: str
+    modes: tuple[str, ...] = ()
+    compat: str = "none"
+    llama_pooling: str = "masked"
+    batch_order: str = "length"
+    batch_size: int = BATCH_SIZE
+    max_len: int = 200
+    max_tokens: int = 16384
+    feature_spec: FeatureSpec | None = None
+    dtype: str = "auto"
+    limit: int | None = None
+    data_dir: Path | str = "data"
+    dataset_dir: Path | str = "dataset"
+    overwrite: bool = False
+    wait: bool = False
+    chunk_rows: int = CHUNK_ROWS
+    resume: bool = True
+    device: str = "auto"
+    device_map: str | None = None
+    max_memory: str | None = None
+    load_in: str | None = None
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.feature_spec is None:
+            object.__setattr__(self, "feature_spec", FeatureSpec(self.slot))
+        if self.chunk_rows < 1:
+            raise SettingError("chunk_rows", self.chunk_rows, "must be at least 1")
+        if self.max_memory and not self.device_map:
+            raise SettingError("max_memory", self.max_memory, "applies with device_map only (it caps each device's share)")
+        parse_max_memory(self.max_memory)  # a malformed cap is refused before anything is read
+
+    @property
+    def store_dir(self) -> str:
+        """The store folder under dataset_dir/task: the slot's, the published LLaMA pooling's, or a variant's."""
+        return self.feature_spec.store_dir(store_dir_of(self.slot, self.llama_pooling))
+
+    @property
+    def batching(self) -> Batching:
+        return Batching(self.max_len, self.batch_size, self.max_tokens, self.batch_order)
+
+    def pooling_plan(self, layers: int) -> PoolingPlan:
+        return PoolingPlan(layers, self.llama_pooling, self.feature_spec)
+
+    def settings(self, csv_sha256: str) -> dict:
+        """The settings that determine the features; equal settings mean the stored file can be
+        reused. Recipe choices appear only when they differ from the corrected recipe."""
+        spec = self.feature_spec
+        return {
+            "slot": self.slot,
+            "model": self.model,
+            "pooling": SLOTS[self.slot].pooling,
+            "layers": spec.published_layers,
+            "max_len": self.max_len,
+            "dtype": self.dtype,
+            "limit": self.limit,
+            "csv_sha256": csv_sha256,
+            **extraction_quirks(self.llama_pooling, self.batch_order),
+            **spec.settings(),
+            # Quantised weights give different features; recorded only when used, so older stores stay valid.
+            **({"load_in": self.load_in} if self.load_in else {}),
+        }
+
+
+def stored_settings(path: Path) -> dict | None:
+    """The settings a finished store file was extracted with; None when there is none (no file, or
+    a file without its manifest: a write cut off before the manifest, redone)."""
+    mpath = manifest_path(path)
+    if not (path.is_file() and mpath.is_file()):
+        return None
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    settings = manifest.get("settings") if isinstance(manifest, dict) else None
+    return settings if isinstance(settings, dict) else None
+
+
+def already_extracted(path: Path, settings: dict) -> bool:
+    return stored_settings(path) == settings
+
+
+def shown(value) -> str:
+    """A setting as a message shows it: checksums cut to 12 hex digits."""
+    text = repr(value)
+    return text[:13] + "...'" if isinstance(value, str) and len(value) == 64 else text
+
+
+def refuse_replacing(path: Path, settings: dict) -> None:
+    """Finished features extracted with other settings are hours of work: refuse to replace them,
+    naming what differs and the ways out."""
+    stored = stored_settings(path)
+    if stored is None or stored == settings:
+        return
+    differ = [key for key in sorted(set(stored) | set(settings)) if stored.get(key) != settings.get(key)]
+    changed = [f"{key} {shown(stored.get(key))} -> {shown(settings.get(key))}" for key in differ]
+    raise UsageError(
+        f"{path}: already extracted with other settings ({'; '.join(changed)}); keep it and write elsewhere with "
+        "--dataset_dir (or a variant: --pooling/--layers/--prompt), or replace it with --overwrite"
+    )
