@@ -14,7 +14,7 @@ data_from=${FEC_DATA_FROM:-../shared/data}
 if [ -d "$data_from" ]; then
   python prepare_data.py --from "$data_from"
 fi
-# The browser test (tests/test_browser.py) drives Debian's chromium; install it where we can.
+# The browser test (tests/runs/test_browser.py) drives Debian's chromium; install it where we can.
 if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null \
     || echo "test.sh: chromium did not install; the browser test will say why" >&2

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SLOTS = ("llama", "bert", "roberta")  # fec.features.backbones.SLOTS, named here so `fec data` imports no torch
+from fec.core.slots import SLOT_NAMES as SLOTS
 
 # subcommand -> (module, what it does; the script it stands for)
 SUBCOMMANDS = {

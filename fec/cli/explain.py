@@ -44,8 +44,10 @@ def check_out(args: argparse.Namespace) -> None:
     default): the rest of a run folder holds the run's own files."""
     folder = run_holding(Path(args.out), args.run) if args.out else None
     if folder is not None and not Path(args.out).resolve().is_relative_to((folder / "explanations").resolve()):
-        raise UsageError(f"-out {args.out}: is inside the run folder {folder}; use {folder / 'explanations'} "
-                         "(the default) or a folder outside it")  # fmt: skip
+        raise UsageError(
+            f"-out {args.out}: is inside the run folder {folder}; use {folder / 'explanations'} "
+            "(the default) or a folder outside it"
+        )
 
 
 def run(args: argparse.Namespace) -> None:

@@ -154,27 +154,59 @@ def run(args: argparse.Namespace) -> dict:
     warmup, planned = planned_warmup(cfg, len(train))
     fingerprint = model_fingerprint(resolved)
     ran = vars(args) | {"cv": folds if folds and args.cv is None else args.cv}
-    selection = (f"{cfg.cv}-fold cross-validation on train (each fold: lowest held-out loss, early stop after {cfg.patience} "
-                 "epochs), then all of train for the median epoch count") if cfg.cv else (
-                 f"lowest validation loss, early stop after {cfg.patience} epochs without improvement")  # fmt: skip
+    selection = (
+        (
+            f"{cfg.cv}-fold cross-validation on train (each fold: lowest held-out loss, early stop after {cfg.patience} "
+            "epochs), then all of train for the median epoch count"
+        )
+        if cfg.cv
+        else (f"lowest validation loss, early stop after {cfg.patience} epochs without improvement")
+    )
     record = {
-        "args": ran, "option_defaults": option_defaults(build_parser()), "seeds": chosen_seeds(args),
-        "finetune_config": asdict(cfg), "device": str(device), "model_path": str(resolved), "model_fingerprint": fingerprint,
-        "model_type": config.model_type, "dropout_set": dropout_set, "warmup_steps_used": warmup, "planned_steps": planned,
+        "args": ran,
+        "option_defaults": option_defaults(build_parser()),
+        "seeds": chosen_seeds(args),
+        "finetune_config": asdict(cfg),
+        "device": str(device),
+        "model_path": str(resolved),
+        "model_fingerprint": fingerprint,
+        "model_type": config.model_type,
+        "dropout_set": dropout_set,
+        "warmup_steps_used": warmup,
+        "planned_steps": planned,
         "problem_type": "multi_label_classification" if multilabel else "single_label_classification",
-        "selection": selection, "rows": {m: len(s.texts) for m, s in splits.items()}, "label_names": label_names,
+        "selection": selection,
+        "rows": {m: len(s.texts) for m, s in splits.items()},
+        "label_names": label_names,
         "csv_sha256": {m: s.csv_sha256 for m, s in splits.items()},
-    }  # fmt: skip
-    model = {"kind": "finetune", "model": args.model, "model_path": str(resolved), "model_fingerprint": fingerprint,
-             "task": args.task, "label_names": label_names, "max_len": cfg.max_len}  # fmt: skip
+    }
+    model = {
+        "kind": "finetune",
+        "model": args.model,
+        "model_path": str(resolved),
+        "model_fingerprint": fingerprint,
+        "task": args.task,
+        "label_names": label_names,
+        "max_len": cfg.max_len,
+    }
     if multilabel:
         rule = "global" if cfg.threshold is not None else f"per-label, tuned {'out of fold' if cfg.cv else 'on valid'}"
         model |= {"multilabel": True, "threshold_rule": rule, "thresholds": {}}
-    scored = ScoredSplits({m: s.labels for m, s in splits.items()}, {m: s.texts for m, s in splits.items()}, label_names,
-                          multilabel)  # fmt: skip
-    plan = RunPlan(task=args.task, out=args.out, folder_name=f"{args.task}_finetune", method="finetune",
-                   seeds=chosen_seeds(args), sources=[f"finetune:{args.model}"], config=record, splits=scored, model=model,
-                   threshold=cfg.threshold)  # fmt: skip
+    scored = ScoredSplits(
+        {m: s.labels for m, s in splits.items()}, {m: s.texts for m, s in splits.items()}, label_names, multilabel
+    )
+    plan = RunPlan(
+        task=args.task,
+        out=args.out,
+        folder_name=f"{args.task}_finetune",
+        method="finetune",
+        seeds=chosen_seeds(args),
+        sources=[f"finetune:{args.model}"],
+        config=record,
+        splits=scored,
+        model=model,
+        threshold=cfg.threshold,
+    )
     # Every seed fine-tunes the same encoder; the run folder is filled in once it exists.
     setup = FinetuneSetup(cfg, resolved, config, tokenizer, label_names, multilabel, device, run_dir=None)
     datasets = tokenised(splits, tokenizer, cfg.max_len, multilabel)
@@ -194,8 +226,15 @@ class FinetunedSeeds:
 
     def start(self, run_dir: Path) -> None:
         setup = self.setup
-        log.info("model %s (%s); %s-label, %d labels; device %s; warmup %d steps", self.model, setup.resolved,
-                 "multi" if setup.multilabel else "single", len(setup.label_names), setup.device, self.plan.warmup)  # fmt: skip
+        log.info(
+            "model %s (%s); %s-label, %d labels; device %s; warmup %d steps",
+            self.model,
+            setup.resolved,
+            "multi" if setup.multilabel else "single",
+            len(setup.label_names),
+            setup.device,
+            self.plan.warmup,
+        )
 
     def train_seed(self, seed: int, run_dir: Path) -> SeedResult:
         setup = replace(self.setup, run_dir=run_dir)
@@ -226,12 +265,30 @@ def tokenised(splits: dict[str, Split], tokenizer, max_len: int, multilabel: boo
 def log_seed(result, multilabel: bool) -> None:
     shown, name = (result.test, "test") if result.test else (result.valid, "valid")
     if multilabel:
-        log.info("seed %d: best epoch %d of %d | %s macro-F1 %.2f micro-F1 %.2f subset acc %.2f Jaccard %.2f | %.1fs",
-                 result.seed, result.best_epoch, result.epochs_run, name, shown["macro_f1"], shown["micro_f1"],
-                 shown["subset_acc"], shown["jaccard"], result.train_seconds)  # fmt: skip
+        log.info(
+            "seed %d: best epoch %d of %d | %s macro-F1 %.2f micro-F1 %.2f subset acc %.2f Jaccard %.2f | %.1fs",
+            result.seed,
+            result.best_epoch,
+            result.epochs_run,
+            name,
+            shown["macro_f1"],
+            shown["micro_f1"],
+            shown["subset_acc"],
+            shown["jaccard"],
+            result.train_seconds,
+        )
     else:
-        log.info("seed %d: best epoch %d of %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs", result.seed, result.best_epoch,
-                 result.epochs_run, name, shown["acc"], shown["wf1"], shown["macro_f1"], result.train_seconds)  # fmt: skip
+        log.info(
+            "seed %d: best epoch %d of %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs",
+            result.seed,
+            result.best_epoch,
+            result.epochs_run,
+            name,
+            shown["acc"],
+            shown["wf1"],
+            shown["macro_f1"],
+            result.train_seconds,
+        )
 
 
 def run_without_hf_bars(args: argparse.Namespace) -> dict:

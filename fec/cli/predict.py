@@ -137,8 +137,10 @@ def check_combination(args: argparse.Namespace) -> None:
         raise UsageError(f"-output {args.output}: is the -input file; name another file so the input is kept")
     folder = run_holding(Path(args.output), args.run) if args.output else None
     if folder is not None:
-        raise UsageError(f"-output {args.output}: is inside the run folder {folder}; write predictions outside it, "
-                         "so the run's files stay as they were trained")  # fmt: skip
+        raise UsageError(
+            f"-output {args.output}: is inside the run folder {folder}; write predictions outside it, "
+            "so the run's files stay as they were trained"
+        )
 
 
 def run(args: argparse.Namespace) -> None:

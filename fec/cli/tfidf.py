@@ -115,15 +115,31 @@ def run(args: argparse.Namespace) -> dict:
         raise UsageError(f"--char_ngrams {args.char_ngrams[0]} {args.char_ngrams[1]}: MIN must not exceed MAX")
     if "test" not in splits:
         log.warning("%s: no test.csv; reporting validation metrics only", args.task)
-    features, vocabulary = vectorize(splits, args.ngram_max, args.min_df, args.max_features, args.analyzer,
-                                     tuple(args.char_ngrams))  # fmt: skip
+    features, vocabulary = vectorize(
+        splits, args.ngram_max, args.min_df, args.max_features, args.analyzer, tuple(args.char_ngrams)
+    )
     vectorizer_seconds = round(time.perf_counter() - started, 2)
-    log.info("TF-IDF: %d n-grams (1..%d, min_df %d) from %d training texts in %.1fs", vocabulary, args.ngram_max,
-             args.min_df, len(splits["train"]), vectorizer_seconds)  # fmt: skip
-    scored = ScoredSplits({m: s.labels for m, s in splits.items()}, {m: s.texts for m, s in splits.items()}, label_names,
-                          multilabel)  # fmt: skip
-    plan = RunPlan(task=args.task, out=args.out, folder_name=f"{args.task}_tfidf", method="tfidf", seeds=chosen_seeds(args),
-                   sources=[SOURCE], config=run_record(args, splits, grid, vocabulary), splits=scored)  # fmt: skip
+    log.info(
+        "TF-IDF: %d n-grams (1..%d, min_df %d) from %d training texts in %.1fs",
+        vocabulary,
+        args.ngram_max,
+        args.min_df,
+        len(splits["train"]),
+        vectorizer_seconds,
+    )
+    scored = ScoredSplits(
+        {m: s.labels for m, s in splits.items()}, {m: s.texts for m, s in splits.items()}, label_names, multilabel
+    )
+    plan = RunPlan(
+        task=args.task,
+        out=args.out,
+        folder_name=f"{args.task}_tfidf",
+        method="tfidf",
+        seeds=chosen_seeds(args),
+        sources=[SOURCE],
+        config=run_record(args, splits, grid, vocabulary),
+        splits=scored,
+    )
     fitted = TfidfSeeds(args, features, scored, grid, {"vocabulary": vocabulary, "vectorizer_seconds": vectorizer_seconds})
     return train_run(plan, fitted)
 
@@ -132,18 +148,34 @@ def run_record(args: argparse.Namespace, splits: dict, grid: list[float], vocabu
     """config.json of a TF-IDF run: the options, the vectoriser and the classifier as they ran."""
     multilabel = splits["train"].multilabel
     return {
-        "args": vars(args), "option_defaults": option_defaults(build_parser()), "seeds": chosen_seeds(args), "C_grid": grid,
-        "selection": f"{args.cv}-fold CV macro-F1 on train, thresholds out of fold" if multilabel else
-                     "validation weighted F1, ties to the smaller C",
-        "vectorizer": {"analyzer": args.analyzer, "ngram_range": [1, args.ngram_max], "sublinear_tf": True,
-                       "char_ngram_range": list(args.char_ngrams) if args.analyzer == "word+char" else None,
-                       "min_df": args.min_df, "max_features": args.max_features, "lowercase": True,
-                       "vocabulary": vocabulary},
-        "classifier": {"model": "LogisticRegression", "solver": "lbfgs", "max_iter": args.max_iter,
-                       "multi_label": "one-vs-rest" if multilabel else None, "multinomial": not multilabel},
-        "rows": {m: len(s) for m, s in splits.items()}, "label_names": splits["train"].label_names,
+        "args": vars(args),
+        "option_defaults": option_defaults(build_parser()),
+        "seeds": chosen_seeds(args),
+        "C_grid": grid,
+        "selection": f"{args.cv}-fold CV macro-F1 on train, thresholds out of fold"
+        if multilabel
+        else "validation weighted F1, ties to the smaller C",
+        "vectorizer": {
+            "analyzer": args.analyzer,
+            "ngram_range": [1, args.ngram_max],
+            "sublinear_tf": True,
+            "char_ngram_range": list(args.char_ngrams) if args.analyzer == "word+char" else None,
+            "min_df": args.min_df,
+            "max_features": args.max_features,
+            "lowercase": True,
+            "vocabulary": vocabulary,
+        },
+        "classifier": {
+            "model": "LogisticRegression",
+            "solver": "lbfgs",
+            "max_iter": args.max_iter,
+            "multi_label": "one-vs-rest" if multilabel else None,
+            "multinomial": not multilabel,
+        },
+        "rows": {m: len(s) for m, s in splits.items()},
+        "label_names": splits["train"].label_names,
         "csv_sha256": {m: s.csv_sha256 for m, s in splits.items()},
-    }  # fmt: skip
+    }
 
 
 @dataclass
@@ -177,8 +209,12 @@ class TfidfSeeds:
 
     def closing(self, results: list[BaselineSeedResult]) -> Closing:
         args = self.args
-        settings = {"C": "/".join(f"{c:g}" for c in sorted({r.C for r in results})), "ngram_max": args.ngram_max,
-                    "min_df": args.min_df, "analyzer": args.analyzer}  # fmt: skip
+        settings = {
+            "C": "/".join(f"{c:g}" for c in sorted({r.C for r in results})),
+            "ngram_max": args.ngram_max,
+            "min_df": args.min_df,
+            "analyzer": args.analyzer,
+        }
         if args.analyzer == "word+char":
             settings["char_ngrams"] = "{}-{}".format(*args.char_ngrams)
         if self.splits.multilabel:

@@ -192,8 +192,7 @@ def run(args: argparse.Namespace) -> dict:
     if picks and compat == "reference":
         raise UsageError("--features with --compat reference: the published code reads the published folders only")
     slot_dirs = training_folders(quirks)
-    data = load_fusion_data(args.dataset_dir, args.task, args.sources, slot_dirs=slot_dirs, data_dir=args.data_dir,
-                            picks=picks)  # fmt: skip
+    data = load_fusion_data(args.dataset_dir, args.task, args.sources, slot_dirs=slot_dirs, data_dir=args.data_dir, picks=picks)
     if args.threshold is not None and not data.multilabel:
         log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.task)
     # The published code selects on valid; elsewhere a small valid split means cross-validation.
@@ -202,15 +201,34 @@ def run(args: argparse.Namespace) -> dict:
     template = build_model(data, cfg)  # a bad combination fails here, before the run folder exists
     ran = vars(args) | quirks | {"cv": folds if folds and args.cv is None else args.cv}
     plan = RunPlan(
-        task=args.task, out=args.out, folder_name=args.task, method="fusion", seeds=chosen_seeds(args), sources=data.sources,
-        config={"args": ran, "option_defaults": option_defaults(build_parser()), "compat": compat,
-                "recipe_file": str(args.recipe) if args.recipe else None, "seeds": chosen_seeds(args),
-                "train_config": vars(cfg), "device": str(device), "sources": data.sources,
-                "rows": {m: len(s) for m, s in data.splits.items()}, "feature_manifests": data.manifests},
-        splits=ScoredSplits({m: s.labels.cpu().numpy() for m, s in data.splits.items()}, split_texts(args.data_dir, data),
-                            data.label_names, data.multilabel),
-        model=model_record(data, cfg, template, compat, slot_dirs), threshold=cfg.threshold, compat=compat,
-    )  # fmt: skip
+        task=args.task,
+        out=args.out,
+        folder_name=args.task,
+        method="fusion",
+        seeds=chosen_seeds(args),
+        sources=data.sources,
+        config={
+            "args": ran,
+            "option_defaults": option_defaults(build_parser()),
+            "compat": compat,
+            "recipe_file": str(args.recipe) if args.recipe else None,
+            "seeds": chosen_seeds(args),
+            "train_config": vars(cfg),
+            "device": str(device),
+            "sources": data.sources,
+            "rows": {m: len(s) for m, s in data.splits.items()},
+            "feature_manifests": data.manifests,
+        },
+        splits=ScoredSplits(
+            {m: s.labels.cpu().numpy() for m, s in data.splits.items()},
+            split_texts(args.data_dir, data),
+            data.label_names,
+            data.multilabel,
+        ),
+        model=model_record(data, cfg, template, compat, slot_dirs),
+        threshold=cfg.threshold,
+        compat=compat,
+    )
     return train_run(plan, FusionSeeds(data, cfg, template, device, args.recipe))
 
 
@@ -308,11 +326,16 @@ def split_texts(data_dir: str, data: FusionData) -> dict[str, list[str]]:
 def model_record(data: FusionData, cfg: TrainConfig, template, compat: str, slot_dirs: dict[str, str]) -> dict:
     """model.json: what rebuilds the model and its inputs (predict.py and explain.py read it)."""
     spec = {
-        "model": template.config, "sources": data.sources, "label_names": data.label_names, "task": data.task,
-        "norm": cfg.norm, "compat": compat,
+        "model": template.config,
+        "sources": data.sources,
+        "label_names": data.label_names,
+        "task": data.task,
+        "norm": cfg.norm,
+        "compat": compat,
         "store_dirs": {s: data.picks[s]["folder"] if s in data.picks else slot_dirs.get(s, s) for s in data.sources},
-        "feature_manifests": data.manifests["train"], "feature_picks": data.picks,
-    }  # fmt: skip
+        "feature_manifests": data.manifests["train"],
+        "feature_picks": data.picks,
+    }
     if data.multilabel:
         rule = "global" if cfg.threshold is not None else f"per-label, tuned {'out of fold' if cfg.cv else 'on valid'}"
         spec |= {"multilabel": True, "threshold_rule": rule, "thresholds": {}}

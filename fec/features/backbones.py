@@ -43,7 +43,7 @@ class SlotSpec:
     description: str
 
 
-SLOTS = {
+SLOTS = {  # keyed and ordered as fec.core.slots.SLOT_NAMES
     "llama": SlotSpec(
         "llama",
         "meta-llama/Llama-2-7b-chat-hf",

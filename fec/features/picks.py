@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from fec.core.errors import UsageError
 from fec.core.paths import plain_name_problem
+from fec.core.slots import SLOT_NAMES
 from fec.features.errors import SettingError
 from fec.features.spec import POOLINGS, FeatureSpec, LayerChoice, parse_layers
 
@@ -90,7 +91,7 @@ def slot_mismatch(slot: str, manifest: dict) -> str | None:
     return None
 
 
-def parse_pick(text: str, slots=("llama", "bert", "roberta")) -> FeaturePick:
+def parse_pick(text: str, slots: tuple[str, ...] = SLOT_NAMES) -> FeaturePick:
     """`SLOT:POOLING:LAYERS[@FOLDER]` -> a FeaturePick; every error names the whole pick."""
     spec, _, folder = text.partition("@")
     parts = spec.split(":")

@@ -168,8 +168,14 @@ class EmotionClassifier(LabelRanking):
         self.multilabel, self.thresholds = thresholds is not None, thresholds
 
     @classmethod
-    def load(cls, run_dir: Path | str, seed: int | None = None, device: str = "auto", models: dict[str, str] | None = None,
-             ensemble: bool = False) -> EmotionClassifier:  # fmt: skip
+    def load(
+        cls,
+        run_dir: Path | str,
+        seed: int | None = None,
+        device: str = "auto",
+        models: dict[str, str] | None = None,
+        ensemble: bool = False,
+    ) -> EmotionClassifier:
         """Load a `main.py` run. `seed` picks a checkpoint (default: the best seed on validation);
         `ensemble` averages the probabilities of every seed of the run (multi-label thresholds
         tuned for the ensemble on valid); `models` overrides where a slot's backbone is loaded

@@ -76,8 +76,9 @@ def explain_text(
         raise RunError(f"-label {label}: not a label of this run ({', '.join(names)})")
     masker = shap.maskers.Text(WORD_SPLIT)
     # SHAP writes the output names into its page as they are: escape them (labels come from data).
-    explainer = shap.Explainer(lambda texts: clf.predict_proba(list(texts), batch_size), masker,
-                               output_names=[html.escape(name) for name in names])  # fmt: skip
+    explainer = shap.Explainer(
+        lambda texts: clf.predict_proba(list(texts), batch_size), masker, output_names=[html.escape(name) for name in names]
+    )
     values = explainer([text], max_evals=max_evals, batch_size=batch_size, silent=True)
     tokens = list(values.data[0])
     token_values = np.asarray(values.values[0][:, index], dtype=float)

@@ -45,8 +45,9 @@ def write_results(
     return payload
 
 
-def write_figures(run_dir: Path, results: list, best, labels: dict, label_names: list[str], multilabel: bool,
-                  threshold: float | None) -> None:  # fmt: skip
+def write_figures(
+    run_dir: Path, results: list, best, labels: dict, label_names: list[str], multilabel: bool, threshold: float | None
+) -> None:
     """curves.png (runs with epochs) and the best seed's per-label report and confusion matrix, on
     test (valid without test)."""
     report_split = best.report_split
@@ -55,8 +56,9 @@ def write_figures(run_dir: Path, results: list, best, labels: dict, label_names:
         if histories:
             metric_name = f"macro-F1 at threshold {threshold if threshold is not None else 0.5}"
             plot_curves(run_dir, histories, metric="macro_f1", loss_name="binary cross-entropy", metric_name=metric_name)
-        write_multilabel_report(run_dir, report_split, labels[report_split], best.predictions[report_split], label_names,
-                                best.thresholds)  # fmt: skip
+        write_multilabel_report(
+            run_dir, report_split, labels[report_split], best.predictions[report_split], label_names, best.thresholds
+        )
         return
     if histories:
         plot_curves(run_dir, histories)
@@ -73,8 +75,13 @@ def log_summary(task: str, summary: dict, seeds: int, seconds: float | None, ens
         log.info("%s cross-validated on train, out of fold (the selection figure): %s", task, format_summary(summary["cv"]))
     if ensemble:
         shown = {k: {"mean": v, "std": None} for k, v in ensemble[split].items() if not isinstance(v, dict)}
-        log.info("%s %s, ensemble of the %d seeds (mean probabilities; not a single model): %s", task, split, seeds,
-                 format_summary(shown))  # fmt: skip
+        log.info(
+            "%s %s, ensemble of the %d seeds (mean probabilities; not a single model): %s",
+            task,
+            split,
+            seeds,
+            format_summary(shown),
+        )
     if tuned and split == "valid" and "valid_at_0.5" in summary:
         log.info(
             "%s valid at threshold 0.5 (not tuned on the split it scores): %s", task, format_summary(summary["valid_at_0.5"])

@@ -130,7 +130,7 @@ def test_bad_recipe_files_are_one_line_errors(variant_store, tmp_path, capsys, c
     assert len(err) == 1 and message in err[0] and str(recipe) in err[0]
 
 
-@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "recipes").glob("*.json")), ids=lambda p: p.name)
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[2] / "recipes").glob("*.json")), ids=lambda p: p.name)
 def test_every_shipped_recipe_is_read_as_the_command_line_would_be(recipe):
     from fec.cli.recipe_file import recipe_file_options
     from fec.cli.train import RECIPE_FILE_OPTIONS, build_parser

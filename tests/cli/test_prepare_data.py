@@ -18,7 +18,7 @@ import pytest
 import prepare_data
 from fec.core import fetch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 TOY_FILES = {

@@ -31,7 +31,7 @@ from fec.cli import extract, finetune, probe, tfidf
 from fec.core.errors import UsageError
 from fec.core.paths import inside, slug, unique_slug
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPTS: dict[str, Callable[[list[str]], int]] = {
     "main.py": main_script.main,
     "bert_rep_extract.py": lambda argv: extract.main("bert", argv),

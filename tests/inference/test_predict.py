@@ -27,7 +27,7 @@ from fec.core.errors import UsageError
 from fec.core.paths import unique_slug
 from fec.runs.run_files import RunFileError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from fec.features.chunks import chunk_file, parts_dir, plan_chunks, prepare_part
 from fec.features.locks import lock_path
 from fec.features.store import feature_path, load_features, manifest_path, save_features, save_features_streamed
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Run an extractor in a fresh interpreter with every chunk slowed down, so it can be killed mid-split.
 SLOW_RUNNER = """
