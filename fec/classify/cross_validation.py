@@ -23,7 +23,7 @@ import torch
 from fec.classify.fusion_inputs import FusionData, SplitInputs
 from fec.classify.fusion_training import SeedResult, TrainConfig, train_seed
 from fec.classify.outputs import to_predictions
-from fec.core.errors import UsageError
+from fec.core.errors import SettingError
 from fec.core.metrics import classification_metrics, multilabel_metrics, tune_thresholds
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,11 @@ def folds_for(cfg_cv: int | None, valid_rows: int, train_rows: int) -> int:
 
 
 def check_folds(folds: int, train_rows: int, zero: str | None = "select on valid") -> None:
-    """The one rule for every command's `--cv`: 0 (when the command can `zero`, i.e. select
+    """The one rule for every command's `--cv` (the folds setting): 0 (when the command can `zero`, i.e. select
     without folds) or 2 to as many folds as train has rows; one fold holds nothing out."""
     if folds == 1 or folds > train_rows or (folds == 0 and zero is None):
         choices = f"0 ({zero}) or 2 to {train_rows} folds" if zero else f"2 to {train_rows} folds"
-        raise UsageError(f"--cv {folds}: give {choices} (train has {train_rows} rows)")
+        raise SettingError("cv", folds, f"give {choices} (train has {train_rows} rows)")
 
 
 def chosen_folds(cv: int | None, valid_rows: int, train_rows: int, auto: int | None = None) -> int:
@@ -93,7 +93,7 @@ def train_seed_cv(data: FusionData, cfg: TrainConfig, seed: int, device: torch.d
     """One seed selected by `cfg.cv`-fold cross-validation on train, then trained on all of train."""
     train, folds = data.splits["train"], cfg.cv
     if folds < 2 or folds > len(train):
-        raise ValueError(f"-cv {folds}: needs 2 to {len(train)} folds")
+        raise SettingError("cv", folds, f"needs 2 to {len(train)} folds")
     assignment = torch.from_numpy(fold_assignment(len(train), folds, seed)).to(train.labels.device)
     oof = np.zeros((len(train), len(data.label_names)), dtype=np.float32)
     epochs = []

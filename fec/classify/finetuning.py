@@ -46,6 +46,7 @@ from fec.classify.cross_validation import fold_assignment, out_of_fold_selection
 from fec.classify.finetune_scoring import epoch_history, make_callbacks, output_probabilities, score_splits, split_metrics
 from fec.classify.fusion_training import SeedResult
 from fec.classify.seed_result import scored_splits
+from fec.core.errors import SettingError
 from fec.features.backbones import ModelError
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ def pick_precision(dtype: str, device: torch.device) -> dict:
     if dtype == "auto":
         dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
     if dtype != "float32" and device.type != "cuda":
-        raise ModelError(f"--dtype {dtype}: mixed precision needs CUDA; use float32 on CPU")
+        raise SettingError("dtype", dtype, "mixed precision needs CUDA; use float32 on CPU")
     return {"bf16": dtype == "bfloat16", "fp16": dtype == "float16"}
 
 

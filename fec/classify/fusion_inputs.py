@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from fec.core.data import split_path
-from fec.core.errors import UsageError
+from fec.core.errors import SettingError, UsageError
 from fec.core.files import sha256_file
 from fec.features.backbones import SLOTS
 from fec.features.picks import FeaturePick, slot_mismatch
@@ -80,7 +80,7 @@ class FusionData:
 def order_sources(sources: list[str]) -> list[str]:
     unknown = [s for s in sources if s not in SOURCES]
     if unknown or not sources:
-        raise StoreError(f"-sources {' '.join(sources)}: choose from {', '.join(SOURCES)}")
+        raise SettingError("sources", " ".join(sources), f"choose from {', '.join(SOURCES)}")
     return [s for s in SOURCES if s in sources]
 
 
@@ -150,12 +150,12 @@ def pick_folder(dataset_dir: Path | str, task: str, pick: FeaturePick) -> str:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             where = Path(dataset_dir) / task
             problem = f"{manifest_file} is missing or unreadable; name a folder of {where} that holds extracted features"
-            raise UsageError(f"--features {pick.text}: {problem}") from None
+            raise SettingError("features", pick.text, problem) from None
         if not isinstance(manifest, dict):
-            raise UsageError(f"--features {pick.text}: {manifest_file} is not a store manifest (a JSON object)")
+            raise SettingError("features", pick.text, f"{manifest_file} is not a store manifest (a JSON object)")
         problem = slot_mismatch(pick.slot, manifest)
         if problem:
-            raise UsageError(f"--features {pick.text}: {manifest_file.parent} {problem}")
+            raise SettingError("features", pick.text, f"{manifest_file.parent} {problem}")
         return pick.folder
     root, fits = Path(dataset_dir) / task, []
     for manifest_file in sorted(root.glob("*/train.json")):
@@ -174,7 +174,7 @@ def pick_folder(dataset_dir: Path | str, task: str, pick: FeaturePick) -> str:
                 fits.append(manifest_file.parent.name)
     if len(fits) != 1:
         found = f"several folders hold them ({', '.join(fits)})" if fits else f"no {pick.slot} variant in {root} has them"
-        raise UsageError(f"--features {pick.text}: {found}; name one with @FOLDER, or extract with --pooling/--layers")
+        raise SettingError("features", pick.text, f"{found}; name one with @FOLDER, or extract with --pooling/--layers")
     return fits[0]
 
 

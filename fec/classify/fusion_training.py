@@ -40,6 +40,7 @@ from fec.classify.fusion import DownstreamModel, FusionOptions
 from fec.classify.fusion_inputs import FusionData, SplitInputs
 from fec.classify.outputs import to_predictions, to_probabilities
 from fec.classify.seed_result import SeedResultBase, scored_splits
+from fec.core.errors import SettingError
 from fec.core.metrics import classification_metrics, multilabel_metrics, tune_thresholds
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def build_model(data: FusionData, cfg: TrainConfig) -> DownstreamModel:
         # the rest); fed raw, the published model trains at chance on them. Train statistics only.
         model.set_input_stats(input_stats([x.cpu() for x in data.splits["train"].inputs]))
     elif cfg.norm != "none":
-        raise ValueError(f"-norm {cfg.norm}: choose zscore or none")
+        raise SettingError("norm", cfg.norm, "choose zscore or none")
     return model
 
 

@@ -25,7 +25,6 @@ from fec.core.data import MODES
 from fec.core.errors import UsageError
 from fec.features.backbones import LOAD_IN, SLOTS
 from fec.features.config import CHUNK_ROWS, DEVICE_MAPS, ExtractionConfig
-from fec.features.errors import SettingError
 from fec.features.extract import run
 from fec.features.scale import close_distributed
 from fec.features.spec import (
@@ -76,14 +75,14 @@ def build_parser(slot: str) -> argparse.ArgumentParser:
         help=f"at most this many texts per batch (default: {BATCH_SIZE}; -compat reference: {REFERENCE_BATCH_SIZE[slot]}, as "
         f"published)",
     )
-    add_recipe_options(parser, slot)
+    add_compat_options(parser, slot)
     add_store_options(parser)
     add_placement_options(parser)
     return parser
 
 
-def add_recipe_options(parser: argparse.ArgumentParser, slot: str) -> None:
-    """Batching, dtype, the published recipe switch and what it turns on."""
+def add_compat_options(parser: argparse.ArgumentParser, slot: str) -> None:
+    """Batching, dtype, the compat switch (the published code's behaviour) and what it turns on."""
     spec = SLOTS[slot]
     parser.add_argument(*flag("max_tokens"), type=positive_int, default=16384, help="at most this many padded tokens per batch")
     parser.add_argument(
@@ -271,10 +270,7 @@ def extraction_config(args: argparse.Namespace, slot: str) -> ExtractionConfig:
 
 def extract(args: argparse.Namespace, slot: str) -> list[Path]:
     """Extract what the command line asks for; a setting the library refuses is named by its option."""
-    try:
-        return run(extraction_config(args, slot))
-    except SettingError as err:
-        raise UsageError(err.named(flag(err.setting)[0])) from err
+    return run(extraction_config(args, slot))
 
 
 def main(slot: str, argv: list[str] | None = None) -> int:

@@ -192,9 +192,7 @@ def run(args: argparse.Namespace) -> dict:
     if multilabel:
         rule = "global" if cfg.threshold is not None else f"per-label, tuned {'out of fold' if cfg.cv else 'on valid'}"
         model |= {"multilabel": True, "threshold_rule": rule, "thresholds": {}}
-    scored = ScoredSplits(
-        {m: s.labels for m, s in splits.items()}, {m: s.texts for m, s in splits.items()}, label_names, multilabel
-    )
+    scored = ScoredSplits.of(splits)
     plan = RunPlan(
         task=args.task,
         out=args.out,

@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 
 from fec.cli.options import ArgumentParser, Distinct, command_line_options, existing_file, fraction, non_negative_int, task_name
+from fec.cli.script import option_named
 from fec.core import fetch
 from fec.core.errors import FecError, UsageError
 from fec.core.importing import ImportSpec, import_task
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args)
     except (FecError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {option_named(e, parser)}", file=sys.stderr)
         return 2
     finally:
         logger.removeHandler(handler)

@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from fec.core.errors import FecError, UsageError
+from fec.core.errors import FecError, SettingError, UsageError
 from fec.core.logs import LOG_FORMAT
 
 # File-system refusals a user can act on (free space, another folder, permissions); other OSErrors are bugs.
@@ -34,11 +34,19 @@ def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
 
 
-def fail(err: Exception) -> int:
+def fail(err: Exception | str) -> int:
     """Report an expected error as one line on stderr and return the exit code 2."""
     message = " ".join(str(err).split())  # one line, whatever the exception's text holds
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def option_named(err: FecError, parser: argparse.ArgumentParser) -> FecError | str:
+    """A `SettingError` names its option where the command has one (`--max_len 300: ...`); every
+    other error, and a setting the command does not take, as the library worded it."""
+    if isinstance(err, SettingError) and err.setting in {action.dest for action in parser._actions}:
+        return err.named(f"--{err.setting}")
+    return err
 
 
 def refused(err: OSError) -> str:
@@ -68,7 +76,7 @@ def run_script(
     try:
         code = run(args)
     except FecError as err:
-        return fail(err)
+        return fail(option_named(err, parser))
     except OSError as err:
         if err.errno not in REFUSED_ERRNOS:
             raise

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> dict:
     modes = ["train", "valid"] + (["test"] if "test" in available_modes(args.data_dir, args.task) else [])
     splits = load_splits(args.data_dir, args.task, modes)
     started = time.perf_counter()
-    multilabel, label_names = splits["train"].multilabel, splits["train"].label_names
+    multilabel = splits["train"].multilabel
     if multilabel:
         check_folds(args.cv, len(splits["train"]), zero=None)
     if args.char_ngrams[0] > args.char_ngrams[1]:
@@ -127,9 +127,7 @@ def run(args: argparse.Namespace) -> dict:
         len(splits["train"]),
         vectorizer_seconds,
     )
-    scored = ScoredSplits(
-        {m: s.labels for m, s in splits.items()}, {m: s.texts for m, s in splits.items()}, label_names, multilabel
-    )
+    scored = ScoredSplits.of(splits)
     plan = RunPlan(
         task=args.task,
         out=args.out,

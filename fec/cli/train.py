@@ -121,12 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[trainer_options(DATA_HELP), seed_options(), common_options()],
     )
     add_fields(parser, TrainConfig, TRAIN_OPTIONS)
-    add_recipe_options(parser)
+    add_compat_options(parser)
     return parser
 
 
-def add_recipe_options(parser: argparse.ArgumentParser) -> None:
-    """The published-recipe switch, the quirks it turns on, and which features are fused."""
+def add_compat_options(parser: argparse.ArgumentParser) -> None:
+    """The compat switch (the published code's behaviour), the quirks it turns on, and which
+    features are fused."""
     parser.add_argument(
         *flag("compat"),
         default="none",

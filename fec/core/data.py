@@ -116,26 +116,33 @@ def not_utf8(err: UnicodeDecodeError) -> str:
     return f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); save it as UTF-8"
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    """Every cell as text; refuses an unreadable or empty file, a header naming a column twice,
-    and a file without data rows."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (bring the data with `python prepare_data.py`)")
+def read_delimited(path: Path, sep: str = ",") -> pd.DataFrame:
+    """A CSV (or TSV) with every cell as text: no NA guessing, so an empty cell stays "" and is
+    reported as such, and numeric-looking texts ("100%") are not turned into floats. Refuses an
+    unreadable or empty file and a header naming a column twice (pandas would rename the second
+    `name.1` and the wrong one would be read)."""
+    what = "TSV" if sep == "\t" else "CSV"
     try:
-        # Everything as text, no NA guessing: an empty cell stays "" and is reported as such,
-        # and numeric-looking texts ("100%") are not turned into floats.
-        header = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=ENCODING, header=None, nrows=1)
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=ENCODING)
+        header = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding=ENCODING, header=None, nrows=1)
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding=ENCODING)
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: {not_utf8(err)}") from err
     except pd.errors.EmptyDataError as err:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)") from err
     except pd.errors.ParserError as err:
-        raise DataError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from err
+        raise DataError(f"{path}: not readable as {what} ({str(err).splitlines()[0]})") from err
     names = [str(name) for name in header.iloc[0].tolist()]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise DataError(f"{path}: header: column(s) {', '.join(map(repr, twice))} appear more than once")
+    return frame
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A data-contract CSV (`read_delimited`) that exists and has data rows."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (bring the data with `python prepare_data.py`)")
+    frame = read_delimited(path)
     if frame.empty:
         raise DataError(f"{path}: no data rows (only a header)")
     return frame

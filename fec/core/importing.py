@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fec.core.data import LABEL_FILE, DataError
-from fec.core.errors import UsageError
+from fec.core.errors import SettingError, UsageError
 from fec.core.files import atomic_write_text, sha256_file
 from fec.core.labelling import Labelled, label_rows, ordered_names
 from fec.core.paths import inside
@@ -144,7 +144,7 @@ def carve(parts: dict[str, Labelled], spec: ImportSpec) -> dict[str, tuple[list[
     """(texts, labels) per split: the given ones as they are, the missing ones drawn from train."""
     train = parts["train"]
     if "valid" not in parts and spec.valid_fraction <= 0:
-        raise UsageError("--valid_fraction 0: a valid split is required; give a fraction > 0 or --valid FILE")
+        raise SettingError("valid_fraction", 0, "a valid split is required; give a fraction > 0 or --valid FILE")
     fractions = {"valid": spec.valid_fraction, "test": spec.test_fraction}
     carved = {mode: f for mode, f in fractions.items() if mode not in parts and f > 0}
     if sum(carved.values()) >= 1:

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fec.core.data import ENCODING, DataError, not_utf8
+from fec.core.data import ENCODING, DataError, not_utf8, read_delimited
 
 log = logging.getLogger(__name__)
 
@@ -94,30 +94,10 @@ def read_table(path: Path) -> Table:
     elif kind == "jsonl":
         found = Table(path, kind, _read_json_lines(path), [path], {})
     else:
-        found = Table(path, kind, _read_delimited(path, "\t" if kind == "tsv" else ","), [path], {})
+        found = Table(path, kind, read_delimited(path, "\t" if kind == "tsv" else ","), [path], {})
     if found.frame.empty:
         raise DataError(f"{path}: no data rows")
     return found
-
-
-def _read_delimited(path: Path, sep: str) -> pd.DataFrame:
-    """Every cell as text, "" for an empty one (as fec.core.data reads the data contract)."""
-    what = "TSV" if sep == "\t" else "CSV"
-    try:
-        header = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding=ENCODING, header=None, nrows=1)
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding=ENCODING)
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: {not_utf8(err)}") from err
-    except pd.errors.EmptyDataError as err:
-        raise DataError(f"{path}: the file is empty (expected a header row and data rows)") from err
-    except pd.errors.ParserError as err:
-        raise DataError(f"{path}: not readable as {what} ({str(err).splitlines()[0]})") from err
-    # pandas renames a repeated column to `name.1`; say so instead of reading the wrong one.
-    names = [str(name) for name in header.iloc[0].tolist()]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise DataError(f"{path}: header: column(s) {', '.join(map(repr, twice))} appear more than once")
-    return frame
 
 
 def _read_json_lines(path: Path) -> pd.DataFrame:

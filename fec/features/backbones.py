@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-from fec.core.errors import FecError
-from fec.features.errors import SettingError
+from fec.core.errors import FecError, SettingError
 from fec.features.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -134,7 +133,7 @@ def pick_device(requested: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"-device {requested}: CUDA is not available on this machine; use -device cpu")
+        raise SettingError("device", requested, "CUDA is not available on this machine; use cpu")
     return device
 
 
@@ -145,7 +144,7 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     if requested not in DTYPES:
-        raise ModelError(f"-dtype {requested}: choose auto or one of {', '.join(DTYPES)}")
+        raise SettingError("dtype", requested, f"choose auto or one of {', '.join(DTYPES)}")
     return DTYPES[requested]
 
 

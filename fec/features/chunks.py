@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
+from fec.core.errors import SettingError
 from fec.core.files import atomic_write, atomic_write_text, sha256_file
-from fec.features.errors import SettingError
 from fec.features.store import (
     StoreError,
     read_safetensors_header,

@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fec.core.errors import FecError
+from fec.core.errors import FecError, SettingError
 from fec.features import pooling
 from fec.features.backbones import SLOTS, Backbone
-from fec.features.errors import SettingError
 from fec.features.spec import TEXT_FIELD, FeatureSpec, format_prompt
 
 log = logging.getLogger(__name__)

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fec.core.compat import BATCH_SIZE, extraction_quirks, store_dir_of
-from fec.core.errors import UsageError
+from fec.core.errors import SettingError, UsageError
 from fec.features.backbones import SLOTS, parse_max_memory
 from fec.features.compute import Batching, PoolingPlan
-from fec.features.errors import SettingError
 from fec.features.spec import FeatureSpec
 from fec.features.store import manifest_path
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fec.core.errors import UsageError
+from fec.core.errors import SettingError, UsageError
 from fec.core.paths import plain_name_problem
 from fec.core.slots import SLOT_NAMES
-from fec.features.errors import SettingError
 from fec.features.spec import POOLINGS, FeatureSpec, LayerChoice, parse_layers
 
 

@@ -23,7 +23,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from fec.features.errors import SettingError
+from fec.core.errors import SettingError
 
 POOLINGS = ("mean", "first", "pooler", "last")
 POOLING_HELP = {

@@ -26,7 +26,7 @@ import torch
 
 from fec.classify.fusion import DownstreamModel
 from fec.classify.outputs import to_probabilities
-from fec.core.errors import FecError
+from fec.core.errors import FecError, SettingError
 from fec.features.backbones import Backbone, ModelError, load_backbone, model_fingerprint, pick_device, pick_dtype, resolve_model
 from fec.features.compute import Batching, PoolingPlan, extract_features
 from fec.features.picks import slot_mismatch, spec_of_pick
@@ -187,7 +187,7 @@ class EmotionClassifier(LabelRanking):
                 raise RunError(f"{run_dir}: a fine-tuned run carries its own encoder; -model and -ensemble apply to fusion runs")
             return FinetunedClassifier.load(run_dir, spec, seed, device)
         if ensemble and seed is not None:
-            raise RunError(f"-ensemble with -seed {seed}: the ensemble uses every seed of the run")
+            raise SettingError("ensemble", None, f"with seed {seed}: the ensemble uses every seed of the run")
         seeds = chosen_seeds(run_dir, seed, ensemble)
         heads = [load_head(run_dir, spec, number) for number in seeds]
         torch_device = pick_device(device)
@@ -292,7 +292,7 @@ def chosen_seeds(run_dir: Path, seed: int | None, ensemble: bool) -> list[int]:
     if ensemble:
         if len(trained) < 2:
             has = f"one seed ({trained[0]})" if trained else "no finished seed"
-            raise RunError(f"-ensemble: {run_dir} has {has}; an ensemble needs a run with several seeds (-runs N)")
+            raise SettingError("ensemble", None, f"{run_dir} has {has}; an ensemble needs a run with several seeds")
         return trained
     if seed is not None:
         return [seed]

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fec.core.errors import SettingError
 from fec.core.files import atomic_write, atomic_write_text
 from fec.core.paths import inside, unique_slug
-from fec.inference.classifier import RunError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def explain_text(
     elif label in names:
         index = names.index(label)
     else:
-        raise RunError(f"-label {label}: not a label of this run ({', '.join(names)})")
+        raise SettingError("label", label, f"not a label of this run ({', '.join(names)})")
     masker = shap.maskers.Text(WORD_SPLIT)
     # SHAP writes the output names into its page as they are: escape them (labels come from data).
     explainer = shap.Explainer(

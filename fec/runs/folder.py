@@ -28,7 +28,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from fec.core.errors import UsageError
+from fec.core.errors import SettingError
 from fec.core.files import atomic_write, atomic_write_text
 from fec.core.logs import also_log_to
 from fec.core.paths import inside
@@ -50,7 +50,7 @@ def make_run_dir(out: Path | str, task: str) -> Path:
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UsageError(f"-out {out}: cannot create the folder ({err.strerror or err})") from err
+        raise SettingError("out", out, f"cannot create the folder ({err.strerror or err})") from err
     n = 1
     while True:
         run_dir = base if n == 1 else base.with_name(f"{base.name}-{n}")
@@ -60,7 +60,7 @@ def make_run_dir(out: Path | str, task: str) -> Path:
         except FileExistsError:
             n += 1
         except OSError as err:
-            raise UsageError(f"-out {out}: cannot create a run folder in it ({err.strerror or err})") from err
+            raise SettingError("out", out, f"cannot create a run folder in it ({err.strerror or err})") from err
 
 
 @contextmanager

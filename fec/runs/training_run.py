@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from fec.classify.fusion_training import SeedResult
+from fec.core.data import Split
 from fec.core.provenance import provenance
 from fec.runs.folder import run_folder, write_json
 from fec.runs.page import write_run_pages_safely
@@ -41,6 +42,13 @@ class ScoredSplits:
     texts: dict[str, list[str]]
     label_names: list[str]
     multilabel: bool
+
+    @classmethod
+    def of(cls, splits: dict[str, Split]) -> ScoredSplits:
+        """The labels and texts of the data contract's splits (`fec.core.data.load_splits`)."""
+        train = splits["train"]
+        texts = {mode: split.texts for mode, split in splits.items()}
+        return cls({mode: split.labels for mode, split in splits.items()}, texts, train.label_names, train.multilabel)
 
     @property
     def report_split(self) -> str:

@@ -410,7 +410,7 @@ CASES = [
     Case(
         "predict.py",
         [*PREDICT, "-text", "hi", "-ensemble"],
-        "has one seed (0); an ensemble needs a run with several seeds (-runs N)",
+        "has one seed (0); an ensemble needs a run with several seeds",
         id="predict-ensemble-of-one-seed",
     ),
     Case(
@@ -768,7 +768,7 @@ def test_a_read_only_out_folder_is_one_error_line_and_no_run(project, mount_tmpf
     read_only = mount_tmpfs("ro,size=1m")
     assert main_script.main([*TRAIN, "-out", str(read_only)]) == 2
     err = capsys.readouterr().err
-    assert err.strip().splitlines()[-1] == f"error: -out {read_only}: cannot create a run folder in it (Read-only file system)"
+    assert err.strip().splitlines()[-1] == f"error: --out {read_only}: cannot create a run folder in it (Read-only file system)"
     assert "Traceback" not in err
 
 
