@@ -129,67 +129,33 @@ def run(args: argparse.Namespace) -> dict:
     """Read the data, resolve the options (folds: config.json records them as resolved), load the
     tokenizer and the model's configuration (a bad combination fails before the run folder exists),
     fine-tune every seed."""
-    from transformers import AutoTokenizer
-
     splits = read_splits(args)
     train = splits["train"]
-    multilabel, label_names = train.multilabel, train.label_names
-    if args.threshold is not None and not multilabel:
+    if args.threshold is not None and not train.multilabel:
         log.warning("-threshold applies to multi-label tasks only; %s is single-label, ignored", args.task)
-    folds = chosen_folds(args.cv, len(splits["valid"]), len(train))
-    cfg = config_from(FinetuneConfig, args, threshold=args.threshold if multilabel else None, cv=folds)
-    device = pick_device(args.device)
-    pick_precision(cfg.dtype, device)  # refuse a bad combination before any work
-    resolved = resolve_model(args.model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(resolved))
-    except (OSError, ValueError) as err:
-        raise ModelError(f"{args.model}: cannot load its tokenizer ({str(err).splitlines()[0]})") from err
-    ensure_pad_token(tokenizer)
-    config, dropout_set = classifier_config(resolved, label_names, multilabel, cfg.dropout, tokenizer.pad_token_id)
-    if not dropout_set:
-        log.warning("%s: no hidden/attention dropout setting found in its config; -dropout has no effect", args.model)
     if "test" not in splits:
         log.warning("%s: no test.csv; reporting validation metrics only", args.task)
+    folds = chosen_folds(args.cv, len(splits["valid"]), len(train))
+    cfg = config_from(FinetuneConfig, args, threshold=args.threshold if train.multilabel else None, cv=folds)
+    setup, dropout_set = encoder_setup(args, cfg, train)
     warmup, planned = planned_warmup(cfg, len(train))
-    fingerprint = model_fingerprint(resolved)
-    ran = vars(args) | {"cv": folds if folds and args.cv is None else args.cv}
-    selection = (
-        (
-            f"{cfg.cv}-fold cross-validation on train (each fold: lowest held-out loss, early stop after {cfg.patience} "
-            "epochs), then all of train for the median epoch count"
-        )
-        if cfg.cv
-        else (f"lowest validation loss, early stop after {cfg.patience} epochs without improvement")
-    )
-    record = {
-        "args": ran,
-        "option_defaults": option_defaults(build_parser()),
-        "seeds": chosen_seeds(args),
-        "finetune_config": asdict(cfg),
-        "device": str(device),
-        "model_path": str(resolved),
+    fingerprint = model_fingerprint(setup.resolved)
+    record = run_record(args, setup, splits, folds) | {
         "model_fingerprint": fingerprint,
-        "model_type": config.model_type,
         "dropout_set": dropout_set,
         "warmup_steps_used": warmup,
         "planned_steps": planned,
-        "problem_type": "multi_label_classification" if multilabel else "single_label_classification",
-        "selection": selection,
-        "rows": {m: len(s.texts) for m, s in splits.items()},
-        "label_names": label_names,
-        "csv_sha256": {m: s.csv_sha256 for m, s in splits.items()},
     }
     model = {
         "kind": "finetune",
         "model": args.model,
-        "model_path": str(resolved),
+        "model_path": str(setup.resolved),
         "model_fingerprint": fingerprint,
         "task": args.task,
-        "label_names": label_names,
+        "label_names": train.label_names,
         "max_len": cfg.max_len,
     }
-    if multilabel:
+    if train.multilabel:
         rule = "global" if cfg.threshold is not None else f"per-label, tuned {'out of fold' if cfg.cv else 'on valid'}"
         model |= {"multilabel": True, "threshold_rule": rule, "thresholds": {}}
     scored = ScoredSplits.of(splits)
@@ -205,10 +171,55 @@ def run(args: argparse.Namespace) -> dict:
         model=model,
         threshold=cfg.threshold,
     )
-    # Every seed fine-tunes the same encoder; the run folder is filled in once it exists.
-    setup = FinetuneSetup(cfg, resolved, config, tokenizer, label_names, multilabel, device, run_dir=None)
-    datasets = tokenised(splits, tokenizer, cfg.max_len, multilabel)
+    datasets = tokenised(splits, setup.tokenizer, cfg.max_len, train.multilabel)
     return train_run(plan, FinetunedSeeds(args.model, setup, SeedPlan(warmup), datasets, scored))
+
+
+def encoder_setup(args: argparse.Namespace, cfg: FinetuneConfig, train: Split) -> tuple[FinetuneSetup, dict]:
+    """What every seed fine-tunes (the run folder is filled in once it exists), and which dropout
+    settings of the model's config `--dropout` set; a model, tokenizer or precision that cannot
+    work is refused here, before the run folder exists."""
+    from transformers import AutoTokenizer
+
+    device = pick_device(args.device)
+    pick_precision(cfg.dtype, device)
+    resolved = resolve_model(args.model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(resolved))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{args.model}: cannot load its tokenizer ({str(err).splitlines()[0]})") from err
+    ensure_pad_token(tokenizer)
+    names, multilabel = train.label_names, train.multilabel
+    config, dropout_set = classifier_config(resolved, names, multilabel, cfg.dropout, tokenizer.pad_token_id)
+    if not dropout_set:
+        log.warning("%s: no hidden/attention dropout setting found in its config; -dropout has no effect", args.model)
+    return FinetuneSetup(cfg, resolved, config, tokenizer, names, multilabel, device, run_dir=None), dropout_set
+
+
+def run_record(args: argparse.Namespace, setup: FinetuneSetup, splits: dict[str, Split], folds: int) -> dict:
+    """config.json of a fine-tuning run: the options as resolved, the model and how seeds are selected."""
+    cfg = setup.cfg
+    if cfg.cv:
+        selection = (
+            f"{cfg.cv}-fold cross-validation on train (each fold: lowest held-out loss, early stop after "
+            f"{cfg.patience} epochs), then all of train for the median epoch count"
+        )
+    else:
+        selection = f"lowest validation loss, early stop after {cfg.patience} epochs without improvement"
+    return {
+        "args": vars(args) | {"cv": folds if folds and args.cv is None else args.cv},
+        "option_defaults": option_defaults(build_parser()),
+        "seeds": chosen_seeds(args),
+        "finetune_config": asdict(cfg),
+        "device": str(setup.device),
+        "model_path": str(setup.resolved),
+        "model_type": setup.config.model_type,
+        "problem_type": "multi_label_classification" if setup.multilabel else "single_label_classification",
+        "selection": selection,
+        "rows": {m: len(s.texts) for m, s in splits.items()},
+        "label_names": setup.label_names,
+        "csv_sha256": {m: s.csv_sha256 for m, s in splits.items()},
+    }
 
 
 @dataclass

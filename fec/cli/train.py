@@ -343,59 +343,39 @@ def model_record(data: FusionData, cfg: TrainConfig, template, compat: str, slot
     return spec
 
 
+# The scores a seed's log line shows, single- and multi-label.
+SEED_FIGURES = {
+    False: {"acc": "acc", "wf1": "wF1", "macro_f1": "macro-F1"},
+    True: {"macro_f1": "macro-F1", "micro_f1": "micro-F1", "subset_acc": "subset acc", "jaccard": "Jaccard"},
+}
+CHANCE_FIXES = {
+    "none": "raw LLM features are nearly parallel across texts (a few dimensions hundreds of times larger than the rest): "
+    "-norm zscore standardises them",
+    "zscore": "try another -lr or -SIGMA",
+}
+
+
 def log_seed(result, multilabel: bool, cfg: TrainConfig, raw_inputs: str, chance_loss: float | None) -> None:
     """A seed's scores, how saturated its pooled values are, and a warning with the likely fix
     when it never left chance."""
     seed, split = result.seed, result.report_split
     shown = result.test if split == "test" else result.valid
-    if multilabel:
-        log.info(
-            "seed %d: best epoch %d | %s macro-F1 %.2f micro-F1 %.2f subset acc %.2f Jaccard %.2f | %.1fs",
-            seed,
-            result.best_epoch,
-            split,
-            shown["macro_f1"],
-            shown["micro_f1"],
-            shown["subset_acc"],
-            shown["jaccard"],
-            result.train_seconds,
-        )
-    else:
-        log.info(
-            "seed %d: best epoch %d | %s acc %.2f wF1 %.2f macro-F1 %.2f | %.1fs",
-            seed,
-            result.best_epoch,
-            split,
-            shown["acc"],
-            shown["wf1"],
-            shown["macro_f1"],
-            result.train_seconds,
-        )
+    figures = " ".join(f"{name} {shown[key]:.2f}" for key, name in SEED_FIGURES[multilabel].items())
+    log.info("seed %d: best epoch %d | %s %s | %.1fs", seed, result.best_epoch, split, figures, result.train_seconds)
     hint = ""
     # A seed at chance gets the warning below instead: saturation is then a symptom, not the cause.
     if result.pn_saturated > 50 and not result.at_chance:
         fixes = "a smaller -SIGMA" + (" or -raw_inputs all" if raw_inputs == "decoder" else "")
         hint = f"; the Gram matrix reaches the MLP as signs: try {fixes}"
-    log.info(
-        "seed %d: %.1f%% of the pooled values on valid are saturated (|value| > %.2f)%s",
-        seed,
-        result.pn_saturated,
-        SATURATION_LEVEL,
-        hint,
-    )
+    saturated = "seed %d: %.1f%% of the pooled values on valid are saturated (|value| > %.2f)%s"
+    log.info(saturated, seed, result.pn_saturated, SATURATION_LEVEL, hint)
     if result.at_chance:
-        why = (
-            "; raw LLM features are nearly parallel across texts (a few dimensions hundreds of times larger "
-            "than the rest): -norm zscore standardises them"
-            if cfg.norm == "none"
-            else "; try another -lr or -SIGMA"
-        )
         log.warning(
-            "seed %d never left chance: valid loss %.4f, no lower than guessing the train label frequencies (%.4f)%s",
+            "seed %d never left chance: valid loss %.4f, no lower than guessing the train label frequencies (%.4f); %s",
             seed,
             result.valid["loss"],
             chance_loss,
-            why,
+            CHANCE_FIXES[cfg.norm],
         )
 
 
