@@ -6,18 +6,30 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import extract_all, save_tiny_bert, save_tiny_llama, save_tiny_roberta, write_hostile_logs, write_task
+from helpers import (
+    TINY_HIDDEN,
+    extract_all,
+    extract_more_sources,
+    save_tiny_bert,
+    save_tiny_llama,
+    save_tiny_roberta,
+    write_hostile_logs,
+    write_task,
+)
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """Slot -> directory of a tiny saved model (plus `bert_nopooler`)."""
+    """Slot -> directory of a tiny saved model (plus `bert_nopooler`, and `e5` and `qwen`, a second
+    encoder and a second decoder of other sizes for slots of the user's)."""
     root = tmp_path_factory.mktemp("models")
     return {
         "llama": save_tiny_llama(root / "llama"),
         "bert": save_tiny_bert(root / "bert"),
         "roberta": save_tiny_roberta(root / "roberta"),
         "bert_nopooler": save_tiny_bert(root / "bert_nopooler", pooler=False),
+        "e5": save_tiny_bert(root / "e5", hidden=TINY_HIDDEN["e5"]),
+        "qwen": save_tiny_llama(root / "qwen", hidden=TINY_HIDDEN["qwen"], layers=3),
     }
 
 
@@ -33,6 +45,17 @@ def toy_store(tmp_path_factory, tiny_models) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("store")
     data = write_task(root / "data")
     extract_all(data, root / "dataset", tiny_models)
+    return data, root / "dataset"
+
+
+@pytest.fixture(scope="session")
+def more_sources_store(tmp_path_factory, tiny_models) -> tuple[Path, Path]:
+    """(data_dir, dataset_dir) with the three published slots and two slots of the user's, `e5` (an
+    encoder) and `qwen` (a decoder), extracted for every split of `toy` (`helpers.extract_more_sources`). Read-only."""
+    root = tmp_path_factory.mktemp("more_sources")
+    data = write_task(root / "data")
+    extract_all(data, root / "dataset", tiny_models)
+    extract_more_sources(data, root / "dataset", tiny_models)
     return data, root / "dataset"
 
 

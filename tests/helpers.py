@@ -27,7 +27,7 @@ SPLIT_ROWS = {"train": 90, "valid": 30, "test": 30}
 # Multi-label column name -> cue words (the tiny tokenizers know only the cues and FILLER).
 ML_CUES = {"anger": CUES["angry"], "joy": CUES["joyful"], "sadness": CUES["sad"]}
 ML_LABELS = list(ML_CUES)
-TINY_HIDDEN = {"llama": 32, "bert": 24, "roberta": 20}
+TINY_HIDDEN = {"llama": 32, "bert": 24, "roberta": 20, "e5": 16, "qwen": 24}  # e5, qwen: slots of the user's
 
 
 def make_text(rng: random.Random, label: str) -> str:
@@ -90,16 +90,16 @@ def build_tokenizer(specials: list[str], template: str, **special_kwargs):
     return PreTrainedTokenizerFast(tokenizer_object=backend, **special_kwargs), len(vocab)
 
 
-def save_tiny_llama(folder: Path) -> Path:
+def save_tiny_llama(folder: Path, hidden: int = TINY_HIDDEN["llama"], layers: int = 6) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     # Like LLaMA: a BOS token, no pad token.
     tok, vocab = build_tokenizer(["<unk>", "<s>", "</s>"], "<s> $A", unk_token="<unk>", bos_token="<s>", eos_token="</s>")
     config = LlamaConfig(
         vocab_size=vocab,
-        hidden_size=TINY_HIDDEN["llama"],
+        hidden_size=hidden,
         intermediate_size=64,
-        num_hidden_layers=6,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,
@@ -112,7 +112,7 @@ def save_tiny_llama(folder: Path) -> Path:
     return folder
 
 
-def save_tiny_bert(folder: Path, pooler: bool = True) -> Path:
+def save_tiny_bert(folder: Path, pooler: bool = True, hidden: int = TINY_HIDDEN["bert"]) -> Path:
     from transformers import BertConfig, BertModel
 
     tok, vocab = build_tokenizer(
@@ -125,7 +125,7 @@ def save_tiny_bert(folder: Path, pooler: bool = True) -> Path:
     )
     config = BertConfig(
         vocab_size=vocab,
-        hidden_size=TINY_HIDDEN["bert"],
+        hidden_size=hidden,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=48,
@@ -178,6 +178,18 @@ def extract_all(data_dir: Path, dataset_dir: Path, models: dict[str, Path], task
 
     for slot in ("llama", "bert", "roberta"):
         assert main(slot, extract_argv(models[slot], data_dir, dataset_dir, "all", *extra, task=task)) == 0
+
+
+def extract_more_sources(data_dir: Path, dataset_dir: Path, models: dict[str, Path], task: str = "toy") -> None:
+    """Two slots of the user's beside the published three, as a user extracts them: `e5`, an encoder
+    (every layer, mean pooling) with bert_rep_extract.py, and `qwen`, a decoder (every layer, last-token
+    pooling) with llama2_rep_extract.py."""
+    from fec.cli.extract import main
+
+    e5 = ["--slot", "e5", "--layers", "all", "--pooling", "mean"]
+    assert main("bert", extract_argv(models["e5"], data_dir, dataset_dir, "all", *e5, task=task)) == 0
+    qwen = ["--slot", "qwen", "--layers", "all", "--pooling", "last"]
+    assert main("llama", extract_argv(models["qwen"], data_dir, dataset_dir, "all", *qwen, task=task)) == 0
 
 
 def only_run(out: Path) -> Path:

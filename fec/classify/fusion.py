@@ -5,22 +5,27 @@
     print(model.describe())
     tuned = DownstreamModel(num_classes=32, options=FusionOptions(sigma=0.5, pn="tanh"))
     same = DownstreamModel.from_config(tuned.config)   # as fec.inference rebuilds a saved run
+    more = DownstreamModel(num_classes=32, decoder_shape=[(5, 4096), (3, 896)], encoder_dims=[1024, 1024, 384])
 
-For a batch of B texts:
-1. each of the L decoder-layer vectors (width Hd) goes through its own Linear(Hd, D) + ReLU + Dropout;
+Any number of sources: decoders, each (L_k, Hd_k) (one vector per layer), then encoders, each a
+vector. For a batch of B texts:
+1. each decoder-layer vector (width Hd_k) goes through its own Linear(Hd_k, D) + ReLU + Dropout;
    each encoder vector whose width differs from D gets a Linear(width, D) (none when it equals D);
-2. the n = L + encoders vectors are stacked, X: (B, n, D), and pooled by co-occurrence, P = X X^T (B, n*n);
+2. the n = sum L_k + encoders vectors are stacked, X: (B, n, D), and pooled by co-occurrence,
+   P = X X^T (B, n*n);
 3. power normalisation: `sigmoid` = 2*sigmoid(sigma*P) - 1 (the published code), `tanh` = tanh(2*sigma*P)
    (the published README's formula);
-4. concatenated with the mean over the L raw decoder layers (Hd); when the decoder source is left out,
+4. concatenated with each decoder's mean over its raw layers (Hd_k); without a decoder source,
    the raw encoder vectors are concatenated instead, because the Gram matrix of one or two vectors
    carries almost nothing. `raw_inputs="all"` (not in the published model) concatenates the raw
-   encoder vectors beside the decoder mean too, so the MLP sees each encoder directly and not only
+   encoder vectors beside the decoder means too, so the MLP sees each encoder directly and not only
    through its power-normalised inner products;
 5. an MLP: Linear(in, 1024) + ReLU + Dropout, Linear(1024, 256) + ReLU + Dropout, Linear(256, C).
 
 With the published dims (5x4096 decoder, two 1024 encoders) this is exactly the published
-model: 5 x Linear(4096, 1024), a 7x7 Gram, 49 + 4096 = 4145 inputs to the MLP.
+model: 5 x Linear(4096, 1024), a 7x7 Gram, 49 + 4096 = 4145 inputs to the MLP. More decoders
+append their layers' Linears to `compress_layers`, so with one decoder the parameters, their
+order and the state_dict keys are the published model's.
 
 Inputs can be standardised inside the model (per source and feature, with training-split
 statistics held as buffers), so a checkpoint carries its own normalisation to prediction time.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 import torch
 import torch.nn as nn
@@ -39,12 +45,31 @@ RAW_INPUTS = ("decoder", "all")
 PUBLISHED_FUSION_DIM = 1024
 
 
-def default_fusion_dim(decoder_shape: tuple[int, int] | None, encoder_dims: Sequence[int]) -> int:
+def decoder_shapes(decoder_shape) -> list[tuple[int, int]]:
+    """`decoder_shape` as a list of (layers, width): None (no decoder), one (L, Hd), or a list of them."""
+    if decoder_shape is None:
+        return []
+    if len(decoder_shape) == 2 and all(isinstance(n, Integral) for n in decoder_shape):
+        decoder_shape = [decoder_shape]
+    shapes = [(int(layers), int(width)) for layers, width in decoder_shape]
+    if any(layers < 1 or width < 1 for layers, width in shapes):
+        raise ValueError(f"decoder shapes must be positive (layers, width) pairs, not {shapes}")
+    return shapes
+
+
+def recorded_shape(shapes: list[tuple[int, int]]) -> list | None:
+    """How `config` records the decoders: None, [L, Hd] for one (as published), [[L, Hd], ...] for several."""
+    if len(shapes) == 1:
+        return list(shapes[0])
+    return [list(shape) for shape in shapes] or None
+
+
+def default_fusion_dim(decoder_shape, encoder_dims: Sequence[int]) -> int:
     """D: the encoders' width when they agree (1024 for BERT/RoBERTa-large, as published), else
-    the widest encoder, so no encoder is squeezed; with no encoder, min(Hd, 1024)."""
+    the widest encoder, so no encoder is squeezed; with no encoder, min(widest Hd, 1024)."""
     if encoder_dims:
         return max(encoder_dims)
-    return min(decoder_shape[1], PUBLISHED_FUSION_DIM)
+    return min(max(width for _, width in decoder_shapes(decoder_shape)), PUBLISHED_FUSION_DIM)
 
 
 def power_normalise(p: torch.Tensor, form: str, sigma: float) -> torch.Tensor:
@@ -73,31 +98,33 @@ SHAPE_KEYS = ("num_classes", "decoder_shape", "encoder_dims")
 
 
 class DownstreamModel(nn.Module):
-    """The fusion classifier. `config` records every setting, as model.json's `model` holds it:
-    `DownstreamModel.from_config(config)` builds the same model again."""
+    """The fusion classifier. `decoder_shape` is None, one (L, Hd) or a list of them (one per
+    decoder source, in input order); `config` records every setting, as model.json's `model`
+    holds it: `DownstreamModel.from_config(config)` builds the same model again."""
 
     def __init__(
         self,
         num_classes: int,
-        decoder_shape: tuple[int, int] | None = (5, 4096),
+        decoder_shape: tuple[int, int] | Sequence[tuple[int, int]] | None = (5, 4096),
         encoder_dims: Sequence[int] = (1024, 1024),
         options: FusionOptions = PUBLISHED,
     ):
         super().__init__()
-        if decoder_shape is None and not encoder_dims:
+        self.decoder_shapes = decoder_shapes(decoder_shape)
+        if not self.decoder_shapes and not encoder_dims:
             raise ValueError("the model needs at least one source")
         if options.pn not in PN_FORMS:
             raise ValueError(f"unknown power normalisation {options.pn!r}; choose one of {', '.join(PN_FORMS)}")
         if options.raw_inputs not in RAW_INPUTS:
             raise ValueError(f"unknown raw_inputs {options.raw_inputs!r}; choose one of {', '.join(RAW_INPUTS)}")
         # Without a decoder the encoder vectors always reach the MLP (recorded as such).
-        raw_inputs = "all" if decoder_shape is None else options.raw_inputs
+        raw_inputs = options.raw_inputs if self.decoder_shapes else "all"
         dropout = options.dropout
         self.config = {
             "num_classes": int(num_classes),
-            "decoder_shape": list(decoder_shape) if decoder_shape else None,
+            "decoder_shape": recorded_shape(self.decoder_shapes),
             "encoder_dims": [int(d) for d in encoder_dims],
-            "fusion_dim": int(options.fusion_dim or default_fusion_dim(decoder_shape, encoder_dims)),
+            "fusion_dim": int(options.fusion_dim or default_fusion_dim(self.decoder_shapes, encoder_dims)),
             "sigma": float(options.sigma),
             "pn": options.pn,
             "dropout": float(dropout),
@@ -105,13 +132,15 @@ class DownstreamModel(nn.Module):
             "raw_inputs": raw_inputs,
         }
         d = self.config["fusion_dim"]
-        layers, hd = decoder_shape if decoder_shape else (0, 0)
+        # Every decoder's layers in input order; with one decoder, the published `compress_layers`.
         self.compress_layers = nn.ModuleList(
-            nn.Sequential(nn.Linear(hd, d), nn.ReLU(), nn.Dropout(dropout)) for _ in range(layers)
+            nn.Sequential(nn.Linear(hd, d), nn.ReLU(), nn.Dropout(dropout))
+            for layers, hd in self.decoder_shapes
+            for _ in range(layers)
         )
         self.encoder_projections = nn.ModuleList(nn.Identity() if width == d else nn.Linear(width, d) for width in encoder_dims)
-        vectors = layers + len(encoder_dims)
-        raw = hd + (sum(encoder_dims) if raw_inputs == "all" else 0)
+        vectors = len(self.compress_layers) + len(encoder_dims)
+        raw = sum(hd for _, hd in self.decoder_shapes) + (sum(encoder_dims) if raw_inputs == "all" else 0)
         self.head_in = vectors * vectors + raw
         widths = [self.head_in, *self.config["hidden"]]
         blocks: list[nn.Module] = []
@@ -120,8 +149,7 @@ class DownstreamModel(nn.Module):
         blocks.append(nn.Linear(widths[-1], num_classes))
         self.mlp = nn.Sequential(*blocks)
         # Identity standardisation until `set_input_stats` is called (the published raw inputs).
-        shapes = ([tuple(decoder_shape)] if decoder_shape else []) + [(w,) for w in encoder_dims]
-        for i, shape in enumerate(shapes):
+        for i, shape in enumerate([*self.decoder_shapes, *((w,) for w in encoder_dims)]):
             self.register_buffer(f"input_mean_{i}", torch.zeros(shape))
             self.register_buffer(f"input_std_{i}", torch.ones(shape))
 
@@ -137,7 +165,7 @@ class DownstreamModel(nn.Module):
 
     @property
     def has_decoder(self) -> bool:
-        return self.config["decoder_shape"] is not None
+        return bool(self.decoder_shapes)
 
     def set_input_stats(self, stats: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Per-source (mean, std), in input order, from the training split."""
@@ -146,12 +174,12 @@ class DownstreamModel(nn.Module):
             getattr(self, f"input_std_{i}").copy_(std)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """inputs: the decoder features (B, L, Hd) first when present, then each encoder's (B, H)."""
-        decoder, encoders = self._split(self._standardised(inputs))
-        raw = [decoder.mean(dim=1)] if decoder is not None else []
+        """inputs: each decoder's features (B, L, Hd) first, then each encoder's (B, H)."""
+        decoders, encoders = self._split(self._standardised(inputs))
+        raw = [decoder.mean(dim=1) for decoder in decoders]
         if self.config["raw_inputs"] == "all":
             raw += encoders
-        return self.mlp(torch.cat([self._pooled(decoder, encoders), *raw], dim=1))
+        return self.mlp(torch.cat([self._pooled(decoders, encoders), *raw], dim=1))
 
     def pooled(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The power-normalised Gram entries (B, n*n), the first part of the MLP's input; for
@@ -161,11 +189,13 @@ class DownstreamModel(nn.Module):
     def _standardised(self, inputs) -> list[torch.Tensor]:
         return [(x.float() - getattr(self, f"input_mean_{i}")) / getattr(self, f"input_std_{i}") for i, x in enumerate(inputs)]
 
-    def _split(self, inputs: list[torch.Tensor]) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-        return (inputs[0], inputs[1:]) if self.has_decoder else (None, inputs)
+    def _split(self, inputs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        count = len(self.decoder_shapes)
+        return inputs[:count], inputs[count:]
 
-    def _pooled(self, decoder: torch.Tensor | None, encoders: list[torch.Tensor]) -> torch.Tensor:
-        vectors = [compress(decoder[:, i]) for i, compress in enumerate(self.compress_layers)] if decoder is not None else []
+    def _pooled(self, decoders: list[torch.Tensor], encoders: list[torch.Tensor]) -> torch.Tensor:
+        layers = [decoder[:, i] for decoder in decoders for i in range(decoder.shape[1])]
+        vectors = [compress(layer) for compress, layer in zip(self.compress_layers, layers, strict=True)]
         vectors += [project(x) for project, x in zip(self.encoder_projections, encoders, strict=False)]
         stacked = torch.stack(vectors, dim=1)
         gram = torch.bmm(stacked, stacked.transpose(1, 2)).flatten(1)
@@ -175,8 +205,7 @@ class DownstreamModel(nn.Module):
         c = self.config
         n = len(self.compress_layers) + len(self.encoder_projections)
         lines = []
-        if self.has_decoder:
-            layers, hd = c["decoder_shape"]
+        for layers, hd in self.decoder_shapes:
             lines.append(
                 f"decoder: {layers} x ({hd}) -> {layers} x Linear({hd}, {c['fusion_dim']}) + ReLU + Dropout({c['dropout']})"
             )
@@ -184,7 +213,7 @@ class DownstreamModel(nn.Module):
             lines.append(
                 f"encoder: ({width}) -> " + ("as is" if isinstance(proj, nn.Identity) else f"Linear({width}, {c['fusion_dim']})")
             )
-        raw = [f"mean of decoder layers ({c['decoder_shape'][1]})"] if self.has_decoder else []
+        raw = [f"mean of decoder layers ({hd})" for _, hd in self.decoder_shapes]
         if c["raw_inputs"] == "all":
             raw += [f"raw encoder vectors ({sum(c['encoder_dims'])})"]
         raw = " + ".join(raw)

@@ -3,18 +3,22 @@
     from fec.classify.fusion_inputs import load_fusion_data
     data = load_fusion_data("dataset", "ED", sources=["llama", "bert", "roberta"])
     data.splits["train"].inputs[0].shape, data.label_names
+    load_fusion_data("dataset", "ED", ["llama", "bert", "roberta", "e5"], picks={"e5": parse_pick("e5:mean:-1")})
 
-Every source of every split must come from the same CSV (sha256), have the same rows and the
-same labels, and have been extracted for the slot whose folder it sits in. When the CSV a split
-was extracted from is still in `data_dir` and has changed since (its sha256 differs from the
+A source is a published slot (read from its own folder, or through a pick) or a slot of the
+user's (read through a pick only); its kind (`fec.core.slots`) comes from its manifests. Every
+source of every split must come from the same CSV (sha256), have the same rows and the same
+labels, and have been extracted for the slot whose folder it sits in. When the CSV a split was
+extracted from is still in `data_dir` and has changed since (its sha256 differs from the
 manifest's), the features are stale and refused with the command that re-extracts them. The
-decoder (`llama`) source, when used, always comes first in `inputs`.
+sources come in the fusion's input order (`fec.core.slots.source_order`): every decoder, then
+every encoder; the published three as llama, bert, roberta.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +27,9 @@ import torch
 from fec.core.data import split_path
 from fec.core.errors import SettingError, UsageError
 from fec.core.files import sha256_file
-from fec.features.backbones import SLOTS
+from fec.core.slots import KINDS, PUBLISHED_KINDS, SLOT_NAMES, extraction_script, slot_kind, source_order
 from fec.features.picks import FeaturePick, slot_mismatch
+from fec.features.slots import an, check_slot_name, slot_kinds, store_manifests
 from fec.features.store import (
     StoredFeatures,
     StoreError,
@@ -35,9 +40,7 @@ from fec.features.store import (
 
 log = logging.getLogger(__name__)
 
-SOURCES = tuple(SLOTS)  # one source per backbone slot, in input order: the decoder first
-DECODER_SOURCE = SOURCES[0]
-EXTRACT_SCRIPTS = {"llama": "llama2_rep_extract.py", "bert": "bert_rep_extract.py", "roberta": "roberta_rep_extract.py"}
+SOURCES = SLOT_NAMES  # the published sources, in input order: the decoder first
 
 
 @dataclass
@@ -58,17 +61,22 @@ class FusionData:
     multilabel: bool
     manifests: dict[str, dict[str, dict]]  # mode -> source -> manifest
     picks: dict[str, dict] = field(default_factory=dict)  # source -> FeaturePick.record, for the sources picked
+    kinds: dict[str, str] = field(default_factory=dict)  # source -> its kind (default: a published slot's own)
+
+    def kind(self, source: str) -> str:
+        return self.kinds.get(source) or PUBLISHED_KINDS[source]
 
     @property
-    def decoder_shape(self) -> tuple[int, int] | None:
-        if DECODER_SOURCE not in self.sources:
-            return None
-        return tuple(self.splits["train"].inputs[0].shape[1:])
+    def decoder_shapes(self) -> list[tuple[int, int]]:
+        """(layers, width) of every decoder source, in input order (they come first)."""
+        inputs = zip(self.sources, self.splits["train"].inputs, strict=True)
+        return [tuple(x.shape[1:]) for source, x in inputs if KINDS[self.kind(source)].layered]
 
     @property
     def encoder_dims(self) -> list[int]:
-        offset = 1 if DECODER_SOURCE in self.sources else 0
-        return [int(x.shape[1]) for x in self.splits["train"].inputs[offset:]]
+        """The width of every encoder source, in input order (after the decoders)."""
+        inputs = zip(self.sources, self.splits["train"].inputs, strict=True)
+        return [int(x.shape[1]) for source, x in inputs if not KINDS[self.kind(source)].layered]
 
     def to(self, device: torch.device) -> FusionData:
         for split in self.splits.values():
@@ -77,11 +85,32 @@ class FusionData:
         return self
 
 
-def order_sources(sources: list[str]) -> list[str]:
-    unknown = [s for s in sources if s not in SOURCES]
-    if unknown or not sources:
-        raise SettingError("sources", " ".join(sources), f"choose from {', '.join(SOURCES)}")
-    return [s for s in SOURCES if s in sources]
+def source_kinds(sources: list[str], folders: dict[str, str], manifests: dict[str, dict]) -> dict[str, str]:
+    """Each source's kind: a published slot's own, else the kind its picked folder records."""
+    kinds = {s: PUBLISHED_KINDS.get(s) or slot_kind(manifests[folders[s]]) for s in sources}
+    for source, kind in kinds.items():
+        if kind not in KINDS:
+            raise StoreError(f"{folders[source]}/train.json: slot_kind {kind!r} is not one of {', '.join(KINDS)}")
+    return kinds
+
+
+def check_sources(dataset_dir: Path | str, task: str, sources: list[str], picks: dict[str, FeaturePick]) -> None:
+    """Refuse no source, a bad name, and a slot of the user's without a pick (it has no published folder)."""
+    if not sources:
+        raise SettingError("sources", None, f"name at least one source (the published: {', '.join(SLOT_NAMES)})")
+    for source in sources:
+        check_slot_name(source, "sources")
+    for source in sources:
+        if source not in PUBLISHED_KINDS and source not in picks:
+            held = slot_kinds(store_manifests(dataset_dir, task))
+            where = Path(dataset_dir) / task
+            found = (
+                f"{where} holds it as {an(held[source])} slot"
+                if source in held
+                else f"{where} holds no {source} features yet (extract them with --slot {source})"
+            )
+            problem = f"not a published slot ({', '.join(SLOT_NAMES)}), so it is read through a pick: --features {source}:"
+            raise SettingError("sources", source, f"{problem}POOLING:LAYERS ({found})")
 
 
 def _check_same_origin(mode: str, stored: dict[str, StoredFeatures], slot_dirs: dict[str, str]) -> None:
@@ -90,9 +119,11 @@ def _check_same_origin(mode: str, stored: dict[str, StoredFeatures], slot_dirs: 
         folder = slot_dirs[source]
         written_for = feats.manifest.get("store_dir", feats.manifest.get("slot"))
         if written_for != folder:
+            base = folder.split("-")[0]
+            slot = "llama" if base == "llama_unmasked_padded" else base if base in PUBLISHED_KINDS else source
             raise StoreError(
                 f"{manifest_path(feats.path)}: extracted for slot {written_for!r}, not {folder!r}; "
-                f"re-extract it with {EXTRACT_SCRIPTS.get(folder.split('_')[0].split('-')[0], 'its slot extraction script')}"
+                f"re-extract it with {extraction_script(slot, PUBLISHED_KINDS.get(slot) or slot_kind(feats.manifest))}"
             )
     for _, feats in rest:
         for key, what in (("csv_sha256", "source CSV"), ("rows", "row count"), ("label_names", "label names")):
@@ -110,7 +141,8 @@ def extract_command(manifest: dict, mode: str, dataset_dir: Path | str, data_dir
     """The command line that extracts `mode` again with the manifest's model and settings, into
     the same store from the same data folder, replacing the stale file (`--overwrite`)."""
     slot, settings = manifest.get("slot", "llama"), manifest.get("settings", {})
-    words = ["python", EXTRACT_SCRIPTS.get(slot, f"{slot}_rep_extract.py"), "--task", str(manifest.get("task")), "--mode", mode]
+    script = extraction_script(slot, slot_kind(manifest) or "encoder")
+    words = ["python", *script.split(), "--task", str(manifest.get("task")), "--mode", mode]
     if manifest.get("model"):
         words += ["--model", str(manifest["model"])]
     if manifest.get("compat") == "reference":
@@ -120,7 +152,24 @@ def extract_command(manifest: dict, mode: str, dataset_dir: Path | str, data_dir
     for option in ("dtype", "limit", "max_len", "layers"):
         if settings.get(option) not in (None, "auto"):
             words += [f"--{option}", str(settings[option])]
+    words += variant_words(settings)
     return " ".join(words + ["--data_dir", str(data_dir), "--dataset_dir", str(dataset_dir), "--overwrite"])
+
+
+def variant_words(settings: dict) -> list[str]:
+    """The variant options of an extraction's settings (none for a published extraction)."""
+    if not settings.get("poolings"):
+        return []
+    words = ["--pooling", *settings["poolings"]]
+    if settings["poolings"] != ["pooler"]:
+        words += ["--layers", str(settings["layer_choice"])]
+    for prompt in settings.get("prompts") or []:
+        words += ["--prompt", shlex.quote(prompt)]
+    if settings.get("chat_template"):
+        words.append("--chat_template")
+    if settings.get("store_dtype") not in (None, "bfloat16"):
+        words += ["--store_dtype", str(settings["store_dtype"])]
+    return words
 
 
 def _check_not_stale(
@@ -140,38 +189,32 @@ def _check_not_stale(
             )
 
 
-def pick_folder(dataset_dir: Path | str, task: str, pick: FeaturePick) -> str:
-    """The store folder a pick reads: its `@FOLDER`, else the one unprompted variant folder of
-    the slot that holds the pooling and every layer asked for."""
+def pick_folder(dataset_dir: Path | str, task: str, pick: FeaturePick, manifests: dict[str, dict], kind: str | None) -> str:
+    """The store folder a pick reads (`manifests`: `fec.features.slots.store_manifests`): its
+    `@FOLDER`, else the one unprompted variant folder of the slot that holds the pooling and every
+    layer asked for. A folder of another slot, or of another kind than the slot's, is refused."""
+    root = Path(dataset_dir) / task
     if pick.folder:
-        manifest_file = Path(dataset_dir) / task / pick.folder / "train.json"
-        try:
-            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            where = Path(dataset_dir) / task
-            problem = f"{manifest_file} is missing or unreadable; name a folder of {where} that holds extracted features"
-            raise SettingError("features", pick.text, problem) from None
-        if not isinstance(manifest, dict):
-            raise SettingError("features", pick.text, f"{manifest_file} is not a store manifest (a JSON object)")
-        problem = slot_mismatch(pick.slot, manifest)
+        manifest = manifests.get(pick.folder)
+        if manifest is None or manifest.get("mode") != "train":
+            missing = f"{root / pick.folder / 'train.json'} is missing or unreadable"
+            raise SettingError("features", pick.text, f"{missing}; name a folder of {root} that holds extracted features")
+        problem = slot_mismatch(pick.slot, manifest, kind)
         if problem:
-            raise SettingError("features", pick.text, f"{manifest_file.parent} {problem}")
+            raise SettingError("features", pick.text, f"{root / pick.folder} {problem}")
         return pick.folder
-    root, fits = Path(dataset_dir) / task, []
-    for manifest_file in sorted(root.glob("*/train.json")):
+    fits = []
+    for folder, m in manifests.items():
+        if m.get("mode") != "train" or m.get("slot") != pick.slot or m.get("feature_axes") is None:
+            continue
+        if m.get("prompts") or m.get("chat_template") or pick.pooling not in m["poolings"]:
+            continue
         try:
-            m = json.loads(manifest_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            wanted = pick.layers.resolve(m["num_hidden_states"])
+        except UsageError:
             continue
-        if m.get("slot") != pick.slot or m.get("feature_axes") is None or m.get("prompts") or m.get("chat_template"):
-            continue
-        if pick.pooling in m["poolings"]:
-            try:
-                wanted = pick.layers.resolve(m["num_hidden_states"])
-            except UsageError:
-                continue
-            if set(wanted) <= set(m["layer_indices"]):
-                fits.append(manifest_file.parent.name)
+        if set(wanted) <= set(m["layer_indices"]):
+            fits.append(folder)
     if len(fits) != 1:
         found = f"several folders hold them ({', '.join(fits)})" if fits else f"no {pick.slot} variant in {root} has them"
         raise SettingError("features", pick.text, f"{found}; name one with @FOLDER, or extract with --pooling/--layers")
@@ -179,12 +222,12 @@ def pick_folder(dataset_dir: Path | str, task: str, pick: FeaturePick) -> str:
 
 
 def picked(stored: StoredFeatures, pick: FeaturePick | None) -> torch.Tensor:
-    """A source's input: the stored features, or a pick's pooling and layers of them (the
-    decoder keeps one vector per layer; an encoder's layers are averaged into one vector)."""
+    """A source's input: the stored features, or a pick's pooling and layers of them (a decoder
+    keeps one vector per layer; an encoder's layers are averaged into one vector)."""
     if pick is None:
         return stored.features
     chosen = pick.select(stored.features, stored.manifest)
-    return chosen if pick.slot == DECODER_SOURCE else chosen.mean(dim=1)
+    return chosen if KINDS[slot_kind(stored.manifest)].layered else chosen.mean(dim=1)
 
 
 def load_fusion_data(
@@ -205,9 +248,14 @@ def load_fusion_data(
     `picks` choose, per source, a pooling and layers from a variant folder (`FeaturePick`).
     `data_dir`, when given, is where the CSVs are checked for changes since extraction.
     """
-    sources = order_sources(list(sources))
-    picks = {s: p for s, p in (picks or {}).items() if s in sources}
-    slot_dirs = {s: s for s in sources} | (slot_dirs or {}) | {s: pick_folder(dataset_dir, task, p) for s, p in picks.items()}
+    sources, picks = list(sources), {s: p for s, p in (picks or {}).items() if s in sources}
+    check_sources(dataset_dir, task, sources, picks)
+    store = store_manifests(dataset_dir, task) if picks else {}
+    held = slot_kinds(store)
+    folders = {s: pick_folder(dataset_dir, task, p, store, PUBLISHED_KINDS.get(s) or held.get(s)) for s, p in picks.items()}
+    kinds = source_kinds(sources, folders, store)
+    sources = source_order(kinds)
+    slot_dirs = {s: s for s in sources} | (slot_dirs or {}) | folders
     splits, manifests, label_names, multilabel = {}, {}, None, False
     for mode in modes:
         paths = {s: feature_path(dataset_dir, task, slot_dirs[s], mode) for s in sources}
@@ -240,4 +288,4 @@ def load_fusion_data(
                 f"settings ({', '.join(recipe)}); re-extract them together (-mode all)"
             )
     records = {s: p.record(manifests["train"][s]) for s, p in picks.items()}
-    return FusionData(task, sources, splits, label_names, multilabel, manifests, records)
+    return FusionData(task, sources, splits, label_names, multilabel, manifests, records, kinds)

@@ -112,7 +112,7 @@ def build_model(data: FusionData, cfg: TrainConfig) -> DownstreamModel:
     """The fusion model for `data`'s features and labels with `cfg`'s settings, standardising its
     inputs with the train split's statistics under `-norm zscore`."""
     options = FusionOptions(fusion_dim=cfg.fusion_dim, sigma=cfg.sigma, pn=cfg.pn, dropout=cfg.dropout, raw_inputs=cfg.raw_inputs)
-    model = DownstreamModel(len(data.label_names), data.decoder_shape, data.encoder_dims, options)
+    model = DownstreamModel(len(data.label_names), data.decoder_shapes, data.encoder_dims, options)
     if cfg.norm == "zscore":
         # Frozen LLM states carry massive activations (a few dims thousands of times larger than
         # the rest); fed raw, the published model trains at chance on them. Train statistics only.

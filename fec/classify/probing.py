@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from fec.classify.cross_validation import check_folds, folds_for
 from fec.classify.linear_probe import select_and_fit, selection_metric
 from fec.classify.seed_result import scored_splits
-from fec.features.store import StoredFeatures, StoreError, feature_path, load_features
+from fec.features.store import StoredFeatures, StoreError, feature_path, load_features, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,10 @@ def folder_views(manifest: dict, folder: str) -> list[View]:
     return [View(**published, layer=-1, position=())]
 
 
-def load_folder(dataset_dir: Path | str, task: str, folder: str) -> dict[str, StoredFeatures]:
-    """The folder's splits (memory-mapped), checked to come from one extraction of one data set."""
+def load_folder(dataset_dir: Path | str, task: str, folder: str, modes: tuple[str, ...] = MODES) -> dict[str, StoredFeatures]:
+    """The folder's splits among `modes` (memory-mapped), checked to come from one extraction of one data set."""
     splits = {}
-    for mode in MODES:
+    for mode in modes:
         path = feature_path(dataset_dir, task, folder, mode)
         if path.exists():
             splits[mode] = load_features(path, mmap=True)
@@ -95,6 +95,18 @@ def store_folders(dataset_dir: Path | str, task: str) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "train.json").is_file() and (p / "valid.json").is_file())
 
 
+def store_fingerprint(dataset_dir: Path | str, task: str, folders: list[str]) -> dict[str, dict[str, str]]:
+    """Which features a probe read: each folder's train and valid sha256, from their manifests. A
+    later probe of the same fingerprint (same folders, same features) gives the same rows."""
+    return {
+        folder: {
+            mode: read_manifest(feature_path(dataset_dir, task, folder, mode)).get("features_sha256")
+            for mode in ("train", "valid")
+        }
+        for folder in folders
+    }
+
+
 def matrix(stored: StoredFeatures, view: View) -> torch.Tensor:
     return stored.features[(slice(None), *view.position)].float()
 
@@ -108,11 +120,13 @@ def probe_rows(
     seed: int = 0,
     device: str = "cpu",
     combine: bool = False,
+    modes: tuple[str, ...] = MODES,
 ) -> tuple[list[dict], dict]:
     """One result row per view of `folders`, and what the probe did (cv folds, selection metric).
-    `combine` adds a row for one probe of the concatenated best view of every folder."""
+    `combine` adds a row for one probe of the concatenated best view of every folder; `modes`
+    without test keeps test unread (a search that must not see it)."""
     rows, setup = [], {}
-    loaded = {folder: load_folder(dataset_dir, task, folder) for folder in folders}
+    loaded = {folder: load_folder(dataset_dir, task, folder, modes) for folder in folders}
     first = next(iter(loaded.values()))
     multilabel = bool(first["train"].manifest.get("multilabel"))
     valid_rows = first["valid"].features.shape[0]

@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "train": ("fec.cli.train", "train the fusion classifier (main.py)"),
     "finetune": ("fec.cli.finetune", "fine-tune one encoder, the baseline (finetune.py)"),
     "probe": ("fec.cli.probe", "linear probes of every stored slot x pooling x layer (probe.py)"),
+    "tune": ("fec.cli.tune", "search the best fusion recipe, then train it (tune.py)"),
     "tfidf": ("fec.cli.tfidf", "TF-IDF + logistic regression, the text-only baseline (baselines/tfidf.py)"),
     "predict": ("fec.cli.predict", "classify new text with a trained run (predict.py)"),
     "explain": ("fec.cli.explain", "SHAP word attributions of a prediction (explain.py)"),
@@ -54,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not rest or rest[0] not in SLOTS:
             print(
-                f"error: fec extract needs a slot first: {', '.join(SLOTS)} (e.g. fec extract llama --task ED)", file=sys.stderr
+                f"error: fec extract needs a slot first: {', '.join(SLOTS)} (e.g. fec extract llama --task ED; a slot of "
+                "your own is a kind's script with --slot, e.g. fec extract bert --slot e5 --model MODEL)",
+                file=sys.stderr,
             )
             return 2
         return module.main(rest[0], rest[1:])

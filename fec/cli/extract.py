@@ -5,6 +5,7 @@
     python bert_rep_extract.py --task ED --mode all --preset offline   # the offline stand-in
     python llama2_rep_extract.py --task ED --compat reference          # the published recipe, quirks included
     python llama2_rep_extract.py --task ED --layers all --pooling mean last   # every layer, two poolings (fec.features.spec)
+    python bert_rep_extract.py --task ED --slot e5 --model intfloat/e5-small-v2 --layers all --pooling mean   # a slot of yours
     accelerate launch --multi_gpu --num_processes 4 llama2_rep_extract.py --task ED --mode all
 
 Here the options become one `fec.features.config.ExtractionConfig` (`extraction_config`:
@@ -18,11 +19,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fec.cli.options import ArgumentParser, common_options, config_from, flag, positive_int, task_name
+from fec.cli.options import ArgumentParser, common_options, config_from, flag, positive_int, slot_name, task_name
 from fec.cli.script import run_script
 from fec.core.compat import BATCH_SIZE, REFERENCE_BATCH_SIZE, resolve_extraction
 from fec.core.data import MODES
-from fec.core.errors import UsageError
+from fec.core.errors import SettingError, UsageError
+from fec.core.slots import KINDS, PUBLISHED_KINDS, SCRIPTS
 from fec.features.backbones import LOAD_IN, SLOTS
 from fec.features.config import CHUNK_ROWS, DEVICE_MAPS, ExtractionConfig
 from fec.features.extract import run
@@ -32,8 +34,6 @@ from fec.features.spec import (
     POOLING_HELP,
     POOLINGS,
     STORE_DTYPES,
-    VARIANT_LAYERS,
-    VARIANT_POOLING,
     FeatureSpec,
     check_prompt,
     parse_layers,
@@ -60,6 +60,17 @@ def build_parser(slot: str) -> argparse.ArgumentParser:
         *flag("model"),
         default=None,
         help=f"hub id, local model directory, or offline:NAME stand-in (default: {spec.default_model}, or the -preset's model)",
+    )
+    kind = PUBLISHED_KINDS[slot]
+    parser.add_argument(
+        *flag("slot"),
+        type=slot_name,
+        default=None,
+        metavar="NAME",
+        help=f"extract into a slot of your own named NAME (a lowercase letter, then lowercase letters, digits or _), of this "
+        f"script's kind ({kind}: {KINDS[kind].description}); needs --model; always a variant "
+        "(dataset/TASK/NAME-POOLINGS-LAYERS/), which main.py reads through a pick: --sources ... NAME --features "
+        "NAME:POOLING:LAYERS",
     )
     parser.add_argument(
         *flag("preset"),
@@ -109,7 +120,8 @@ def add_compat_options(parser: argparse.ArgumentParser, slot: str) -> None:
         choices=["length", "file"],
         help="length = length-sorted batches under -max_tokens (default), file = consecutive rows (the published order)",
     )
-    published_layers = f"{VARIANT_LAYERS[slot]}, the last " + ("5, as published" if slot == "llama" else "layer")
+    layers = KINDS[PUBLISHED_KINDS[slot]].variant_layers
+    published_layers = f"{layers}, the last " + ("5, as published" if slot == "llama" else "layer")
     parser.add_argument(
         *flag("layers"), nargs="+", default=None, metavar="LAYER", help=f"{LAYERS_HELP} (default: {published_layers})"
     )
@@ -133,7 +145,8 @@ def add_variant_options(parser: argparse.ArgumentParser, slot: str) -> None:
         default=None,
         help="poolings to store, all from one forward pass: "
         + "; ".join(f"{k} = {v}" for k, v in POOLING_HELP.items())
-        + f" (a variant without --pooling stores {VARIANT_POOLING[slot]}; without any of --pooling, --layers indices/all, "
+        + f" (a variant without --pooling stores {KINDS[PUBLISHED_KINDS[slot]].variant_pooling}; without any of --pooling, "
+        "--layers indices/all, "
         "--prompt, --chat_template the extraction is the published one)",
     )
     parser.add_argument(
@@ -217,21 +230,24 @@ def add_placement_options(parser: argparse.ArgumentParser) -> None:
 
 
 def chosen_model(args: argparse.Namespace, slot: str) -> str:
-    """-model wins; else the -preset's model for this slot; else the published default."""
+    """-model wins; else the -preset's model for this slot; else the published default. A slot of
+    the user's has neither: it needs -model."""
     if args.model:
         return args.model
+    if args.slot not in (None, slot):
+        raise SettingError("slot", args.slot, "a slot of yours needs --model (defaults and presets fill the published slots)")
     if args.preset:
         return PRESETS[args.preset][slot]
     return SLOTS[slot].default_model
 
 
-def feature_spec(args: argparse.Namespace, slot: str, llama_pooling: str) -> FeatureSpec:
-    """The FeatureSpec of the variant options (`llama_pooling` after --compat), refusing the
-    combinations that cannot be extracted in one pass."""
+def feature_spec(args: argparse.Namespace, slot: str, llama_pooling: str, kind: str = "") -> FeatureSpec:
+    """The FeatureSpec of the variant options (`llama_pooling` after --compat) for `slot` of `kind`,
+    refusing the combinations that cannot be extracted in one pass."""
     poolings = tuple(args.pooling or ())
     choice = parse_layers(args.layers) if args.layers is not None else None
     prompts = tuple(check_prompt(p) for p in (args.prompt or ()))
-    spec = FeatureSpec(slot, poolings, choice, prompts, args.chat_template, args.store_dtype or "bfloat16")
+    spec = FeatureSpec(slot, poolings, choice, prompts, args.chat_template, args.store_dtype or "bfloat16", kind)
     if args.store_dtype and not spec.is_variant:
         raise UsageError(
             f"--store_dtype {args.store_dtype}: applies to variants (--pooling, --layers, --prompt); the published "
@@ -253,17 +269,22 @@ def feature_spec(args: argparse.Namespace, slot: str, llama_pooling: str) -> Fea
 
 
 def extraction_config(args: argparse.Namespace, slot: str) -> ExtractionConfig:
-    """The command line as one ExtractionConfig: the model chosen (-model, -preset, default),
-    the recipe choices left unset taken from --compat, the variant options as a FeatureSpec."""
+    """The command line as one ExtractionConfig for the script's `slot` (or --slot, a slot of the
+    user's of the script's kind): the model chosen (-model, -preset, default), the recipe choices
+    left unset taken from --compat, the variant options as a FeatureSpec."""
+    target, kind = args.slot or slot, PUBLISHED_KINDS[slot]
+    if target != slot and target in SCRIPTS:
+        raise SettingError("slot", target, f"is a published slot; extract it with {SCRIPTS[target]}")
     llama_pooling = getattr(args, "llama_pooling", None)  # only the llama slot's parser has --llama_pooling
     recipe = resolve_extraction(slot, args.compat, llama_pooling, args.batch_order, args.batch_size)
     return config_from(
         ExtractionConfig,
         args,
-        slot=slot,
+        slot=target,
+        slot_kind=kind,
         model=chosen_model(args, slot),
         modes=() if args.mode == "all" else (args.mode,),
-        feature_spec=feature_spec(args, slot, recipe["llama_pooling"]),
+        feature_spec=feature_spec(args, target, recipe["llama_pooling"], kind),
         **recipe,
     )
 

@@ -19,6 +19,7 @@ COMMANDS = [
     ("main.py", "fec train", "fec.cli.train", ()),
     ("finetune.py", "fec finetune", "fec.cli.finetune", ()),
     ("probe.py", "fec probe", "fec.cli.probe", ()),
+    ("tune.py", "fec tune", "fec.cli.tune", ()),
     ("baselines/tfidf.py", "fec tfidf", "fec.cli.tfidf", ()),
     ("predict.py", "fec predict", "fec.cli.predict", ()),
     ("explain.py", "fec explain", "fec.cli.explain", ()),

@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 
 from fec.core.errors import UsageError
+from fec.features.slots import slot_name_problem
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -99,6 +100,15 @@ def task_name(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a task name: use letters, digits, '.', '_' and '-' (e.g. ED, go_emotion)"
         )
+    return text
+
+
+def slot_name(text: str) -> str:
+    """A slot: a published one or one of the user's (`fec.features.slots`): a lowercase letter, then
+    lowercase letters, digits or `_`, and not a pooling name."""
+    problem = slot_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
     return text
 
 

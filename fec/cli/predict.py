@@ -36,7 +36,8 @@ from fec.cli.script import run_script
 from fec.core.data import check_texts, read_text_column
 from fec.core.errors import UsageError
 from fec.core.files import atomic_write
-from fec.features.backbones import SLOTS
+from fec.core.slots import SLOT_NAMES
+from fec.features.slots import slot_name_problem
 from fec.inference.classifier import EmotionClassifier, RunError, read_run_spec
 from fec.runs.run_files import run_holding
 
@@ -104,8 +105,8 @@ def overrides(pairs: list[str] | None) -> dict[str, str]:
     out = {}
     for pair in pairs or []:
         slot, sep, model = pair.partition("=")
-        if not sep or slot not in SLOTS or not model:
-            raise RunError(f"-model {pair}: expected SLOT=MODEL with SLOT one of {', '.join(SLOTS)}")
+        if not sep or slot_name_problem(slot) or not model:
+            raise RunError(f"-model {pair}: expected SLOT=MODEL with SLOT one of {', '.join(SLOT_NAMES)} or a slot of yours")
         out[slot] = model
     return out
 

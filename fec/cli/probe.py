@@ -20,7 +20,7 @@ import time
 
 import pandas as pd
 
-from fec.classify.probing import best_rows, probe_rows, store_folders
+from fec.classify.probing import best_rows, probe_rows, store_fingerprint, store_folders
 from fec.cli.options import ArgumentParser, Distinct, common_options, flag, non_negative_int, task_name
 from fec.cli.script import run_script
 from fec.core.errors import UsageError
@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     )
     run_dir = make_run_dir(args.out, f"probe_{args.task}")
     seconds = round(time.perf_counter() - started, 1)
-    config = {"argv": sys.argv, "args": vars(args), "setup": setup, "seconds": seconds, **provenance()}
+    store = store_fingerprint(args.dataset_dir, args.task, folders)
+    config = {"argv": sys.argv, "args": vars(args), "setup": setup, "store": store, "seconds": seconds, **provenance()}
     write_json(run_dir / "config.json", config)
     pd.DataFrame(rows).to_csv(run_dir / "probe.csv", index=False, float_format="%.4f")
     table = markdown_table(rows, setup)

@@ -8,6 +8,7 @@
     python main.py --task ED --raw_inputs all        # encoders also reach the MLP directly (not published)
     python main.py --task semeval_eng --runs 3       # multi-label: BCE, per-label thresholds tuned on valid
     python main.py --task ED --features llama:mean:-1,-9,-17 roberta:mean:-1   # layers and poolings of variant extractions
+    python main.py --task ED --sources llama bert roberta e5 --features e5:mean:-1   # a fourth source (extracted with --slot e5)
     python main.py --task ED --recipe recipes/ED.json --runs 5                # the best recipe found on validation
 
 Reads dataset/{task}/{llama,bert,roberta}/{train,valid,test}.safetensors (made by the three
@@ -55,6 +56,7 @@ from fec.cli.options import (
     positive_int,
     probability,
     seed_options,
+    slot_name,
     trainer_options,
 )
 from fec.cli.recipe_file import SEED_OPTIONS, recipe_file_options
@@ -158,10 +160,11 @@ def add_compat_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         *flag("sources"),
         nargs="+",
+        type=slot_name,
         action=Distinct,
         default=list(SOURCES),
-        choices=SOURCES,
-        help="feature sets to fuse, e.g. `llama`, `bert roberta`. Without llama, the raw encoder vectors are concatenated "
+        help="slots to fuse, e.g. `llama`, `bert roberta`, or `llama bert roberta e5` with a slot of yours (extracted with "
+        "--slot; read through a pick: --features e5:mean:-1). Without a decoder, the raw encoder vectors are concatenated "
         "beside the pooled interactions (a Gram matrix of one or two vectors carries almost nothing)",
     )
     parser.add_argument(

@@ -1,5 +1,67 @@
-"""The three feature slots of the published method, by name, in the order the fusion stacks them
-(the decoder first). Torch-free, so the `fec` dispatcher can name them without loading a model
-library; what fills each slot is `fec.features.backbones.SLOTS`."""
+"""Feature slots and their kinds, torch-free (the `fec` dispatcher names them without loading a
+model library).
 
-SLOT_NAMES = ("llama", "bert", "roberta")
+A *slot* is a named feature position with its own model; its *kind* says how the fusion reads it:
+a `decoder` slot gives one vector per picked layer (each compressed by its own Linear), an
+`encoder` slot one vector (its picked layers averaged). The three published slots keep their
+names and kinds; any other slot is a user's, extracted under `--slot NAME` by the script of its
+kind and recorded with `slot` and `slot_kind` in every manifest of its store folders (which
+slots a task's store holds: `fec.features.slots`). What fills a published slot is
+`fec.features.backbones.SLOTS`.
+
+One more kind of source is one more entry of KINDS (and the code that extracts it).
+
+    from fec.core.slots import KINDS, slot_kind
+    KINDS[slot_kind(manifest)].layered     # True for a decoder slot: one vector per picked layer
+    python bert_rep_extract.py --task ED --slot e5 --model intfloat/e5-small-v2 --layers all --pooling mean
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SLOT_NAMES = ("llama", "bert", "roberta")  # the published slots, in the order the fusion stacks them
+
+
+@dataclass(frozen=True)
+class SlotKind:
+    """How a kind of slot is extracted and read. `layered`: a pick keeps one vector per layer
+    (the fusion compresses each and adds their raw mean to the MLP's input); otherwise a pick's
+    layers are averaged into one vector. `variant_pooling` and `variant_layers`: what a variant
+    extraction stores when --pooling or --layers is left out."""
+
+    name: str
+    script: str  # the extraction script of this kind
+    layered: bool
+    variant_pooling: str
+    variant_layers: int
+    description: str
+
+
+# In the order the fusion stacks the sources: every decoder's layer vectors, then every encoder's vector.
+KINDS = {
+    "decoder": SlotKind("decoder", "llama2_rep_extract.py", True, "mean", 5, "each picked layer is a vector of the fusion"),
+    "encoder": SlotKind("encoder", "bert_rep_extract.py", False, "first", 1, "the picked layers are averaged into one vector"),
+}
+PUBLISHED_KINDS = {"llama": "decoder", "bert": "encoder", "roberta": "encoder"}
+SCRIPTS = {"llama": "llama2_rep_extract.py", "bert": "bert_rep_extract.py", "roberta": "roberta_rep_extract.py"}
+
+
+def slot_kind(manifest: dict) -> str:
+    """The kind of the slot a store manifest was extracted for (manifests written before kinds
+    were recorded are of a published slot, whose kind its name gives)."""
+    return manifest.get("slot_kind") or PUBLISHED_KINDS.get(manifest.get("slot"), "")
+
+
+def extraction_script(slot: str, kind: str) -> str:
+    """The command that extracts `slot`: its published script, or its kind's with `--slot`."""
+    return SCRIPTS.get(slot) or f"{KINDS[kind].script} --slot {slot}"
+
+
+def source_order(kinds: dict[str, str]) -> list[str]:
+    """The fusion's input order of sources (name -> kind): decoders first, then encoders (KINDS'
+    order); within a kind the published slots in their order, then the others by name. The
+    published three keep their order: llama, bert, roberta."""
+    rank = {name: i for i, name in enumerate(KINDS)}
+    published = {name: i for i, name in enumerate(SLOT_NAMES)}
+    return sorted(kinds, key=lambda s: (rank[kinds[s]], published.get(s, len(published)), s))

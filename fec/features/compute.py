@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fec.core.errors import FecError, SettingError
+from fec.core.slots import KINDS, PUBLISHED_KINDS
 from fec.features import pooling
 from fec.features.backbones import SLOTS, Backbone
 from fec.features.spec import TEXT_FIELD, FeatureSpec, format_prompt
@@ -78,6 +79,7 @@ class ForwardPass:
     layers: int
     llama_pooling: str
     variant: tuple[tuple[str, ...], list[int]] | None
+    decoder: bool = False  # a slot of the decoder kind: run without a KV cache
 
     @classmethod
     def of(cls, backbone: Backbone, slot: str, plan: PoolingPlan, variant, encoded: list[list[int]], max_len: int) -> ForwardPass:
@@ -86,7 +88,8 @@ class ForwardPass:
         is a variant spec's (poolings, hidden-state indices), else None."""
         padded_width = max_len if slot == "llama" and plan.llama_pooling == "unmasked_padded" else None
         pad_id = reference_pad_id(backbone.tokenizer) if padded_width else backbone.tokenizer.pad_token_id
-        return cls(slot, encoded, pad_id, padded_width, plan.layers, plan.llama_pooling, variant)
+        decoder = KINDS[plan.spec.kind if plan.spec else PUBLISHED_KINDS[slot]].layered
+        return cls(slot, encoded, pad_id, padded_width, plan.layers, plan.llama_pooling, variant, decoder)
 
 
 def non_finite_message(rows: list[int], dtype: torch.dtype, saved: str = "nothing was saved") -> str:
@@ -137,18 +140,11 @@ def reference_pad_id(tokenizer) -> int:
     return tokenizer.convert_tokens_to_ids(REFERENCE_PAD_TOKEN)
 
 
-def pool_batch(
-    backbone: Backbone,
-    slot: str,
-    input_ids: torch.Tensor,
-    mask: torch.Tensor,
-    layers: int,
-    llama_pooling: str = "masked",
-    variant: tuple[tuple[str, ...], list[int]] | None = None,
-) -> torch.Tensor:
-    """One forward pass and the slot's pooling, float32 on the model's device. `variant` =
-    (poolings, hidden-state indices) gives every pooling at every index: (B, P, L, H)."""
-    decoder = {"use_cache": False} if slot == "llama" else {}
+def pool_batch(backbone: Backbone, forward: ForwardPass, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One forward pass and the slot's pooling, float32 on the model's device. A variant
+    (`forward.variant` = poolings, hidden-state indices) gives every pooling at every index: (B, P, L, H)."""
+    variant, layers, llama_pooling = forward.variant, forward.layers, forward.llama_pooling
+    decoder = {"use_cache": False} if forward.decoder else {}
     if variant is not None:
         poolings, indices = variant
         if poolings == ("pooler",):
@@ -156,7 +152,7 @@ def pool_batch(
             return out.pooler_output.float()[:, None, None]
         out = backbone.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, **decoder)
         return pooling.pool_layers(out.hidden_states, mask, poolings, indices)
-    mode = pooling_used(backbone, slot)
+    mode = pooling_used(backbone, forward.slot)
     if mode == "layer_mean":
         # Ask only for the hidden states we pool, so the other layers are never kept.
         selection = list(range(-1, -layers - 1, -1))
@@ -247,7 +243,9 @@ def extract_features(
     variant = None
     if spec is not None and spec.is_variant:
         variant = (spec.poolings, variant_indices(backbone, spec))
-    elif slot == "llama" and not 1 <= plan.layers <= backbone.num_hidden_states:
+    elif slot not in PUBLISHED_KINDS:
+        raise SettingError("slot", slot, "is not a published slot: its features are a variant's (give its FeatureSpec)")
+    elif PUBLISHED_KINDS[slot] == "decoder" and not 1 <= plan.layers <= backbone.num_hidden_states:
         raise SettingError(
             "layers", plan.layers, f"the model has {backbone.num_hidden_states} hidden states (embeddings + layers)"
         )
@@ -287,7 +285,7 @@ def _extract_encoded(
     if variant is not None:
         width = (len(variant[0]), len(variant[1]), backbone.hidden_size)
     else:
-        width = (forward.layers, backbone.hidden_size) if forward.slot == "llama" else (backbone.hidden_size,)
+        width = (forward.layers, backbone.hidden_size) if forward.decoder else (backbone.hidden_size,)
     features = torch.empty((len(encoded), *width), dtype=torch.float32)
     finite = torch.ones(len(encoded), dtype=torch.bool)
     batches = plan_batches(lengths, batching.batch_size, batching.max_tokens, batching.order)
@@ -344,7 +342,7 @@ def forward_batches(
                 ids.pin_memory().to(backbone.device, non_blocking=True),
                 mask.pin_memory().to(backbone.device, non_blocking=True),
             )
-        batch_features = pool_batch(backbone, forward.slot, ids, mask, forward.layers, forward.llama_pooling, forward.variant)
+        batch_features = pool_batch(backbone, forward, ids, mask)
         pending.append((rows, batch_features))
         if not cuda or sum(len(r) for r, _ in pending) >= FLUSH_ROWS:
             flush()

@@ -21,6 +21,7 @@ from fec.core.compat import BATCH_SIZE, extraction_quirks, store_dir_of
 from fec.core.errors import SettingError, UsageError
 from fec.features.backbones import SLOTS, parse_max_memory
 from fec.features.compute import Batching, PoolingPlan
+from fec.features.slots import check_slot_name, slot_kind_of
 from fec.features.spec import FeatureSpec
 from fec.features.store import manifest_path
 
@@ -30,7 +31,8 @@ DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 @dataclass(frozen=True)
 class ExtractionConfig:
-    """Everything an extraction of one slot needs. `modes` () = every split the task has;
+    """Everything an extraction of one slot needs (a published slot, or one of the user's with its
+    `slot_kind`, always a variant). `modes` () = every split the task has;
     `feature_spec` None = the slot's published extraction; `llama_pooling`, `batch_order` and
     `batch_size` are the recipe choices after `--compat` (`fec.core.compat.resolve_extraction`);
     `max_memory` is the `0=20GiB,cpu=64GiB` text, used with a `device_map` only."""
@@ -59,10 +61,15 @@ class ExtractionConfig:
     max_memory: str | None = None
     load_in: str | None = None
     trust_remote_code: bool = False
+    slot_kind: str | None = None  # a published slot's own; a slot of the user's names it (decoder, encoder)
 
     def __post_init__(self) -> None:
+        check_slot_name(self.slot)
+        object.__setattr__(self, "slot_kind", slot_kind_of(self.slot, self.slot_kind))
         if self.feature_spec is None:
-            object.__setattr__(self, "feature_spec", FeatureSpec(self.slot))
+            object.__setattr__(self, "feature_spec", FeatureSpec(self.slot, kind=self.slot_kind))
+        if (self.feature_spec.slot, self.feature_spec.kind) != (self.slot, self.slot_kind):
+            raise SettingError("feature_spec", None, f"is for the {self.feature_spec.slot} slot, not {self.slot}")
         if self.chunk_rows < 1:
             raise SettingError("chunk_rows", self.chunk_rows, "must be at least 1")
         if self.max_memory and not self.device_map:
@@ -85,10 +92,13 @@ class ExtractionConfig:
         """The settings that determine the features; equal settings mean the stored file can be
         reused. Recipe choices appear only when they differ from the corrected recipe."""
         spec = self.feature_spec
+        # A slot of the user's has no published pooling, and records its kind (a published slot's name gives it).
+        own = {} if self.slot in SLOTS else {"slot_kind": self.slot_kind}
         return {
             "slot": self.slot,
+            **own,
             "model": self.model,
-            "pooling": SLOTS[self.slot].pooling,
+            "pooling": SLOTS[self.slot].pooling if self.slot in SLOTS else "variant",
             "layers": spec.published_layers,
             "max_len": self.max_len,
             "dtype": self.dtype,

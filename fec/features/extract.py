@@ -66,6 +66,7 @@ from fec.features.compute import (
 from fec.features.config import ExtractionConfig, already_extracted, refuse_replacing
 from fec.features.locks import lock_path, split_lock
 from fec.features.scale import Ranks, rank_device, ranks_from_env
+from fec.features.slots import check_store_kind
 from fec.features.store import cast_for_store, feature_path, manifest_path
 
 log = logging.getLogger(__name__)
@@ -109,12 +110,13 @@ def run(config: ExtractionConfig) -> list[Path]:
 
 def checked_splits(config: ExtractionConfig) -> dict[str, Split]:
     """The splits asked for, read and checked, after refusing what can be refused before
-    anything loads: a missing or broken model folder, what its configuration rules out, a
+    anything loads: a slot the store holds as another kind, a missing or broken model folder, what its configuration rules out, a
     quantisation that cannot run, prompts its tokenizer cannot serve."""
     modes = list(config.modes) or available_modes(config.data_dir, config.task)
     if not modes:
         raise DataError(f"{Path(config.data_dir) / config.task}: no train/valid/test CSV found (run `python prepare_data.py`)")
     splits = load_splits(config.data_dir, config.task, modes)
+    check_store_kind(config.dataset_dir, config.task, config.slot, config.slot_kind)
     resolved = resolve_model(config.model)
     check_spec_fits(config.feature_spec, model_config(resolved, config.trust_remote_code))
     check_load_in(config.load_in)
@@ -233,7 +235,7 @@ class SplitJob:
             self.dtype = getattr(torch, self.spec.store_dtype)
         else:
             self.layer_indices = None
-            self.width = [self.layers, hidden] if self.slot == "llama" else [hidden]
+            self.width = [self.layers, hidden] if self.layers else [hidden]  # the published decoder's layers
             self.dtype = torch.float32
         # Everything that decides a chunk's contents; a chunk written under another key is redone.
         chunk_settings = {"model_fingerprint": self.backbone.fingerprint, "model_dtype": str(self.backbone.dtype)}
@@ -332,6 +334,7 @@ def build_manifest(job: SplitJob, records: list[dict], elapsed: float) -> dict:
         "task": config.task,
         "mode": mode,
         "slot": slot,
+        "slot_kind": config.slot_kind,
         "store_dir": config.store_dir,
         "compat": config.compat,
         "llama_pooling": config.llama_pooling if slot == "llama" else None,

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from fec.core.errors import SettingError, UsageError
 from fec.core.paths import plain_name_problem
-from fec.core.slots import SLOT_NAMES
+from fec.core.slots import PUBLISHED_KINDS, SLOT_NAMES, slot_kind
+from fec.features.slots import an, slot_name_problem
 from fec.features.spec import POOLINGS, FeatureSpec, LayerChoice, parse_layers
 
 
@@ -23,7 +24,8 @@ from fec.features.spec import POOLINGS, FeatureSpec, LayerChoice, parse_layers
 class FeaturePick:
     """Which stored features one fusion source reads: `SLOT:POOLING:LAYERS[@FOLDER]`, e.g.
     `llama:mean:-1,-9,-17` (three layers of the decoder, each a vector of the fusion) or
-    `roberta:mean:-1,-2` (an encoder's layers are averaged into its one vector). Without
+    `roberta:mean:-1,-2` (an encoder's layers are averaged into its one vector); a slot of the
+    user's is read through a pick only (`e5:mean:-1`). Without
     `@FOLDER`, the one unprompted variant folder of the slot holding that pooling and those
     layers is used."""
 
@@ -81,23 +83,26 @@ class FeaturePick:
         }
 
 
-def slot_mismatch(slot: str, manifest: dict) -> str | None:
-    """Why features stored with `manifest` cannot be read as `slot`'s (the manifest names the slot
-    they were extracted for), or None. Training and prediction both ask this."""
-    stored = manifest.get("slot")
-    if stored != slot:
-        return f"holds features extracted for the {stored} slot, not {slot}; pick a {slot} folder"
+def slot_mismatch(slot: str, manifest: dict, kind: str | None = None) -> str | None:
+    """Why features stored with `manifest` cannot be read as `slot`'s, of `kind` (default: a
+    published slot's own), or None: the manifest names the slot they were extracted for, and its
+    kind. Training and prediction both ask this."""
+    stored, stored_kind, kind = manifest.get("slot"), slot_kind(manifest), kind or PUBLISHED_KINDS.get(slot)
+    kinds = f" ({stored} is {an(stored_kind)}, {slot} {an(kind)})" if kind and stored_kind != kind else ""
+    if stored != slot or kinds:
+        return f"holds features extracted for the {stored} slot, not {slot}{kinds}; pick {an(slot)} folder"
     return None
 
 
-def parse_pick(text: str, slots: tuple[str, ...] = SLOT_NAMES) -> FeaturePick:
-    """`SLOT:POOLING:LAYERS[@FOLDER]` -> a FeaturePick; every error names the whole pick."""
+def parse_pick(text: str) -> FeaturePick:
+    """`SLOT:POOLING:LAYERS[@FOLDER]` -> a FeaturePick; every error names the whole pick. SLOT is a
+    published slot or one of the user's (`fec.features.slots`)."""
     spec, _, folder = text.partition("@")
     parts = spec.split(":")
-    if len(parts) != 3 or parts[0] not in slots or parts[1] not in POOLINGS:
+    if len(parts) != 3 or slot_name_problem(parts[0]) or parts[1] not in POOLINGS:
         raise UsageError(
             f"--features {text}: write SLOT:POOLING:LAYERS[@FOLDER], e.g. llama:mean:-1,-9 "
-            f"(slots: {', '.join(slots)}; poolings: {', '.join(POOLINGS)})"
+            f"(slots: {', '.join(SLOT_NAMES)} or one of yours; poolings: {', '.join(POOLINGS)})"
         )
     if folder and plain_name_problem(folder):
         raise UsageError(
@@ -111,9 +116,9 @@ def parse_pick(text: str, slots: tuple[str, ...] = SLOT_NAMES) -> FeaturePick:
     return FeaturePick(parts[0], parts[1], layers, folder or None)
 
 
-def spec_of_pick(slot: str, record: dict) -> FeatureSpec:
+def spec_of_pick(slot: str, record: dict, kind: str = "") -> FeatureSpec:
     """The extraction that recomputes a recorded pick's features from text (one pooling, its layers)."""
     if record["pooling"] == "pooler":
-        return FeatureSpec(slot, ("pooler",))
+        return FeatureSpec(slot, ("pooler",), kind=kind)
     layers = LayerChoice(indices=tuple(record["layer_indices"]))
-    return FeatureSpec(slot, (record["pooling"],), layers, tuple(record["prompts"]), record["chat_template"])
+    return FeatureSpec(slot, (record["pooling"],), layers, tuple(record["prompts"]), record["chat_template"], kind=kind)

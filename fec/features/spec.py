@@ -5,12 +5,14 @@ named in the store, and recorded in the manifest.
     python bert_rep_extract.py --task ED --layers all --pooling mean first             # dataset/ED/bert-mean+first-all/
     python llama2_rep_extract.py --task ED --layers all --pooling last \\
         --prompt 'This sentence : "{text}" means in one word:"' --chat_template        # dataset/ED/llama-last-all-p<hash>/
+    python bert_rep_extract.py --task ED --slot e5 --model intfloat/e5-small-v2 --layers all --pooling mean  # e5-mean-all/
 
 Without --pooling, --prompt or --chat_template and with a count of layers, an extraction is the
 published one for its slot and goes to the slot's own folder (`llama/`, `bert/`, `roberta/`),
-shaped (N, L, H) for the LLaMA slot and (N, H) for the encoders. Any other choice is a
-*variant*: one forward pass computes every pooling asked for at every layer asked for, stored
-as one (N, P, L, H) tensor (poolings, then layers in the order of `layer_indices`, 0 being the
+shaped (N, L, H) for the LLaMA slot and (N, H) for the encoders. Any other choice, and every
+extraction of a slot of the user's (`--slot NAME`, `fec.features.slots`), is a *variant*: one
+forward pass computes every pooling asked for at every layer asked for, stored as one
+(N, P, L, H) tensor (poolings, then layers in the order of `layer_indices`, 0 being the
 embedding output) in half precision, so layer and pooling choices are made at training time
 without extracting again (`fec.features.picks`). What the model's configuration rules out is
 checked by `fec.features.backbones.check_spec_fits`; the command line's options become a
@@ -24,6 +26,7 @@ import re
 from dataclasses import dataclass
 
 from fec.core.errors import SettingError
+from fec.core.slots import KINDS, PUBLISHED_KINDS
 
 POOLINGS = ("mean", "first", "pooler", "last")
 POOLING_HELP = {
@@ -114,18 +117,14 @@ def check_prompt(template: str) -> str:
     return template
 
 
-# What a variant pools when --pooling or --layers is left out: the slot's published choice where
-# it exists per layer (the pooler does not: an encoder's variant defaults to its first token).
-VARIANT_POOLING = {"llama": "mean", "bert": "first", "roberta": "first"}
-VARIANT_LAYERS = {"llama": 5, "bert": 1, "roberta": 1}
-
-
 @dataclass(frozen=True)
 class FeatureSpec:
-    """What one extraction computes for one slot. The published extraction leaves `poolings`,
-    `layers` (or, for the LLaMA slot, gives a count), `prompts` and `chat_template` unset; any
-    other choice is a variant, whose unset pooling and layers take VARIANT_POOLING and
-    VARIANT_LAYERS."""
+    """What one extraction computes for one slot of a `kind` (a published slot's own by default;
+    `fec.core.slots`). The published extraction of a published slot leaves `poolings`, `layers`
+    (or, for the decoder, gives a count), `prompts` and `chat_template` unset; any other choice,
+    and any slot of the user's, is a variant, whose unset pooling and layers are its kind's
+    `variant_pooling` and `variant_layers` (a published encoder's pooler exists for the last
+    layer only, so its variant defaults to the first token)."""
 
     slot: str
     poolings: tuple[str, ...] = ()
@@ -133,27 +132,32 @@ class FeatureSpec:
     prompts: tuple[str, ...] = ()
     chat_template: bool = False
     store_dtype: str = "bfloat16"
+    kind: str = ""
 
     def __post_init__(self) -> None:
+        kind = self.kind or PUBLISHED_KINDS.get(self.slot)
+        if kind not in KINDS:
+            raise SettingError("slot_kind", kind or None, f"{self.slot} needs its kind: {' or '.join(KINDS)}")
+        object.__setattr__(self, "kind", kind)
         if self.is_variant:
-            object.__setattr__(self, "poolings", self.poolings or (VARIANT_POOLING[self.slot],))
-            object.__setattr__(self, "layers", self.layers or LayerChoice(count=VARIANT_LAYERS[self.slot]))
+            object.__setattr__(self, "poolings", self.poolings or (KINDS[kind].variant_pooling,))
+            object.__setattr__(self, "layers", self.layers or LayerChoice(count=KINDS[kind].variant_layers))
 
     @property
     def is_variant(self) -> bool:
-        """False for the published extraction of the slot (its own store folder and shapes)."""
-        if self.prompts or self.chat_template or self.poolings:
+        """False for the published extraction of a published slot (its own store folder and shapes)."""
+        if self.slot not in PUBLISHED_KINDS or self.prompts or self.chat_template or self.poolings:
             return True
         if self.layers is None:
             return False
-        return not (self.slot == "llama" and self.layers.count is not None)
+        return not (KINDS[self.kind].layered and self.layers.count is not None)
 
     @property
     def published_layers(self) -> int | None:
-        """The LLaMA slot's layer count for the published extraction (None for encoders and variants)."""
-        if self.slot != "llama" or self.is_variant:
+        """The published decoder's layer count for its published extraction (None for encoders and variants)."""
+        if not KINDS[self.kind].layered or self.is_variant:
             return None
-        return self.layers.count if self.layers else VARIANT_LAYERS["llama"]
+        return self.layers.count if self.layers else KINDS[self.kind].variant_layers
 
     @property
     def prompt_key(self) -> str:

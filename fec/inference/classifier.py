@@ -5,7 +5,8 @@
     clf.predict(["I finally got the job!"], topk=3)
     # [[('excited', 0.41), ('proud', 0.22), ('joyful', 0.12)]]
 
-The run's `model.json` names every feature source with the manifest it was trained on; each
+The run's `model.json` names every feature source with the manifest it was trained on (a slot
+of the user's too, with its pick: `--sources llama bert roberta e5 --features e5:mean:-1`); each
 backbone is loaded once, with the settings recorded there, and refused when its weights differ
 from those the features were extracted with (weights sha256 or hub revision).
 
@@ -27,6 +28,7 @@ import torch
 from fec.classify.fusion import DownstreamModel
 from fec.classify.outputs import to_probabilities
 from fec.core.errors import FecError, SettingError
+from fec.core.slots import KINDS, slot_kind
 from fec.features.backbones import Backbone, ModelError, load_backbone, model_fingerprint, pick_device, pick_dtype, resolve_model
 from fec.features.compute import Batching, PoolingPlan, extract_features
 from fec.features.picks import slot_mismatch, spec_of_pick
@@ -51,14 +53,15 @@ class FeatureSource:
     def compute(self, texts: list[str], batch_size: int) -> torch.Tensor:
         m = self.manifest
         if self.pick is not None:
-            spec = spec_of_pick(m["slot"], self.pick)
+            kind = slot_kind(m)
+            spec = spec_of_pick(m["slot"], self.pick, kind)
             batching = Batching(max_len=m["max_len"], batch_size=batch_size)
             features, _ = extract_features(
                 self.backbone, texts, m["slot"], plan=PoolingPlan(spec=spec), batching=batching, desc=f"{m['slot']} features"
             )
-            # Rounded to the store's dtype as the training features were, then one vector per layer.
+            # Rounded to the store's dtype as the training features were; a decoder's one vector per layer.
             chosen = features[:, 0].to(getattr(torch, m["feature_dtype"])).float()
-            return chosen if m["slot"] == "llama" else chosen.mean(dim=1)
+            return chosen if KINDS[kind].layered else chosen.mean(dim=1)
         features, _ = extract_features(
             self.backbone,
             texts,

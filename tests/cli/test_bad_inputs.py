@@ -27,7 +27,7 @@ import predict as predict_script
 import prepare_data as prepare_data_script
 import report as report_script
 from bench import extract_speed, train_speed
-from fec.cli import extract, finetune, probe, tfidf
+from fec.cli import extract, finetune, probe, tfidf, tune
 from fec.core.errors import UsageError
 from fec.core.paths import inside, slug, unique_slug
 
@@ -42,6 +42,7 @@ SCRIPTS: dict[str, Callable[[list[str]], int]] = {
     "explain.py": explain_script.main,
     "report.py": report_script.main,
     "probe.py": probe.main,
+    "tune.py": tune.main,
     "prepare_data.py": prepare_data_script.main,
     "bench/extract_speed.py": extract_speed.main,
     "bench/train_speed.py": train_speed.main,
@@ -498,6 +499,29 @@ CASES = [
         "argument --features/-features: @../other/llama-mean+last-all contains a path separator; @FOLDER is a folder of",
     ),
     Case("main.py", [*TRAIN, "--features", "llama:mean:-1@nowhere"], "dataset/toy/nowhere/train.json is missing or unreadable"),
+    # Sources beyond the published three.
+    Case(
+        "main.py",
+        [*TRAIN, "--sources", "llama", "bert", "roberta", "e5"],
+        "--sources e5: not a published slot (llama, bert, roberta), so it is read through a pick: --features "
+        "e5:POOLING:LAYERS (dataset/toy holds it as an encoder slot)",
+    ),
+    Case("main.py", [*TRAIN, "--sources", "llama", "qwen"], "dataset/toy holds no qwen features yet (extract them with --slot"),
+    Case("main.py", [*TRAIN, "--sources", "llama", "E5"], "argument --sources/-sources: 'E5' is not a slot name: use a"),
+    Case("bert_rep_extract.py", [*EXTRACT, "--slot", "mean"], "argument --slot/-slot: 'mean' is a pooling, not a slot name"),
+    Case("bert_rep_extract.py", [*EXTRACT, "--slot", "roberta"], "--slot roberta: is a published slot; extract it with roberta"),
+    Case("bert_rep_extract.py", ["-task", "toy", "-device", "cpu", "--slot", "e5"], "--slot e5: a slot of yours needs --model"),
+    Case(
+        "main.py",
+        [*TRAIN, "--sources", "llama", "e5", "--features", "e5:mean:-1@llama-mean+last-all"],
+        "dataset/toy/llama-mean+last-all holds features extracted for the llama slot, not e5 (llama is a decoder, e5 an "
+        "encoder); pick an e5 folder",
+    ),
+    Case(
+        "llama2_rep_extract.py",
+        ["-task", "toy", "-device", "cpu", "-model", "{llama}", "--slot", "e5", "--layers", "all"],
+        "--slot e5: dataset/toy/e5-mean-all holds it as an encoder slot, and this script extracts a decoder one",
+    ),
     # Finished features are never replaced by an extraction with other settings without --overwrite.
     Case(
         "bert_rep_extract.py",
@@ -556,6 +580,17 @@ CASES = [
     Case("prepare_data.py", ["--tasks", "ED", "a|b"], "argument --tasks: 'a|b' is not a task name"),
     Case("bench/extract_speed.py", ["--task", "émotion"], "argument --task: 'émotion' is not a task name"),
     Case("report.py", ["-task", "a\nb"], "argument --task/-task: 'a\\nb' is not a task name"),
+    # The recipe search: its options checked before anything is extracted, searched or written.
+    Case("tune.py", ["--task", "toy", "--preset", "offline"], "--preset: chooses the models of --extract; add --extract"),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--extract", "--model", "gpu=x"],
+        "--model gpu=x: expected SLOT=MODEL with SLOT one of llama, bert, roberta",
+    ),
+    Case("tune.py", ["--task", "nothing"], "dataset/nothing: no features for task 'nothing' (extract them first)"),
+    Case(
+        "tune.py", ["--task", "toy", "--budget_minutes", "0"], "argument --budget_minutes/-budget_minutes: must be a number > 0"
+    ),
     Case("report.py", ["-task", "../x"], "argument --task/-task: '../x' is not a task name"),
     # Bringing your own data: the file, row and field named.
     Case(
@@ -648,6 +683,8 @@ def template(tmp_path_factory, tiny_models) -> Path:
         argv = extract_argv(tiny_models[slot], project / "data", project / "dataset", "all", "--layers", "all", "--pooling",
                             *poolings)  # fmt: skip
         assert extract.main(slot, argv) == 0
+    e5 = ["--slot", "e5", "--layers", "all", "--pooling", "mean"]  # a slot of the user's, an encoder
+    assert extract.main("bert", extract_argv(tiny_models["bert"], project / "data", project / "dataset", "all", *e5)) == 0
     argv = [
         "-dataset",
         "toy",

@@ -1,0 +1,106 @@
+"""The recipe search's candidates, read off the probe curves instead of a fixed list.
+
+    from fec.classify.candidates import search_space
+    space = search_space(probe_rows, "acc", manifests)
+    space.sources["llama"]   # ['off', 'published', 'llama:mean:19,@llama-mean+last-all', 'llama:mean:15,17,19,21,23@...', ...]
+
+Per source (a slot of the store), the probes say which folder and pooling carry the most (the
+best view of each curve) and where along the depth its peak is. The options for that source are
+a few layer sets around the peak of its best curve (the peak alone, a spread around it, the
+best-probed layers), each a `--features` pick; its published folder, when the store has one; and
+`off`, so the search can drop a source that does not help. A decoder's picked layers are each a
+vector of the fusion; an encoder's are averaged into one (`fec.features.picks`). The head's
+options are a small grid around what worked by hand on the stand-ins (docs/features.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fec.core.slots import slot_kind
+
+OFF = "off"  # the source is left out
+PUBLISHED = "published"  # the source's published folder (its published pooling and layers)
+HEAD_GRID = {"raw_inputs": ["decoder", "all"], "sigma": [1.0, 0.001], "lr": [1e-4, 2.5e-4], "dropout": [0.5, 0.6]}
+DECODER_SPREAD = (-4, -2, 0, 2, 4)  # layers around a decoder's peak, each its own vector
+ENCODER_SPREAD = (-1, 0, 1)  # layers around an encoder's peak, averaged
+TOP_LAYERS = {"decoder": 5, "encoder": 3}
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One probe curve: a variant folder's pooling, its score at each probed layer."""
+
+    slot: str
+    folder: str
+    pooling: str
+    scores: dict[int, float]  # absolute layer index -> selection score
+
+    @property
+    def peak(self) -> int:
+        return max(self.scores, key=lambda layer: (self.scores[layer], -layer))
+
+
+@dataclass
+class SearchSpace:
+    """What the search chooses from: per source its options, and the head's grid."""
+
+    sources: dict[str, list[str]]
+    head: dict[str, list] = field(default_factory=lambda: {k: list(v) for k, v in HEAD_GRID.items()})
+
+    def size(self) -> int:
+        count = 1
+        for options in [*self.sources.values(), *self.head.values()]:
+            count *= len(options)
+        return count
+
+
+def curves(rows: list[dict], metric: str) -> list[Curve]:
+    """The probe rows of variant folders (absolute layer indices), one curve per folder and pooling."""
+    found: dict[tuple[str, str, str], dict[int, float]] = {}
+    for row in rows:
+        if row.get("num_hidden_states") in (None, "") or row["folder"] == "combined":
+            continue  # a published folder's views have no absolute depth
+        key = (row["slot"], row["folder"], row["pooling"])
+        found.setdefault(key, {})[int(row["layer"])] = float(row[f"selection_{metric}"])
+    return [Curve(slot, folder, pooling, scores) for (slot, folder, pooling), scores in found.items()]
+
+
+def layer_sets(curve: Curve, kind: str) -> list[list[int]]:
+    """A few layer sets around the curve's peak: the peak alone, a spread around it, and the
+    best-probed layers; each set in depth order, duplicates dropped."""
+    peak, available = curve.peak, set(curve.scores)
+    spread = DECODER_SPREAD if kind == "decoder" else ENCODER_SPREAD
+    best = sorted(curve.scores, key=lambda layer: -curve.scores[layer])[: TOP_LAYERS[kind]]
+    sets = [[peak], [peak + step for step in spread if peak + step in available], best]
+    unique: list[list[int]] = []
+    for layers in sets:
+        layers = sorted(set(layers))
+        if layers and layers not in unique:
+            unique.append(layers)
+    return unique
+
+
+def pick_text(curve: Curve, layers: list[int]) -> str:
+    """The `--features` pick of these layers of the curve's folder (one index is written `12,`,
+    since a lone number is a count of last layers)."""
+    indices = ",".join(map(str, layers)) + ("," if len(layers) == 1 else "")
+    return f"{curve.slot}:{curve.pooling}:{indices}@{curve.folder}"
+
+
+def search_space(rows: list[dict], metric: str, manifests: dict[str, dict]) -> SearchSpace:
+    """The options of every source the store holds (`manifests`: folder -> its train manifest),
+    from the probe `rows` scored by `metric`."""
+    by_slot: dict[str, list[Curve]] = {}
+    for curve in curves(rows, metric):
+        by_slot.setdefault(curve.slot, []).append(curve)
+    published = {m["slot"] for folder, m in manifests.items() if m.get("feature_axes") is None and folder == m["slot"]}
+    sources = {}
+    for slot in sorted(set(by_slot) | set(published)):
+        options = [OFF] + ([PUBLISHED] if slot in published else [])
+        if slot in by_slot:
+            best = max(by_slot[slot], key=lambda c: c.scores[c.peak])
+            kind = slot_kind(manifests[best.folder])
+            options += [pick_text(best, layers) for layers in layer_sets(best, kind)]
+        sources[slot] = options
+    return SearchSpace(sources)

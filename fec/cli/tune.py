@@ -1,0 +1,285 @@
+"""`tune.py` (`fec tune`): from a task's store to its best fusion recipe, searched automatically and
+honestly: test is read once, by the final run of the chosen recipe.
+
+    python tune.py --task ED                                   # search what dataset/ED/ holds, 30 min budget
+    python tune.py --task mine --extract --preset offline      # first extract the default search space
+    python tune.py --task ED --budget_minutes 90 --save recipes/ED_tuned.json
+    python tune.py --task ED --resume Logs/tune_ED_20261205-190000   # continue an interrupted search
+
+Steps: (1) with --extract, every layer of every slot with two poolings (mean and last for the
+decoder, mean and first for the encoders) and the decoder's PromptEOL prompt, resumable like any
+extraction; (2) a linear probe of every view on train and valid (`fec.classify.probing`; a probe
+run of the same store and selection is reused); (3) candidates from the probe curves
+(`fec.classify.candidates`), searched by Optuna with successive halving over seeds
+(`fec.classify.search`) on valid, or by cross-validation on train when valid is small; (4) the
+chosen recipe written as a recipe file and trained with --final_seeds seeds by main.py into a run
+folder of its own, which `report.py` lists beside the others. The search folder is
+`Logs/tune_{task}_{stamp}/` (`fec.runs.tune_folder`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from fec.classify.candidates import search_space
+from fec.classify.cross_validation import chosen_folds
+from fec.classify.fusion_training import TrainConfig
+from fec.classify.linear_probe import selection_metric
+from fec.classify.probing import probe_rows, store_fingerprint, store_folders
+from fec.classify.search import SEARCH_MODES, Search, open_study, recipe_options, run_search
+from fec.cli import extract, train
+from fec.cli.options import (
+    ArgumentParser,
+    common_options,
+    existing_dir,
+    flag,
+    non_negative_int,
+    option_defaults,
+    output_file,
+    positive_float,
+    positive_int,
+    task_name,
+)
+from fec.cli.script import run_script
+from fec.core.errors import FecError, SettingError
+from fec.core.logs import also_log_to
+from fec.core.provenance import provenance
+from fec.core.slots import SLOT_NAMES
+from fec.features.backbones import pick_device
+from fec.features.standins import PRESETS
+from fec.features.store import read_manifest
+from fec.runs.folder import make_run_dir, write_json
+from fec.runs.tune_folder import candidate_rows, found_by, write_candidates, write_recipe, write_tune_page
+
+log = logging.getLogger(__name__)
+
+PROMPTEOL = 'This sentence : "{text}" means in one word:"'
+# The default search space's extractions per slot: every layer, two poolings; the decoder also prompted.
+EXTRACTIONS = {
+    "llama": [["--pooling", "mean", "last"], ["--pooling", "last", "--prompt", PROMPTEOL]],
+    "bert": [["--pooling", "mean", "first"]],
+    "roberta": [["--pooling", "mean", "first"]],
+}
+# How every candidate trains (main.py's options); batch 64 and early stop 10 are the CPU recipe of the demo.
+TRAINING = {"epochs": 200, "early_stop": 10, "batch_size": 64}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        description="Search the best fusion recipe of a task's stored features (Optuna, successive halving over seeds), "
+        "then train it. Every option also has its single-dash spelling.",
+        parents=[common_options()],
+    )
+    parser.add_argument(*flag("task"), type=task_name, required=True, help="task folder, e.g. ED, go_emotion, semeval_eng")
+    parser.add_argument(*flag("data_dir"), default="data", help="folder holding TASK/MODE.csv")
+    parser.add_argument(*flag("dataset_dir"), default="dataset", help="feature store root")
+    parser.add_argument(*flag("out"), default="Logs", help="where the search folder and the final run go")
+    add_extraction_options(parser)
+    add_search_options(parser)
+    for name, default in TRAINING.items():
+        parser.add_argument(*flag(name), type=positive_int, default=default, help=f"main.py's --{name} for every candidate")
+    return parser
+
+
+def add_extraction_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        *flag("extract"),
+        action="store_true",
+        help="first extract the default search space: every layer with mean and last (decoder) or first (encoders) "
+        "pooling, and the decoder with the PromptEOL prompt; resumable, finished splits are skipped",
+    )
+    parser.add_argument(*flag("preset"), default=None, choices=sorted(PRESETS), help="with --extract: the models, e.g. offline")
+    parser.add_argument(
+        *flag("model"), nargs="+", default=None, metavar="SLOT=MODEL", help="with --extract: a slot's model, e.g. llama=DIR"
+    )
+
+
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        *flag("budget_minutes"), type=positive_float, default=30.0, help="stop starting candidates after this many minutes"
+    )
+    parser.add_argument(*flag("trials"), type=positive_int, default=None, help="at most this many candidates (default: budget)")
+    parser.add_argument(*flag("max_seeds"), type=positive_int, default=3, help="seeds of a candidate that survives halving")
+    parser.add_argument(*flag("final_seeds"), type=positive_int, default=5, help="seeds of the chosen recipe's final run")
+    parser.add_argument(*flag("seed"), type=non_negative_int, default=0, help="seed of the sampler and the probes' folds")
+    parser.add_argument(
+        *flag("cv"),
+        type=non_negative_int,
+        default=None,
+        help="select by K-fold cross-validation on train (0: on valid; default: 5 folds when valid is small, as main.py)",
+    )
+    parser.add_argument(*flag("resume"), type=existing_dir, default=None, help="continue the search of this tune folder")
+    parser.add_argument(
+        *flag("storage"), default=None, help="an Optuna RDB URL for the study (default: SQLite in the tune folder)"
+    )
+    parser.add_argument(*flag("save"), type=output_file, default=None, help="also copy the chosen recipe file here")
+    parser.add_argument(*flag("no_final"), action="store_true", help="choose the recipe without training it on test")
+
+
+def models(args: argparse.Namespace) -> dict[str, str]:
+    """--model SLOT=MODEL pairs, checked."""
+    chosen = {}
+    for pair in args.model or []:
+        slot, sep, model = pair.partition("=")
+        if not sep or slot not in SLOT_NAMES or not model:
+            raise SettingError("model", pair, f"expected SLOT=MODEL with SLOT one of {', '.join(SLOT_NAMES)}")
+        chosen[slot] = model
+    return chosen
+
+
+def extract_search_space(args: argparse.Namespace) -> None:
+    """The default search space's extractions, through the extraction command (resumable)."""
+    chosen = models(args)
+    for slot, variants in EXTRACTIONS.items():
+        source = ["--model", chosen[slot]] if slot in chosen else (["--preset", args.preset] if args.preset else [])
+        for variant in variants:
+            argv = [
+                "--task",
+                args.task,
+                "--mode",
+                "all",
+                "--layers",
+                "all",
+                *variant,
+                *source,
+                "--device",
+                args.device,
+                "--data_dir",
+                args.data_dir,
+                "--dataset_dir",
+                args.dataset_dir,
+            ]
+            extract.extract(extract.build_parser(slot).parse_args(argv), slot)
+
+
+def probes(args: argparse.Namespace, tune_dir: Path, folders: list[str], folds: int) -> list[dict]:
+    """The probe rows of every view: this search's own (resumed), a probe run of the same store
+    and selection (reused), or new ones on train and valid."""
+    own = tune_dir / "probe.csv"
+    if own.is_file():
+        return read_probe(own)
+    fingerprint = store_fingerprint(args.dataset_dir, args.task, folders)
+    for earlier in sorted(Path(args.out).glob(f"probe_{args.task}_*/config.json"), reverse=True):
+        config = json.loads(earlier.read_text(encoding="utf-8"))
+        same = config.get("store") == fingerprint and config.get("setup", {}).get("cv") == folds
+        if same and config.get("args", {}).get("seed") == args.seed:
+            log.info("probes: reusing %s (the same store and selection)", earlier.parent)
+            shutil.copyfile(earlier.parent / "probe.csv", own)
+            return read_probe(own)
+    device = str(pick_device(args.device))
+    rows, _ = probe_rows(args.dataset_dir, args.task, folders, cv=folds, seed=args.seed, device=device, modes=SEARCH_MODES)
+    pd.DataFrame(rows).to_csv(own, index=False, float_format="%.6f")
+    return rows
+
+
+def read_probe(path: Path) -> list[dict]:
+    return pd.read_csv(path, keep_default_na=False).to_dict("records")
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.extract:
+        extract_search_space(args)
+    elif args.preset or args.model:
+        raise SettingError("preset" if args.preset else "model", None, "chooses the models of --extract; add --extract")
+    folders = store_folders(args.dataset_dir, args.task)
+    manifests = {folder: read_manifest(Path(args.dataset_dir) / args.task / folder / "train.safetensors") for folder in folders}
+    first = next(iter(manifests.values()))
+    valid_rows = read_manifest(Path(args.dataset_dir) / args.task / folders[0] / "valid.safetensors")["rows"]
+    folds = chosen_folds(args.cv, valid_rows, first["rows"])
+    tune_dir = args.resume or make_run_dir(args.out, f"tune_{args.task}")
+    with also_log_to(tune_dir / "tune.log"):
+        return search_and_train(args, tune_dir, folders, manifests, folds)
+
+
+def search_and_train(args: argparse.Namespace, tune_dir: Path, folders: list[str], manifests: dict, folds: int) -> dict:
+    """The probes, the search, the recipe file, the final run and the page, into `tune_dir`."""
+    metric = selection_metric(bool(next(iter(manifests.values())).get("multilabel")))
+    space = search_space(probes(args, tune_dir, folders, folds), metric, manifests)
+    log.info("candidates: %s", "; ".join(f"{slot}: {len(options)} options" for slot, options in space.sources.items()))
+    base = TrainConfig(**{name: getattr(args, name) for name in TRAINING}, cv=folds)
+    storage = args.storage or f"sqlite:///{(tune_dir / 'study.db').resolve()}"
+    study = open_study(f"tune_{args.task}", storage, args.seed, args.max_seeds)
+    device = str(pick_device(args.device))
+    search = Search(
+        dataset_dir=args.dataset_dir,
+        task=args.task,
+        space=space,
+        base=base,
+        budget_minutes=args.budget_minutes,
+        trials=args.trials,
+        max_seeds=args.max_seeds,
+        seed=args.seed,
+        device=device,
+    )
+    run_search(search, study)
+    rows = candidate_rows(study)
+    write_candidates(tune_dir, rows)
+    if not any(row["state"] == "complete" for row in rows):
+        raise FecError(f"{tune_dir}: no candidate trained every seed within the budget; raise --budget_minutes or --trials")
+    where = f"{folds}-fold cross-validation on train" if folds else "valid"
+    options = recipe_options(study.best_trial.params) | {name: getattr(args, name) for name in TRAINING}
+    options |= {"cv": folds}
+    notes = {
+        "_about": f"chosen by tune.py for {args.task}: python main.py --task {args.task} --recipe FILE --runs 5",
+        "_found_by": found_by(rows, metric, where),
+    }
+    recipe = write_recipe(tune_dir, options, notes)
+    if args.save:
+        shutil.copyfile(recipe, args.save)
+        log.info("recipe copied to %s", args.save)
+    final = None if args.no_final else final_run(args, recipe)
+    record = {
+        "args": vars(args) | {"cv": folds},
+        "option_defaults": option_defaults(build_parser()),
+        "metric": metric,
+        "selection": where,
+        "store": store_fingerprint(args.dataset_dir, args.task, folders),
+        "search_space": {"sources": space.sources, "head": space.head},
+        "final_run": final,
+    }
+    write_json(tune_dir / "config.json", record | provenance())
+    chosen = next(row for row in rows if row["number"] == study.best_trial.number)
+    view = {
+        "task": args.task,
+        "metric": metric,
+        "cv": folds,
+        "command": f"python tune.py --task {args.task}",
+        "chosen": chosen,
+        "chosen_recipe": json.dumps(options, indent=2),
+        "final_run": str(Path("..") / Path(final).name) if final else None,
+    }
+    page = write_tune_page(tune_dir, rows, view)
+    log.info("search folder %s: %s; recipe %s; final run %s", tune_dir, page.name, recipe, final)
+    return {"tune_dir": str(tune_dir), "recipe": str(recipe), "final_run": final}
+
+
+def final_run(args: argparse.Namespace, recipe: Path) -> str:
+    """The chosen recipe trained by main.py with --final_seeds seeds: the only step that reads test."""
+    argv = [
+        "--task",
+        args.task,
+        "--recipe",
+        str(recipe),
+        "--runs",
+        str(args.final_seeds),
+        "--data_dir",
+        args.data_dir,
+        "--dataset_dir",
+        args.dataset_dir,
+        "--out",
+        args.out,
+        "--device",
+        args.device,
+    ]
+    parser = train.build_parser()
+    return train.run(train.parse_with_recipe(parser, argv))["run_dir"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script(build_parser(), run, argv)
