@@ -37,8 +37,16 @@ def candidate_rows(study) -> list[dict]:
         scores = trial.user_attrs.get("scores", [])
         mean = sum(scores) / len(scores) if scores else None
         state = {"COMPLETE": "complete", "PRUNED": "pruned"}.get(trial.state.name, trial.state.name.lower())
-        rows.append({"number": trial.number, "state": state, "mean": mean, "scores": scores,
-                     "seconds": trial.user_attrs.get("seconds"), "options": dict(trial.params)})  # fmt: skip
+        rows.append(
+            {
+                "number": trial.number,
+                "state": state,
+                "mean": mean,
+                "scores": scores,
+                "seconds": trial.user_attrs.get("seconds"),
+                "options": dict(trial.params),
+            }
+        )
     return sorted(rows, key=lambda r: (r["state"] != "complete", -(r["mean"] if r["mean"] is not None else -1e9), r["number"]))
 
 
@@ -110,10 +118,19 @@ def write_tune_page(tune_dir: Path, rows: list[dict], view: dict) -> Path:
     `view` holds the task, metric, cv, command, chosen row, its recipe text and the final run."""
     names = sorted({name for r in rows for name in r["options"]})
     complete = sum(r["state"] == "complete" for r in rows)
-    html = environment().get_template("tune.html.j2").render(
-        title=f"fec tune · {view['task']}", rows=rows, option_names=names, complete=complete,
-        pruned=sum(r["state"] == "pruned" for r in rows), chart=candidates_chart(rows, view["metric"]), **view,
-    )  # fmt: skip
+    html = (
+        environment()
+        .get_template("tune.html.j2")
+        .render(
+            title=f"fec tune · {view['task']}",
+            rows=rows,
+            option_names=names,
+            complete=complete,
+            pruned=sum(r["state"] == "pruned" for r in rows),
+            chart=candidates_chart(rows, view["metric"]),
+            **view,
+        )
+    )
     path = tune_dir / PAGE
     atomic_write_text(path, html)
     return path
