@@ -95,6 +95,13 @@ class Objective:
         options = recipe_options(candidate(trial, self.search.space))
         if not options["sources"]:
             raise optuna.TrialPruned("every source left out")
+        earlier = trained_before(trial)
+        if earlier is not None:  # the sampler can propose a candidate again: its scores are known
+            trial.set_user_attr("scores", earlier.user_attrs["scores"])
+            trial.set_user_attr("seconds", 0.0)
+            trial.set_user_attr("same_as", earlier.number)
+            log.info("candidate #%d: the same as #%d, not trained again", trial.number, earlier.number)
+            return earlier.value
         data = self.data(options)
         head = {k: options[k] for k in self.search.space.head}
         cfg = dataclasses.replace(self.search.base, **head)
@@ -126,6 +133,12 @@ class Objective:
     @staticmethod
     def metric(data: FusionData) -> str:
         return selection_metric(data.multilabel)
+
+
+def trained_before(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+    """A finished earlier trial of the study with the same choices, if any."""
+    finished = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return next((t for t in finished if t.params == trial.params and "scores" in t.user_attrs), None)
 
 
 def open_study(name: str, storage: str, seed: int, max_seeds: int) -> optuna.Study:

@@ -37,6 +37,8 @@ def candidate_rows(study) -> list[dict]:
         scores = trial.user_attrs.get("scores", [])
         mean = sum(scores) / len(scores) if scores else None
         state = {"COMPLETE": "complete", "PRUNED": "pruned"}.get(trial.state.name, trial.state.name.lower())
+        if "same_as" in trial.user_attrs:  # proposed again by the sampler: not trained twice
+            state = f"same as #{trial.user_attrs['same_as']}"
         rows.append(
             {
                 "number": trial.number,

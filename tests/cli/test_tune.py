@@ -17,9 +17,13 @@ from helpers import LABELS, make_text, write_task
 import predict as predict_script
 import prepare_data as prepare_data_script
 import report as report_script
+from fec.classify.candidates import SearchSpace
+from fec.classify.fusion_training import TrainConfig
+from fec.classify.search import Search, open_study, run_search
 from fec.cli import tune
 from fec.cli.recipe_file import recipe_file_options
 from fec.cli.train import RECIPE_FILE_OPTIONS, build_parser
+from fec.runs.tune_folder import candidate_rows
 
 SMALL = ["--trials", "6", "--max_seeds", "2", "--epochs", "8", "--device", "cpu"]
 
@@ -129,3 +133,14 @@ def test_an_interrupted_search_resumes_in_its_folder(toy_search_store):
     assert tune.main(argv) == 0
     assert len(pd.read_csv(folder / "candidates.csv")) == 4  # two more candidates in the same study
     assert (folder / "probe.csv").read_bytes() == probes  # the probes are not run again
+
+
+def test_a_candidate_proposed_again_is_not_trained_again(toy_search_store):
+    """With one option per choice every trial is the same candidate: only the first trains."""
+    root, _ = toy_search_store
+    space = SearchSpace({"llama": ["llama:mean:-1,@llama-mean+last-all"]}, {"raw_inputs": ["all"], "sigma": [0.001]})
+    config = Search(root / "dataset", "toy", space, TrainConfig(epochs=3, batch_size=64, cv=0), trials=3, max_seeds=2)
+    study = run_search(config, open_study("repeat", "sqlite:///" + str(root / "repeat.db"), seed=0, max_seeds=2))
+    rows = candidate_rows(study)
+    assert [row["state"] for row in rows] == ["complete", "same as #0", "same as #0"]
+    assert len({tuple(row["scores"]) for row in rows}) == 1 and rows[1]["seconds"] == 0.0
