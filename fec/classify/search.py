@@ -116,23 +116,18 @@ class Objective:
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
             trial.report(statistics.fmean(scores), step=seed + 1)
             if seed + 1 < self.search.max_seeds and trial.should_prune():
-                log.info(
-                    "candidate #%d: %s %.2f after %d seed(s), stopped", trial.number, self.metric(data), scores[-1], seed + 1
-                )
+                mean = statistics.fmean(scores)
+                log.info("candidate #%d: %s %.2f after %d seed(s), stopped", trial.number, metric, mean, seed + 1)
                 raise optuna.TrialPruned(f"after {seed + 1} seed(s)")
         log.info(
             "candidate #%d: %s %.2f over %d seeds: %s",
             trial.number,
-            self.metric(data),
+            metric,
             statistics.fmean(scores),
             len(scores),
             " ".join(f"{k}={v}" for k, v in trial.params.items()),
         )
         return statistics.fmean(scores)
-
-    @staticmethod
-    def metric(data: FusionData) -> str:
-        return selection_metric(data.multilabel)
 
 
 def trained_before(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:

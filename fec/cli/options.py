@@ -21,9 +21,10 @@ import argparse
 import dataclasses
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
-from fec.core.errors import UsageError
+from fec.core.errors import SettingError, UsageError
 from fec.features.slots import slot_name_problem
 
 
@@ -195,6 +196,18 @@ def command_line_options(parser: argparse.ArgumentParser, argv: list[str] | None
     finally:
         for action, default in zip(actions, saved, strict=True):
             action.default = default
+
+
+def slot_models(pairs: list[str] | None, accepted: Callable[[str], bool], slots: str) -> dict[str, str]:
+    """A command's `--model SLOT=MODEL` pairs as slot -> model, each SLOT one that `accepted` takes
+    (`slots` says which, for the message)."""
+    chosen = {}
+    for pair in pairs or []:
+        slot, sep, model = pair.partition("=")
+        if not sep or not model or not accepted(slot):
+            raise SettingError("model", pair, f"expected SLOT=MODEL with SLOT one of {slots}")
+        chosen[slot] = model
+    return chosen
 
 
 def option_defaults(parser: argparse.ArgumentParser) -> dict:

@@ -31,6 +31,7 @@ from fec.cli.options import (
     non_negative_int,
     output_file,
     positive_int,
+    slot_models,
 )
 from fec.cli.script import run_script
 from fec.core.data import check_texts, read_text_column
@@ -101,16 +102,6 @@ def read_texts(args: argparse.Namespace) -> tuple[list[str], pd.DataFrame | None
     return texts, None
 
 
-def overrides(pairs: list[str] | None) -> dict[str, str]:
-    out = {}
-    for pair in pairs or []:
-        slot, sep, model = pair.partition("=")
-        if not sep or slot_name_problem(slot) or not model:
-            raise RunError(f"-model {pair}: expected SLOT=MODEL with SLOT one of {', '.join(SLOT_NAMES)} or a slot of yours")
-        out[slot] = model
-    return out
-
-
 def write_predictions(args: argparse.Namespace, clf, texts: list[str], frame: pd.DataFrame | None, probs, predictions) -> None:
     out = frame.copy() if frame is not None else pd.DataFrame({"text": texts})
     if clf.multilabel:
@@ -147,7 +138,7 @@ def check_combination(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> None:
     check_combination(args)
     texts, frame = read_texts(args)
-    models = overrides(args.model)
+    models = slot_models(args.model, lambda slot: not slot_name_problem(slot), f"{', '.join(SLOT_NAMES)} or a slot of yours")
     labels = read_run_spec(args.run)["label_names"]
     if args.topk > len(labels):
         raise RunError(f"-topk {args.topk}: the run has {len(labels)} labels")

@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fec.classify.cross_validation import chosen_folds, train_seed_cv
@@ -233,7 +234,7 @@ def run(args: argparse.Namespace) -> dict:
         threshold=cfg.threshold,
         compat=compat,
     )
-    return train_run(plan, FusionSeeds(data, cfg, template, device, args.recipe))
+    return train_run(plan, FusionSeeds(data, cfg, template, device, plan.splits.labels, args.recipe))
 
 
 @dataclass
@@ -245,6 +246,7 @@ class FusionSeeds:
     cfg: TrainConfig
     template: DownstreamModel
     device: torch.device
+    labels: dict[str, np.ndarray]  # per split, on the CPU: what the seed ensemble is scored against
     recipe_file: Path | None = None
 
     def start(self, run_dir: Path) -> None:
@@ -273,8 +275,7 @@ class FusionSeeds:
         settings |= {"raw_inputs": self.template.config["raw_inputs"], "lr": cfg.lr, "batch_size": cfg.batch_size}
         if self.recipe_file:
             settings["recipe"] = Path(self.recipe_file).name
-        labels = {m: s.labels.cpu().numpy() for m, s in data.splits.items()}
-        return Closing(settings, ensemble=seed_ensemble(results, labels, data.multilabel, cfg.threshold))
+        return Closing(settings, ensemble=seed_ensemble(results, self.labels, data.multilabel, cfg.threshold))
 
 
 def pick_argument(text: str) -> FeaturePick:

@@ -44,6 +44,7 @@ from fec.cli.options import (
     output_file,
     positive_float,
     positive_int,
+    slot_models,
     task_name,
 )
 from fec.cli.script import run_script
@@ -52,9 +53,11 @@ from fec.core.logs import also_log_to
 from fec.core.provenance import provenance
 from fec.core.slots import SLOT_NAMES
 from fec.features.backbones import pick_device
+from fec.features.slots import store_manifests
 from fec.features.standins import PRESETS
-from fec.features.store import read_manifest
+from fec.features.store import StoreError, read_manifest
 from fec.runs.folder import make_run_dir, write_json
+from fec.runs.run_files import Fields, RunFileError, read_run_json
 from fec.runs.tune_folder import candidate_rows, found_by, write_candidates, write_recipe, write_tune_page
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,8 @@ EXTRACTIONS = {
     "bert": [["--pooling", "mean", "first"]],
     "roberta": [["--pooling", "mean", "first"]],
 }
+# What a probe.py run's config.json must hold to be reused.
+PROBE_CONFIG = Fields(optional={"store": dict, "setup": dict, "args": dict})
 # How every candidate trains (main.py's options); batch 64 and early stop 10 are the CPU recipe of the demo.
 TRAINING = {"epochs": 200, "early_stop": 10, "batch_size": 64}
 
@@ -122,20 +127,9 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*flag("no_final"), action="store_true", help="choose the recipe without training it on test")
 
 
-def models(args: argparse.Namespace) -> dict[str, str]:
-    """--model SLOT=MODEL pairs, checked."""
-    chosen = {}
-    for pair in args.model or []:
-        slot, sep, model = pair.partition("=")
-        if not sep or slot not in SLOT_NAMES or not model:
-            raise SettingError("model", pair, f"expected SLOT=MODEL with SLOT one of {', '.join(SLOT_NAMES)}")
-        chosen[slot] = model
-    return chosen
-
-
 def extract_search_space(args: argparse.Namespace) -> None:
     """The default search space's extractions, through the extraction command (resumable)."""
-    chosen = models(args)
+    chosen = slot_models(args.model, SLOT_NAMES.__contains__, ", ".join(SLOT_NAMES))
     for slot, variants in EXTRACTIONS.items():
         source = ["--model", chosen[slot]] if slot in chosen else (["--preset", args.preset] if args.preset else [])
         for variant in variants:
@@ -158,22 +152,26 @@ def extract_search_space(args: argparse.Namespace) -> None:
             extract.extract(extract.build_parser(slot).parse_args(argv), slot)
 
 
-def probes(args: argparse.Namespace, tune_dir: Path, folders: list[str], folds: int) -> list[dict]:
-    """The probe rows of every view: this search's own (resumed), a probe run of the same store
-    and selection (reused), or new ones on train and valid."""
+def probes(args: argparse.Namespace, tune_dir: Path, store: dict, folds: int) -> list[dict]:
+    """The probe rows of every view of `store` (folder -> its features' sha256, as
+    `store_fingerprint` gives): this search's own (resumed), a probe run of the same store and
+    selection (reused), or new ones on train and valid."""
     own = tune_dir / "probe.csv"
     if own.is_file():
         return read_probe(own)
-    fingerprint = store_fingerprint(args.dataset_dir, args.task, folders)
     for earlier in sorted(Path(args.out).glob(f"probe_{args.task}_*/config.json"), reverse=True):
-        config = json.loads(earlier.read_text(encoding="utf-8"))
-        same = config.get("store") == fingerprint and config.get("setup", {}).get("cv") == folds
-        if same and config.get("args", {}).get("seed") == args.seed:
+        try:
+            config = read_run_json(earlier, PROBE_CONFIG)
+        except RunFileError as err:  # a damaged probe folder is not reused; the probes run again
+            log.warning("%s: not reused (%s)", earlier.parent, err.problem)
+            continue
+        same = config.get("store") == store and config.get("setup", {}).get("cv") == folds
+        if same and config.get("args", {}).get("seed") == args.seed and (earlier.parent / "probe.csv").is_file():
             log.info("probes: reusing %s (the same store and selection)", earlier.parent)
             shutil.copyfile(earlier.parent / "probe.csv", own)
             return read_probe(own)
     device = str(pick_device(args.device))
-    rows, _ = probe_rows(args.dataset_dir, args.task, folders, cv=folds, seed=args.seed, device=device, modes=SEARCH_MODES)
+    rows, _ = probe_rows(args.dataset_dir, args.task, list(store), cv=folds, seed=args.seed, device=device, modes=SEARCH_MODES)
     pd.DataFrame(rows).to_csv(own, index=False, float_format="%.6f")
     return rows
 
@@ -188,10 +186,13 @@ def run(args: argparse.Namespace) -> dict:
     elif args.preset or args.model:
         raise SettingError("preset" if args.preset else "model", None, "chooses the models of --extract; add --extract")
     folders = store_folders(args.dataset_dir, args.task)
-    manifests = {folder: read_manifest(Path(args.dataset_dir) / args.task / folder / "train.safetensors") for folder in folders}
-    first = next(iter(manifests.values()))
+    if not folders:
+        raise StoreError(
+            f"{Path(args.dataset_dir) / args.task}: no folder with train and valid features (extract them, or --extract)"
+        )
+    manifests = {folder: m for folder, m in store_manifests(args.dataset_dir, args.task).items() if folder in folders}
     valid_rows = read_manifest(Path(args.dataset_dir) / args.task / folders[0] / "valid.safetensors")["rows"]
-    folds = chosen_folds(args.cv, valid_rows, first["rows"])
+    folds = chosen_folds(args.cv, valid_rows, manifests[folders[0]]["rows"])
     tune_dir = args.resume or make_run_dir(args.out, f"tune_{args.task}")
     with also_log_to(tune_dir / "tune.log"):
         return search_and_train(args, tune_dir, folders, manifests, folds)
@@ -200,7 +201,8 @@ def run(args: argparse.Namespace) -> dict:
 def search_and_train(args: argparse.Namespace, tune_dir: Path, folders: list[str], manifests: dict, folds: int) -> dict:
     """The probes, the search, the recipe file, the final run and the page, into `tune_dir`."""
     metric = selection_metric(bool(next(iter(manifests.values())).get("multilabel")))
-    space = search_space(probes(args, tune_dir, folders, folds), metric, manifests)
+    store = store_fingerprint(args.dataset_dir, args.task, folders)  # which features were searched
+    space = search_space(probes(args, tune_dir, store, folds), metric, manifests)
     log.info("candidates: %s", "; ".join(f"{slot}: {len(options)} options" for slot, options in space.sources.items()))
     base = TrainConfig(**{name: getattr(args, name) for name in TRAINING}, cv=folds)
     storage = args.storage or f"sqlite:///{(tune_dir / 'study.db').resolve()}"
@@ -239,7 +241,7 @@ def search_and_train(args: argparse.Namespace, tune_dir: Path, folders: list[str
         "option_defaults": option_defaults(build_parser()),
         "metric": metric,
         "selection": where,
-        "store": store_fingerprint(args.dataset_dir, args.task, folders),
+        "store": store,
         "search_space": {"sources": space.sources, "head": space.head},
         "final_run": final,
     }

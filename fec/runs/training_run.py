@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fec.classify.fusion_training import SeedResult
+from fec.classify.seed_result import SeedResultBase
 from fec.core.data import Split
 from fec.core.provenance import provenance
 from fec.runs.folder import run_folder, write_json
@@ -89,13 +89,13 @@ class SeedTrainer(Protocol):
     def start(self, run_dir: Path) -> None:
         """Log what the run is about to do (and move data to its device)."""
 
-    def train_seed(self, seed: int, run_dir: Path) -> SeedResult:
+    def train_seed(self, seed: int, run_dir: Path) -> SeedResultBase:
         """Train and score one seed, saving its checkpoint under `run_dir`."""
 
-    def log_seed(self, result: SeedResult) -> None:
+    def log_seed(self, result: SeedResultBase) -> None:
         """The seed's log lines."""
 
-    def closing(self, results: list[SeedResult]) -> Closing:
+    def closing(self, results: list[SeedResultBase]) -> Closing:
         """The run's settings, extras and ensemble, once every seed is done."""
 
 
@@ -127,7 +127,7 @@ def train_run(plan: RunPlan, trainer: SeedTrainer) -> dict:
         return finish_run(run_dir, plan, results, closing, round(time.perf_counter() - started, 2))
 
 
-def finish_run(run_dir: Path, plan: RunPlan, results: list[SeedResult], closing: Closing, seconds: float) -> dict:
+def finish_run(run_dir: Path, plan: RunPlan, results: list[SeedResultBase], closing: Closing, seconds: float) -> dict:
     """Everything a run writes once its seeds are done: results.json (per seed and mean/std, the best
     seed on validation), curves.png, the best seed's label report and predictions on the report
     split, the row in runs.csv, the run page and model card, and the summary log lines."""
