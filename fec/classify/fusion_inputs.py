@@ -27,7 +27,7 @@ import torch
 from fec.core.data import split_path
 from fec.core.errors import SettingError, UsageError
 from fec.core.files import sha256_file
-from fec.core.slots import KINDS, PUBLISHED_KINDS, SLOT_NAMES, extraction_script, slot_kind, source_order
+from fec.core.slots import FOLDER_KINDS, KINDS, LEXICAL_SLOT, SCRIPTS, SLOT_NAMES, extraction_script, slot_kind, source_order
 from fec.features.picks import FeaturePick, slot_mismatch
 from fec.features.slots import an, check_slot_name, slot_kinds, store_manifests
 from fec.features.store import (
@@ -62,9 +62,10 @@ class FusionData:
     manifests: dict[str, dict[str, dict]]  # mode -> source -> manifest
     picks: dict[str, dict] = field(default_factory=dict)  # source -> FeaturePick.record, for the sources picked
     kinds: dict[str, str] = field(default_factory=dict)  # source -> its kind (default: a published slot's own)
+    model_files: dict[str, Path] = field(default_factory=dict)  # source -> the fitted model a run keeps (lexical)
 
     def kind(self, source: str) -> str:
-        return self.kinds.get(source) or PUBLISHED_KINDS[source]
+        return self.kinds.get(source) or FOLDER_KINDS[source]
 
     @property
     def decoder_shapes(self) -> list[tuple[int, int]]:
@@ -74,7 +75,8 @@ class FusionData:
 
     @property
     def encoder_dims(self) -> list[int]:
-        """The width of every encoder source, in input order (after the decoders)."""
+        """The width of every one-vector source (encoders, then the lexical source), in input order
+        (after the decoders)."""
         inputs = zip(self.sources, self.splits["train"].inputs, strict=True)
         return [int(x.shape[1]) for source, x in inputs if not KINDS[self.kind(source)].layered]
 
@@ -87,7 +89,7 @@ class FusionData:
 
 def source_kinds(sources: list[str], folders: dict[str, str], manifests: dict[str, dict]) -> dict[str, str]:
     """Each source's kind: a published slot's own, else the kind its picked folder records."""
-    kinds = {s: PUBLISHED_KINDS.get(s) or slot_kind(manifests[folders[s]]) for s in sources}
+    kinds = {s: FOLDER_KINDS.get(s) or slot_kind(manifests[folders[s]]) for s in sources}
     for source, kind in kinds.items():
         if kind not in KINDS:
             raise StoreError(f"{folders[source]}/train.json: slot_kind {kind!r} is not one of {', '.join(KINDS)}")
@@ -100,8 +102,13 @@ def check_sources(dataset_dir: Path | str, task: str, sources: list[str], picks:
         raise SettingError("sources", None, f"name at least one source (the published: {', '.join(SLOT_NAMES)})")
     for source in sources:
         check_slot_name(source, "sources")
+    lexical = Path(dataset_dir) / task / LEXICAL_SLOT / "train.json"
+    if LEXICAL_SLOT in sources and LEXICAL_SLOT not in picks and not lexical.is_file():
+        elsewhere = f" --dataset_dir {dataset_dir}" if str(dataset_dir) != "dataset" else ""
+        store = f"python {SCRIPTS[LEXICAL_SLOT]} --task {task}{elsewhere}"
+        raise SettingError("sources", LEXICAL_SLOT, f"{lexical.parent} holds no lexical source yet; store it with {store}")
     for source in sources:
-        if source not in PUBLISHED_KINDS and source not in picks:
+        if source not in FOLDER_KINDS and source not in picks:
             held = slot_kinds(store_manifests(dataset_dir, task))
             where = Path(dataset_dir) / task
             found = (
@@ -120,10 +127,10 @@ def _check_same_origin(mode: str, stored: dict[str, StoredFeatures], slot_dirs: 
         written_for = feats.manifest.get("store_dir", feats.manifest.get("slot"))
         if written_for != folder:
             base = folder.split("-")[0]
-            slot = "llama" if base == "llama_unmasked_padded" else base if base in PUBLISHED_KINDS else source
+            slot = "llama" if base == "llama_unmasked_padded" else base if base in FOLDER_KINDS else source
             raise StoreError(
                 f"{manifest_path(feats.path)}: extracted for slot {written_for!r}, not {folder!r}; "
-                f"re-extract it with {extraction_script(slot, PUBLISHED_KINDS.get(slot) or slot_kind(feats.manifest))}"
+                f"re-extract it with {extraction_script(slot, FOLDER_KINDS.get(slot) or slot_kind(feats.manifest))}"
             )
     for _, feats in rest:
         for key, what in (("csv_sha256", "source CSV"), ("rows", "row count"), ("label_names", "label names")):
@@ -142,6 +149,8 @@ def extract_command(manifest: dict, mode: str, dataset_dir: Path | str, data_dir
     the same store from the same data folder, replacing the stale file (`--overwrite`)."""
     slot, settings = manifest.get("slot", "llama"), manifest.get("settings", {})
     script = extraction_script(slot, slot_kind(manifest) or "encoder")
+    if slot_kind(manifest) == "lexical":  # one command makes every split: train's model scores the others
+        return f"python {script} --task {manifest.get('task')} --data_dir {data_dir} --dataset_dir {dataset_dir} --overwrite"
     words = ["python", *script.split(), "--task", str(manifest.get("task")), "--mode", mode]
     if manifest.get("model"):
         words += ["--model", str(manifest["model"])]
@@ -252,7 +261,7 @@ def load_fusion_data(
     check_sources(dataset_dir, task, sources, picks)
     store = store_manifests(dataset_dir, task) if picks else {}
     held = slot_kinds(store)
-    folders = {s: pick_folder(dataset_dir, task, p, store, PUBLISHED_KINDS.get(s) or held.get(s)) for s, p in picks.items()}
+    folders = {s: pick_folder(dataset_dir, task, p, store, FOLDER_KINDS.get(s) or held.get(s)) for s, p in picks.items()}
     kinds = source_kinds(sources, folders, store)
     sources = source_order(kinds)
     slot_dirs = {s: s for s in sources} | (slot_dirs or {}) | folders
@@ -288,4 +297,18 @@ def load_fusion_data(
                 f"settings ({', '.join(recipe)}); re-extract them together (-mode all)"
             )
     records = {s: p.record(manifests["train"][s]) for s, p in picks.items()}
-    return FusionData(task, sources, splits, label_names, multilabel, manifests, records, kinds)
+    lexical = [s for s in sources if kinds[s] == "lexical"]
+    files = {s: lexical_model_file(dataset_dir, task, slot_dirs[s], manifests["train"][s], data_dir) for s in lexical}
+    return FusionData(task, sources, splits, label_names, multilabel, manifests, records, kinds, files)
+
+
+def lexical_model_file(dataset_dir: Path | str, task: str, folder: str, manifest: dict, data_dir: Path | str | None) -> Path:
+    """The lexical source's fitted model beside its features, checked against the sha256 its
+    manifests record (a run keeps a copy, and predict.py rebuilds the source from it)."""
+    path = Path(dataset_dir) / task / folder / str(manifest.get("model_file"))
+    expected = (manifest.get("model_fingerprint") or {}).get("weights_sha256")
+    if not path.is_file() or sha256_file(path) != expected:
+        found = "is missing" if not path.is_file() else "differs from the model its features were made with"
+        again = extract_command(manifest, "train", dataset_dir, data_dir or "data")
+        raise StoreError(f"{path} {found}; store the lexical source again: {again}")
+    return path

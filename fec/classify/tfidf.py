@@ -21,11 +21,12 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
+import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
-from sklearn.pipeline import FeatureUnion
 
 from fec.classify.outputs import to_predictions
 from fec.classify.seed_result import SeedResultBase, scored_splits
@@ -173,6 +174,61 @@ def fit_one_vs_rest(x, y, C: float, seed: int, max_iter: int) -> OneVsRestClassi
         return model.fit(x, y)
 
 
+@dataclass(frozen=True)
+class TextVectorizer:
+    """TF-IDF blocks side by side (word n-grams, character n-grams within word boundaries), each
+    L2-normalised, sublinear tf, lowercased; fitted on train only."""
+
+    parts: tuple[tuple[str, TfidfVectorizer], ...]
+
+    @classmethod
+    def new(
+        cls, analyzer: str, ngram_max: int, min_df: int, max_features: int | None, char_ngrams: tuple[int, int] = (2, 5)
+    ) -> TextVectorizer:
+        """Word 1..ngram_max-grams, and with `word+char` character n-grams within word boundaries
+        (`char_wb`, lengths `char_ngrams`) beside them."""
+        common = dict(sublinear_tf=True, min_df=min_df, max_features=max_features, lowercase=True, dtype=np.float64)
+        parts = [("word", TfidfVectorizer(ngram_range=(1, ngram_max), **common))]
+        if analyzer == "word+char":
+            parts.append(("char", TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(char_ngrams), **common)))
+        return cls(tuple(parts))
+
+    def fit_transform(self, texts: list[str]) -> sp.csr_matrix:
+        return sp.hstack([part.fit_transform(texts) for _, part in self.parts], format="csr")
+
+    def transform(self, texts: list[str]) -> sp.csr_matrix:
+        return sp.hstack([part.transform(texts) for _, part in self.parts], format="csr")
+
+    @property
+    def size(self) -> int:
+        return sum(len(part.vocabulary_) for _, part in self.parts)
+
+    def state(self) -> tuple[list[dict], dict[str, torch.Tensor]]:
+        """What rebuilds it: per block its analyzer, n-gram range and vocabulary, and its idf weights."""
+        described = [
+            {"name": name, "analyzer": part.analyzer, "ngram_range": list(part.ngram_range), "vocabulary": part.vocabulary_}
+            for name, part in self.parts
+        ]
+        return described, {f"idf.{name}": torch.from_numpy(part.idf_) for name, part in self.parts}
+
+    @classmethod
+    def rebuild(cls, described: list[dict], tensors: dict[str, torch.Tensor]) -> TextVectorizer:
+        parts = []
+        for block in described:
+            vocabulary = {term: int(index) for term, index in block["vocabulary"].items()}
+            part = TfidfVectorizer(
+                analyzer=block["analyzer"],
+                ngram_range=tuple(block["ngram_range"]),
+                vocabulary=vocabulary,
+                sublinear_tf=True,
+                lowercase=True,
+                dtype=np.float64,
+            )
+            part.idf_ = tensors[f"idf.{block['name']}"].numpy()
+            parts.append((block["name"], part))
+        return cls(tuple(parts))
+
+
 def vectorize(
     splits: dict,
     ngram_max: int,
@@ -181,19 +237,13 @@ def vectorize(
     analyzer: str = "word+char",
     char_ngrams: tuple[int, int] = (2, 5),
 ) -> tuple[dict, int]:
-    """TF-IDF features of every split, fitted on train, and the vocabulary size: word n-grams
-    1..ngram_max, and with `word+char` beside them (a union, each block L2-normalised) character
-    n-grams inside word boundaries (`char_wb`, `char_ngrams`); sublinear tf throughout."""
-    common = dict(sublinear_tf=True, min_df=min_df, max_features=max_features, lowercase=True, dtype=np.float64)
-    parts = [("word", TfidfVectorizer(ngram_range=(1, ngram_max), **common))]
-    if analyzer == "word+char":
-        parts.append(("char", TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(char_ngrams), **common)))
-    vectorizer = FeatureUnion(parts)
+    """TF-IDF features of every split, fitted on train (`TextVectorizer`), and the vocabulary size."""
+    vectorizer = TextVectorizer.new(analyzer, ngram_max, min_df, max_features, char_ngrams)
     try:
-        features = {"train": vectorizer.fit_transform(splits["train"].texts).tocsr()}
+        features = {"train": vectorizer.fit_transform(splits["train"].texts)}
     except ValueError as err:  # e.g. an empty vocabulary when min_df is too high for the data
         raise DataError(f"{splits['train'].path}: TF-IDF: {err}") from err
     for mode, split in splits.items():
         if mode != "train":
-            features[mode] = vectorizer.transform(split.texts).tocsr()
-    return features, sum(len(v.vocabulary_) for _, v in parts)
+            features[mode] = vectorizer.transform(split.texts)
+    return features, vectorizer.size

@@ -5,12 +5,16 @@ point of comparison for the fusion classifier.
     python baselines/tfidf.py -dataset go_emotion -runs 5    # seeds 0..4, mean±std as main.py reports
     python baselines/tfidf.py --task ED --C 2 --ngram_max 1  # fixed C, unigrams only
     python baselines/tfidf.py --task ED --analyzer word      # word n-grams only, no character n-grams
+    python baselines/tfidf.py --task ED --store              # the lexical source of the fusion, into dataset/ED/tfidf/
 
 Reads data/{task}/{train,valid,test}.csv through `fec.core.data` (a task without test.csv reports
 validation only; a multi-label task gets one-vs-rest regressions with C and per-label thresholds
 chosen by --cv-fold cross-validation on train) and writes a run folder Logs/{task}_tfidf_{stamp}/ (config.json,
 train.log, results.json, per_label.csv, confusion.png) and a `runs.csv` row (method `tfidf`), as
-every trainer does. Fits run on one BLAS/OpenMP thread by default (`--threads`): these small sparse
+every trainer does. With --store it makes the fusion's lexical source instead of a run
+(`fec.classify.lexical`: train's probabilities out of fold, C chosen by the out-of-fold metric,
+the model beside the features), read by `main.py --sources ... tfidf`. Fits run on one
+BLAS/OpenMP thread by default (`--threads`): these small sparse
 fits do not gain from more, and on a busy machine extra threads only spin.
 """
 
@@ -25,6 +29,8 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 from fec.classify.cross_validation import check_folds
+from fec.classify.lexical import LexicalSettings
+from fec.classify.lexical_store import store_lexical_source
 from fec.classify.tfidf import ANALYZERS, DEFAULT_C_GRID, SOURCE, BaselineSeedResult, run_multilabel_seed, run_seed, vectorize
 from fec.cli.options import (
     ArgumentParser,
@@ -63,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         action=Distinct,
         nargs="+",
-        default=DEFAULT_C_GRID,
-        help="values of C tried when --C is not given (selected by validation weighted F1)",
+        default=None,
+        help=f"values of C tried when --C is not given (selected by validation weighted F1); default {DEFAULT_C_GRID}, "
+        f"with --store {list(LexicalSettings.C_grid)} (selected by the out-of-fold metric)",
     )
     parser.add_argument(
         *flag("max_features"),
@@ -95,15 +102,58 @@ def build_parser() -> argparse.ArgumentParser:
         *flag("cv"),
         type=positive_int,
         default=5,
-        help="multi-label tasks: folds of the cross-validation on train that chooses C and the per-label thresholds",
+        help="multi-label tasks: folds of the cross-validation on train that chooses C and the per-label thresholds; "
+        "with --store: the folds that score train out of fold",
     )
     parser.add_argument(*flag("threads"), type=positive_int, default=1, help="BLAS/OpenMP threads for the fits")
+    add_store_options(parser)
     return parser
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        *flag("store"),
+        action="store_true",
+        help="store the fusion's lexical source in --dataset_dir (train's probabilities out of --cv folds, valid's "
+        "and test's by the model fitted on all of train) instead of a baseline run",
+    )
+    parser.add_argument(*flag("dataset_dir"), default="dataset", help="with --store: the feature store root")
+    parser.add_argument(*flag("overwrite"), action="store_true", help="with --store: replace a source stored with other settings")
+
+
+def store(args: argparse.Namespace) -> dict:
+    """The lexical source of the task, into the feature store (one seed: the folds' shuffle)."""
+    seeds = chosen_seeds(args)
+    if len(seeds) > 1:
+        raise UsageError(f"--store with seeds {' '.join(map(str, seeds))}: the lexical source is made once; give one seed")
+    splits = load_splits(args.data_dir, args.task, ["train"])
+    check_folds(args.cv, len(splits["train"]), zero=None)
+    grid = [args.C] if args.C is not None else sorted(set(args.C_grid or LexicalSettings.C_grid))
+    settings = LexicalSettings(
+        analyzer=args.analyzer,
+        ngram_max=args.ngram_max,
+        min_df=args.min_df,
+        max_features=args.max_features,
+        char_ngrams=tuple(args.char_ngrams),
+        C_grid=tuple(grid),
+        folds=args.cv,
+        seed=seeds[0],
+        max_iter=args.max_iter,
+    )
+    with threadpool_limits(args.threads):
+        folder = store_lexical_source(args.data_dir, args.dataset_dir, args.task, settings, args.overwrite)
+    return {"store_dir": str(folder)}
 
 
 def run(args: argparse.Namespace) -> dict:
     """Read the data, check the options against it, fit the vectoriser once, fit every seed."""
-    grid = [args.C] if args.C is not None else sorted(set(args.C_grid))
+    if args.char_ngrams[0] > args.char_ngrams[1]:
+        raise UsageError(f"--char_ngrams {args.char_ngrams[0]} {args.char_ngrams[1]}: MIN must not exceed MAX")
+    if args.store:
+        return store(args)
+    if args.overwrite:
+        raise UsageError("--overwrite applies with --store (a baseline run never replaces anything)")
+    grid = [args.C] if args.C is not None else sorted(set(args.C_grid or DEFAULT_C_GRID))
     # train and valid are required (a missing one is a one-line DataError); test only if present.
     modes = ["train", "valid"] + (["test"] if "test" in available_modes(args.data_dir, args.task) else [])
     splits = load_splits(args.data_dir, args.task, modes)
@@ -111,8 +161,6 @@ def run(args: argparse.Namespace) -> dict:
     multilabel = splits["train"].multilabel
     if multilabel:
         check_folds(args.cv, len(splits["train"]), zero=None)
-    if args.char_ngrams[0] > args.char_ngrams[1]:
-        raise UsageError(f"--char_ngrams {args.char_ngrams[0]} {args.char_ngrams[1]}: MIN must not exceed MAX")
     if "test" not in splits:
         log.warning("%s: no test.csv; reporting validation metrics only", args.task)
     features, vocabulary = vectorize(

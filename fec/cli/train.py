@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -250,6 +251,8 @@ class FusionSeeds:
     recipe_file: Path | None = None
 
     def start(self, run_dir: Path) -> None:
+        for path in self.data.model_files.values():  # a fitted source (lexical) travels with the run
+            shutil.copyfile(path, run_dir / path.name)
         log.info("device %s", self.device)
         log.info("model:\n%s", self.template.describe())
         self.data.to(self.device)

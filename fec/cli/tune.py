@@ -8,7 +8,8 @@ honestly: test is read once, by the final run of the chosen recipe.
 
 Steps: (1) with --extract, every layer of every slot with two poolings (mean and last for the
 decoder, mean and first for the encoders) and the decoder's PromptEOL prompt, resumable like any
-extraction; (2) a linear probe of every view on train and valid (`fec.classify.probing`; a probe
+extraction, and the lexical source (`fec.classify.lexical`: TF-IDF probabilities, train's out of
+fold); (2) a linear probe of every view on train and valid (`fec.classify.probing`; a probe
 run of the same store and selection is reused); (3) candidates from the probe curves
 (`fec.classify.candidates`), searched by Optuna with successive halving over seeds
 (`fec.classify.search`) on valid, or by cross-validation on train when valid is small; (4) the
@@ -30,6 +31,8 @@ import pandas as pd
 from fec.classify.candidates import search_space
 from fec.classify.cross_validation import chosen_folds
 from fec.classify.fusion_training import TrainConfig
+from fec.classify.lexical import LexicalSettings
+from fec.classify.lexical_store import store_lexical_source
 from fec.classify.linear_probe import selection_metric
 from fec.classify.probing import probe_rows, store_fingerprint, store_folders
 from fec.classify.search import SEARCH_MODES, Search, open_study, recipe_options, run_search
@@ -97,7 +100,8 @@ def add_extraction_options(parser: argparse.ArgumentParser) -> None:
         *flag("extract"),
         action="store_true",
         help="first extract the default search space: every layer with mean and last (decoder) or first (encoders) "
-        "pooling, and the decoder with the PromptEOL prompt; resumable, finished splits are skipped",
+        "pooling, the decoder with the PromptEOL prompt, and the lexical source (TF-IDF probabilities, train's out of "
+        "fold); resumable, finished splits are skipped",
     )
     parser.add_argument(*flag("preset"), default=None, choices=sorted(PRESETS), help="with --extract: the models, e.g. offline")
     parser.add_argument(
@@ -150,6 +154,7 @@ def extract_search_space(args: argparse.Namespace) -> None:
                 args.dataset_dir,
             ]
             extract.extract(extract.build_parser(slot).parse_args(argv), slot)
+    store_lexical_source(args.data_dir, args.dataset_dir, args.task, LexicalSettings())
 
 
 def probes(args: argparse.Namespace, tune_dir: Path, store: dict, folds: int) -> list[dict]:

@@ -7,7 +7,9 @@ a `decoder` slot gives one vector per picked layer (each compressed by its own L
 names and kinds; any other slot is a user's, extracted under `--slot NAME` by the script of its
 kind and recorded with `slot` and `slot_kind` in every manifest of its store folders (which
 slots a task's store holds: `fec.features.slots`). What fills a published slot is
-`fec.features.backbones.SLOTS`.
+`fec.features.backbones.SLOTS`. One more source is not a model's: the lexical source `tfidf`,
+the TF-IDF model's label probabilities (`fec.classify.lexical`), stored by
+`baselines/tfidf.py --store` and read, like the published slots, from its own folder.
 
 One more kind of source is one more entry of KINDS (and the code that extracts it).
 
@@ -42,15 +44,24 @@ class SlotKind:
 KINDS = {
     "decoder": SlotKind("decoder", "llama2_rep_extract.py", True, "mean", 5, "each picked layer is a vector of the fusion"),
     "encoder": SlotKind("encoder", "bert_rep_extract.py", False, "first", 1, "the picked layers are averaged into one vector"),
+    "lexical": SlotKind("lexical", "baselines/tfidf.py --store", False, "", 0, "the TF-IDF model's label probabilities"),
 }
 PUBLISHED_KINDS = {"llama": "decoder", "bert": "encoder", "roberta": "encoder"}
-SCRIPTS = {"llama": "llama2_rep_extract.py", "bert": "bert_rep_extract.py", "roberta": "roberta_rep_extract.py"}
+LEXICAL_SLOT = "tfidf"
+# The sources read from their own store folder, without a pick: the published slots and the lexical source.
+FOLDER_KINDS = PUBLISHED_KINDS | {LEXICAL_SLOT: "lexical"}
+SCRIPTS = {
+    "llama": "llama2_rep_extract.py",
+    "bert": "bert_rep_extract.py",
+    "roberta": "roberta_rep_extract.py",
+    LEXICAL_SLOT: KINDS["lexical"].script,
+}
 
 
 def slot_kind(manifest: dict) -> str:
     """The kind of the slot a store manifest was extracted for (manifests written before kinds
     were recorded are of a published slot, whose kind its name gives)."""
-    return manifest.get("slot_kind") or PUBLISHED_KINDS.get(manifest.get("slot"), "")
+    return manifest.get("slot_kind") or FOLDER_KINDS.get(manifest.get("slot"), "")
 
 
 def extraction_script(slot: str, kind: str) -> str:
@@ -59,9 +70,9 @@ def extraction_script(slot: str, kind: str) -> str:
 
 
 def source_order(kinds: dict[str, str]) -> list[str]:
-    """The fusion's input order of sources (name -> kind): decoders first, then encoders (KINDS'
-    order); within a kind the published slots in their order, then the others by name. The
-    published three keep their order: llama, bert, roberta."""
+    """The fusion's input order of sources (name -> kind): decoders first, then encoders, then the
+    lexical source (KINDS' order); within a kind the published slots in their order, then the
+    others by name. The published three keep their order: llama, bert, roberta."""
     rank = {name: i for i, name in enumerate(KINDS)}
     published = {name: i for i, name in enumerate(SLOT_NAMES)}
     return sorted(kinds, key=lambda s: (rank[kinds[s]], published.get(s, len(published)), s))

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from fec.core.errors import SettingError
-from fec.core.slots import KINDS, PUBLISHED_KINDS, SLOT_NAMES, slot_kind, source_order
+from fec.core.slots import KINDS, LEXICAL_SLOT, PUBLISHED_KINDS, SCRIPTS, SLOT_NAMES, slot_kind, source_order
 from fec.features.spec import POOLINGS
 
 SLOT_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -74,6 +74,8 @@ def slot_kinds(manifests: dict[str, dict]) -> dict[str, str]:
 
 def slot_kind_of(slot: str, kind: str | None) -> str:
     """A slot's kind: a published slot's own (a kind given must agree), else the kind given."""
+    if slot == LEXICAL_SLOT:
+        raise SettingError("slot", slot, f"is the lexical source ({SCRIPTS[slot]}); name your slot otherwise")
     published = PUBLISHED_KINDS.get(slot)
     if published and kind not in (None, published):
         raise SettingError("slot", slot, f"is the published {published} slot, not {an(kind)} one; name your slot otherwise")

@@ -26,8 +26,10 @@ import numpy as np
 import torch
 
 from fec.classify.fusion import DownstreamModel
+from fec.classify.lexical import LexicalModel
 from fec.classify.outputs import to_probabilities
 from fec.core.errors import FecError, SettingError
+from fec.core.files import sha256_file
 from fec.core.slots import KINDS, slot_kind
 from fec.features.backbones import Backbone, ModelError, load_backbone, model_fingerprint, pick_device, pick_dtype, resolve_model
 from fec.features.compute import Batching, PoolingPlan, extract_features
@@ -49,9 +51,12 @@ class FeatureSource:
     manifest: dict
     backbone: Backbone | None = None
     pick: dict | None = None  # a pooling and layers of a variant folder (FeaturePick.record)
+    lexical: LexicalModel | None = None  # the lexical source's fitted model, kept with the run
 
     def compute(self, texts: list[str], batch_size: int) -> torch.Tensor:
         m = self.manifest
+        if self.lexical is not None:
+            return torch.from_numpy(self.lexical.predict_proba(texts))
         if self.pick is not None:
             kind = slot_kind(m)
             spec = spec_of_pick(m["slot"], self.pick, kind)
@@ -111,6 +116,15 @@ def load_source_backbone(source: FeatureSource, device: torch.device, model: str
     # The dtype the features were extracted in (bfloat16 runs on CPU too); float16 only on CUDA.
     dtype = pick_dtype(m["dtype"], device) if device.type == "cuda" or m["dtype"] != "float16" else torch.float32
     return load_backbone(spec, device, dtype)
+
+
+def load_lexical_model(run_dir: Path, manifest: dict) -> LexicalModel:
+    """The lexical source's model the run keeps, refused unless it is the one the features were made with."""
+    path = run_dir / str(manifest.get("model_file"))
+    if not path.is_file() or sha256_file(path) != manifest["model_fingerprint"].get("weights_sha256"):
+        found = "is missing" if not path.is_file() else "differs from the model the run's lexical features were made with"
+        raise RunError(f"{path} {found}; train the run again")
+    return LexicalModel.load(path)
 
 
 class LabelRanking:
@@ -208,7 +222,10 @@ class EmotionClassifier(LabelRanking):
         for name, key in zip(spec["sources"], order, strict=True):
             if key not in sources:
                 source = FeatureSource(store_dirs[name], manifests[name], pick=picks.get(name))
-                source.backbone = load_source_backbone(source, torch_device, (models or {}).get(source.manifest["slot"]))
+                if slot_kind(source.manifest) == "lexical":
+                    source.lexical = load_lexical_model(run_dir, source.manifest)
+                else:
+                    source.backbone = load_source_backbone(source, torch_device, (models or {}).get(source.manifest["slot"]))
                 sources[key] = source
         if len(seeds) > 1 and spec.get("multilabel"):
             if not spec.get("ensemble_thresholds"):

@@ -73,7 +73,8 @@ CONFIG = Fields(
         "feature_manifests": dict[str, dict[str, dict]],
     },
 )
-MANIFEST = Fields(required={"slot": str, "model": str, "model_fingerprint": dict, "max_len": int, "dtype": str})
+# max_len is null for the lexical source, which has no tokens to cut.
+MANIFEST = Fields(required={"slot": str, "model": str, "model_fingerprint": dict, "max_len": (int, None), "dtype": str})
 PICK = Fields(required={"pick": str, "pooling": str, "layer_indices": list[int], "prompts": list[str], "chat_template": bool})
 THRESHOLDS = {"multilabel": bool, "thresholds": dict[str, list[float]]}
 FUSION_MODEL = Fields(

@@ -60,6 +60,7 @@ def test_a_jsonl_file_becomes_a_tuned_run_that_predicts(tmp_path, tiny_models, c
     assert recipe["_found_by"][0].startswith("tune.py: 6 candidates compared by acc on valid (test not read)")
     recipe_file_options(build_parser(), folder / "recipe.json", RECIPE_FILE_OPTIONS)  # main.py reads it as it is
     config = json.loads((folder / "config.json").read_text())
+    assert config["search_space"]["sources"]["tfidf"] == ["off", "published"]  # the lexical source, stored by --extract
     final = Path(config["final_run"])
     results = json.loads((final / "results.json").read_text())
     assert [seed["seed"] for seed in results["seeds"]] == [0, 1] and results["summary"]["test"]["acc"]["mean"] > 50
