@@ -6,9 +6,11 @@
 
 Per source (a slot of the store), the probes say which folder and pooling carry the most (the
 best view of each curve) and where along the depth its peak is. The options for that source are
-a few layer sets around the peak of its best curve (the peak alone, a spread around it, the
-best-probed layers), each a `--features` pick; its published folder, when the store has one; and
-`off`, so the search can drop a source that does not help. A decoder's picked layers are each a
+a few layer sets around the peak of its best curve (the peak alone, a near and a wide spread
+around it, the best-probed layers; for an encoder also every layer from the peak to the last),
+and the peak and near spread of its second-best curve (another pooling or prompt), each a
+`--features` pick; its published folder, when the store has one (the lexical source has only
+that); and `off`, so the search can drop a source that does not help. A decoder's picked layers are each a
 vector of the fusion; an encoder's are averaged into one (`fec.features.picks`). The head's
 options are a small grid around what worked by hand on the stand-ins (docs/features.md).
 """
@@ -22,8 +24,8 @@ from fec.core.slots import slot_kind
 OFF = "off"  # the source is left out
 PUBLISHED = "published"  # the source's published folder (its published pooling and layers)
 HEAD_GRID = {"raw_inputs": ["decoder", "all"], "sigma": [1.0, 0.001], "lr": [1e-4, 2.5e-4], "dropout": [0.5, 0.6]}
-DECODER_SPREAD = (-4, -2, 0, 2, 4)  # layers around a decoder's peak, each its own vector
-ENCODER_SPREAD = (-1, 0, 1)  # layers around an encoder's peak, averaged
+# Layers around a curve's peak, near and wide: a decoder's each its own vector, an encoder's averaged.
+SPREADS = {"decoder": ((-4, -2, 0, 2, 4), (-8, -4, 0, 4, 8)), "encoder": ((-1, 0, 1), (-2, 0, 2))}
 TOP_LAYERS = {"decoder": 5, "encoder": 3}
 
 
@@ -66,13 +68,17 @@ def curves(rows: list[dict], metric: str) -> list[Curve]:
     return [Curve(slot, folder, pooling, scores) for (slot, folder, pooling), scores in found.items()]
 
 
-def layer_sets(curve: Curve, kind: str) -> list[list[int]]:
-    """A few layer sets around the curve's peak: the peak alone, a spread around it, and the
-    best-probed layers; each set in depth order, duplicates dropped."""
+def layer_sets(curve: Curve, kind: str, runner_up: bool = False) -> list[list[int]]:
+    """A few layer sets around the curve's peak: the peak alone, a near and a wide spread around
+    it, the best-probed layers, and for an encoder every layer from the peak to the last (a
+    `runner_up` curve: the peak and the near spread only); each set in depth order, duplicates
+    dropped."""
     peak, available = curve.peak, set(curve.scores)
-    spread = DECODER_SPREAD if kind == "decoder" else ENCODER_SPREAD
+    spreads = [[peak + step for step in spread if peak + step in available] for spread in SPREADS[kind]]
     best = sorted(curve.scores, key=lambda layer: -curve.scores[layer])[: TOP_LAYERS[kind]]
-    sets = [[peak], [peak + step for step in spread if peak + step in available], best]
+    sets = [[peak], spreads[0]]
+    if not runner_up:
+        sets += [spreads[1], best] + ([[layer for layer in available if layer >= peak]] if kind == "encoder" else [])
     unique: list[list[int]] = []
     for layers in sets:
         layers = sorted(set(layers))
@@ -98,9 +104,9 @@ def search_space(rows: list[dict], metric: str, manifests: dict[str, dict]) -> S
     sources = {}
     for slot in sorted(set(by_slot) | set(published)):
         options = [OFF] + ([PUBLISHED] if slot in published else [])
-        if slot in by_slot:
-            best = max(by_slot[slot], key=lambda c: c.scores[c.peak])
-            kind = slot_kind(manifests[best.folder])
-            options += [pick_text(best, layers) for layers in layer_sets(best, kind)]
-        sources[slot] = options
+        ranked = sorted(by_slot.get(slot, []), key=lambda c: -c.scores[c.peak])
+        for rank, curve in enumerate(ranked[:2]):
+            kind = slot_kind(manifests[curve.folder])
+            options += [pick_text(curve, layers) for layers in layer_sets(curve, kind, runner_up=rank > 0)]
+        sources[slot] = list(dict.fromkeys(options))
     return SearchSpace(sources)
