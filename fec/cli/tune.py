@@ -73,7 +73,7 @@ EXTRACTIONS = {
     "roberta": [["--pooling", "mean", "first"]],
 }
 # What a probe.py run's config.json must hold to be reused.
-PROBE_CONFIG = Fields(optional={"store": dict, "setup": dict, "args": dict})
+PROBE_CONFIG = Fields(optional={"store": dict, "setup": dict, "args": dict, "cv": int, "seed": int})
 # How every candidate trains (main.py's options); batch 64 and early stop 10 are the CPU recipe of the demo.
 TRAINING = {"epochs": 200, "early_stop": 10, "batch_size": 64}
 
@@ -159,26 +159,46 @@ def extract_search_space(args: argparse.Namespace) -> None:
 
 def probes(args: argparse.Namespace, tune_dir: Path, store: dict, folds: int) -> list[dict]:
     """The probe rows of every view of `store` (folder -> its features' sha256, as
-    `store_fingerprint` gives): this search's own (resumed), a probe run of the same store and
-    selection (reused), or new ones on train and valid."""
+    `store_fingerprint` gives): this search's own (resumed); else, folder by folder, those of an
+    earlier probe.py run or search of the same features and selection (reused, test columns
+    left out), and new ones on train and valid for the folders no earlier probe covers."""
     own = tune_dir / "probe.csv"
     if own.is_file():
         return read_probe(own)
-    for earlier in sorted(Path(args.out).glob(f"probe_{args.task}_*/config.json"), reverse=True):
+    found = earlier_probe_rows(args, store, folds)
+    missing = [folder for folder in store if folder not in found]
+    if missing:
+        device = str(pick_device(args.device))
+        rows, _ = probe_rows(args.dataset_dir, args.task, missing, cv=folds, seed=args.seed, device=device, modes=SEARCH_MODES)
+        for row in rows:
+            found.setdefault(row["folder"], []).append(row)
+    table = pd.DataFrame([row for folder in store for row in found[folder]])
+    table.to_csv(own, index=False, float_format="%.6f")
+    write_json(tune_dir / "probe.json", {"store": store, "cv": folds, "seed": args.seed})
+    return read_probe(own)
+
+
+def earlier_probe_rows(args: argparse.Namespace, store: dict, folds: int) -> dict[str, list[dict]]:
+    """Folder -> its probe rows from the newest earlier probe.py run or search that probed the same
+    features (sha256) with the same folds and seed."""
+    out, found = Path(args.out), {}
+    records = [*out.glob(f"probe_{args.task}_*/config.json"), *out.glob(f"tune_{args.task}_*/probe.json")]
+    for record in sorted(records, key=lambda path: path.parent.name.rsplit("_", 1)[-1], reverse=True):
         try:
-            config = read_run_json(earlier, PROBE_CONFIG)
-        except RunFileError as err:  # a damaged probe folder is not reused; the probes run again
-            log.warning("%s: not reused (%s)", earlier.parent, err.problem)
+            config = read_run_json(record, PROBE_CONFIG)
+        except RunFileError as err:  # a damaged probe folder is not reused; its folders are probed again
+            log.warning("%s: not reused (%s)", record.parent, err.problem)
             continue
-        same = config.get("store") == store and config.get("setup", {}).get("cv") == folds
-        if same and config.get("args", {}).get("seed") == args.seed and (earlier.parent / "probe.csv").is_file():
-            log.info("probes: reusing %s (the same store and selection)", earlier.parent)
-            shutil.copyfile(earlier.parent / "probe.csv", own)
-            return read_probe(own)
-    device = str(pick_device(args.device))
-    rows, _ = probe_rows(args.dataset_dir, args.task, list(store), cv=folds, seed=args.seed, device=device, modes=SEARCH_MODES)
-    pd.DataFrame(rows).to_csv(own, index=False, float_format="%.6f")
-    return rows
+        cv = config.get("setup", {}).get("cv", config.get("cv"))
+        seed = config.get("args", {}).get("seed", config.get("seed"))
+        same = [f for f, sha in (config.get("store") or {}).items() if store.get(f) == sha and f not in found]
+        if cv != folds or seed != args.seed or not same or not (record.parent / "probe.csv").is_file():
+            continue
+        rows = [{k: v for k, v in row.items() if not k.startswith("test_")} for row in read_probe(record.parent / "probe.csv")]
+        reused = {folder: [row for row in rows if row["folder"] == folder] for folder in same}
+        found |= {folder: kept for folder, kept in reused.items() if kept}
+        log.info("probes of %s: reused from %s", ", ".join(f for f in reused if reused[f]), record.parent)
+    return found
 
 
 def read_probe(path: Path) -> list[dict]:

@@ -17,6 +17,7 @@ from helpers import LABELS, make_text, write_task
 import predict as predict_script
 import prepare_data as prepare_data_script
 import report as report_script
+from baselines import tfidf as tfidf_script
 from fec.classify.candidates import SearchSpace
 from fec.classify.fusion_training import TrainConfig
 from fec.classify.search import Search, open_study, run_search
@@ -145,3 +146,19 @@ def test_a_candidate_proposed_again_is_not_trained_again(toy_search_store):
     rows = candidate_rows(study)
     assert [row["state"] for row in rows] == ["complete", "same as #0", "same as #0"]
     assert len({tuple(row["scores"]) for row in rows}) == 1 and rows[1]["seconds"] == 0.0
+
+
+def test_a_later_search_probes_only_the_folders_whose_features_changed(toy_search_store, tmp_path):
+    root, data = toy_search_store
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    first = max((copy / "Logs").glob("tune_toy_*"))
+    store = ["--task", "toy", "--store", "--data_dir", str(data), "--dataset_dir", str(copy / "dataset")]
+    assert tfidf_script.main([*store, "--C", "2", "--overwrite"]) == 0  # the lexical source made again, otherwise
+    folder = search(copy, data, "toy", "--trials", "1", "--max_seeds", "1", "--no_final")
+
+    assert f"reused from {first}" in (folder / "tune.log").read_text()
+    before, after = (pd.read_csv(f / "probe.csv").set_index(["folder", "pooling", "layer"]) for f in (first, folder))
+    unchanged = after.index.get_level_values("folder") != "tfidf"
+    pd.testing.assert_frame_equal(after[unchanged], before.loc[after[unchanged].index])  # reused as they were
+    assert (after.index.get_level_values("folder") == "tfidf").sum() == 1  # probed again: its features changed
