@@ -581,7 +581,8 @@ CASES = [
     Case("bench/extract_speed.py", ["--task", "émotion"], "argument --task: 'émotion' is not a task name"),
     Case("report.py", ["-task", "a\nb"], "argument --task/-task: 'a\\nb' is not a task name"),
     # The recipe search: its options checked before anything is extracted, searched or written.
-    Case("tune.py", ["--task", "toy", "--preset", "offline"], "--preset: chooses the models of --extract; add --extract"),
+    Case("tune.py", ["--task", "toy", "--preset", "offline"], "--preset: applies to the extractions of --extract; add --extract"),
+    Case("tune.py", ["--task", "toy", "--dtype", "bfloat16"], "--dtype: applies to the extractions of --extract; add --extract"),
     Case(
         "tune.py",
         ["--task", "toy", "--extract", "--model", "gpu=x"],
