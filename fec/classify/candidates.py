@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fec.core.slots import slot_kind
+from fec.core.slots import LEXICAL_SLOT, slot_kind
 
 OFF = "off"  # the source is left out
 PUBLISHED = "published"  # the source's published folder (its published pooling and layers)
 HEAD_GRID = {"raw_inputs": ["decoder", "all"], "sigma": [1.0, 0.001], "lr": [1e-4, 2.5e-4], "dropout": [0.5, 0.6]}
+# The head that won by hand on all three tasks (docs/features.md): the search's first candidates use it.
+HEAD_PRIOR = {"raw_inputs": "all", "sigma": 0.001, "lr": 1e-4, "dropout": 0.6}
 # Layers around a curve's peak, near and wide: a decoder's each its own vector, an encoder's averaged.
 SPREADS = {"decoder": ((-4, -2, 0, 2, 4), (-8, -4, 0, 4, 8)), "encoder": ((-1, 0, 1), (-2, 0, 2))}
 TOP_LAYERS = {"decoder": 5, "encoder": 3}
@@ -45,10 +47,13 @@ class Curve:
 
 @dataclass
 class SearchSpace:
-    """What the search chooses from: per source its options, and the head's grid."""
+    """What the search chooses from: per source its options, and the head's grid; `first`, the
+    candidates the probes point at, tried before the sampler chooses (each a choice per source
+    and head option, as `fec.classify.search.candidate` names them)."""
 
     sources: dict[str, list[str]]
     head: dict[str, list] = field(default_factory=lambda: {k: list(v) for k, v in HEAD_GRID.items()})
+    first: list[dict] = field(default_factory=list)
 
     def size(self) -> int:
         count = 1
@@ -101,7 +106,7 @@ def search_space(rows: list[dict], metric: str, manifests: dict[str, dict]) -> S
     for curve in curves(rows, metric):
         by_slot.setdefault(curve.slot, []).append(curve)
     published = {m["slot"] for folder, m in manifests.items() if m.get("feature_axes") is None and folder == m["slot"]}
-    sources = {}
+    sources, leads = {}, {}
     for slot in sorted(set(by_slot) | set(published)):
         options = [OFF] + ([PUBLISHED] if slot in published else [])
         ranked = sorted(by_slot.get(slot, []), key=lambda c: -c.scores[c.peak])
@@ -109,4 +114,23 @@ def search_space(rows: list[dict], metric: str, manifests: dict[str, dict]) -> S
             kind = slot_kind(manifests[curve.folder])
             options += [pick_text(curve, layers) for layers in layer_sets(curve, kind, runner_up=rank > 0)]
         sources[slot] = list(dict.fromkeys(options))
-    return SearchSpace(sources)
+        leads[slot] = lead_options(ranked[0], slot_kind(manifests[ranked[0].folder])) if ranked else (PUBLISHED, PUBLISHED)
+    return SearchSpace(sources, first=first_candidates(leads))
+
+
+def lead_options(curve: Curve, kind: str) -> tuple[str, str]:
+    """The source's options in the first candidates: its best curve's near spread, and its wide
+    spread (an encoder: its layers from the peak to the last)."""
+    sets = [[curve.peak + step for step in spread if curve.peak + step in curve.scores] for spread in SPREADS[kind]]
+    if kind == "encoder":
+        sets[1] = [layer for layer in sorted(curve.scores) if layer >= curve.peak]
+    return pick_text(curve, sets[0]), pick_text(curve, sets[1])
+
+
+def first_candidates(leads: dict[str, tuple[str, str]]) -> list[dict]:
+    """What the probes point at, with the hand-won head: every source at its near spread; the
+    same without the lexical source (does it help?); every source at its wide spread."""
+    near = {f"source.{slot}": options[0] for slot, options in leads.items()} | HEAD_PRIOR
+    wide = {f"source.{slot}": options[1] for slot, options in leads.items()} | HEAD_PRIOR
+    without_lexical = near | {f"source.{LEXICAL_SLOT}": OFF} if LEXICAL_SLOT in leads else near
+    return [dict(c) for c in dict.fromkeys(tuple(c.items()) for c in (near, without_lexical, wide))]

@@ -138,7 +138,7 @@ def trained_before(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
 
 def open_study(name: str, storage: str, seed: int, max_seeds: int) -> optuna.Study:
     """The study `name` in `storage`, created or continued: TPE sampling, successive halving over seeds."""
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
     pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3, min_early_stopping_rate=0)
     if max_seeds < 2:
         pruner = optuna.pruners.NopPruner()
@@ -152,6 +152,9 @@ def run_search(search: Search, study: optuna.Study) -> optuna.Study:
     when it runs out finishes). Returns the study, whose best trial is the chosen recipe."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     done = len(study.trials)
+    if not done:  # a new study starts where the probes point; the sampler takes over from there
+        for params in search.space.first:
+            study.enqueue_trial(params)
     log.info(
         "search: %d candidate combinations; %d trials already in the study; budget %.0f min",
         search.space.size(),

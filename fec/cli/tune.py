@@ -277,7 +277,7 @@ def search_and_train(args: argparse.Namespace, tune_dir: Path, folders: list[str
         "metric": metric,
         "selection": where,
         "store": store,
-        "search_space": {"sources": space.sources, "head": space.head},
+        "search_space": {"sources": space.sources, "head": space.head, "first": space.first},
         "final_run": final,
     }
     write_json(tune_dir / "config.json", record | provenance())

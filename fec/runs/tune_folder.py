@@ -34,6 +34,8 @@ def candidate_rows(study) -> list[dict]:
     seconds; best first (finished candidates before pruned ones, then by mean)."""
     rows = []
     for trial in study.trials:
+        if trial.state.name == "WAITING":  # queued first candidates the budget never reached
+            continue
         scores = trial.user_attrs.get("scores", [])
         mean = sum(scores) / len(scores) if scores else None
         state = {"COMPLETE": "complete", "PRUNED": "pruned"}.get(trial.state.name, trial.state.name.lower())
