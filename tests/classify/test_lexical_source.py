@@ -10,6 +10,8 @@ rebuilds the source from text.
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 import shutil
 
@@ -20,6 +22,7 @@ import torch
 from helpers import LABELS, only_run, write_multilabel_task
 
 import main as main_script
+import report as report_script
 from baselines import tfidf as tfidf_script
 from fec import EmotionClassifier
 from fec.classify.fusion_inputs import load_fusion_data
@@ -121,6 +124,17 @@ def test_a_run_fuses_the_lexical_source_and_predict_rebuilds_it_from_text(lexica
     inputs = [*stored.splits["test"].inputs, torch.from_numpy(lexical)]
     expected = torch.softmax(clf.model(*inputs), dim=1).detach().numpy()
     np.testing.assert_allclose(clf.predict_proba(texts), expected, atol=2e-3)
+
+
+def test_report_names_the_lexical_source_of_a_run(lexical_store, tmp_path, capsys):
+    data, dataset = lexical_store
+    out = tmp_path / "Logs"
+    argv = ["--task", "toy", "--data_dir", str(data), "--dataset_dir", str(dataset), "--out", str(out), *TRAIN]
+    assert main_script.main([*argv, "--sources", "llama", "tfidf"]) == 0
+    capsys.readouterr()
+    assert report_script.main([str(out), "--format", "csv"]) == 0
+    (row,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    assert "-sources llama tfidf" in row["command"] and "tfidf: tfidf-logreg" in row["features"]
 
 
 def test_the_lexical_source_of_a_multilabel_task_scores_each_label_with_its_own_sigmoid(tmp_path):
