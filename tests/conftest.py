@@ -18,6 +18,15 @@ from helpers import (
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def float32_on_every_cpu():
+    """`--dtype auto` takes bfloat16 on CPUs with bf16 matrix units; the tests pin the float32 path
+    so that they compute the same numbers on every machine (auto itself: tests/features/test_dtype.py)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("fec.features.backbones.cpu_has_bf16_matmul", lambda *args: False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """Slot -> directory of a tiny saved model (plus `bert_nopooler`, and `e5` and `qwen`, a second

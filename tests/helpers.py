@@ -167,9 +167,10 @@ def save_tiny_roberta(folder: Path) -> Path:
 
 
 def extract_argv(model: Path, data_dir: Path, dataset_dir: Path, mode: str = "all", *extra: str, task: str = "toy") -> list[str]:
-    """An extraction script's command line for `task` on the CPU."""
-    return ["-task", task, "-mode", mode, "-device", "cpu", "-model", str(model), "-data_dir", str(data_dir),
-            "-dataset_dir", str(dataset_dir), *extra]  # fmt: skip
+    """An extraction script's command line for `task` on the CPU, in float32 (the same numbers on
+    every CPU: `auto` would take bfloat16 on one with bf16 matrix units)."""
+    return ["-task", task, "-mode", mode, "-device", "cpu", "-dtype", "float32", "-model", str(model),
+            "-data_dir", str(data_dir), "-dataset_dir", str(dataset_dir), *extra]  # fmt: skip
 
 
 def extract_all(data_dir: Path, dataset_dir: Path, models: dict[str, Path], task: str = "toy", extra: list[str] = ()) -> None:

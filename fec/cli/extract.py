@@ -100,7 +100,8 @@ def add_compat_options(parser: argparse.ArgumentParser, slot: str) -> None:
         *flag("dtype"),
         default="auto",
         choices=["auto", "float32", "float16", "bfloat16"],
-        help="model weights dtype; auto = bfloat16 on CUDA (float16 with -compat reference, as published), float32 on CPU",
+        help="model weights dtype; auto = bfloat16 on CUDA (float16 with -compat reference, as published) and on CPUs with "
+        "bf16 matrix units (AMX, AVX512-BF16; not with -compat reference), else float32",
     )
     parser.add_argument(
         *flag("compat"),

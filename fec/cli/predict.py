@@ -2,7 +2,7 @@
 Logs folder): top-k labels with probabilities.
 
     python predict.py --run Logs/ED_20261122-101500 --text "I finally got the job!"
-    python predict.py --run Logs/ED_20261122-101500 --text "so scared" --text "what a gift" --topk 5 --json
+    python predict.py --run Logs/ED_20261122-101500 --text "so scared" "what a gift" --topk 5 --json
     python predict.py --run Logs/ED_20261122-101500 --input texts.csv --output predictions.csv
     echo "I miss my grandmother" | python predict.py --run Logs/ED_20261122-101500
 
@@ -55,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="a run folder written by main.py or finetune.py (Logs/TASK_STAMP, Logs/TASK_finetune_STAMP)",
     )
-    parser.add_argument(*flag("text"), action="append", default=None, help="a text to classify (repeatable)")
+    parser.add_argument(
+        *flag("text"),
+        action="extend",
+        nargs="+",
+        default=None,
+        help="texts to classify, in one quoted argument each (the option may be repeated)",
+    )
     parser.add_argument(*flag("input"), type=existing_file, default=None, help="a UTF-8 CSV file with a `text` column")
     parser.add_argument(
         *flag("output"),

@@ -108,8 +108,8 @@ def add_extraction_options(parser: argparse.ArgumentParser) -> None:
         *flag("dtype"),
         default="auto",
         choices=["auto", *DTYPES],
-        help="with --extract: the models' dtype (auto: bfloat16 on CUDA, float32 on CPU; bfloat16 is several times "
-        "faster on CPUs with bf16 matrix units, and its features match float32's: docs/features.md)",
+        help="with --extract: the models' dtype (auto: bfloat16 on CUDA and on CPUs with bf16 matrix units, where it "
+        "is several times faster than float32 with the same features: docs/features.md; else float32)",
     )
     parser.add_argument(
         *flag("model"), nargs="+", default=None, metavar="SLOT=MODEL", help="with --extract: a slot's model, e.g. llama=DIR"

@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,14 +139,30 @@ def pick_device(requested: str | None) -> torch.device:
 
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
-    """`auto` is bfloat16 on CUDA (fp16's range overflows on LLaMA's massive activations), else float32."""
+    """`auto` is bfloat16 on CUDA (fp16's range overflows on LLaMA's massive activations) and on a
+    CPU with bf16 matrix units (several times float32's speed there, with the same features to the
+    probes: docs/features.md), else float32."""
     if requested == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if device.type == "cpu" and cpu_has_bf16_matmul():
             return torch.bfloat16
         return torch.float32
     if requested not in DTYPES:
         raise SettingError("dtype", requested, f"choose auto or one of {', '.join(DTYPES)}")
     return DTYPES[requested]
+
+
+BF16_CPU_FLAGS = re.compile(r"\b(amx_bf16|avx512_bf16)\b")
+
+
+def cpu_has_bf16_matmul(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (x86 AMX or AVX512-BF16, from the
+    kernel's CPU flags); elsewhere False, and `auto` stays float32."""
+    try:
+        return bool(BF16_CPU_FLAGS.search(cpuinfo.read_text(encoding="utf-8", errors="replace")))
+    except OSError:
+        return False
 
 
 @dataclass
@@ -364,7 +381,7 @@ def placement(model) -> dict[str, int]:
 def extraction_dtype(requested: str, compat: str, device: torch.device) -> torch.dtype:
     """The weights' dtype: `-dtype` when given; else, with `-compat reference`, float16 on CUDA as the
     published extractor ran (float32 on CPU, where half precision is slow or missing); else `pick_dtype`'s
-    auto (bfloat16 on CUDA, float32 on CPU)."""
+    auto (bfloat16 on CUDA and on CPUs with bf16 matrix units, else float32)."""
     if requested == "auto" and compat == "reference" and device.type == "cuda":
         return torch.float16
     return pick_dtype(requested, device)

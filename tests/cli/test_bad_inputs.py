@@ -203,7 +203,7 @@ def model_json_without(key: str) -> Callable[[Path, dict], list[str]]:
 NOT_SAFETENSORS = hashlib.sha256(b"not a checkpoint").digest() * 8  # its first 8 bytes read as a huge header length
 
 
-EXTRACT = ["-task", "toy", "-device", "cpu", "-model", "{bert}"]
+EXTRACT = ["-task", "toy", "-device", "cpu", "-dtype", "float32", "-model", "{bert}"]
 TRAIN = ["-dataset", "toy", "-device", "cpu"]
 PREDICT = ["-run", "{run}", "-device", "cpu"]
 
@@ -322,7 +322,7 @@ CASES = [
     ),
     Case(
         "llama2_rep_extract.py",
-        ["-task", "toy", "-device", "cpu", "-model", "{llama}", "-layers", "0"],
+        ["-task", "toy", "-device", "cpu", "-dtype", "float32", "-model", "{llama}", "-layers", "0"],
         "--layers 0: a count must be at least 1",
     ),
     Case(
@@ -519,7 +519,7 @@ CASES = [
     ),
     Case(
         "llama2_rep_extract.py",
-        ["-task", "toy", "-device", "cpu", "-model", "{llama}", "--slot", "e5", "--layers", "all"],
+        ["-task", "toy", "-device", "cpu", "-dtype", "float32", "-model", "{llama}", "--slot", "e5", "--layers", "all"],
         "--slot e5: dataset/toy/e5-mean-all holds it as an encoder slot, and this script extracts a decoder one",
     ),
     # Finished features are never replaced by an extraction with other settings without --overwrite.
@@ -532,14 +532,18 @@ CASES = [
     Case("bert_rep_extract.py", [*EXTRACT, "-max_len", "64"], "already extracted with other settings (max_len 200 -> 64)"),
     Case(
         "llama2_rep_extract.py",
-        ["-task", "toy", "-device", "cpu", "-model", "{llama}", "-layers", "3"],
+        ["-task", "toy", "-device", "cpu", "-dtype", "float32", "-model", "{llama}", "-layers", "3"],
         "dataset/toy/llama/train.safetensors: already extracted with other settings (layers 5 -> 3)",
     ),
-    Case("bert_rep_extract.py", ["-task", "toy", "-device", "cpu", "-model", "{roberta}"], "with other settings (model "),
+    Case(
+        "bert_rep_extract.py",
+        ["-task", "toy", "-device", "cpu", "-dtype", "float32", "-model", "{roberta}"],
+        "with other settings (model ",
+    ),
     # What the configuration alone rules out is refused before the weights load.
     Case(
         "llama2_rep_extract.py",
-        ["-task", "toy", "-device", "cpu", "-model", "{llama}", "-pooling", "pooler"],
+        ["-task", "toy", "-device", "cpu", "-dtype", "float32", "-model", "{llama}", "-pooling", "pooler"],
         "--pooling pooler: llama models have no pooler (choose mean, first or last)",
     ),
     # A recipe file holds training options only; the seed options are checked after the merge.

@@ -134,6 +134,13 @@ def test_predict_prints_named_labels_with_probabilities(toy_run, capsys):
     assert labels[0]["prob"] >= labels[1]["prob"] >= labels[2]["prob"]
 
 
+def test_predict_takes_several_texts_after_one_text_option_and_more_options(toy_run, capsys):
+    argv = ["-run", str(toy_run), "-device", "cpu", "-json", "--text", "so happy and glad", "crying and lonely"]
+    assert predict_script.main([*argv, "--text", "furious rage today"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [line["text"] for line in lines] == ["so happy and glad", "crying and lonely", "furious rage today"]
+
+
 def test_predict_file_mode_keeps_the_input_columns(toy_run, tmp_path):
     src = tmp_path / "in.csv"
     pd.DataFrame({"id": [7, 8], "text": ["crying and lonely", "furious rage"]}).to_csv(src, index=False)
