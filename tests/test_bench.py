@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import LABELS, SPLIT_ROWS, TINY_HIDDEN, make_text
+from helpers import LABELS, SPLIT_ROWS, TINY_HIDDEN, make_text, only_run
 
-from bench import extract_speed, train_speed
+import main as main_script
+from bench import extract_speed, predict_speed, train_speed
 from fec.features.backbones import load_backbone
 from fec.features.compute import Batching, extract_features
 
@@ -255,3 +256,18 @@ def test_all_layers_bench_times_every_variant_against_last5_and_the_matmul_peak(
     assert report["variants"]["last5"]["speed_vs_last5"] == 1.0
     assert all(v["gflops"] > 0 and v["texts_per_s"] > 0 for v in report["variants"].values())
     assert report["real_tokens"] > 16 and set(report["matmul_peak_gflops"]) == {"bfloat16", "float32"}
+
+
+def test_predict_speed_times_cold_start_warm_latency_and_throughput_of_a_run(toy_store, tmp_path, capsys):
+    data, dataset = toy_store
+    out = tmp_path / "Logs"
+    argv = ["-dataset", "toy", "-device", "cpu", "-dataset_dir", str(dataset), "-out", str(out), "-epochs", "2", "-seeds", "0"]
+    assert main_script.main([*argv, "-data_dir", str(data)]) == 0
+    run = only_run(out)
+    results = tmp_path / "predict.json"
+    argv = ["--runs", str(run), "--data_dir", str(data), "--n", "40", "--repeats", "5", "--threads", "1"]
+    assert predict_speed.main([*argv, "--results", str(results)]) == 0
+    assert "| run | sources | threads | load s | cold start s | warm p50 ms |" in capsys.readouterr().out
+    (row,) = json.loads(results.read_text())["rows"]
+    assert row["sources"] == ["llama", "bert", "roberta"] and row["texts"] == 40 and row["threads"] == 1
+    assert 0 < row["load_s"] <= row["cold_start_s"] and row["warm_p50_ms"] <= row["warm_p95_ms"]
