@@ -3,6 +3,7 @@
     python -m bench.train_speed                                 # 4000 train rows, published dims, 2 epochs
     python -m bench.train_speed --dims standin --results bench/train_cpu.json
     python -m bench.train_speed --device cuda --n 17802         # ED's train size on a GPU
+    python -m bench.train_speed --dims standin --threads_effect # also: threads idle and beside a busy core
 
 Both loops train `fec.classify.fusion.DownstreamModel` (the published architecture; `--dims published`:
 LLaMA (5, 4096), BERT 1024, RoBERTa 1024; `--dims standin`: (5, 576), 384, 768) on the same
@@ -33,6 +34,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import time
 
@@ -44,11 +46,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from fec.classify.fusion import DownstreamModel
 from fec.classify.fusion_inputs import SOURCES, FusionData, SplitInputs
-from fec.classify.fusion_training import TrainConfig, train_seed
+from fec.classify.fusion_training import TrainConfig, build_model, step_flops, train_seed
 from fec.cli.options import ArgumentParser, device, non_negative_int, output_file, positive_int
 from fec.cli.script import run_script
 from fec.core.files import atomic_write_text
 from fec.core.provenance import provenance
+from fec.core.threads import choose_threads, usable_cores
 from fec.features.backbones import pick_device
 
 log = logging.getLogger("bench.train_speed")
@@ -185,6 +188,42 @@ def run_ours(data: dict, classes: int, epochs: int, device: torch.device) -> dic
     }
 
 
+def threads_effect(data: dict, classes: int, epochs: int, batch_size: int = 64) -> list[dict]:
+    """`run_ours` on the CPU with torch's default thread count (one per core) and with the count
+    `fec.core.threads` chooses, on an idle machine and beside one busy core (a spinning process).
+    The policy is told the busy core here: in use it reads the load average, which takes about a
+    minute to see a new job."""
+    cpu, cores = torch.device("cpu"), usable_cores()
+    splits = {mode: SplitInputs([x.float() for x in inputs], labels) for mode, (inputs, labels) in data.items()}
+    fusion = FusionData("synthetic", list(SOURCES), splits, [f"c{i}" for i in range(classes)], False, {})
+    work = step_flops(build_model(fusion, TrainConfig()), batch_size)
+    rows = []
+    for busy in (0, 1):
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+        try:
+            for name, count in (("torch default", cores), ("fec.core.threads", choose_threads(work, cores, busy))):
+                torch.set_num_threads(count)
+                ours = run_ours(data, classes, epochs, cpu)
+                rows.append({"busy_cores": busy, "threads_by": name, "threads": count, **ours})
+        finally:
+            if spinner is not None:
+                spinner.kill()
+                spinner.wait()
+    for row in rows:
+        idle = next(r for r in rows if r["threads_by"] == row["threads_by"] and not r["busy_cores"])
+        row["slowdown_beside_busy"] = row["seconds_per_epoch"] / idle["seconds_per_epoch"]
+    return rows
+
+
+def print_threads_effect(rows: list[dict], cores: int) -> None:
+    print(f"\nThreads: ours on the CPU ({cores} cores), idle and beside one busy core")
+    print("| load | threads by | threads | s/epoch | slowdown against idle |\n|---|---|---|---|---|")
+    for r in rows:
+        load = "one busy core" if r["busy_cores"] else "idle"
+        cells = [load, r["threads_by"], r["threads"], f"{r['seconds_per_epoch']:.2f}", f"{r['slowdown_beside_busy']:.2f}x"]
+        print("| " + " | ".join(map(str, cells)) + " |")
+
+
 # ---------------------------------------------------------------------------- command line
 
 
@@ -207,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
         "--results", type=output_file, default=None, metavar="OUT", help="also write the results to this JSON file"
+    )
+    parser.add_argument(
+        "--threads_effect",
+        action="store_true",
+        help="also time ours with torch's default threads and with fec.core.threads' choice, idle and beside one busy core",
     )
     parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -246,7 +290,11 @@ def run(args: argparse.Namespace) -> int:
         "ratio": published["seconds_per_epoch"] / max(ours["seconds_per_epoch"], 1e-9),
         **provenance(),
     }
+    if args.threads_effect:
+        report["threads_effect"] = threads_effect(data, args.classes, args.epochs)
     print_report(report)
+    if args.threads_effect:
+        print_threads_effect(report["threads_effect"], usable_cores())
     if args.results:
         atomic_write_text(args.results, json.dumps(report, indent=1) + "\n")
     return 0

@@ -236,6 +236,21 @@ def test_train_speed_prints_both_loops_and_writes_json(tmp_path, capsys):
     assert report["ratio"] > 0
 
 
+def test_train_speed_times_the_thread_policy_idle_and_beside_a_busy_core(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    argv = ["--n", "40", "--epochs", "1", "--dims", "standin", "--device", "cpu", "--threads_effect", "--results", str(out)]
+    assert train_speed.main(argv) == 0
+    assert "| one busy core | fec.core.threads |" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["threads_effect"]
+    assert [(r["busy_cores"], r["threads_by"]) for r in rows] == [
+        (0, "torch default"),
+        (0, "fec.core.threads"),
+        (1, "torch default"),
+        (1, "fec.core.threads"),
+    ]
+    assert all(r["slowdown_beside_busy"] > 0 for r in rows) and rows[3]["threads"] == 1  # a stand-in head: one thread
+
+
 def test_train_speed_synthetic_features_have_the_published_shapes_and_dtypes():
     data = train_speed.synthetic_data(8, "published", 32, seed=0)
     (llama, bert, roberta), labels = data["train"]

@@ -108,6 +108,11 @@ def input_stats(inputs: list[torch.Tensor], eps: float = 1e-6) -> list[tuple[tor
     return stats
 
 
+def step_flops(model: torch.nn.Module, batch_size: int) -> float:
+    """About the arithmetic of one training step: forward and backward, 6 FLOPs per weight and row."""
+    return 6.0 * sum(p.numel() for p in model.parameters()) * batch_size
+
+
 def build_model(data: FusionData, cfg: TrainConfig) -> DownstreamModel:
     """The fusion model for `data`'s features and labels with `cfg`'s settings, standardising its
     inputs with the train split's statistics under `-norm zscore`."""

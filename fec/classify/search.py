@@ -31,8 +31,9 @@ import torch
 from fec.classify.candidates import OFF, PUBLISHED, SearchSpace
 from fec.classify.cross_validation import train_seed_cv
 from fec.classify.fusion_inputs import FusionData, load_fusion_data
-from fec.classify.fusion_training import TrainConfig, build_model, train_seed
+from fec.classify.fusion_training import TrainConfig, build_model, step_flops, train_seed
 from fec.classify.linear_probe import selection_metric
+from fec.core.threads import use_threads
 from fec.features.picks import parse_pick
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Search:
     max_seeds: int = 3
     seed: int = 0  # the sampler's seed
     device: str = "cpu"
+    threads: int | None = None  # CPU threads of every candidate (None: chosen from its work, fec.core.threads)
 
 
 def candidate(trial: optuna.Trial, space: SearchSpace) -> dict:
@@ -105,7 +107,9 @@ class Objective:
         data = self.data(options)
         head = {k: options[k] for k in self.search.space.head}
         cfg = dataclasses.replace(self.search.base, **head)
-        build_model(data, cfg)  # a combination the model refuses fails here, as main.py would
+        model = build_model(data, cfg)  # a combination the model refuses fails here, as main.py would
+        if torch.device(self.search.device).type == "cpu":
+            use_threads(self.search.threads, step_flops(model, cfg.batch_size), f"candidate #{trial.number}")
         metric, scores, started = selection_metric(data.multilabel), [], time.perf_counter()
         for seed in range(self.search.max_seeds):
             result = (

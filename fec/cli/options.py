@@ -222,6 +222,9 @@ def flag(name: str, *aliases: str) -> tuple[str, ...]:
     return (f"--{name}", f"-{name}", *aliases)
 
 
+THREADS_HELP = "CPU threads (default: from the work per step and the cores other jobs leave free, logged; fec.core.threads)"
+
+
 def common_options(device_help: str = "cuda, cuda:N, cpu, or auto (cuda when available)") -> argparse.ArgumentParser:
     """A parent parser with the options every command takes: --device and --log_level."""
     parent = argparse.ArgumentParser(add_help=False)

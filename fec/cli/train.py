@@ -39,9 +39,11 @@ from fec.classify.fusion_training import (
     build_model,
     prior_entropy,
     seed_ensemble,
+    step_flops,
     train_seed,
 )
 from fec.cli.options import (
+    THREADS_HELP,
     ArgumentParser,
     Distinct,
     add_fields,
@@ -66,6 +68,7 @@ from fec.cli.script import run_script
 from fec.core.compat import QUIRKS, resolve_compat, training_folders
 from fec.core.data import DataError, read_text_column, split_path
 from fec.core.errors import UsageError
+from fec.core.threads import use_threads
 from fec.features.backbones import pick_device
 from fec.features.picks import FeaturePick, parse_pick
 from fec.runs.folder import save_checkpoint
@@ -126,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_fields(parser, TrainConfig, TRAIN_OPTIONS)
     add_compat_options(parser)
+    parser.add_argument(*flag("threads"), type=positive_int, default=None, help=THREADS_HELP)
     return parser
 
 
@@ -205,6 +209,8 @@ def run(args: argparse.Namespace) -> dict:
     folds = chosen_folds(args.cv, len(data.splits["valid"]), len(data.splits["train"]), 0 if compat == "reference" else None)
     cfg = config_from(TrainConfig, args, threshold=args.threshold if data.multilabel else None, cv=folds, norm=quirks["norm"])
     template = build_model(data, cfg)  # a bad combination fails here, before the run folder exists
+    if device.type == "cpu":
+        use_threads(args.threads, step_flops(template, cfg.batch_size), "training")
     ran = vars(args) | quirks | {"cv": folds if folds and args.cv is None else args.cv}
     plan = RunPlan(
         task=args.task,

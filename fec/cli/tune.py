@@ -38,6 +38,7 @@ from fec.classify.probing import probe_rows, store_fingerprint, store_folders
 from fec.classify.search import SEARCH_MODES, Search, open_study, recipe_options, run_search
 from fec.cli import extract, train
 from fec.cli.options import (
+    THREADS_HELP,
     ArgumentParser,
     common_options,
     existing_dir,
@@ -136,6 +137,7 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(*flag("save"), type=output_file, default=None, help="also copy the chosen recipe file here")
     parser.add_argument(*flag("no_final"), action="store_true", help="choose the recipe without training it on test")
+    parser.add_argument(*flag("threads"), type=positive_int, default=None, help=THREADS_HELP)
 
 
 def extract_search_space(args: argparse.Namespace) -> None:
@@ -253,6 +255,7 @@ def search_and_train(args: argparse.Namespace, tune_dir: Path, folders: list[str
         max_seeds=args.max_seeds,
         seed=args.seed,
         device=device,
+        threads=args.threads,
     )
     run_search(search, study)
     rows = candidate_rows(study)
@@ -313,6 +316,7 @@ def final_run(args: argparse.Namespace, recipe: Path) -> str:
         args.out,
         "--device",
         args.device,
+        *(["--threads", str(args.threads)] if args.threads else []),
     ]
     parser = train.build_parser()
     return train.run(train.parse_with_recipe(parser, argv))["run_dir"]
