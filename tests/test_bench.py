@@ -117,6 +117,20 @@ def test_worker_mode_prints_one_json_line_and_parent_argv_parses(tiny_models, da
     assert parsed.worker == ["llama", "check"] and parsed.n == 8 and parsed.threads == 1 and parsed.task == "toy"
 
 
+def test_extract_speed_times_the_peers_beside_fec_with_ratios_and_gflops(data_dir, tmp_path, capsys):
+    out = tmp_path / "peers.json"
+    argv = ["--tiny", "--n", "8", "--inprocess", "--threads", "1", "--device", "cpu", "--check_n", "0", "--slots", "bert"]
+    assert extract_speed.main([*argv, "--data_dir", str(data_dir), "--task", "toy", "--peers", "--results", str(out)]) == 0
+    assert "same vector / st_encode" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    (bert,) = report["results"]
+    recipes = {"published", "ours", "st_encode", "st_encode_same_dtype", "pipeline", "ours_vector", "ours_every_layer"}
+    assert recipes <= set(bert) and all(bert[r]["texts"] == 8 and bert[r]["finite"] for r in recipes)
+    assert bert["ours_vector"]["feature_shape"][-1] == bert["st_encode"]["feature_shape"][-1]  # the same vector's width
+    assert set(bert["peer_ratios"]) == set(extract_speed.PEER_RATIOS) and set(bert["gflops"]) == recipes
+    assert set(report["matmul_peak_gflops"]) == {"float32", "bfloat16"}
+
+
 @pytest.mark.slow
 def test_extract_speed_script_runs_each_recipe_in_a_subprocess(data_dir):
     proc = subprocess.run(
