@@ -193,14 +193,18 @@ def earlier_probe_rows(args: argparse.Namespace, store: dict, folds: int) -> dic
     """Folder -> its probe rows from the newest earlier probe.py run or search that probed the same
     features (sha256) with the same folds and seed."""
     out, found = Path(args.out), {}
-    records = [*out.glob(f"probe_{args.task}_*/config.json"), *out.glob(f"tune_{args.task}_*/probe.json")]
+    records = [
+        *out.glob(f"probe_{args.task}_*/config.json"),  # probe.py runs
+        *out.glob(f"tune_{args.task}_*/probe.json"),  # searches, from their probes on
+        *out.glob(f"tune_{args.task}_*/config.json"),  # finished searches
+    ]
     for record in sorted(records, key=lambda path: path.parent.name.rsplit("_", 1)[-1], reverse=True):
         try:
             config = read_run_json(record, PROBE_CONFIG)
         except RunFileError as err:  # a damaged probe folder is not reused; its folders are probed again
             log.warning("%s: not reused (%s)", record.parent, err.problem)
             continue
-        cv = config.get("setup", {}).get("cv", config.get("cv"))
+        cv = config.get("setup", {}).get("cv", config.get("cv", config.get("args", {}).get("cv")))
         seed = config.get("args", {}).get("seed", config.get("seed"))
         same = [f for f, sha in (config.get("store") or {}).items() if store.get(f) == sha and f not in found]
         if cv != folds or seed != args.seed or not same or not (record.parent / "probe.csv").is_file():

@@ -156,6 +156,9 @@ def test_a_later_search_probes_only_the_folders_whose_features_changed(toy_searc
     store = ["--task", "toy", "--store", "--data_dir", str(data), "--dataset_dir", str(copy / "dataset")]
     assert tfidf_script.main([*store, "--C", "2", "--overwrite"]) == 0  # the lexical source made again, otherwise
     folder = search(copy, data, "toy", "--trials", "1", "--max_seeds", "1", "--no_final")
+    (folder / "probe.json").unlink()  # a finished search's config.json says what it probed, too
+    again = search(copy, data, "toy", "--trials", "1", "--max_seeds", "1", "--no_final")
+    assert f"reused from {folder}" in (again / "tune.log").read_text()
 
     assert f"reused from {first}" in (folder / "tune.log").read_text()
     before, after = (pd.read_csv(f / "probe.csv").set_index(["folder", "pooling", "layer"]) for f in (first, folder))
