@@ -57,6 +57,8 @@ class LayerChoice:
             return "all"
         if self.count is not None:
             return str(self.count)
+        if len(self.indices) == 1 and self.indices[0] >= 0:
+            return f"{self.indices[0]},"  # `12` alone would read back as a count of last layers
         return ",".join(str(i) for i in self.indices)
 
     @property

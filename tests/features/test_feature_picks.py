@@ -138,3 +138,10 @@ def test_every_shipped_recipe_is_read_as_the_command_line_would_be(recipe):
     values = recipe_file_options(build_parser(), recipe, RECIPE_FILE_OPTIONS)
     written = json.loads(recipe.read_text())["features"]
     assert [str(pick) for pick in values["features"]] == written  # each pick parsed, as main.py --features would
+
+
+def test_a_pick_of_one_layer_index_is_written_so_that_it_reads_back_as_that_index():
+    for text in ("llama:last:29,@llama-last-all", "roberta:mean:12,", "llama:mean:-1", "llama:mean:5", "bert:first:3,4"):
+        assert parse_pick(text).text == text
+        assert parse_pick(parse_pick(text).text) == parse_pick(text)
+    assert parse_pick("llama:last:29,").layers != parse_pick("llama:last:29").layers  # an index, not the last 29
