@@ -63,11 +63,15 @@ def test_the_lexical_source_is_fused_or_left_out():
 def test_the_search_starts_where_the_probes_point_with_the_head_that_won_by_hand():
     near, without_lexical, wide = search_space(ROWS, "acc", MANIFESTS).first
     head = {"raw_inputs": "all", "sigma": 0.001, "lr": 1e-4, "dropout": 0.6}
-    assert near == {
-        "source.llama": "llama:last:16,18,20,22,24@llama-mean+last-all",
-        "source.roberta": "roberta:mean:8,9,10@roberta-mean+first-all",
-        "source.tfidf": PUBLISHED,
-    } | head
+    assert (
+        near
+        == {
+            "source.llama": "llama:last:16,18,20,22,24@llama-mean+last-all",
+            "source.roberta": "roberta:mean:8,9,10@roberta-mean+first-all",
+            "source.tfidf": PUBLISHED,
+        }
+        | head
+    )
     assert without_lexical == near | {"source.tfidf": OFF}
     assert wide["source.llama"] == "llama:last:12,16,20,24,28@llama-mean+last-all"
     assert wide["source.roberta"] == "roberta:mean:9,10,11,12@roberta-mean+first-all"  # from the peak to the last
