@@ -4,13 +4,13 @@
     use_threads(None, work_flops=2 * params * batch_size * 3, what="training")   # chosen, and logged
     use_threads(4, work_flops=0, what="training")                                # --threads 4
 
-Why not torch's default (one thread per core): a small classifier head's step is a few hundred
-MFLOP, too little to split across threads without their synchronisation costing more than it
-saves, and a thread that lands on a core another job is using stalls all the others at every
-barrier (measured: the semeval fusion at 15 s per epoch with 2 threads beside one busy core,
-1.0 s with 1 thread; bench/train_speed.py --threads_effect). So the count is the work per step
-over `FLOPS_PER_THREAD`, at most the cores not already busy (the 1-minute load average), at least
-one. On CUDA the count only affects data handling and is left alone.
+Why not torch's default (one thread per core): a thread that lands on a core another job is
+using stalls all the others at every barrier (measured: the semeval fusion at 15 s per epoch with
+2 threads beside one busy core, 1.0 s with 1 thread; the stand-in head 3.7x slower beside a busy
+core with 2 threads, 1.4x with 1: bench/train_speed.py --threads_effect), and a tiny step is not
+worth splitting at all. So the count is the work per step over `FLOPS_PER_THREAD`, at most the
+cores not already busy (the 1-minute load average, which takes about a minute to see a new job),
+at least one. On CUDA the count only affects data handling and is left alone.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 
 log = logging.getLogger(__name__)
 
-FLOPS_PER_THREAD = 1e9  # work per step below which one more thread does not pay for itself
+FLOPS_PER_THREAD = 2.5e8  # work per step below which one more thread does not pay for itself (bench/train_speed.py)
 
 
 def usable_cores() -> int:

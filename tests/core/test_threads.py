@@ -34,7 +34,7 @@ def test_the_choice_is_set_and_logged_and_threads_overrides_it(monkeypatch, capl
             assert use_threads(None, 3 * FLOPS_PER_THREAD, "training") == 1
             assert torch.get_num_threads() == 1
             assert use_threads(2, 3 * FLOPS_PER_THREAD, "training") == 2
-        assert "training: 1 CPU thread(s) (3.00 GFLOP per step; 1 of 2 cores free" in caplog.text
+        assert "training: 1 CPU thread(s) (0.75 GFLOP per step; 1 of 2 cores free" in caplog.text
         assert "training: 2 CPU thread(s) (as asked" in caplog.text
     finally:
         torch.set_num_threads(before)
