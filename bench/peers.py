@@ -31,8 +31,17 @@ from fec.features.spec import FeatureSpec, LayerChoice
 BATCH = 64
 
 
-def token_count(tokenizer, texts: list[str]) -> int:
-    return sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=200)["input_ids"])
+def padded(tokenizer):
+    """A decoder's tokenizer has no pad token: batching pads with its end-of-text token."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def peer_info(tokenizer, texts: list[str]) -> dict:
+    """A peer's `info`: its real tokens (it reports no padding), batches of BATCH."""
+    tokens = sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=200)["input_ids"])
+    return {"tokens": tokens, "padded_tokens": tokens, "batches": math.ceil(len(texts) / BATCH)}
 
 
 def st_encode(slot: str, model_path: str, device: torch.device, same_dtype: bool = False):
@@ -40,14 +49,11 @@ def st_encode(slot: str, model_path: str, device: torch.device, same_dtype: bool
 
     dtype = pick_dtype("auto", device) if same_dtype else torch.float32
     model = SentenceTransformer(model_path, device=str(device), model_kwargs={"dtype": dtype})
-    tokenizer = model.tokenizer
-    if tokenizer.pad_token is None:  # a decoder's tokenizer: pad with its end-of-text token
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = padded(model.tokenizer)
 
     def extract(texts: list[str]):
         features = model.encode(texts, batch_size=BATCH, convert_to_tensor=True, show_progress_bar=False)
-        tokens = token_count(tokenizer, texts)
-        return features.float().cpu(), {"tokens": tokens, "padded_tokens": tokens, "batches": math.ceil(len(texts) / BATCH)}
+        return features.float().cpu(), peer_info(tokenizer, texts)
 
     return extract, dtype
 
@@ -56,14 +62,12 @@ def pipeline_means(slot: str, model_path: str, device: torch.device):
     from transformers import pipeline
 
     extractor = pipeline("feature-extraction", model=model_path, device=str(device), dtype=torch.float32)
-    if extractor.tokenizer.pad_token is None:
-        extractor.tokenizer.pad_token = extractor.tokenizer.eos_token
+    tokenizer = padded(extractor.tokenizer)
 
     def extract(texts: list[str]):
         outputs = extractor(texts, batch_size=BATCH, return_tensors=True, truncation=True, max_length=200)
         features = torch.stack([output[0].float().mean(dim=0) for output in outputs])
-        tokens = token_count(extractor.tokenizer, texts)
-        return features, {"tokens": tokens, "padded_tokens": tokens, "batches": math.ceil(len(texts) / BATCH)}
+        return features, peer_info(tokenizer, texts)
 
     return extract, torch.float32
 

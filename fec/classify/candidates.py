@@ -73,20 +73,26 @@ def curves(rows: list[dict], metric: str) -> list[Curve]:
     return [Curve(slot, folder, pooling, scores) for (slot, folder, pooling), scores in found.items()]
 
 
-def layer_sets(curve: Curve, kind: str, runner_up: bool = False) -> list[list[int]]:
-    """A few layer sets around the curve's peak: the peak alone, a near and a wide spread around
-    it, the best-probed layers, and for an encoder every layer from the peak to the last (a
-    `runner_up` curve: the peak and the near spread only); each set in depth order, duplicates
-    dropped."""
+def named_layer_sets(curve: Curve, kind: str) -> dict[str, list[int]]:
+    """The layer sets read off a curve, by name: its `peak` alone, a `near` and a `wide` spread
+    around it, its `best`-probed layers, and for an encoder every layer from the peak `to_last`."""
     peak, available = curve.peak, set(curve.scores)
-    spreads = [[peak + step for step in spread if peak + step in available] for spread in SPREADS[kind]]
-    best = sorted(curve.scores, key=lambda layer: -curve.scores[layer])[: TOP_LAYERS[kind]]
-    sets = [[peak], spreads[0]]
-    if not runner_up:
-        sets += [spreads[1], best] + ([[layer for layer in available if layer >= peak]] if kind == "encoder" else [])
+    near, wide = ([peak + step for step in spread if peak + step in available] for spread in SPREADS[kind])
+    sets = {"peak": [peak], "near": near, "wide": wide}
+    sets["best"] = sorted(curve.scores, key=lambda layer: -curve.scores[layer])[: TOP_LAYERS[kind]]
+    if kind == "encoder":
+        sets["to_last"] = [layer for layer in available if layer >= peak]
+    return {name: sorted(set(layers)) for name, layers in sets.items()}
+
+
+def layer_sets(curve: Curve, kind: str, runner_up: bool = False) -> list[list[int]]:
+    """A few layer sets around the curve's peak (`named_layer_sets`; a `runner_up` curve: the peak
+    and the near spread only); each set in depth order, duplicates dropped."""
+    named = named_layer_sets(curve, kind)
     unique: list[list[int]] = []
-    for layers in sets:
-        layers = sorted(set(layers))
+    for name, layers in named.items():
+        if runner_up and name not in ("peak", "near"):
+            continue
         if layers and layers not in unique:
             unique.append(layers)
     return unique
@@ -121,10 +127,8 @@ def search_space(rows: list[dict], metric: str, manifests: dict[str, dict]) -> S
 def lead_options(curve: Curve, kind: str) -> tuple[str, str]:
     """The source's options in the first candidates: its best curve's near spread, and its wide
     spread (an encoder: its layers from the peak to the last)."""
-    sets = [[curve.peak + step for step in spread if curve.peak + step in curve.scores] for spread in SPREADS[kind]]
-    if kind == "encoder":
-        sets[1] = [layer for layer in sorted(curve.scores) if layer >= curve.peak]
-    return pick_text(curve, sets[0]), pick_text(curve, sets[1])
+    named = named_layer_sets(curve, kind)
+    return pick_text(curve, named["near"]), pick_text(curve, named["to_last" if kind == "encoder" else "wide"])
 
 
 def first_candidates(leads: dict[str, tuple[str, str]]) -> list[dict]:

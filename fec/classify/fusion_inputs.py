@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from fec.classify.lexical import model_file_problem
 from fec.core.data import split_path
 from fec.core.errors import SettingError, UsageError
 from fec.core.files import sha256_file
@@ -306,9 +307,8 @@ def lexical_model_file(dataset_dir: Path | str, task: str, folder: str, manifest
     """The lexical source's fitted model beside its features, checked against the sha256 its
     manifests record (a run keeps a copy, and predict.py rebuilds the source from it)."""
     path = Path(dataset_dir) / task / folder / str(manifest.get("model_file"))
-    expected = (manifest.get("model_fingerprint") or {}).get("weights_sha256")
-    if not path.is_file() or sha256_file(path) != expected:
-        found = "is missing" if not path.is_file() else "differs from the model its features were made with"
+    problem = model_file_problem(path, manifest)
+    if problem:
         again = extract_command(manifest, "train", dataset_dir, data_dir or "data")
-        raise StoreError(f"{path} {found}; store the lexical source again: {again}")
+        raise StoreError(f"{path} {problem}; store the lexical source again: {again}")
     return path

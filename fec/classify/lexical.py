@@ -133,6 +133,16 @@ class LexicalModel:
         return cls(vectorizer, weights, bias, columns, int(head["n_labels"]), bool(head["multilabel"]))
 
 
+def model_file_problem(path: Path, manifest: dict) -> str | None:
+    """Why the lexical model at `path` is not the one `manifest`'s features were made with, or None
+    (training reads it from the store, prediction from the run's copy)."""
+    if not path.is_file():
+        return "is missing"
+    if sha256_file(path) != (manifest.get("model_fingerprint") or {}).get("weights_sha256"):
+        return "differs from the model the lexical features were made with"
+    return None
+
+
 def fit_softmax(x, labels: np.ndarray, C: float, settings: LexicalSettings):
     """Multinomial logistic regression (lbfgs) as (weights, bias, label ids); two labels in
     softmax form too, so one rule turns logits into probabilities."""
@@ -200,9 +210,8 @@ class LexicalSource:
 
 
 def lexical_source(texts: list[str], labels: np.ndarray, settings: LexicalSettings, n_labels: int, multilabel: bool):
-    """Choose C by the out-of-fold metric, keep that C's out-of-fold probabilities, fit the full model."""
-    if settings.folds < 2 or settings.folds > len(texts):
-        raise DataError(f"{len(texts)} train rows cannot be cut into {settings.folds} folds")
+    """Choose C by the out-of-fold metric, keep that C's out-of-fold probabilities, fit the full model
+    (`settings.folds` checked by the caller: `fec.classify.cross_validation.check_folds`)."""
     assignment = fold_assignment(labels, multilabel, settings.folds, settings.seed)
     best, scores = None, {}
     for C in settings.C_grid:

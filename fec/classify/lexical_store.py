@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from fec.classify.cross_validation import check_folds
 from fec.classify.lexical import LexicalSettings, LexicalSource, lexical_source
 from fec.core.data import available_modes, load_splits
 from fec.core.provenance import provenance
@@ -46,6 +47,7 @@ def store_lexical_source(
     these settings; returns its folder."""
     splits = load_splits(data_dir, task, available_modes(data_dir, task))
     train = splits["train"]
+    check_folds(settings.folds, len(train), zero=None)  # before anything is skipped, refused or fitted
     paths = {mode: feature_path(dataset_dir, task, LEXICAL_SLOT, mode) for mode in splits}
     wanted = {mode: {"slot": LEXICAL_SLOT, **settings.record(), "train_csv_sha256": train.csv_sha256} for mode in splits}
     wanted = {mode: wanted[mode] | {"csv_sha256": split.csv_sha256} for mode, split in splits.items()}
@@ -57,8 +59,7 @@ def store_lexical_source(
         for mode in splits:
             refuse_replacing(paths[mode], wanted[mode])
     started = time.perf_counter()
-    labels = train.labels
-    source = lexical_source(train.texts, labels, settings, train.num_labels, train.multilabel)
+    source = lexical_source(train.texts, train.labels, settings, train.num_labels, train.multilabel)
     sha256 = source.model.save(lexical_model_path(dataset_dir, task))
     seconds = round(time.perf_counter() - started, 2)
     for mode, split in splits.items():

@@ -126,8 +126,6 @@ def store(args: argparse.Namespace) -> dict:
     seeds = chosen_seeds(args)
     if len(seeds) > 1:
         raise UsageError(f"--store with seeds {' '.join(map(str, seeds))}: the lexical source is made once; give one seed")
-    splits = load_splits(args.data_dir, args.task, ["train"])
-    check_folds(args.cv, len(splits["train"]), zero=None)
     grid = [args.C] if args.C is not None else sorted(set(args.C_grid or LexicalSettings.C_grid))
     settings = LexicalSettings(
         analyzer=args.analyzer,

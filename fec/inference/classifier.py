@@ -26,10 +26,9 @@ import numpy as np
 import torch
 
 from fec.classify.fusion import DownstreamModel
-from fec.classify.lexical import LexicalModel
+from fec.classify.lexical import LexicalModel, model_file_problem
 from fec.classify.outputs import to_probabilities
 from fec.core.errors import FecError, SettingError
-from fec.core.files import sha256_file
 from fec.core.slots import KINDS, slot_kind
 from fec.features.backbones import Backbone, ModelError, load_backbone, model_fingerprint, pick_device, pick_dtype, resolve_model
 from fec.features.compute import Batching, PoolingPlan, extract_features
@@ -121,9 +120,9 @@ def load_source_backbone(source: FeatureSource, device: torch.device, model: str
 def load_lexical_model(run_dir: Path, manifest: dict) -> LexicalModel:
     """The lexical source's model the run keeps, refused unless it is the one the features were made with."""
     path = run_dir / str(manifest.get("model_file"))
-    if not path.is_file() or sha256_file(path) != manifest["model_fingerprint"].get("weights_sha256"):
-        found = "is missing" if not path.is_file() else "differs from the model the run's lexical features were made with"
-        raise RunError(f"{path} {found}; train the run again")
+    problem = model_file_problem(path, manifest)
+    if problem:
+        raise RunError(f"{path} {problem}; train the run again")
     return LexicalModel.load(path)
 
 
