@@ -81,6 +81,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.batch_budget import DEFAULT_BUDGETS
 from bench.peers import PEERS, non_embedding_parameters
 from fec.cli.options import ArgumentParser, Distinct, device, non_negative_int, output_file, positive_int, task_name
 from fec.cli.script import fail, run_script
@@ -969,9 +970,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="every-layer extraction against the published last 5 on the llama slot, with GFLOP/s against this CPU's "
         "matmul peak (bench/layer_cost.py)",
     )
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="--all_layers: the model's dtype")
-    parser.add_argument("--repeats", type=positive_int, default=3, help="--all_layers: interleaved timed rounds")
-    parser.add_argument("--peak_size", type=positive_int, default=1024, help="--all_layers: matmul size for the peak")
+    parser.add_argument(
+        "--batch_budget",
+        action="store_true",
+        help="every slot's speed under several batch sizes (texts x padded tokens), and where its time goes "
+        "(bench/batch_budget.py)",
+    )
+    parser.add_argument(
+        "--budgets",
+        nargs="+",
+        default=list(DEFAULT_BUDGETS),
+        metavar="ROWSxTOKENS",
+        help="--batch_budget: batchings to time, the first the baseline",
+    )
+    parser.add_argument(
+        "--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="--all_layers, --batch_budget: the model's dtype"
+    )
+    parser.add_argument("--repeats", type=positive_int, default=3, help="--all_layers, --batch_budget: interleaved timed rounds")
+    parser.add_argument(
+        "--peak_size", type=positive_int, default=1024, help="--all_layers, --batch_budget: matmul size for the peak"
+    )
     parser.add_argument(
         "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice, one per core)"
     )
@@ -1002,6 +1020,27 @@ def all_layers_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def batch_budget_main(args: argparse.Namespace) -> int:
+    """--batch_budget: bench/batch_budget.py on every chosen slot's model."""
+    from bench import batch_budget
+
+    for budget in args.budgets:
+        try:
+            batch_budget.parse_budget(budget)
+        except ValueError as err:
+            return fail(f"--budgets {err}")
+    texts = sample_texts(args.data_dir, args.task or "ED", args.split, args.n or 1024, args.seed)
+    with tempfile.TemporaryDirectory() as tiny_root:
+        models, _, _ = choose_models(args, texts, Path(tiny_root))
+        chosen = {slot: models[slot] for slot in args.slots}
+        report = batch_budget.measure(chosen, texts, getattr(torch, args.dtype), args.budgets, args.repeats, args.peak_size)
+    report |= {"machine": machine(torch.device("cpu")), **provenance()}
+    print(batch_budget.format_report(report), end="")
+    if args.results:
+        atomic_write_text(Path(args.results), json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_script(build_parser(), run, argv)
 
@@ -1018,6 +1057,8 @@ def run(args: argparse.Namespace) -> int:
         return scale_main(args)
     if args.all_layers:
         return all_layers_main(args)
+    if args.batch_budget:
+        return batch_budget_main(args)
     args.n = args.n or 512
     return extraction_main(args)
 

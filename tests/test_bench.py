@@ -287,6 +287,25 @@ def test_all_layers_bench_times_every_variant_against_last5_and_the_matmul_peak(
     assert report["real_tokens"] > 16 and set(report["matmul_peak_gflops"]) == {"bfloat16", "float32"}
 
 
+def test_batch_budget_bench_times_each_batching_and_splits_the_time_by_operator(data_dir, tmp_path, capsys):
+    out = tmp_path / "budget.json"
+    argv = ["--batch_budget", "--tiny", "--slots", "llama", "bert", "--budgets", "64x16384", "4x64", "--n", "24",
+            "--repeats", "1", "--peak_size", "64", "--threads", "1", "--dtype", "float32",
+            "--data_dir", str(data_dir), "--task", "toy", "--results", str(out)]  # fmt: skip
+    assert extract_speed.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| llama | 4x64 |" in printed and "| bert | 64x16384 |" in printed and "Where the time goes" in printed
+    report = json.loads(out.read_text())
+    for slot in report["slots"]:
+        budgets = slot["budgets"]
+        assert budgets["64x16384"]["speed_vs_first"] == 1.0 and budgets["4x64"]["batches"] >= 6  # 24 texts, at most 4 a batch
+        assert budgets["4x64"]["padded_over_real"] >= 1.0 and all(b["gflops"] > 0 for b in budgets.values())
+        split = slot["time_split"]["seconds"]
+        assert split["matmul"] > 0 and split["other"] > 0
+    assert [s["time_split"]["seconds"]["attention"] > 0 for s in report["slots"]] == [True, True]  # both run SDPA
+    assert extract_speed.main(["--batch_budget", "--budgets", "64by2048"]) == 2
+
+
 def test_predict_speed_times_cold_start_warm_latency_and_throughput_of_a_run(toy_store, tmp_path, capsys):
     data, dataset = toy_store
     out = tmp_path / "Logs"

@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fec.cli.options import ArgumentParser, common_options, config_from, flag, positive_int, slot_name, task_name
+from fec.cli.options import THREADS_HELP, ArgumentParser, common_options, config_from, flag, positive_int, slot_name, task_name
 from fec.cli.script import run_script
 from fec.core.compat import BATCH_SIZE, REFERENCE_BATCH_SIZE, resolve_extraction
 from fec.core.data import MODES
 from fec.core.errors import SettingError, UsageError
 from fec.core.slots import KINDS, PUBLISHED_KINDS, SCRIPTS
 from fec.features.backbones import LOAD_IN, SLOTS
+from fec.features.compute import CPU_MAX_TOKENS, GPU_MAX_TOKENS
 from fec.features.config import CHUNK_ROWS, DEVICE_MAPS, ExtractionConfig
 from fec.features.extract import run
 from fec.features.scale import close_distributed
@@ -95,7 +96,13 @@ def build_parser(slot: str) -> argparse.ArgumentParser:
 def add_compat_options(parser: argparse.ArgumentParser, slot: str) -> None:
     """Batching, dtype, the compat switch (the published code's behaviour) and what it turns on."""
     spec = SLOTS[slot]
-    parser.add_argument(*flag("max_tokens"), type=positive_int, default=16384, help="at most this many padded tokens per batch")
+    parser.add_argument(
+        *flag("max_tokens"),
+        type=positive_int,
+        default=None,
+        help=f"at most this many padded tokens per batch (default: {CPU_MAX_TOKENS} on a CPU, whose caches then hold a "
+        f"batch's activations; {GPU_MAX_TOKENS} on a GPU)",
+    )
     parser.add_argument(
         *flag("dtype"),
         default="auto",
@@ -228,6 +235,7 @@ def add_placement_options(parser: argparse.ArgumentParser) -> None:
         help="load the weights quantised to 8 or 4 bits with bitsandbytes (pip install bitsandbytes); recorded in the manifest",
     )
     parser.add_argument(*flag("trust_remote_code"), action="store_true", help="allow model code from the hub (off by default)")
+    parser.add_argument(*flag("threads"), type=positive_int, default=None, help=THREADS_HELP)
 
 
 def chosen_model(args: argparse.Namespace, slot: str) -> str:

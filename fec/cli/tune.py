@@ -163,6 +163,7 @@ def extract_search_space(args: argparse.Namespace) -> None:
                 args.data_dir,
                 "--dataset_dir",
                 args.dataset_dir,
+                *(["--threads", str(args.threads)] if args.threads else []),
             ]
             extract.extract(extract.build_parser(slot).parse_args(argv), slot)
     store_lexical_source(args.data_dir, args.dataset_dir, args.task, LexicalSettings())

@@ -46,7 +46,7 @@ class ExtractionConfig:
     batch_order: str = "length"
     batch_size: int = BATCH_SIZE
     max_len: int = 200
-    max_tokens: int = 16384
+    max_tokens: int | None = None  # padded tokens per batch; None = the device's default (fec.features.compute.Batching)
     feature_spec: FeatureSpec | None = None
     dtype: str = "auto"
     limit: int | None = None
@@ -61,6 +61,7 @@ class ExtractionConfig:
     max_memory: str | None = None
     load_in: str | None = None
     trust_remote_code: bool = False
+    threads: int | None = None  # CPU threads; None = chosen from the work and the free cores (fec.core.threads)
     slot_kind: str | None = None  # a published slot's own; a slot of the user's names it (decoder, encoder)
 
     def __post_init__(self) -> None:

@@ -32,6 +32,7 @@ from fec.core.data import DataError, Split, available_modes, load_splits
 from fec.core.errors import FecError
 from fec.core.files import removed_if_left_empty
 from fec.core.provenance import provenance
+from fec.core.threads import use_threads
 from fec.features.backbones import (
     Backbone,
     check_load_in,
@@ -105,6 +106,10 @@ def run(config: ExtractionConfig) -> list[Path]:
         if not todo:
             return []
         backbone, float32_backbone = load_models(config, ranks)
+        if backbone.device.type == "cpu":
+            # One batch's forward pass: 2 FLOPs per weight and padded token.
+            weights = sum(p.numel() for p in backbone.model.parameters())
+            use_threads(config.threads, 2.0 * weights * config.batching.token_budget(backbone.device), "extraction")
         return [extract_split(config, pending, backbone, float32_backbone, ranks) for pending in todo.values()]
 
 
@@ -340,6 +345,7 @@ def build_manifest(job: SplitJob, records: list[dict], elapsed: float) -> dict:
         "llama_pooling": config.llama_pooling if slot == "llama" else None,
         "batch_order": config.batch_order,
         "batch_size": config.batch_size,
+        "max_tokens": config.batching.token_budget(backbone.device) if config.batch_order == "length" else None,
         "model": config.model,
         "model_path": backbone.resolved,
         "model_class": type(backbone.model).__name__,

@@ -92,6 +92,32 @@ def test_batches_are_length_sorted_and_stay_under_the_token_budget():
     assert sorted(i for b in batches for i in b) == list(range(6))
 
 
+def test_a_cpu_batches_under_its_own_token_budget_a_gpu_under_a_larger_one(tiny_models):
+    """A CPU runs fastest with batches whose activations stay in its caches (bench/batch_budget.py)."""
+    assert Batching().token_budget(CPU) == features.CPU_MAX_TOKENS < Batching().token_budget(torch.device("cuda"))
+    assert Batching(max_tokens=100).token_budget(CPU) == 100
+    backbone = load_backbone(str(tiny_models["bert"]), CPU, torch.float32)
+    texts = [" ".join(["i was at home today with my friend"] * 12)] * 40
+    _, info = extract_features(backbone, texts, "bert")
+    longest = info["padded_tokens"] // 40
+    assert info["batches"] == -(-40 // (features.CPU_MAX_TOKENS // longest))  # not one batch of all 40
+
+
+def test_the_manifest_records_the_token_budget_and_the_threads_are_chosen_or_asked_for(data_dir, tmp_path, tiny_models, capsys):
+    before = torch.get_num_threads()
+    try:
+        assert main("bert", extract_argv(tiny_models["bert"], data_dir, tmp_path / "a", "train")) == 0
+        chosen = capsys.readouterr().err
+        assert main("bert", [*extract_argv(tiny_models["bert"], data_dir, tmp_path / "b", "train"), "-threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "extraction: 1 CPU thread(s) (0.07 GFLOP per step;" in chosen  # a tiny model's step: one thread
+    assert "extraction: 1 CPU thread(s) (as asked" in capsys.readouterr().err
+    manifest = load_features(feature_path(tmp_path / "a", "toy", "bert", "train")).manifest
+    assert manifest["max_tokens"] == features.CPU_MAX_TOKENS and manifest["batch_order"] == "length"
+
+
 def test_bert_without_pooler_falls_back_to_first_token_and_says_so(data_dir, tmp_path, tiny_models):
     argv = extract_argv(tiny_models["bert_nopooler"], data_dir, tmp_path / "ds", "valid")
     assert main("bert", argv) == 0
