@@ -2,6 +2,7 @@
 
     python -m bench.extract_speed --batch_budget --threads 1          # the three stand-ins, 1024 ED train texts
     python -m bench.extract_speed --batch_budget --slots llama --budgets 64x16384 64x2048 --results out.json
+    python -m bench.extract_speed --batch_budget --threads 1 --compile     # and the compiled model
 
 Per slot, one process and one model (the offline stand-in, or a tiny random one with `--tiny`) in
 `--dtype`, the same texts through `fec.features.compute.extract_features` under each batching
@@ -20,6 +21,10 @@ before the profiled run) and what lies outside any operator (Python, the model's
 the GFLOP/s the matrix products reach on the padded tokens they run. The ceiling column is the
 share of the peak the extraction would reach if everything but the matrix products took no time:
 what faster kernels for the rest could buy.
+
+With `--compile`, the CPU default once more through the compiled model (`-compile`,
+`fec.features.compiled`): the seconds its first call takes (compiling, on 256 texts) and the
+median of `--repeats` runs after it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from torch.profiler import ProfilerActivity, profile
 from bench.layer_cost import matmul_peak_gflops, non_embedding_parameters
 from fec.core.compat import BATCH_SIZE
 from fec.features.backbones import load_backbone
+from fec.features.compiled import compile_model
 from fec.features.compute import CPU_MAX_TOKENS, Batching, encode_texts, extract_features
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
@@ -80,7 +86,9 @@ def time_split(backbone, slot: str, texts: list[str]) -> dict:
     return {"seconds": split, "padded_tokens": info["padded_tokens"], "tokens": info["tokens"]}
 
 
-def measure_slot(slot: str, model_path: str, texts: list[str], dtype: torch.dtype, budgets: list[str], repeats: int) -> dict:
+def measure_slot(
+    slot: str, model_path: str, texts: list[str], dtype: torch.dtype, budgets: list[str], repeats: int, compile_too: bool
+) -> dict:
     backbone = load_backbone(model_path, torch.device("cpu"), dtype)
     seconds, figures = time_budgets(backbone, slot, texts, budgets, repeats)
     flops_per_token = 2 * non_embedding_parameters(backbone.model)
@@ -100,16 +108,49 @@ def measure_slot(slot: str, model_path: str, texts: list[str], dtype: torch.dtyp
         row["speed_vs_first"] = row["texts_per_s"] / first
     split = time_split(backbone, slot, texts)
     split["matmul_gflops"] = flops_per_token * split["padded_tokens"] / max(split["seconds"]["matmul"], 1e-9) / 1e9
-    return {"slot": slot, "model": model_path, "flops_per_token": flops_per_token, "budgets": rows, "time_split": split}
+    report = {"slot": slot, "model": model_path, "flops_per_token": flops_per_token, "budgets": rows, "time_split": split}
+    if compile_too:
+        report["compiled"] = time_compiled(backbone, slot, texts, repeats, flops_per_token)
+    return report
+
+
+def time_compiled(backbone, slot: str, texts: list[str], repeats: int, flops_per_token: float) -> dict:
+    """The CPU default through the compiled model (fec.features.compiled): the seconds to compile
+    (the first call, which compiles, on the first 256 texts) and the median of `repeats` runs."""
+    compile_model(backbone.model)
+    started = time.perf_counter()
+    extract_features(backbone, texts[:256], slot)
+    compile_seconds = time.perf_counter() - started
+    seconds, tokens = [], 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        _, info = extract_features(backbone, texts, slot)
+        seconds.append(time.perf_counter() - started)
+        tokens = info["tokens"]
+    median = statistics.median(seconds)
+    return {
+        "compile_seconds": compile_seconds,
+        "seconds": median,
+        "all_seconds": seconds,
+        "texts_per_s": len(texts) / median,
+        "gflops": flops_per_token * tokens / median / 1e9,
+    }
 
 
 def measure(
-    models: dict[str, str], texts: list[str], dtype: torch.dtype, budgets: list[str], repeats: int, peak_size: int
+    models: dict[str, str],
+    texts: list[str],
+    dtype: torch.dtype,
+    budgets: list[str],
+    repeats: int,
+    peak_size: int,
+    compile_too: bool = False,
 ) -> dict:
-    """Every slot's budgets and time split, and this machine's matmul peak in `dtype`."""
+    """Every slot's budgets and time split (and the compiled model's speed with `compile_too`), and
+    this machine's matmul peak in `dtype`."""
     for name in budgets:
         parse_budget(name)
-    slots = [measure_slot(slot, path, texts, dtype, budgets, repeats) for slot, path in models.items()]
+    slots = [measure_slot(slot, path, texts, dtype, budgets, repeats, compile_too) for slot, path in models.items()]
     return {
         "dtype": str(dtype).removeprefix("torch."),
         "texts": len(texts),
@@ -150,4 +191,18 @@ def format_report(r: dict) -> str:
         shares = " | ".join(f"{share[kind]:.1f}%" for kind in ("matmul", "attention", "other", "tokenisation", "outside"))
         rate = f"{split['matmul_gflops']:.0f} ({100 * split['matmul_gflops'] / peak:.0f}%)"
         lines.append(f"| {s['slot']} | {shares} | {rate} | {ceiling:.0f}% |")
+    compiled = [s for s in r["slots"] if "compiled" in s]
+    if compiled:
+        lines += [
+            "",
+            f"The compiled model (-compile, fec.features.compiled) at the CPU default ({r['cpu_default']}):",
+            "",
+            "| slot | compile s | texts/s | vs eager | % of peak |",
+            "|---|---|---|---|---|",
+        ]
+        for s in compiled:
+            c, eager = s["compiled"], s["budgets"].get(r["cpu_default"])
+            gain = f"{c['texts_per_s'] / eager['texts_per_s']:.2f}x" if eager else "n/a"
+            lines.append(f"| {s['slot']} | {c['compile_seconds']:.0f} | {c['texts_per_s']:.1f} | {gain} | "
+                         f"{100 * c['gflops'] / peak:.0f}% |")  # fmt: skip
     return "\n".join(lines) + "\n"

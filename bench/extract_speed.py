@@ -984,6 +984,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="--batch_budget: batchings to time, the first the baseline",
     )
     parser.add_argument(
+        "--compile", action="store_true", help="--batch_budget: also time the CPU default through the compiled model"
+    )
+    parser.add_argument(
         "--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="--all_layers, --batch_budget: the model's dtype"
     )
     parser.add_argument("--repeats", type=positive_int, default=3, help="--all_layers, --batch_budget: interleaved timed rounds")
@@ -1033,7 +1036,8 @@ def batch_budget_main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tiny_root:
         models, _, _ = choose_models(args, texts, Path(tiny_root))
         chosen = {slot: models[slot] for slot in args.slots}
-        report = batch_budget.measure(chosen, texts, getattr(torch, args.dtype), args.budgets, args.repeats, args.peak_size)
+        dtype = getattr(torch, args.dtype)
+        report = batch_budget.measure(chosen, texts, dtype, args.budgets, args.repeats, args.peak_size, args.compile)
     report |= {"machine": machine(torch.device("cpu")), **provenance()}
     print(batch_budget.format_report(report), end="")
     if args.results:

@@ -19,7 +19,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fec.cli.options import THREADS_HELP, ArgumentParser, common_options, config_from, flag, positive_int, slot_name, task_name
+from fec.cli.options import (
+    COMPILE_HELP,
+    THREADS_HELP,
+    ArgumentParser,
+    common_options,
+    config_from,
+    flag,
+    positive_int,
+    slot_name,
+    task_name,
+)
 from fec.cli.script import run_script
 from fec.core.compat import BATCH_SIZE, REFERENCE_BATCH_SIZE, resolve_extraction
 from fec.core.data import MODES
@@ -236,6 +246,7 @@ def add_placement_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(*flag("trust_remote_code"), action="store_true", help="allow model code from the hub (off by default)")
     parser.add_argument(*flag("threads"), type=positive_int, default=None, help=THREADS_HELP)
+    parser.add_argument(*flag("compile"), action="store_true", help=COMPILE_HELP)
 
 
 def chosen_model(args: argparse.Namespace, slot: str) -> str:

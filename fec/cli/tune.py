@@ -38,6 +38,7 @@ from fec.classify.probing import probe_rows, store_fingerprint, store_folders
 from fec.classify.search import SEARCH_MODES, Search, open_study, recipe_options, run_search
 from fec.cli import extract, train
 from fec.cli.options import (
+    COMPILE_HELP,
     THREADS_HELP,
     ArgumentParser,
     common_options,
@@ -115,6 +116,7 @@ def add_extraction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         *flag("model"), nargs="+", default=None, metavar="SLOT=MODEL", help="with --extract: a slot's model, e.g. llama=DIR"
     )
+    parser.add_argument(*flag("compile"), action="store_true", help=f"with --extract: {COMPILE_HELP}")
 
 
 def add_search_options(parser: argparse.ArgumentParser) -> None:
@@ -164,6 +166,7 @@ def extract_search_space(args: argparse.Namespace) -> None:
                 "--dataset_dir",
                 args.dataset_dir,
                 *(["--threads", str(args.threads)] if args.threads else []),
+                *(["--compile"] if args.compile else []),
             ]
             extract.extract(extract.build_parser(slot).parse_args(argv), slot)
     store_lexical_source(args.data_dir, args.dataset_dir, args.task, LexicalSettings())
@@ -224,8 +227,8 @@ def read_probe(path: Path) -> list[dict]:
 def run(args: argparse.Namespace) -> dict:
     if args.extract:
         extract_search_space(args)
-    elif args.preset or args.model or args.dtype != "auto":
-        given = "preset" if args.preset else "model" if args.model else "dtype"
+    elif args.preset or args.model or args.dtype != "auto" or args.compile:
+        given = "preset" if args.preset else "model" if args.model else "dtype" if args.dtype != "auto" else "compile"
         raise SettingError(given, None, "applies to the extractions of --extract; add --extract")
     folders = store_folders(args.dataset_dir, args.task)
     if not folders:

@@ -61,6 +61,7 @@ class ExtractionConfig:
     max_memory: str | None = None
     load_in: str | None = None
     trust_remote_code: bool = False
+    compile: bool = False  # torch.compile the model first (fec.features.compiled)
     threads: int | None = None  # CPU threads; None = chosen from the work and the free cores (fec.core.threads)
     slot_kind: str | None = None  # a published slot's own; a slot of the user's names it (decoder, encoder)
 

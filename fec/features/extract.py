@@ -55,6 +55,7 @@ from fec.features.chunks import (
     settings_hash,
     write_chunk,
 )
+from fec.features.compiled import check_compiler, compile_model
 from fec.features.compute import (
     REFERENCE_PAD_TOKEN,
     NonFiniteFeaturesError,
@@ -126,6 +127,8 @@ def checked_splits(config: ExtractionConfig) -> dict[str, Split]:
     check_spec_fits(config.feature_spec, model_config(resolved, config.trust_remote_code))
     check_load_in(config.load_in)
     check_prompts(config.feature_spec, resolved, config.max_len, config.trust_remote_code)
+    if config.compile:
+        check_compiler(pick_device(config.device))
     return splits
 
 
@@ -142,6 +145,8 @@ def load_models(config: ExtractionConfig, ranks: Ranks) -> tuple[Backbone, Calla
         return load_backbone(config.model, device, dtype, trust, load_in=config.load_in, **placed)
 
     backbone = together(ranks, load, "loading the model")
+    if config.compile:
+        compile_model(backbone.model)
     float32_copy: list[Backbone] = []
 
     def float32_backbone() -> Backbone:
@@ -345,6 +350,7 @@ def build_manifest(job: SplitJob, records: list[dict], elapsed: float) -> dict:
         "llama_pooling": config.llama_pooling if slot == "llama" else None,
         "batch_order": config.batch_order,
         "batch_size": config.batch_size,
+        "compiled": config.compile,
         "max_tokens": config.batching.token_budget(backbone.device) if config.batch_order == "length" else None,
         "model": config.model,
         "model_path": backbone.resolved,

@@ -118,6 +118,27 @@ def test_the_manifest_records_the_token_budget_and_the_threads_are_chosen_or_ask
     assert manifest["max_tokens"] == features.CPU_MAX_TOKENS and manifest["batch_order"] == "length"
 
 
+def test_a_compiled_model_stores_the_eager_models_features(toy_store, tmp_path, tiny_models):
+    """-compile: torch.compile fuses what lies between the matrix products; the features stay the
+    eager model's (one compile, about 30 s on two cores, serves every batch shape)."""
+    data_dir, dataset_dir = toy_store
+    assert main("llama", extract_argv(tiny_models["llama"], data_dir, tmp_path, "train", "-compile")) == 0
+    compiled = load_features(feature_path(tmp_path, "toy", "llama", "train"))
+    eager = load_features(feature_path(dataset_dir, "toy", "llama", "train"))
+    torch.testing.assert_close(compiled.features, eager.features, atol=1e-5, rtol=1e-5)
+    assert compiled.manifest["compiled"] and not eager.manifest["compiled"]
+    assert compiled.manifest["settings"] == eager.manifest["settings"]  # the same features: a later run skips the split
+
+
+def test_compile_without_a_cpp_compiler_is_refused_before_the_model_loads(data_dir, tmp_path, tiny_models, monkeypatch, capsys):
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    monkeypatch.setattr("torch._inductor.config.cpp.cxx", ("no-such-compiler",))
+    assert main("llama", extract_argv(tiny_models["llama"], data_dir, tmp_path, "train", "-compile")) == 2
+    err = capsys.readouterr().err
+    assert "--compile: needs a C++ compiler on a CPU" in err and "loading" not in err
+    assert not (tmp_path / "toy").exists()
+
+
 def test_bert_without_pooler_falls_back_to_first_token_and_says_so(data_dir, tmp_path, tiny_models):
     argv = extract_argv(tiny_models["bert_nopooler"], data_dir, tmp_path / "ds", "valid")
     assert main("bert", argv) == 0
