@@ -25,8 +25,8 @@ Per slot, two recipes on the same model files and the same texts:
   published encoders used the slow `BertTokenizer`/`RobertaTokenizer`, `.to(device)` instead of
   `device_map`, no `trust_remote_code`, no file writing.
 * ours: `fec.features.backbones.load_backbone` + `fec.features.compute.extract_features` with their defaults
-  (dtype auto: bfloat16 on CUDA, float32 on CPU; length-sorted batches of <= 64 texts and
-  <= 16384 padded tokens; base model, masked mean).
+  (dtype auto: bfloat16 on CUDA and on CPUs with bf16 matrix units, else float32; length-sorted
+  batches of <= 256 texts and <= 2048 padded tokens on a CPU, 16384 on a GPU; base model, masked mean).
 
 Timing covers tokenisation, forward passes, pooling and the copy to the CPU; model loading is
 excluded. Each recipe gets `--warmup` untimed calls on the first 4 texts first. Each recipe runs in
@@ -85,11 +85,12 @@ from bench.batch_budget import DEFAULT_BUDGETS
 from bench.peers import PEERS, non_embedding_parameters
 from fec.cli.options import ArgumentParser, Distinct, device, non_negative_int, output_file, positive_int, task_name
 from fec.cli.script import fail, run_script
+from fec.core.compat import BATCH_SIZE
 from fec.core.data import MODES, available_modes, load_split
 from fec.core.files import atomic_write_text
 from fec.core.provenance import provenance
 from fec.features.backbones import SLOTS, Backbone, load_backbone, pick_device, pick_dtype, resolve_model
-from fec.features.compute import Batching, PoolingPlan, extract_features, pad_right
+from fec.features.compute import GPU_MAX_TOKENS, Batching, PoolingPlan, extract_features, pad_right
 from fec.features.standins import PREFIX, PRESETS, STANDINS
 
 log = logging.getLogger("bench.extract_speed")
@@ -950,13 +951,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer", default=None, help="--llama7b-random: tokenizer for the real lengths (default offline:smollm2-135m)"
     )
     parser.add_argument(
-        "--batch_size", type=positive_int, default=64, help="--llama7b-random: texts per batch (extract_features' default)"
+        "--batch_size",
+        type=positive_int,
+        default=BATCH_SIZE,
+        help="--llama7b-random: texts per batch at most (extract_features' default)",
     )
     parser.add_argument(
         "--max_tokens",
         type=positive_int,
-        default=16384,
-        help="--llama7b-random: padded tokens per batch (extract_features' default)",
+        default=GPU_MAX_TOKENS,
+        help="--llama7b-random: padded tokens per batch (extract_features' default on a GPU)",
     )
     parser.add_argument(
         "--published_n",

@@ -223,8 +223,9 @@ def flag(name: str, *aliases: str) -> tuple[str, ...]:
 
 
 COMPILE_HELP = (
-    "compile the model with torch.compile before extracting: on a 2-core CPU the decoder stand-in ran 1.27x faster after "
-    "about 50 s of compiling, so it pays off from about 20,000 texts (fec.features.compiled); needs a C++ compiler on a CPU"
+    "compile the model with torch.compile before extracting: on a 2-core CPU the decoder stand-in ran 1.25x faster after "
+    "87 s of compiling (about 45,000 texts to pay off), the encoders no faster (fec.features.compiled); needs a C++ "
+    "compiler on a CPU"
 )
 THREADS_HELP = "CPU threads (default: from the work per step and the cores other jobs leave free, logged; fec.core.threads)"
 

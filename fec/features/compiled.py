@@ -5,10 +5,10 @@ generated kernels.
     python llama2_rep_extract.py --task go_emotion --preset offline --compile
 
 Why it is a choice and not the default: on this project's 2-core CPU the SmolLM2 stand-in runs
-1.27x faster once compiled, MPNet 1.11x, but compiling takes about 50 s first (bench/RESULTS.md
-1d), so it pays off from about 20,000 texts of ED's length. Features equal the eager model's up to
-float rounding. On a CPU, Inductor needs a C++ compiler; without one `-compile` is refused
-before the model loads.
+1.25x faster once compiled, the two encoders no faster, and compiling the decoder takes 87 s first
+(bench/RESULTS.md 1d), so it pays off from about 45,000 texts of ED's length (a machine with more
+cores compiles faster). Features equal the eager model's up to float rounding. On a CPU, Inductor
+needs a C++ compiler; without one `-compile` is refused before the model loads.
 """
 
 from __future__ import annotations
