@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 REFERENCE_PAD_TOKEN = "[PAD]"
 FLUSH_ROWS = 4096
 # Padded tokens per batch when none is asked for. A CPU runs fastest with batches whose activations
-# stay in its caches (bench/RESULTS.md 1d: 2048 tokens 1.13-1.18x faster than 64 texts under 16384);
-# a GPU wants large ones.
+# stay in its caches (bench/RESULTS.md 1d: up to 256 texts under 2048 tokens, 1.03-1.14x faster than
+# 64 texts under 16384); a GPU wants large ones.
 CPU_MAX_TOKENS = 2048
 GPU_MAX_TOKENS = 16384
 
