@@ -107,8 +107,8 @@ def run(config: ExtractionConfig) -> list[Path]:
         if not todo:
             return []
         backbone, float32_backbone = load_models(config, ranks)
-        if backbone.device.type == "cpu":
-            # One batch's forward pass: 2 FLOPs per weight and padded token.
+        if backbone.device.type == "cpu" or config.threads:
+            # One batch's forward pass: 2 FLOPs per weight and padded token (on a GPU, only -threads sets them).
             weights = sum(p.numel() for p in backbone.model.parameters())
             use_threads(config.threads, 2.0 * weights * config.batching.token_budget(backbone.device), "extraction")
         return [extract_split(config, pending, backbone, float32_backbone, ranks) for pending in todo.values()]
