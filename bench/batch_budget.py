@@ -3,6 +3,7 @@
     python -m bench.extract_speed --batch_budget --threads 1          # the three stand-ins, 1024 ED train texts
     python -m bench.extract_speed --batch_budget --slots llama --budgets 64x16384 64x2048 --results out.json
     python -m bench.extract_speed --batch_budget --threads 1 --compile     # and the compiled model
+    python -m bench.extract_speed --batch_budget --slots llama --budgets 256x2048 --threads_effect
 
 Per slot, one process and one model (the offline stand-in, or a tiny random one with `--tiny`) in
 `--dtype`, the same texts through `fec.features.compute.extract_features` under each batching
@@ -22,6 +23,9 @@ the GFLOP/s the matrix products reach on the padded tokens they run. The ceiling
 share of the peak the extraction would reach if everything but the matrix products took no time:
 what faster kernels for the rest could buy.
 
+With `--threads_effect`, the CPU default with torch's thread count (one per core) and with the
+count extraction takes (`fec.core.threads`, told of the busy core), idle and beside one busy core.
+
 With `--compile`, the CPU default once more through the compiled model (`-compile`,
 `fec.features.compiled`): the seconds its first call takes (compiling, on 256 texts) and the
 median of `--repeats` runs after it.
@@ -36,7 +40,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from bench.layer_cost import matmul_peak_gflops, non_embedding_parameters
+from bench.train_speed import busy_cores
 from fec.core.compat import BATCH_SIZE
+from fec.core.threads import choose_threads, usable_cores
 from fec.features.backbones import load_backbone
 from fec.features.compiled import compile_model
 from fec.features.compute import CPU_MAX_TOKENS, Batching, encode_texts, extract_features
@@ -87,8 +93,16 @@ def time_split(backbone, slot: str, texts: list[str]) -> dict:
 
 
 def measure_slot(
-    slot: str, model_path: str, texts: list[str], dtype: torch.dtype, budgets: list[str], repeats: int, compile_too: bool
+    slot: str,
+    model_path: str,
+    texts: list[str],
+    dtype: torch.dtype,
+    budgets: list[str],
+    repeats: int,
+    extras: tuple[bool, bool] = (False, False),
 ) -> dict:
+    """One slot's budgets and time split; `extras` = (the thread counts' effect, the compiled model)."""
+    threads_too, compile_too = extras
     backbone = load_backbone(model_path, torch.device("cpu"), dtype)
     seconds, figures = time_budgets(backbone, slot, texts, budgets, repeats)
     flops_per_token = 2 * non_embedding_parameters(backbone.model)
@@ -109,9 +123,33 @@ def measure_slot(
     split = time_split(backbone, slot, texts)
     split["matmul_gflops"] = flops_per_token * split["padded_tokens"] / max(split["seconds"]["matmul"], 1e-9) / 1e9
     report = {"slot": slot, "model": model_path, "flops_per_token": flops_per_token, "budgets": rows, "time_split": split}
+    if threads_too:
+        report["threads_effect"] = time_threads(backbone, slot, texts, repeats)
     if compile_too:
         report["compiled"] = time_compiled(backbone, slot, texts, repeats, flops_per_token)
     return report
+
+
+def time_threads(backbone, slot: str, texts: list[str], repeats: int) -> list[dict]:
+    """The CPU default with torch's thread count (one per core) and with the one extraction takes
+    (`fec.core.threads`, told of the busy core), idle and beside one busy core (a spinning process)."""
+    cores = usable_cores()
+    work = 2.0 * sum(p.numel() for p in backbone.model.parameters()) * CPU_MAX_TOKENS  # as fec.features.extract
+    rows = []
+    for busy in (0, 1):
+        with busy_cores(busy):
+            for name, count in (("torch default", cores), ("fec.core.threads", choose_threads(work, cores, busy))):
+                torch.set_num_threads(count)
+                seconds = []
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    extract_features(backbone, texts, slot)
+                    seconds.append(time.perf_counter() - started)
+                rows.append({"busy_cores": busy, "threads_by": name, "threads": count, "seconds": statistics.median(seconds)})
+    for row in rows:
+        idle = next(r for r in rows if r["threads_by"] == row["threads_by"] and not r["busy_cores"])
+        row["slowdown_beside_busy"] = row["seconds"] / idle["seconds"]
+    return rows
 
 
 def time_compiled(backbone, slot: str, texts: list[str], repeats: int, flops_per_token: float) -> dict:
@@ -144,13 +182,13 @@ def measure(
     budgets: list[str],
     repeats: int,
     peak_size: int,
-    compile_too: bool = False,
+    extras: tuple[bool, bool] = (False, False),
 ) -> dict:
-    """Every slot's budgets and time split (and the compiled model's speed with `compile_too`), and
-    this machine's matmul peak in `dtype`."""
+    """Every slot's budgets and time split (and with `extras`, the thread counts' effect and the
+    compiled model's speed), and this machine's matmul peak in `dtype`."""
     for name in budgets:
         parse_budget(name)
-    slots = [measure_slot(slot, path, texts, dtype, budgets, repeats, compile_too) for slot, path in models.items()]
+    slots = [measure_slot(slot, path, texts, dtype, budgets, repeats, extras) for slot, path in models.items()]
     return {
         "dtype": str(dtype).removeprefix("torch."),
         "texts": len(texts),
@@ -191,6 +229,15 @@ def format_report(r: dict) -> str:
         shares = " | ".join(f"{share[kind]:.1f}%" for kind in ("matmul", "attention", "other", "tokenisation", "outside"))
         rate = f"{split['matmul_gflops']:.0f} ({100 * split['matmul_gflops'] / peak:.0f}%)"
         lines.append(f"| {s['slot']} | {shares} | {rate} | {ceiling:.0f}% |")
+    effects = [s for s in r["slots"] if "threads_effect" in s]
+    if effects:
+        lines += ["", "Threads at the CPU default, idle and beside one busy core:", "",
+                  "| slot | load | threads by | threads | s | slowdown against idle |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for s in effects:
+            for t in s["threads_effect"]:
+                load = "one busy core" if t["busy_cores"] else "idle"
+                lines.append(f"| {s['slot']} | {load} | {t['threads_by']} | {t['threads']} | {t['seconds']:.2f} | "
+                             f"{t['slowdown_beside_busy']:.2f}x |")  # fmt: skip
     compiled = [s for s in r["slots"] if "compiled" in s]
     if compiled:
         lines += [

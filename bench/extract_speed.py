@@ -993,6 +993,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile", action="store_true", help="--batch_budget: also time the CPU default through the compiled model"
     )
     parser.add_argument(
+        "--threads_effect",
+        action="store_true",
+        help="--batch_budget: also time the CPU default with torch's threads and the policy's, idle and beside a busy core",
+    )
+    parser.add_argument(
         "--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="--all_layers, --batch_budget: the model's dtype"
     )
     parser.add_argument("--repeats", type=positive_int, default=3, help="--all_layers, --batch_budget: interleaved timed rounds")
@@ -1043,7 +1048,8 @@ def batch_budget_main(args: argparse.Namespace) -> int:
         models, _, _ = choose_models(args, texts, Path(tiny_root))
         chosen = {slot: models[slot] for slot in args.slots}
         dtype = getattr(torch, args.dtype)
-        report = batch_budget.measure(chosen, texts, dtype, args.budgets, args.repeats, args.peak_size, args.compile)
+        extras = (args.threads_effect, args.compile)
+        report = batch_budget.measure(chosen, texts, dtype, args.budgets, args.repeats, args.peak_size, extras)
     report |= {"machine": machine(torch.device("cpu")), **provenance()}
     print(batch_budget.format_report(report), end="")
     if args.results:

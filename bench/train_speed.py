@@ -37,6 +37,7 @@ import platform
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -188,6 +189,18 @@ def run_ours(data: dict, classes: int, epochs: int, device: torch.device) -> dic
     }
 
 
+@contextmanager
+def busy_cores(count: int):
+    """`count` other processes spinning on a core each while the block runs."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
 def threads_effect(data: dict, classes: int, epochs: int, batch_size: int = 64) -> list[dict]:
     """`run_ours` on the CPU with torch's default thread count (one per core) and with the count
     `fec.core.threads` chooses, on an idle machine and beside one busy core (a spinning process).
@@ -199,16 +212,11 @@ def threads_effect(data: dict, classes: int, epochs: int, batch_size: int = 64) 
     work = step_flops(build_model(fusion, TrainConfig()), batch_size)
     rows = []
     for busy in (0, 1):
-        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
-        try:
+        with busy_cores(busy):
             for name, count in (("torch default", cores), ("fec.core.threads", choose_threads(work, cores, busy))):
                 torch.set_num_threads(count)
                 ours = run_ours(data, classes, epochs, cpu)
                 rows.append({"busy_cores": busy, "threads_by": name, "threads": count, **ours})
-        finally:
-            if spinner is not None:
-                spinner.kill()
-                spinner.wait()
     for row in rows:
         idle = next(r for r in rows if r["threads_by"] == row["threads_by"] and not r["busy_cores"])
         row["slowdown_beside_busy"] = row["seconds_per_epoch"] / idle["seconds_per_epoch"]

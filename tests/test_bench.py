@@ -290,7 +290,7 @@ def test_all_layers_bench_times_every_variant_against_last5_and_the_matmul_peak(
 def test_batch_budget_bench_times_each_batching_and_splits_the_time_by_operator(data_dir, tmp_path, capsys):
     out = tmp_path / "budget.json"
     argv = ["--batch_budget", "--tiny", "--slots", "llama", "bert", "--budgets", "64x16384", "4x64", "--n", "24",
-            "--repeats", "1", "--peak_size", "64", "--threads", "1", "--dtype", "float32",
+            "--repeats", "1", "--peak_size", "64", "--threads", "1", "--dtype", "float32", "--threads_effect",
             "--data_dir", str(data_dir), "--task", "toy", "--results", str(out)]  # fmt: skip
     assert extract_speed.main(argv) == 0
     printed = capsys.readouterr().out
@@ -303,6 +303,11 @@ def test_batch_budget_bench_times_each_batching_and_splits_the_time_by_operator(
         split = slot["time_split"]["seconds"]
         assert split["matmul"] > 0 and split["other"] > 0
     assert [s["time_split"]["seconds"]["attention"] > 0 for s in report["slots"]] == [True, True]  # both run SDPA
+    effect = report["slots"][0]["threads_effect"]
+    assert [(t["busy_cores"], t["threads_by"]) for t in effect] == [
+        (0, "torch default"), (0, "fec.core.threads"), (1, "torch default"), (1, "fec.core.threads")]  # fmt: skip
+    assert effect[-1]["threads"] == 1  # a tiny model's batch is not worth a second thread
+    assert "Threads at the CPU default" in printed
     assert extract_speed.main(["--batch_budget", "--budgets", "64by2048"]) == 2
 
 
