@@ -135,7 +135,7 @@ def time_threads(backbone, slot: str, texts: list[str], repeats: int) -> list[di
     (`fec.core.threads`, told of the busy core), idle and beside one busy core (a spinning process)."""
     cores = usable_cores()
     work = 2.0 * sum(p.numel() for p in backbone.model.parameters()) * CPU_MAX_TOKENS  # as fec.features.extract
-    rows = []
+    rows, before = [], torch.get_num_threads()
     for busy in (0, 1):
         with busy_cores(busy):
             for name, count in (("torch default", cores), ("fec.core.threads", choose_threads(work, cores, busy))):
@@ -146,6 +146,7 @@ def time_threads(backbone, slot: str, texts: list[str], repeats: int) -> list[di
                     extract_features(backbone, texts, slot)
                     seconds.append(time.perf_counter() - started)
                 rows.append({"busy_cores": busy, "threads_by": name, "threads": count, "seconds": statistics.median(seconds)})
+    torch.set_num_threads(before)
     for row in rows:
         idle = next(r for r in rows if r["threads_by"] == row["threads_by"] and not r["busy_cores"])
         row["slowdown_beside_busy"] = row["seconds"] / idle["seconds"]
@@ -188,11 +189,12 @@ def measure(
     compiled model's speed), and this machine's matmul peak in `dtype`."""
     for name in budgets:
         parse_budget(name)
+    threads = torch.get_num_threads()  # before --threads_effect changes it
     slots = [measure_slot(slot, path, texts, dtype, budgets, repeats, extras) for slot, path in models.items()]
     return {
         "dtype": str(dtype).removeprefix("torch."),
         "texts": len(texts),
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "cpu_default": f"{BATCH_SIZE}x{CPU_MAX_TOKENS}",
         "matmul_peak_gflops": matmul_peak_gflops(dtype, peak_size),
         "slots": slots,

@@ -1075,6 +1075,9 @@ def run(args: argparse.Namespace) -> int:
         return all_layers_main(args)
     if args.batch_budget:
         return batch_budget_main(args)
+    for given in ("compile", "threads_effect"):
+        if getattr(args, given):
+            return fail(f"--{given}: applies to --batch_budget; add --batch_budget")
     args.n = args.n or 512
     return extraction_main(args)
 

@@ -223,9 +223,9 @@ def flag(name: str, *aliases: str) -> tuple[str, ...]:
 
 
 COMPILE_HELP = (
-    "compile the model with torch.compile before extracting: on a 2-core CPU the decoder stand-in ran 1.25x faster after "
+    "compile the model with torch.compile before extracting: on one CPU core the decoder stand-in ran 1.25x faster after "
     "87 s of compiling (about 45,000 texts to pay off), the encoders no faster (fec.features.compiled); needs a C++ "
-    "compiler on a CPU"
+    "compiler on a CPU; not with --device_map or --load_in"
 )
 THREADS_HELP = "CPU threads (default: from the work per step and the cores other jobs leave free, logged; fec.core.threads)"
 

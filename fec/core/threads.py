@@ -10,7 +10,8 @@ using stalls all the others at every barrier (measured: the semeval fusion at 15
 core with 2 threads, 1.4x with 1: bench/train_speed.py --threads_effect), and a tiny step is not
 worth splitting at all. So the count is the work per step over `FLOPS_PER_THREAD`, at most the
 cores not already busy (the 1-minute load average, which takes about a minute to see a new job),
-at least one. On CUDA the count only affects data handling and is left alone.
+at least one. On CUDA the count only affects data handling: training leaves it alone, and
+extraction sets it only when asked (`-threads`).
 """
 
 from __future__ import annotations
@@ -45,16 +46,19 @@ def choose_threads(work_flops: float, cores: int, busy: int) -> int:
     return max(1, min(wanted, cores - busy, cores))
 
 
-def use_threads(requested: int | None, work_flops: float, what: str) -> int:
-    """Set torch's CPU thread count for `what` (as `requested`, else chosen) and log why."""
+def use_threads(requested: int | None, work_flops: float, what: str, share: int = 1) -> int:
+    """Set torch's CPU thread count for `what` (as `requested`, else chosen) and log why. `share`
+    processes of one job on this machine (a data-parallel extraction) split the cores between them."""
     import torch
 
     if requested:
         count, why = requested, "as asked"
     else:
         cores, busy = usable_cores(), busy_cores()
-        count = choose_threads(work_flops, cores, busy)
+        count = max(1, choose_threads(work_flops, cores, busy) // max(share, 1))
         why = f"{work_flops / 1e9:.2f} GFLOP per step; {max(cores - busy, 0)} of {cores} cores free"
+        if share > 1:
+            why += f", shared by {share} processes"
     torch.set_num_threads(count)
     log.info("%s: %d CPU thread(s) (%s; --threads sets it)", what, count, why)
     return count

@@ -5,7 +5,7 @@ generated kernels.
     python llama2_rep_extract.py --task go_emotion --preset offline --compile
 
 Why it is a choice and not the default: on this project's 2-core CPU the SmolLM2 stand-in runs
-1.25x faster once compiled, the two encoders no faster, and compiling the decoder takes 87 s first
+1.25x faster on one core once compiled, the two encoders no faster, and compiling the decoder takes 87 s first
 (bench/RESULTS.md 1d), so it pays off from about 45,000 texts of ED's length (a machine with more
 cores compiles faster). Features equal the eager model's up to float rounding. On a CPU, Inductor
 needs a C++ compiler; without one `-compile` is refused before the model loads.
@@ -22,8 +22,13 @@ from fec.core.errors import SettingError
 log = logging.getLogger(__name__)
 
 
-def check_compiler(device: torch.device) -> None:
-    """Refuse `-compile` on a CPU that has no C++ compiler for Inductor's kernels."""
+def check_compile(device: torch.device, device_map: str | None, load_in: str | None) -> None:
+    """Refuse `-compile` where it cannot serve: with weights spread by a device map or quantised
+    (Accelerate's offload hooks and bitsandbytes layers are not what Inductor compiles), and on a CPU
+    that has no C++ compiler for Inductor's kernels."""
+    for option, value in (("device_map", device_map), ("load_in", load_in)):
+        if value:
+            raise SettingError("compile", None, f"does not combine with --{option} (a plain model on one device only)")
     if device.type != "cpu":
         return
     from torch._inductor.cpp_builder import get_cpp_compiler
@@ -35,6 +40,7 @@ def check_compiler(device: torch.device) -> None:
 
 
 def compile_model(model: torch.nn.Module) -> None:
-    """Compile `model`'s forward in place, for any batch size and length (one graph, not one per shape)."""
+    """Compile `model`'s forward in place, with dynamic shapes: one graph serves every batch of two
+    or more texts of two or more tokens; a batch of one text (or of one-token texts) compiles once more."""
     log.info("compiling %s with torch.compile (the first batches wait for it)", type(model).__name__)
     model.forward = torch.compile(model.forward, dynamic=True)

@@ -64,7 +64,9 @@ class Batching:
 
     def token_budget(self, device: torch.device) -> int:
         """Padded tokens per batch on `device`: as asked, else the device's default."""
-        return self.max_tokens or (CPU_MAX_TOKENS if device.type == "cpu" else GPU_MAX_TOKENS)
+        if self.max_tokens is not None:
+            return self.max_tokens
+        return CPU_MAX_TOKENS if device.type == "cpu" else GPU_MAX_TOKENS
 
 
 @dataclass(frozen=True)
@@ -300,7 +302,9 @@ def _extract_encoded(
     features = torch.empty((len(encoded), *width), dtype=torch.float32)
     finite = torch.ones(len(encoded), dtype=torch.bool)
     max_tokens = batching.token_budget(backbone.device)
-    batches = plan_batches(lengths, batching.batch_size, max_tokens, batching.order)
+    # Texts padded to a fixed width (the published LLaMA pooling) take that width each in the budget.
+    widths = np.full(len(lengths), padded_width) if padded_width else lengths
+    batches = plan_batches(widths, batching.batch_size, max_tokens, batching.order)
     with tqdm(total=len(encoded), desc=desc, unit="text", leave=False) as bar:
         forward_batches(backbone, batches, features, finite, bar, forward)
     info = {

@@ -55,7 +55,7 @@ from fec.features.chunks import (
     settings_hash,
     write_chunk,
 )
-from fec.features.compiled import check_compiler, compile_model
+from fec.features.compiled import check_compile, compile_model
 from fec.features.compute import (
     REFERENCE_PAD_TOKEN,
     NonFiniteFeaturesError,
@@ -110,7 +110,8 @@ def run(config: ExtractionConfig) -> list[Path]:
         if backbone.device.type == "cpu" or config.threads:
             # One batch's forward pass: 2 FLOPs per weight and padded token (on a GPU, only -threads sets them).
             weights = sum(p.numel() for p in backbone.model.parameters())
-            use_threads(config.threads, 2.0 * weights * config.batching.token_budget(backbone.device), "extraction")
+            work = 2.0 * weights * config.batching.token_budget(backbone.device)
+            use_threads(config.threads, work, "extraction", share=ranks.world)
         return [extract_split(config, pending, backbone, float32_backbone, ranks) for pending in todo.values()]
 
 
@@ -128,7 +129,7 @@ def checked_splits(config: ExtractionConfig) -> dict[str, Split]:
     check_load_in(config.load_in)
     check_prompts(config.feature_spec, resolved, config.max_len, config.trust_remote_code)
     if config.compile:
-        check_compiler(pick_device(config.device))
+        check_compile(pick_device(config.device), config.device_map, config.load_in)
     return splits
 
 

@@ -589,6 +589,18 @@ CASES = [
     Case("tune.py", ["--task", "toy", "--dtype", "bfloat16"], "--dtype: applies to the extractions of --extract; add --extract"),
     Case(
         "tune.py",
+        ["--task", "toy", "--compile"],
+        "--compile: applies to the extractions of --extract; add --extract",
+        id="tune.py--compile-without-extract",
+    ),
+    Case(
+        "bench/extract_speed.py",
+        ["--compile"],
+        "--compile: applies to --batch_budget; add --batch_budget",
+        id="extract_speed--compile-without-batch_budget",
+    ),
+    Case(
+        "tune.py",
         ["--task", "toy", "--extract", "--model", "gpu=x"],
         "--model gpu=x: expected SLOT=MODEL with SLOT one of llama, bert, roberta",
     ),

@@ -103,6 +103,13 @@ def test_a_cpu_batches_under_its_own_token_budget_a_gpu_under_a_larger_one(tiny_
     assert info["batches"] == -(-40 // (features.CPU_MAX_TOKENS // longest))  # not one batch of all 40
 
 
+def test_texts_padded_to_a_fixed_width_take_that_width_in_the_token_budget(tiny_models):
+    backbone = load_backbone(str(tiny_models["llama"]), CPU, torch.float32)
+    plan = PoolingPlan(llama_pooling="unmasked_padded")  # the published LLaMA pooling: every text padded to max_len
+    _, info = extract_features(backbone, ["so happy"] * 10, "llama", plan=plan, batching=Batching(max_len=40, max_tokens=100))
+    assert (info["batches"], info["padded_tokens"]) == (5, 400)  # two 40-token rows per 100-token batch
+
+
 def test_the_manifest_records_the_token_budget_and_the_threads_are_chosen_or_asked_for(data_dir, tmp_path, tiny_models, capsys):
     before = torch.get_num_threads()
     try:
@@ -120,9 +127,13 @@ def test_the_manifest_records_the_token_budget_and_the_threads_are_chosen_or_ask
 
 def test_a_compiled_model_stores_the_eager_models_features(toy_store, tmp_path, tiny_models):
     """-compile: torch.compile fuses what lies between the matrix products; the features stay the
-    eager model's (one compile, about 30 s on two cores, serves every batch shape)."""
+    eager model's (compiling takes about 30 s on two cores)."""
+    from torch._dynamo.utils import counters
+
     data_dir, dataset_dir = toy_store
+    graphs = counters["stats"]["unique_graphs"]
     assert main("llama", extract_argv(tiny_models["llama"], data_dir, tmp_path, "train", "-compile")) == 0
+    assert counters["stats"]["unique_graphs"] > graphs  # the model did run compiled
     compiled = load_features(feature_path(tmp_path, "toy", "llama", "train"))
     eager = load_features(feature_path(dataset_dir, "toy", "llama", "train"))
     torch.testing.assert_close(compiled.features, eager.features, atol=1e-5, rtol=1e-5)
@@ -130,13 +141,18 @@ def test_a_compiled_model_stores_the_eager_models_features(toy_store, tmp_path, 
     assert compiled.manifest["settings"] == eager.manifest["settings"]  # the same features: a later run skips the split
 
 
-def test_compile_without_a_cpp_compiler_is_refused_before_the_model_loads(data_dir, tmp_path, tiny_models, monkeypatch, capsys):
+def test_compile_is_refused_before_the_model_loads_without_a_cpp_compiler_or_with_a_device_map(
+    data_dir, tmp_path, tiny_models, monkeypatch, capsys
+):
     monkeypatch.setenv("CXX", "no-such-compiler")
     monkeypatch.setattr("torch._inductor.config.cpp.cxx", ("no-such-compiler",))
     assert main("llama", extract_argv(tiny_models["llama"], data_dir, tmp_path, "train", "-compile")) == 2
     err = capsys.readouterr().err
     assert "--compile: needs a C++ compiler on a CPU" in err and "loading" not in err
     assert not (tmp_path / "toy").exists()
+    monkeypatch.undo()
+    assert main("llama", extract_argv(tiny_models["llama"], data_dir, tmp_path, "train", "-compile", "-device_map", "auto")) == 2
+    assert "--compile: does not combine with --device_map" in capsys.readouterr().err
 
 
 def test_bert_without_pooler_falls_back_to_first_token_and_says_so(data_dir, tmp_path, tiny_models):
