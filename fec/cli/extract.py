@@ -297,6 +297,11 @@ def extraction_config(args: argparse.Namespace, slot: str) -> ExtractionConfig:
         raise SettingError("slot", target, f"is a published slot; extract it with {SCRIPTS[target]}")
     llama_pooling = getattr(args, "llama_pooling", None)  # only the llama slot's parser has --llama_pooling
     recipe = resolve_extraction(slot, args.compat, llama_pooling, args.batch_order, args.batch_size)
+    if args.max_tokens is not None and recipe["batch_order"] == "file":
+        raise UsageError(
+            f"--max_tokens {args.max_tokens}: applies to length-sorted batches; the published file order "
+            "(--batch_order file, --compat reference) takes --batch_size rows at a time"
+        )
     return config_from(
         ExtractionConfig,
         args,

@@ -229,6 +229,12 @@ CASES = [
         [*EXTRACT, "-max_tokens", "0"],
         "argument --max_tokens/-max_tokens: must be a positive integer, got 0",
     ),
+    Case(
+        "bert_rep_extract.py",
+        [*EXTRACT, "-compat", "reference", "-max_tokens", "4096"],
+        "--max_tokens 4096: applies to length-sorted batches; the published file order (--batch_order file, "
+        "--compat reference) takes --batch_size rows at a time",
+    ),
     Case("main.py", TRAIN, "train.json: extracted from another version of", changed_train_csv, id="stale-train-features"),
     # Names that would lead outside the project's folders.
     Case(
