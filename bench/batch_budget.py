@@ -40,12 +40,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from bench.layer_cost import matmul_peak_gflops, non_embedding_parameters
-from bench.train_speed import busy_cores
+from bench.train_speed import compare_threads
 from fec.core.compat import BATCH_SIZE
-from fec.core.threads import choose_threads, usable_cores
 from fec.features.backbones import load_backbone
 from fec.features.compiled import compile_model
-from fec.features.compute import CPU_MAX_TOKENS, Batching, encode_texts, extract_features
+from fec.features.compute import CPU_MAX_TOKENS, Batching, encode_texts, extract_features, forward_flops
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
 DEFAULT_BUDGETS = ("64x16384", "64x2048", "256x2048", "256x4096")
@@ -131,26 +130,13 @@ def measure_slot(
 
 
 def time_threads(backbone, slot: str, texts: list[str], repeats: int) -> list[dict]:
-    """The CPU default with torch's thread count (one per core) and with the one extraction takes
-    (`fec.core.threads`, told of the busy core), idle and beside one busy core (a spinning process)."""
-    cores = usable_cores()
-    work = 2.0 * sum(p.numel() for p in backbone.model.parameters()) * CPU_MAX_TOKENS  # as fec.features.extract
-    rows, before = [], torch.get_num_threads()
-    for busy in (0, 1):
-        with busy_cores(busy):
-            for name, count in (("torch default", cores), ("fec.core.threads", choose_threads(work, cores, busy))):
-                torch.set_num_threads(count)
-                seconds = []
-                for _ in range(repeats):
-                    started = time.perf_counter()
-                    extract_features(backbone, texts, slot)
-                    seconds.append(time.perf_counter() - started)
-                rows.append({"busy_cores": busy, "threads_by": name, "threads": count, "seconds": statistics.median(seconds)})
-    torch.set_num_threads(before)
-    for row in rows:
-        idle = next(r for r in rows if r["threads_by"] == row["threads_by"] and not r["busy_cores"])
-        row["slowdown_beside_busy"] = row["seconds"] / idle["seconds"]
-    return rows
+    """The CPU default under `compare_threads`: torch's thread count (one per core) and the one
+    extraction takes (`fec.core.threads`), idle and beside one busy core; median of `repeats`."""
+
+    def median_seconds() -> dict:
+        return {"seconds": statistics.median(repeated_runs(backbone, slot, texts, repeats)[0])}
+
+    return compare_threads(forward_flops(backbone.model, CPU_MAX_TOKENS), median_seconds, "seconds")
 
 
 def time_compiled(backbone, slot: str, texts: list[str], repeats: int, flops_per_token: float) -> dict:
@@ -160,12 +146,7 @@ def time_compiled(backbone, slot: str, texts: list[str], repeats: int, flops_per
     started = time.perf_counter()
     extract_features(backbone, texts[:256], slot)
     compile_seconds = time.perf_counter() - started
-    seconds, tokens = [], 0
-    for _ in range(repeats):
-        started = time.perf_counter()
-        _, info = extract_features(backbone, texts, slot)
-        seconds.append(time.perf_counter() - started)
-        tokens = info["tokens"]
+    seconds, tokens = repeated_runs(backbone, slot, texts, repeats)
     median = statistics.median(seconds)
     return {
         "compile_seconds": compile_seconds,
@@ -174,6 +155,17 @@ def time_compiled(backbone, slot: str, texts: list[str], repeats: int, flops_per
         "texts_per_s": len(texts) / median,
         "gflops": flops_per_token * tokens / median / 1e9,
     }
+
+
+def repeated_runs(backbone, slot: str, texts: list[str], repeats: int) -> tuple[list[float], int]:
+    """The seconds of `repeats` extractions of `texts` at the device's default batching, and their real tokens."""
+    seconds, tokens = [], 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        _, info = extract_features(backbone, texts, slot)
+        seconds.append(time.perf_counter() - started)
+        tokens = info["tokens"]
+    return seconds, tokens
 
 
 def measure(

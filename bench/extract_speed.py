@@ -82,7 +82,7 @@ import numpy as np
 import torch
 
 from bench.batch_budget import DEFAULT_BUDGETS
-from bench.peers import PEERS, non_embedding_parameters
+from bench.peers import PEERS, model_weights
 from fec.cli.options import ArgumentParser, Distinct, device, non_negative_int, output_file, positive_int, task_name
 from fec.cli.script import fail, run_script
 from fec.core.compat import BATCH_SIZE
@@ -573,7 +573,7 @@ PEER_RATIOS = {
 def peer_figures(pair: dict, model_path: str) -> dict:
     """The peer ratios of one slot, and every recipe's GFLOP/s on real tokens (2 per non-embedding
     weight and token)."""
-    weights = non_embedding_parameters(model_path)
+    weights = model_weights(model_path)
     ratios = {name: pair[a]["texts_per_s"] / max(pair[b]["texts_per_s"], 1e-9) for name, (a, b) in PEER_RATIOS.items()}
     gflops = {recipe: 2 * weights * r["tokens"] / max(r["seconds"], 1e-9) / 1e9 for recipe, r in pair.items()}
     return {"peer_ratios": ratios, "gflops": gflops, "non_embedding_parameters": weights}

@@ -23,6 +23,7 @@ import math
 
 import torch
 
+from bench.layer_cost import non_embedding_parameters
 from fec.core.slots import PUBLISHED_KINDS
 from fec.features.backbones import load_backbone, pick_dtype
 from fec.features.compute import PoolingPlan, extract_features
@@ -95,10 +96,9 @@ PEERS = {
 }
 
 
-def non_embedding_parameters(model_path: str) -> int:
-    """The weights a token passes through (embeddings left out): 2 FLOPs each per real token."""
+def model_weights(model_path: str) -> int:
+    """The weights a token passes through (`bench.layer_cost.non_embedding_parameters` of the
+    model at `model_path`): 2 FLOPs each per real token."""
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(model_path)
-    embedding = sum(p.numel() for name, p in model.named_parameters() if "embed" in name)
-    return sum(p.numel() for p in model.parameters()) - embedding
+    return non_embedding_parameters(AutoModel.from_pretrained(model_path))

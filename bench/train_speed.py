@@ -37,6 +37,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import numpy as np
@@ -201,26 +202,32 @@ def busy_cores(count: int):
             spinner.wait()
 
 
+def compare_threads(work_flops: float, measure: Callable[[], dict], seconds: str) -> list[dict]:
+    """`measure()` with torch's default thread count (one per core) and with the count
+    `fec.core.threads` chooses for `work_flops` per step, on an idle machine and beside one busy
+    core (a spinning process); each row gets its slowdown against idle, read from its `seconds`
+    field. The policy is told the busy core here: in use it reads the load average, which takes
+    about a minute to see a new job. Torch's thread count is restored afterwards."""
+    cores, rows, before = usable_cores(), [], torch.get_num_threads()
+    for busy in (0, 1):
+        with busy_cores(busy):
+            for name, count in (("torch default", cores), ("fec.core.threads", choose_threads(work_flops, cores, busy))):
+                torch.set_num_threads(count)
+                rows.append({"busy_cores": busy, "threads_by": name, "threads": count, **measure()})
+    torch.set_num_threads(before)
+    for row in rows:
+        idle = next(r for r in rows if r["threads_by"] == row["threads_by"] and not r["busy_cores"])
+        row["slowdown_beside_busy"] = row[seconds] / idle[seconds]
+    return rows
+
+
 def threads_effect(data: dict, classes: int, epochs: int, batch_size: int = 64) -> list[dict]:
-    """`run_ours` on the CPU with torch's default thread count (one per core) and with the count
-    `fec.core.threads` chooses, on an idle machine and beside one busy core (a spinning process).
-    The policy is told the busy core here: in use it reads the load average, which takes about a
-    minute to see a new job."""
-    cpu, cores = torch.device("cpu"), usable_cores()
+    """`run_ours` on the CPU under `compare_threads`: torch's thread count and the policy's, idle and
+    beside one busy core."""
     splits = {mode: SplitInputs([x.float() for x in inputs], labels) for mode, (inputs, labels) in data.items()}
     fusion = FusionData("synthetic", list(SOURCES), splits, [f"c{i}" for i in range(classes)], False, {})
     work = step_flops(build_model(fusion, TrainConfig()), batch_size)
-    rows = []
-    for busy in (0, 1):
-        with busy_cores(busy):
-            for name, count in (("torch default", cores), ("fec.core.threads", choose_threads(work, cores, busy))):
-                torch.set_num_threads(count)
-                ours = run_ours(data, classes, epochs, cpu)
-                rows.append({"busy_cores": busy, "threads_by": name, "threads": count, **ours})
-    for row in rows:
-        idle = next(r for r in rows if r["threads_by"] == row["threads_by"] and not r["busy_cores"])
-        row["slowdown_beside_busy"] = row["seconds_per_epoch"] / idle["seconds_per_epoch"]
-    return rows
+    return compare_threads(work, lambda: run_ours(data, classes, epochs, torch.device("cpu")), "seconds_per_epoch")
 
 
 def print_threads_effect(rows: list[dict], cores: int) -> None:

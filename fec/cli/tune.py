@@ -227,9 +227,11 @@ def read_probe(path: Path) -> list[dict]:
 def run(args: argparse.Namespace) -> dict:
     if args.extract:
         extract_search_space(args)
-    elif args.preset or args.model or args.dtype != "auto" or args.compile:
-        given = "preset" if args.preset else "model" if args.model else "dtype" if args.dtype != "auto" else "compile"
-        raise SettingError(given, None, "applies to the extractions of --extract; add --extract")
+    else:
+        extraction_only = {"preset": args.preset, "model": args.model, "dtype": args.dtype != "auto", "compile": args.compile}
+        given = next((name for name, on in extraction_only.items() if on), None)
+        if given:
+            raise SettingError(given, None, "applies to the extractions of --extract; add --extract")
     folders = store_folders(args.dataset_dir, args.task)
     if not folders:
         raise StoreError(

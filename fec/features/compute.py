@@ -105,6 +105,11 @@ class ForwardPass:
         return cls(slot, encoded, pad_id, padded_width, plan.layers, plan.llama_pooling, variant, decoder)
 
 
+def forward_flops(model: torch.nn.Module, tokens: int) -> float:
+    """About the arithmetic of one forward pass over `tokens` padded tokens: 2 FLOPs per weight and token."""
+    return 2.0 * sum(p.numel() for p in model.parameters()) * tokens
+
+
 def non_finite_message(rows: list[int], dtype: torch.dtype, saved: str = "nothing was saved") -> str:
     shown = ", ".join(str(r + 1) for r in rows[:20]) + (" ..." if len(rows) > 20 else "")
     return (

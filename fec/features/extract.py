@@ -61,6 +61,7 @@ from fec.features.compute import (
     NonFiniteFeaturesError,
     check_prompts,
     extract_features,
+    forward_flops,
     non_finite_message,
     pooling_used,
     variant_indices,
@@ -107,10 +108,8 @@ def run(config: ExtractionConfig) -> list[Path]:
         if not todo:
             return []
         backbone, float32_backbone = load_models(config, ranks)
-        if backbone.device.type == "cpu" or config.threads:
-            # One batch's forward pass: 2 FLOPs per weight and padded token (on a GPU, only -threads sets them).
-            weights = sum(p.numel() for p in backbone.model.parameters())
-            work = 2.0 * weights * config.batching.token_budget(backbone.device)
+        if backbone.device.type == "cpu" or config.threads:  # on a GPU, only -threads sets them
+            work = forward_flops(backbone.model, config.batching.token_budget(backbone.device))  # one batch's
             use_threads(config.threads, work, "extraction", share=ranks.world)
         return [extract_split(config, pending, backbone, float32_backbone, ranks) for pending in todo.values()]
 
