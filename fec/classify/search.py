@@ -10,18 +10,23 @@ its successive-halving pruner spends seeds where they matter: every candidate tr
 and only those in the top third at a rung train more, up to `max_seeds`. A trial's value is the
 mean selection score over its seeds. The study lives in a database (SQLite in the tune folder,
 or any RDB URL), so an interrupted search resumes where it stopped and several machines can work
-on one study.
+on one study. A candidate cut short (Ctrl-C, or its process killed) is marked `interrupted` and
+trained again when the search resumes (`retry_interrupted`); a storage is checked before any work
+(`check_storage`), so a bad URL, a missing driver or a damaged database is one line naming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
+import sqlite3
 import statistics
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +38,7 @@ from fec.classify.cross_validation import train_seed_cv
 from fec.classify.fusion_inputs import FusionData, load_fusion_data
 from fec.classify.fusion_training import TrainConfig, build_model, step_flops, train_seed
 from fec.classify.linear_probe import selection_metric
+from fec.core.errors import SettingError, StudyError
 from fec.core.threads import use_threads
 from fec.features.picks import parse_pick
 
@@ -94,6 +100,14 @@ class Objective:
         return self.cache[key]
 
     def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", this_process())  # so a later search can tell a killed candidate from a live one
+        try:
+            return self.train(trial)
+        except KeyboardInterrupt:  # Optuna records the trial as failed; this marks it for a retry on resume
+            trial.set_user_attr("interrupted", "stopped")
+            raise
+
+    def train(self, trial: optuna.Trial) -> float:
         options = recipe_options(candidate(trial, self.search.space))
         if not options["sources"]:
             raise optuna.TrialPruned("every source left out")
@@ -140,15 +154,160 @@ def trained_before(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
     return next((t for t in finished if t.params == trial.params and "scores" in t.user_attrs), None)
 
 
+def this_process() -> str:
+    """`host:pid:start` of this process: its start time (from /proc, where there is one) tells it
+    from a later process that got the same pid."""
+    return f"{socket.gethostname()}:{os.getpid()}:{process_start(os.getpid())}"
+
+
+def process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat); "" where
+    /proc does not say (not Linux, or no such process)."""
+    try:
+        stat = open(f"/proc/{pid}/stat", encoding="ascii", errors="replace").read()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]  # the name in (...) may hold spaces; field 22 is the 20th after it
+
+
+def worker_alive(worker: str | None) -> bool | None:
+    """Whether the process that started a trial still runs: True or False on this machine, None
+    for one on another machine (a live worker there may hold it). A trial with no worker recorded
+    was cut before its first step, so it counts as gone."""
+    if not worker:
+        return False
+    host, pid, start = worker.rsplit(":", 2)
+    if host != socket.gethostname():
+        return None
+    if start:
+        return process_start(int(pid)) == start
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def retry_interrupted(study: optuna.Study) -> list[int]:
+    """Queue again every candidate an earlier process left unfinished: stopped by Ctrl-C (failed,
+    marked `interrupted`) or killed (still `running`, its process on this machine gone; marked
+    `interrupted` and failed here). Each is retried once, with `retry_of` naming it; a candidate
+    running on another machine is left to it. Returns the numbers queued again."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    queued = []
+    for trial in trials:
+        if trial.state == optuna.trial.TrialState.RUNNING and worker_alive(trial.user_attrs.get("worker")) is False:
+            optuna.Trial(study, trial._trial_id).set_user_attr("interrupted", "process ended")
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        elif trial.state != optuna.trial.TrialState.FAIL or "interrupted" not in trial.user_attrs:
+            continue
+        if trial.number not in retried:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            queued.append(trial.number)
+    return queued
+
+
+def check_storage(url: str) -> None:
+    """Refuse, before any work, a storage the study could not live in: not a database URL, a
+    database kind SQLAlchemy does not know or whose driver is not installed, an in-memory SQLite
+    (it ends with the process), a SQLite file in a missing folder or that is not a study
+    database, a server that does not answer. Nothing is created."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise SettingError("storage", url, "not a database URL; e.g. sqlite:///search.db, postgresql://USER@HOST/DB") from None
+    shown = shown_url(url)
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise SettingError(
+            "storage", shown, f"unknown database kind {parsed.drivername!r} (sqlite, postgresql, mysql, ...)"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        raise SettingError(
+            "storage", shown, f"its driver {err.name or parsed.drivername} is not installed; pip install it"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        path = sqlite_file(url)
+        if path is None:
+            raise SettingError("storage", shown, "an in-memory database ends with the search; name a file: sqlite:///PATH")
+        if not path.parent.is_dir():
+            raise SettingError("storage", shown, f"{path.parent}: no such folder")
+        if path.exists():
+            check_study_file(path)
+        return
+    try:
+        with create_engine(parsed).connect():
+            pass
+    except SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise SettingError("storage", shown, f"cannot connect ({reason})") from None
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite storage URL; None for an in-memory one, another database or no URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return None if parsed.database.startswith("file::memory:") else Path(parsed.database)
+
+
+def check_study_file(path: Path) -> None:
+    """A SQLite file that holds an Optuna study, or nothing yet, and reads back whole."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as err:
+        raise StudyError(f"{path}: not a readable study database ({err})") from None
+    if verdict != "ok":
+        raise StudyError(f"{path}: the study database is damaged ({verdict})")
+    if tables and "studies" not in tables:
+        raise StudyError(f"{path}: a SQLite database that holds no Optuna study (tables: {', '.join(sorted(tables))})")
+
+
+def shown_url(url: str) -> str:
+    """A storage URL as it may be shown and recorded: its password hidden (`***`)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
 def open_study(name: str, storage: str, seed: int, max_seeds: int) -> optuna.Study:
-    """The study `name` in `storage`, created or continued: TPE sampling, successive halving over seeds."""
+    """The study `name` in `storage`, created or continued: TPE sampling, successive halving over
+    seeds. A storage that cannot be opened is a `StudyError` naming it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
     pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3, min_early_stopping_rate=0)
     if max_seeds < 2:
         pruner = optuna.pruners.NopPruner()
-    return optuna.create_study(
-        study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True
-    )
+    try:
+        return optuna.create_study(
+            study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True
+        )
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError, RuntimeError) as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise StudyError(f"{shown_url(storage)}: the study {name!r} cannot be opened ({reason})") from None
 
 
 def run_search(search: Search, study: optuna.Study) -> optuna.Study:
@@ -159,6 +318,9 @@ def run_search(search: Search, study: optuna.Study) -> optuna.Study:
     if not done:  # a new study starts where the probes point; the sampler takes over from there
         for params in search.space.first:
             study.enqueue_trial(params)
+    again = retry_interrupted(study)
+    if again:
+        log.info("search: candidate(s) %s were interrupted; they are queued to train again", ", ".join(f"#{n}" for n in again))
     log.info(
         "search: %d candidate combinations; %d trials already in the study; budget %.0f min",
         search.space.size(),

@@ -128,7 +128,8 @@ def existing_dir(text: str) -> Path:
 
 
 def output_file(text: str) -> Path:
-    """A file to write: its folder is made if needed, but it must not be a folder itself."""
+    """A file to write: its folder is made if needed, but it must not be a folder itself (nor an
+    input of the command: `fec.cli.outputs`)."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder; name a file to write")
@@ -136,7 +137,8 @@ def output_file(text: str) -> Path:
 
 
 def output_dir(text: str) -> Path:
-    """A folder to write into: made if needed, but not an existing file."""
+    """A folder to write into: made if needed, but not an existing file (nor inside an input of the
+    command: `fec.cli.outputs`)."""
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a file; name a folder to write into")
@@ -200,12 +202,14 @@ def command_line_options(parser: argparse.ArgumentParser, argv: list[str] | None
 
 def slot_models(pairs: list[str] | None, accepted: Callable[[str], bool], slots: str) -> dict[str, str]:
     """A command's `--model SLOT=MODEL` pairs as slot -> model, each SLOT one that `accepted` takes
-    (`slots` says which, for the message)."""
+    (`slots` says which, for the message), and each slot given once."""
     chosen = {}
     for pair in pairs or []:
         slot, sep, model = pair.partition("=")
         if not sep or not model or not accepted(slot):
             raise SettingError("model", pair, f"expected SLOT=MODEL with SLOT one of {slots}")
+        if slot in chosen:
+            raise SettingError("model", pair, f"the {slot} slot is given twice ({slot}={chosen[slot]}); give each slot once")
         chosen[slot] = model
     return chosen
 
@@ -269,7 +273,7 @@ def trainer_options(data_help: str) -> argparse.ArgumentParser:
         help="task folder, e.g. ED, go_emotion, semeval_eng",
     )
     parent.add_argument(*flag("data_dir"), default="data", help=data_help)
-    parent.add_argument(*flag("out"), default="Logs", help="folder for run folders and runs.csv")
+    parent.add_argument(*flag("out"), type=output_dir, default="Logs", help="folder for run folders and runs.csv")
     return parent
 
 

@@ -21,7 +21,7 @@ import time
 import pandas as pd
 
 from fec.classify.probing import best_rows, probe_rows, store_fingerprint, store_folders
-from fec.cli.options import ArgumentParser, Distinct, common_options, flag, non_negative_int, task_name
+from fec.cli.options import ArgumentParser, Distinct, common_options, flag, non_negative_int, output_dir, task_name
 from fec.cli.script import run_script
 from fec.core.errors import UsageError
 from fec.core.files import atomic_write_text
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also probe the concatenation of the best view of every folder (the linear ceiling of the features together)",
     )
     parser.add_argument(*flag("seed"), type=non_negative_int, default=0, help="seed of the cross-validation folds")
-    parser.add_argument(*flag("out"), default="Logs", help="where the probe folder is created")
+    parser.add_argument(*flag("out"), type=output_dir, default="Logs", help="where the probe folder is created")
     return parser
 
 

@@ -16,6 +16,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+from fec.cli.outputs import check_outputs
 from fec.core.errors import FecError, SettingError, UsageError
 from fec.core.logs import LOG_FORMAT
 
@@ -64,7 +65,8 @@ def run_script(
     cleanup: Callable[[], None] | None = None,
     parse: Callable[[argparse.ArgumentParser, list[str] | None], argparse.Namespace] | None = None,
 ) -> int:
-    """Parse `argv`, set up logging, call `run(args)`; exit code 0, or 2 with a one-line error for
+    """Parse `argv`, set up logging, refuse an output option set onto an input
+    (`fec.cli.outputs`), call `run(args)`; exit code 0, or 2 with a one-line error for
     a bad command line, any `FecError` and refused writes (anything else is a bug and keeps its
     traceback). A `run` that returns an int sets the exit code. `cleanup` runs last,
     whatever happened. `parse` replaces `parser.parse_args` (e.g. to read defaults from a file)."""
@@ -74,6 +76,7 @@ def run_script(
         return fail(err)
     setup_logging(args.log_level)
     try:
+        check_outputs(parser, args)  # before any work: no output lands on an input
         code = run(args)
     except FecError as err:
         return fail(option_named(err, parser))

@@ -26,6 +26,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import optuna
 import pandas as pd
 
 from fec.classify.candidates import search_space
@@ -35,7 +36,17 @@ from fec.classify.lexical import LexicalSettings
 from fec.classify.lexical_store import store_lexical_source
 from fec.classify.linear_probe import selection_metric
 from fec.classify.probing import probe_rows, store_fingerprint, store_folders
-from fec.classify.search import SEARCH_MODES, Search, open_study, recipe_options, run_search
+from fec.classify.search import (
+    SEARCH_MODES,
+    Search,
+    check_storage,
+    check_study_file,
+    open_study,
+    recipe_options,
+    run_search,
+    shown_url,
+    sqlite_file,
+)
 from fec.cli import extract, train
 from fec.cli.options import (
     COMPILE_HELP,
@@ -46,24 +57,41 @@ from fec.cli.options import (
     flag,
     non_negative_int,
     option_defaults,
+    output_dir,
     output_file,
     positive_float,
     positive_int,
     slot_models,
     task_name,
 )
+from fec.cli.outputs import command_inputs, output_problem
 from fec.cli.script import run_script
-from fec.core.errors import FecError, SettingError
+from fec.core.errors import FecError, SettingError, StudyError
+from fec.core.files import atomic_write
 from fec.core.logs import also_log_to
 from fec.core.provenance import provenance
 from fec.core.slots import SLOT_NAMES
 from fec.features.backbones import DTYPES, pick_device
+from fec.features.config import ExtractionConfig
+from fec.features.extract import checked_splits
+from fec.features.extract import run as run_extraction
 from fec.features.slots import store_manifests
 from fec.features.standins import PRESETS
 from fec.features.store import StoreError, read_manifest
 from fec.runs.folder import make_run_dir, write_json
 from fec.runs.run_files import Fields, RunFileError, read_run_json
-from fec.runs.tune_folder import candidate_rows, found_by, write_candidates, write_recipe, write_tune_page
+from fec.runs.tune_folder import (
+    STUDY_FILE,
+    candidate_rows,
+    found_by,
+    read_search_record,
+    search_differences,
+    store_differences,
+    write_candidates,
+    write_recipe,
+    write_search_record,
+    write_tune_page,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(*flag("task"), type=task_name, required=True, help="task folder, e.g. ED, go_emotion, semeval_eng")
     parser.add_argument(*flag("data_dir"), default="data", help="folder holding TASK/MODE.csv")
     parser.add_argument(*flag("dataset_dir"), default="dataset", help="feature store root")
-    parser.add_argument(*flag("out"), default="Logs", help="where the search folder and the final run go")
+    parser.add_argument(*flag("out"), type=output_dir, default="Logs", help="where the search folder and the final run go")
     add_extraction_options(parser)
     add_search_options(parser)
     for name, default in TRAINING.items():
@@ -133,18 +161,31 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="select by K-fold cross-validation on train (0: on valid; default: 5 folds when valid is small, as main.py)",
     )
-    parser.add_argument(*flag("resume"), type=existing_dir, default=None, help="continue the search of this tune folder")
     parser.add_argument(
-        *flag("storage"), default=None, help="an Optuna RDB URL for the study (default: SQLite in the tune folder)"
+        *flag("resume"),
+        type=existing_dir,
+        default=None,
+        help="continue the search of this tune folder: the same task and settings over the same store (its search.json "
+        "says which), its study where it was",
     )
-    parser.add_argument(*flag("save"), type=output_file, default=None, help="also copy the chosen recipe file here")
+    parser.add_argument(
+        *flag("storage"),
+        default=None,
+        help="an Optuna RDB URL for the study, e.g. sqlite:///PATH or postgresql://USER@HOST/DB, checked before any work "
+        "(default: SQLite in the tune folder; with --resume, the search's own)",
+    )
+    parser.add_argument(
+        *flag("save"), type=output_file, default=None, help="also copy the chosen recipe file here (its folder is made)"
+    )
     parser.add_argument(*flag("no_final"), action="store_true", help="choose the recipe without training it on test")
     parser.add_argument(*flag("threads"), type=positive_int, default=None, help=THREADS_HELP)
 
 
-def extract_search_space(args: argparse.Namespace) -> None:
-    """The default search space's extractions, through the extraction command (resumable)."""
+def extraction_configs(args: argparse.Namespace) -> list[ExtractionConfig]:
+    """The default search space's extractions as the extraction command would run them, every one
+    checked (data, model folder, what its configuration rules out) before the first starts."""
     chosen = slot_models(args.model, SLOT_NAMES.__contains__, ", ".join(SLOT_NAMES))
+    configs = []
     for slot, variants in EXTRACTIONS.items():
         source = ["--model", chosen[slot]] if slot in chosen else (["--preset", args.preset] if args.preset else [])
         for variant in variants:
@@ -168,7 +209,16 @@ def extract_search_space(args: argparse.Namespace) -> None:
                 *(["--threads", str(args.threads)] if args.threads else []),
                 *(["--compile"] if args.compile else []),
             ]
-            extract.extract(extract.build_parser(slot).parse_args(argv), slot)
+            configs.append(extract.extraction_config(extract.build_parser(slot).parse_args(argv), slot))
+    for config in configs:
+        checked_splits(config)
+    return configs
+
+
+def extract_search_space(args: argparse.Namespace, configs: list[ExtractionConfig]) -> None:
+    """The default search space's extractions (resumable: finished splits are skipped) and the lexical source."""
+    for config in configs:
+        run_extraction(config)
     store_lexical_source(args.data_dir, args.dataset_dir, args.task, LexicalSettings())
 
 
@@ -224,36 +274,130 @@ def read_probe(path: Path) -> list[dict]:
     return pd.read_csv(path, keep_default_na=False).to_dict("records")
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict | int:
+    """Check everything the options alone decide, extract (with --extract), read the store, check a
+    resumed folder against it, then search and train in the search folder."""
+    check_extraction_options(args)
+    recorded = read_search_record(args.resume) if args.resume else None
+    storage = chosen_storage(args, recorded)
+    if recorded:
+        refuse_other_search(args.resume, recorded, search_settings(args))
     if args.extract:
-        extract_search_space(args)
-    else:
-        extraction_only = {"preset": args.preset, "model": args.model, "dtype": args.dtype != "auto", "compile": args.compile}
-        given = next((name for name, on in extraction_only.items() if on), None)
-        if given:
-            raise SettingError(given, None, "applies to the extractions of --extract; add --extract")
-    folders = store_folders(args.dataset_dir, args.task)
-    if not folders:
-        raise StoreError(
-            f"{Path(args.dataset_dir) / args.task}: no folder with train and valid features (extract them, or --extract)"
-        )
+        extract_search_space(args, extraction_configs(args))
+    folders = searchable_folders(args)
     manifests = {folder: m for folder, m in store_manifests(args.dataset_dir, args.task).items() if folder in folders}
     valid_rows = read_manifest(Path(args.dataset_dir) / args.task / folders[0] / "valid.safetensors")["rows"]
     folds = chosen_folds(args.cv, valid_rows, manifests[folders[0]]["rows"])
-    tune_dir = args.resume or make_run_dir(args.out, f"tune_{args.task}")
-    with also_log_to(tune_dir / "tune.log"):
-        return search_and_train(args, tune_dir, folders, manifests, folds)
-
-
-def search_and_train(args: argparse.Namespace, tune_dir: Path, folders: list[str], manifests: dict, folds: int) -> dict:
-    """The probes, the search, the recipe file, the final run and the page, into `tune_dir`."""
     metric = selection_metric(bool(next(iter(manifests.values())).get("multilabel")))
-    store = store_fingerprint(args.dataset_dir, args.task, folders)  # which features were searched
+    store = store_fingerprint(args.dataset_dir, args.task, folders)  # which features are searched
+    identity = search_settings(args) | {"metric": metric, "cv": folds, "store": store}
+    if recorded:
+        refuse_other_search(args.resume, recorded, identity)
+        tune_dir = args.resume
+    else:
+        tune_dir = make_run_dir(args.out, f"tune_{args.task}")
+        write_search_record(tune_dir, identity | {"storage": storage and shown_url(storage), "study": tune_dir.name})
+    name = recorded["study"] if recorded else tune_dir.name
+    with also_log_to(tune_dir / "tune.log"):
+        try:
+            study = open_study(name, storage or folder_storage(tune_dir), args.seed, args.max_seeds)
+            return search_and_train(args, tune_dir, identity, study)
+        except KeyboardInterrupt:
+            log.error(
+                "stopped; the candidate under way is trained again on resume: python tune.py --task %s --resume %s",
+                args.task,
+                tune_dir,
+            )
+            return 130
+
+
+def check_extraction_options(args: argparse.Namespace) -> None:
+    """The extraction options apply with --extract only."""
+    if args.extract:
+        return
+    extraction_only = {"preset": args.preset, "model": args.model, "dtype": args.dtype != "auto", "compile": args.compile}
+    given = next((name for name, on in extraction_only.items() if on), None)
+    if given:
+        raise SettingError(given, None, "applies to the extractions of --extract; add --extract")
+
+
+def search_settings(args: argparse.Namespace) -> dict:
+    """What makes a search this search, as far as the options say (the store and the folds come from the store)."""
+    settings = {"task": args.task, "seed": args.seed, "max_seeds": args.max_seeds}
+    settings["training"] = {name: getattr(args, name) for name in TRAINING}
+    return settings | ({"cv": args.cv} if args.cv is not None else {})
+
+
+def refuse_other_search(folder: Path, recorded: dict, wanted: dict) -> None:
+    """A resumed folder must hold a search of this task with these settings, over this store."""
+    if recorded["task"] != wanted["task"]:
+        raise StudyError(f"--resume {folder}: a search of task {recorded['task']!r}, not {wanted['task']!r}")
+    differences = search_differences(recorded, wanted)
+    if differences:
+        raise StudyError(
+            f"--resume {folder}: searched with other settings ({'; '.join(differences)}); resume with that search's "
+            "settings, or start a new search without --resume"
+        )
+    changes = store_differences(recorded["store"], wanted["store"]) if "store" in wanted else []
+    if changes:
+        raise StudyError(
+            f"--resume {folder}: the store changed since that search ({', '.join(changes)}); start a new search without --resume"
+        )
+
+
+def chosen_storage(args: argparse.Namespace, recorded: dict | None) -> str | None:
+    """The study's storage URL, checked before any work (None: SQLite in the search folder): --storage,
+    else the resumed search's own; a resumed search's storage cannot change."""
+    storage = args.storage
+    if recorded:
+        kept = recorded["storage"]
+        if storage is not None and shown_url(storage) != kept:
+            where = kept or "its folder's study.db"
+            raise StudyError(f"--resume {args.resume}: its study is in {where}, not {shown_url(storage)}; drop --storage")
+        if storage is None and kept and "***" in kept:
+            raise StudyError(f"--resume {args.resume}: its study is in {kept}; give that URL with its password as --storage")
+        storage = storage or kept
+        if storage is None and (args.resume / STUDY_FILE).exists():
+            check_study_file(args.resume / STUDY_FILE)
+    database = sqlite_file(args.storage) if args.storage else None
+    problem = database and output_problem(database, command_inputs(args))
+    if problem:  # a study database is written: the rule of every output
+        raise SettingError("storage", shown_url(args.storage), problem)
+    if storage is not None:
+        check_storage(storage)
+    return storage
+
+
+def folder_storage(tune_dir: Path) -> str:
+    return f"sqlite:///{(tune_dir / STUDY_FILE).resolve()}"
+
+
+def searchable_folders(args: argparse.Namespace) -> list[str]:
+    """The store folders with train and valid features; none is an error that says how to make them."""
+    if not (Path(args.data_dir) / args.task).is_dir():
+        raise StoreError(
+            f"{Path(args.data_dir) / args.task}: no data for task {args.task!r}; bring it with "
+            f"`python prepare_data.py --from FILE --task {args.task}`"
+        )
+    root = Path(args.dataset_dir) / args.task
+    folders = store_folders(args.dataset_dir, args.task) if root.is_dir() else []
+    if not folders:
+        raise StoreError(
+            f"{root}: no features for task {args.task!r}; extract the search space with `python tune.py --task "
+            f"{args.task} --extract --preset offline` (or --model SLOT=MODEL), or run the extractors "
+            f"(`python llama2_rep_extract.py --task {args.task} --mode all`, bert_rep_extract.py, roberta_rep_extract.py)"
+        )
+    return folders
+
+
+def search_and_train(args: argparse.Namespace, tune_dir: Path, identity: dict, study: optuna.Study) -> dict:
+    """The probes, the search of `study`, the recipe file, the final run and the page, into
+    `tune_dir`; `identity` is what the search is (its search.json: metric, folds, store, ...)."""
+    metric, folds, store = identity["metric"], identity["cv"], identity["store"]
+    manifests = {folder: m for folder, m in store_manifests(args.dataset_dir, args.task).items() if folder in store}
     space = search_space(probes(args, tune_dir, store, folds), metric, manifests)
     log.info("candidates: %s", "; ".join(f"{slot}: {len(options)} options" for slot, options in space.sources.items()))
     base = TrainConfig(**{name: getattr(args, name) for name in TRAINING}, cv=folds)
-    storage = args.storage or f"sqlite:///{(tune_dir / 'study.db').resolve()}"
-    study = open_study(f"tune_{args.task}", storage, args.seed, args.max_seeds)
     device = str(pick_device(args.device))
     search = Search(
         dataset_dir=args.dataset_dir,
@@ -267,9 +411,11 @@ def search_and_train(args: argparse.Namespace, tune_dir: Path, folders: list[str
         device=device,
         threads=args.threads,
     )
-    run_search(search, study)
-    rows = candidate_rows(study)
-    write_candidates(tune_dir, rows)
+    try:
+        run_search(search, study)
+    finally:  # stopped too: the table shows what was trained, the interrupted candidate as such
+        rows = candidate_rows(study)
+        write_candidates(tune_dir, rows)
     if not any(row["state"] == "complete" for row in rows):
         raise FecError(f"{tune_dir}: no candidate trained every seed within the budget; raise --budget_minutes or --trials")
     where = f"{folds}-fold cross-validation on train" if folds else "valid"
@@ -281,7 +427,7 @@ def search_and_train(args: argparse.Namespace, tune_dir: Path, folders: list[str
     }
     recipe = write_recipe(tune_dir, options, notes)
     if args.save:
-        shutil.copyfile(recipe, args.save)
+        atomic_write(Path(args.save), lambda tmp: shutil.copyfile(recipe, tmp))
         log.info("recipe copied to %s", args.save)
     final = None if args.no_final else final_run(args, recipe)
     record = {
@@ -323,7 +469,7 @@ def final_run(args: argparse.Namespace, recipe: Path) -> str:
         "--dataset_dir",
         args.dataset_dir,
         "--out",
-        args.out,
+        str(args.out),
         "--device",
         args.device,
         *(["--threads", str(args.threads)] if args.threads else []),

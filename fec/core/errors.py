@@ -33,3 +33,8 @@ class SettingError(UsageError):
     def named(self, name: str) -> str:
         """The message with the setting called `name`, e.g. the option `--max_len` that gave it."""
         return name + self.detail
+
+
+class StudyError(FecError):
+    """A recipe search's study that cannot be used: a storage URL that cannot be opened, a damaged
+    study database, a search folder that is not the search asked for."""

@@ -1,5 +1,7 @@
 """A recipe search's folder, `Logs/tune_{task}_{stamp}/`, written by `tune.py`:
 
+search.json     what the search is (task, selection, seed, training, storage, study, store): written
+                when the folder is made; --resume continues only a search of the same
 config.json     the search's options, the store it searched, provenance
 study.db        the Optuna study (SQLite): rerun with --resume FOLDER to continue it
 probe.csv       the linear probe of every view (train and valid only), which the candidates come from
@@ -20,19 +22,79 @@ from pathlib import Path
 
 import pandas as pd
 
+from fec.core.errors import StudyError
 from fec.core.files import atomic_write, atomic_write_text
+from fec.runs.folder import write_json
 from fec.runs.rendering import environment
+from fec.runs.run_files import Fields, enclosing_run, read_run_json
 
 log = logging.getLogger(__name__)
 
 PAGE = "index.html"
 TOP_ROWS = 5  # the search table's rows a recipe file's `_found_by` quotes
+SEARCH_RECORD = "search.json"
+STUDY_FILE = "study.db"  # the study's SQLite database, unless the search was given --storage
+# What a search is: a resumed search must be the same in each of these (the store is compared on its own).
+SEARCH = Fields(
+    required={
+        "task": str,
+        "metric": str,
+        "cv": int,
+        "seed": int,
+        "max_seeds": int,
+        "training": dict,
+        "storage": (str, None),
+        "study": str,
+        "store": dict[str, dict],
+    }
+)
+
+
+def write_search_record(tune_dir: Path, record: dict) -> Path:
+    """search.json: what the search in `tune_dir` is, written before its first step."""
+    path = tune_dir / SEARCH_RECORD
+    write_json(path, record)
+    return path
+
+
+def read_search_record(folder: Path) -> dict:
+    """The search.json of a search folder; a folder that is not one (a main.py run folder, any other
+    folder) or a damaged record is a `StudyError` or `RunFileError` naming it."""
+    path = folder / SEARCH_RECORD
+    if not path.is_file():
+        what = "a run folder" if enclosing_run(folder.resolve()) == folder.resolve() else "not a search folder"
+        raise StudyError(f"{folder}: {what} (no {SEARCH_RECORD}); --resume takes a folder tune.py made, tune_TASK_STAMP/")
+    return read_run_json(path, SEARCH)
+
+
+def enclosing_search(path: Path) -> Path | None:
+    """The search folder `path` is in or is (a folder holding search.json); None outside every one."""
+    return next((folder for folder in [path, *path.parents] if (folder / SEARCH_RECORD).is_file()), None)
+
+
+def search_differences(recorded: dict, wanted: dict) -> list[str]:
+    """`name: recorded -> wanted` for each setting of `wanted` the recorded search has otherwise
+    (the store left out: `store_differences` says how it changed)."""
+    return [
+        f"{name} {recorded.get(name)!r} -> {value!r}"
+        for name, value in wanted.items()
+        if name != "store" and recorded.get(name) != value
+    ]
+
+
+def store_differences(recorded: dict[str, dict], store: dict[str, dict]) -> list[str]:
+    """How the store changed since a search read it, folder by folder."""
+    changes = [f"{folder} (new)" for folder in store if folder not in recorded]
+    changes += [f"{folder} (gone)" for folder in recorded if folder not in store]
+    changes += [f"{folder} (features changed)" for folder in store if folder in recorded and store[folder] != recorded[folder]]
+    return changes
 
 
 def candidate_rows(study) -> list[dict]:
     """Every trial of the study as a row: number, state, options, scores per seed, their mean,
     seconds; best first (finished candidates before pruned ones, then by mean)."""
     rows = []
+    retries = {t.user_attrs["retry_of"]: t.number for t in study.trials if "retry_of" in t.user_attrs}
     for trial in study.trials:
         if trial.state.name == "WAITING":  # queued first candidates the budget never reached
             continue
@@ -41,6 +103,8 @@ def candidate_rows(study) -> list[dict]:
         state = {"COMPLETE": "complete", "PRUNED": "pruned"}.get(trial.state.name, trial.state.name.lower())
         if "same_as" in trial.user_attrs:  # proposed again by the sampler: not trained twice
             state = f"same as #{trial.user_attrs['same_as']}"
+        if "interrupted" in trial.user_attrs:  # stopped or killed mid-way; a resumed search trains it again
+            state = f"interrupted, retried as #{retries[trial.number]}" if trial.number in retries else "interrupted"
         rows.append(
             {
                 "number": trial.number,

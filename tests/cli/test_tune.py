@@ -165,3 +165,185 @@ def test_a_later_search_probes_only_the_folders_whose_features_changed(toy_searc
     unchanged = after.index.get_level_values("folder") != "tfidf"
     pd.testing.assert_frame_equal(after[unchanged], before.loc[after[unchanged].index])  # reused as they were
     assert (after.index.get_level_values("folder") == "tfidf").sum() == 1  # probed again: its features changed
+
+
+# A search folder says what it is (search.json), and --resume continues only that search.
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def tune_in(root: Path, data: Path, *extra: str) -> list[str]:
+    """tune.py's argv for the toy task stored under `root` (the SMALL settings), plus `extra`."""
+    return ["--task", "toy", "--data_dir", str(data), "--dataset_dir", str(root / "dataset"), "--out", str(root / "Logs"),
+            *SMALL, "--trials", "1", "--no_final", *extra]  # fmt: skip
+
+
+def refused(argv: list[str], capsys) -> str:
+    """tune.py with `argv`: exit 2 and one error line, which is returned."""
+    capsys.readouterr()
+    assert tune.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    return last
+
+
+@pytest.fixture
+def copied_store(toy_search_store, tmp_path) -> tuple[Path, Path]:
+    """A copy of the toy search store and its data, for tests that change them."""
+    root, data = toy_search_store
+    shutil.copytree(root, tmp_path / "root")
+    shutil.copytree(data, tmp_path / "data")
+    return tmp_path / "root", tmp_path / "data"
+
+
+def test_a_search_folder_records_what_it_is(copied_store):
+    root, data = copied_store
+    assert tune.main(tune_in(root, data)) == 0
+    folder = max((root / "Logs").glob("tune_toy_*"))
+    record = json.loads((folder / "search.json").read_text())
+    assert record["task"] == "toy" and record["metric"] == "acc" and record["cv"] == 0
+    assert record["seed"] == 0 and record["max_seeds"] == 2 and record["training"]["epochs"] == 8
+    assert record["storage"] is None and record["study"] == folder.name  # its own study.db, a study of its own name
+    assert "tfidf" in record["store"] and set(record["store"]["tfidf"]) == {"train", "valid"}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["--max_seeds", "3"], "searched with other settings (max_seeds 2 -> 3)"),
+        (["--epochs", "9"], "searched with other settings (training {'epochs': 8, 'early_stop': 10, 'batch_size': 64} -> "),
+        (["--seed", "4"], "searched with other settings (seed 0 -> 4)"),
+        (["--cv", "3"], "searched with other settings (cv 0 -> 3)"),
+        (["--storage", "sqlite:///{root}/elsewhere.db"], "its study is in its folder's study.db, not sqlite:///"),
+    ],
+    ids=["max_seeds", "epochs", "seed", "cv", "storage"],
+)
+def test_resume_refuses_the_same_folder_with_other_settings(copied_store, capsys, change, message):
+    root, data = copied_store
+    assert tune.main(tune_in(root, data)) == 0
+    folder = max((root / "Logs").glob("tune_toy_*"))
+    before = snapshot(root)
+    changed = [arg.format(root=root) for arg in change]  # the last of an option's values counts
+    last = refused(tune_in(root, data, "--resume", str(folder), *changed), capsys)
+    assert f"--resume {folder}: " in last and message in last, last
+    assert snapshot(root) == before
+
+
+def test_resume_refuses_what_is_not_a_search_of_this_task(copied_store, capsys, tmp_path):
+    root, data = copied_store
+    shutil.copytree(data / "toy", data / "other")
+    shutil.copytree(root / "dataset" / "toy", root / "dataset" / "other")
+    other = tune_in(root, data)
+    other[other.index("toy")] = "other"
+    assert tune.main(other) == 0
+    searches = {task: max((root / "Logs").glob(f"tune_{task}_*")) for task in ("toy", "other")}
+    run = root / "Logs" / "a_run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "results.json").write_text('{"seeds": []}')
+    damaged = root / "Logs" / "damaged"
+    shutil.copytree(searches["toy"], damaged)
+    (damaged / "study.db").write_bytes(b"not a database, only text" * 100)
+    cases = {
+        searches["other"]: f"--resume {searches['other']}: a search of task 'other', not 'toy'",
+        run: f"{run}: a run folder (no search.json); --resume takes a folder tune.py made, tune_TASK_STAMP/",
+        data: f"{data}: not a search folder (no search.json)",
+        damaged: f"{damaged / 'study.db'}: not a readable study database (file is not a database)",
+    }
+    before = snapshot(root)
+    for folder, message in cases.items():
+        assert message in refused(tune_in(root, data, "--resume", str(folder)), capsys)
+    assert snapshot(root) == before
+
+
+def test_resume_refuses_a_store_that_changed_since_the_search(copied_store, capsys):
+    root, data = copied_store
+    assert tune.main(tune_in(root, data)) == 0
+    folder = max((root / "Logs").glob("tune_toy_*"))
+    store = ["--task", "toy", "--store", "--data_dir", str(data), "--dataset_dir", str(root / "dataset")]
+    assert tfidf_script.main([*store, "--C", "2", "--overwrite"]) == 0  # the lexical source made again, otherwise
+    before = snapshot(folder)
+    last = refused(tune_in(root, data, "--resume", str(folder)), capsys)
+    assert f"--resume {folder}: the store changed since that search (tfidf (features changed)); start a new search" in last
+    assert snapshot(folder) == before
+
+
+def test_a_study_in_another_database_is_resumed_there_without_naming_it_again(copied_store):
+    root, data = copied_store
+    elsewhere = f"sqlite:///{root / 'studies.db'}"
+    assert tune.main(tune_in(root, data, "--storage", elsewhere)) == 0
+    folder = max((root / "Logs").glob("tune_toy_*"))
+    assert json.loads((folder / "search.json").read_text())["storage"] == elsewhere and not (folder / "study.db").exists()
+    assert tune.main(tune_in(root, data, "--resume", str(folder))) == 0  # the recorded storage
+    assert len(pd.read_csv(folder / "candidates.csv")) == 2  # one more candidate in the same study
+
+
+def test_an_interrupted_candidate_is_trained_again_on_resume(copied_store, monkeypatch, capsys):
+    """Ctrl-C during a candidate's second seed: the search stops with its table written, the
+    candidate marked interrupted; --resume trains it again first."""
+    root, data = copied_store
+    import fec.classify.search as search_module
+
+    real, calls = search_module.train_seed, []
+
+    def stopped_at_the_second_seed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "train_seed", stopped_at_the_second_seed)
+    assert tune.main(tune_in(root, data, "--trials", "3")) == 130
+    folder = max((root / "Logs").glob("tune_toy_*"))
+    assert f"--resume {folder}" in capsys.readouterr().err  # says how to continue
+    (first,) = pd.read_csv(folder / "candidates.csv").to_dict("records")
+    assert first["state"] == "interrupted" and first["seeds"] == 1
+
+    monkeypatch.setattr(search_module, "train_seed", real)
+    assert tune.main(tune_in(root, data, "--resume", str(folder), "--trials", "4")) == 0
+    rows = pd.read_csv(folder / "candidates.csv").set_index("number")
+    retry = int(rows.loc[0, "state"].removeprefix("interrupted, retried as #"))
+    assert rows.loc[retry, "state"] in ("complete", "pruned") and "interrupted" not in set(rows.drop(index=0)["state"])
+    options = [c for c in rows.columns if c not in ("state", "mean", "seeds", "scores", "seconds")]
+    assert rows.loc[0, options].astype(str).tolist() == rows.loc[retry, options].astype(str).tolist()  # the same candidate
+
+
+def test_a_killed_search_resumes_with_its_candidate_retried_and_none_left_running(copied_store):
+    """kill -9 while a candidate trains: it stays `running` in the study; --resume finds its process
+    gone, marks it interrupted, trains it again, and the finished table shows no `running` row."""
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    root, data = copied_store
+    argv = tune_in(root, data, "--trials", "4", "--epochs", "200", "--early_stop", "200")
+    script = "import sys; from fec.cli import tune; sys.exit(tune.main(sys.argv[1:]))"
+    process = subprocess.Popen([sys.executable, "-c", script, *argv], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            databases = list((root / "Logs").glob("tune_toy_*/study.db"))
+            if databases:
+                with sqlite3.connect(databases[0]) as db:
+                    running = db.execute(
+                        "SELECT COUNT(*) FROM trials JOIN trial_user_attributes USING (trial_id) "
+                        "WHERE state = 'RUNNING' AND key = 'worker'"
+                    ).fetchone()[0]
+                if running:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no candidate started within 2 minutes")
+    finally:
+        process.kill()
+        process.wait()
+    folder = databases[0].parent
+    assert tune.main([*argv, "--resume", str(folder)]) == 0
+    states = pd.read_csv(folder / "candidates.csv").set_index("number")["state"]
+    assert states[0].startswith("interrupted, retried as #") and "running" not in set(states)
+    assert "complete" in set(states) or "pruned" in set(states)
