@@ -9,8 +9,9 @@
 #
 # Options: --task ED|go_emotion|...  --limit N (rows per split, default 1000)  --full  --runs N
 #          --data-from DIR  --python PYTHON
-# The recommended recipe on CPU: the LLaMA slot (SmolLM2) in bfloat16 (cosine >= 0.9997 to its
-# float32 features, twice as fast), the classifier at batch 64 with lr 2.5e-4 (the accuracy of
+# The recommended recipe on CPU: the extractors' dtype auto (bfloat16 on a CPU with bf16 matrix
+# units, faster there, features at cosine >= 0.9997 to float32's; float32 on other CPUs, where
+# bfloat16 is tens of times slower), the classifier at batch 64 with lr 2.5e-4 (the accuracy of
 # batch 10 at a quarter of the time). Limited runs keep their features in dataset/limitN/ so they
 # never overwrite a full extraction in dataset/.
 set -euo pipefail
@@ -54,7 +55,7 @@ else
   limit_args=()
 fi
 
-for script in bert_rep_extract.py roberta_rep_extract.py "llama2_rep_extract.py --dtype bfloat16"; do
+for script in bert_rep_extract.py roberta_rep_extract.py llama2_rep_extract.py; do
   step "features: python $script --task $task --mode all --preset offline ${limit_args[*]} --dataset_dir $dataset_dir"
   python $script --task "$task" --mode all --preset offline "${limit_args[@]}" --dataset_dir "$dataset_dir"
 done

@@ -89,7 +89,7 @@ from fec.core.compat import BATCH_SIZE
 from fec.core.data import MODES, available_modes, load_split
 from fec.core.files import atomic_write_text
 from fec.core.provenance import provenance
-from fec.features.backbones import SLOTS, Backbone, load_backbone, pick_device, pick_dtype, resolve_model
+from fec.features.backbones import SLOTS, Backbone, extraction_dtype, load_backbone, pick_device, pick_dtype, resolve_model
 from fec.features.compute import GPU_MAX_TOKENS, Batching, PoolingPlan, extract_features, pad_right
 from fec.features.standins import PREFIX, PRESETS, STANDINS
 
@@ -998,7 +998,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="--batch_budget: also time the CPU default with torch's threads and the policy's, idle and beside a busy core",
     )
     parser.add_argument(
-        "--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="--all_layers, --batch_budget: the model's dtype"
+        "--dtype",
+        default="auto",
+        choices=["auto", "bfloat16", "float32"],
+        help="--all_layers, --batch_budget: the model's dtype (auto: as extraction picks it, bfloat16 on a CPU with bf16 "
+        "matrix units, else float32)",
     )
     parser.add_argument("--repeats", type=positive_int, default=3, help="--all_layers, --batch_budget: interleaved timed rounds")
     parser.add_argument(
@@ -1026,7 +1030,8 @@ def all_layers_main(args: argparse.Namespace) -> int:
     texts = sample_texts(args.data_dir, args.task or "ED", args.split, args.n or 256, args.seed)
     with tempfile.TemporaryDirectory() as tiny_root:
         models, _, _ = choose_models(args, texts, Path(tiny_root))
-        report = layer_cost.measure(models["llama"], texts, getattr(torch, args.dtype), args.repeats, args.peak_size)
+        dtype = extraction_dtype(args.dtype, "none", torch.device("cpu"))
+        report = layer_cost.measure(models["llama"], texts, dtype, args.repeats, args.peak_size)
     report |= {"machine": machine(torch.device("cpu")), **provenance()}
     print(layer_cost.format_report(report), end="")
     if args.results:
@@ -1047,7 +1052,7 @@ def batch_budget_main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tiny_root:
         models, _, _ = choose_models(args, texts, Path(tiny_root))
         chosen = {slot: models[slot] for slot in args.slots}
-        dtype = getattr(torch, args.dtype)
+        dtype = extraction_dtype(args.dtype, "none", torch.device("cpu"))
         extras = (args.threads_effect, args.compile)
         report = batch_budget.measure(chosen, texts, dtype, args.budgets, args.repeats, args.peak_size, extras)
     report |= {"machine": machine(torch.device("cpu")), **provenance()}

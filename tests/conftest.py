@@ -96,3 +96,21 @@ def fusion_run(logs: Path) -> Path:
     """The main.py run folder in a `paged_logs` folder."""
     (run_dir,) = [p for p in logs.iterdir() if p.is_dir() and "tfidf" not in p.name]
     return run_dir
+
+
+@pytest.fixture
+def model_loads(monkeypatch) -> list[str]:
+    """Every transformers model load, recorded (the loads still happen): a refusal that must come
+    before any model loads asserts this stays empty."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    loads: list[str] = []
+    for cls in (AutoModel, AutoModelForSequenceClassification):
+        real = cls.from_pretrained.__func__
+
+        def recording(klass, name, *args, _real=real, **kwargs):
+            loads.append(str(name))
+            return _real(klass, name, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(recording))
+    return loads

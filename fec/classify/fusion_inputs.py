@@ -28,7 +28,17 @@ from fec.classify.lexical import model_file_problem
 from fec.core.data import split_path
 from fec.core.errors import SettingError, UsageError
 from fec.core.files import sha256_file
-from fec.core.slots import FOLDER_KINDS, KINDS, LEXICAL_SLOT, SCRIPTS, SLOT_NAMES, extraction_script, slot_kind, source_order
+from fec.core.slots import (
+    FOLDER_KINDS,
+    KINDS,
+    LEXICAL_SLOT,
+    SCRIPTS,
+    SLOT_NAMES,
+    extraction_hint,
+    extraction_script,
+    slot_kind,
+    source_order,
+)
 from fec.features.picks import FeaturePick, slot_mismatch
 from fec.features.slots import an, check_slot_name, slot_kinds, store_manifests
 from fec.features.store import (
@@ -111,14 +121,21 @@ def check_sources(dataset_dir: Path | str, task: str, sources: list[str], picks:
     for source in sources:
         if source not in FOLDER_KINDS and source not in picks:
             held = slot_kinds(store_manifests(dataset_dir, task))
-            where = Path(dataset_dir) / task
             found = (
-                f"{where} holds it as {an(held[source])} slot"
+                f" ({Path(dataset_dir) / task} holds it as {an(held[source])} slot)"
                 if source in held
-                else f"{where} holds no {source} features yet (extract them with --slot {source})"
+                else f"; {absent_slot(dataset_dir, task, source)}"
             )
             problem = f"not a published slot ({', '.join(SLOT_NAMES)}), so it is read through a pick: --features {source}:"
-            raise SettingError("sources", source, f"{problem}POOLING:LAYERS ({found})")
+            raise SettingError("sources", source, f"{problem}POOLING:LAYERS{found}")
+
+
+def absent_slot(dataset_dir: Path | str, task: str, slot: str, pooling: str = "mean") -> str:
+    """What to say of a slot the task's store holds no features of: where, and the command that
+    extracts them (the one message for a source named and a pick made)."""
+    command = extraction_hint(slot, FOLDER_KINDS.get(slot), task, pooling=pooling, dataset_dir=dataset_dir)
+    how = f"--slot {slot}: {command}" if slot not in FOLDER_KINDS else command
+    return f"{Path(dataset_dir) / task} holds no {slot} features yet (extract them with {how})"
 
 
 def _check_same_origin(mode: str, stored: dict[str, StoredFeatures], slot_dirs: dict[str, str]) -> None:
@@ -204,6 +221,9 @@ def pick_folder(dataset_dir: Path | str, task: str, pick: FeaturePick, manifests
     `@FOLDER`, else the one unprompted variant folder of the slot that holds the pooling and every
     layer asked for. A folder of another slot, or of another kind than the slot's, is refused."""
     root = Path(dataset_dir) / task
+    held = [m for m in manifests.values() if m.get("slot") == pick.slot]
+    if not held:
+        raise SettingError("features", pick.text, absent_slot(dataset_dir, task, pick.slot, pick.pooling))
     if pick.folder:
         manifest = manifests.get(pick.folder)
         if manifest is None or manifest.get("mode") != "train":
@@ -225,9 +245,16 @@ def pick_folder(dataset_dir: Path | str, task: str, pick: FeaturePick, manifests
             continue
         if set(wanted) <= set(m["layer_indices"]):
             fits.append(folder)
-    if len(fits) != 1:
-        found = f"several folders hold them ({', '.join(fits)})" if fits else f"no {pick.slot} variant in {root} has them"
-        raise SettingError("features", pick.text, f"{found}; name one with @FOLDER, or extract with --pooling/--layers")
+    if len(fits) > 1:
+        raise SettingError("features", pick.text, f"several folders hold them ({', '.join(fits)}); name one with @FOLDER")
+    if not fits:
+        models = {str(m["model"]) for m in held if m.get("model")}
+        command = extraction_hint(
+            pick.slot, kind, task, pooling=pick.pooling, model=models.pop() if len(models) == 1 else None, dataset_dir=dataset_dir
+        )
+        raise SettingError(
+            "features", pick.text, f"no {pick.slot} variant in {root} has them; name one with @FOLDER, or extract them: {command}"
+        )
     return fits[0]
 
 

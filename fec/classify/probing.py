@@ -88,11 +88,21 @@ def load_folder(dataset_dir: Path | str, task: str, folder: str, modes: tuple[st
 
 
 def store_folders(dataset_dir: Path | str, task: str) -> list[str]:
-    """Every folder of the task's store with finished train and valid features."""
+    """Every folder of the task's store with finished train and valid features; none is a
+    `StoreError` that gives the commands that make them."""
     root = Path(dataset_dir) / task
-    if not root.is_dir():
-        raise StoreError(f"{root}: no features for task {task!r} (extract them first)")
-    return sorted(p.name for p in root.iterdir() if (p / "train.json").is_file() and (p / "valid.json").is_file())
+    folders = (
+        sorted(p.name for p in root.iterdir() if (p / "train.json").is_file() and (p / "valid.json").is_file())
+        if root.is_dir()
+        else []
+    )
+    if not folders:
+        raise StoreError(
+            f"{root}: no features for task {task!r}; extract the search space with `python tune.py --task {task} --extract "
+            f"--preset offline` (or --model SLOT=MODEL), or run the extractors (`python llama2_rep_extract.py --task {task} "
+            "--mode all`, bert_rep_extract.py, roberta_rep_extract.py)"
+        )
+    return folders
 
 
 def store_fingerprint(dataset_dir: Path | str, task: str, folders: list[str]) -> dict[str, dict[str, str]]:

@@ -16,10 +16,8 @@ from pathlib import Path
 from fec.cli.options import ArgumentParser, common_options, existing_dir, flag, non_negative_int, output_dir, positive_int
 from fec.cli.script import run_script
 from fec.core.data import check_texts
-from fec.core.errors import UsageError
 from fec.inference.classifier import EmotionClassifier, RunError, read_run_spec
 from fec.inference.explanations import explain_text
-from fec.runs.run_files import run_holding
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,19 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_out(args: argparse.Namespace) -> None:
-    """An -out folder inside a run folder is refused unless it is that run's `explanations/` (the
-    default): the rest of a run folder holds the run's own files."""
-    folder = run_holding(Path(args.out), args.run) if args.out else None
-    if folder is not None and not Path(args.out).resolve().is_relative_to((folder / "explanations").resolve()):
-        raise UsageError(
-            f"-out {args.out}: is inside the run folder {folder}; use {folder / 'explanations'} "
-            "(the default) or a folder outside it"
-        )
-
-
 def run(args: argparse.Namespace) -> None:
-    check_out(args)
     check_texts(args.text, "-text")
     names = read_run_spec(args.run)["label_names"]
     if args.label is not None and args.label not in names:

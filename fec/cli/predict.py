@@ -10,7 +10,7 @@ The backbones are loaded once per call with the settings recorded in the run's f
 manifests, and refused when their weights differ from those the model was trained on.
 Multi-label runs print every label whose probability reaches its decision threshold, or
 "(no emotion)"; with --output, `label` joins them with `+` and `p_LABEL` columns hold the probabilities.
---output may not lie inside a run folder, so a run's own files are never overwritten.
+--output may not be the --input file nor lie inside a run folder (`fec.cli.outputs`), so neither is overwritten.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from fec.core.files import atomic_write
 from fec.core.slots import SLOT_NAMES
 from fec.features.slots import slot_name_problem
 from fec.inference.classifier import EmotionClassifier, RunError, read_run_spec
-from fec.runs.run_files import run_holding
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,21 +123,14 @@ def write_predictions(args: argparse.Namespace, clf, texts: list[str], frame: pd
 
 
 def check_combination(args: argparse.Namespace) -> None:
-    """Options that would be silently ignored, or would overwrite the input or a run's files, are refused."""
+    """Options that would be silently ignored are refused (an -output onto the input or a run's
+    files is refused with every command's outputs: `fec.cli.outputs`)."""
     if args.input and args.text:
         raise UsageError("-text and -input: give the texts one way (the -input file, or -text)")
     if args.ensemble and args.seed is not None:
         raise UsageError(f"-ensemble and -seed {args.seed}: the ensemble uses every seed; drop one of them")
     if args.json and args.output:
         raise UsageError("-json and -output: -output writes CSV; drop one of them")
-    if args.input and args.output and Path(args.output).resolve() == Path(args.input).resolve():
-        raise UsageError(f"-output {args.output}: is the -input file; name another file so the input is kept")
-    folder = run_holding(Path(args.output), args.run) if args.output else None
-    if folder is not None:
-        raise UsageError(
-            f"-output {args.output}: is inside the run folder {folder}; write predictions outside it, "
-            "so the run's files stay as they were trained"
-        )
 
 
 def run(args: argparse.Namespace) -> None:

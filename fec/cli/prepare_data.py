@@ -167,6 +167,21 @@ def check_options(args: argparse.Namespace, given: set[str]) -> None:
         raise UsageError("--label_separator: give a non-empty separator, e.g. ,")
 
 
+def check_sources_kept(args: argparse.Namespace) -> None:
+    """What is written never replaces what is read: with --task, no source file lies in the task
+    folder it makes (replaced with --force); copying tasks, --from is not --data_dir itself."""
+    if args.task is None:
+        if args.src is not None and args.src.resolve() == Path(args.data_dir).resolve():
+            raise UsageError(f"--from {args.src}: is --data_dir itself; copy from another folder")
+        return
+    target = Path(args.data_dir) / args.task
+    for option, source in (("from", args.src), ("valid", args.valid), ("test", args.test)):
+        if source is not None and source.resolve().is_relative_to(target.resolve()):
+            raise UsageError(
+                f"--{option} {source}: lies in {target}, which --task {args.task} writes; move it out first, so the data is kept"
+            )
+
+
 def data_format_or_none(path: Path) -> str | None:
     try:
         return data_format(path)
@@ -195,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         check_options(args, command_line_options(parser, argv))
+        check_sources_kept(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -28,7 +28,6 @@ from fec.core.files import atomic_write_text
 from fec.core.metrics import MULTILABEL_HEADLINE, SINGLE_LABEL_KEYS
 from fec.core.provenance import provenance
 from fec.features.backbones import pick_device
-from fec.features.store import StoreError
 from fec.runs.escape import markdown_cell
 from fec.runs.folder import make_run_dir, write_json
 from fec.runs.plots import plot_layer_curves
@@ -92,11 +91,9 @@ def markdown_table(rows: list[dict], setup: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    folders = args.folders or store_folders(args.dataset_dir, args.task)
-    if not folders:
-        raise StoreError(f"{args.dataset_dir}/{args.task}: no folder with train and valid features")
-    known = set(store_folders(args.dataset_dir, args.task))
-    unknown = [f for f in folders if f not in known]
+    known = store_folders(args.dataset_dir, args.task)
+    folders = args.folders or known
+    unknown = [f for f in folders if f not in set(known)]
     if unknown:
         have = ", ".join(sorted(known))
         raise UsageError(f"--folders {' '.join(unknown)}: not in {args.dataset_dir}/{args.task} (have: {have})")

@@ -379,15 +379,7 @@ def searchable_folders(args: argparse.Namespace) -> list[str]:
             f"{Path(args.data_dir) / args.task}: no data for task {args.task!r}; bring it with "
             f"`python prepare_data.py --from FILE --task {args.task}`"
         )
-    root = Path(args.dataset_dir) / args.task
-    folders = store_folders(args.dataset_dir, args.task) if root.is_dir() else []
-    if not folders:
-        raise StoreError(
-            f"{root}: no features for task {args.task!r}; extract the search space with `python tune.py --task "
-            f"{args.task} --extract --preset offline` (or --model SLOT=MODEL), or run the extractors "
-            f"(`python llama2_rep_extract.py --task {args.task} --mode all`, bert_rep_extract.py, roberta_rep_extract.py)"
-        )
-    return folders
+    return store_folders(args.dataset_dir, args.task)
 
 
 def search_and_train(args: argparse.Namespace, tune_dir: Path, identity: dict, study: optuna.Study) -> dict:

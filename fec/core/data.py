@@ -9,6 +9,7 @@ an all-zero row is "neutral".
     split = load_split("data", "ED", "train")
     split.texts[:2], split.labels[:2], split.label_names[:3]
 
+A task has at least two labels, and its train split holds at least two of them (`load_splits`).
 Every problem raises `DataError` with one line naming the file and, where it applies, the row
 (rows count data rows from 1, the header not counted) or the column.
 """
@@ -266,6 +267,26 @@ def load_split(
     return Split(task, mode, path, texts, labels, names, multilabel, sha256_file(path))
 
 
+def check_two_labels(split: Split, used: bool = False) -> None:
+    """A task needs at least two labels: two names in label2idx.txt (single-label) or two label
+    columns (multi-label); with `used`, a single-label split (train) must also hold two of them."""
+    if split.multilabel:
+        if split.num_labels < 2:
+            raise DataError(
+                f"{split.path}: header: the only label column is {split.label_names[0]!r}; a task needs at least two labels"
+            )
+        return
+    if split.num_labels < 2:
+        label_file = split.path.parent / LABEL_FILE
+        raise DataError(f"{label_file}: the only label is {split.label_names[0]!r}; a task needs at least two labels")
+    held = np.unique(split.labels)
+    if used and held.size < 2:
+        raise DataError(
+            f"{split.path}: field 'label': every row has the label {split.label_names[held[0]]!r}; "
+            "a task needs at least two labels"
+        )
+
+
 def load_splits(
     data_dir: Path | str, task: str, modes: list[str] | tuple[str, ...], *, multilabel: bool | None = None
 ) -> dict[str, Split]:
@@ -296,6 +317,9 @@ def load_splits(
     train = splits.get("train")
     if train is None and split_path(data_dir, task, "train").is_file():
         train = load_split(data_dir, task, "train", multilabel=first.multilabel)
+    check_two_labels(first)
+    if train is not None:
+        check_two_labels(train, used=True)
     if train is not None and not first.multilabel:
         seen = set(np.unique(train.labels).tolist())
         for split in splits.values():

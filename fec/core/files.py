@@ -59,7 +59,9 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    """`text` as UTF-8, byte for byte: no newline translation, so a line break inside a quoted CSV
+    field reads back as it was written on every system."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline=""))
 
 
 @contextmanager

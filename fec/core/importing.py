@@ -10,7 +10,8 @@ JSON Lines or Parquet file, or from a folder written by `datasets`' `save_to_dis
 
 Labels come from the data: single-label when `label_column` holds one label per row; multi-label
 when it holds lists (or strings split at `label_separator`), or with `label_columns` (0/1 columns).
-Label names are sorted (numerically when all are integers) and ids follow that order. A split not
+Label names are sorted (numerically when all are integers) and ids follow that order; train must
+hold at least two labels (two label columns for multi-label data). A split not
 given is carved from train with its fraction, seeded, stratified by label for single-label data.
 Everything is read and checked before the first file is written; each file is written under a
 temporary name and renamed into place; `split.json` records the sources' sha256, the options and
@@ -19,6 +20,7 @@ the row counts. A problem raises DataError (UsageError for options) naming the f
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -83,6 +85,7 @@ def import_task(
     names = ordered_names(train)
     for part in list(parts.values())[1:]:
         _refuse_unseen(part, train, set(names))
+    _refuse_fewer_than_two(train, names)
     splits = carve(parts, spec)
     files = render(splits, names, train.multilabel)
     manifest = _manifest(given, splits, names, train.multilabel, spec)
@@ -138,6 +141,21 @@ def _refuse_unseen(part: Labelled, train: Labelled, seen: set[str]) -> None:
                     f"{part.table.path}: row {row}: field {part.field!r}: label {label!r} never appears in "
                     f"{train.table.path} (its labels: {known})"
                 )
+
+
+def _refuse_fewer_than_two(train: Labelled, names: list[str]) -> None:
+    """A classifier needs two labels to tell apart (the data contract refuses fewer too); for
+    multi-label data, two label columns."""
+    if len(names) >= 2:
+        return
+    where = f"{train.table.path}: field {train.field!r}"
+    if not train.multilabel:
+        held = f"every row has the label {names[0]!r}"
+    elif train.declared:
+        held = "the only label column"
+    else:
+        held = f"the only label in its rows is {names[0]!r}" if names else "no row has a label"
+    raise DataError(f"{where}: {held}; a task needs at least two labels")
 
 
 def carve(parts: dict[str, Labelled], spec: ImportSpec) -> dict[str, tuple[list[str], list]]:
@@ -214,7 +232,9 @@ def _refuse_single_examples(train: Labelled) -> None:
 
 def render(splits: dict[str, tuple[list[str], list]], names: list[str], multilabel: bool) -> dict[str, str]:
     """The contract's files as text: `text` and `label` ids plus label2idx.txt, or `text` and one 0/1
-    column per label."""
+    column per label. Every text is quoted: minimal quoting (pandas' default) looks only for the
+    line terminator's characters, so a text holding a bare carriage return would be left unquoted
+    and every reader would end the row there."""
     files = {}
     ids = {name: i for i, name in enumerate(names)}
     for mode, (texts, labels) in splits.items():
@@ -224,7 +244,7 @@ def render(splits: dict[str, tuple[list[str], list]], names: list[str], multilab
                 frame[name] = [int(name in row) for row in labels]
         else:
             frame["label"] = [ids[label] for label in labels]
-        files[f"{mode}.csv"] = frame.to_csv(index=False, lineterminator="\n")
+        files[f"{mode}.csv"] = frame.to_csv(index=False, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
     if not multilabel:
         files[LABEL_FILE] = "".join(f"{name} {i}\n" for i, name in enumerate(names))
     return files

@@ -20,6 +20,7 @@ One more kind of source is one more entry of KINDS (and the code that extracts i
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 SLOT_NAMES = ("llama", "bert", "roberta")  # the published slots, in the order the fusion stacks them
@@ -67,6 +68,27 @@ def slot_kind(manifest: dict) -> str:
 def extraction_script(slot: str, kind: str) -> str:
     """The command that extracts `slot`: its published script, or its kind's with `--slot`."""
     return SCRIPTS.get(slot) or f"{KINDS[kind].script} --slot {slot}"
+
+
+def extraction_hint(
+    slot: str, kind: str | None, task: str, *, pooling: str = "mean", model: str | None = None, dataset_dir: object = "dataset"
+) -> str:
+    """The command line that puts `slot`'s features into the task's store, for a message: its
+    published script, or its kind's with `--slot` and `--model` (`model`, else a placeholder); every
+    layer of `pooling` (a variant any pick of that pooling reads). A slot of unknown `kind` (none
+    stored yet) is given the encoder script, and the decoder one is named beside it.
+
+        extraction_hint("q7", None, "ED")   # python bert_rep_extract.py --task ED --slot q7 --model MODEL --layers all ..."""
+    elsewhere = f" --dataset_dir {dataset_dir}" if str(dataset_dir) != "dataset" else ""
+    if kind == "lexical" or slot == LEXICAL_SLOT:
+        return f"python {SCRIPTS[LEXICAL_SLOT]} --task {task}{elsewhere}"
+    script = SCRIPTS.get(slot) or KINDS[kind or "encoder"].script
+    chosen = f" --model {shlex.quote(model)}" if model else ""
+    if slot not in SCRIPTS:
+        chosen = f" --slot {slot} --model {shlex.quote(model) if model else 'MODEL'}"
+    layers = "" if pooling == "pooler" else " --layers all"
+    command = f"python {script} --task {task}{chosen}{layers} --pooling {pooling}{elsewhere}"
+    return command if kind or slot in SCRIPTS else f"{command}, or {KINDS['decoder'].script} for a decoder model"
 
 
 def source_order(kinds: dict[str, str]) -> list[str]:

@@ -378,10 +378,23 @@ def placement(model) -> dict[str, int]:
     return counts
 
 
+SLOW_BF16_WARNING = (
+    "--dtype bfloat16 on a CPU without bf16 matrix units (no amx_bf16 or avx512_bf16 flag in /proc/cpuinfo): "
+    "bfloat16 matrix products run about 40-100x slower than float32 there (measured on one thread with AVX2 "
+    "kernels), so extraction crawls; --dtype auto or float32 is faster"
+)
+
+
 def extraction_dtype(requested: str, compat: str, device: torch.device) -> torch.dtype:
     """The weights' dtype: `-dtype` when given; else, with `-compat reference`, float16 on CUDA as the
-    published extractor ran (float32 on CPU, where half precision is slow or missing); else `pick_dtype`'s
-    auto (bfloat16 on CUDA and on CPUs with bf16 matrix units, else float32)."""
-    if requested == "auto" and compat == "reference" and device.type == "cuda":
-        return torch.float16
-    return pick_dtype(requested, device)
+    published extractor ran (float32 elsewhere, where half precision is slow or missing); else `pick_dtype`'s
+    auto (bfloat16 on CUDA and on CPUs with bf16 matrix units, else float32).
+
+    Every extraction picks its dtype here, once: a bfloat16 asked for by name on a CPU without bf16
+    matrix units is honoured, with a warning that float32 is much faster there."""
+    if requested == "auto" and compat == "reference":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    dtype = pick_dtype(requested, device)
+    if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_bf16_matmul():
+        log.warning(SLOW_BF16_WARNING)
+    return dtype

@@ -1,6 +1,8 @@
 """What one extraction is asked to do (`ExtractionConfig`), and the settings that decide its
 features: a finished store file records them, and a later extraction compares against them to
 skip the split (same settings) or refuse to replace it (other settings, without `overwrite`).
+The dtype recorded is the one asked for; `auto` keeps bfloat16 or float32 where the folder was
+extracted in it by name (`keeping_stored_dtype`).
 
     from fec.features.config import ExtractionConfig
     from fec.features.extract import run
@@ -14,19 +16,23 @@ the command line reads an argparse namespace.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fec.core.compat import BATCH_SIZE, extraction_quirks, store_dir_of
 from fec.core.errors import SettingError, UsageError
 from fec.features.backbones import SLOTS, parse_max_memory
 from fec.features.compute import Batching, PoolingPlan
-from fec.features.slots import check_slot_name, slot_kind_of
+from fec.features.slots import MANIFEST_MODES, check_slot_name, slot_kind_of
 from fec.features.spec import FeatureSpec
-from fec.features.store import manifest_path
+from fec.features.store import feature_path, manifest_path
+
+log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 4096
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+AUTO_DTYPES = ("bfloat16", "float32")  # what dtype auto takes on some machine, and so may keep
 
 
 @dataclass(frozen=True)
@@ -149,3 +155,25 @@ def refuse_replacing(path: Path, settings: dict) -> None:
         f"{path}: already extracted with other settings ({'; '.join(changed)}); keep it and write elsewhere with "
         "--dataset_dir (or a variant: --pooling/--layers/--prompt), or replace it with --overwrite"
     )
+
+
+def keeping_stored_dtype(config: ExtractionConfig) -> ExtractionConfig:
+    """`dtype` auto leaves the weights' dtype to the extractor, so where a split of the store folder
+    was extracted with bfloat16 or float32 by name (`--dtype bfloat16`) and otherwise the same settings,
+    auto takes that dtype: the finished splits are reused rather than refused, and the splits extracted
+    beside them agree with them. With `overwrite`, or with a dtype by name, the config is unchanged."""
+    if config.dtype != "auto" or config.overwrite:
+        return config
+    wanted = {**config.settings(""), "csv_sha256": None}  # any version of the data: that check comes later
+    for mode in MANIFEST_MODES:
+        path = feature_path(config.dataset_dir, config.task, config.store_dir, mode)
+        stored = stored_settings(path)
+        if stored and stored.get("dtype") in AUTO_DTYPES and {**stored, "dtype": "auto", "csv_sha256": None} == wanted:
+            log.info(
+                "%s: extracted with --dtype %s, which --dtype auto keeps for every split of this folder "
+                "(--overwrite to extract them in auto's dtype)",
+                path,
+                stored["dtype"],
+            )
+            return replace(config, dtype=stored["dtype"])
+    return config

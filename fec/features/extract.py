@@ -66,7 +66,7 @@ from fec.features.compute import (
     pooling_used,
     variant_indices,
 )
-from fec.features.config import ExtractionConfig, already_extracted, refuse_replacing
+from fec.features.config import ExtractionConfig, already_extracted, keeping_stored_dtype, refuse_replacing
 from fec.features.locks import lock_path, split_lock
 from fec.features.scale import Ranks, rank_device, ranks_from_env
 from fec.features.slots import check_store_kind
@@ -98,6 +98,7 @@ def run(config: ExtractionConfig) -> list[Path]:
     this function, takes its share of the chunks, and rank 0 merges and writes the manifest.
     Returns the store files written (on rank 0; other ranks return the same paths)."""
     splits = checked_splits(config)
+    config = keeping_stored_dtype(config)
     ranks = ranks_from_env(config.device)
     todo = splits_to_do(config, splits, ranks)
     if not todo:

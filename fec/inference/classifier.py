@@ -8,7 +8,9 @@
 The run's `model.json` names every feature source with the manifest it was trained on (a slot
 of the user's too, with its pick: `--sources llama bert roberta e5 --features e5:mean:-1`); each
 backbone is loaded once, with the settings recorded there, and refused when its weights differ
-from those the features were extracted with (weights sha256 or hub revision).
+from those the features were extracted with (weights sha256 or hub revision). Every file of a run
+is checked first (`CheckedRun`: model.json, results.json, checkpoints, thresholds, the lexical
+model, each backbone's weights, each `models` override's slot), then the backbones load.
 
 Multi-label runs (`"multilabel": true` in model.json) score each label with a sigmoid and
 `predict` returns every label at or above its decision threshold (saved per seed with the run),
@@ -24,13 +26,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from fec.classify.fusion import DownstreamModel
 from fec.classify.lexical import LexicalModel, model_file_problem
 from fec.classify.outputs import to_probabilities
 from fec.core.errors import FecError, SettingError
+from fec.core.paths import inside
 from fec.core.slots import KINDS, slot_kind
-from fec.features.backbones import Backbone, ModelError, load_backbone, model_fingerprint, pick_device, pick_dtype, resolve_model
+from fec.features.backbones import (
+    WEIGHT_SUFFIXES,
+    Backbone,
+    ModelError,
+    check_model_dir,
+    load_backbone,
+    model_fingerprint,
+    pick_device,
+    pick_dtype,
+    resolve_model,
+)
 from fec.features.compute import Batching, PoolingPlan, extract_features
 from fec.features.picks import slot_mismatch, spec_of_pick
 from fec.runs.run_files import RunFileError, read_checkpoint, read_model_spec, read_results
@@ -103,7 +117,9 @@ def check_fingerprint(manifest: dict, where: Path) -> None:
         )
 
 
-def load_source_backbone(source: FeatureSource, device: torch.device, model: str | None) -> Backbone:
+def checked_backbone(source: FeatureSource, device: torch.device, model: str | None, where: Path) -> tuple[str, torch.dtype]:
+    """The model a source's backbone loads from and its dtype, once its weights are checked against
+    the fingerprint its features were extracted with (nothing loaded yet)."""
     m = source.manifest
     spec = model or m["model"]
     fingerprint = model_fingerprint(resolve_model(spec))
@@ -113,17 +129,41 @@ def load_source_backbone(source: FeatureSource, device: torch.device, model: str
             f"({m['model']}, {m['model_fingerprint']}); use the same model or retrain"
         )
     # The dtype the features were extracted in (bfloat16 runs on CPU too); float16 only on CUDA.
-    dtype = pick_dtype(m["dtype"], device) if device.type == "cuda" or m["dtype"] != "float16" else torch.float32
-    return load_backbone(spec, device, dtype)
+    try:
+        dtype = pick_dtype(m["dtype"], device) if device.type == "cuda" or m["dtype"] != "float16" else torch.float32
+    except SettingError as err:
+        raise RunError(f"{where}: the {m['slot']} backbone's dtype{err.detail}") from err
+    return spec, dtype
 
 
-def load_lexical_model(run_dir: Path, manifest: dict) -> LexicalModel:
+def load_lexical_model(run_dir: Path, name: str, manifest: dict) -> LexicalModel:
     """The lexical source's model the run keeps, refused unless it is the one the features were made with."""
-    path = run_dir / str(manifest.get("model_file"))
+    file = manifest.get("model_file")
+    if not isinstance(file, str) or not file:
+        raise RunFileError(run_dir / "model.json", f"`feature_manifests.{name}.model_file` is missing (the lexical model's file)")
+    path = inside(run_dir, file)
     problem = model_file_problem(path, manifest)
     if problem:
         raise RunError(f"{path} {problem}; train the run again")
     return LexicalModel.load(path)
+
+
+def check_models(models: dict[str, str], manifests: list[dict]) -> None:
+    """Each `models` override names a slot of the run whose source has a backbone; any other is
+    refused rather than ignored."""
+    backbones = list(dict.fromkeys(m["slot"] for m in manifests if slot_kind(m) != "lexical"))
+    lexical = {m["slot"] for m in manifests if slot_kind(m) == "lexical"}
+    for slot, model in models.items():
+        if slot in lexical:
+            problem = (
+                f"the run's {slot} source is lexical, its model kept in the run folder: there is no backbone to load "
+                f"(slots with one: {', '.join(backbones)})"
+            )
+        elif slot not in backbones:
+            problem = f"the run has no {slot} slot (its slots: {', '.join(backbones)})"
+        else:
+            continue
+        raise SettingError("model", f"{slot}={model}", problem)
 
 
 class LabelRanking:
@@ -160,6 +200,58 @@ def run_thresholds(spec: dict, seed: int, path: Path) -> np.ndarray | None:
     if saved is None:
         raise RunError(f"{path}: no decision thresholds for seed {seed} (did the run finish?)")
     return np.asarray(saved, dtype=np.float32)
+
+
+@dataclass
+class CheckedRun:
+    """A fusion run with every file checked and read, before any transformers model loads: model.json,
+    results.json, each chosen seed's checkpoint (its head built), the decision thresholds, the
+    lexical model (its sha256), and each backbone's weights against its fingerprint, with the
+    `models` overrides naming slots of the run. What is left to load is `backbones`."""
+
+    seeds: list[int]
+    heads: list[DownstreamModel]
+    thresholds: np.ndarray | None
+    sources: dict[str, FeatureSource]  # by store folder[:pick], in the run's order of first use
+    order: list[str]  # the key of each model input
+    backbones: dict[str, tuple[str, torch.dtype]]  # source key -> (model, dtype) to load it with
+
+    @classmethod
+    def of(
+        cls, run_dir: Path, spec: dict, seed: int | None, ensemble: bool, models: dict[str, str], device: torch.device
+    ) -> CheckedRun:
+        where = run_dir / "model.json"
+        manifests = spec["feature_manifests"]
+        check_models(models, [manifests[name] for name in spec["sources"]])
+        if ensemble and seed is not None:
+            raise SettingError("ensemble", None, f"with seed {seed}: the ensemble uses every seed of the run")
+        seeds = chosen_seeds(run_dir, seed, ensemble)
+        heads = [load_head(run_dir, spec, number) for number in seeds]
+        if len(seeds) > 1 and spec.get("multilabel"):
+            if not spec.get("ensemble_thresholds"):
+                raise RunError(f"{where}: no ensemble thresholds (the run did not finish its seeds)")
+            thresholds = np.asarray(spec["ensemble_thresholds"], dtype=np.float32)
+        else:
+            thresholds = run_thresholds(spec, seeds[0], where)
+        store_dirs = spec.get("store_dirs") or {s: s for s in spec["sources"]}
+        picks = spec.get("feature_picks") or {}
+        for name in spec["sources"]:
+            check_fingerprint(manifests[name], where)
+            problem = slot_mismatch(name, manifests[name]) if name in picks else None
+            if problem:
+                raise RunError(f"{where}: the {name} source {problem}")
+        # One feature source per store folder and pick (the published loader defect reads one folder twice).
+        order = [store_dirs[name] + (f":{picks[name]['pick']}" if name in picks else "") for name in spec["sources"]]
+        sources: dict[str, FeatureSource] = {}
+        backbones: dict[str, tuple[str, torch.dtype]] = {}
+        for name, key in zip(spec["sources"], order, strict=True):
+            if key not in sources:
+                source = sources[key] = FeatureSource(store_dirs[name], manifests[name], pick=picks.get(name))
+                if slot_kind(source.manifest) == "lexical":
+                    source.lexical = load_lexical_model(run_dir, name, source.manifest)
+                else:
+                    backbones[key] = checked_backbone(source, device, models.get(source.manifest["slot"]), where)
+        return cls(seeds, heads, thresholds, sources, order, backbones)
 
 
 class EmotionClassifier(LabelRanking):
@@ -202,37 +294,11 @@ class EmotionClassifier(LabelRanking):
             if models or ensemble:
                 raise RunError(f"{run_dir}: a fine-tuned run carries its own encoder; -model and -ensemble apply to fusion runs")
             return FinetunedClassifier.load(run_dir, spec, seed, device)
-        if ensemble and seed is not None:
-            raise SettingError("ensemble", None, f"with seed {seed}: the ensemble uses every seed of the run")
-        seeds = chosen_seeds(run_dir, seed, ensemble)
-        heads = [load_head(run_dir, spec, number) for number in seeds]
         torch_device = pick_device(device)
-        store_dirs = spec.get("store_dirs") or {s: s for s in spec["sources"]}
-        manifests = spec["feature_manifests"]
-        picks = spec.get("feature_picks") or {}
-        for name in spec["sources"]:  # every fingerprint and pick checked before the first backbone loads
-            check_fingerprint(manifests[name], run_dir / "model.json")
-            problem = slot_mismatch(name, manifests[name]) if name in picks else None
-            if problem:
-                raise RunError(f"{run_dir / 'model.json'}: the {name} source {problem}")
-        sources: dict[str, FeatureSource] = {}
-        # One feature source per store folder and pick (the published loader defect reads one folder twice).
-        order = [store_dirs[name] + (f":{picks[name]['pick']}" if name in picks else "") for name in spec["sources"]]
-        for name, key in zip(spec["sources"], order, strict=True):
-            if key not in sources:
-                source = FeatureSource(store_dirs[name], manifests[name], pick=picks.get(name))
-                if slot_kind(source.manifest) == "lexical":
-                    source.lexical = load_lexical_model(run_dir, source.manifest)
-                else:
-                    source.backbone = load_source_backbone(source, torch_device, (models or {}).get(source.manifest["slot"]))
-                sources[key] = source
-        if len(seeds) > 1 and spec.get("multilabel"):
-            if not spec.get("ensemble_thresholds"):
-                raise RunError(f"{run_dir / 'model.json'}: no ensemble thresholds (the run did not finish its seeds)")
-            thresholds = np.asarray(spec["ensemble_thresholds"], dtype=np.float32)
-        else:
-            thresholds = run_thresholds(spec, seeds[0], run_dir / "model.json")
-        return cls(heads, sources, order, spec["label_names"], run_dir, seeds, torch_device, thresholds)
+        run = CheckedRun.of(run_dir, spec, seed, ensemble, models or {}, torch_device)
+        for key, (model, dtype) in run.backbones.items():  # every file checked: now the backbones load
+            run.sources[key].backbone = load_backbone(model, torch_device, dtype)
+        return cls(run.heads, run.sources, run.order, spec["label_names"], run_dir, run.seeds, torch_device, run.thresholds)
 
     @torch.inference_mode()
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -272,15 +338,14 @@ class FinetunedClassifier(LabelRanking):
     def load(cls, run_dir: Path, spec: dict, seed: int | None = None, device: str = "auto") -> FinetunedClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        torch_device = pick_device(device)
         if seed is None:
             (seed,) = chosen_seeds(run_dir, None, ensemble=False)
         folder = run_dir / "checkpoints" / f"seed{seed}"
-        if not (folder / "config.json").is_file():
-            raise RunError(f"{folder}: no saved model for seed {seed}")
-        torch_device = pick_device(device)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+        check_saved_model(folder, seed)
         thresholds = run_thresholds(spec, seed, run_dir / "model.json")
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))  # every file checked: now the model loads
+        model = AutoModelForSequenceClassification.from_pretrained(str(folder))
         return cls(model, tokenizer, spec["label_names"], int(spec["max_len"]), run_dir, seed, torch_device, thresholds)
 
     @torch.inference_mode()
@@ -300,6 +365,36 @@ class FinetunedClassifier(LabelRanking):
             logits = self.model(**batch).logits.float()
             chunks.append(to_probabilities(logits, self.multilabel))
         return torch.cat(chunks).cpu().numpy()
+
+
+def check_saved_model(folder: Path, seed: int) -> None:
+    """A fine-tuned seed's folder as `save_pretrained` writes it, checked before transformers reads it:
+    config.json naming its architecture, the tokenizer's config, and weights whose safetensors
+    headers read."""
+    if not (folder / "config.json").is_file():
+        raise RunError(f"{folder}: no saved model for seed {seed}")
+    check_model_dir(folder)
+    if not (folder / "tokenizer_config.json").is_file():
+        raise RunError(f"{folder}: no tokenizer_config.json (the tokenizer saved with the model)")
+    weights = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    if not weights:
+        raise RunError(f"{folder}: no weights file (model.safetensors) for seed {seed}")
+    for path in weights:
+        if path.suffix == ".safetensors":
+            check_safetensors_header(path)
+
+
+def check_safetensors_header(path: Path) -> None:
+    """A safetensors file whose header reads and whose tensors lie within the file (nothing loaded)."""
+    from safetensors import SafetensorError
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except SafetensorError as err:
+        raise RunFileError(path, f"not a safetensors file ({err})") from err
+    except OSError as err:
+        raise RunFileError(path, f"cannot be read ({err.strerror or err})") from err
 
 
 def chosen_seeds(run_dir: Path, seed: int | None, ensemble: bool) -> list[int]:

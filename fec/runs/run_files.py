@@ -245,12 +245,3 @@ def enclosing_run(path: Path) -> Path | None:
         if (folder / "config.json").is_file() and any((folder / name).is_file() for name in ("model.json", "results.json")):
             return folder
     return None
-
-
-def run_holding(path: Path, run: Path | None = None) -> Path | None:
-    """The run folder that writing `path` would change: `run` (the one a command was given) when
-    `path` is in it, else any run folder `path` lies in; None outside every run folder."""
-    target = path.resolve()
-    if run is not None and target.is_relative_to(run.resolve()):
-        return run
-    return enclosing_run(target)

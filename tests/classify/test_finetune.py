@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,32 @@ def test_predict_on_a_finetune_run_reproduces_its_metrics(single_run, capsys):
     assert len(labels) == 3 and {item["label"] for item in labels} == set(LABELS)
     assert predict_script.main(["-run", str(run_dir), "-device", "cpu", "-text", "x", "-model", "bert=/x"]) == 2
     assert "carries its own encoder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("file", "damage", "message"),
+    [
+        ("model.safetensors", lambda path: path.write_bytes(path.read_bytes()[:-100]),
+         "{file}: not a safetensors file (Error while deserializing header: incomplete metadata, file not fully covered)"),
+        ("model.safetensors", lambda path: path.unlink(), "{folder}: no weights file (model.safetensors) for seed 0"),
+        ("tokenizer_config.json", lambda path: path.unlink(), "{folder}: no tokenizer_config.json"),
+        ("config.json", lambda path: path.write_text("{}"), "{file}: no model_type"),
+    ],
+    ids=["weights-cut", "weights-missing", "tokenizer-missing", "config-without-model-type"],
+)  # fmt: skip
+def test_a_damaged_saved_model_is_refused_before_transformers_reads_it(
+    single_run, tmp_path, model_loads, capsys, file, damage, message
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(single_run[0], run_dir)
+    folder = run_dir / "checkpoints" / "seed0"
+    damage(folder / file)
+    capsys.readouterr()
+    assert predict_script.main(["-run", str(run_dir), "-device", "cpu", "-text", "so happy"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: " + message.format(file=folder / file, folder=folder)), err
+    assert model_loads == []
 
 
 def test_multilabel_run_uses_bce_thresholds_and_reports_validation(multi_run):

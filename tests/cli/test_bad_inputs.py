@@ -169,6 +169,12 @@ def input_in_project(project: Path, models: dict) -> list[str]:
     return ["-input", str(project / "texts.csv")]
 
 
+def fresh_task(project: Path, models: dict) -> list[str]:
+    """A task with its data and no features yet."""
+    shutil.copytree(project / "data" / "toy", project / "data" / "fresh")
+    return []
+
+
 def superscript_label(project: Path, models: dict) -> list[str]:
     task_with(project, "sup", {"train.csv": "text,label\nhi,²\n", "label2idx.txt": "joy 0\n"})
     return []
@@ -610,7 +616,80 @@ CASES = [
         ["--task", "toy", "--extract", "--model", "gpu=x"],
         "--model gpu=x: expected SLOT=MODEL with SLOT one of llama, bert, roberta",
     ),
-    Case("tune.py", ["--task", "nothing"], "dataset/nothing: no features for task 'nothing' (extract them first)"),
+    Case(
+        "tune.py",
+        ["--task", "nothing"],
+        "data/nothing: no data for task 'nothing'; bring it with `python prepare_data.py --from FILE --task nothing`",
+    ),
+    Case(
+        "tune.py",
+        ["--task", "fresh"],
+        "dataset/fresh: no features for task 'fresh'; extract the search space with `python tune.py --task fresh --extract "
+        "--preset offline` (or --model SLOT=MODEL), or run the extractors (`python llama2_rep_extract.py --task fresh",
+        fresh_task,
+        id="tune-task-without-features",
+    ),
+    # The search: every check the options decide before anything is extracted, probed or written.
+    Case(
+        "tune.py",
+        ["--task", "toy", "--extract", "--model", "llama={llama}", "bert={bert}", "roberta=/no/such/model"],
+        "/no/such/model: no such model directory",
+        id="tune-extract-third-model-missing",
+    ),
+    Case("tune.py", ["--task", "toy", "--storage", "nonsense"], "--storage nonsense: not a database URL; e.g. sqlite:///"),
+    Case("tune.py", ["--task", "toy", "--storage", "nosuch://x"], "--storage nosuch://x: unknown database kind 'nosuch'"),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--storage", "postgresql://me:secret@localhost/studies"],
+        "--storage postgresql://me:***@localhost/studies: its driver psycopg is not installed; pip install it",
+        id="tune-storage-driver-missing",
+    ),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--storage", "sqlite:///no/folder/s.db"],
+        "--storage sqlite:///no/folder/s.db: no/folder: no such folder",
+    ),
+    Case(
+        "tune.py", ["--task", "toy", "--storage", "sqlite://"], "--storage sqlite://: an in-memory database ends with the search"
+    ),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--storage", "sqlite:///Logs/runs.csv"],
+        "Logs/runs.csv: not a readable study database (file is not a database)",
+        id="tune-storage-not-a-database",
+    ),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--storage", "sqlite:///data/toy/s.db"],
+        "--storage sqlite:///data/toy/s.db: is inside the data folder of task toy data/toy; write outside it",
+        id="tune-storage-inside-data",
+    ),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--resume", "{run}"],
+        "a run folder (no search.json); --resume takes a folder tune.py made, tune_TASK_STAMP/",
+        id="tune-resume-a-run-folder",
+    ),
+    Case("tune.py", ["--task", "toy", "--resume", "Logs"], "Logs: not a search folder (no search.json)"),
+    # One rule for every output option: never onto the command's inputs, checked before any work.
+    Case(
+        "tune.py",
+        ["--task", "toy", "--save", "data/toy/train.csv"],
+        "--save data/toy/train.csv: is inside the data folder of task toy data/toy; write outside it, so its files stay",
+    ),
+    Case("tune.py", ["--task", "toy", "--save", "dataset/toy/r.json"], "is inside the feature store of task toy dataset/toy"),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--save", "{run}/recipe.json"],
+        "/recipe.json: is inside the run folder",
+        id="tune-save-in-run",
+    ),
+    Case("tune.py", ["--task", "toy", "--save", "Logs/runs.csv/r.json"], "runs.csv is a file, so no folder can be made there"),
+    Case("main.py", [*TRAIN, "--out", "data/toy"], "--out data/toy: is inside the data folder of task toy data/toy"),
+    Case("main.py", [*TRAIN, "--out", "{run}"], "is inside the run folder", id="main-out-a-run-folder"),
+    Case("probe.py", ["--task", "toy", "--out", "dataset/toy/probes"], "--out dataset/toy/probes: is inside the feature store"),
+    Case("finetune.py", ["-dataset", "toy", "-model", "{bert}", "-out", "data/toy/x"], "is inside the data folder of task toy"),
+    Case("baselines/tfidf.py", ["-dataset", "toy", "-out", "data/toy"], "--out data/toy: is inside the data folder of task toy"),
     Case(
         "tune.py", ["--task", "toy", "--budget_minutes", "0"], "argument --budget_minutes/-budget_minutes: must be a number > 0"
     ),
@@ -682,6 +761,122 @@ CASES = [
     Case("bench/extract_speed.py", ["--n", "0"], "argument --n: must be a positive integer, got 0"),
     Case("bench/extract_speed.py", ["--model", "gpu=x"], "--model gpu=x: expected SLOT=SPEC"),
     Case("bench/train_speed.py", ["--epochs", "-1"], "argument --epochs: must be a positive integer, got -1"),
+    # Prediction: every file and option checked before a model loads.
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi", "-model", "e5=elsewhere/e5"],
+        "--model e5=elsewhere/e5: the run has no e5 slot (its slots: llama, bert, roberta)",
+        id="predict-model-of-a-slot-the-run-lacks",
+    ),
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi", "-model", "roberta={bert}"],
+        ": these weights differ from the roberta backbone the model was trained on",
+        id="predict-model-other-weights-for-the-last-slot",
+    ),
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi", "-model", "bert=a", "-model", "bert=b"],
+        "--model bert=b: the bert slot is given twice (bert=a); give each slot once",
+        id="predict-model-slot-twice",
+    ),
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi", "-model", "bert"],
+        "--model bert: expected SLOT=MODEL with SLOT one of llama, bert, roberta or a slot of yours",
+        id="predict-model-without-equals",
+    ),
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi", "-model", "bert="],
+        "--model bert=: expected SLOT=MODEL with SLOT one of llama, bert, roberta or a slot of yours",
+        id="predict-model-empty-model",
+    ),
+    Case(
+        "predict.py",
+        [*PREDICT, "-text", "hi", "-model", "=elsewhere/bert"],
+        "--model =elsewhere/bert: expected SLOT=MODEL with SLOT one of llama, bert, roberta or a slot of yours",
+        id="predict-model-empty-slot",
+    ),
+    # Your own data, third round.
+    Case(
+        "prepare_data.py",
+        ["--from", "data/toy/train.csv", "--task", "toy", "--force"],
+        "--from data/toy/train.csv: lies in data/toy, which --task toy writes; move it out first, so the data is kept",
+        id="prepare_data-own-data-inside-its-task",
+    ),
+    Case(
+        "prepare_data.py",
+        ["--from", "data", "--force"],
+        "--from data: is --data_dir itself; copy from another folder",
+        id="prepare_data-from-is-data_dir",
+    ),
+    Case(
+        "prepare_data.py",
+        ["--from", "raw/x.csv", "--task", "mine"],
+        "raw/x.csv: field 'label': every row has the label 'joy'; a task needs at least two labels",
+        own_data({"x.csv": "text,label\na,joy\nb,joy\nc,joy\n"}),
+        id="prepare_data-own-data-one-label",
+    ),
+    Case(
+        "prepare_data.py",
+        ["--from", "raw/x.csv", "--task", "mine", "--label_columns", "joy"],
+        "raw/x.csv: field 'joy': the only label column; a task needs at least two labels",
+        own_data({"x.csv": "text,joy,fear\na,1,0\nb,0,1\n"}),
+        id="prepare_data-own-data-one-label-column",
+    ),
+    Case(
+        "bert_rep_extract.py",
+        [*EXTRACT, "-task", "one"],
+        "data/one/label2idx.txt: the only label is 'joy'; a task needs at least two labels",
+        lambda project, models: task_with(project, "one", {"train.csv": "text,label\nhi,0\n", "label2idx.txt": "joy 0\n"}) or [],
+        id="extract-task-of-one-label",
+    ),
+    Case(
+        "finetune.py",
+        ["-dataset", "one", "-model", "{bert}", "-device", "cpu"],
+        "data/one/train.csv: field 'label': every row has the label 'joy'; a task needs at least two labels",
+        lambda project, models: (
+            task_with(
+                project,
+                "one",
+                {"train.csv": "text,label\nhi,0\nho,joy\n", "valid.csv": "text,label\nhm,1\n", "label2idx.txt": "joy 0\nsad 1\n"},
+            )
+            or []
+        ),
+        id="finetune-train-of-one-label",
+    ),
+    Case(
+        "baselines/tfidf.py",
+        ["-dataset", "one"],
+        "data/one/train.csv: header: the only label column is 'joy'; a task needs at least two labels",
+        lambda project, models: (
+            task_with(project, "one", {"train.csv": "text,joy\nyay,1\nmeh,0\n", "valid.csv": "text,joy\nhm,1\n"}) or []
+        ),
+        id="tfidf-multilabel-task-of-one-column",
+    ),
+    Case(
+        "main.py",
+        [*TRAIN, "--sources", "bert", "q7", "--features", "q7:mean:-1@q7-mean-all"],
+        "--features q7:mean:-1@q7-mean-all: dataset/toy holds no q7 features yet (extract them with --slot q7: python "
+        "bert_rep_extract.py --task toy --slot q7 --model MODEL --layers all --pooling mean, or llama2_rep_extract.py for a "
+        "decoder model)",
+        id="train-pick-of-a-slot-not-extracted-with-folder",
+    ),
+    Case(
+        "main.py",
+        [*TRAIN, "--sources", "bert", "q7", "--features", "q7:first:-1"],
+        "--features q7:first:-1: dataset/toy holds no q7 features yet (extract them with --slot q7: python bert_rep_extract.py "
+        "--task toy --slot q7 --model MODEL --layers all --pooling first, or llama2_rep_extract.py for a decoder model)",
+        id="train-pick-of-a-slot-not-extracted",
+    ),
+    Case(
+        "main.py",
+        [*TRAIN, "--features", "llama:first:-1"],
+        "--features llama:first:-1: no llama variant in dataset/toy has them; name one with @FOLDER, or extract them: python "
+        "llama2_rep_extract.py --task toy --model ",
+        id="train-pick-of-a-pooling-not-extracted",
+    ),
 ]
 
 

@@ -202,8 +202,10 @@ def copied_store(toy_search_store, tmp_path) -> tuple[Path, Path]:
 
 def test_a_search_folder_records_what_it_is(copied_store):
     root, data = copied_store
-    assert tune.main(tune_in(root, data)) == 0
+    saved = root / "recipes" / "new" / "toy.json"  # --save makes the folder
+    assert tune.main(tune_in(root, data, "--save", str(saved))) == 0
     folder = max((root / "Logs").glob("tune_toy_*"))
+    assert saved.read_bytes() == (folder / "recipe.json").read_bytes()
     record = json.loads((folder / "search.json").read_text())
     assert record["task"] == "toy" and record["metric"] == "acc" and record["cv"] == 0
     assert record["seed"] == 0 and record["max_seeds"] == 2 and record["training"]["epochs"] == 8

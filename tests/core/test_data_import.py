@@ -12,12 +12,14 @@ The `datasets` folders under tests/fixtures/ were written by datasets 5.2.0's `s
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import prepare_data
@@ -216,6 +218,107 @@ def test_a_saved_dataset_of_classlabel_lists_is_multilabel(tmp_path):
     assert by_text == {f"sentence {i}": set(labels) for i, labels in enumerate(MULTI)}
 
 
+# ----------------------------------------------------------------------------- round trip
+
+# Texts a CSV writer or reader can cut, merge or change: line breaks of every kind (a bare carriage
+# return ends a row for CSV readers), quotes, separators, spaces at the ends (texts are kept as
+# read: only label names are stripped), values pandas would guess as NA or numbers, non-ASCII.
+TRICKY = [
+    "bare\rreturn",
+    "new\nline",
+    "windows\r\nline",
+    "\rleading return",
+    "trailing return\r",
+    "blank lines\n\n\r\r\n\r\nbetween",
+    'a "quoted" word',
+    '"',
+    "commas, and, more,",
+    "tab\there\t",
+    "  leading and trailing spaces  ",
+    " ; | semicolons and bars ",
+    "NA",
+    "null",
+    "1e5",
+    "#not a comment",
+    "back\\slash\\",
+    "emoji 😀🎉 and a flag 🇫🇷",
+    "中文 日本語の文 한국어",
+    "\u2028line separator\x85next line\x0bvertical tab",
+]
+LABELED = [(text, ["anger", " joy ", "sadness"][i % 3]) for i, text in enumerate(TRICKY)]
+
+
+def write_exactly(path: Path, rows: list[dict]) -> Path:
+    """`rows` in `path`'s format such that every reader gets them back: delimited files fully
+    quoted (pandas' default leaves a bare carriage return unquoted), a `datasets` folder as
+    save_to_disk lays it out (one Arrow stream and its state.json)."""
+    frame = pd.DataFrame(rows)
+    if path.suffix in (".csv", ".tsv"):
+        text = frame.to_csv(index=False, sep="\t" if path.suffix == ".tsv" else ",", quoting=csv.QUOTE_ALL)
+        path.write_text(text, encoding="utf-8", newline="")
+    elif not path.suffix:
+        path.mkdir()
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        with pa.OSFile(str(path / "data-00000-of-00001.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
+            out.write_table(table)
+        (path / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
+    else:
+        write(path, rows)
+    return path
+
+
+def read_back(data: Path, task: str) -> dict[str, list[tuple[str, object]]]:
+    """Each split's (text, label) rows as the project's reader gives them: a label name, or the
+    sorted names of a multi-label row."""
+    splits = load_splits(data, task, ["train", "valid", "test"])
+    back = {}
+    for mode, split in splits.items():
+        if split.multilabel:
+            labels = [sorted(n for n, on in zip(split.label_names, row, strict=True) if on) for row in split.labels]
+        else:
+            labels = [split.label_names[y] for y in split.labels]
+        back[mode] = list(zip(split.texts, labels, strict=True))
+    return back
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet", ""], ids=["csv", "tsv", "jsonl", "parquet", "datasets"])
+def test_what_is_written_reads_back_row_for_row_as_it_was_read(tmp_path, suffix):
+    given = {"train": LABELED, "valid": LABELED[::2], "test": LABELED[1::3]}
+    if suffix:
+        paths = {
+            mode: write_exactly(tmp_path / f"{mode}{suffix}", [{"text": t, "label": y} for t, y in rows])
+            for mode, rows in given.items()
+        }
+        argv = ["--from", paths["train"], "--valid", paths["valid"], "--test", paths["test"]]
+    else:  # a DatasetDict folder brings its own splits
+        (tmp_path / "saved").mkdir()
+        for mode, rows in given.items():
+            write_exactly(tmp_path / "saved" / mode, [{"text": t, "label": y} for t, y in rows])
+        (tmp_path / "saved" / "dataset_dict.json").write_text(json.dumps({"splits": list(given)}))
+        argv = ["--from", tmp_path / "saved"]
+    assert bring(*argv, "--task", "tricky", "--data_dir", tmp_path / "data") == 0
+    expected = {mode: [(t, y.strip()) for t, y in rows] for mode, rows in given.items()}
+    assert read_back(tmp_path / "data", "tricky") == expected
+
+
+def test_carved_and_multilabel_splits_read_back_row_for_row(tmp_path):
+    rows = [(f"{i} {t}", y) for i, (t, y) in enumerate(LABELED * 2)]  # each text twice, numbered
+    source = write_exactly(tmp_path / "mine.csv", [{"text": t, "label": y} for t, y in rows])
+    assert bring("--from", source, "--task", "carved", "--data_dir", tmp_path / "data", "--valid_fraction", "0.25") == 0
+    back = read_back(tmp_path / "data", "carved")
+    place = {(t, y.strip()): i for i, (t, y) in enumerate(rows)}
+    assert sorted(place[row] for split in back.values() for row in split) == list(range(len(rows)))
+    for split in back.values():  # each split keeps the file's order
+        assert [place[row] for row in split] == sorted(place[row] for row in split)
+
+    multi = [{"text": t, "labels": [["joy"], [], ["anger", "joy"]][i % 3]} for i, t in enumerate(TRICKY)]
+    source = write_exactly(tmp_path / "multi.jsonl", multi)
+    argv = ["--from", source, "--valid", source, "--test", source, "--task", "multi", "--label_column", "labels"]
+    assert bring(*argv, "--data_dir", tmp_path / "data") == 0
+    expected = [(row["text"], sorted(row["labels"])) for row in multi]
+    assert read_back(tmp_path / "data", "multi") == {"train": expected, "valid": expected, "test": expected}
+
+
 # ----------------------------------------------------------------------------- an existing task
 
 
@@ -295,14 +398,39 @@ BAD = {
     "header-only": ({"x.csv": "text,label\n"}, [], "{d}/x.csv: no data rows"),
     "unknown-format": ({"x.xlsx": "?"}, [], "{d}/x.xlsx: unknown format '.xlsx'; use .csv, .tsv, .jsonl"),
     "valid-left-empty": (
-        {"x.jsonl": '{"text": "a", "label": ["joy"]}\n{"text": "b", "label": ["joy"]}\n'},
+        {"x.jsonl": '{"text": "a", "label": ["joy"]}\n{"text": "b", "label": ["fear"]}\n'},
         [],
         "{d}/x.jsonl: --valid_fraction 0.1 and --test_fraction 0.1 of its 2 rows leave valid empty",
     ),
     "none-left-for-train": (
-        {"x.csv": "text,label\na,joy\nb,joy\n"},
+        {"x.csv": "text,label\na,joy\nb,joy\nc,sad\nd,sad\n"},
         ["--valid_fraction", "0.5", "--test_fraction", "0.45"],
         "{d}/x.csv: label 'joy' (2 rows) has none left for train",
+    ),
+    "one-label": (
+        {"x.csv": "text,label\na,joy\nb,joy\nc,joy\n"},
+        [],
+        "{d}/x.csv: field 'label': every row has the label 'joy'; a task needs at least two labels",
+    ),
+    "one-label-given-splits": (
+        {"x.jsonl": '{"text": "a", "label": "joy"}\n', "v.jsonl": '{"text": "b", "label": "joy"}\n'},
+        ["--valid", "{d}/v.jsonl", "--test_fraction", "0"],
+        "{d}/x.jsonl: field 'label': every row has the label 'joy'; a task needs at least two labels",
+    ),
+    "one-label-in-lists": (
+        {"x.jsonl": '{"text": "a", "label": ["joy"]}\n{"text": "b", "label": []}\n'},
+        [],
+        "{d}/x.jsonl: field 'label': the only label in its rows is 'joy'; a task needs at least two labels",
+    ),
+    "no-label-in-lists": (
+        {"x.csv": "text,labels\na,\nb, \n"},
+        ["--label_column", "labels", "--label_separator", ","],
+        "{d}/x.csv: field 'labels': no row has a label; a task needs at least two labels",
+    ),
+    "one-label-column": (
+        {"x.csv": "text,joy,fear\na,1,0\nb,0,0\n"},
+        ["--label_columns", "joy"],
+        "{d}/x.csv: field 'joy': the only label column; a task needs at least two labels",
     ),
 }
 

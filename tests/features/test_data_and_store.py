@@ -75,11 +75,33 @@ def test_malformed_label_file_names_the_line(tmp_path):
 
 
 def test_label_unseen_in_train_is_a_warning_not_an_error(task, caplog):
-    write(task / "t" / "test.csv", "text,label\nhmm,1\nyay,0\n")
-    write(task / "t" / "train.csv", "text,label\nso glad,0\nagain glad,0\n")
+    write(task / "t" / "label2idx.txt", "happy 0\nsad 1\nangry 2\n")
+    write(task / "t" / "test.csv", "text,label\nhmm,1\nyay,0\ngrr,2\n")
+    write(task / "t" / "train.csv", "text,label\nso glad,0\nso down,1\n")
     splits = load_splits(task, "t", ["test"])
-    assert "never seen in train: sad" in caplog.text
+    assert "never seen in train: angry" in caplog.text
     assert splits["test"].warnings
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"label2idx.txt": "happy 0\n", "train.csv": "text,label\nso glad,0\n"}, "label2idx.txt: the only label is 'happy'"),
+        (
+            {"train.csv": "text,label\nso glad,0\nagain glad,happy\n", "valid.csv": "text,label\nso down,1\n"},
+            "train.csv: field 'label': every row has the label 'happy'",
+        ),
+        ({"train.csv": "text,joy\nyay,1\nmeh,0\n"}, "train.csv: header: the only label column is 'joy'"),
+    ],
+    ids=["one-name", "one-used-in-train", "one-column"],
+)
+def test_a_task_with_fewer_than_two_labels_is_refused_whichever_split_is_asked_for(task, files, message):
+    for name, text in files.items():
+        write(task / "t" / name, text)
+    for modes in [["train"]] + ([["valid"]] if "valid.csv" in files else []):  # valid alone reads train too
+        with pytest.raises(DataError) as err:
+            load_splits(task, "t", modes)
+        assert str(err.value) == f"{task / 't' / message}; a task needs at least two labels"
 
 
 def test_any_task_name_and_multilabel_columns_work(tmp_path):

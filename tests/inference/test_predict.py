@@ -22,8 +22,7 @@ import predict as predict_script
 from fec import EmotionClassifier
 from fec.classify.fusion_inputs import load_fusion_data
 from fec.classify.fusion_training import predict_logits
-from fec.cli.explain import check_out
-from fec.core.errors import UsageError
+from fec.cli.outputs import command_inputs, output_problem
 from fec.core.paths import unique_slug
 from fec.runs.run_files import RunFileError
 
@@ -119,10 +118,11 @@ def test_the_api_names_a_damaged_run_file_and_explanations_stay_in_their_folder(
     (run / "results.json").write_text('{"seeds": []}')
     with pytest.raises(RunFileError, match=r"results\.json: no `best_seed`"):
         EmotionClassifier.load(run, device="cpu")
-    check_out(argparse.Namespace(run=run, out=run / "explanations" / "today"))  # the default folder, or under it
-    check_out(argparse.Namespace(run=run, out=tmp_path / "elsewhere"))
-    with pytest.raises(UsageError, match="is inside the run folder"):
-        check_out(argparse.Namespace(run=toy_run, out=run / "checkpoints"))  # another run's folder
+    inputs = command_inputs(argparse.Namespace(run=run))
+    assert output_problem(run / "explanations" / "today", inputs) is None  # the default folder, or under it
+    assert output_problem(tmp_path / "elsewhere", inputs) is None
+    other = output_problem(run / "checkpoints", command_inputs(argparse.Namespace(run=toy_run)))  # another run's folder
+    assert other.startswith(f"is inside the run folder {run}")
 
 
 def test_predict_prints_named_labels_with_probabilities(toy_run, capsys):
