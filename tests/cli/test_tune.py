@@ -321,17 +321,23 @@ def test_a_killed_search_resumes_with_its_candidate_retried_and_none_left_runnin
     import subprocess
     import sys
     import time
+    from contextlib import closing
 
     root, data = copied_store
     argv = tune_in(root, data, "--trials", "4", "--epochs", "200", "--early_stop", "200")
     script = "import sys; from fec.cli import tune; sys.exit(tune.main(sys.argv[1:]))"
-    process = subprocess.Popen([sys.executable, "-c", script, *argv], stderr=subprocess.DEVNULL)
+    earlier = set((root / "Logs").glob("tune_toy_*"))  # searches of the store's earlier tests
+    log = root / "killed.log"
+    process = subprocess.Popen([sys.executable, "-c", script, *argv], stderr=log.open("w"))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            databases = list((root / "Logs").glob("tune_toy_*/study.db"))
+            assert process.poll() is None, log.read_text()[-3000:]  # still searching
+            databases = [
+                f / "study.db" for f in (root / "Logs").glob("tune_toy_*") if f not in earlier and (f / "study.db").exists()
+            ]
             if databases:
-                with sqlite3.connect(databases[0]) as db:
+                with closing(sqlite3.connect(databases[0])) as db:
                     running = db.execute(
                         "SELECT COUNT(*) FROM trials JOIN trial_user_attributes USING (trial_id) "
                         "WHERE state = 'RUNNING' AND key = 'worker'"
