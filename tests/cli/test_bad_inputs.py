@@ -930,23 +930,6 @@ def project(template, tmp_path, monkeypatch) -> Path:
     return copy
 
 
-@pytest.fixture
-def model_loads(monkeypatch) -> list[str]:
-    """Every transformers model load, recorded (the loads still happen)."""
-    from transformers import AutoModel, AutoModelForSequenceClassification
-
-    loads: list[str] = []
-    for cls in (AutoModel, AutoModelForSequenceClassification):
-        real = cls.from_pretrained.__func__
-
-        def recording(klass, name, *args, _real=real, **kwargs):
-            loads.append(str(name))
-            return _real(klass, name, *args, **kwargs)
-
-        monkeypatch.setattr(cls, "from_pretrained", classmethod(recording))
-    return loads
-
-
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_a_bad_input_is_one_error_line_exit_2_with_nothing_loaded_or_written(case, project, tiny_models, model_loads, capsys):
     extra = case.setup(project, tiny_models) if case.setup else []
