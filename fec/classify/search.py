@@ -240,6 +240,10 @@ def check_storage(url: str) -> None:
         path = sqlite_file(url)
         if path is None:
             raise SettingError("storage", shown, "an in-memory database ends with the search; name a file: sqlite:///PATH")
+        if path.is_dir():
+            raise SettingError(
+                "storage", shown, f"{path}: is a folder; name the database file, e.g. sqlite:///{path / 'study.db'}"
+            )
         if not path.parent.is_dir():
             raise SettingError("storage", shown, f"{path.parent}: no such folder")
         if path.exists():
@@ -267,8 +271,19 @@ def sqlite_file(url: str) -> Path | None:
     return None if parsed.database.startswith("file::memory:") else Path(parsed.database)
 
 
-def check_study_file(path: Path) -> None:
-    """A SQLite file that holds an Optuna study, or nothing yet, and reads back whole."""
+def absolute_url(url: str) -> str:
+    """A SQLite storage URL with its file's absolute path (a search resumed from another folder
+    finds it); any other URL as it is."""
+    path = sqlite_file(url)
+    return f"sqlite:///{path.resolve()}" if path is not None and not path.is_absolute() else url
+
+
+def check_study_file(path: Path, study: str | None = None) -> None:
+    """A SQLite file that holds an Optuna study, or nothing yet, and reads back whole; with
+    `study`, a file that holds that study (a resumed search whose study is gone is refused, not
+    started again empty)."""
+    if study is not None and not path.is_file():
+        raise StudyError(f"{path}: not found; the study {study!r} of the search is gone (start a new search)")
     try:
         with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
             verdict = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -279,6 +294,15 @@ def check_study_file(path: Path) -> None:
         raise StudyError(f"{path}: the study database is damaged ({verdict})")
     if tables and "studies" not in tables:
         raise StudyError(f"{path}: a SQLite database that holds no Optuna study (tables: {', '.join(sorted(tables))})")
+    if study is not None and not has_study(path, study, tables):
+        raise StudyError(f"{path}: holds no study {study!r}, the search's; it was emptied or replaced (start a new search)")
+
+
+def has_study(path: Path, study: str, tables: set[str]) -> bool:
+    if "studies" not in tables:
+        return False
+    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        return db.execute("SELECT 1 FROM studies WHERE study_name = ?", (study,)).fetchone() is not None
 
 
 def shown_url(url: str) -> str:
@@ -292,8 +316,9 @@ def shown_url(url: str) -> str:
         return url
 
 
-def open_study(name: str, storage: str, seed: int, max_seeds: int) -> optuna.Study:
-    """The study `name` in `storage`, created or continued: TPE sampling, successive halving over
+def open_study(name: str, storage: str, seed: int, max_seeds: int, existing: bool = False) -> optuna.Study:
+    """The study `name` in `storage`, created or continued (`existing`: continued only; a study that
+    is not there is refused rather than started again): TPE sampling, successive halving over
     seeds. A storage that cannot be opened is a `StudyError` naming it."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -302,6 +327,8 @@ def open_study(name: str, storage: str, seed: int, max_seeds: int) -> optuna.Stu
     if max_seeds < 2:
         pruner = optuna.pruners.NopPruner()
     try:
+        if existing and name not in optuna.get_all_study_names(storage):
+            raise StudyError(f"{shown_url(storage)}: holds no study {name!r}, the search's; it is gone (start a new search)")
         return optuna.create_study(
             study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True
         )

@@ -114,23 +114,34 @@ def slot_name(text: str) -> str:
 
 
 def existing_file(text: str) -> Path:
-    path = Path(text)
+    path = given_path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder; name a file")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{text}: no such file")
     return path
 
 
 def existing_dir(text: str) -> Path:
-    path = Path(text)
+    path = given_path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a file; name a folder")
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: no such folder")
     return path
 
 
+def given_path(text: str) -> Path:
+    """A path option's value; an empty one is a mistake (Path("") would be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a file or folder")
+    return Path(text)
+
+
 def output_file(text: str) -> Path:
     """A file to write: its folder is made if needed, but it must not be a folder itself (nor an
     input of the command: `fec.cli.outputs`)."""
-    path = Path(text)
+    path = given_path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder; name a file to write")
     return path
@@ -139,7 +150,7 @@ def output_file(text: str) -> Path:
 def output_dir(text: str) -> Path:
     """A folder to write into: made if needed, but not an existing file (nor inside an input of the
     command: `fec.cli.outputs`)."""
-    path = Path(text)
+    path = given_path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a file; name a folder to write into")
     return path

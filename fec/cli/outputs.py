@@ -1,10 +1,14 @@
 """One rule for every output option of every command: what a command writes never lands on what it
-reads. An output (a file or a folder given by an option typed `output_file` or `output_dir`) may
-not be an input file of the command, nor lie in the task's data folder, its feature store, the
-run or search folder the command was given, or any run or search folder at all (their files are
-results); a run's `explanations/` is the exception (nothing reads it back). `run_script` applies
-the rule to every command after parsing, before any work; a file's folder is made when the file
-is written, so only an existing file where a folder must be is refused here.
+reads or on what the project keeps. An output (a file or a folder given by an option typed
+`output_file` or `output_dir`) may not be an input file of the command, nor lie in the task's
+data folder or feature store, nor in any folder the project keeps by what it holds: a task's data
+(label2idx.txt, split.json, or train.csv beside valid.csv), features (a store file beside its
+manifest, or a task's folder of them), a run,
+search or probe folder (their records), a model (config.json beside weights). A run's
+`explanations/` is the exception (nothing reads it back); a folder of runs' `runs.csv` is kept
+too. `run_script` applies the rule to every command
+after parsing, before any work; a file's folder is made when the file is written, so only an
+existing file where a folder must be is refused here.
 
     check_outputs(parser, args)   # raises SettingError: --save data/ED/train.csv: is inside the data ...
 """
@@ -16,44 +20,76 @@ from pathlib import Path
 
 from fec.cli.options import output_dir, output_file
 from fec.core.errors import SettingError
+from fec.core.files import WEIGHT_SUFFIXES
 from fec.runs.run_files import enclosing_run
 from fec.runs.tune_folder import enclosing_search
 
 EXPLANATIONS = "explanations"  # a run's folder of explain.py pages: written, never read back
+PROJECT_DATA_FILES = ("label2idx.txt", "split.json")  # what prepare_data.py writes beside a task's splits
+SPLITS = ("train", "valid")  # a folder holding both is a task's data
+RUNS_INDEX = "runs.csv"  # a folder of runs' table, one row appended per run
 
 
 def command_inputs(args: argparse.Namespace) -> dict[str, Path]:
     """What the parsed command reads, by what it is: the task's data and store folders, an
     -input file, the data -from, the -run folder (a search folder it resumes is one by its
-    search.json, as every search folder)."""
+    search.json, as every search folder), the local model folders of -model."""
     inputs = {}
     task = getattr(args, "task", None)
     if task and getattr(args, "data_dir", None):
         inputs[f"the data folder of task {task}"] = Path(args.data_dir) / task
     if task and getattr(args, "dataset_dir", None):
         inputs[f"the feature store of task {task}"] = Path(args.dataset_dir) / task
-    named = {"input": "the -input file", "src": "the -from data", "run": "the run folder"}  # search folders: by their record
+    named = {"input": "the -input file", "src": "the -from data", "run": "the run folder"}
     for dest, what in named.items():
         value = getattr(args, dest, None)
         if isinstance(value, (str, Path)):  # (extraction's --resume is a switch, not a folder)
             inputs[what] = Path(value)
+    models = getattr(args, "model", None)
+    for model in [models] if isinstance(models, str) else models or []:
+        path = Path(model.partition("=")[2] if "=" in model else model)
+        if path.exists():
+            inputs[f"the model {model}"] = path
     return inputs
 
 
-def output_problem(path: Path, inputs: dict[str, Path]) -> str | None:
-    """Why writing `path` would change an input (None when it would not)."""
+def kept_folder(folder: Path) -> str | None:
+    """What the project keeps in `folder`, by what it holds (None for a folder of nothing kept)."""
+    if enclosing_search(folder) == folder:
+        return "the search folder"
+    if enclosing_run(folder) == folder:
+        return "the run folder"
+    if (folder / "config.json").is_file() and (folder / "probe.csv").is_file():
+        return "the probe folder"
+    if (folder / "config.json").is_file() and any(p.name.endswith(WEIGHT_SUFFIXES) for p in folder.glob("*")):
+        return "the model folder"
+    if any((folder / name).is_file() for name in PROJECT_DATA_FILES) or all((folder / f"{m}.csv").is_file() for m in SPLITS):
+        return "the task data folder"
+    if any(p.with_suffix(".json").is_file() for p in folder.glob("*.safetensors")):
+        return "the feature store folder"
+    if any(p.with_suffix(".safetensors").is_file() for p in folder.glob("*/train.json")):
+        return "the feature store of a task"
+    return None
+
+
+def output_problem(path: Path, inputs: dict[str, Path], replacing: Path | None = None) -> str | None:
+    """Why writing `path` would change an input or a kept folder (None when it would not).
+    `replacing` is a task data folder the command replaces on purpose (prepare_data's)."""
     target = path.resolve()
     for what, source in inputs.items():
-        if target == source.resolve() and not source.is_dir():
+        where = source.resolve()
+        if target == where and not source.is_dir():
             return f"is {what}; name another file so the input is kept"
-        if target.is_relative_to(source.resolve()) and source.is_dir() and not in_explanations(target, source.resolve()):
+        if target.is_relative_to(where) and source.is_dir() and not in_explanations(target, where):
             return f"is inside {what} {source}; write outside it, so its files stay as they are"
-    run = enclosing_run(target)
-    if run is not None and not in_explanations(target, run):
-        return f"is inside the run folder {run}; write outside it, so the run's files stay as they were trained"
-    search = enclosing_search(target)
-    if search is not None:
-        return f"is inside the search folder {search}; write outside it, so the search's files stay as it wrote them"
+    for folder in [target, *target.parents]:
+        what = kept_folder(folder) if folder.is_dir() else None
+        if what == "the task data folder" and replacing is not None and folder == replacing.resolve():
+            continue
+        if what and not in_explanations(target, folder):
+            return f"is inside {what} {folder}; write outside it, so its files stay as they are"
+    if target.name == RUNS_INDEX and target.is_file():
+        return f"is the table of runs of {target.parent}; name another file so it is kept"
     blocking = next((folder for folder in target.parents if folder.exists()), None)
     if blocking is not None and not blocking.is_dir():
         return f"{blocking} is a file, so no folder can be made there"

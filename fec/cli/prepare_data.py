@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 
 from fec.cli.options import ArgumentParser, Distinct, command_line_options, existing_file, fraction, non_negative_int, task_name
+from fec.cli.outputs import output_problem
 from fec.cli.script import option_named
 from fec.core import fetch
 from fec.core.errors import FecError, UsageError
@@ -168,18 +169,32 @@ def check_options(args: argparse.Namespace, given: set[str]) -> None:
 
 
 def check_sources_kept(args: argparse.Namespace) -> None:
-    """What is written never replaces what is read: with --task, no source file lies in the task
-    folder it makes (replaced with --force); copying tasks, --from is not --data_dir itself."""
+    """What is written never replaces what is read or kept: with --task, no source file lies in the
+    task folder it makes (replaced with --force), valid and test are not train's file; copying
+    tasks, --from is not --data_dir itself; and no task folder lands in a feature store, a run,
+    search or model folder (`fec.cli.outputs`)."""
     if args.task is None:
         if args.src is not None and args.src.resolve() == Path(args.data_dir).resolve():
             raise UsageError(f"--from {args.src}: is --data_dir itself; copy from another folder")
-        return
-    target = Path(args.data_dir) / args.task
-    for option, source in (("from", args.src), ("valid", args.valid), ("test", args.test)):
-        if source is not None and source.resolve().is_relative_to(target.resolve()):
-            raise UsageError(
-                f"--{option} {source}: lies in {target}, which --task {args.task} writes; move it out first, so the data is kept"
-            )
+        tasks = args.tasks or fetch.known_tasks()
+    else:
+        tasks = [args.task]
+        target = Path(args.data_dir) / args.task
+        for option, source in (("from", args.src), ("valid", args.valid), ("test", args.test)):
+            if source is not None and source.resolve().is_relative_to(target.resolve()):
+                raise UsageError(
+                    f"--{option} {source}: lies in {target}, which --task {args.task} writes; move it out first, so the "
+                    "data is kept"
+                )
+        given = {"from": args.src, "valid": args.valid, "test": args.test}
+        for option, other in (("valid", "from"), ("test", "from"), ("test", "valid")):
+            if given[option] is not None and given[other] is not None and given[option].resolve() == given[other].resolve():
+                raise UsageError(f"--{option} {given[option]}: is the --{other} file; each split is a file of its own rows")
+    for task in tasks:
+        target = Path(args.data_dir) / task
+        problem = output_problem(target, {}, replacing=target)
+        if problem:
+            raise UsageError(f"--data_dir {args.data_dir}: {target} {problem}")
 
 
 def data_format_or_none(path: Path) -> str | None:

@@ -39,6 +39,7 @@ from fec.classify.probing import probe_rows, store_fingerprint, store_folders
 from fec.classify.search import (
     SEARCH_MODES,
     Search,
+    absolute_url,
     check_storage,
     check_study_file,
     open_study,
@@ -106,6 +107,8 @@ EXTRACTIONS = {
 PROBE_CONFIG = Fields(optional={"store": dict, "setup": dict, "args": dict, "cv": int, "seed": int})
 # How every candidate trains (main.py's options); batch 64 and early stop 10 are the CPU recipe of the demo.
 TRAINING = {"epochs": 200, "early_stop": 10, "batch_size": 64}
+# The search's own settings; with --resume, a setting not given is the resumed search's.
+SEARCH_DEFAULTS = {"seed": 0, "max_seeds": 3}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,7 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_extraction_options(parser)
     add_search_options(parser)
     for name, default in TRAINING.items():
-        parser.add_argument(*flag(name), type=positive_int, default=default, help=f"main.py's --{name} for every candidate")
+        parser.add_argument(
+            *flag(name),
+            type=positive_int,
+            default=None,
+            help=f"main.py's --{name} for every candidate (default: {default}; with --resume, the search's)",
+        )
     return parser
 
 
@@ -145,6 +153,11 @@ def add_extraction_options(parser: argparse.ArgumentParser) -> None:
         *flag("model"), nargs="+", default=None, metavar="SLOT=MODEL", help="with --extract: a slot's model, e.g. llama=DIR"
     )
     parser.add_argument(*flag("compile"), action="store_true", help=f"with --extract: {COMPILE_HELP}")
+    parser.add_argument(
+        *flag("overwrite"),
+        action="store_true",
+        help="with --extract: extract again and replace finished splits extracted with other settings",
+    )
 
 
 def add_search_options(parser: argparse.ArgumentParser) -> None:
@@ -152,21 +165,32 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
         *flag("budget_minutes"), type=positive_float, default=30.0, help="stop starting candidates after this many minutes"
     )
     parser.add_argument(*flag("trials"), type=positive_int, default=None, help="at most this many candidates (default: budget)")
-    parser.add_argument(*flag("max_seeds"), type=positive_int, default=3, help="seeds of a candidate that survives halving")
+    parser.add_argument(
+        *flag("max_seeds"),
+        type=positive_int,
+        default=None,
+        help="seeds of a candidate that survives halving (default: 3; with --resume, the search's)",
+    )
     parser.add_argument(*flag("final_seeds"), type=positive_int, default=5, help="seeds of the chosen recipe's final run")
-    parser.add_argument(*flag("seed"), type=non_negative_int, default=0, help="seed of the sampler and the probes' folds")
+    parser.add_argument(
+        *flag("seed"),
+        type=non_negative_int,
+        default=None,
+        help="seed of the sampler and the probes' folds (default: 0; with --resume, the search's)",
+    )
     parser.add_argument(
         *flag("cv"),
         type=non_negative_int,
         default=None,
-        help="select by K-fold cross-validation on train (0: on valid; default: 5 folds when valid is small, as main.py)",
+        help="select by K-fold cross-validation on train (0: on valid; default: 5 folds when valid is small, as main.py; "
+        "with --resume, the search's)",
     )
     parser.add_argument(
         *flag("resume"),
         type=existing_dir,
         default=None,
-        help="continue the search of this tune folder: the same task and settings over the same store (its search.json "
-        "says which), its study where it was",
+        help="continue the search of this tune folder, with its settings and its study (its search.json says which); a "
+        "setting given otherwise, another task or a store changed since are refused",
     )
     parser.add_argument(
         *flag("storage"),
@@ -208,6 +232,7 @@ def extraction_configs(args: argparse.Namespace) -> list[ExtractionConfig]:
                 args.dataset_dir,
                 *(["--threads", str(args.threads)] if args.threads else []),
                 *(["--compile"] if args.compile else []),
+                *(["--overwrite"] if args.overwrite else []),
             ]
             configs.append(extract.extraction_config(extract.build_parser(slot).parse_args(argv), slot))
     for config in configs:
@@ -229,7 +254,10 @@ def probes(args: argparse.Namespace, tune_dir: Path, store: dict, folds: int) ->
     left out), and new ones on train and valid for the folders no earlier probe covers."""
     own = tune_dir / "probe.csv"
     if own.is_file():
-        return read_probe(own)
+        rows = read_probe(own)
+        if {row["folder"] for row in rows} != set(store):
+            raise RunFileError(own, f"probes other folders than the search's store ({', '.join(store)}); it was edited")
+        return rows
     found = earlier_probe_rows(args, store, folds)
     missing = [folder for folder in store if folder not in found]
     if missing:
@@ -263,15 +291,32 @@ def earlier_probe_rows(args: argparse.Namespace, store: dict, folds: int) -> dic
         same = [f for f, sha in (config.get("store") or {}).items() if store.get(f) == sha and f not in found]
         if cv != folds or seed != args.seed or not same or not (record.parent / "probe.csv").is_file():
             continue
-        rows = [{k: v for k, v in row.items() if not k.startswith("test_")} for row in read_probe(record.parent / "probe.csv")]
+        try:
+            rows = [
+                {k: v for k, v in row.items() if not k.startswith("test_")} for row in read_probe(record.parent / "probe.csv")
+            ]
+        except RunFileError as err:  # a damaged earlier table is not reused; its folders are probed again
+            log.warning("%s: not reused (%s)", record.parent, err.problem)
+            continue
         reused = {folder: [row for row in rows if row["folder"] == folder] for folder in same}
         found |= {folder: kept for folder, kept in reused.items() if kept}
         log.info("probes of %s: reused from %s", ", ".join(f for f in reused if reused[f]), record.parent)
     return found
 
 
+PROBE_COLUMNS = ("folder", "slot", "pooling", "layer", "num_hidden_states")  # what the candidates are made from
+
+
 def read_probe(path: Path) -> list[dict]:
-    return pd.read_csv(path, keep_default_na=False).to_dict("records")
+    """A probe table's rows; a file that is not one (damaged, edited) is a RunFileError naming it."""
+    try:
+        table = pd.read_csv(path, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise RunFileError(path, f"not a probe table ({' '.join(str(err).split())})") from err
+    missing = [column for column in PROBE_COLUMNS if column not in table.columns]
+    if missing or not any(column.startswith("selection_") for column in table.columns):
+        raise RunFileError(path, f"not a probe table (no {', '.join(missing) or 'selection_*'} column)")
+    return table.to_dict("records")
 
 
 def run(args: argparse.Namespace) -> dict | int:
@@ -279,6 +324,7 @@ def run(args: argparse.Namespace) -> dict | int:
     resumed folder against it, then search and train in the search folder."""
     check_extraction_options(args)
     recorded = read_search_record(args.resume) if args.resume else None
+    args = settled(args, recorded)
     storage = chosen_storage(args, recorded)
     if recorded:
         refuse_other_search(args.resume, recorded, search_settings(args))
@@ -296,18 +342,16 @@ def run(args: argparse.Namespace) -> dict | int:
         tune_dir = args.resume
     else:
         tune_dir = make_run_dir(args.out, f"tune_{args.task}")
-        write_search_record(tune_dir, identity | {"storage": storage and shown_url(storage), "study": tune_dir.name})
+        write_search_record(
+            tune_dir, identity | {"storage": storage and shown_url(absolute_url(storage)), "study": tune_dir.name}
+        )
     name = recorded["study"] if recorded else tune_dir.name
     with also_log_to(tune_dir / "tune.log"):
         try:
-            study = open_study(name, storage or folder_storage(tune_dir), args.seed, args.max_seeds)
+            study = open_study(name, storage or folder_storage(tune_dir), args.seed, args.max_seeds, existing=bool(recorded))
             return search_and_train(args, tune_dir, identity, study)
         except KeyboardInterrupt:
-            log.error(
-                "stopped; the candidate under way is trained again on resume: python tune.py --task %s --resume %s",
-                args.task,
-                tune_dir,
-            )
+            log.error("stopped; the candidate under way is trained again on resume: %s", resume_command(args, tune_dir))
             return 130
 
 
@@ -315,17 +359,40 @@ def check_extraction_options(args: argparse.Namespace) -> None:
     """The extraction options apply with --extract only."""
     if args.extract:
         return
-    extraction_only = {"preset": args.preset, "model": args.model, "dtype": args.dtype != "auto", "compile": args.compile}
+    extraction_only = {
+        "preset": args.preset,
+        "model": args.model,
+        "dtype": args.dtype != "auto",
+        "compile": args.compile,
+        "overwrite": args.overwrite,
+    }
     given = next((name for name, on in extraction_only.items() if on), None)
     if given:
         raise SettingError(given, None, "applies to the extractions of --extract; add --extract")
+
+
+def settled(args: argparse.Namespace, recorded: dict | None) -> argparse.Namespace:
+    """The options with every search setting decided: as given, else the resumed search's, else
+    its default (the folds left to the store when neither says)."""
+    fallback = SEARCH_DEFAULTS | TRAINING | {"cv": None}
+    if recorded:
+        fallback = {"seed": recorded["seed"], "max_seeds": recorded["max_seeds"], "cv": recorded["cv"], **recorded["training"]}
+    values = {name: fallback[name] if getattr(args, name) is None else getattr(args, name) for name in fallback}
+    return argparse.Namespace(**(vars(args) | values))
+
+
+def resume_command(args: argparse.Namespace, tune_dir: Path) -> str:
+    """The command that continues the search in `tune_dir`: its settings are recorded there."""
+    defaults = {"data_dir": "data", "dataset_dir": "dataset", "out": "Logs"}
+    places = [f"--{name} {getattr(args, name)}" for name, default in defaults.items() if str(getattr(args, name)) != default]
+    return " ".join(["python tune.py --task", args.task, *places, "--resume", str(tune_dir)])
 
 
 def search_settings(args: argparse.Namespace) -> dict:
     """What makes a search this search, as far as the options say (the store and the folds come from the store)."""
     settings = {"task": args.task, "seed": args.seed, "max_seeds": args.max_seeds}
     settings["training"] = {name: getattr(args, name) for name in TRAINING}
-    return settings | ({"cv": args.cv} if args.cv is not None else {})
+    return settings | ({"cv": args.cv} if args.cv is not None else {})  # (None: from the store, compared once known)
 
 
 def refuse_other_search(folder: Path, recorded: dict, wanted: dict) -> None:
@@ -351,14 +418,15 @@ def chosen_storage(args: argparse.Namespace, recorded: dict | None) -> str | Non
     storage = args.storage
     if recorded:
         kept = recorded["storage"]
-        if storage is not None and shown_url(storage) != kept:
+        if storage is not None and shown_url(absolute_url(storage)) != kept:
             where = kept or "its folder's study.db"
             raise StudyError(f"--resume {args.resume}: its study is in {where}, not {shown_url(storage)}; drop --storage")
         if storage is None and kept and "***" in kept:
             raise StudyError(f"--resume {args.resume}: its study is in {kept}; give that URL with its password as --storage")
         storage = storage or kept
-        if storage is None and (args.resume / STUDY_FILE).exists():
-            check_study_file(args.resume / STUDY_FILE)
+        database = sqlite_file(storage) if storage else args.resume / STUDY_FILE
+        if database is not None:
+            check_study_file(database, study=recorded["study"])
     database = sqlite_file(args.storage) if args.storage else None
     problem = database and output_problem(database, command_inputs(args))
     if problem:  # a study database is written: the rule of every output

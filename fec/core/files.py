@@ -20,6 +20,9 @@ from pathlib import Path
 CHUNK_BYTES = 1 << 20
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")  # a model folder's weight files
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = CHUNK_BYTES) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

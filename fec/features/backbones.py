@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from fec.core.errors import FecError, SettingError
+from fec.core.files import WEIGHT_SUFFIXES
 from fec.features.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,6 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 LOAD_IN = ("8bit", "4bit")
 # Model types whose position ids start after the padding index (RoBERTa's scheme).
 OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer"}
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,9 @@ def resolve_model(spec: str) -> Path | str:
 
 
 def check_model_dir(path: Path) -> None:
-    """A saved model names its architecture in config.json (`model_type`); without it
-    transformers would guess from the folder's name, or fail after loading has begun."""
+    """A saved model names its architecture in config.json (`model_type`; without it transformers
+    would guess from the folder's name) and holds weights whose safetensors headers read: checked
+    before anything loads, so a broken model fails before any work, not after loading has begun."""
     config = path / "config.json"
     if not config.is_file():
         raise ModelError(f"{path}: not a model directory (no config.json)")
@@ -102,6 +103,23 @@ def check_model_dir(path: Path) -> None:
             f"{config}: no model_type, so transformers cannot tell which architecture to build "
             "(save the model with save_pretrained)"
         )
+    if not any(p.name.endswith(WEIGHT_SUFFIXES) for p in path.rglob("*") if p.is_file()):
+        raise ModelError(f"{path}: no weights file ({', '.join('*' + suffix for suffix in WEIGHT_SUFFIXES)})")
+    for weights in sorted(path.glob("*.safetensors")):  # a cut or foreign file fails here, not halfway through a load
+        check_safetensors_header(weights)
+
+
+def check_safetensors_header(path: Path) -> None:
+    """A safetensors file whose header reads and whose tensors lie within the file (nothing loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except SafetensorError as err:
+        raise ModelError(f"{path}: not a safetensors file ({err})") from err
+    except OSError as err:
+        raise ModelError(f"{path}: cannot be read ({err.strerror or err})") from err
 
 
 def model_fingerprint(resolved: Path | str) -> dict:
@@ -307,10 +325,15 @@ def placement_options(
 
 
 def model_config(resolved, trust_remote_code: bool = False):
-    """The model's transformers configuration alone (no weights): what can be checked before loading."""
+    """The model's transformers configuration alone (no weights): what can be checked before
+    loading. A hub id that cannot be found (or reached) is a ModelError naming it."""
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(str(resolved), trust_remote_code=trust_remote_code)
+    try:
+        return AutoConfig.from_pretrained(str(resolved), trust_remote_code=trust_remote_code)
+    except OSError as err:
+        reason = " ".join(str(err).split())[:200]
+        raise ModelError(f"{resolved}: not a local model folder, and not a model the hub gives ({reason})") from err
 
 
 def check_spec_fits(spec: FeatureSpec, config) -> None:

@@ -26,16 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
 from fec.classify.fusion import DownstreamModel
 from fec.classify.lexical import LexicalModel, model_file_problem
 from fec.classify.outputs import to_probabilities
 from fec.core.errors import FecError, SettingError
+from fec.core.files import WEIGHT_SUFFIXES
 from fec.core.paths import inside
 from fec.core.slots import KINDS, slot_kind
 from fec.features.backbones import (
-    WEIGHT_SUFFIXES,
     Backbone,
     ModelError,
     check_model_dir,
@@ -122,10 +121,13 @@ def checked_backbone(source: FeatureSource, device: torch.device, model: str | N
     the fingerprint its features were extracted with (nothing loaded yet)."""
     m = source.manifest
     spec = model or m["model"]
-    fingerprint = model_fingerprint(resolve_model(spec))
+    resolved = resolve_model(spec)
+    fingerprint = model_fingerprint(resolved)
     if not fingerprints_match(m["model_fingerprint"], fingerprint):
+        # A missing folder written like `org/name` is read as a hub id: say so, or the message misleads.
+        read_as = " (no such folder, so it was read as a hub id)" if isinstance(resolved, str) and "/" in resolved else ""
         raise ModelError(
-            f"{spec}: these weights differ from the {m['slot']} backbone the model was trained on "
+            f"{spec}{read_as}: these weights differ from the {m['slot']} backbone the model was trained on "
             f"({m['model']}, {m['model_fingerprint']}); use the same model or retrain"
         )
     # The dtype the features were extracted in (bfloat16 runs on CPU too); float16 only on CUDA.
@@ -373,28 +375,11 @@ def check_saved_model(folder: Path, seed: int) -> None:
     headers read."""
     if not (folder / "config.json").is_file():
         raise RunError(f"{folder}: no saved model for seed {seed}")
-    check_model_dir(folder)
+    check_model_dir(folder)  # its config and the safetensors headers of its weights
     if not (folder / "tokenizer_config.json").is_file():
         raise RunError(f"{folder}: no tokenizer_config.json (the tokenizer saved with the model)")
-    weights = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
-    if not weights:
+    if not any(p.is_file() and p.name.endswith(WEIGHT_SUFFIXES) for p in folder.iterdir()):
         raise RunError(f"{folder}: no weights file (model.safetensors) for seed {seed}")
-    for path in weights:
-        if path.suffix == ".safetensors":
-            check_safetensors_header(path)
-
-
-def check_safetensors_header(path: Path) -> None:
-    """A safetensors file whose header reads and whose tensors lie within the file (nothing loaded)."""
-    from safetensors import SafetensorError
-
-    try:
-        with safe_open(str(path), framework="pt"):
-            pass
-    except SafetensorError as err:
-        raise RunFileError(path, f"not a safetensors file ({err})") from err
-    except OSError as err:
-        raise RunFileError(path, f"cannot be read ({err.strerror or err})") from err
 
 
 def chosen_seeds(run_dir: Path, seed: int | None, ensemble: bool) -> list[int]:

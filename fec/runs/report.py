@@ -43,6 +43,7 @@ from fec.core.errors import FecError
 from fec.core.metrics import MULTILABEL_HEADLINE, SINGLE_LABEL_KEYS, mean_std_stats
 from fec.runs.folder import failure, run_dir_started
 from fec.runs.run_files import RunFileError, compat_setting, read_config, read_results
+from fec.runs.tune_folder import SEARCH_RECORD
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,11 @@ def main_py_options(folder: Path, config: dict) -> tuple[str, list[str], dict, s
 
 def finished_run_files(folder: Path) -> tuple[dict, dict, str | None] | None:
     """A run's config.json, results.json and the error it stopped on (failed.json); None (logged)
-    for a folder where no seed finished or that no script of SCRIPTS wrote."""
+    for a folder where no seed finished or that no script of SCRIPTS wrote, or that holds a
+    search or a probe."""
+    if any((folder / name).is_file() for name in (SEARCH_RECORD, "probe.csv")):  # a search's or probe's folder
+        log.debug("%s: a search or probe folder, not a run", folder)
+        return None
     failed = failure(folder)
     if not (folder / "results.json").exists():
         if failed:

@@ -169,6 +169,25 @@ def input_in_project(project: Path, models: dict) -> list[str]:
     return ["-input", str(project / "texts.csv")]
 
 
+def cut_weights(script_argv: Callable[[Path], list[str]]) -> Callable[[Path, dict], list[str]]:
+    """A copy of the tiny roberta whose model.safetensors is cut to its first 100 bytes."""
+
+    def setup(project: Path, models: dict) -> list[str]:
+        folder = project.parent / "cut_roberta"
+        shutil.copytree(models["roberta"], folder)
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+        return script_argv(folder)
+
+    return setup
+
+
+def text_file_as_storage(project: Path, models: dict) -> list[str]:
+    """A text file beside the project given as the study's SQLite database."""
+    (project.parent / "notes.db").write_text("not a database, only notes\n" * 200)
+    return ["--storage", f"sqlite:///{project.parent / 'notes.db'}"]
+
+
 def fresh_task(project: Path, models: dict) -> list[str]:
     """A task with its data and no features yet."""
     shutil.copytree(project / "data" / "toy", project / "data" / "fresh")
@@ -654,9 +673,34 @@ CASES = [
     ),
     Case(
         "tune.py",
-        ["--task", "toy", "--storage", "sqlite:///Logs/runs.csv"],
-        "Logs/runs.csv: not a readable study database (file is not a database)",
+        ["--task", "toy"],
+        "notes.db: not a readable study database (file is not a database)",
+        text_file_as_storage,
         id="tune-storage-not-a-database",
+    ),
+    Case("predict.py", [*PREDICT, "-text", "hi", "-output", "Logs/runs.csv"], "Logs/runs.csv: is the table of runs of"),
+    Case("predict.py", [*PREDICT, "-text", "hi", "-output", "data/toy/test.csv"], "is inside the task data folder"),
+    Case("predict.py", [*PREDICT, "-text", "hi", "-output", "dataset/toy/bert/train.json"], "is inside the feature store folder"),
+    Case("predict.py", [*PREDICT, "-text", "hi", "-output", "{bert}/config.json"], "is inside the model folder"),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--extract", "--model", "llama={llama}", "bert={bert}"],
+        "cut_roberta/model.safetensors: not a safetensors file",
+        cut_weights(lambda folder: [f"roberta={folder}"]),
+        id="tune-extract-third-model-cut",
+    ),
+    Case(
+        "bert_rep_extract.py",
+        ["-task", "toy", "-device", "cpu", "--slot", "e6"],
+        "cut_roberta/model.safetensors: not a safetensors file",
+        cut_weights(lambda folder: ["--model", str(folder)]),
+        id="extract-weights-cut",
+    ),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--extract", "--model", "llama={llama}", "bert={bert}", "roberta=models/nope"],
+        "models/nope: not a local model folder, and not a model the hub gives",
+        id="tune-extract-model-like-a-hub-id",
     ),
     Case(
         "tune.py",
@@ -671,6 +715,14 @@ CASES = [
         id="tune-resume-a-run-folder",
     ),
     Case("tune.py", ["--task", "toy", "--resume", "Logs"], "Logs: not a search folder (no search.json)"),
+    Case("tune.py", ["--task", "toy", "--resume", ""], "argument --resume/-resume: an empty path; name a file or folder"),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--resume", "data/toy/train.csv"],
+        "argument --resume/-resume: data/toy/train.csv: is a file; name a folder",
+    ),
+    Case("tune.py", ["--task", "toy", "--storage", "sqlite:///Logs"], "--storage sqlite:///Logs: Logs: is a folder; name the"),
+    Case("tune.py", ["--task", "toy", "--overwrite"], "--overwrite: applies to the extractions of --extract; add --extract"),
     # One rule for every output option: never onto the command's inputs, checked before any work.
     Case(
         "tune.py",
@@ -801,6 +853,20 @@ CASES = [
     # Your own data, third round.
     Case(
         "prepare_data.py",
+        ["--from", "raw/x.csv", "--valid", "raw/x.csv", "--task", "mine"],
+        "--valid raw/x.csv: is the --from file; each split is a file of its own rows",
+        own_data({"x.csv": "text,label\na,joy\nb,sad\nc,joy\nd,sad\n"}),
+        id="prepare_data-valid-is-train",
+    ),
+    Case(
+        "prepare_data.py",
+        ["--from", "raw/x.csv", "--task", "toy", "--data_dir", "dataset", "--force"],
+        "--data_dir dataset: dataset/toy is inside the feature store of a task",
+        own_data({"x.csv": "text,label\na,joy\nb,sad\nc,joy\nd,sad\n"}),
+        id="prepare_data-into-the-store",
+    ),
+    Case(
+        "prepare_data.py",
         ["--from", "data/toy/train.csv", "--task", "toy", "--force"],
         "--from data/toy/train.csv: lies in data/toy, which --task toy writes; move it out first, so the data is kept",
         id="prepare_data-own-data-inside-its-task",
@@ -884,7 +950,8 @@ def case_id(case: Case) -> str:
     if case.id:
         return case.id
     option = next((a for a in reversed(case.argv) if a.startswith("-") and not a.lstrip("-").replace(".", "").isdigit()), "")
-    return f"{case.script}{option}={case.argv[case.argv.index(option) + 1] if option else ''}"
+    value = case.argv[case.argv.index(option) + 1 :][:1] if option else []  # a switch has none
+    return f"{case.script}{option}={value[0] if value else ''}"
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import random
+import shlex
 import shutil
 from pathlib import Path
 
@@ -247,14 +248,22 @@ def test_resume_refuses_what_is_not_a_search_of_this_task(copied_store, capsys, 
     run.mkdir()
     (run / "config.json").write_text("{}")
     (run / "results.json").write_text('{"seeds": []}')
-    damaged = root / "Logs" / "damaged"
-    shutil.copytree(searches["toy"], damaged)
+    damaged, gone, emptied, renamed = (root / "Logs" / name for name in ("damaged", "gone", "emptied", "renamed"))
+    for copy in (damaged, gone, emptied, renamed):
+        shutil.copytree(searches["toy"], copy)
     (damaged / "study.db").write_bytes(b"not a database, only text" * 100)
+    (gone / "study.db").unlink()
+    (emptied / "study.db").write_bytes(b"")
+    record = json.loads((renamed / "search.json").read_text())
+    (renamed / "search.json").write_text(json.dumps(record | {"study": "another"}))
     cases = {
         searches["other"]: f"--resume {searches['other']}: a search of task 'other', not 'toy'",
         run: f"{run}: a run folder (no search.json); --resume takes a folder tune.py made, tune_TASK_STAMP/",
         data: f"{data}: not a search folder (no search.json)",
         damaged: f"{damaged / 'study.db'}: not a readable study database (file is not a database)",
+        gone: f"{gone / 'study.db'}: not found; the study {record['study']!r} of the search is gone (start a new search)",
+        emptied: f"{emptied / 'study.db'}: holds no study {record['study']!r}, the search's; it was emptied or replaced",
+        renamed: f"{renamed / 'study.db'}: holds no study 'another', the search's; it was emptied or replaced",
     }
     before = snapshot(root)
     for folder, message in cases.items():
@@ -301,12 +310,14 @@ def test_an_interrupted_candidate_is_trained_again_on_resume(copied_store, monke
     monkeypatch.setattr(search_module, "train_seed", stopped_at_the_second_seed)
     assert tune.main(tune_in(root, data, "--trials", "3")) == 130
     folder = max((root / "Logs").glob("tune_toy_*"))
-    assert f"--resume {folder}" in capsys.readouterr().err  # says how to continue
+    said = capsys.readouterr().err.strip().splitlines()[-1]
     (first,) = pd.read_csv(folder / "candidates.csv").to_dict("records")
     assert first["state"] == "interrupted" and first["seeds"] == 1
 
     monkeypatch.setattr(search_module, "train_seed", real)
-    assert tune.main(tune_in(root, data, "--resume", str(folder), "--trials", "4")) == 0
+    command = shlex.split(said.split("trained again on resume: ")[1])  # the command it says, as it says it
+    assert command[:2] == ["python", "tune.py"] and command[-2:] == ["--resume", str(folder)]
+    assert tune.main([*command[2:], "--trials", "4", "--no_final", "--device", "cpu"]) == 0  # its settings from search.json
     rows = pd.read_csv(folder / "candidates.csv").set_index("number")
     retry = int(rows.loc[0, "state"].removeprefix("interrupted, retried as #"))
     assert rows.loc[retry, "state"] in ("complete", "pruned") and "interrupted" not in set(rows.drop(index=0)["state"])
