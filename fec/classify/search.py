@@ -9,8 +9,8 @@ Optuna does the scheduling: its TPE sampler picks the next candidate from the sc
 its successive-halving pruner spends seeds where they matter: every candidate trains one seed,
 and only those in the top third at a rung train more, up to `max_seeds`. A trial's value is the
 mean selection score over its seeds. The study lives in a database (SQLite in the tune folder,
-or any RDB URL), so an interrupted search resumes where it stopped and several machines can work
-on one study. A candidate cut short (Ctrl-C, or its process killed) is marked `interrupted` and
+or any RDB URL), so an interrupted search resumes where it stopped, on this machine or another
+that reaches the database. A candidate cut short (Ctrl-C, or its process killed) is marked `interrupted` and
 trained again when the search resumes (`retry_interrupted`); a storage is checked before any work
 (`check_storage`), so a bad URL, a missing driver or a damaged database is one line naming it.
 """
@@ -171,18 +171,20 @@ def process_start(pid: int) -> str:
 
 
 def worker_alive(worker: str | None) -> bool | None:
-    """Whether the process that started a trial still runs: True or False on this machine, None
-    for one on another machine (a live worker there may hold it). A trial with no worker recorded
-    was cut before its first step, so it counts as gone."""
-    if not worker:
-        return False
-    host, pid, start = worker.rsplit(":", 2)
+    """Whether the process that started a trial still runs: True or False for one of this
+    machine, None where that cannot be told (another machine, where a live worker may hold it, or
+    no worker recorded yet: a trial between its start and its first step)."""
+    try:
+        host, pid, start = (worker or "").rsplit(":", 2)
+        number = int(pid)
+    except ValueError:
+        return None
     if host != socket.gethostname():
         return None
     if start:
-        return process_start(int(pid)) == start
+        return process_start(number) == start
     try:
-        os.kill(int(pid), 0)
+        os.kill(number, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, another user's
@@ -192,16 +194,15 @@ def worker_alive(worker: str | None) -> bool | None:
 
 def retry_interrupted(study: optuna.Study) -> list[int]:
     """Queue again every candidate an earlier process left unfinished: stopped by Ctrl-C (failed,
-    marked `interrupted`) or killed (still `running`, its process on this machine gone; marked
-    `interrupted` and failed here). Each is retried once, with `retry_of` naming it; a candidate
-    running on another machine is left to it. Returns the numbers queued again."""
+    marked `interrupted`) or killed (still `running`, its process on this machine gone: failed
+    here). Each is retried once, with `retry_of` naming it; a candidate whose worker may still run
+    (another machine) is left to it. Returns the numbers queued again."""
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     queued = []
     for trial in trials:
         if trial.state == optuna.trial.TrialState.RUNNING and worker_alive(trial.user_attrs.get("worker")) is False:
-            optuna.Trial(study, trial._trial_id).set_user_attr("interrupted", "process ended")
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         elif trial.state != optuna.trial.TrialState.FAIL or "interrupted" not in trial.user_attrs:
             continue
         if trial.number not in retried:
@@ -249,12 +250,16 @@ def check_storage(url: str) -> None:
         if path.exists():
             check_study_file(path)
         return
+    timeout = {"connect_timeout": 10} if parsed.get_backend_name() in ("postgresql", "mysql", "mariadb") else {}
+    engine = create_engine(parsed, connect_args=timeout)  # a server that does not answer is refused in seconds
     try:
-        with create_engine(parsed).connect():
+        with engine.connect():
             pass
     except SQLAlchemyError as err:
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         raise SettingError("storage", shown, f"cannot connect ({reason})") from None
+    finally:
+        engine.dispose()
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -1,14 +1,14 @@
 """One rule for every output option of every command: what a command writes never lands on what it
 reads or on what the project keeps. An output (a file or a folder given by an option typed
 `output_file` or `output_dir`) may not be an input file of the command, nor lie in the task's
-data folder or feature store, nor in any folder the project keeps by what it holds: a task's data
-(label2idx.txt, split.json, or train.csv beside valid.csv), features (a store file beside its
-manifest, or a task's folder of them), a run,
-search or probe folder (their records), a model (config.json beside weights). A run's
-`explanations/` is the exception (nothing reads it back); a folder of runs' `runs.csv` is kept
-too. `run_script` applies the rule to every command
-after parsing, before any work; a file's folder is made when the file is written, so only an
-existing file where a folder must be is refused here.
+data folder or feature store, nor in a run, search or probe folder (known by their records); nor
+overwrite an existing file of a folder kept by what it holds: a task's data (label2idx.txt,
+split.json, or train.csv beside valid.csv), features (a store file beside its manifest, or a
+task's folder of them), a model (config.json beside weights), nor a folder of runs' `runs.csv`.
+A new file beside kept ones changes nothing and is allowed; a run's `explanations/` is written
+into freely (nothing reads it back). `run_script` applies the rule to every command after
+parsing, before any work; a file's folder is made when the file is written, so only an existing
+file where a folder must be is refused here.
 
     check_outputs(parser, args)   # raises SettingError: --save data/ED/train.csv: is inside the data ...
 """
@@ -22,7 +22,7 @@ from fec.cli.options import output_dir, output_file
 from fec.core.errors import SettingError
 from fec.core.files import WEIGHT_SUFFIXES
 from fec.runs.run_files import enclosing_run
-from fec.runs.tune_folder import enclosing_search
+from fec.runs.tune_folder import SEARCH_RECORD
 
 EXPLANATIONS = "explanations"  # a run's folder of explain.py pages: written, never read back
 PROJECT_DATA_FILES = ("label2idx.txt", "split.json")  # what prepare_data.py writes beside a task's splits
@@ -53,28 +53,40 @@ def command_inputs(args: argparse.Namespace) -> dict[str, Path]:
     return inputs
 
 
-def kept_folder(folder: Path) -> str | None:
-    """What the project keeps in `folder`, by what it holds (None for a folder of nothing kept)."""
-    if enclosing_search(folder) == folder:
+def project_record(folder: Path) -> str | None:
+    """What the project wrote `folder` as, by its record (None for any other folder)."""
+    if (folder / SEARCH_RECORD).is_file():
         return "the search folder"
     if enclosing_run(folder) == folder:
         return "the run folder"
     if (folder / "config.json").is_file() and (folder / "probe.csv").is_file():
         return "the probe folder"
-    if (folder / "config.json").is_file() and any(p.name.endswith(WEIGHT_SUFFIXES) for p in folder.glob("*")):
-        return "the model folder"
+    return None
+
+
+def kept_folder(folder: Path) -> str | None:
+    """What the project keeps in `folder`, by what it holds: a record of the project's, a task's
+    data, features, a model (None for a folder of nothing kept)."""
+    record = project_record(folder)
+    if record:
+        return record
     if any((folder / name).is_file() for name in PROJECT_DATA_FILES) or all((folder / f"{m}.csv").is_file() for m in SPLITS):
         return "the task data folder"
     if any(p.with_suffix(".json").is_file() for p in folder.glob("*.safetensors")):
         return "the feature store folder"
     if any(p.with_suffix(".safetensors").is_file() for p in folder.glob("*/train.json")):
         return "the feature store of a task"
+    if (folder / "config.json").is_file() and any(p.name.endswith(WEIGHT_SUFFIXES) for p in folder.glob("*")):
+        return "the model folder"
     return None
 
 
 def output_problem(path: Path, inputs: dict[str, Path], replacing: Path | None = None) -> str | None:
-    """Why writing `path` would change an input or a kept folder (None when it would not).
-    `replacing` is a task data folder the command replaces on purpose (prepare_data's)."""
+    """Why writing `path` would change an input or what the project keeps (None when it would
+    not): the command's inputs; any run, search or probe folder around it (by their records);
+    an existing file of a folder kept by what it holds, or an existing such folder (a new file
+    beside kept ones changes nothing). `replacing` is a task data folder the command replaces on
+    purpose (prepare_data's)."""
     target = path.resolve()
     for what, source in inputs.items():
         where = source.resolve()
@@ -83,11 +95,15 @@ def output_problem(path: Path, inputs: dict[str, Path], replacing: Path | None =
         if target.is_relative_to(where) and source.is_dir() and not in_explanations(target, where):
             return f"is inside {what} {source}; write outside it, so its files stay as they are"
     for folder in [target, *target.parents]:
-        what = kept_folder(folder) if folder.is_dir() else None
-        if what == "the task data folder" and replacing is not None and folder == replacing.resolve():
-            continue
+        what = project_record(folder) if folder.is_dir() else None
         if what and not in_explanations(target, folder):
             return f"is inside {what} {folder}; write outside it, so its files stay as they are"
+    holder = target if target.is_dir() else target.parent if target.is_file() else None
+    what = kept_folder(holder) if holder is not None else None
+    if what == "the task data folder" and replacing is not None and holder == replacing.resolve():
+        what = None
+    if what:
+        return f"is inside {what} {holder}; write outside it, so its files stay as they are"
     if target.name == RUNS_INDEX and target.is_file():
         return f"is the table of runs of {target.parent}; name another file so it is kept"
     blocking = next((folder for folder in target.parents if folder.exists()), None)

@@ -67,7 +67,7 @@ from fec.cli.options import (
 )
 from fec.cli.outputs import command_inputs, output_problem
 from fec.cli.script import run_script
-from fec.core.errors import FecError, SettingError, StudyError
+from fec.core.errors import FecError, SettingError, StudyError, UsageError
 from fec.core.files import atomic_write
 from fec.core.logs import also_log_to
 from fec.core.provenance import provenance
@@ -323,6 +323,11 @@ def run(args: argparse.Namespace) -> dict | int:
     """Check everything the options alone decide, extract (with --extract), read the store, check a
     resumed folder against it, then search and train in the search folder."""
     check_extraction_options(args)
+    if args.extract and args.resume:
+        raise UsageError(
+            "--extract and --resume: a search folder exists once its extraction is done, and a resumed search searches the "
+            "store it recorded; drop --extract"
+        )
     recorded = read_search_record(args.resume) if args.resume else None
     args = settled(args, recorded)
     storage = chosen_storage(args, recorded)
@@ -385,6 +390,8 @@ def resume_command(args: argparse.Namespace, tune_dir: Path) -> str:
     """The command that continues the search in `tune_dir`: its settings are recorded there."""
     defaults = {"data_dir": "data", "dataset_dir": "dataset", "out": "Logs"}
     places = [f"--{name} {getattr(args, name)}" for name, default in defaults.items() if str(getattr(args, name)) != default]
+    if args.storage and shown_url(args.storage) != args.storage:  # its password is not recorded: the user gives it again
+        places.append(f"--storage {shown_url(args.storage).replace('***', 'PASSWORD')}")
     return " ".join(["python tune.py --task", args.task, *places, "--resume", str(tune_dir)])
 
 
@@ -491,7 +498,7 @@ def search_and_train(args: argparse.Namespace, tune_dir: Path, identity: dict, s
         log.info("recipe copied to %s", args.save)
     final = None if args.no_final else final_run(args, recipe)
     record = {
-        "args": vars(args) | {"cv": folds},
+        "args": vars(args) | {"cv": folds, "storage": args.storage and shown_url(args.storage)},
         "option_defaults": option_defaults(build_parser()),
         "metric": metric,
         "selection": where,

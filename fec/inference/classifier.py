@@ -375,11 +375,11 @@ def check_saved_model(folder: Path, seed: int) -> None:
     headers read."""
     if not (folder / "config.json").is_file():
         raise RunError(f"{folder}: no saved model for seed {seed}")
+    if not any(p.is_file() and p.name.endswith(WEIGHT_SUFFIXES) for p in folder.iterdir()):
+        raise RunError(f"{folder}: no weights file (model.safetensors) for seed {seed}")
     check_model_dir(folder)  # its config and the safetensors headers of its weights
     if not (folder / "tokenizer_config.json").is_file():
         raise RunError(f"{folder}: no tokenizer_config.json (the tokenizer saved with the model)")
-    if not any(p.is_file() and p.name.endswith(WEIGHT_SUFFIXES) for p in folder.iterdir()):
-        raise RunError(f"{folder}: no weights file (model.safetensors) for seed {seed}")
 
 
 def chosen_seeds(run_dir: Path, seed: int | None, ensemble: bool) -> list[int]:

@@ -62,14 +62,14 @@ def read_search_record(folder: Path) -> dict:
     folder) or a damaged record is a `StudyError` or `RunFileError` naming it."""
     path = folder / SEARCH_RECORD
     if not path.is_file():
+        if (folder / STUDY_FILE).is_file() and (folder / "probe.csv").is_file():
+            raise StudyError(
+                f"{folder}: a search folder of an earlier fec (no {SEARCH_RECORD}), whose settings cannot be checked; start a "
+                "new search (its probes are reused)"
+            )
         what = "a run folder" if enclosing_run(folder.resolve()) == folder.resolve() else "not a search folder"
         raise StudyError(f"{folder}: {what} (no {SEARCH_RECORD}); --resume takes a folder tune.py made, tune_TASK_STAMP/")
     return read_run_json(path, SEARCH)
-
-
-def enclosing_search(path: Path) -> Path | None:
-    """The search folder `path` is in or is (a folder holding search.json); None outside every one."""
-    return next((folder for folder in [path, *path.parents] if (folder / SEARCH_RECORD).is_file()), None)
 
 
 def search_differences(recorded: dict, wanted: dict) -> list[str]:
@@ -103,8 +103,10 @@ def candidate_rows(study) -> list[dict]:
         state = {"COMPLETE": "complete", "PRUNED": "pruned"}.get(trial.state.name, trial.state.name.lower())
         if "same_as" in trial.user_attrs:  # proposed again by the sampler: not trained twice
             state = f"same as #{trial.user_attrs['same_as']}"
-        if "interrupted" in trial.user_attrs:  # stopped or killed mid-way; a resumed search trains it again
-            state = f"interrupted, retried as #{retries[trial.number]}" if trial.number in retries else "interrupted"
+        if trial.number in retries:  # stopped or killed mid-way, and queued again by a resumed search
+            state = f"interrupted, retried as #{retries[trial.number]}"
+        elif "interrupted" in trial.user_attrs:  # stopped by Ctrl-C; a resumed search trains it again
+            state = "interrupted"
         rows.append(
             {
                 "number": trial.number,

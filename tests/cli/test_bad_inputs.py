@@ -723,6 +723,11 @@ CASES = [
     ),
     Case("tune.py", ["--task", "toy", "--storage", "sqlite:///Logs"], "--storage sqlite:///Logs: Logs: is a folder; name the"),
     Case("tune.py", ["--task", "toy", "--overwrite"], "--overwrite: applies to the extractions of --extract; add --extract"),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--extract", "--resume", "Logs"],
+        "--extract and --resume: a search folder exists once its extraction is done",
+    ),
     # One rule for every output option: never onto the command's inputs, checked before any work.
     Case(
         "tune.py",
@@ -1085,3 +1090,19 @@ def test_a_full_disk_under_out_is_one_error_line_naming_the_file(project, mount_
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"error: {full}/toy_") and last.endswith(": cannot write (No space left on device)"), last
     assert "Traceback" not in err
+
+
+def test_an_output_beside_what_the_project_keeps_is_written_but_never_over_it(tmp_path, monkeypatch):
+    """A folder holding a task's splits and a model's files (a researcher's working folder) takes
+    new outputs; only its kept files, and the records of runs and searches, are refused."""
+    from fec.cli.outputs import output_problem
+
+    for name in ("train.csv", "valid.csv", "config.json", "best.pt"):
+        (tmp_path / name).write_text("kept")
+    monkeypatch.chdir(tmp_path)
+    for new in ("Logs", "preds.csv", "recipes/mine.json"):
+        assert output_problem(Path(new), {}) is None, new
+    assert output_problem(Path("train.csv"), {}).startswith(f"is inside the task data folder {tmp_path}")
+    (tmp_path / "Logs" / "tune_x").mkdir(parents=True)
+    (tmp_path / "Logs" / "tune_x" / "search.json").write_text("{}")
+    assert output_problem(Path("Logs/tune_x/new.json"), {}).startswith("is inside the search folder")

@@ -312,8 +312,8 @@ def test_carved_and_multilabel_splits_read_back_row_for_row(tmp_path):
         assert [place[row] for row in split] == sorted(place[row] for row in split)
 
     multi = [{"text": t, "labels": [["joy"], [], ["anger", "joy"]][i % 3]} for i, t in enumerate(TRICKY)]
-    source = write_exactly(tmp_path / "multi.jsonl", multi)
-    argv = ["--from", source, "--valid", source, "--test", source, "--task", "multi", "--label_column", "labels"]
+    sources = [write_exactly(tmp_path / f"{mode}.jsonl", multi) for mode in ("train", "valid", "test")]  # the same rows
+    argv = ["--from", sources[0], "--valid", sources[1], "--test", sources[2], "--task", "multi", "--label_column", "labels"]
     assert bring(*argv, "--data_dir", tmp_path / "data") == 0
     expected = [(row["text"], sorted(row["labels"])) for row in multi]
     assert read_back(tmp_path / "data", "multi") == {"train": expected, "valid": expected, "test": expected}
