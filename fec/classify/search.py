@@ -56,7 +56,7 @@ class Search:
     task: str
     space: SearchSpace
     base: TrainConfig  # epochs, batch size, ... and `cv` (folds, 0 = valid) every candidate trains with
-    budget_minutes: float = 30.0
+    budget_minutes: float | None = 30.0  # None: no time limit (then `trials` bounds the search)
     trials: int | None = None  # at most this many candidates in this call (None: until the budget is spent)
     max_seeds: int = 3
     seed: int = 0  # the sampler's seed
@@ -344,7 +344,7 @@ def open_study(name: str, storage: str, seed: int, max_seeds: int, existing: boo
 
 def run_search(search: Search, study: optuna.Study) -> optuna.Study:
     """Candidates until `search.trials` have run or the budget is spent (a candidate under way
-    when it runs out finishes). Returns the study, whose best trial is the chosen recipe."""
+    when it runs out finishes; no budget: until `search.trials`). Returns the study, whose best trial is the chosen recipe."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     done = len(study.trials)
     if not done:  # a new study starts where the probes point; the sampler takes over from there
@@ -353,14 +353,11 @@ def run_search(search: Search, study: optuna.Study) -> optuna.Study:
     again = retry_interrupted(study)
     if again:
         log.info("search: candidate(s) %s were interrupted; they are queued to train again", ", ".join(f"#{n}" for n in again))
-    log.info(
-        "search: %d candidate combinations; %d trials already in the study; budget %.0f min",
-        search.space.size(),
-        done,
-        search.budget_minutes,
-    )
+    budget = f"{search.budget_minutes:.0f} min" if search.budget_minutes else f"{search.trials} candidates"
+    log.info("search: %d candidate combinations; %d trials already in the study; budget %s", search.space.size(), done, budget)
+    timeout = search.budget_minutes * 60 if search.budget_minutes else None
     with quiet_epochs():
-        study.optimize(Objective(search), n_trials=search.trials, timeout=search.budget_minutes * 60, show_progress_bar=True)
+        study.optimize(Objective(search), n_trials=search.trials, timeout=timeout, show_progress_bar=True)
     return study
 
 

@@ -107,6 +107,7 @@ EXTRACTIONS = {
 PROBE_CONFIG = Fields(optional={"store": dict, "setup": dict, "args": dict, "cv": int, "seed": int})
 # How every candidate trains (main.py's options); batch 64 and early stop 10 are the CPU recipe of the demo.
 TRAINING = {"epochs": 200, "early_stop": 10, "batch_size": 64}
+DEFAULT_BUDGET_MINUTES = 30.0  # sized for a 2-core CPU
 # The search's own settings; with --resume, a setting not given is the resumed search's.
 SEARCH_DEFAULTS = {"seed": 0, "max_seeds": 3}
 
@@ -162,7 +163,11 @@ def add_extraction_options(parser: argparse.ArgumentParser) -> None:
 
 def add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        *flag("budget_minutes"), type=positive_float, default=30.0, help="stop starting candidates after this many minutes"
+        *flag("budget_minutes"),
+        type=positive_float,
+        default=None,
+        help=f"stop starting candidates after this many minutes (default: {DEFAULT_BUDGET_MINUTES:g}; with --trials, none: "
+        "every trial runs)",
     )
     parser.add_argument(*flag("trials"), type=positive_int, default=None, help="at most this many candidates (default: budget)")
     parser.add_argument(
@@ -284,7 +289,7 @@ def earlier_probe_rows(args: argparse.Namespace, store: dict, folds: int) -> dic
         try:
             config = read_run_json(record, PROBE_CONFIG)
         except RunFileError as err:  # a damaged probe folder is not reused; its folders are probed again
-            log.warning("%s: not reused (%s)", record.parent, err.problem)
+            log.warning("%s: not reused (%s)", record, err.problem)
             continue
         cv = config.get("setup", {}).get("cv", config.get("cv", config.get("args", {}).get("cv")))
         seed = config.get("args", {}).get("seed", config.get("seed"))
@@ -296,7 +301,7 @@ def earlier_probe_rows(args: argparse.Namespace, store: dict, folds: int) -> dic
                 {k: v for k, v in row.items() if not k.startswith("test_")} for row in read_probe(record.parent / "probe.csv")
             ]
         except RunFileError as err:  # a damaged earlier table is not reused; its folders are probed again
-            log.warning("%s: not reused (%s)", record.parent, err.problem)
+            log.warning("%s: not reused (%s)", err.path, err.problem)
             continue
         reused = {folder: [row for row in rows if row["folder"] == folder] for folder in same}
         found |= {folder: kept for folder, kept in reused.items() if kept}
@@ -471,7 +476,7 @@ def search_and_train(args: argparse.Namespace, tune_dir: Path, identity: dict, s
         task=args.task,
         space=space,
         base=base,
-        budget_minutes=args.budget_minutes,
+        budget_minutes=args.budget_minutes or (None if args.trials else DEFAULT_BUDGET_MINUTES),
         trials=args.trials,
         max_seeds=args.max_seeds,
         seed=args.seed,

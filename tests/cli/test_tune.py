@@ -207,6 +207,7 @@ def test_a_search_folder_records_what_it_is(copied_store):
     assert tune.main(tune_in(root, data, "--save", str(saved))) == 0
     folder = max((root / "Logs").glob("tune_toy_*"))
     assert saved.read_bytes() == (folder / "recipe.json").read_bytes()
+    assert "budget 1 candidates" in (folder / "tune.log").read_text()  # --trials alone: no time limit
     record = json.loads((folder / "search.json").read_text())
     assert record["task"] == "toy" and record["metric"] == "acc" and record["cv"] == 0
     assert record["seed"] == 0 and record["max_seeds"] == 2 and record["training"]["epochs"] == 8
