@@ -361,7 +361,8 @@ def run(args: argparse.Namespace) -> dict | int:
             study = open_study(name, storage or folder_storage(tune_dir), args.seed, args.max_seeds, existing=bool(recorded))
             return search_and_train(args, tune_dir, identity, study)
         except KeyboardInterrupt:
-            log.error("stopped; the candidate under way is trained again on resume: %s", resume_command(args, tune_dir))
+            command = resume_command(args, tune_dir)
+            log.error("stopped; continue the search (a candidate cut short is trained again) with: %s", command)
             return 130
 
 

@@ -316,7 +316,7 @@ def test_an_interrupted_candidate_is_trained_again_on_resume(copied_store, monke
     assert first["state"] == "interrupted" and first["seeds"] == 1
 
     monkeypatch.setattr(search_module, "train_seed", real)
-    command = shlex.split(said.split("trained again on resume: ")[1])  # the command it says, as it says it
+    command = shlex.split(said.split("is trained again) with: ")[1])  # the command it says, as it says it
     assert command[:2] == ["python", "tune.py"] and command[-2:] == ["--resume", str(folder)]
     assert tune.main([*command[2:], "--trials", "4", "--no_final", "--device", "cpu"]) == 0  # its settings from search.json
     rows = pd.read_csv(folder / "candidates.csv").set_index("number")
