@@ -21,7 +21,7 @@ from pathlib import Path
 from fec.cli.options import output_dir, output_file
 from fec.core.errors import SettingError
 from fec.core.files import WEIGHT_SUFFIXES
-from fec.runs.run_files import enclosing_run
+from fec.runs.run_files import is_run_folder
 from fec.runs.tune_folder import SEARCH_RECORD
 
 EXPLANATIONS = "explanations"  # a run's folder of explain.py pages: written, never read back
@@ -57,7 +57,7 @@ def project_record(folder: Path) -> str | None:
     """What the project wrote `folder` as, by its record (None for any other folder)."""
     if (folder / SEARCH_RECORD).is_file():
         return "the search folder"
-    if enclosing_run(folder) == folder:
+    if is_run_folder(folder):
         return "the run folder"
     if (folder / "config.json").is_file() and (folder / "probe.csv").is_file():
         return "the probe folder"
@@ -113,7 +113,7 @@ def output_problem(path: Path, inputs: dict[str, Path], replacing: Path | None =
 
 
 def in_explanations(target: Path, run: Path) -> bool:
-    return target.is_relative_to(run / EXPLANATIONS) and enclosing_run(run) == run
+    return target.is_relative_to(run / EXPLANATIONS) and is_run_folder(run)
 
 
 def check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -241,7 +241,9 @@ def read_checkpoint(path: Path) -> dict:
 def enclosing_run(path: Path) -> Path | None:
     """The run folder `path` is in or is (a folder holding config.json with model.json or
     results.json), nearest first; None outside every run folder."""
-    for folder in [path, *path.parents]:
-        if (folder / "config.json").is_file() and any((folder / name).is_file() for name in ("model.json", "results.json")):
-            return folder
-    return None
+    return next((folder for folder in [path, *path.parents] if is_run_folder(folder)), None)
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A folder holding config.json with model.json or results.json: what a trainer writes."""
+    return (folder / "config.json").is_file() and any((folder / name).is_file() for name in ("model.json", "results.json"))

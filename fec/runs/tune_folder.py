@@ -26,7 +26,7 @@ from fec.core.errors import StudyError
 from fec.core.files import atomic_write, atomic_write_text
 from fec.runs.folder import write_json
 from fec.runs.rendering import environment
-from fec.runs.run_files import Fields, enclosing_run, read_run_json
+from fec.runs.run_files import Fields, is_run_folder, read_run_json
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def read_search_record(folder: Path) -> dict:
                 f"{folder}: a search folder of an earlier fec (no {SEARCH_RECORD}), whose settings cannot be checked; start a "
                 "new search (its probes are reused)"
             )
-        what = "a run folder" if enclosing_run(folder.resolve()) == folder.resolve() else "not a search folder"
+        what = "a run folder" if is_run_folder(folder) else "not a search folder"
         raise StudyError(f"{folder}: {what} (no {SEARCH_RECORD}); --resume takes a folder tune.py made, tune_TASK_STAMP/")
     return read_run_json(path, SEARCH)
 
