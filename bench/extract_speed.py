@@ -81,6 +81,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+if __package__ in (None, ""):  # run by its path (python bench/extract_speed.py): the repository's packages first
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from bench.batch_budget import DEFAULT_BUDGETS
 from bench.peers import PEERS, model_weights
 from fec.cli.options import ArgumentParser, Distinct, device, non_negative_int, output_file, positive_int, task_name
