@@ -10,8 +10,8 @@ its successive-halving pruner spends seeds where they matter: every candidate tr
 and only those in the top third at a rung train more, up to `max_seeds`. A trial's value is the
 mean selection score over its seeds. The study lives in a database (SQLite in the tune folder,
 or any RDB URL), so an interrupted search resumes where it stopped, on this machine or another
-that reaches the database. A candidate cut short (Ctrl-C, or its process killed) is marked `interrupted` and
-trained again when the search resumes (`retry_interrupted`); a storage is checked before any work
+that reaches the database. A candidate cut short (Ctrl-C, or its process killed) is trained
+again when the search resumes (`retry_interrupted`); a storage is checked before any work
 (`check_storage`), so a bad URL, a missing driver or a damaged database is one line naming it.
 """
 
@@ -164,7 +164,7 @@ def process_start(pid: int) -> str:
     """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat); "" where
     /proc does not say (not Linux, or no such process)."""
     try:
-        stat = open(f"/proc/{pid}/stat", encoding="ascii", errors="replace").read()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
     except OSError:
         return ""
     return stat.rsplit(")", 1)[-1].split()[19]  # the name in (...) may hold spaces; field 22 is the 20th after it
