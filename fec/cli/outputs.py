@@ -65,11 +65,8 @@ def project_record(folder: Path) -> str | None:
 
 
 def kept_folder(folder: Path) -> str | None:
-    """What the project keeps in `folder`, by what it holds: a record of the project's, a task's
-    data, features, a model (None for a folder of nothing kept)."""
-    record = project_record(folder)
-    if record:
-        return record
+    """What the project keeps in `folder`, by what it holds: a task's data, features, a model
+    (None for a folder of nothing kept; its records are `project_record`'s)."""
     if any((folder / name).is_file() for name in PROJECT_DATA_FILES) or all((folder / f"{m}.csv").is_file() for m in SPLITS):
         return "the task data folder"
     if any(p.with_suffix(".json").is_file() for p in folder.glob("*.safetensors")):

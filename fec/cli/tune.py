@@ -110,6 +110,7 @@ TRAINING = {"epochs": 200, "early_stop": 10, "batch_size": 64}
 DEFAULT_BUDGET_MINUTES = 30.0  # sized for a 2-core CPU
 # The search's own settings; with --resume, a setting not given is the resumed search's.
 SEARCH_DEFAULTS = {"seed": 0, "max_seeds": 3}
+PLACES = ("data_dir", "dataset_dir", "out")  # where a search reads and writes: a resume command names them
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,9 +211,10 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*flag("threads"), type=positive_int, default=None, help=THREADS_HELP)
 
 
-def extraction_configs(args: argparse.Namespace) -> list[ExtractionConfig]:
-    """The default search space's extractions as the extraction command would run them, every one
-    checked (data, model folder, what its configuration rules out) before the first starts."""
+def extraction_configs(args: argparse.Namespace) -> list[tuple[ExtractionConfig, dict]]:
+    """The default search space's extractions as the extraction command would run them, each with
+    its splits, every one checked (data, model folder, what its configuration rules out) before
+    the first starts."""
     chosen = slot_models(args.model, SLOT_NAMES.__contains__, ", ".join(SLOT_NAMES))
     configs = []
     for slot, variants in EXTRACTIONS.items():
@@ -240,15 +242,13 @@ def extraction_configs(args: argparse.Namespace) -> list[ExtractionConfig]:
                 *(["--overwrite"] if args.overwrite else []),
             ]
             configs.append(extract.extraction_config(extract.build_parser(slot).parse_args(argv), slot))
-    for config in configs:
-        checked_splits(config)
-    return configs
+    return [(config, checked_splits(config)) for config in configs]
 
 
-def extract_search_space(args: argparse.Namespace, configs: list[ExtractionConfig]) -> None:
+def extract_search_space(args: argparse.Namespace, extractions: list[tuple[ExtractionConfig, dict]]) -> None:
     """The default search space's extractions (resumable: finished splits are skipped) and the lexical source."""
-    for config in configs:
-        run_extraction(config)
+    for config, splits in extractions:
+        run_extraction(config, splits)
     store_lexical_source(args.data_dir, args.dataset_dir, args.task, LexicalSettings())
 
 
@@ -359,7 +359,7 @@ def run(args: argparse.Namespace) -> dict | int:
     with also_log_to(tune_dir / "tune.log"):
         try:
             study = open_study(name, storage or folder_storage(tune_dir), args.seed, args.max_seeds, existing=bool(recorded))
-            return search_and_train(args, tune_dir, identity, study)
+            return search_and_train(args, tune_dir, identity, manifests, study)
         except KeyboardInterrupt:
             command = resume_command(args, tune_dir)
             log.error("stopped; continue the search (a candidate cut short is trained again) with: %s", command)
@@ -394,8 +394,12 @@ def settled(args: argparse.Namespace, recorded: dict | None) -> argparse.Namespa
 
 def resume_command(args: argparse.Namespace, tune_dir: Path) -> str:
     """The command that continues the search in `tune_dir`: its settings are recorded there."""
-    defaults = {"data_dir": "data", "dataset_dir": "dataset", "out": "Logs"}
-    places = [f"--{name} {getattr(args, name)}" for name, default in defaults.items() if str(getattr(args, name)) != default]
+    defaults = option_defaults(build_parser())
+    places = [
+        f"--{name} {getattr(args, name)}"
+        for name in ("data_dir", "dataset_dir", "out")
+        if str(getattr(args, name)) != defaults[name]
+    ]
     if args.storage and shown_url(args.storage) != args.storage:  # its password is not recorded: the user gives it again
         places.append(f"--storage {shown_url(args.storage).replace('***', 'PASSWORD')}")
     return " ".join(["python tune.py --task", args.task, *places, "--resume", str(tune_dir)])
@@ -438,8 +442,9 @@ def chosen_storage(args: argparse.Namespace, recorded: dict | None) -> str | Non
             raise StudyError(f"--resume {args.resume}: its study is in {kept}; give that URL with its password as --storage")
         storage = storage or kept
         database = sqlite_file(storage) if storage else args.resume / STUDY_FILE
-        if database is not None:
+        if database is not None:  # checked whole, holding the search's study: check_storage has no more to say
             check_study_file(database, study=recorded["study"])
+            return storage
     database = sqlite_file(args.storage) if args.storage else None
     problem = database and output_problem(database, command_inputs(args))
     if problem:  # a study database is written: the rule of every output
@@ -463,11 +468,11 @@ def searchable_folders(args: argparse.Namespace) -> list[str]:
     return store_folders(args.dataset_dir, args.task)
 
 
-def search_and_train(args: argparse.Namespace, tune_dir: Path, identity: dict, study: optuna.Study) -> dict:
+def search_and_train(args: argparse.Namespace, tune_dir: Path, identity: dict, manifests: dict, study: optuna.Study) -> dict:
     """The probes, the search of `study`, the recipe file, the final run and the page, into
-    `tune_dir`; `identity` is what the search is (its search.json: metric, folds, store, ...)."""
+    `tune_dir`; `identity` is what the search is (its search.json: metric, folds, store, ...),
+    `manifests` the train manifests of its store's folders."""
     metric, folds, store = identity["metric"], identity["cv"], identity["store"]
-    manifests = {folder: m for folder, m in store_manifests(args.dataset_dir, args.task).items() if folder in store}
     space = search_space(probes(args, tune_dir, store, folds), metric, manifests)
     log.info("candidates: %s", "; ".join(f"{slot}: {len(options)} options" for slot, options in space.sources.items()))
     base = TrainConfig(**{name: getattr(args, name) for name in TRAINING}, cv=folds)

@@ -91,13 +91,14 @@ class Pending:
     settings: dict
 
 
-def run(config: ExtractionConfig) -> list[Path]:
-    """Extract every split asked for that is not already in the store with the same settings.
+def run(config: ExtractionConfig, splits: dict[str, Split] | None = None) -> list[Path]:
+    """Extract every split asked for that is not already in the store with the same settings
+    (`splits`: what `checked_splits(config)` returned, when the caller checked it first).
 
     Alone, this process does every chunk; under a launcher (WORLD_SIZE > 1) every process runs
     this function, takes its share of the chunks, and rank 0 merges and writes the manifest.
     Returns the store files written (on rank 0; other ranks return the same paths)."""
-    splits = checked_splits(config)
+    splits = splits if splits is not None else checked_splits(config)
     config = keeping_stored_dtype(config)
     ranks = ranks_from_env(config.device)
     todo = splits_to_do(config, splits, ranks)
