@@ -6,14 +6,14 @@
     python -m bench.extract_speed --batch_budget --slots llama --budgets 256x2048 --threads_effect
 
 Per slot, one process and one model (the offline stand-in, or a tiny random one with `--tiny`) in
-`--dtype`, the same texts through `fec.features.compute.extract_features` under each batching
+`--dtype`, the same texts through `fec.features.forward_pass.extract_features` under each batching
 `ROWSxTOKENS` of `--budgets` (at most ROWS texts and TOKENS padded tokens per length-sorted
 batch), timed in interleaved rounds (`--repeats`, median kept) so a busy machine slows each alike.
 For each: texts/s, its ratio to the first budget, padded over real tokens, and GFLOP/s on real
 tokens (2 x non-embedding parameters x real tokens / time) against the matmul peak of the same
 dtype measured in the same run.
 
-Then one run under the extractor's CPU default (`fec.features.compute.CPU_MAX_TOKENS`) is
+Then one run under the extractor's CPU default (`fec.features.forward_pass.CPU_MAX_TOKENS`) is
 profiled (`torch.profiler`, self time per operator) and split into matrix products (`mm`, `addmm`,
 `bmm`), attention (`scaled_dot_product_*`; a model that writes its attention as plain products, as
 MPNet does, counts it with the matrix products), the other operators (norms, activations, rotary
@@ -41,10 +41,10 @@ from torch.profiler import ProfilerActivity, profile
 
 from bench.layer_cost import matmul_peak_gflops, non_embedding_parameters
 from bench.train_speed import compare_threads
-from fec.core.compat import BATCH_SIZE
+from fec.core.compat_setting import BATCH_SIZE
 from fec.features.backbones import load_backbone
 from fec.features.compiled import compile_model
-from fec.features.compute import CPU_MAX_TOKENS, Batching, encode_texts, extract_features, forward_flops
+from fec.features.forward_pass import CPU_MAX_TOKENS, Batching, encode_texts, extract_features, forward_flops
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
 DEFAULT_BUDGETS = ("64x16384", "64x2048", "256x2048", "256x4096")

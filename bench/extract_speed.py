@@ -24,7 +24,7 @@ Per slot, two recipes on the same model files and the same texts:
   state. Deviations, none of which changes the work done: `AutoTokenizer` (fast) where the
   published encoders used the slow `BertTokenizer`/`RobertaTokenizer`, `.to(device)` instead of
   `device_map`, no `trust_remote_code`, no file writing.
-* ours: `fec.features.backbones.load_backbone` + `fec.features.compute.extract_features` with their defaults
+* ours: `fec.features.backbones.load_backbone` + `fec.features.forward_pass.extract_features` with their defaults
   (dtype auto: bfloat16 on CUDA and on CPUs with bf16 matrix units, else float32; length-sorted
   batches of <= 256 texts and <= 2048 padded tokens on a CPU, 16384 on a GPU; base model, masked mean).
 
@@ -88,12 +88,12 @@ from bench.batch_budget import DEFAULT_BUDGETS
 from bench.peers import PEERS, model_weights
 from fec.cli.options import ArgumentParser, Distinct, device, non_negative_int, output_file, positive_int, task_name
 from fec.cli.script import fail, run_script
-from fec.core.compat import BATCH_SIZE
+from fec.core.compat_setting import BATCH_SIZE
 from fec.core.data import MODES, available_modes, load_split
 from fec.core.files import atomic_write_text
 from fec.core.provenance import provenance
 from fec.features.backbones import SLOTS, Backbone, extraction_dtype, load_backbone, pick_device, pick_dtype, resolve_model
-from fec.features.compute import GPU_MAX_TOKENS, Batching, PoolingPlan, extract_features, pad_right
+from fec.features.forward_pass import GPU_MAX_TOKENS, Batching, PoolingPlan, extract_features, pad_right
 from fec.features.standins import PREFIX, PRESETS, STANDINS
 
 log = logging.getLogger("bench.extract_speed")

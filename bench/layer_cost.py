@@ -4,7 +4,7 @@
     python -m bench.extract_speed --all_layers --dtype float32 --n 512 --results bench/layers_cpu.json
 
 One process, one model (the LLaMA slot's: the SmolLM2 stand-in, or a tiny random one with
-`--tiny`), the same texts, three extractions through `fec.features.compute.extract_features`, timed in
+`--tiny`), the same texts, three extractions through `fec.features.forward_pass.extract_features`, timed in
 interleaved rounds (`--repeats`, median kept) so a busy machine slows each alike:
 
 * `last5`: the published choice, the masked mean of each of the last 5 hidden states (N, 5, H);
@@ -25,7 +25,7 @@ import time
 import torch
 
 from fec.features.backbones import load_backbone
-from fec.features.compute import PoolingPlan, extract_features
+from fec.features.forward_pass import PoolingPlan, extract_features
 from fec.features.spec import FeatureSpec, LayerChoice
 
 VARIANTS = {

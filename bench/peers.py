@@ -13,7 +13,7 @@ would run instead of fec for the same features, and fec storing the same vector 
   for encoders or last for decoders): what `tune.py --extract` stores.
 
 Each returns `(extract, dtype)`; `extract(texts)` gives `(features, info)` with `tokens` (real
-tokens), `padded_tokens` and `batches`, as `fec.features.compute.extract_features` does.
+tokens), `padded_tokens` and `batches`, as `fec.features.forward_pass.extract_features` does.
 sentence-transformers is a bench extra (`pip install sentence-transformers`), not a requirement.
 """
 
@@ -26,7 +26,7 @@ import torch
 from bench.layer_cost import non_embedding_parameters
 from fec.core.slots import PUBLISHED_KINDS
 from fec.features.backbones import load_backbone, pick_dtype
-from fec.features.compute import PoolingPlan, extract_features
+from fec.features.forward_pass import PoolingPlan, extract_features
 from fec.features.spec import FeatureSpec, LayerChoice
 
 BATCH = 64

@@ -17,7 +17,7 @@ from helpers import LABELS, SPLIT_ROWS, TINY_HIDDEN, make_text, only_run
 import main as main_script
 from bench import extract_speed, predict_speed, train_speed
 from fec.features.backbones import load_backbone
-from fec.features.compute import Batching, extract_features
+from fec.features.forward_pass import Batching, extract_features
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_KEYS = {

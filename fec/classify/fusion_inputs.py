@@ -40,7 +40,6 @@ from fec.core.slots import (
     source_order,
 )
 from fec.features.picks import FeaturePick, slot_mismatch
-from fec.features.slots import an, check_slot_name, slot_kinds, store_manifests
 from fec.features.store import (
     StoredFeatures,
     StoreError,
@@ -48,6 +47,7 @@ from fec.features.store import (
     load_features,
     manifest_path,
 )
+from fec.features.store_slots import an, check_slot_name, slot_kinds, store_manifests
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def _check_not_stale(
 
 
 def pick_folder(dataset_dir: Path | str, task: str, pick: FeaturePick, manifests: dict[str, dict], kind: str | None) -> str:
-    """The store folder a pick reads (`manifests`: `fec.features.slots.store_manifests`): its
+    """The store folder a pick reads (`manifests`: `fec.features.store_slots.store_manifests`): its
     `@FOLDER`, else the one unprompted variant folder of the slot that holds the pooling and every
     layer asked for. A folder of another slot, or of another kind than the slot's, is refused."""
     root = Path(dataset_dir) / task

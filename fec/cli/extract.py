@@ -31,15 +31,15 @@ from fec.cli.options import (
     task_name,
 )
 from fec.cli.script import run_script
-from fec.core.compat import BATCH_SIZE, REFERENCE_BATCH_SIZE, resolve_extraction
+from fec.core.compat_setting import BATCH_SIZE, REFERENCE_BATCH_SIZE, resolve_extraction
 from fec.core.data import MODES
 from fec.core.errors import SettingError, UsageError
 from fec.core.slots import KINDS, PUBLISHED_KINDS, SCRIPTS
 from fec.features.backbones import LOAD_IN, SLOTS
-from fec.features.compute import CPU_MAX_TOKENS, GPU_MAX_TOKENS
 from fec.features.config import CHUNK_ROWS, DEVICE_MAPS, ExtractionConfig
+from fec.features.distributed import close_distributed
 from fec.features.extract import run
-from fec.features.scale import close_distributed
+from fec.features.forward_pass import CPU_MAX_TOKENS, GPU_MAX_TOKENS
 from fec.features.spec import (
     LAYERS_HELP,
     POOLING_HELP,

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fec.core.errors import SettingError, UsageError
-from fec.features.slots import slot_name_problem
+from fec.features.store_slots import slot_name_problem
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -105,7 +105,7 @@ def task_name(text: str) -> str:
 
 
 def slot_name(text: str) -> str:
-    """A slot: a published one or one of the user's (`fec.features.slots`): a lowercase letter, then
+    """A slot: a published one or one of the user's (`fec.features.store_slots`): a lowercase letter, then
     lowercase letters, digits or `_`, and not a pooling name."""
     problem = slot_name_problem(text)
     if problem:

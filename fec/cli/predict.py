@@ -38,7 +38,7 @@ from fec.core.data import check_texts, read_text_column
 from fec.core.errors import UsageError
 from fec.core.files import atomic_write
 from fec.core.slots import SLOT_NAMES
-from fec.features.slots import slot_name_problem
+from fec.features.store_slots import slot_name_problem
 from fec.inference.classifier import EmotionClassifier, RunError, read_run_spec
 
 

@@ -36,8 +36,8 @@ from fec.cli.options import ArgumentParser, Distinct, command_line_options, exis
 from fec.cli.outputs import output_problem
 from fec.cli.script import option_named
 from fec.core import fetch
+from fec.core.data_import import ImportSpec, import_task
 from fec.core.errors import FecError, UsageError
-from fec.core.importing import ImportSpec, import_task
 from fec.core.tables import FORMATS, data_format
 
 DEFAULT_DATA_DIR = Path("data")

@@ -65,7 +65,7 @@ from fec.cli.options import (
 )
 from fec.cli.recipe_file import SEED_OPTIONS, recipe_file_options
 from fec.cli.script import run_script
-from fec.core.compat import QUIRKS, resolve_compat, training_folders
+from fec.core.compat_setting import QUIRKS, resolve_compat, training_folders
 from fec.core.data import DataError, read_text_column, split_path
 from fec.core.errors import UsageError
 from fec.core.threads import use_threads

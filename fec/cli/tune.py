@@ -76,9 +76,9 @@ from fec.features.backbones import DTYPES, pick_device
 from fec.features.config import ExtractionConfig
 from fec.features.extract import checked_splits
 from fec.features.extract import run as run_extraction
-from fec.features.slots import store_manifests
 from fec.features.standins import PRESETS
 from fec.features.store import StoreError, read_manifest
+from fec.features.store_slots import store_manifests
 from fec.runs.folder import make_run_dir, write_json
 from fec.runs.run_files import Fields, RunFileError, read_run_json
 from fec.runs.tune_folder import (

@@ -1,5 +1,5 @@
 """The texts and labels of one user's table (fec.core.tables), checked row by row: what
-fec.core.importing turns into the data contract.
+fec.core.data_import turns into the data contract.
 
     from fec.core.labelling import label_rows, ordered_names
     part = label_rows(table, "text", "label", (), None)      # one label per row

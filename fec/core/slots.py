@@ -6,7 +6,7 @@ a `decoder` slot gives one vector per picked layer (each compressed by its own L
 `encoder` slot one vector (its picked layers averaged). The three published slots keep their
 names and kinds; any other slot is a user's, extracted under `--slot NAME` by the script of its
 kind and recorded with `slot` and `slot_kind` in every manifest of its store folders (which
-slots a task's store holds: `fec.features.slots`). What fills a published slot is
+slots a task's store holds: `fec.features.store_slots`). What fills a published slot is
 `fec.features.backbones.SLOTS`. One more source is not a model's: the lexical source `tfidf`,
 the TF-IDF model's label probabilities (`fec.classify.lexical`), stored by
 `baselines/tfidf.py --store` and read, like the published slots, from its own folder.

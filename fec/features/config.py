@@ -20,13 +20,13 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fec.core.compat import BATCH_SIZE, extraction_quirks, store_dir_of
+from fec.core.compat_setting import BATCH_SIZE, extraction_quirks, store_dir_of
 from fec.core.errors import SettingError, UsageError
 from fec.features.backbones import SLOTS, parse_max_memory
-from fec.features.compute import Batching, PoolingPlan
-from fec.features.slots import MANIFEST_MODES, check_slot_name, slot_kind_of
+from fec.features.forward_pass import Batching, PoolingPlan
 from fec.features.spec import FeatureSpec
 from fec.features.store import feature_path, manifest_path
+from fec.features.store_slots import MANIFEST_MODES, check_slot_name, slot_kind_of
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class ExtractionConfig:
     """Everything an extraction of one slot needs (a published slot, or one of the user's with its
     `slot_kind`, always a variant). `modes` () = every split the task has;
     `feature_spec` None = the slot's published extraction; `llama_pooling`, `batch_order` and
-    `batch_size` are the recipe choices after `--compat` (`fec.core.compat.resolve_extraction`);
+    `batch_size` are the recipe choices after `--compat` (`fec.core.compat_setting.resolve_extraction`);
     `max_memory` is the `0=20GiB,cpu=64GiB` text, used with a `device_map` only."""
 
     slot: str
@@ -52,7 +52,7 @@ class ExtractionConfig:
     batch_order: str = "length"
     batch_size: int = BATCH_SIZE
     max_len: int = 200
-    max_tokens: int | None = None  # padded tokens per batch; None = the device's default (fec.features.compute.Batching)
+    max_tokens: int | None = None  # padded tokens per batch; None = the device's default (fec.features.forward_pass.Batching)
     feature_spec: FeatureSpec | None = None
     dtype: str = "auto"
     limit: int | None = None

@@ -11,7 +11,7 @@ end, so a crash loses at most the chunks in flight: rerun the same command and f
 are verified and skipped (`--no_resume` starts over). One process at a time extracts a split
 (`fec.features.locks`). Under `accelerate launch` or `torchrun` the chunks are shared out among the
 processes and rank 0 merges them; the result is the same store file a single process writes
-(see `fec.features.scale`). The features themselves come from `fec.features.compute.extract_features`; the
+(see `fec.features.distributed`). The features themselves come from `fec.features.forward_pass.extract_features`; the
 merged file gets a manifest with every setting, the model's fingerprint and the CSV's sha256.
 """
 
@@ -56,7 +56,9 @@ from fec.features.chunks import (
     write_chunk,
 )
 from fec.features.compiled import check_compile, compile_model
-from fec.features.compute import (
+from fec.features.config import ExtractionConfig, already_extracted, keeping_stored_dtype, refuse_replacing
+from fec.features.distributed import Ranks, rank_device, ranks_from_env
+from fec.features.forward_pass import (
     REFERENCE_PAD_TOKEN,
     NonFiniteFeaturesError,
     check_prompts,
@@ -66,11 +68,9 @@ from fec.features.compute import (
     pooling_used,
     variant_indices,
 )
-from fec.features.config import ExtractionConfig, already_extracted, keeping_stored_dtype, refuse_replacing
 from fec.features.locks import lock_path, split_lock
-from fec.features.scale import Ranks, rank_device, ranks_from_env
-from fec.features.slots import check_store_kind
 from fec.features.store import cast_for_store, feature_path, manifest_path
+from fec.features.store_slots import check_store_kind
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from fec.core.errors import SettingError, UsageError
 from fec.core.paths import plain_name_problem
 from fec.core.slots import PUBLISHED_KINDS, SLOT_NAMES, slot_kind
-from fec.features.slots import an, slot_name_problem
 from fec.features.spec import POOLINGS, FeatureSpec, LayerChoice, parse_layers
+from fec.features.store_slots import an, slot_name_problem
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def slot_mismatch(slot: str, manifest: dict, kind: str | None = None) -> str | N
 
 def parse_pick(text: str) -> FeaturePick:
     """`SLOT:POOLING:LAYERS[@FOLDER]` -> a FeaturePick; every error names the whole pick. SLOT is a
-    published slot or one of the user's (`fec.features.slots`)."""
+    published slot or one of the user's (`fec.features.store_slots`)."""
     spec, _, folder = text.partition("@")
     parts = spec.split(":")
     if len(parts) != 3 or slot_name_problem(parts[0]) or parts[1] not in POOLINGS:

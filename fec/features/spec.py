@@ -10,7 +10,7 @@ named in the store, and recorded in the manifest.
 Without --pooling, --prompt or --chat_template and with a count of layers, an extraction is the
 published one for its slot and goes to the slot's own folder (`llama/`, `bert/`, `roberta/`),
 shaped (N, L, H) for the LLaMA slot and (N, H) for the encoders. Any other choice, and every
-extraction of a slot of the user's (`--slot NAME`, `fec.features.slots`), is a *variant*: one
+extraction of a slot of the user's (`--slot NAME`, `fec.features.store_slots`), is a *variant*: one
 forward pass computes every pooling asked for at every layer asked for, stored as one
 (N, P, L, H) tensor (poolings, then layers in the order of `layer_indices`, 0 being the
 embedding output) in half precision, so layer and pooling choices are made at training time

@@ -44,7 +44,7 @@ from fec.features.backbones import (
     pick_dtype,
     resolve_model,
 )
-from fec.features.compute import Batching, PoolingPlan, extract_features
+from fec.features.forward_pass import Batching, PoolingPlan, extract_features
 from fec.features.picks import slot_mismatch, spec_of_pick
 from fec.runs.run_files import RunFileError, read_checkpoint, read_model_spec, read_results
 

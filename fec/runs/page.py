@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fec.core.files import atomic_write_text
 from fec.runs.card import write_model_card
+from fec.runs.catalogue import PUBLISHED_SOURCE
 from fec.runs.rendering import environment
 from fec.runs.summary import (
     RunSummary,
@@ -28,7 +29,6 @@ from fec.runs.summary import (
     load_summary,
     threshold_rows,
 )
-from fec.runs.task_info import PUBLISHED_SOURCE
 
 log = logging.getLogger(__name__)
 

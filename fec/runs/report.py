@@ -38,7 +38,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fec.core.compat import QUIRKS, compat_options
+from fec.core.compat_setting import QUIRKS, compat_options
 from fec.core.errors import FecError
 from fec.core.metrics import MULTILABEL_HEADLINE, SINGLE_LABEL_KEYS, mean_std_stats
 from fec.runs.folder import failure, run_dir_started

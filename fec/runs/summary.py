@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fec.core.compat import TRAIN_CORRECTED, TRAIN_REFERENCE
+from fec.core.compat_setting import TRAIN_CORRECTED, TRAIN_REFERENCE
 from fec.core.metrics import MULTILABEL_HEADLINE, SINGLE_LABEL_KEYS, binary_f1_grid
+from fec.runs.catalogue import PUBLISHED, BackboneInfo, DatasetInfo, backbone_info, dataset_info
 from fec.runs.predictions import LABEL_JOIN, Predictions, read_predictions
 from fec.runs.report import load_run
 from fec.runs.run_files import compat_setting, read_config, read_model_spec, read_results
-from fec.runs.task_info import PUBLISHED, BackboneInfo, DatasetInfo, backbone_info, dataset_info
 
 METHODS = {"main.py": "fusion of frozen features", "finetune.py": "fine-tuning", "baselines/tfidf.py": "TF-IDF baseline"}
 METHOD_TAGS = {"main.py": "frozen-features", "finetune.py": "fine-tuned", "baselines/tfidf.py": "tf-idf"}

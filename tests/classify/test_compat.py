@@ -16,7 +16,7 @@ import main as main_script
 import report
 from fec.cli.extract import main
 from fec.features.backbones import extraction_dtype, load_backbone
-from fec.features.compute import Batching, PoolingPlan, extract_features, plan_batches, reference_pad_id
+from fec.features.forward_pass import Batching, PoolingPlan, extract_features, plan_batches, reference_pad_id
 from fec.features.store import feature_path, load_features
 
 CPU = torch.device("cpu")

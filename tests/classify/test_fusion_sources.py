@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 import main as main_script
 from fec.classify.fusion import DownstreamModel, FusionOptions
-from fec.features.slots import store_slots
 from fec.features.store import feature_path, load_features
+from fec.features.store_slots import store_slots
 
 TRAIN = ["-device", "cpu", "-epochs", "25", "-lr", "1e-3", "-early-stop", "5", "-seeds", "0"]
 FIVE = ["--sources", "llama", "bert", "roberta", "e5", "qwen", "--features", "e5:mean:-1", "qwen:last:-1,-2"]

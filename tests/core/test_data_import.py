@@ -1,4 +1,4 @@
-"""Bringing your own data: `prepare_data.py --from FILE --task NAME` (fec.core.importing).
+"""Bringing your own data: `prepare_data.py --from FILE --task NAME` (fec.core.data_import).
 
 A user's CSV, TSV, JSON Lines or Parquet file, or a folder saved by `datasets`, becomes the data
 contract that every script reads (`fec.core.data.load_splits`), with the splits not given carved

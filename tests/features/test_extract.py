@@ -12,10 +12,10 @@ import torch
 from helpers import SPLIT_ROWS, TINY_HIDDEN, extract_argv
 
 from fec.cli.extract import build_parser, main
-from fec.features import compute as features
+from fec.features import forward_pass as features
 from fec.features import pooling
 from fec.features.backbones import load_backbone
-from fec.features.compute import Batching, PoolingPlan, extract_features, plan_batches
+from fec.features.forward_pass import Batching, PoolingPlan, extract_features, plan_batches
 from fec.features.store import feature_path, load_features
 
 REPO = Path(__file__).resolve().parents[2]

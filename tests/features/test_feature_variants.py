@@ -10,7 +10,7 @@ from helpers import SPLIT_ROWS, TINY_HIDDEN, extract_argv
 from fec.cli.extract import main
 from fec.core.errors import SettingError, UsageError
 from fec.features.backbones import load_backbone
-from fec.features.compute import Batching, PoolingPlan, encode_texts, extract_features
+from fec.features.forward_pass import Batching, PoolingPlan, encode_texts, extract_features
 from fec.features.spec import FeatureSpec, LayerChoice, parse_layers
 from fec.features.store import feature_path, load_features
 

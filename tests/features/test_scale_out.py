@@ -238,7 +238,7 @@ def test_processes_that_reach_the_end_seconds_apart_both_exit_cleanly(data_dir, 
 def test_close_distributed_leaves_no_process_group_behind(tmp_path):
     import torch.distributed as dist
 
-    from fec.features.scale import close_distributed
+    from fec.features.distributed import close_distributed
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     box = [{"plan": [1, 2]}]

@@ -5,7 +5,7 @@ JSON Lines or Parquet file, or from a folder written by `datasets`' `save_to_dis
     python prepare_data.py --from train.jsonl --valid valid.jsonl --test test.jsonl --task mine
     python prepare_data.py --from saved_dataset --task mine --label_column labels  # its own splits
 
-    from fec.core.importing import ImportSpec, import_task
+    from fec.core.data_import import ImportSpec, import_task
     manifest = import_task(Path("mine.jsonl"), "mine", Path("data"), ImportSpec(label_column="emotion"))
 
 Labels come from the data: single-label when `label_column` holds one label per row; multi-label

@@ -25,7 +25,7 @@ QUIRKS = tuple(TRAIN_CORRECTED)
 EXTRACT_CORRECTED = {"llama_pooling": "masked", "batch_order": "length"}
 EXTRACT_REFERENCE = {"llama_pooling": "unmasked_padded", "batch_order": "file"}
 REFERENCE_BATCH_SIZE = {"llama": 2, "bert": 50, "roberta": 50}
-BATCH_SIZE = 256  # a cap: the token budget (fec.features.compute.Batching) sizes the batches
+BATCH_SIZE = 256  # a cap: the token budget (fec.features.forward_pass.Batching) sizes the batches
 
 
 def resolve_compat(compat: str, chosen: dict[str, str | None], pn: str) -> tuple[str, dict[str, str]]:

@@ -1,7 +1,7 @@
 """The feature core: texts in, pooled hidden states out, for any backbone in a slot.
 
     from fec.features.backbones import load_backbone
-    from fec.features.compute import extract_features
+    from fec.features.forward_pass import extract_features
     backbone = load_backbone("offline:all-minilm-l6-v2", torch.device("cpu"), torch.float32)
     features, info = extract_features(backbone, ["I finally got the job!"], "bert")
     extract_features(backbone, texts, "llama", plan=PoolingPlan(layers=5), batching=Batching(max_len=200))
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fec.core.compat import BATCH_SIZE
+from fec.core.compat_setting import BATCH_SIZE
 from fec.core.errors import FecError, SettingError
 from fec.core.slots import KINDS, PUBLISHED_KINDS
 from fec.features import pooling

@@ -2,7 +2,7 @@
 the paper's numbers, where the data comes from and what its authors say of it, and each
 backbone's hub id and license. Tasks and models not listed here get neutral defaults.
 
-    from fec.runs.task_info import PUBLISHED, dataset_info, backbone_info
+    from fec.runs.catalogue import PUBLISHED, dataset_info, backbone_info
     PUBLISHED["ED"]                         # {"acc": 60.44, "wf1": 59.80}
     backbone_info("offline:smollm2-135m")   # hub id HuggingFaceTB/SmolLM2-135M-Instruct, apache-2.0
 """

@@ -1,6 +1,6 @@
 """Which slots a task's store holds, and of which kind, read from its manifests in one place.
 
-    from fec.features.slots import store_slots, store_manifests
+    from fec.features.store_slots import store_slots, store_manifests
     store_slots("dataset", "ED")        # {"llama": "decoder", "bert": "encoder", "roberta": "encoder", "e5": "encoder"}
     store_manifests("dataset", "ED")    # store folder -> its train manifest (else valid's, else test's)
 
