@@ -4,7 +4,7 @@
     python main.py --task ED --runs 5                # seeds 0..4, as the paper's 5 runs
     python main.py --task ED --compat reference      # the published recipe, defects included
 
-See `fec.cli.train` (every option: `python main.py -h`) and `fec.classify.fusion_training` (the loop).
+See `fec.api.train` (`fec.train`, every setting: `python main.py -h`) and `fec.classify.fusion_training` (the loop).
 """
 
 import sys

@@ -4,7 +4,7 @@ the final run.
     python tune.py --task ED                                 # after the extractions
     python tune.py --task mine --extract --preset offline    # extract the default search space first
 
-See `fec.cli.tune` (every option: `python tune.py -h`), `fec.classify.search` (the search) and
+See `fec.api.tune` (`fec.tune`; every option: `python tune.py -h`), `fec.classify.search` (the search) and
 `fec.classify.candidates` (where candidates come from).
 """
 

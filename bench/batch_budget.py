@@ -84,8 +84,8 @@ def time_split(backbone, slot: str, texts: list[str]) -> dict:
         wall = time.perf_counter() - started
     split = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
     for event in prof.key_averages():
-        kind = "matmul" if event.key in MATMUL_OPS else "attention" if "scaled_dot_product" in event.key else "other"
-        split[kind] += event.self_cpu_time_total / 1e6
+        operator_class = "matmul" if event.key in MATMUL_OPS else "attention" if "scaled_dot_product" in event.key else "other"
+        split[operator_class] += event.self_cpu_time_total / 1e6
     split["tokenisation"] = tokenisation
     split["outside"] = max(wall - sum(split.values()), 0.0)
     return {"seconds": split, "padded_tokens": info["padded_tokens"], "tokens": info["tokens"]}
@@ -217,10 +217,10 @@ def format_report(r: dict) -> str:
     for s in r["slots"]:
         split = s["time_split"]
         total = sum(split["seconds"].values())
-        share = {kind: 100 * sec / total for kind, sec in split["seconds"].items()}
+        share = {part: 100 * sec / total for part, sec in split["seconds"].items()}
         # All time in the matrix products, at the rate they reach, on the real tokens only.
         ceiling = 100 * split["matmul_gflops"] / peak * split["tokens"] / split["padded_tokens"]
-        shares = " | ".join(f"{share[kind]:.1f}%" for kind in ("matmul", "attention", "other", "tokenisation", "outside"))
+        shares = " | ".join(f"{share[part]:.1f}%" for part in ("matmul", "attention", "other", "tokenisation", "outside"))
         rate = f"{split['matmul_gflops']:.0f} ({100 * split['matmul_gflops'] / peak:.0f}%)"
         lines.append(f"| {s['slot']} | {shares} | {rate} | {ceiling:.0f}% |")
     effects = [s for s in r["slots"] if "threads_effect" in s]

@@ -491,16 +491,16 @@ def choose_models(args: argparse.Namespace, texts: list[str], tiny_root: Path) -
         )
         specs = build_tiny_models(tiny_root, texts)
         names = {slot: f"tiny-{slot}" for slot in specs}
-        kind = f"tiny random models built from configs ({why}): timings only exercise the code paths"
+        models_used = f"tiny random models built from configs ({why}): timings only exercise the code paths"
     else:
-        specs, kind = dict(PRESETS["offline"]), 'offline stand-ins (PRESETS["offline"])'
+        specs, models_used = dict(PRESETS["offline"]), 'offline stand-ins (PRESETS["offline"])'
         names = dict(specs)
     specs.update(overrides)
     names.update(overrides)
     if overrides:
-        kind += "; overridden: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
+        models_used += "; overridden: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
     # Resolve once here (a stand-in's first use converts it, ~30 s), so the workers only load.
-    return {slot: str(resolve_model(spec)) for slot, spec in specs.items()}, names, kind
+    return {slot: str(resolve_model(spec)) for slot, spec in specs.items()}, names, models_used
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -514,7 +514,7 @@ def extraction_main(args: argparse.Namespace) -> int:
     task = args.task or "ED"
     texts = sample_texts(args.data_dir, task, args.split, args.n, args.seed)
     with tempfile.TemporaryDirectory(prefix="fec-bench-") as tmp:
-        paths, names, kind = choose_models(args, texts, Path(tmp))
+        paths, names, models_used = choose_models(args, texts, Path(tmp))
         results, check = [], None
         for slot in args.slots:
             pair = {}
@@ -547,7 +547,7 @@ def extraction_main(args: argparse.Namespace) -> int:
         "split": args.split,
         "n": len(texts),
         "seed": args.seed,
-        "models": kind,
+        "models": models_used,
         "device": str(device),
         "machine": machine(device),
         "inprocess": args.inprocess,
@@ -610,7 +610,7 @@ def print_peers(report: dict) -> None:
 
 def print_extraction(report: dict) -> None:
     results = report["results"]
-    kind = results[0]["published"]["peak_kind"] if results else ""
+    peak_kind = results[0]["published"]["peak_kind"] if results else ""
     print(
         f"Extraction speed: {report['n']} texts of {report['task']}/{report['split']} (seed {report['seed']}), "
         f"device {report['device']}{' (' + report['machine']['gpu'] + ')' if 'gpu' in report['machine'] else ''}, "
@@ -638,12 +638,12 @@ def print_extraction(report: dict) -> None:
             f"for {p['tokens']} real tokens; ours {o['dtype']}, {o['batches']} batches, {o['padded_tokens']} positions"
         )
     print(
-        f"peak memory: {kind}"
+        f"peak memory: {peak_kind}"
         + (
             " (in-process run: not per recipe)"
-            if report["inprocess"] and "RSS" in kind
+            if report["inprocess"] and "RSS" in peak_kind
             else ", weights included"
-            if "cuda" in kind
+            if "cuda" in peak_kind
             else ", one subprocess per recipe, model loading included"
         )
     )

@@ -16,6 +16,7 @@ time stamp.
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ from helpers import save_tiny_bert, save_tiny_llama, save_tiny_roberta, write_ta
 PROJECT = Path("/tmp/fec-behaviour-snapshot")
 # Fields that differ between any two runs of the same code: clocks, dates, versions, hosts, threads.
 VOLATILE = re.compile(
-    r"seconds|time|date|stamp|started|finished|elapsed|version|commit|host|python|torch|threads|cpu|_s$|rate|per_s|wall|worker|duration"
+    r"seconds|time|date|stamp|started|finished|elapsed|version|commit|host|python|torch|threads|cpu|_s$|rate|per_s|wall|worker|duration|created|git_sha|argv"
 )
 STAMP = re.compile(r"\d{8}-\d{6}(-\d+)?")
 
@@ -96,7 +97,7 @@ def run(out: Path) -> dict[str, str]:
         (PROJECT / f"predict-{len(log)}.out").write_text(done.stdout)
         log.append({"command": argv, "exit": done.returncode})
     fingerprint = fingerprint_files()
-    fingerprint["commands"] = json.dumps(log)
+    fingerprint["commands"] = log
     out.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
     return fingerprint
 
@@ -120,39 +121,63 @@ def stable(value):
     return value
 
 
-def fingerprint_files() -> dict[str, str]:
+def fingerprint_files() -> dict:
+    """Every file the commands wrote, by its path with time stamps numbered in order: a JSON
+    record's stable fields, or a file's sha256 (pages, logs and pictures carry dates and timings,
+    so only their presence counts: their inputs are fingerprinted)."""
+    files = sorted(p for p in PROJECT.rglob("*") if p.is_file() and p.relative_to(PROJECT).parts[0] != "models")
+    stamps = sorted({m.group(0) for p in files for m in STAMP.finditer(str(p))})
+    numbered = {stamp: f"STAMP{i}" for i, stamp in enumerate(stamps)}
     found = {}
-    for path in sorted(PROJECT.rglob("*")):
-        if not path.is_file() or "models" in path.relative_to(PROJECT).parts[:1]:
-            continue
-        name = STAMP.sub("STAMP", str(path.relative_to(PROJECT)))
-        if path.suffix in (".json", ".jsonl"):
-            try:
-                text = json.dumps(stable(json.loads(path.read_text())), sort_keys=True)
-            except json.JSONDecodeError:
-                text = path.read_text()
+    for path in files:
+        name = STAMP.sub(lambda m: numbered[m.group(0)], str(path.relative_to(PROJECT)))
+        if path.suffix == ".json":
+            found[name] = stable(json.loads(path.read_text()))
+        elif path.suffix == ".csv" and path.name != "runs.csv":
+            found[name] = stable(list(csv.DictReader(path.open(encoding="utf-8"))))
         elif path.suffix in (".html", ".md", ".log", ".png", ".svg", ".db", ".lock") or path.name == "runs.csv":
-            text = "present"  # pages, logs and pictures carry dates and timings; their inputs are fingerprinted
+            found[name] = "present"
         else:
-            text = hashlib.sha256(path.read_bytes()).hexdigest()
-        found[name] = text if len(text) < 200 else hashlib.sha256(text.encode()).hexdigest()
+            found[name] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
 
 
+def differences(before, after, where: str = "") -> list[str]:
+    """Where two fingerprints' values differ, down to the JSON field."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        found = []
+        for key in sorted(before.keys() | after.keys()):
+            if key not in before or key not in after:
+                found.append(f"{where}/{key}: {'absent' if key not in before else 'present'} before, "
+                             f"{'absent' if key not in after else 'present'} after")  # fmt: skip
+            else:
+                found += differences(before[key], after[key], f"{where}/{key}")
+        return found
+    return [] if before == after else [f"{where}: {str(before)[:100]} -> {str(after)[:100]}"]
+
+
 def compare(after: dict, before: dict) -> int:
-    differ = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and k != "commands")
-    for key in differ:
-        print(f"differs: {key}\n  before {before.get(key, 'absent')[:150]}\n  after  {after.get(key, 'absent')[:150]}")
-    print(f"{len(before)} files before, {len(after)} after; {len(differ)} differ")
-    return 1 if differ else 0
+    # stable() again: a fingerprint written before a field was known to be volatile compares without it
+    found = differences(
+        stable({k: v for k, v in before.items() if k != "commands"}), stable({k: v for k, v in after.items() if k != "commands"})
+    )
+    print("\n".join(found))
+    files = [len(set(fingerprint) - {"commands"}) for fingerprint in (before, after)]
+    print(f"{files[0]} files before, {files[1]} after; {len(found)} differences")
+    return 1 if found else 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="where to write the fingerprint (JSON)")
     parser.add_argument("--compare", type=Path, default=None, help="an earlier fingerprint to compare with")
+    parser.add_argument("--again", action="store_true", help="fingerprint the project the last run left, running nothing")
     args = parser.parse_args()
-    after = run(args.out)
+    if args.again:
+        after = fingerprint_files()
+        args.out.write_text(json.dumps(after, indent=1, sort_keys=True))
+    else:
+        after = run(args.out)
     return compare(after, json.loads(args.compare.read_text())) if args.compare else 0
 
 

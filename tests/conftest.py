@@ -69,6 +69,21 @@ def more_sources_store(tmp_path_factory, tiny_models) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def toy_search_store(tmp_path_factory, tiny_models) -> tuple[Path, Path]:
+    """(root, data): `toy` with the default search space extracted into root/dataset by a first
+    short search, `fec.tune(..., extract=True)`, whose folder is in root/Logs (the searches of the
+    tests that use it go there too; tests that change the store work on a copy)."""
+    import fec
+
+    root = tmp_path_factory.mktemp("tuned")
+    data = write_task(root / "data")
+    models = {slot: tiny_models[slot] for slot in ("llama", "bert", "roberta")}
+    places = {"data_dir": data, "dataset_dir": root / "dataset", "out": root / "Logs"}
+    fec.tune("toy", extract=True, model=models, **places, trials=1, max_seeds=1, epochs=8, no_final=True, device="cpu")
+    return root, data
+
+
+@pytest.fixture(scope="session")
 def paged_logs(toy_store, tmp_path_factory) -> Path:
     """A Logs folder with a two-seed fusion run and a TF-IDF run of `toy`, their pages written by the
     trainers' finish step, and `Logs/index.html` by `report.py --html`. Read-only."""

@@ -32,3 +32,11 @@ def test_the_demo_and_the_recipe_files_leave_the_dtype_to_the_machine():
     forced = re.compile(r"-dtype[ =]+['\"]?bfloat16")
     for path in [REPO / "demo.sh", *sorted((REPO / "recipes").glob("*.json"))]:
         assert not forced.search(path.read_text(encoding="utf-8")), f"{path.name} forces --dtype bfloat16"
+
+
+def test_the_glossary_defines_each_term_once():
+    """One word per meaning: docs/architecture.md's glossary lists every term on one line."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    glossary = text[text.index("## Glossary") :]
+    terms = [row.split("|")[1].strip() for row in glossary.splitlines() if row.startswith("| ") and not row.startswith("| term")]
+    assert len(terms) > 30 and sorted(terms) == sorted(set(terms))

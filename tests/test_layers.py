@@ -2,7 +2,7 @@
 and no module imports another that imports it back, not even inside a function. A newcomer
 can then read the package bottom up, and change a layer without reading the ones above it.
 
-    core  <  features  <  classify  <  runs  <  inference  <  cli
+    core  <  features  <  classify  <  runs  <  inference  <  api  <  cli
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fec"
-LAYERS = ["core", "features", "classify", "runs", "inference", "cli"]
+LAYERS = ["core", "features", "classify", "runs", "inference", "api", "cli"]
 
 
 def module_name(path: Path) -> str:
@@ -73,3 +73,13 @@ def test_the_imports_have_no_cycle():
         if name not in state:
             visit(name, [name])
     assert cycles == []
+
+
+def test_commands_are_reached_only_through_the_dispatcher():
+    """The command line is a face over the library: no module imports a command module (commands
+    share what lies below them), but `fec/cli/__init__.py`, which loads the one asked for."""
+    from fec.cli import SUBCOMMANDS
+
+    commands = {module for module, _ in SUBCOMMANDS.values()}
+    reaching = sorted(f"{name} -> {dep}" for name, deps in graph().items() for dep in deps & commands if name != "fec.cli")
+    assert reaching == []

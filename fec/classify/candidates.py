@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from fec.core.slots import LEXICAL_SLOT, slot_kind
 
 OFF = "off"  # the source is left out
-PUBLISHED = "published"  # the source's published folder (its published pooling and layers)
+PUBLISHED_FOLDER = "published"  # the source's published folder (its published pooling and layers)
 HEAD_GRID = {"raw_inputs": ["decoder", "all"], "sigma": [1.0, 0.001], "lr": [1e-4, 2.5e-4], "dropout": [0.5, 0.6]}
 # The head that won by hand on all three tasks (docs/features.md): the search's first candidates use it.
 HEAD_PRIOR = {"raw_inputs": "all", "sigma": 0.001, "lr": 1e-4, "dropout": 0.6}
@@ -114,13 +114,16 @@ def search_space(rows: list[dict], metric: str, manifests: dict[str, dict]) -> S
     published = {m["slot"] for folder, m in manifests.items() if m.get("feature_axes") is None and folder == m["slot"]}
     sources, leads = {}, {}
     for slot in sorted(set(by_slot) | set(published)):
-        options = [OFF] + ([PUBLISHED] if slot in published else [])
+        options = [OFF] + ([PUBLISHED_FOLDER] if slot in published else [])
         ranked = sorted(by_slot.get(slot, []), key=lambda c: -c.scores[c.peak])
         for rank, curve in enumerate(ranked[:2]):
             kind = slot_kind(manifests[curve.folder])
             options += [pick_text(curve, layers) for layers in layer_sets(curve, kind, runner_up=rank > 0)]
         sources[slot] = list(dict.fromkeys(options))
-        leads[slot] = lead_options(ranked[0], slot_kind(manifests[ranked[0].folder])) if ranked else (PUBLISHED, PUBLISHED)
+        if ranked:
+            leads[slot] = lead_options(ranked[0], slot_kind(manifests[ranked[0].folder]))
+        else:  # no probe curve: the published folder alone
+            leads[slot] = (PUBLISHED_FOLDER, PUBLISHED_FOLDER)
     return SearchSpace(sources, first=first_candidates(leads))
 
 

@@ -46,8 +46,7 @@ from fec.classify.cross_validation import fold_assignment, out_of_fold_selection
 from fec.classify.finetune_scoring import epoch_history, make_callbacks, output_probabilities, score_splits, split_metrics
 from fec.classify.fusion_training import SeedResult
 from fec.classify.seed_result import scored_splits
-from fec.core.errors import SettingError
-from fec.features.backbones import ModelError
+from fec.core.errors import ModelError, SettingError
 
 log = logging.getLogger(__name__)
 

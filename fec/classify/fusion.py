@@ -93,7 +93,7 @@ class FusionOptions:
     raw_inputs: str = "decoder"  # one of RAW_INPUTS
 
 
-PUBLISHED = FusionOptions()
+PUBLISHED_FUSION_OPTIONS = FusionOptions()
 SHAPE_KEYS = ("num_classes", "decoder_shape", "encoder_dims")
 
 
@@ -107,7 +107,7 @@ class DownstreamModel(nn.Module):
         num_classes: int,
         decoder_shape: tuple[int, int] | Sequence[tuple[int, int]] | None = (5, 4096),
         encoder_dims: Sequence[int] = (1024, 1024),
-        options: FusionOptions = PUBLISHED,
+        options: FusionOptions = PUBLISHED_FUSION_OPTIONS,
     ):
         super().__init__()
         self.decoder_shapes = decoder_shapes(decoder_shape)

@@ -26,7 +26,7 @@ import torch
 
 from fec.classify.lexical import model_file_problem
 from fec.core.data import split_path
-from fec.core.errors import SettingError, UsageError
+from fec.core.errors import SettingError, StoreError, UsageError
 from fec.core.files import sha256_file
 from fec.core.slots import (
     FOLDER_KINDS,
@@ -40,13 +40,7 @@ from fec.core.slots import (
     source_order,
 )
 from fec.features.picks import FeaturePick, slot_mismatch
-from fec.features.store import (
-    StoredFeatures,
-    StoreError,
-    feature_path,
-    load_features,
-    manifest_path,
-)
+from fec.features.store import StoredFeatures, feature_path, load_features, manifest_path
 from fec.features.store_slots import an, check_slot_name, slot_kinds, store_manifests
 
 log = logging.getLogger(__name__)

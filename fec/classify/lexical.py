@@ -34,10 +34,10 @@ from tqdm import tqdm
 
 from fec.classify.outputs import to_predictions
 from fec.classify.tfidf import TextVectorizer, fit_logreg
-from fec.core.data import DataError
+from fec.core.errors import DataError, StoreError
 from fec.core.files import atomic_write, sha256_file
 from fec.core.metrics import classification_metrics, multilabel_metrics, tune_thresholds
-from fec.features.store import StoreError, write_safetensors
+from fec.features.store import write_safetensors
 
 log = logging.getLogger(__name__)
 

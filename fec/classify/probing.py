@@ -8,7 +8,7 @@ layer (a variant's (N, P, L, H) features give P x L views; a published folder gi
 pooling, e.g. the LLaMA slot's mean of each of its last 5 layers). Each view gets a linear probe
 (`fec.classify.linear_probe`) with C chosen on validation, or by K-fold cross-validation on train when the
 validation split is small (`fec.classify.cross_validation.folds_for`, or `--cv K`); test is read once per view, at
-the chosen C. The command (`fec.cli.probe`) writes the table and the layer curves.
+the chosen C. The job (`fec.api.probe`, `probe.py`) writes the table and the layer curves.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 from fec.classify.cross_validation import check_folds, folds_for
 from fec.classify.linear_probe import select_and_fit, selection_metric
 from fec.classify.seed_result import scored_splits
-from fec.features.store import StoredFeatures, StoreError, feature_path, load_features, read_manifest
+from fec.core.errors import StoreError
+from fec.features.pooling import registry_name
+from fec.features.store import StoredFeatures, feature_path, load_features, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ def folder_views(manifest: dict, folder: str) -> list[View]:
             for i, p in enumerate(manifest["poolings"])
             for j, layer in enumerate(manifest["layer_indices"])
         ]
-    pooling = {"layer_mean": "mean", "first_token": "first"}.get(manifest.get("pooling"), manifest.get("pooling"))
+    pooling = registry_name(manifest.get("pooling"))
     if manifest.get("llama_pooling") not in (None, "masked"):
         pooling = f"mean_{manifest['llama_pooling']}"
     published = dict(base, pooling=pooling, num_hidden_states=None, prompt="", chat_template=False)

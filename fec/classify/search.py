@@ -33,7 +33,7 @@ from pathlib import Path
 import optuna
 import torch
 
-from fec.classify.candidates import OFF, PUBLISHED, SearchSpace
+from fec.classify.candidates import OFF, PUBLISHED_FOLDER, SearchSpace
 from fec.classify.cross_validation import train_seed_cv
 from fec.classify.fusion_inputs import FusionData, load_fusion_data
 from fec.classify.fusion_training import TrainConfig, build_model, step_flops, train_seed
@@ -74,7 +74,7 @@ def recipe_options(choice: dict) -> dict:
     """A candidate as main.py options (a recipe file's values): its sources, picks and head options."""
     sources = {key.removeprefix("source."): value for key, value in choice.items() if key.startswith("source.")}
     used = [slot for slot, option in sources.items() if option != OFF]
-    picks = [option for option in sources.values() if option not in (OFF, PUBLISHED)]
+    picks = [option for option in sources.values() if option not in (OFF, PUBLISHED_FOLDER)]
     head = {key: value for key, value in choice.items() if not key.startswith("source.")}
     return {"sources": used, **({"features": picks} if picks else {}), **head}
 

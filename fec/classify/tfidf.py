@@ -1,4 +1,4 @@
-"""The TF-IDF + logistic-regression baseline (its command line is `fec.cli.tfidf`).
+"""The TF-IDF + logistic-regression baseline (its job is `fec.api.tfidf`, its command `baselines/tfidf.py`).
 
     from fec.classify.tfidf import run_seed, vectorize
     features, vocabulary = vectorize(splits, ngram_max=2, min_df=2, max_features=None, analyzer="word+char")
@@ -30,7 +30,7 @@ from sklearn.multiclass import OneVsRestClassifier
 
 from fec.classify.outputs import to_predictions
 from fec.classify.seed_result import SeedResultBase, scored_splits
-from fec.core.data import DataError
+from fec.core.errors import DataError
 from fec.core.metrics import classification_metrics, multilabel_metrics, tune_thresholds
 
 log = logging.getLogger(__name__)

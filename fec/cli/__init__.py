@@ -33,6 +33,12 @@ SUBCOMMANDS = {
 }
 
 
+def command_module(name: str):
+    """The module of subcommand `name`: the one place that imports a command module, so commands
+    never import each other (the library below them is what they share)."""
+    return importlib.import_module(SUBCOMMANDS[name][0])
+
+
 def usage() -> str:
     width = max(map(len, SUBCOMMANDS))
     lines = [f"  {name:<{width}}  {what}" for name, (_, what) in SUBCOMMANDS.items()]
@@ -48,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"error: unknown subcommand {name!r}; choose one of {', '.join(SUBCOMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
+    module = command_module(name)
     if name == "extract":
         if rest and rest[0] in ("-h", "--help"):
             print(f"usage: fec extract {{{','.join(SLOTS)}}} [options]   (fec extract llama -h for the options)")

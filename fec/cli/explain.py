@@ -16,7 +16,8 @@ from pathlib import Path
 from fec.cli.options import ArgumentParser, common_options, existing_dir, flag, non_negative_int, output_dir, positive_int
 from fec.cli.script import run_script
 from fec.core.data import check_texts
-from fec.inference.classifier import EmotionClassifier, RunError, read_run_spec
+from fec.core.errors import RunError
+from fec.inference.classifier import EmotionClassifier, read_run_spec
 from fec.inference.explanations import explain_text
 
 

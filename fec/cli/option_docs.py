@@ -9,22 +9,23 @@ that docs/options.md is what this prints.
 from __future__ import annotations
 
 import argparse
-import importlib
 
-# (script, fec subcommand, module, arguments to its build_parser)
+from fec.cli import command_module
+
+# (script, fec subcommand, arguments to its build_parser)
 COMMANDS = [
-    ("llama2_rep_extract.py", "fec extract llama", "fec.cli.extract", ("llama",)),
-    ("bert_rep_extract.py", "fec extract bert", "fec.cli.extract", ("bert",)),
-    ("roberta_rep_extract.py", "fec extract roberta", "fec.cli.extract", ("roberta",)),
-    ("main.py", "fec train", "fec.cli.train", ()),
-    ("finetune.py", "fec finetune", "fec.cli.finetune", ()),
-    ("probe.py", "fec probe", "fec.cli.probe", ()),
-    ("tune.py", "fec tune", "fec.cli.tune", ()),
-    ("baselines/tfidf.py", "fec tfidf", "fec.cli.tfidf", ()),
-    ("predict.py", "fec predict", "fec.cli.predict", ()),
-    ("explain.py", "fec explain", "fec.cli.explain", ()),
-    ("report.py", "fec report", "fec.cli.report", ()),
-    ("prepare_data.py", "fec data", "fec.cli.prepare_data", ()),
+    ("llama2_rep_extract.py", "extract", ("llama",)),
+    ("bert_rep_extract.py", "extract", ("bert",)),
+    ("roberta_rep_extract.py", "extract", ("roberta",)),
+    ("main.py", "train", ()),
+    ("finetune.py", "finetune", ()),
+    ("probe.py", "probe", ()),
+    ("tune.py", "tune", ()),
+    ("baselines/tfidf.py", "tfidf", ()),
+    ("predict.py", "predict", ()),
+    ("explain.py", "explain", ()),
+    ("report.py", "report", ()),
+    ("prepare_data.py", "data", ()),
 ]
 
 
@@ -62,9 +63,10 @@ def render() -> str:
         "the same. The first spelling is the documented one; the single-dash forms keep the published command",
         "lines working (`python main.py -dataset ED`, `python llama2_rep_extract.py -device cuda -task ED -mode train`).",
     ]
-    for script, subcommand, module, parser_args in COMMANDS:
-        parser = importlib.import_module(module).build_parser(*parser_args)
-        lines += ["", f"## `{script}` (`{subcommand}`)", "", cell(parser.description or ""), "", *option_table(parser)]
+    for script, subcommand, parser_args in COMMANDS:
+        parser = command_module(subcommand).build_parser(*parser_args)
+        shown = " ".join(("fec", subcommand, *parser_args))
+        lines += ["", f"## `{script}` (`{shown}`)", "", cell(parser.description or ""), "", *option_table(parser)]
     return "\n".join(lines) + "\n"
 
 

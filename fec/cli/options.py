@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import re
+import functools
 from collections.abc import Callable
-from pathlib import Path
 
+from fec.core import settings
 from fec.core.errors import SettingError, UsageError
-from fec.features.store_slots import slot_name_problem
+from fec.core.settings import BadValue, about, default_of
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -41,141 +40,31 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _number(text: str, kind: type, what: str):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-    if kind is float and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-    return value
+@functools.cache
+def argument_type(check: Callable[[str], object]) -> Callable[[str], object]:
+    """A setting's check (`fec.core.settings`) as an argparse `type`: its message after argparse's
+    own prefix naming the option. One check gives one type, so an option made from a setting
+    (`add_fields`) is the `output_dir` that `fec.cli.outputs.check_output_options` looks for."""
+
+    def parse(text: str):
+        try:
+            return check(text)
+        except BadValue as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = check.__name__
+    return parse
 
 
-def _checked(text: str, kind: type, what: str, ok) -> int | float:
-    value = _number(text, kind, what)
-    if not ok(value):
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return _checked(text, int, "a positive integer", lambda v: v >= 1)
-
-
-def non_negative_int(text: str) -> int:
-    return _checked(text, int, "an integer >= 0", lambda v: v >= 0)
-
-
-def positive_float(text: str) -> float:
-    return _checked(text, float, "a number > 0", lambda v: v > 0)
-
-
-def non_negative_float(text: str) -> float:
-    return _checked(text, float, "a number >= 0", lambda v: v >= 0)
-
-
-def probability(text: str) -> float:
-    """Strictly between 0 and 1: a decision threshold."""
-    return _checked(text, float, "a number strictly between 0 and 1", lambda v: 0 < v < 1)
-
-
-def dropout_rate(text: str) -> float:
-    """In [0, 1): 1 would drop every unit."""
-    return _checked(text, float, "a rate in [0, 1)", lambda v: 0 <= v < 1)
-
-
-def fraction(text: str) -> float:
-    """In [0, 1]."""
-    return _checked(text, float, "a fraction in [0, 1]", lambda v: 0 <= v <= 1)
-
-
-TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def task_name(text: str) -> str:
-    """A task is named with ASCII letters, digits, `.`, `_` and `-`, a letter or digit first (`ED`,
-    `go_emotion`, `semeval_eng`): the name becomes folder names under the data, dataset and Logs
-    folders, and is written into pages, model cards, URLs, YAML and CSV, where such a name needs no
-    quoting and cannot leave its folder."""
-    if not TASK_NAME.fullmatch(text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a task name: use letters, digits, '.', '_' and '-' (e.g. ED, go_emotion)"
-        )
-    return text
-
-
-def slot_name(text: str) -> str:
-    """A slot: a published one or one of the user's (`fec.features.store_slots`): a lowercase letter, then
-    lowercase letters, digits or `_`, and not a pooling name."""
-    problem = slot_name_problem(text)
-    if problem:
-        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
-    return text
-
-
-def existing_file(text: str) -> Path:
-    path = given_path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a folder; name a file")
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text}: no such file")
-    return path
-
-
-def existing_dir(text: str) -> Path:
-    path = given_path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a file; name a folder")
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: no such folder")
-    return path
-
-
-def given_path(text: str) -> Path:
-    """A path option's value; an empty one is a mistake (Path("") would be the current folder)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path; name a file or folder")
-    return Path(text)
-
-
-def output_file(text: str) -> Path:
-    """A file to write: its folder is made if needed, but it must not be a folder itself (nor an
-    input of the command: `fec.cli.outputs`)."""
-    path = given_path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a folder; name a file to write")
-    return path
-
-
-def output_dir(text: str) -> Path:
-    """A folder to write into: made if needed, but not an existing file (nor inside an input of the
-    command: `fec.cli.outputs`)."""
-    path = given_path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a file; name a folder to write into")
-    return path
-
-
-def device(text: str) -> str:
-    """`auto`, or a device string torch accepts and this machine has (`cpu`, `cuda`, `cuda:1`, `mps`)."""
-    if text == "auto":
-        return text
-    import torch
-
-    try:
-        parsed = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"{text}: CUDA is not available on this machine; use cpu or auto")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise argparse.ArgumentTypeError(f"{text}: MPS is not available on this machine; use cpu or auto")
-    elif parsed.type not in ("cpu", "cuda", "mps"):
-        raise argparse.ArgumentTypeError(f"{text}: unsupported device type {parsed.type!r}; use auto, cpu, cuda or cuda:N")
-    return text
+positive_int = argument_type(settings.positive_int)
+non_negative_int = argument_type(settings.non_negative_int)
+probability = argument_type(settings.probability)
+task_name = argument_type(settings.task_name)
+existing_file = argument_type(settings.existing_file)
+existing_dir = argument_type(settings.existing_dir)
+output_file = argument_type(settings.output_file)
+output_dir = argument_type(settings.output_dir)
+device = argument_type(settings.device)
 
 
 class Distinct(argparse.Action):
@@ -188,13 +77,6 @@ class Distinct(argparse.Action):
                 raise argparse.ArgumentError(self, f"{value} is given twice; each value must be distinct")
             seen.add(value)
         setattr(namespace, self.dest, list(values))
-
-
-def chosen_seeds(args: argparse.Namespace) -> list[int]:
-    """The seeds `seed_options` asked for."""
-    if args.seeds is not None:
-        return list(args.seeds)
-    return list(range(args.runs)) if args.runs else [0]
 
 
 def command_line_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
@@ -225,79 +107,66 @@ def slot_models(pairs: list[str] | None, accepted: Callable[[str], bool], slots:
     return chosen
 
 
-def option_defaults(parser: argparse.ArgumentParser) -> dict:
-    """Every option's default, by destination: recorded with a run, so its report and page can tell
-    which options it changed without importing the command that trained it."""
-    return {action.dest: action.default for action in parser._actions if action.dest != "help"}
-
-
 def flag(name: str, *aliases: str) -> tuple[str, ...]:
     """The spellings of one option: `--name` (the documented one), `-name` (the single-dash
     form of the published command lines) and any older `aliases` (`-SIGMA`, `-early-stop`)."""
     return (f"--{name}", f"-{name}", *aliases)
 
 
-COMPILE_HELP = (
-    "compile the model with torch.compile before extracting: on one CPU core the decoder stand-in ran 1.25x faster after "
-    "87 s of compiling (about 45,000 texts to pay off), the encoders no faster (fec.features.compiled); needs a C++ "
-    "compiler on a CPU; not with --device_map or --load_in"
-)
-THREADS_HELP = "CPU threads (default: from the work per step and the cores other jobs leave free, logged; fec.core.threads)"
+def add_log_level(parser: argparse.ArgumentParser) -> None:
+    """--log_level: how much a command logs (the command line's own option; jobs take no such setting)."""
+    parser.add_argument(
+        *flag("log_level"), default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity"
+    )
+
+
+def trainer_parser(description: str, settings: type, **specs: dict) -> ArgumentParser:
+    """A trainer's parser (`main.py`, `finetune.py`, `baselines/tfidf.py`): its task (published
+    spelling `-dataset`), folders, seeds or runs, device and --log_level first, then every other
+    setting of `settings` in its order, with the argparse keywords of `specs`."""
+    parser = ArgumentParser(description=description)
+    first = ("task", "data_dir", "out", "seeds", "runs", "device")
+    add_settings(parser, settings, first[:3], task={"aliases": ("--dataset", "-dataset")})
+    add_settings(parser.add_mutually_exclusive_group(), settings, first[3:5])
+    add_settings(parser, settings, first[5:])
+    add_log_level(parser)
+    add_settings(parser, settings, [name for name in settings.names() if name not in first], **specs)
+    return parser
 
 
 def common_options(device_help: str = "cuda, cuda:N, cpu, or auto (cuda when available)") -> argparse.ArgumentParser:
     """A parent parser with the options every command takes: --device and --log_level."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(*flag("device"), type=device, default="auto", help=device_help)
-    parent.add_argument(
-        *flag("log_level"), default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity"
-    )
-    return parent
-
-
-def seed_options() -> argparse.ArgumentParser:
-    """A parent parser with the trainers' `--seeds 0 3 7` or `--runs N` (seeds 0..N-1); one run
-    with seed 0 by default."""
-    parent = argparse.ArgumentParser(add_help=False)
-    seeds = parent.add_mutually_exclusive_group()
-    seeds.add_argument(
-        *flag("seeds"),
-        type=non_negative_int,
-        nargs="+",
-        action=Distinct,
-        default=None,
-        help="one run per seed, each seed once (default: 0)",
-    )
-    seeds.add_argument(*flag("runs"), type=positive_int, default=None, help="N runs with seeds 0..N-1")
-    return parent
-
-
-def trainer_options(data_help: str) -> argparse.ArgumentParser:
-    """A parent parser with what the trainers share: the task (published spelling `-dataset`),
-    where its CSVs are and where run folders go."""
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
-        *flag("task", "--dataset", "-dataset"),
-        dest="task",
-        type=task_name,
-        required=True,
-        help="task folder, e.g. ED, go_emotion, semeval_eng",
-    )
-    parent.add_argument(*flag("data_dir"), default="data", help=data_help)
-    parent.add_argument(*flag("out"), type=output_dir, default="Logs", help="folder for run folders and runs.csv")
+    add_log_level(parent)
     return parent
 
 
 def add_fields(parser: argparse.ArgumentParser, config: type, specs: dict[str, dict]) -> None:
-    """One option per field of the dataclass `config`, its default taken from the field, so
-    defaults are written once; `specs` gives each field's type, help and extra `aliases`."""
-    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    """One option per field of the dataclass `config` named in `specs`, so defaults are written
+    once: its default, and for a `Settings` field (`fec.core.settings.setting`) its check (as the
+    option's type), choices, list-ness and help; `specs` adds or overrides argparse keywords
+    (`type`, `help`, `metavar`, `dest`) and gives extra spellings as `aliases` (or all of them as
+    `flags`, for a command whose options have no single-dash forms)."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
     for name, spec in specs.items():
-        spec = dict(spec)
-        parser.add_argument(*flag(name, *spec.pop("aliases", ())), dest=name, default=defaults[name], **spec)
+        spec, field = dict(spec), fields[name]
+        info, default = about(field), default_of(field)
+        made = {"dest": name, "help": info["help"]}
+        if default is dataclasses.MISSING:
+            made["required"] = True
+        else:
+            made["default"] = default
+        if info["check"] is not None:
+            made["type"] = argument_type(info["check"])
+        if info["choices"] is not None:
+            made["choices"] = list(info["choices"])
+        if info["many"]:
+            made |= {"nargs": "+", "action": Distinct}
+        flags = spec.pop("flags", None) or flag(name, *spec.pop("aliases", ()))
+        parser.add_argument(*flags, **(made | spec))
 
 
-def config_from(config: type, args: argparse.Namespace, **overrides):
-    """The dataclass `config` from the parsed options of the same names (`overrides` win)."""
-    names = {f.name for f in dataclasses.fields(config)}
-    return config(**{name: getattr(args, name) for name in names if hasattr(args, name)} | overrides)
+def add_settings(parser: argparse.ArgumentParser, config: type, names: list[str] | tuple[str, ...], **specs: dict) -> None:
+    """`add_fields` for the settings `names` of `config`, each with its own keywords from `specs`."""
+    add_fields(parser, config, {name: specs.get(name, {}) for name in names})

@@ -10,7 +10,8 @@ The backbones are loaded once per call with the settings recorded in the run's f
 manifests, and refused when their weights differ from those the model was trained on.
 Multi-label runs print every label whose probability reaches its decision threshold, or
 "(no emotion)"; with --output, `label` joins them with `+` and `p_LABEL` columns hold the probabilities.
---output may not be the --input file nor lie inside a run folder (`fec.cli.outputs`), so neither is overwritten.
+--output may not be the --input file nor lie inside a run folder (`fec.cli.outputs`), so neither is overwritten;
+its columns are `fec.inference.prediction_table`'s.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ from fec.cli.options import (
 )
 from fec.cli.script import run_script
 from fec.core.data import check_texts, read_text_column
-from fec.core.errors import UsageError
+from fec.core.errors import RunError, UsageError
 from fec.core.files import atomic_write
 from fec.core.slots import SLOT_NAMES
 from fec.features.store_slots import slot_name_problem
-from fec.inference.classifier import EmotionClassifier, RunError, read_run_spec
+from fec.inference.classifier import EmotionClassifier, read_run_spec
+from fec.inference.prediction_table import prediction_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,21 +109,6 @@ def read_texts(args: argparse.Namespace) -> tuple[list[str], pd.DataFrame | None
     return texts, None
 
 
-def write_predictions(args: argparse.Namespace, clf, texts: list[str], frame: pd.DataFrame | None, probs, predictions) -> None:
-    out = frame.copy() if frame is not None else pd.DataFrame({"text": texts})
-    if clf.multilabel:
-        out["label"] = ["+".join(label for label, _ in p) for p in predictions]
-        out["prob"] = [round(p[0][1], 6) if p else None for p in predictions]
-        for j, name in enumerate(clf.label_names):
-            out[f"p_{name}"] = probs[:, j].round(6)
-    else:
-        out["label"] = [p[0][0] for p in predictions]
-        out["prob"] = [round(p[0][1], 6) for p in predictions]
-    out["topk"] = [" ".join(f"{label}:{prob:.4f}" for label, prob in p) for p in predictions]
-    atomic_write(Path(args.output), lambda tmp: out.to_csv(tmp, index=False))
-    print(f"wrote {len(out)} predictions to {args.output}", file=sys.stderr)
-
-
 def check_combination(args: argparse.Namespace) -> None:
     """Options that would be silently ignored are refused (an -output onto the input or a run's
     files is refused with every command's outputs: `fec.cli.outputs`)."""
@@ -142,10 +129,13 @@ def run(args: argparse.Namespace) -> None:
         raise RunError(f"-topk {args.topk}: the run has {len(labels)} labels")
     clf = EmotionClassifier.load(args.run, seed=args.seed, device=args.device, models=models, ensemble=args.ensemble)
     probs = clf.predict_proba(texts, batch_size=args.batch_size)
-    predictions = clf.rank(probs, topk=args.topk)
     if args.output:
-        write_predictions(args, clf, texts, frame, probs, predictions)
-    elif args.json:
+        table = prediction_table(clf, texts, probs, args.topk, frame)
+        atomic_write(Path(args.output), lambda tmp: table.to_csv(tmp, index=False))
+        print(f"wrote {len(table)} predictions to {args.output}", file=sys.stderr)
+        return
+    predictions = clf.rank(probs, topk=args.topk)
+    if args.json:
         for text, top in zip(texts, predictions, strict=False):
             print(json.dumps({"text": text, "labels": [{"label": label, "prob": round(prob, 6)} for label, prob in top]}))
     else:

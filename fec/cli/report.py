@@ -1,6 +1,6 @@
-"""`report.py` (`fec report`): pool the seeds of finished runs that share a recipe into one
-table row (markdown or CSV); see `fec.runs.report` for the pooling rule. Runs written before runs
-recorded their option defaults are read with today's, from the trainers' parsers.
+"""`report.py` (`fec report`): pool the seeds of finished runs that share a recipe into one table row
+(markdown or CSV), or write the run pages again; the job is `fec.api.report` (`fec.report`), the
+pooling rule `fec.runs.report`.
 
     python report.py                          # every finished run under Logs/
     python report.py --task ED                # one task
@@ -15,15 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from fec.cli import finetune, tfidf, train
-from fec.cli.options import ArgumentParser, flag, option_defaults, task_name
+from fec.api.report import ReportSettings, pooled_rows, write_pages
+from fec.cli.options import ArgumentParser, add_log_level, add_settings, flag
 from fec.cli.script import run_script
-from fec.runs.index import write_html
-from fec.runs.report import find_runs, pool
+from fec.core.settings import about, default_of
 from fec.runs.report_format import format_csv, format_markdown
-
-# The trainers whose runs are read back, by the script name their runs are filed under.
-TRAINERS = {"main.py": train, "finetune.py": finetune, "baselines/tfidf.py": tfidf}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,13 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pool the seeds of finished main.py / finetune.py / baselines/tfidf.py runs that "
         "share a recipe into one row each. Every option also has its single-dash spelling."
     )
-    parser.add_argument("runs", nargs="*", type=Path, default=[Path("Logs")], help="run folders, or folders of run folders")
-    parser.add_argument(
-        *flag("task"),
-        type=task_name,
-        default=None,
-        help="only runs of this task (e.g. ED, go_emotion); with --html, in index_TASK.html",
-    )
+    runs = ReportSettings.__dataclass_fields__["runs"]  # the one positional: add_settings makes options
+    parser.add_argument("runs", nargs="*", type=Path, default=default_of(runs), help=about(runs)["help"])
+    add_settings(parser, ReportSettings, ["task"])
     parser.add_argument(*flag("format"), default="markdown", choices=["markdown", "csv"], help="output table format")
     parser.add_argument(
         *flag("html"),
@@ -45,25 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="write pages instead of printing the table: index.html in each folder of runs (and the page of any run "
         "without one), or a run folder's own index.html and model card (README.md)",
     )
-    parser.add_argument(
-        *flag("log_level"), default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity"
-    )
+    add_log_level(parser)
     return parser
 
 
-def script_defaults() -> dict[str, dict]:
-    """Today's option defaults of each trainer, for runs written before runs recorded their own
-    (config.json's `option_defaults`): the same record, read from the trainers' parsers."""
-    return {script: option_defaults(command.build_parser()) for script, command in TRAINERS.items()}
-
-
 def run(args: argparse.Namespace) -> None:
-    defaults = script_defaults()
+    settings = ReportSettings.from_options(vars(args))
     if args.html:
-        for path in write_html(args.runs, defaults, args.task):
+        for path in write_pages(settings=settings):
             print(path)
         return
-    rows = pool(find_runs(args.runs, defaults, args.task))
+    rows = pooled_rows(settings)
     sys.stdout.write(format_csv(rows) if args.format == "csv" else format_markdown(rows))
 
 

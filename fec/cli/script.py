@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from fec.cli.outputs import check_outputs
+from fec.cli.outputs import check_output_options
 from fec.core.errors import FecError, SettingError, UsageError
 from fec.core.logs import LOG_FORMAT
 
@@ -76,7 +76,7 @@ def run_script(
         return fail(err)
     setup_logging(args.log_level)
     try:
-        check_outputs(parser, args)  # before any work: no output lands on an input
+        check_output_options(parser, args)  # before any work: no output lands on an input
         code = run(args)
     except FecError as err:
         return fail(option_named(err, parser))

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fec.core.errors import FecError
+from fec.core.errors import DataError
 from fec.core.files import sha256_file
 from fec.core.paths import plain_name_problem
 
@@ -39,10 +39,6 @@ ENCODING = "utf-8-sig"
 INTEGER = re.compile(r"-?[0-9]+")
 # Columns that are never labels in the multi-label (one 0/1 column per label) layout.
 NON_LABEL_COLUMNS = {"id", "text", "aug_text"}
-
-
-class DataError(FecError, ValueError):
-    """A data file breaks the contract; the message is one line naming file and row."""
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Bring your own data: make `data/{task}/` (the data contract of fec.core.data) from a user's CSV, TSV,
-JSON Lines or Parquet file, or from a folder written by `datasets`' `save_to_disk`.
+JSON Lines or Parquet file, a folder written by `datasets`' `save_to_disk`, or a table in memory:
+a pandas DataFrame, a `datasets` Dataset or DatasetDict.
 
     python prepare_data.py --from mine.jsonl --task mine                           # carve valid and test, 10% each
     python prepare_data.py --from train.jsonl --valid valid.jsonl --test test.jsonl --task mine
@@ -7,6 +8,7 @@ JSON Lines or Parquet file, or from a folder written by `datasets`' `save_to_dis
 
     from fec.core.data_import import ImportSpec, import_task
     manifest = import_task(Path("mine.jsonl"), "mine", Path("data"), ImportSpec(label_column="emotion"))
+    manifest = import_task(frame, "mine", Path("data"), ImportSpec())             # a DataFrame in memory
 
 Labels come from the data: single-label when `label_column` holds one label per row; multi-label
 when it holds lists (or strings split at `label_separator`), or with `label_columns` (0/1 columns).
@@ -23,19 +25,20 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fec.core.data import LABEL_FILE, DataError
-from fec.core.errors import SettingError, UsageError
+from fec.core.data import LABEL_FILE
+from fec.core.errors import DataError, SettingError, UsageError
 from fec.core.files import atomic_write_text, sha256_file
 from fec.core.labelling import Labelled, label_rows, ordered_names
 from fec.core.paths import inside
 from fec.core.provenance import VERSION
-from fec.core.tables import Table, read_source, read_table
+from fec.core.tables import Table, class_names, read_source, read_table
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +63,16 @@ class ImportSpec:
 
 
 def import_task(
-    source: Path,
+    source: object,
     task: str,
     data_dir: Path,
     spec: ImportSpec,
-    valid: Path | None = None,
-    test: Path | None = None,
+    valid: object = None,
+    test: object = None,
     force: bool = False,
 ) -> dict:
-    """Make `data_dir/task/` from `source` (plus `valid`/`test` files); returns the manifest written."""
+    """Make `data_dir/task/` from `source` (plus `valid`/`test`), each a file's Path or a table in
+    memory (`in_memory`); returns the manifest written."""
     dest = inside(data_dir, task)
     if dest.is_dir() and any(dest.iterdir()) and not force:
         raise UsageError(f"{dest}: the task folder exists; --force replaces its data")
@@ -100,27 +104,62 @@ def import_task(
     return manifest
 
 
-def given_splits(source: Path, valid: Path | None, test: Path | None) -> dict[str, Table]:
-    """train (and valid, test) as given: `source` with the `valid`/`test` files, or a `datasets`
-    folder's own splits."""
-    found = read_source(source)
+def given_splits(source: object, valid: object, test: object) -> dict[str, Table]:
+    """train (and valid, test) as given: `source` with `valid`/`test`, or a `datasets` folder's (or
+    DatasetDict's) own splits."""
+    found = read_source(source) if isinstance(source, Path) else held_splits(source)
+    where = source if isinstance(source, Path) else in_memory(source)
     if len(found) > 1 or "train" not in found:  # a DatasetDict
         if valid is not None or test is not None:
-            raise UsageError(f"{source}: a datasets folder brings its own splits; --valid and --test are for files")
+            if isinstance(source, Path):
+                raise UsageError(f"{source}: a datasets folder brings its own splits; --valid and --test are for files")
+            raise UsageError("a DatasetDict brings its own splits; valid and test are for a DataFrame or a Dataset")
         unknown = [name for name in found if name not in SPLIT_NAMES]
         if "train" not in found:
-            raise DataError(f"{source}: no 'train' split (splits: {', '.join(found)})")
+            raise DataError(f"{where}: no 'train' split (splits: {', '.join(found)})")
         for name in unknown:
-            log.warning("%s: split %r is not train, validation or test: not used", source, name)
+            log.warning("%s: split %r is not train, validation or test: not used", where, name)
         splits = {SPLIT_NAMES[name]: table for name, table in found.items() if name not in unknown}
         if len(splits) < sum(name in SPLIT_NAMES for name in found):
-            raise DataError(f"{source}: two splits mean the same one (splits: {', '.join(found)})")
+            raise DataError(f"{where}: two splits mean the same one (splits: {', '.join(found)})")
         return dict(sorted(splits.items(), key=lambda item: ["train", "valid", "test"].index(item[0])))
     splits = {"train": found["train"]}
-    for mode, path in (("valid", valid), ("test", test)):
-        if path is not None:
-            splits[mode] = read_table(path)
+    for mode, given in (("valid", valid), ("test", test)):
+        if given is not None:
+            splits[mode] = read_table(given) if isinstance(given, Path) else held_table(given, f"{mode} {in_memory(given)}")
     return splits
+
+
+def in_memory(source: object) -> str | None:
+    """What a table in memory is: `DataFrame`, `Dataset` or `DatasetDict` (`datasets`' types, known
+    without importing the package: whoever holds one has imported it); None for anything else."""
+    if isinstance(source, pd.DataFrame):
+        return "DataFrame"
+    datasets = sys.modules.get("datasets")
+    for kind in ("DatasetDict", "Dataset"):
+        if datasets is not None and isinstance(source, getattr(datasets, kind)):
+            return kind
+    return None
+
+
+def held_splits(source: object) -> dict[str, Table]:
+    """A table in memory by split, as `read_source` reads a file: a DataFrame or a Dataset is `train`;
+    a DatasetDict keeps its split names (`train`, `validation`, `test`, ...)."""
+    if in_memory(source) == "DatasetDict":
+        return {str(name): held_table(split, f"DatasetDict[{str(name)!r}]") for name, split in source.items()}
+    return {"train": held_table(source, in_memory(source))}
+
+
+def held_table(source: object, name: str) -> Table:
+    """A DataFrame or a Dataset (its rows after any select or shuffle, and the names of its ClassLabel
+    columns) as one table; `name` says which in messages, where a file's path would."""
+    if isinstance(source, pd.DataFrame):
+        found = Table(Path(name), "DataFrame", source.reset_index(drop=True), [], {})
+    else:
+        found = Table(Path(name), "Dataset", source.to_pandas(), [], class_names(source.features.arrow_schema))
+    if found.frame.empty:
+        raise DataError(f"{name}: no data rows")
+    return found
 
 
 def _layout(part: Labelled) -> str:
@@ -254,7 +293,7 @@ def _manifest(given: dict[str, Table], splits: dict, names: list[str], multilabe
     carved = [mode for mode in splits if mode not in given]
     sources = {
         mode: {
-            "path": str(table.path.resolve()),
+            "path": str(table.path.resolve()) if table.files else None,  # None: a table held in memory
             "format": table.format,
             "files": [{"path": str(file.resolve()), "sha256": sha256_file(file)} for file in table.files],
         }

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from fec.core.errors import FecError
+from fec.core.errors import FetchError
 from fec.core.files import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,6 @@ STANDARD_FILES = ("train.csv", "valid.csv", "test.csv", "label2idx.txt", "label_
 OPTIONAL_FILES = frozenset({"label_tree.tsv"})
 # Required for a task that is not in SHA256 (copied as-is, unverified).
 UNKNOWN_TASK_REQUIRED = ("train.csv", "valid.csv")
-
-
-class FetchError(FecError, RuntimeError):
-    """A copy or download could not be completed; the message is one line."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fec.core.data import INTEGER, NON_LABEL_COLUMNS, DataError, check_label_name
+from fec.core.data import INTEGER, NON_LABEL_COLUMNS, check_label_name
+from fec.core.errors import DataError
 from fec.core.tables import Table
 
 # Multi-label names become CSV columns beside `text`; these would be read as something else.

@@ -24,7 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fec.core.data import ENCODING, DataError, not_utf8, read_delimited
+from fec.core.data import ENCODING, not_utf8, read_delimited
+from fec.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """Backbone slots and model loading: which model fills each slot, and how it is pooled.
 
-| slot      | published default               | pooling       | features |
-|-----------|---------------------------------|---------------|----------|
-| `llama`   | meta-llama/Llama-2-7b-chat-hf   | `layer_mean`  | (L, H)   |
-| `bert`    | bert-large-uncased              | `pooler`      | (H,)     |
-| `roberta` | roberta-large                   | `first_token` | (H,)     |
+| slot      | published default               | pooling (`fec.features.pooling`)    | features |
+|-----------|---------------------------------|-------------------------------------|----------|
+| `llama`   | meta-llama/Llama-2-7b-chat-hf   | `mean` of each of the last L layers | (L, H)   |
+| `bert`    | bert-large-uncased              | `pooler`                            | (H,)     |
+| `roberta` | roberta-large                   | `first` of the last layer           | (H,)     |
 
 A model is named by a hub id, a local directory, or an offline stand-in (`offline:NAME`, see
 `fec.features.standins`). Models load as the base model (`AutoModel`: no LM head), without
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from fec.core.errors import FecError, SettingError
+from fec.core.errors import ModelError, SettingError, StandinError
 from fec.core.files import WEIGHT_SUFFIXES
+from fec.features.pooling import hidden_state_choices
 from fec.features.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer"
 
 @dataclass(frozen=True)
 class SlotSpec:
+    """A published slot: its default model, its published extraction's pooling (a name of
+    `fec.features.pooling.POOLINGS`) and what that extraction gives, in words."""
+
     name: str
     default_model: str
     pooling: str
@@ -47,7 +51,7 @@ SLOTS = {  # keyed and ordered as fec.core.slots.SLOT_NAMES
     "llama": SlotSpec(
         "llama",
         "meta-llama/Llama-2-7b-chat-hf",
-        "layer_mean",
+        "mean",
         "decoder LLM: masked mean over real tokens of each of the last L hidden layers -> (N, L, H)",
     ),
     "bert": SlotSpec(
@@ -59,14 +63,10 @@ SLOTS = {  # keyed and ordered as fec.core.slots.SLOT_NAMES
     "roberta": SlotSpec(
         "roberta",
         "roberta-large",
-        "first_token",
+        "first",
         "encoder: first-token (<s>) state of the last layer -> (N, H)",
     ),
 }
-
-
-class ModelError(FecError, ValueError):
-    """A model name that cannot be resolved or loaded (one line)."""
 
 
 def resolve_model(spec: str) -> Path | str:
@@ -76,7 +76,7 @@ def resolve_model(spec: str) -> Path | str:
 
         try:
             return standins.resolve_standin(spec)
-        except standins.StandinError as err:
+        except StandinError as err:
             raise ModelError(str(err)) from err
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -342,7 +342,8 @@ def check_spec_fits(spec: FeatureSpec, config) -> None:
     if spec.layers is not None and not spec.layers.every:
         spec.layers.resolve(int(config.num_hidden_layers) + 1)
     if "pooler" in spec.poolings and not has_pooler(config):
-        raise SettingError("pooling", "pooler", f"{config.model_type} models have no pooler (choose mean, first or last)")
+        choices = hidden_state_choices(spec.slot_kind)
+        raise SettingError("pooling", "pooler", f"{config.model_type} models have no pooler (choose {choices})")
 
 
 def has_pooler(config) -> bool:

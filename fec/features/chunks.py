@@ -23,14 +23,9 @@ from pathlib import Path
 
 import torch
 
-from fec.core.errors import SettingError
+from fec.core.errors import SettingError, StoreError
 from fec.core.files import atomic_write, atomic_write_text, sha256_file
-from fec.features.store import (
-    StoreError,
-    read_safetensors_header,
-    save_features_streamed,
-    write_safetensors,
-)
+from fec.features.store import read_safetensors_header, save_features_streamed, write_safetensors
 
 log = logging.getLogger(__name__)
 

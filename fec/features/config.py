@@ -8,9 +8,8 @@ extracted in it by name (`keeping_stored_dtype`).
     from fec.features.extract import run
     run(ExtractionConfig(slot="bert", task="ED", model="offline:all-minilm-l6-v2"))
 
-The command line (`python bert_rep_extract.py ...`, `fec.cli.extract`) builds the config from
-its options, with `--compat`, `--preset` and the variant options already resolved; nothing below
-the command line reads an argparse namespace.
+`fec.extract` (`fec.api.extract`, behind `python bert_rep_extract.py ...`) builds the config from
+its settings, with `compat`, `preset` and the variant settings already resolved.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from fec.core.compat_setting import BATCH_SIZE, extraction_quirks, store_dir_of
 from fec.core.errors import SettingError, UsageError
 from fec.features.backbones import SLOTS, parse_max_memory
 from fec.features.forward_pass import Batching, PoolingPlan
+from fec.features.pooling import recorded_name
 from fec.features.spec import FeatureSpec
 from fec.features.store import feature_path, manifest_path
 from fec.features.store_slots import MANIFEST_MODES, check_slot_name, slot_kind_of
@@ -75,8 +75,8 @@ class ExtractionConfig:
         check_slot_name(self.slot)
         object.__setattr__(self, "slot_kind", slot_kind_of(self.slot, self.slot_kind))
         if self.feature_spec is None:
-            object.__setattr__(self, "feature_spec", FeatureSpec(self.slot, kind=self.slot_kind))
-        if (self.feature_spec.slot, self.feature_spec.kind) != (self.slot, self.slot_kind):
+            object.__setattr__(self, "feature_spec", FeatureSpec(self.slot, slot_kind=self.slot_kind))
+        if (self.feature_spec.slot, self.feature_spec.slot_kind) != (self.slot, self.slot_kind):
             raise SettingError("feature_spec", None, f"is for the {self.feature_spec.slot} slot, not {self.slot}")
         if self.chunk_rows < 1:
             raise SettingError("chunk_rows", self.chunk_rows, "must be at least 1")
@@ -106,7 +106,7 @@ class ExtractionConfig:
             "slot": self.slot,
             **own,
             "model": self.model,
-            "pooling": SLOTS[self.slot].pooling if self.slot in SLOTS else "variant",
+            "pooling": recorded_name(SLOTS[self.slot].pooling) if self.slot in SLOTS else "variant",
             "layers": spec.published_layers,
             "max_len": self.max_len,
             "dtype": self.dtype,

@@ -1,5 +1,5 @@
 """Extracting a task's splits into the feature store, behind the three extraction scripts
-(their command line is `fec.cli.extract`, which builds the `fec.features.config.ExtractionConfig`).
+(`fec.extract`, `fec.api.extract`, builds the `fec.features.config.ExtractionConfig` from its settings).
 
     from fec.features.config import ExtractionConfig
     from fec.features.extract import run
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from fec.core.data import DataError, Split, available_modes, load_splits
-from fec.core.errors import FecError
+from fec.core.data import Split, available_modes, load_splits
+from fec.core.errors import DataError, NonFiniteFeaturesError, PeerFailed
 from fec.core.files import removed_if_left_empty
 from fec.core.provenance import provenance
 from fec.core.threads import use_threads
@@ -60,7 +60,6 @@ from fec.features.config import ExtractionConfig, already_extracted, keeping_sto
 from fec.features.distributed import Ranks, rank_device, ranks_from_env
 from fec.features.forward_pass import (
     REFERENCE_PAD_TOKEN,
-    NonFiniteFeaturesError,
     check_prompts,
     extract_features,
     forward_flops,
@@ -69,16 +68,13 @@ from fec.features.forward_pass import (
     variant_indices,
 )
 from fec.features.locks import lock_path, split_lock
+from fec.features.pooling import recorded_name
 from fec.features.store import cast_for_store, feature_path, manifest_path
 from fec.features.store_slots import check_store_kind
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "fec-features/1"
-
-
-class PeerFailed(FecError, RuntimeError):
-    """Another process of a distributed extraction failed (it reports its own error)."""
 
 
 @dataclass(frozen=True)
@@ -359,7 +355,7 @@ def build_manifest(job: SplitJob, records: list[dict], elapsed: float) -> dict:
         "model_class": type(backbone.model).__name__,
         "model_fingerprint": backbone.fingerprint,
         "hidden_size": backbone.hidden_size,
-        "pooling": "variant" if job.spec.is_variant else pooling_used(backbone, slot),
+        "pooling": "variant" if job.spec.is_variant else recorded_name(pooling_used(backbone, slot)),
         **job.spec.manifest(job.layer_indices, backbone.num_hidden_states),
         "missing_weights": backbone.missing_weights,
         "layers": layers,

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fec.core.compat_setting import BATCH_SIZE
-from fec.core.errors import FecError, SettingError
+from fec.core.errors import NonFiniteFeaturesError, SettingError
 from fec.core.slots import KINDS, PUBLISHED_KINDS
 from fec.features import pooling
 from fec.features.backbones import SLOTS, Backbone
@@ -38,15 +38,6 @@ FLUSH_ROWS = 4096
 # 64 texts under 16384); a GPU wants large ones.
 CPU_MAX_TOKENS = 2048
 GPU_MAX_TOKENS = 16384
-
-
-class NonFiniteFeaturesError(FecError, RuntimeError):
-    """Some rows came out NaN/inf (the fp16 overflow users hit with Llama-2); nothing is saved.
-    `rows` holds their 0-based indices."""
-
-    def __init__(self, message: str, rows: list[int] | None = None):
-        super().__init__(message)
-        self.rows = rows or []
 
 
 @dataclass(frozen=True)
@@ -101,7 +92,7 @@ class ForwardPass:
         is a variant spec's (poolings, hidden-state indices), else None."""
         padded_width = max_len if slot == "llama" and plan.llama_pooling == "unmasked_padded" else None
         pad_id = reference_pad_id(backbone.tokenizer) if padded_width else backbone.tokenizer.pad_token_id
-        decoder = KINDS[plan.spec.kind if plan.spec else PUBLISHED_KINDS[slot]].layered
+        decoder = KINDS[plan.spec.slot_kind if plan.spec else PUBLISHED_KINDS[slot]].layered
         return cls(slot, encoded, pad_id, padded_width, plan.layers, plan.llama_pooling, variant, decoder)
 
 
@@ -171,7 +162,7 @@ def pool_batch(backbone: Backbone, forward: ForwardPass, input_ids: torch.Tensor
         out = backbone.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, **decoder)
         return pooling.pool_layers(out.hidden_states, mask, poolings, indices)
     mode = pooling_used(backbone, forward.slot)
-    if mode == "layer_mean":
+    if mode == "mean":
         # Ask only for the hidden states we pool, so the other layers are never kept.
         selection = list(range(-1, -layers - 1, -1))
         out = backbone.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=selection, **decoder)
@@ -181,15 +172,16 @@ def pool_batch(backbone: Backbone, forward: ForwardPass, input_ids: torch.Tensor
     out = backbone.model(input_ids=input_ids, attention_mask=mask)
     if mode == "pooler":
         return out.pooler_output.float()
-    return pooling.first_token(out.last_hidden_state)
+    return pooling.POOLINGS[mode].pool(out.last_hidden_state, mask)
 
 
 def pooling_used(backbone: Backbone, slot: str) -> str:
-    """What `pool_batch` does for this model: BERT-slot models without a trained pooler (none in
-    the checkpoint, so transformers would initialise one randomly) fall back to the first token."""
+    """The pooling `pool_batch` applies for this model in a published slot: the slot's own, except
+    that BERT-slot models without a trained pooler (none in the checkpoint, so transformers would
+    initialise one randomly) fall back to `first`."""
     spec = SLOTS[slot]
     if spec.pooling == "pooler" and not backbone.has_trained_pooler:
-        return "first_token"
+        return "first"
     return spec.pooling
 
 
@@ -289,7 +281,8 @@ def variant_indices(backbone: Backbone, spec: FeatureSpec) -> list[int]:
     """The hidden-state indices a variant pools, checked against the model."""
     if spec.poolings == ("pooler",):
         if not backbone.has_trained_pooler:
-            raise SettingError("pooling", "pooler", f"{backbone.spec} has no trained pooler (choose mean, first or last)")
+            choices = pooling.hidden_state_choices(spec.slot_kind)
+            raise SettingError("pooling", "pooler", f"{backbone.spec} has no trained pooler (choose {choices})")
         return [backbone.num_hidden_states - 1]
     return spec.layers.resolve(backbone.num_hidden_states)
 

@@ -24,17 +24,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fec.core.errors import FecError
+from fec.core.errors import LockHeld
 
 log = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".lock"
 POLL_SECONDS = 2.0
 UNREADABLE_SECONDS = 60.0
-
-
-class LockHeld(FecError, RuntimeError):
-    """Another process is extracting this split (one line, names the holder and the lock file)."""
 
 
 def lock_path(path: Path) -> Path:

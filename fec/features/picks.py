@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from fec.core.errors import SettingError, UsageError
 from fec.core.paths import plain_name_problem
 from fec.core.slots import PUBLISHED_KINDS, SLOT_NAMES, slot_kind
-from fec.features.spec import POOLINGS, FeatureSpec, LayerChoice, parse_layers
+from fec.features.pooling import POOLINGS
+from fec.features.spec import FeatureSpec, LayerChoice, parse_layers
 from fec.features.store_slots import an, slot_name_problem
 
 
@@ -119,6 +120,6 @@ def parse_pick(text: str) -> FeaturePick:
 def spec_of_pick(slot: str, record: dict, kind: str = "") -> FeatureSpec:
     """The extraction that recomputes a recorded pick's features from text (one pooling, its layers)."""
     if record["pooling"] == "pooler":
-        return FeatureSpec(slot, ("pooler",), kind=kind)
+        return FeatureSpec(slot, ("pooler",), slot_kind=kind)
     layers = LayerChoice(indices=tuple(record["layer_indices"]))
-    return FeatureSpec(slot, (record["pooling"],), layers, tuple(record["prompts"]), record["chat_template"], kind=kind)
+    return FeatureSpec(slot, (record["pooling"],), layers, tuple(record["prompts"]), record["chat_template"], slot_kind=kind)

@@ -15,8 +15,8 @@ forward pass computes every pooling asked for at every layer asked for, stored a
 (N, P, L, H) tensor (poolings, then layers in the order of `layer_indices`, 0 being the
 embedding output) in half precision, so layer and pooling choices are made at training time
 without extracting again (`fec.features.picks`). What the model's configuration rules out is
-checked by `fec.features.backbones.check_spec_fits`; the command line's options become a
-FeatureSpec in `fec.cli.extract.feature_spec`.
+checked by `fec.features.backbones.check_spec_fits`; the extraction settings become a
+FeatureSpec in `fec.api.extract.feature_spec`.
 """
 
 from __future__ import annotations
@@ -27,14 +27,9 @@ from dataclasses import dataclass
 
 from fec.core.errors import SettingError
 from fec.core.slots import KINDS, PUBLISHED_KINDS
+from fec.features.pooling import POOLINGS
 
-POOLINGS = ("mean", "first", "pooler", "last")
-POOLING_HELP = {
-    "mean": "mean over the real tokens (attention mask)",
-    "first": "the first token's state (CLS for encoders, BOS or the first word for decoders)",
-    "pooler": "the model's trained pooler output (BERT-style models that have one; last layer only)",
-    "last": "the last real token's state (right padding), the natural one for decoders and prompts",
-}
+POOLING_HELP = {name: pooling.description for name, pooling in POOLINGS.items()}
 TEXT_FIELD = "{text}"
 LAYERS_HELP = (
     "hidden layers to pool: a count N (the last N, last first; published 5), 'all' (every hidden state, embeddings "
@@ -121,7 +116,7 @@ def check_prompt(template: str) -> str:
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """What one extraction computes for one slot of a `kind` (a published slot's own by default;
+    """What one extraction computes for one slot of a `slot_kind` (a published slot's own by default;
     `fec.core.slots`). The published extraction of a published slot leaves `poolings`, `layers`
     (or, for the decoder, gives a count), `prompts` and `chat_template` unset; any other choice,
     and any slot of the user's, is a variant, whose unset pooling and layers are its kind's
@@ -134,13 +129,16 @@ class FeatureSpec:
     prompts: tuple[str, ...] = ()
     chat_template: bool = False
     store_dtype: str = "bfloat16"
-    kind: str = ""
+    slot_kind: str = ""
 
     def __post_init__(self) -> None:
-        kind = self.kind or PUBLISHED_KINDS.get(self.slot)
+        kind = self.slot_kind or PUBLISHED_KINDS.get(self.slot)
         if kind not in KINDS:
             raise SettingError("slot_kind", kind or None, f"{self.slot} needs its kind: {' or '.join(KINDS)}")
-        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "slot_kind", kind)
+        for name in self.poolings:
+            if name not in POOLINGS:
+                raise SettingError("pooling", name, f"is not a pooling; choose {', '.join(POOLINGS)}")
         if self.is_variant:
             object.__setattr__(self, "poolings", self.poolings or (KINDS[kind].variant_pooling,))
             object.__setattr__(self, "layers", self.layers or LayerChoice(count=KINDS[kind].variant_layers))
@@ -152,14 +150,14 @@ class FeatureSpec:
             return True
         if self.layers is None:
             return False
-        return not (KINDS[self.kind].layered and self.layers.count is not None)
+        return not (KINDS[self.slot_kind].layered and self.layers.count is not None)
 
     @property
     def published_layers(self) -> int | None:
         """The published decoder's layer count for its published extraction (None for encoders and variants)."""
-        if not KINDS[self.kind].layered or self.is_variant:
+        if not KINDS[self.slot_kind].layered or self.is_variant:
             return None
-        return self.layers.count if self.layers else KINDS[self.kind].variant_layers
+        return self.layers.count if self.layers else KINDS[self.slot_kind].variant_layers
 
     @property
     def prompt_key(self) -> str:

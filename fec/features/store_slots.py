@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fec.core.errors import SettingError
 from fec.core.slots import KINDS, LEXICAL_SLOT, PUBLISHED_KINDS, SCRIPTS, SLOT_NAMES, slot_kind, source_order
-from fec.features.spec import POOLINGS
+from fec.features.pooling import POOLINGS
 
 SLOT_NAME = re.compile(r"[a-z][a-z0-9_]*")
 MANIFEST_MODES = ("train", "valid", "test")

@@ -30,13 +30,12 @@ import torch
 from fec.classify.fusion import DownstreamModel
 from fec.classify.lexical import LexicalModel, model_file_problem
 from fec.classify.outputs import to_probabilities
-from fec.core.errors import FecError, SettingError
+from fec.core.errors import ModelError, RunError, RunFileError, SettingError
 from fec.core.files import WEIGHT_SUFFIXES
 from fec.core.paths import inside
 from fec.core.slots import KINDS, slot_kind
 from fec.features.backbones import (
     Backbone,
-    ModelError,
     check_model_dir,
     load_backbone,
     model_fingerprint,
@@ -46,13 +45,9 @@ from fec.features.backbones import (
 )
 from fec.features.forward_pass import Batching, PoolingPlan, extract_features
 from fec.features.picks import slot_mismatch, spec_of_pick
-from fec.runs.run_files import RunFileError, read_checkpoint, read_model_spec, read_results
+from fec.runs.run_files import read_checkpoint, read_model_spec, read_results
 
 log = logging.getLogger(__name__)
-
-
-class RunError(FecError, ValueError):
-    """A run folder that cannot be used for prediction (one line, names the file)."""
 
 
 @dataclass

@@ -38,8 +38,9 @@ def model_index(summary: RunSummary) -> list[dict]:
         stats = summary.stats.get(key)
         if not stats or stats.get("mean") is None:
             continue
-        kind, name, args = METRIC_TYPES[key]
-        entry = {"type": kind, "value": round(float(stats["mean"]), 2), "name": f"{name} (mean of {len(summary.seeds)} seeds)"}
+        metric_type, name, args = METRIC_TYPES[key]
+        value = round(float(stats["mean"]), 2)
+        entry = {"type": metric_type, "value": value, "name": f"{name} (mean of {len(summary.seeds)} seeds)"}
         metrics.append(entry | ({"args": args} if args else {}))
     dataset = {"name": summary.dataset.name, "type": summary.dataset.hub_id or summary.task, "split": split}
     name = "Multi-label emotion classification" if summary.multilabel else "Emotion classification"

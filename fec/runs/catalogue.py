@@ -2,8 +2,8 @@
 the paper's numbers, where the data comes from and what its authors say of it, and each
 backbone's hub id and license. Tasks and models not listed here get neutral defaults.
 
-    from fec.runs.catalogue import PUBLISHED, dataset_info, backbone_info
-    PUBLISHED["ED"]                         # {"acc": 60.44, "wf1": 59.80}
+    from fec.runs.catalogue import PAPER_RESULTS, dataset_info, backbone_info
+    PAPER_RESULTS["ED"]                     # {"acc": 60.44, "wf1": 59.80}
     backbone_info("offline:smollm2-135m")   # hub id HuggingFaceTB/SmolLM2-135M-Instruct, apache-2.0
 """
 
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from fec.features.standins import PREFIX, STANDINS
 
 # The paper's test metrics (Llama-2-7b-chat + BERT-large + RoBERTa-large, mean of 5 runs).
-PUBLISHED: dict[str, dict[str, float]] = {
+PAPER_RESULTS: dict[str, dict[str, float]] = {
     "ED": {"acc": 60.44, "wf1": 59.80},
     "go_emotion": {"acc": 58.13, "wf1": 57.54},
 }
-PUBLISHED_SOURCE = "LLM-FusionClassifier paper: Llama-2-7b-chat + BERT-large + RoBERTa-large, mean of 5 runs"
+PAPER_RESULTS_CITATION = "LLM-FusionClassifier paper: Llama-2-7b-chat + BERT-large + RoBERTa-large, mean of 5 runs"
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from fec.core.errors import SettingError
+from fec.core.errors import RunFileError, SettingError
 from fec.core.files import atomic_write, atomic_write_text
 from fec.core.logs import also_log_to
 from fec.core.paths import inside
-from fec.runs.run_files import FAILED, RunFileError, read_run_json
+from fec.runs.run_files import FAILED, read_run_json
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ import io
 import os
 from pathlib import Path
 
+from fec.core.errors import ReportError, RunFileError
 from fec.core.files import atomic_write_text
 from fec.runs.page import PAGE, write_run_page, write_run_pages_safely
 from fec.runs.rendering import environment
-from fec.runs.report import ReportError, Row, find_runs, pool
+from fec.runs.report import Row, find_runs, pool
 from fec.runs.report_format import METRIC_NAMES, at_chance_cell, cv_cell, ensemble_cell
-from fec.runs.run_files import RunFileError
 from fec.runs.summary import METHODS
 
 INDEX = "index.html"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fec.core.files import atomic_write_text
 from fec.runs.card import write_model_card
-from fec.runs.catalogue import PUBLISHED_SOURCE
+from fec.runs.catalogue import PAPER_RESULTS_CITATION
 from fec.runs.rendering import environment
 from fec.runs.summary import (
     RunSummary,
@@ -107,7 +107,7 @@ def render_run_page(summary: RunSummary) -> str:
         s=summary,
         title=f"{summary.task} · {summary.method} · {summary.folder.name}",
         best_seed=summary.results.get("best_seed"),
-        published_source=PUBLISHED_SOURCE,
+        published_source=PAPER_RESULTS_CITATION,
         per_label=per_label,
         f1_bars=sorted(per_label, key=lambda row: -row["f1"]),
         confusion=confusion_view(summary),

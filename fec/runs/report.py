@@ -27,7 +27,7 @@ skipped with a warning naming the file when found in a folder of runs (Logs/), a
 when the run folder itself is named.
 A script's option defaults come from the run's own config.json (`option_defaults`, recorded at
 training time); runs written before that take the ones the caller passes (`report.py` passes
-today's, read from the trainers' parsers). The table is written by `fec.runs.report_format`.
+today's, from the trainers' settings: `fec.api.report.trainer_defaults`). The table is written by `fec.runs.report_format`.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fec.core.compat_setting import QUIRKS, compat_options
-from fec.core.errors import FecError
+from fec.core.errors import ReportError, RunFileError
 from fec.core.metrics import MULTILABEL_HEADLINE, SINGLE_LABEL_KEYS, mean_std_stats
 from fec.runs.folder import failure, run_dir_started
-from fec.runs.run_files import RunFileError, compat_setting, read_config, read_results
+from fec.runs.run_files import compat_setting, read_config, read_results
 from fec.runs.tune_folder import SEARCH_RECORD
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,6 @@ OLD_VALUES = {"dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"
 SCRIPTS = {"train_config": "main.py", "finetune_config": "finetune.py", "C_grid": "baselines/tfidf.py"}
 # What a fine-tuning or TF-IDF run read, so runs of one recipe on other inputs stay apart: the weights, the CSVs.
 INPUTS = {"finetune.py": "model_fingerprint", "baselines/tfidf.py": "csv_sha256"}
-
-
-class ReportError(FecError):
-    """No run to report, or a path that is not a run folder nor a folder of runs."""
 
 
 @dataclass

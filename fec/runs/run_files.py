@@ -22,16 +22,8 @@ from pathlib import Path
 from types import GenericAlias, NoneType
 from typing import Any, get_args, get_origin
 
-from fec.core.errors import FecError
+from fec.core.errors import RunFileError
 from fec.core.metrics import MULTILABEL_HEADLINE, SINGLE_LABEL_KEYS
-
-
-class RunFileError(FecError, ValueError):
-    """A run file that is missing, unreadable or not what its writer writes: `path: problem`."""
-
-    def __init__(self, path: Path | str, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path, self.problem = Path(path), problem
 
 
 @dataclass(frozen=True)

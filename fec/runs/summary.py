@@ -20,7 +20,7 @@ import pandas as pd
 
 from fec.core.compat_setting import TRAIN_CORRECTED, TRAIN_REFERENCE
 from fec.core.metrics import MULTILABEL_HEADLINE, SINGLE_LABEL_KEYS, binary_f1_grid
-from fec.runs.catalogue import PUBLISHED, BackboneInfo, DatasetInfo, backbone_info, dataset_info
+from fec.runs.catalogue import PAPER_RESULTS, BackboneInfo, DatasetInfo, backbone_info, dataset_info
 from fec.runs.predictions import LABEL_JOIN, Predictions, read_predictions
 from fec.runs.report import load_run
 from fec.runs.run_files import compat_setting, read_config, read_model_spec, read_results
@@ -31,7 +31,9 @@ EXAMPLE_ERRORS, EXAMPLE_CORRECT, PAIRS_SHOWN, TEXTS_PER_PAIR = 15, 5, 10, 2
 
 
 @dataclass
-class Backbone:
+class BackboneRow:
+    """One row of the backbones table of a run's page and model card: a source, the model behind it and how it was read."""
+
     slot: str
     info: BackboneInfo
     pooling: str
@@ -58,7 +60,7 @@ class RunSummary:
     seeds: list[dict]
     per_label: pd.DataFrame | None
     predictions: Predictions | None
-    backbones: list[Backbone]
+    backbones: list[BackboneRow]
     dataset: DatasetInfo
     files: list[str] = field(default_factory=list)
 
@@ -72,7 +74,7 @@ class RunSummary:
 
     @property
     def published(self) -> dict[str, float] | None:
-        return PUBLISHED.get(self.task) if self.split == "test" else None
+        return PAPER_RESULTS.get(self.task) if self.split == "test" else None
 
     @property
     def ensemble(self) -> dict | None:
@@ -104,7 +106,7 @@ class RunSummary:
 def load_summary(folder: Path, defaults: dict[str, dict] | None = None) -> RunSummary:
     """The run in `folder`; a folder that is not a finished run is a ValueError, a damaged run file
     (or one without the option defaults `defaults` would stand in for) a
-    `fec.runs.run_files.RunFileError` (a ValueError too)."""
+    `fec.core.errors.RunFileError` (a ValueError too)."""
     run = load_run(folder, defaults)
     if run is None:
         raise ValueError(f"{folder}: not a finished run folder (no results.json with a finished seed)")
@@ -171,7 +173,7 @@ def seed_row(entry: dict, split: str) -> dict:
     }
 
 
-def backbones(config: dict, model: dict) -> list[Backbone]:
+def backbones(config: dict, model: dict) -> list[BackboneRow]:
     """Each slot's backbone, pooling, layers and dtype from the feature manifests (fusion runs), or
     the fine-tuned model; TF-IDF runs have none."""
     manifests = config.get("feature_manifests", {}).get("train", {})
@@ -187,11 +189,11 @@ def backbones(config: dict, model: dict) -> list[Backbone]:
             pooling += f" (prompted: {len(manifest['prompts'])} template(s))"
         info = backbone_info(manifest.get("model", "?"))
         dtype, folder = manifest.get("feature_dtype", "?"), manifest.get("store_dir", slot)
-        found.append(Backbone(slot, info, pooling, layers, dtype, folder))
+        found.append(BackboneRow(slot, info, pooling, layers, dtype, folder))
     if "model_fingerprint" in config:
         args = config.get("args", {})
         info = backbone_info(args.get("model", "?"))
-        found.append(Backbone("fine-tuned", info, "classification head", "all", args.get("dtype", "?"), ""))
+        found.append(BackboneRow("fine-tuned", info, "classification head", "all", args.get("dtype", "?"), ""))
     return found
 
 

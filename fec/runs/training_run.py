@@ -2,7 +2,7 @@
 into one run folder, the records written beside them, and the finish step every trainer shares.
 
     plan = RunPlan(task="ED", out="Logs", folder_name="ED", method="fusion", seeds=[0, 1, 2], ...)
-    train_run(plan, FusionSeeds(...))      # fec.cli.train; fec.cli.finetune and fec.cli.tfidf likewise
+    train_run(plan, FusionSeeds(...))      # fec.api.train; fec.api.finetune and fec.api.tfidf likewise
 
 A trainer says how to train one seed (`SeedTrainer`); the run does the rest, the same way for all:
 claims the folder (`fec.runs.folder`), writes config.json (what ran, with provenance) and

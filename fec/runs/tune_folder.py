@@ -1,6 +1,6 @@
 """A recipe search's folder, `Logs/tune_{task}_{stamp}/`, written by `tune.py`:
 
-search.json     what the search is (task, selection, seed, training, storage, study, store): written
+search.json     what the search is (task, selection, sampler_seed, training, storage, study, store): written
                 when the folder is made; --resume continues only a search of the same
 config.json     the search's options, the store it searched, provenance
 study.db        the Optuna study (SQLite): rerun with --resume FOLDER to continue it
@@ -26,7 +26,7 @@ from fec.core.errors import StudyError
 from fec.core.files import atomic_write, atomic_write_text
 from fec.runs.folder import write_json
 from fec.runs.rendering import environment
-from fec.runs.run_files import Fields, is_run_folder, read_run_json
+from fec.runs.run_files import Fields, check, is_run_folder, read_run_json
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ SEARCH = Fields(
         "task": str,
         "metric": str,
         "cv": int,
-        "seed": int,
+        "sampler_seed": int,
         "max_seeds": int,
         "training": dict,
         "storage": (str, None),
@@ -69,7 +69,11 @@ def read_search_record(folder: Path) -> dict:
             )
         what = "a run folder" if is_run_folder(folder) else "not a search folder"
         raise StudyError(f"{folder}: {what} (no {SEARCH_RECORD}); --resume takes a folder tune.py made, tune_TASK_STAMP/")
-    return read_run_json(path, SEARCH)
+    record = read_run_json(path, Fields())  # a JSON object, its fields checked below under their present names
+    if "seed" in record and "sampler_seed" not in record:  # written before the setting was named for what it seeds
+        record["sampler_seed"] = record.pop("seed")
+    check(path, record, SEARCH, "")
+    return record
 
 
 def search_differences(recorded: dict, wanted: dict) -> list[str]:

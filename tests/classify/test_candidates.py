@@ -6,7 +6,7 @@ its best curve, the peak and a near spread of its second-best, its published fol
 
 from __future__ import annotations
 
-from fec.classify.candidates import OFF, PUBLISHED, search_space
+from fec.classify.candidates import OFF, PUBLISHED_FOLDER, search_space
 
 
 def curve_rows(slot: str, folder: str, pooling: str, scores: dict[int, float], depth: int) -> list[dict]:
@@ -50,14 +50,14 @@ def test_a_decoder_gets_near_and_wide_spreads_around_its_best_curves_peak_and_it
 
 def test_an_encoder_also_gets_its_layers_from_the_peak_to_the_last_and_keeps_its_published_folder():
     options = search_space(ROWS, "acc", MANIFESTS).sources["roberta"]
-    assert options[:2] == [OFF, PUBLISHED]
+    assert options[:2] == [OFF, PUBLISHED_FOLDER]
     assert "roberta:mean:9,10,11,12@roberta-mean+first-all" in options
     assert "roberta:mean:7,9,11@roberta-mean+first-all" in options  # the wide spread
     assert "roberta:first:12,@roberta-mean+first-all" in options
 
 
 def test_the_lexical_source_is_fused_or_left_out():
-    assert search_space(ROWS, "acc", MANIFESTS).sources["tfidf"] == [OFF, PUBLISHED]
+    assert search_space(ROWS, "acc", MANIFESTS).sources["tfidf"] == [OFF, PUBLISHED_FOLDER]
 
 
 def test_the_search_starts_where_the_probes_point_with_the_head_that_won_by_hand():
@@ -68,7 +68,7 @@ def test_the_search_starts_where_the_probes_point_with_the_head_that_won_by_hand
         == {
             "source.llama": "llama:last:16,18,20,22,24@llama-mean+last-all",
             "source.roberta": "roberta:mean:8,9,10@roberta-mean+first-all",
-            "source.tfidf": PUBLISHED,
+            "source.tfidf": PUBLISHED_FOLDER,
         }
         | head
     )

@@ -14,7 +14,8 @@ from helpers import ML_LABELS, extract_all, newest_run, write_multilabel_task
 
 import main as main_script
 import predict as predict_script
-from fec.core.data import DataError, load_split, load_splits
+from fec.core.data import load_split, load_splits
+from fec.core.errors import DataError
 from fec.core.metrics import THRESHOLD_GRID, multilabel_metrics, tune_thresholds
 from fec.runs.table import RUNS_COLUMNS, append_run_row
 
@@ -242,10 +243,10 @@ def test_cross_validation_picks_epochs_and_thresholds_out_of_fold(ml_store, tmp_
 
 
 def test_a_small_valid_split_turns_cross_validation_on_by_itself():
+    from fec.api.train import TrainSettings
     from fec.classify.cross_validation import folds_for
-    from fec.cli.train import build_parser
 
-    assert build_parser().parse_args(["--task", "semeval_eng"]).cv is None  # decided from the data, not fixed
+    assert TrainSettings(task="semeval_eng").cv is None  # decided from the data, not fixed
     assert folds_for(None, 116, 2768) == 5  # semeval_eng: 116 valid rows beside 2,768 train
     assert folds_for(None, 2761, 17802) == 0  # ED: valid is large enough to select on
     assert folds_for(None, 30, 90) == 0  # a small task whose train is small too

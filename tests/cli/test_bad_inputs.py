@@ -1095,7 +1095,7 @@ def test_a_full_disk_under_out_is_one_error_line_naming_the_file(project, mount_
 def test_an_output_beside_what_the_project_keeps_is_written_but_never_over_it(tmp_path, monkeypatch):
     """A folder holding a task's splits and a model's files (a researcher's working folder) takes
     new outputs; only its kept files, and the records of runs and searches, are refused."""
-    from fec.cli.outputs import output_problem
+    from fec.runs.output_rule import output_problem
 
     for name in ("train.csv", "valid.csv", "config.json", "best.pt"):
         (tmp_path / name).write_text("kept")

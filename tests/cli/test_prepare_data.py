@@ -353,3 +353,9 @@ def test_copy_real_shared_data(tmp_path, capsys):
         for name in table:
             if name not in fetch.OPTIONAL_FILES or (SHARED_DATA / task / name).exists():
                 assert fetch.sha256_file(dst / task / name) == table[name]
+
+
+def test_bringing_data_loads_no_model_library():
+    """`fec data` and `fec.prepare_data` stay quick to start: neither torch nor scikit-learn is imported."""
+    code = "import sys, fec, fec.cli.prepare_data; fec.prepare_data; print(sorted({'torch', 'sklearn'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

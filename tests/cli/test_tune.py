@@ -13,18 +13,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import LABELS, make_text, write_task
+from helpers import LABELS, make_text
 
 import predict as predict_script
 import prepare_data as prepare_data_script
 import report as report_script
 from baselines import tfidf as tfidf_script
+from fec.api.train import recipe_values
 from fec.classify.candidates import SearchSpace
 from fec.classify.fusion_training import TrainConfig
 from fec.classify.search import Search, open_study, run_search
 from fec.cli import tune
-from fec.cli.recipe_file import recipe_file_options
-from fec.cli.train import RECIPE_FILE_OPTIONS, build_parser
 from fec.runs.tune_folder import candidate_rows
 
 SMALL = ["--trials", "6", "--max_seeds", "2", "--epochs", "8", "--device", "cpu"]
@@ -60,7 +59,7 @@ def test_a_jsonl_file_becomes_a_tuned_run_that_predicts(tmp_path, tiny_models, c
     assert all(len(row["scores"].split()) == int(row["seeds"]) for row in rows)
     recipe = json.loads((folder / "recipe.json").read_text())
     assert recipe["_found_by"][0].startswith("tune.py: 6 candidates compared by acc on valid (test not read)")
-    recipe_file_options(build_parser(), folder / "recipe.json", RECIPE_FILE_OPTIONS)  # main.py reads it as it is
+    recipe_values(folder / "recipe.json")  # main.py reads it as it is
     config = json.loads((folder / "config.json").read_text())
     assert config["search_space"]["sources"]["tfidf"] == ["off", "published"]  # the lexical source, stored by --extract
     final = Path(config["final_run"])
@@ -74,15 +73,6 @@ def test_a_jsonl_file_becomes_a_tuned_run_that_predicts(tmp_path, tiny_models, c
     assert report_script.main([str(tmp_path / "Logs"), "--task", "mine", "--format", "csv"]) == 0
     (row,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
     assert row["runs"] == final.name and "-features" in row["command"]  # the tuned run is a row of the report
-
-
-@pytest.fixture(scope="module")
-def toy_search_store(tmp_path_factory, tiny_models) -> tuple[Path, Path]:
-    """(root, data) with the default search space extracted for `toy` by a first short search."""
-    root = tmp_path_factory.mktemp("tuned")
-    data = write_task(root / "data")
-    search(root, data, "toy", "--extract", *models(tiny_models), "--trials", "1", "--max_seeds", "1", "--no_final")
-    return root, data
 
 
 def permuted_test_labels(data: Path, copy: Path) -> Path:
@@ -210,7 +200,7 @@ def test_a_search_folder_records_what_it_is(copied_store):
     assert "budget 1 candidates" in (folder / "tune.log").read_text()  # --trials alone: no time limit
     record = json.loads((folder / "search.json").read_text())
     assert record["task"] == "toy" and record["metric"] == "acc" and record["cv"] == 0
-    assert record["seed"] == 0 and record["max_seeds"] == 2 and record["training"]["epochs"] == 8
+    assert record["sampler_seed"] == 0 and record["max_seeds"] == 2 and record["training"]["epochs"] == 8
     assert record["storage"] is None and record["study"] == folder.name  # its own study.db, a study of its own name
     assert "tfidf" in record["store"] and set(record["store"]["tfidf"]) == {"train", "valid"}
 
@@ -220,7 +210,7 @@ def test_a_search_folder_records_what_it_is(copied_store):
     [
         (["--max_seeds", "3"], "searched with other settings (max_seeds 2 -> 3)"),
         (["--epochs", "9"], "searched with other settings (training {'epochs': 8, 'early_stop': 10, 'batch_size': 64} -> "),
-        (["--seed", "4"], "searched with other settings (seed 0 -> 4)"),
+        (["--seed", "4"], "searched with other settings (sampler_seed 0 -> 4)"),  # --seed: the sampler's
         (["--cv", "3"], "searched with other settings (cv 0 -> 3)"),
         (["--storage", "sqlite:///{root}/elsewhere.db"], "its study is in its folder's study.db, not sqlite:///"),
     ],

@@ -7,15 +7,10 @@ import json
 import pytest
 import torch
 
-from fec.core.data import DataError, load_split, load_splits, read_label_map
+from fec.core.data import load_split, load_splits, read_label_map
+from fec.core.errors import DataError, StoreError
 from fec.features import store
-from fec.features.store import (
-    StoreError,
-    feature_path,
-    load_features,
-    manifest_path,
-    save_features,
-)
+from fec.features.store import feature_path, load_features, manifest_path, save_features
 
 
 def write(path, text):

@@ -193,8 +193,8 @@ def test_same_settings_are_skipped_other_settings_refused_and_overwrite_replaces
 
 
 def test_an_extraction_that_fails_to_load_its_model_leaves_no_empty_store_folder(data_dir, tmp_path, tiny_models, monkeypatch):
+    from fec.core.errors import ModelError
     from fec.features import extract
-    from fec.features.backbones import ModelError
 
     def refusing(*args, **kwargs):
         raise ModelError("no memory left for the weights")
@@ -234,18 +234,19 @@ def test_help_documents_every_option():
 
 
 def test_the_command_line_becomes_one_config_and_its_namespace_is_left_as_parsed():
-    from fec.cli.extract import extraction_config
+    from fec.api.extract import extraction_config
+    from fec.cli.extract import settings_of
     from fec.features.standins import PRESETS
 
     args = build_parser("llama").parse_args(["-task", "ED", "-compat", "reference", "-preset", "offline", "-mode", "valid"])
     parsed = dict(vars(args))
-    config = extraction_config(args, "llama")
+    config = extraction_config(settings_of(args, "llama"))
     assert vars(args) == parsed  # --compat and --preset are resolved into the config, never written back
     assert (config.model, config.modes, config.compat) == (PRESETS["offline"]["llama"], ("valid",), "reference")
     assert (config.llama_pooling, config.batch_order, config.batch_size) == ("unmasked_padded", "file", 2)
     assert config.store_dir == "llama_unmasked_padded" and not config.feature_spec.is_variant
     args = build_parser("bert").parse_args(["-task", "ED", "-compat", "reference", "-batch_size", "8", "--pooling", "mean"])
-    config = extraction_config(args, "bert")
+    config = extraction_config(settings_of(args, "bert"))
     assert (config.llama_pooling, config.batch_order, config.batch_size) == ("masked", "file", 8)  # an explicit option wins
     assert config.store_dir == "bert-mean-last1" and config.modes == ()
 

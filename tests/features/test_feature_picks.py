@@ -132,12 +132,10 @@ def test_bad_recipe_files_are_one_line_errors(variant_store, tmp_path, capsys, c
 
 @pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[2] / "recipes").glob("*.json")), ids=lambda p: p.name)
 def test_every_shipped_recipe_is_read_as_the_command_line_would_be(recipe):
-    from fec.cli.recipe_file import recipe_file_options
-    from fec.cli.train import RECIPE_FILE_OPTIONS, build_parser
+    from fec.api.train import recipe_values
 
-    values = recipe_file_options(build_parser(), recipe, RECIPE_FILE_OPTIONS)
     written = json.loads(recipe.read_text())["features"]
-    assert [str(pick) for pick in values["features"]] == written  # each pick parsed, as main.py --features would
+    assert recipe_values(recipe)["features"] == written  # each pick parsed and written back, as main.py --features would
 
 
 def test_a_pick_of_one_layer_index_is_written_so_that_it_reads_back_as_that_index():

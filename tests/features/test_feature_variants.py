@@ -11,6 +11,8 @@ from fec.cli.extract import main
 from fec.core.errors import SettingError, UsageError
 from fec.features.backbones import load_backbone
 from fec.features.forward_pass import Batching, PoolingPlan, encode_texts, extract_features
+from fec.features.picks import parse_pick
+from fec.features.pooling import POOLINGS, Pooling, register
 from fec.features.spec import FeatureSpec, LayerChoice, parse_layers
 from fec.features.store import feature_path, load_features
 
@@ -53,6 +55,45 @@ def test_pooler_variant_is_the_trained_pooler_and_is_refused_without_one(tiny_mo
     without = load_backbone(str(tiny_models["bert_nopooler"]), CPU, torch.float32)
     with pytest.raises(SettingError, match="pooling pooler: .* has no trained pooler"):
         extract_features(without, [LONG], "bert", plan=PoolingPlan(spec=FeatureSpec("bert", ("pooler",))))
+
+
+def masked_max(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The largest value of each hidden unit over the real tokens."""
+    return hidden.float().masked_fill(~mask.bool().unsqueeze(-1), float("-inf")).amax(dim=1)
+
+
+@pytest.fixture
+def max_pooling():
+    """`max`, a pooling of the test's own: registered for the test, removed after it."""
+    pooling = register(Pooling("max", "the largest value of each unit over the real tokens", ("decoder", "encoder"), masked_max))
+    yield pooling
+    del POOLINGS[pooling.name]
+
+
+def test_a_registered_pooling_is_extracted_stored_and_picked_by_its_name(data_dir, tmp_path, tiny_models, max_pooling):
+    backbone = load_backbone(str(tiny_models["bert"]), CPU, torch.float32)
+    spec = FeatureSpec("bert", ("mean", "max"), LayerChoice(every=True))
+    # The short text is padded on the right in the long one's batch; its padding is not a token of it.
+    feats, _ = extract_features(backbone, [SHORT, LONG], "bert", plan=PoolingPlan(spec=spec), batching=Batching(batch_size=2))
+    for row, text in enumerate([SHORT, LONG]):
+        for layer, states in enumerate(hand_states(backbone, text)):
+            torch.testing.assert_close(feats[row, 1, layer], states[0].amax(dim=0), atol=1e-5, rtol=1e-5)
+    store = tmp_path / "ds"
+    argv = extract_argv(tiny_models["bert"], data_dir, store, "valid", "--layers", "all", "--pooling", "mean", "max")
+    assert main("bert", argv) == 0
+    stored = load_features(feature_path(store, "toy", "bert-mean+max-all", "valid"))
+    assert stored.manifest["poolings"] == ["mean", "max"]
+    picked = parse_pick("bert:max:-1").select(stored.features, stored.manifest)
+    torch.testing.assert_close(picked, stored.features[:, 1, [-1]].float())
+
+
+def test_a_pooling_is_registered_once_under_a_plain_name():
+    with pytest.raises(ValueError, match="registered already"):
+        register(Pooling("mean", "another mean", ("encoder",), masked_max))
+    with pytest.raises(ValueError, match="lowercase letters"):
+        register(Pooling("max+min", "two in one", ("encoder",), masked_max))  # + joins poolings in folder names
+    with pytest.raises(SettingError, match="pooling median: is not a pooling; choose mean, first, pooler, last"):
+        FeatureSpec("bert", ("median",))
 
 
 def test_layer_choices_parse_to_counts_all_and_indices():

@@ -19,6 +19,7 @@ import torch
 from helpers import extract_argv
 
 from fec.cli.extract import main
+from fec.core.errors import StoreError
 from fec.features import backbones, chunks, store
 from fec.features.chunks import chunk_file, parts_dir, plan_chunks, prepare_parts, record_file, verify_chunk, write_chunk
 from fec.features.locks import lock_path
@@ -73,7 +74,7 @@ def test_streamed_merge_writes_the_bytes_save_features_writes_and_mmap_reads_the
     assert str(pieces) in Path("/proc/self/maps").read_text()  # read through a memory map, not into RAM
     mapped.features.add_(1)  # a private mapping: the file never changes
     assert load_features(pieces).features.equal(feats)
-    with pytest.raises(store.StoreError, match="expected"):
+    with pytest.raises(StoreError, match="expected"):
         save_features_streamed(tmp_path / "c.safetensors", [7, 3, 5], torch.float32, [feats[:3]], labels, {})
     assert not (tmp_path / "c.safetensors").exists()
 

@@ -18,18 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from fec.core.errors import StandinError
 from fec.features import standins
-from fec.features.standins import (
-    INSTALL_HINT,
-    MARKER,
-    PRESETS,
-    STANDINS,
-    Standin,
-    StandinError,
-    is_standin,
-    resolve_standin,
-    standin_cache_dir,
-)
+from fec.features.standins import INSTALL_HINT, MARKER, PRESETS, STANDINS, Standin, is_standin, resolve_standin, standin_cache_dir
 
 # ---------------------------------------------------------------------------- helpers
 

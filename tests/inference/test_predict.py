@@ -22,9 +22,9 @@ import predict as predict_script
 from fec import EmotionClassifier
 from fec.classify.fusion_inputs import load_fusion_data
 from fec.classify.fusion_training import predict_logits
-from fec.cli.outputs import command_inputs, output_problem
+from fec.core.errors import RunFileError
 from fec.core.paths import unique_slug
-from fec.runs.run_files import RunFileError
+from fec.runs.output_rule import inputs_of, output_problem
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -118,10 +118,10 @@ def test_the_api_names_a_damaged_run_file_and_explanations_stay_in_their_folder(
     (run / "results.json").write_text('{"seeds": []}')
     with pytest.raises(RunFileError, match=r"results\.json: no `best_seed`"):
         EmotionClassifier.load(run, device="cpu")
-    inputs = command_inputs(argparse.Namespace(run=run))
+    inputs = inputs_of(argparse.Namespace(run=run))
     assert output_problem(run / "explanations" / "today", inputs) is None  # the default folder, or under it
     assert output_problem(tmp_path / "elsewhere", inputs) is None
-    other = output_problem(run / "checkpoints", command_inputs(argparse.Namespace(run=toy_run)))  # another run's folder
+    other = output_problem(run / "checkpoints", inputs_of(argparse.Namespace(run=toy_run)))  # another run's folder
     assert other.startswith(f"is inside the run folder {run}")
 
 

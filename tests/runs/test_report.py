@@ -16,11 +16,12 @@ from conftest import fusion_run
 
 import main as main_script
 import report
-from fec.cli import report as report_command
-from fec.cli import train as train_command
+from fec.api import train as train_api
+from fec.api.report import trainer_defaults
+from fec.core.errors import RunFileError
 from fec.core.metrics import mean_std
 from fec.runs.report import Run, load_run, run_order
-from fec.runs.run_files import RunFileError, compat_setting
+from fec.runs.run_files import compat_setting
 
 FAST = ["-epochs", "3", "-lr", "1e-3"]
 
@@ -101,14 +102,14 @@ def test_runs_are_ordered_by_when_they_claimed_their_folder_not_by_created():
 
 def stop_at_seed_1(monkeypatch, error: BaseException | type[BaseException]) -> None:
     """main.py trains seed 0 as usual, then `error` is raised where seed 1 would train."""
-    real_train_seed = train_command.train_seed
+    real_train_seed = train_api.train_seed
 
     def train_seed(data, cfg, seed, device):
         if seed == 1:
             raise error
         return real_train_seed(data, cfg, seed, device)
 
-    monkeypatch.setattr(train_command, "train_seed", train_seed)
+    monkeypatch.setattr(train_api, "train_seed", train_seed)
 
 
 def test_a_run_stopped_after_its_first_seed_keeps_that_seed(toy_store, tmp_path, capsys, monkeypatch):
@@ -270,7 +271,7 @@ def test_a_run_reads_its_own_option_defaults_and_one_from_before_them_takes_the_
     with pytest.raises(RunFileError, match="no `option_defaults`") as caught:
         load_run(run_dir)
     assert caught.value.path == run_dir / "config.json" and "\n" not in str(caught.value)
-    assert load_run(run_dir, report_command.script_defaults()).command == "python main.py -dataset toy -epochs 3 -lr 0.001"
+    assert load_run(run_dir, trainer_defaults()).command == "python main.py -dataset toy -epochs 3 -lr 0.001"
 
 
 def test_a_tfidf_run_from_before_character_ngrams_is_reported_as_words_only(tmp_path, capsys):

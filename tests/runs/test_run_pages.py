@@ -318,8 +318,8 @@ def test_report_html_rewrites_one_run_page(fusion_run_copy):
 
 
 def test_a_run_page_needs_no_cli_and_a_run_from_before_option_defaults_gets_todays_from_report_py(fusion_run_copy):
+    from fec.core.errors import RunFileError
     from fec.runs.page import write_run_page
-    from fec.runs.run_files import RunFileError
 
     run_dir = fusion_run_copy
     write_run_page(run_dir)  # the run's own config.json holds its options' defaults

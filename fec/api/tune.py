@@ -1,0 +1,598 @@
+"""The recipe search: from a task's store to its best fusion recipe, searched automatically and
+honestly (test is read once, by the final run of the chosen recipe).
+
+    import fec
+    found = fec.tune("ED")                                    # search what dataset/ED/ holds, 30 min budget
+    found = fec.tune("mine", extract=True, preset="offline")  # first extract the default search space
+    found = fec.tune("ED", budget_minutes=90, save="recipes/ED_tuned.json")
+    found = fec.tune("ED", resume="Logs/tune_ED_20261205-190000")   # continue an interrupted search
+    found.candidates, found.recipe, found.run.metrics["test"]
+
+Steps: (1) with `extract`, every layer of every slot with two poolings (mean and last for the
+decoder, mean and first for the encoders) and the decoder's PromptEOL prompt, resumable like any
+extraction, and the lexical source (`fec.classify.lexical`: TF-IDF probabilities, train's out of
+fold); (2) a linear probe of every view on train and valid (`fec.classify.probing`; a probe
+run of the same store and selection is reused); (3) candidates from the probe curves
+(`fec.classify.candidates`), searched by Optuna with successive halving over seeds
+(`fec.classify.search`) on valid, or by cross-validation on train when valid is small; (4) the
+chosen recipe written as a recipe file and trained with `final_seeds` seeds by `fec.train` into a
+run folder of its own, which the report lists beside the others. The search folder is
+`Logs/tune_{task}_{stamp}/` (`fec.runs.tune_folder`); the command is `fec tune` (tune.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from fec.api.extract import ExtractSettings, extraction_config
+from fec.api.probe import recorded_fold_seed
+from fec.api.run import Run
+from fec.api.train import train
+from fec.classify.candidates import search_space
+from fec.classify.cross_validation import chosen_folds
+from fec.classify.fusion_training import TrainConfig
+from fec.classify.lexical import LexicalSettings
+from fec.classify.lexical_store import store_lexical_source
+from fec.classify.linear_probe import selection_metric
+from fec.classify.probing import probe_rows, store_fingerprint, store_folders
+from fec.classify.search import (
+    SEARCH_MODES,
+    Search,
+    absolute_url,
+    check_storage,
+    check_study_file,
+    open_study,
+    recipe_options,
+    run_search,
+    shown_url,
+    sqlite_file,
+)
+from fec.core.errors import FecError, RunFileError, SettingError, StoreError, StudyError, UsageError
+from fec.core.files import atomic_write
+from fec.core.logs import also_log_to
+from fec.core.provenance import provenance
+from fec.core.settings import (
+    BadValue,
+    Settings,
+    documented,
+    existing_dir,
+    given_path,
+    non_negative_int,
+    output_dir,
+    output_file,
+    positive_float,
+    positive_int,
+    setting,
+    task_name,
+)
+from fec.core.settings import device as usable_device
+from fec.core.slots import SLOT_NAMES
+from fec.features.backbones import DTYPES, pick_device
+from fec.features.config import ExtractionConfig
+from fec.features.extract import checked_splits
+from fec.features.extract import run as run_extraction
+from fec.features.standins import PRESETS
+from fec.features.store import read_manifest
+from fec.features.store_slots import store_manifests
+from fec.runs.folder import make_run_dir, write_json
+from fec.runs.output_rule import check_outputs, inputs_of, output_problem
+from fec.runs.run_files import Fields, read_run_json
+from fec.runs.tune_folder import (
+    STUDY_FILE,
+    candidate_rows,
+    found_by,
+    read_search_record,
+    search_differences,
+    store_differences,
+    write_candidates,
+    write_recipe,
+    write_search_record,
+    write_tune_page,
+)
+
+log = logging.getLogger(__name__)
+
+PROMPTEOL = 'This sentence : "{text}" means in one word:"'
+# The default search space's extractions per slot: every layer, two poolings; the decoder also prompted.
+EXTRACTIONS = {
+    "llama": [{"pooling": ["mean", "last"]}, {"pooling": ["last"], "prompt": [PROMPTEOL]}],
+    "bert": [{"pooling": ["mean", "first"]}],
+    "roberta": [{"pooling": ["mean", "first"]}],
+}
+# What a probe.py run's config.json must hold to be reused.
+PROBE_CONFIG = Fields(optional={"store": dict, "setup": dict, "args": dict, "cv": int, "seed": int})
+# How every candidate trains (fec.train's settings); batch 64 and early stop 10 are the CPU recipe of the demo.
+TRAINING = {"epochs": 200, "early_stop": 10, "batch_size": 64}
+DEFAULT_BUDGET_MINUTES = 30.0  # sized for a 2-core CPU
+# The search's own settings; with `resume`, a setting not given is the resumed search's.
+SEARCH_DEFAULTS = {"sampler_seed": 0, "max_seeds": 3}
+
+
+def slot_models(value) -> dict[str, str]:
+    """The models of the extractions by slot: a dict {slot: model}, or the command line's
+    `SLOT=MODEL` pairs; each slot a published one, given once."""
+    if isinstance(value, dict):
+        pairs = [f"{slot}={model}" for slot, model in value.items()]
+    elif isinstance(value, list | tuple) and all(isinstance(pair, str) for pair in value):
+        pairs = list(value)
+    else:
+        raise BadValue(f"give {{slot: model}} or SLOT=MODEL pairs, got {value!r}")
+    chosen: dict[str, str] = {}
+    for pair in pairs:
+        slot, sep, model = pair.partition("=")
+        if not sep or not model or slot not in SLOT_NAMES:
+            raise SettingError("model", pair, f"expected SLOT=MODEL with SLOT one of {', '.join(SLOT_NAMES)}")
+        if slot in chosen:
+            raise SettingError("model", pair, f"the {slot} slot is given twice ({slot}={chosen[slot]}); give each slot once")
+        chosen[slot] = model
+    return chosen
+
+
+@dataclass(kw_only=True)
+class TuneSettings(Settings):
+    """What `fec.tune` searches and where it writes (`fec tune -h` lists the same settings as options);
+    a search setting left None is the resumed search's, else its default."""
+
+    task: str = setting(check=task_name, help="task folder, e.g. ED, go_emotion, semeval_eng")
+    device: str = setting("auto", check=usable_device, help="cuda, cuda:N, cpu, or auto (cuda when available)")
+    data_dir: Path = setting(Path("data"), check=given_path, help="folder holding TASK/MODE.csv")
+    dataset_dir: Path = setting(Path("dataset"), check=given_path, help="feature store root")
+    out: Path = setting(Path("Logs"), check=output_dir, help="where the search folder and the final run go")
+    extract: bool = setting(
+        False,
+        help="first extract the default search space: every layer with mean and last (decoder) or first (encoders) "
+        "pooling, the decoder with the PromptEOL prompt, and the lexical source (TF-IDF probabilities, train's out of "
+        "fold); resumable, finished splits are skipped",
+    )
+    preset: str | None = setting(None, choices=sorted(PRESETS), help="with --extract: the models, e.g. offline")
+    dtype: str = setting(
+        "auto",
+        choices=["auto", *DTYPES],
+        help="with --extract: the models' dtype (auto: bfloat16 on CUDA and on CPUs with bf16 matrix units, where it "
+        "is several times faster than float32 with the same features: docs/features.md; else float32)",
+    )
+    model: dict[str, str] | None = setting(
+        None, check=slot_models, help="with --extract: a slot's model, e.g. llama=DIR ({slot: model} in Python)"
+    )
+    compile: bool = setting(
+        False,
+        help="with --extract: compile the model with torch.compile before extracting: on one CPU core the decoder "
+        "stand-in ran 1.25x faster after 87 s of compiling (about 45,000 texts to pay off), the encoders no faster "
+        "(fec.features.compiled); needs a C++ compiler on a CPU; not with --device_map or --load_in",
+    )
+    overwrite: bool = setting(
+        False, help="with --extract: extract again and replace finished splits extracted with other settings"
+    )
+    budget_minutes: float | None = setting(
+        None,
+        check=positive_float,
+        help=f"stop starting candidates after this many minutes (default: {DEFAULT_BUDGET_MINUTES:g}; with --trials, none: "
+        "every trial runs)",
+    )
+    trials: int | None = setting(None, check=positive_int, help="at most this many candidates (default: budget)")
+    max_seeds: int | None = setting(
+        None, check=positive_int, help="seeds of a candidate that survives halving (default: 3; with --resume, the search's)"
+    )
+    final_seeds: int = setting(5, check=positive_int, help="seeds of the chosen recipe's final run")
+    sampler_seed: int | None = setting(
+        None,
+        check=non_negative_int,
+        help="seed of the sampler and the probes' folds (default: 0; with --resume, the search's)",
+    )
+    cv: int | None = setting(
+        None,
+        check=non_negative_int,
+        help="select by K-fold cross-validation on train (0: on valid; default: 5 folds when valid is small, as main.py; "
+        "with --resume, the search's)",
+    )
+    resume: Path | None = setting(
+        None,
+        check=existing_dir,
+        help="continue the search of this tune folder, with its settings and its study (its search.json says which); a "
+        "setting given otherwise, another task or a store changed since are refused",
+    )
+    storage: str | None = setting(
+        None,
+        help="an Optuna RDB URL for the study, e.g. sqlite:///PATH or postgresql://USER@HOST/DB, checked before any work "
+        "(default: SQLite in the tune folder; with --resume, the search's own)",
+    )
+    save: Path | None = setting(None, check=output_file, help="also copy the chosen recipe file here (its folder is made)")
+    no_final: bool = setting(False, help="choose the recipe without training it on test")
+    threads: int | None = setting(
+        None,
+        check=positive_int,
+        help="CPU threads (default: from the work per step and the cores other jobs leave free, logged; fec.core.threads)",
+    )
+    epochs: int | None = setting(
+        None,
+        check=positive_int,
+        help=f"main.py's --epochs for every candidate (default: {TRAINING['epochs']}; with --resume, the search's)",
+    )
+    early_stop: int | None = setting(
+        None,
+        check=positive_int,
+        help=f"main.py's --early_stop for every candidate (default: {TRAINING['early_stop']}; with --resume, the search's)",
+    )
+    batch_size: int | None = setting(
+        None,
+        check=positive_int,
+        help=f"main.py's --batch_size for every candidate (default: {TRAINING['batch_size']}; with --resume, the search's)",
+    )
+
+    def record(self) -> dict:
+        """The settings as JSON values, the models as the command line's SLOT=MODEL pairs."""
+        models = [f"{slot}={model}" for slot, model in self.model.items()] if self.model else None
+        return super().record() | {"model": models}
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What a search found: its folder, the chosen recipe (a recipe file's settings, the file
+    beside), every candidate as candidates.csv holds them (best first), and the final run of the
+    chosen recipe (None with `no_final`)."""
+
+    path: Path
+    recipe: dict
+    recipe_file: Path
+    candidates: pd.DataFrame
+    run: Run | None
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a search: its table is written, and `resume_command` continues it."""
+
+    def __init__(self, folder: Path, resume_command: str):
+        super().__init__(f"{folder}: stopped; continue with: {resume_command}")
+        self.folder, self.resume_command = folder, resume_command
+
+
+@documented(TuneSettings)
+def tune(task: str | None = None, *, settings: TuneSettings | None = None, **options) -> TuneResult:
+    """Search the best fusion recipe of a task's stored features, then train it; what it found.
+
+    found = fec.tune("mine", extract=True, preset="offline")   # python tune.py --task mine --extract --preset offline
+
+    Everything the settings alone decide is checked first (a resumed folder against its
+    search.json, the study's storage), then the extractions (with `extract`), then the store;
+    Ctrl-C stops the search with its table written and raises `SearchInterrupted`, whose
+    command continues it (`resume`).
+    """
+    settings = settings or TuneSettings(**{"task": task, **options})
+    check_outputs(settings)
+    check_extraction_settings(settings)
+    if settings.extract and settings.resume:
+        raise UsageError(
+            "--extract and --resume: a search folder exists once its extraction is done, and a resumed search searches the "
+            "store it recorded; drop --extract"
+        )
+    recorded = read_search_record(settings.resume) if settings.resume else None
+    settings = settled(settings, recorded)
+    storage = chosen_storage(settings, recorded)
+    if recorded:
+        refuse_other_search(settings.resume, recorded, search_identity(settings))
+    if settings.extract:
+        extract_search_space(settings, extraction_configs(settings))
+    folders = searchable_folders(settings)
+    manifests = {folder: m for folder, m in store_manifests(settings.dataset_dir, settings.task).items() if folder in folders}
+    valid_rows = read_manifest(settings.dataset_dir / settings.task / folders[0] / "valid.safetensors")["rows"]
+    folds = chosen_folds(settings.cv, valid_rows, manifests[folders[0]]["rows"])
+    metric = selection_metric(bool(next(iter(manifests.values())).get("multilabel")))
+    store = store_fingerprint(settings.dataset_dir, settings.task, folders)  # which features are searched
+    identity = search_identity(settings) | {"metric": metric, "cv": folds, "store": store}
+    if recorded:
+        refuse_other_search(settings.resume, recorded, identity)
+        tune_dir = settings.resume
+    else:
+        tune_dir = make_run_dir(settings.out, f"tune_{settings.task}")
+        write_search_record(
+            tune_dir, identity | {"storage": storage and shown_url(absolute_url(storage)), "study": tune_dir.name}
+        )
+    name = recorded["study"] if recorded else tune_dir.name
+    with also_log_to(tune_dir / "tune.log"):
+        try:
+            study = open_study(
+                name, storage or folder_storage(tune_dir), settings.sampler_seed, settings.max_seeds, existing=bool(recorded)
+            )
+            return search_and_train(settings, tune_dir, identity, manifests, study)
+        except KeyboardInterrupt:
+            command = resume_command(settings, tune_dir)
+            log.error("stopped; continue the search (a candidate cut short is trained again) with: %s", command)
+            raise SearchInterrupted(tune_dir, command) from None
+
+
+def check_extraction_settings(settings: TuneSettings) -> None:
+    """The extraction settings apply with `extract` only."""
+    if settings.extract:
+        return
+    extraction_only = {
+        "preset": settings.preset,
+        "model": settings.model,
+        "dtype": settings.dtype != "auto",
+        "compile": settings.compile,
+        "overwrite": settings.overwrite,
+    }
+    given = next((name for name, on in extraction_only.items() if on), None)
+    if given:
+        raise SettingError(given, None, "applies to the extractions of --extract; add --extract")
+
+
+def settled(settings: TuneSettings, recorded: dict | None) -> TuneSettings:
+    """The settings with every search setting decided: as given, else the resumed search's, else
+    its default (the folds left to the store when neither says)."""
+    fallback = SEARCH_DEFAULTS | TRAINING | {"cv": None}
+    if recorded:
+        fallback = {name: recorded.get(name) for name in (*SEARCH_DEFAULTS, "cv")} | {
+            name: recorded["training"].get(name) for name in TRAINING
+        }
+    chosen = {name: fallback[name] if getattr(settings, name) is None else getattr(settings, name) for name in fallback}
+    return dataclasses.replace(settings, **chosen)
+
+
+def search_identity(settings: TuneSettings) -> dict:
+    """What makes a search this search, as far as the settings say (the store and the folds come from the store)."""
+    identity = {"task": settings.task, "sampler_seed": settings.sampler_seed, "max_seeds": settings.max_seeds}
+    identity["training"] = {name: getattr(settings, name) for name in TRAINING}
+    return identity | ({"cv": settings.cv} if settings.cv is not None else {})  # (None: from the store, compared once known)
+
+
+def refuse_other_search(folder: Path, recorded: dict, wanted: dict) -> None:
+    """A resumed folder must hold a search of this task with these settings, over this store."""
+    if recorded["task"] != wanted["task"]:
+        raise StudyError(f"--resume {folder}: a search of task {recorded['task']!r}, not {wanted['task']!r}")
+    differences = search_differences(recorded, wanted)
+    if differences:
+        raise StudyError(
+            f"--resume {folder}: searched with other settings ({'; '.join(differences)}); resume with that search's "
+            "settings, or start a new search without --resume"
+        )
+    changes = store_differences(recorded["store"], wanted["store"]) if "store" in wanted else []
+    if changes:
+        raise StudyError(
+            f"--resume {folder}: the store changed since that search ({', '.join(changes)}); start a new search without --resume"
+        )
+
+
+def chosen_storage(settings: TuneSettings, recorded: dict | None) -> str | None:
+    """The study's storage URL, checked before any work (None: SQLite in the search folder):
+    `storage`, else the resumed search's own; a resumed search's storage cannot change."""
+    storage = settings.storage
+    if recorded:
+        kept = recorded["storage"]
+        if storage is not None and shown_url(absolute_url(storage)) != kept:
+            where = kept or "its folder's study.db"
+            raise StudyError(f"--resume {settings.resume}: its study is in {where}, not {shown_url(storage)}; drop --storage")
+        if storage is None and kept and "***" in kept:
+            raise StudyError(f"--resume {settings.resume}: its study is in {kept}; give that URL with its password as --storage")
+        storage = storage or kept
+        database = sqlite_file(storage) if storage else settings.resume / STUDY_FILE
+        if database is not None:  # checked whole, holding the search's study: check_storage has no more to say
+            check_study_file(database, study=recorded["study"])
+            return storage
+    database = sqlite_file(settings.storage) if settings.storage else None
+    problem = database and output_problem(database, inputs_of(settings))
+    if problem:  # a study database is written: the rule of every output
+        raise SettingError("storage", shown_url(settings.storage), problem)
+    if storage is not None:
+        check_storage(storage)
+    return storage
+
+
+def folder_storage(tune_dir: Path) -> str:
+    return f"sqlite:///{(tune_dir / STUDY_FILE).resolve()}"
+
+
+def resume_command(settings: TuneSettings, tune_dir: Path) -> str:
+    """The command that continues the search in `tune_dir`: its settings are recorded there."""
+    defaults = TuneSettings.defaults()
+    places = [
+        f"--{name} {getattr(settings, name)}"
+        for name in ("data_dir", "dataset_dir", "out")
+        if str(getattr(settings, name)) != defaults[name]
+    ]
+    if settings.storage and shown_url(settings.storage) != settings.storage:  # its password is not recorded: given again
+        places.append(f"--storage {shown_url(settings.storage).replace('***', 'PASSWORD')}")
+    return " ".join(["python tune.py --task", settings.task, *places, "--resume", str(tune_dir)])
+
+
+def extraction_configs(settings: TuneSettings) -> list[tuple[ExtractionConfig, dict]]:
+    """The default search space's extractions as `fec.extract` would run them, each with its
+    splits, every one checked (data, model folder, what its configuration rules out) before the
+    first starts."""
+    chosen = settings.model or {}
+    configs = []
+    for slot, variants in EXTRACTIONS.items():
+        source = {"model": chosen[slot]} if slot in chosen else {"preset": settings.preset}
+        for variant in variants:
+            extraction = ExtractSettings(
+                task=settings.task,
+                slot=slot,
+                mode="all",
+                layers="all",
+                **variant,
+                **source,
+                device=settings.device,
+                dtype=settings.dtype,
+                data_dir=settings.data_dir,
+                dataset_dir=settings.dataset_dir,
+                threads=settings.threads,
+                compile=settings.compile,
+                overwrite=settings.overwrite,
+            )
+            configs.append(extraction_config(extraction))
+    return [(config, checked_splits(config)) for config in configs]
+
+
+def extract_search_space(settings: TuneSettings, extractions: list[tuple[ExtractionConfig, dict]]) -> None:
+    """The default search space's extractions (resumable: finished splits are skipped) and the lexical source."""
+    for config, splits in extractions:
+        run_extraction(config, splits)
+    store_lexical_source(settings.data_dir, settings.dataset_dir, settings.task, LexicalSettings())
+
+
+def searchable_folders(settings: TuneSettings) -> list[str]:
+    """The store folders with train and valid features; none is an error that says how to make them."""
+    if not (settings.data_dir / settings.task).is_dir():
+        raise StoreError(
+            f"{settings.data_dir / settings.task}: no data for task {settings.task!r}; bring it with "
+            f"`python prepare_data.py --from FILE --task {settings.task}`"
+        )
+    return store_folders(settings.dataset_dir, settings.task)
+
+
+def probes(settings: TuneSettings, tune_dir: Path, store: dict, folds: int) -> list[dict]:
+    """The probe rows of every view of `store` (folder -> its features' sha256, as
+    `store_fingerprint` gives): this search's own (resumed); else, folder by folder, those of an
+    earlier probe.py run or search of the same features and selection (reused, test columns
+    left out), and new ones on train and valid for the folders no earlier probe covers."""
+    own = tune_dir / "probe.csv"
+    if own.is_file():
+        rows = read_probe(own)
+        if {row["folder"] for row in rows} != set(store):
+            raise RunFileError(own, f"probes other folders than the search's store ({', '.join(store)}); it was edited")
+        return rows
+    found = earlier_probe_rows(settings, store, folds)
+    missing = [folder for folder in store if folder not in found]
+    if missing:
+        device = str(pick_device(settings.device))
+        rows, _ = probe_rows(
+            settings.dataset_dir, settings.task, missing, cv=folds, seed=settings.sampler_seed, device=device, modes=SEARCH_MODES
+        )
+        for row in rows:
+            found.setdefault(row["folder"], []).append(row)
+    table = pd.DataFrame([row for folder in store for row in found[folder]])
+    table.to_csv(own, index=False, float_format="%.6f")
+    write_json(tune_dir / "probe.json", {"store": store, "cv": folds, "seed": settings.sampler_seed})
+    return read_probe(own)
+
+
+def earlier_probe_rows(settings: TuneSettings, store: dict, folds: int) -> dict[str, list[dict]]:
+    """Folder -> its probe rows from the newest earlier probe.py run or search that probed the same
+    features (sha256) with the same folds and seed."""
+    out, task, found = settings.out, settings.task, {}
+    records = [
+        *out.glob(f"probe_{task}_*/config.json"),  # probe.py runs
+        *out.glob(f"tune_{task}_*/probe.json"),  # searches, from their probes on
+        *out.glob(f"tune_{task}_*/config.json"),  # finished searches
+    ]
+    for record in sorted(records, key=lambda path: path.parent.name.rsplit("_", 1)[-1], reverse=True):
+        try:
+            config = read_run_json(record, PROBE_CONFIG)
+        except RunFileError as err:  # a damaged probe folder is not reused; its folders are probed again
+            log.warning("%s: not reused (%s)", record, err.problem)
+            continue
+        cv = config.get("setup", {}).get("cv", config.get("cv", config.get("args", {}).get("cv")))
+        seed = recorded_fold_seed(config)
+        same = [f for f, sha in (config.get("store") or {}).items() if store.get(f) == sha and f not in found]
+        if cv != folds or seed != settings.sampler_seed or not same or not (record.parent / "probe.csv").is_file():
+            continue
+        try:
+            rows = [
+                {k: v for k, v in row.items() if not k.startswith("test_")} for row in read_probe(record.parent / "probe.csv")
+            ]
+        except RunFileError as err:  # a damaged earlier table is not reused; its folders are probed again
+            log.warning("%s: not reused (%s)", err.path, err.problem)
+            continue
+        reused = {folder: [row for row in rows if row["folder"] == folder] for folder in same}
+        found |= {folder: kept for folder, kept in reused.items() if kept}
+        log.info("probes of %s: reused from %s", ", ".join(f for f in reused if reused[f]), record.parent)
+    return found
+
+
+PROBE_COLUMNS = ("folder", "slot", "pooling", "layer", "num_hidden_states")  # what the candidates are made from
+
+
+def read_probe(path: Path) -> list[dict]:
+    """A probe table's rows; a file that is not one (damaged, edited) is a RunFileError naming it."""
+    try:
+        table = pd.read_csv(path, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise RunFileError(path, f"not a probe table ({' '.join(str(err).split())})") from err
+    missing = [column for column in PROBE_COLUMNS if column not in table.columns]
+    if missing or not any(column.startswith("selection_") for column in table.columns):
+        raise RunFileError(path, f"not a probe table (no {', '.join(missing) or 'selection_*'} column)")
+    return table.to_dict("records")
+
+
+def search_and_train(settings: TuneSettings, tune_dir: Path, identity: dict, manifests: dict, study: optuna.Study) -> TuneResult:
+    """The probes, the search of `study`, the recipe file, the final run and the page, into
+    `tune_dir`; `identity` is what the search is (its search.json: metric, folds, store, ...),
+    `manifests` the train manifests of its store's folders."""
+    metric, folds, store = identity["metric"], identity["cv"], identity["store"]
+    space = search_space(probes(settings, tune_dir, store, folds), metric, manifests)
+    log.info("candidates: %s", "; ".join(f"{slot}: {len(options)} options" for slot, options in space.sources.items()))
+    training = {name: getattr(settings, name) for name in TRAINING}
+    search = Search(
+        dataset_dir=settings.dataset_dir,
+        task=settings.task,
+        space=space,
+        base=TrainConfig(**training, cv=folds),
+        budget_minutes=settings.budget_minutes or (None if settings.trials else DEFAULT_BUDGET_MINUTES),
+        trials=settings.trials,
+        max_seeds=settings.max_seeds,
+        seed=settings.sampler_seed,
+        device=str(pick_device(settings.device)),
+        threads=settings.threads,
+    )
+    try:
+        run_search(search, study)
+    finally:  # stopped too: the table shows what was trained, the interrupted candidate as such
+        rows = candidate_rows(study)
+        candidates = write_candidates(tune_dir, rows)
+    if not any(row["state"] == "complete" for row in rows):
+        raise FecError(f"{tune_dir}: no candidate trained every seed within the budget; raise --budget_minutes or --trials")
+    where = f"{folds}-fold cross-validation on train" if folds else "valid"
+    options = recipe_options(study.best_trial.params) | training | {"cv": folds}
+    notes = {
+        "_about": f"chosen by tune.py for {settings.task}: python main.py --task {settings.task} --recipe FILE --runs 5",
+        "_found_by": found_by(rows, metric, where),
+    }
+    recipe = write_recipe(tune_dir, options, notes)
+    if settings.save:
+        atomic_write(settings.save, lambda tmp: shutil.copyfile(recipe, tmp))
+        log.info("recipe copied to %s", settings.save)
+    final = None if settings.no_final else final_run(settings, recipe)
+    record = {
+        "args": settings.record() | {"cv": folds, "storage": settings.storage and shown_url(settings.storage)},
+        "option_defaults": TuneSettings.defaults(),
+        "metric": metric,
+        "selection": where,
+        "store": store,
+        "search_space": {"sources": space.sources, "head": space.head, "first": space.first},
+        "final_run": final and str(final.path),
+    }
+    write_json(tune_dir / "config.json", record | provenance())
+    chosen = next(row for row in rows if row["number"] == study.best_trial.number)
+    view = {
+        "task": settings.task,
+        "metric": metric,
+        "cv": folds,
+        "command": f"python tune.py --task {settings.task}",
+        "chosen": chosen,
+        "chosen_recipe": json.dumps(options, indent=2),
+        "final_run": str(Path("..") / final.path.name) if final else None,
+    }
+    page = write_tune_page(tune_dir, rows, view)
+    log.info("search folder %s: %s; recipe %s; final run %s", tune_dir, page.name, recipe, final)
+    return TuneResult(path=tune_dir, recipe=options, recipe_file=recipe, candidates=pd.read_csv(candidates), run=final)
+
+
+def final_run(settings: TuneSettings, recipe: Path) -> Run:
+    """The chosen recipe trained by `fec.train` with `final_seeds` seeds: the only step that reads test."""
+    return train(
+        settings.task,
+        recipe=recipe,
+        runs=settings.final_seeds,
+        data_dir=settings.data_dir,
+        dataset_dir=settings.dataset_dir,
+        out=settings.out,
+        device=settings.device,
+        threads=settings.threads,
+    )
