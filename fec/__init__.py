@@ -10,7 +10,7 @@ Every job is a function here, the command line a thin face over them (docs/api.m
     run = fec.train("mine", runs=3)                       # -> fec.Run: .path, .metrics, .classifier()
     found = fec.tune("mine", extract=True, preset="offline", budget_minutes=20)   # -> fec.TuneResult
     fec.probe("mine")                                     # -> DataFrame, one row per view
-    fec.report("mine")                                    # -> DataFrame, one row per setting
+    fec.report("mine")                                    # -> DataFrame, one row per recipe
     fec.EmotionClassifier.load(run.path).predict(["I finally got the job!"])
 
 Names are loaded when first used, so `import fec` does not pull in torch and transformers.
@@ -38,11 +38,14 @@ PUBLIC = {
     "probe": "fec.api.probe",
     "ProbeSettings": "fec.api.probe",
     "report": "fec.api.report",
+    "ReportSettings": "fec.api.report",
     "Run": "fec.api.run",
     "EmotionClassifier": "fec.inference.classifier",
     "DownstreamModel": "fec.classify.fusion",
     "FecError": "fec.core.errors",
     "SettingError": "fec.core.errors",
+    "UsageError": "fec.core.errors",
+    "SearchInterrupted": "fec.api.tune",
 }
 __all__ = ["__version__", *PUBLIC]
 

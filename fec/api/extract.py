@@ -26,6 +26,7 @@ from fec.core.settings import (
     Settings,
     documented,
     given_path,
+    given_record,
     positive_int,
     problem_check,
     setting,
@@ -238,7 +239,9 @@ def extract(task: str | None = None, slot: str | None = None, *, settings: Extra
 
     fec.extract("ED", "bert", preset="offline", layers="all", pooling=["mean"])   # -> dataset/ED/bert-mean-all
     """
-    settings = settings or ExtractSettings(task=task, slot=slot, **options)
+    settings = given_record(ExtractSettings, settings, task=task, slot=slot, **options) or ExtractSettings(
+        task=task, slot=slot, **options
+    )
     config = extraction_config(settings)
     run(config)
     return Path(config.dataset_dir) / config.task / config.store_dir

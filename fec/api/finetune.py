@@ -40,12 +40,14 @@ from fec.core.settings import (
     documented,
     dropout_rate,
     fraction,
+    given_record,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
     probability,
     setting,
+    text,
 )
 from fec.features.backbones import DTYPES, ensure_pad_token, model_fingerprint, pick_device, resolve_model
 from fec.runs.output_rule import check_outputs
@@ -69,6 +71,7 @@ class FinetuneSettings(TrainerSettings):
 
     model: str = setting(
         FinetuneConfig.model,
+        check=text,
         help="hub id, local model directory, or an offline stand-in (offline:all-minilm-l6-v2, offline:all-mpnet-base-v2)",
     )
     lr: float = setting(FinetuneConfig.lr, check=positive_float, help="peak AdamW learning rate")
@@ -128,7 +131,7 @@ def finetune(task: str | None = None, *, settings: FinetuneSettings | None = Non
     the tokenizer and the model's configuration loaded before the run folder exists, so a bad
     combination leaves nothing behind. The Hub's per-file progress bars are off while it runs
     (once per seed and epoch they would drown the log)."""
-    settings = settings or FinetuneSettings(task=task, **options)
+    settings = given_record(FinetuneSettings, settings, task=task, **options) or FinetuneSettings(task=task, **options)
     check_outputs(settings)
     from transformers.utils import logging as hf_logging
 

@@ -32,9 +32,11 @@ from fec.core.settings import (
     existing_file,
     fraction,
     given_path,
+    given_record,
     non_negative_int,
     setting,
     task_name,
+    text,
 )
 from fec.core.tables import FORMATS, data_format
 from fec.runs.output_rule import output_problem
@@ -97,12 +99,13 @@ class PrepareSettings(Settings):
     task: str | None = setting(None, check=task_name, help="make data/NAME/ from the file (or datasets folder) given with --from")
     valid: object = setting(None, check=split_source, help="the valid split as its own file (default: carved from train)")
     test: object = setting(None, check=split_source, help="the test split as its own file (default: carved from train)")
-    text_column: str = setting("text", help="the column holding the texts")
+    text_column: str = setting("text", check=text, help="the column holding the texts")
     label_column: str = setting(
         "label",
+        check=text,
         help="the column holding each row's label; lists there (or strings split at --label_separator) make the task multi-label",
     )
-    label_columns: list[str] | None = setting(None, many=True, help="several 0/1 columns, one per label: multi-label")
+    label_columns: list[str] | None = setting(None, check=text, many=True, help="several 0/1 columns, one per label: multi-label")
     label_separator: str | None = setting(None, help="split --label_column's strings at SEP (e.g. ,): multi-label")
     valid_fraction: float = setting(0.1, check=fraction, help="share of train carved out as valid when no --valid FILE")
     test_fraction: float = setting(
@@ -112,14 +115,14 @@ class PrepareSettings(Settings):
 
 
 @documented(PrepareSettings)
-def prepare_data(source: object = None, /, *, settings: PrepareSettings | None = None, **options) -> Path | list[Path]:
+def prepare_data(source: object = None, *, settings: PrepareSettings | None = None, **options) -> Path | list[Path]:
     """Bring a task's data into `data_dir`: with `task`, make `data_dir/TASK/` from `source` and
     return that folder; without, copy (from the folder `source`) or download the published
     `tasks` and return their folders. Everything is checked before the first file is written.
 
     fec.prepare_data(frame, task="mine", text_column="text", label_column="emotion")   # -> data/mine
     """
-    settings = settings or PrepareSettings(**{"source": source, **options})  # (`source=` as a keyword too)
+    settings = given_record(PrepareSettings, settings, source=source, **options) or PrepareSettings(source=source, **options)
     check_options(settings, set(options) | changed(settings))
     check_sources_kept(settings)
     if settings.task is None:

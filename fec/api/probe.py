@@ -31,7 +31,17 @@ from fec.core.errors import SettingError
 from fec.core.files import atomic_write_text
 from fec.core.metrics import MULTILABEL_HEADLINE, SINGLE_LABEL_KEYS
 from fec.core.provenance import provenance
-from fec.core.settings import Settings, documented, given_path, non_negative_int, output_dir, setting, task_name
+from fec.core.settings import (
+    Settings,
+    documented,
+    given_path,
+    given_record,
+    non_negative_int,
+    output_dir,
+    setting,
+    task_name,
+    text,
+)
 from fec.core.settings import device as usable_device
 from fec.features.backbones import pick_device
 from fec.runs.escape import markdown_cell
@@ -50,7 +60,7 @@ class ProbeSettings(Settings):
     task: str = setting(check=task_name, help="task folder under --dataset_dir")
     device: str = setting("auto", check=usable_device, help="cuda, cuda:N, cpu, or auto (cuda when available)")
     dataset_dir: Path = setting(Path("dataset"), check=given_path, help="feature store root")
-    folders: list[str] | None = setting(None, many=True, help="store folders to probe (default: every one)")
+    folders: list[str] | None = setting(None, check=text, many=True, help="store folders to probe (default: every one)")
     cv: int | None = setting(
         None,
         check=non_negative_int,
@@ -79,7 +89,7 @@ def probe(task: str | None = None, *, settings: ProbeSettings | None = None, **o
 
     fec.probe("ED", cv=5)   # -> DataFrame; .attrs["folder"] is the probe folder written
     """
-    settings = settings or ProbeSettings(task=task, **options)
+    settings = given_record(ProbeSettings, settings, task=task, **options) or ProbeSettings(task=task, **options)
     check_outputs(settings)
     known = store_folders(settings.dataset_dir, settings.task)
     folders = settings.folders or known

@@ -28,7 +28,7 @@ import pandas as pd
 from fec.api.finetune import FinetuneSettings
 from fec.api.tfidf import TfidfSettings
 from fec.api.train import TrainSettings
-from fec.core.settings import BadValue, Settings, documented, given_path, setting, task_name
+from fec.core.settings import BadValue, Settings, documented, given_path, given_record, setting, task_name
 from fec.runs.index import write_html
 from fec.runs.report import Row, find_runs, pool
 from fec.runs.report_format import at_chance_cell, shown_metrics
@@ -72,7 +72,7 @@ def report(task: str | None = None, *, settings: ReportSettings | None = None, *
 
     fec.report("ED")   # -> DataFrame: command, seeds, acc_mean, acc_std, ...
     """
-    settings = settings or ReportSettings(task=task, **options)
+    settings = given_record(ReportSettings, settings, task=task, **options) or ReportSettings(task=task, **options)
     rows = pooled_rows(settings)
     metrics = shown_metrics(rows)
     records = []
@@ -92,5 +92,5 @@ def write_pages(task: str | None = None, *, settings: ReportSettings | None = No
 
     fec.api.report.write_pages(runs=["Logs"])   # -> [Path("Logs/index.html")]
     """
-    settings = settings or ReportSettings(task=task, **options)
+    settings = given_record(ReportSettings, settings, task=task, **options) or ReportSettings(task=task, **options)
     return write_html(settings.runs, trainer_defaults(), settings.task)

@@ -40,6 +40,8 @@ from fec.core.errors import SettingError, UsageError
 from fec.core.settings import (
     BadValue,
     documented,
+    given_path,
+    given_record,
     positive_float,
     positive_int,
     setting,
@@ -98,7 +100,7 @@ class TfidfSettings(TrainerSettings):
         help="store the fusion's lexical source in --dataset_dir (train's probabilities out of --cv folds, valid's "
         "and test's by the model fitted on all of train) instead of a baseline run",
     )
-    dataset_dir: str | Path = setting("dataset", help="with --store: the feature store root")
+    dataset_dir: Path = setting(Path("dataset"), check=given_path, help="with --store: the feature store root")
     overwrite: bool = setting(False, help="with --store: replace a source stored with other settings")
 
     def __post_init__(self) -> None:
@@ -124,8 +126,8 @@ def tfidf(task: str | None = None, *, settings: TfidfSettings | None = None, **o
     run = fec.tfidf("ED", runs=5)
 
     The data is read and the settings checked against it, the vectoriser fitted once, then every
-    seed's regressions. The lexical source (`store=True` on the command line) is `lexical_source`."""
-    settings = settings or TfidfSettings(task=task, **options)
+    seed's regressions. The lexical source (`baselines/tfidf.py --store`) is `lexical_source`."""
+    settings = given_record(TfidfSettings, settings, task=task, **options) or TfidfSettings(task=task, **options)
     check_outputs(settings)
     if settings.store:
         raise SettingError("store", None, "makes the lexical source, not a run: call fec.api.tfidf.lexical_source")
@@ -172,11 +174,13 @@ def lexical_source(task: str | None = None, *, settings: TfidfSettings | None = 
 
     lexical_source("ED", C=2, overwrite=True)
 
-    Train's probabilities are out of `cv` folds (`seed` shuffles them; one seed only), valid's and
+    Train's probabilities are out of `cv` folds (dealt by the one seed of `seeds`), valid's and
     test's by the model fitted on all of train; C is chosen by the out-of-fold metric. A source
     stored with these settings is kept; one stored with other settings is replaced only with
     `overwrite`. `out` and `device` play no part."""
-    settings = settings or TfidfSettings(task=task, **options | {"store": True})
+    settings = given_record(TfidfSettings, settings, task=task, **options) or TfidfSettings(
+        task=task, **options | {"store": True}
+    )
     check_outputs(settings)
     lexical = LexicalSettings(
         analyzer=settings.analyzer,

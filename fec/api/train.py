@@ -54,6 +54,7 @@ from fec.core.settings import (
     dropout_rate,
     existing_file,
     given_path,
+    given_record,
     non_negative_int,
     positive_float,
     positive_int,
@@ -248,7 +249,9 @@ def train(task: str | None = None, *, recipe: Path | str | None = None, settings
 
     run = fec.train("ED", recipe="recipes/ED.json", runs=5)   # python main.py --task ED --recipe recipes/ED.json --runs 5
     """
-    settings = settings or with_recipe(recipe, dict(task=task, **options) if task is not None else options)
+    settings = given_record(TrainSettings, settings, task=task, recipe=recipe, **options) or with_recipe(
+        recipe, {"task": task, **options}
+    )
     check_outputs(settings)
     device = pick_device(settings.device)
     compat, quirks = resolve_compat(settings.compat, {key: getattr(settings, key) for key in QUIRKS}, settings.pn)

@@ -65,6 +65,7 @@ from fec.core.settings import (
     documented,
     existing_dir,
     given_path,
+    given_record,
     non_negative_int,
     output_dir,
     output_file,
@@ -72,9 +73,10 @@ from fec.core.settings import (
     positive_int,
     setting,
     task_name,
+    text,
 )
 from fec.core.settings import device as usable_device
-from fec.core.slots import SLOT_NAMES
+from fec.core.slots import SLOT_NAMES, slot_models
 from fec.features.backbones import DTYPES, pick_device
 from fec.features.config import ExtractionConfig
 from fec.features.extract import checked_splits
@@ -116,7 +118,7 @@ DEFAULT_BUDGET_MINUTES = 30.0  # sized for a 2-core CPU
 SEARCH_DEFAULTS = {"sampler_seed": 0, "max_seeds": 3}
 
 
-def slot_models(value) -> dict[str, str]:
+def models_by_slot(value) -> dict[str, str]:
     """The models of the extractions by slot: a dict {slot: model}, or the command line's
     `SLOT=MODEL` pairs; each slot a published one, given once."""
     if isinstance(value, dict):
@@ -125,15 +127,7 @@ def slot_models(value) -> dict[str, str]:
         pairs = list(value)
     else:
         raise BadValue(f"give {{slot: model}} or SLOT=MODEL pairs, got {value!r}")
-    chosen: dict[str, str] = {}
-    for pair in pairs:
-        slot, sep, model = pair.partition("=")
-        if not sep or not model or slot not in SLOT_NAMES:
-            raise SettingError("model", pair, f"expected SLOT=MODEL with SLOT one of {', '.join(SLOT_NAMES)}")
-        if slot in chosen:
-            raise SettingError("model", pair, f"the {slot} slot is given twice ({slot}={chosen[slot]}); give each slot once")
-        chosen[slot] = model
-    return chosen
+    return slot_models(pairs, lambda slot: slot in SLOT_NAMES, ", ".join(SLOT_NAMES))
 
 
 @dataclass(kw_only=True)
@@ -160,7 +154,7 @@ class TuneSettings(Settings):
         "is several times faster than float32 with the same features: docs/features.md; else float32)",
     )
     model: dict[str, str] | None = setting(
-        None, check=slot_models, help="with --extract: a slot's model, e.g. llama=DIR ({slot: model} in Python)"
+        None, check=models_by_slot, help="with --extract: a slot's model, e.g. llama=DIR ({slot: model} in Python)"
     )
     compile: bool = setting(
         False,
@@ -201,6 +195,7 @@ class TuneSettings(Settings):
     )
     storage: str | None = setting(
         None,
+        check=text,
         help="an Optuna RDB URL for the study, e.g. sqlite:///PATH or postgresql://USER@HOST/DB, checked before any work "
         "(default: SQLite in the tune folder; with --resume, the search's own)",
     )
@@ -265,7 +260,7 @@ def tune(task: str | None = None, *, settings: TuneSettings | None = None, **opt
     Ctrl-C stops the search with its table written and raises `SearchInterrupted`, whose
     command continues it (`resume`).
     """
-    settings = settings or TuneSettings(**{"task": task, **options})
+    settings = given_record(TuneSettings, settings, task=task, **options) or TuneSettings(task=task, **options)
     check_outputs(settings)
     check_extraction_settings(settings)
     if settings.extract and settings.resume:

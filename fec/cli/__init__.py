@@ -2,7 +2,7 @@
 
     fec extract llama --task ED --mode all     # = python llama2_rep_extract.py --task ED --mode all
     fec train --task ED --runs 5               # = python main.py --task ED --runs 5
-    fec finetune | fec tfidf | fec predict | fec explain | fec report | fec data
+    fec tune | fec probe | fec finetune | fec tfidf | fec predict | fec explain | fec report | fec data
     fec SUBCOMMAND -h                          # its options
 
 Each subcommand module is imported only when used, so `fec data` never loads torch.

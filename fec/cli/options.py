@@ -23,7 +23,7 @@ import functools
 from collections.abc import Callable
 
 from fec.core import settings
-from fec.core.errors import SettingError, UsageError
+from fec.core.errors import UsageError
 from fec.core.settings import BadValue, about, default_of
 
 
@@ -58,7 +58,6 @@ def argument_type(check: Callable[[str], object]) -> Callable[[str], object]:
 
 positive_int = argument_type(settings.positive_int)
 non_negative_int = argument_type(settings.non_negative_int)
-probability = argument_type(settings.probability)
 task_name = argument_type(settings.task_name)
 existing_file = argument_type(settings.existing_file)
 existing_dir = argument_type(settings.existing_dir)
@@ -93,20 +92,6 @@ def command_line_options(parser: argparse.ArgumentParser, argv: list[str] | None
             action.default = default
 
 
-def slot_models(pairs: list[str] | None, accepted: Callable[[str], bool], slots: str) -> dict[str, str]:
-    """A command's `--model SLOT=MODEL` pairs as slot -> model, each SLOT one that `accepted` takes
-    (`slots` says which, for the message), and each slot given once."""
-    chosen = {}
-    for pair in pairs or []:
-        slot, sep, model = pair.partition("=")
-        if not sep or not model or not accepted(slot):
-            raise SettingError("model", pair, f"expected SLOT=MODEL with SLOT one of {slots}")
-        if slot in chosen:
-            raise SettingError("model", pair, f"the {slot} slot is given twice ({slot}={chosen[slot]}); give each slot once")
-        chosen[slot] = model
-    return chosen
-
-
 def flag(name: str, *aliases: str) -> tuple[str, ...]:
     """The spellings of one option: `--name` (the documented one), `-name` (the single-dash
     form of the published command lines) and any older `aliases` (`-SIGMA`, `-early-stop`)."""
@@ -135,7 +120,7 @@ def trainer_parser(description: str, settings: type, **specs: dict) -> ArgumentP
 
 
 def common_options(device_help: str = "cuda, cuda:N, cpu, or auto (cuda when available)") -> argparse.ArgumentParser:
-    """A parent parser with the options every command takes: --device and --log_level."""
+    """A parent parser with --device and --log_level, for the commands that take no job's settings (predict, explain)."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(*flag("device"), type=device, default="auto", help=device_help)
     add_log_level(parent)
@@ -157,7 +142,7 @@ def add_fields(parser: argparse.ArgumentParser, config: type, specs: dict[str, d
             made["required"] = True
         else:
             made["default"] = default
-        if info["check"] is not None:
+        if info["check"] is not None and spec.get("action") not in ("store_true", "store_false"):  # a switch takes no value
             made["type"] = argument_type(info["check"])
         if info["choices"] is not None:
             made["choices"] = list(info["choices"])

@@ -32,13 +32,12 @@ from fec.cli.options import (
     non_negative_int,
     output_file,
     positive_int,
-    slot_models,
 )
 from fec.cli.script import run_script
 from fec.core.data import check_texts, read_text_column
 from fec.core.errors import RunError, UsageError
 from fec.core.files import atomic_write
-from fec.core.slots import SLOT_NAMES
+from fec.core.slots import SLOT_NAMES, slot_models
 from fec.features.store_slots import slot_name_problem
 from fec.inference.classifier import EmotionClassifier, read_run_spec
 from fec.inference.prediction_table import prediction_table

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from fec.api.probe import ProbeSettings, probe
-from fec.cli.options import ArgumentParser, add_log_level, add_settings, output_dir
+from fec.cli.options import ArgumentParser, add_log_level, add_settings
 from fec.cli.script import run_script
 
 
@@ -31,7 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
         ["task", "dataset_dir", "folders", "cv", "combine", "fold_seed", "out"],
         combine={"action": "store_true"},
         fold_seed={"aliases": ("--seed", "-seed")},
-        out={"type": output_dir},  # the type `fec.cli.outputs` knows an output option by
     )
     return parser
 

@@ -171,6 +171,13 @@ def device(value) -> str:
     return str(value)
 
 
+def switch(value) -> bool:
+    """True or False: a setting that turns something on."""
+    if not isinstance(value, bool):
+        raise BadValue(f"must be True or False, got {value!r}")
+    return value
+
+
 def text(value) -> str:
     """Any non-empty string."""
     if not isinstance(value, str) or not value:
@@ -204,7 +211,9 @@ def setting(
 ) -> Any:
     """A field of a `Settings` record: its default (a list default is copied per record), the check
     each value passes, the values allowed, whether it holds a list (`many`, each value distinct),
-    and the help the command line and `help()` show."""
+    and the help the command line and `help()` show. A True/False setting is checked as one."""
+    if check is None and isinstance(default, bool):
+        check = switch
     metadata = {
         METADATA: {"check": check, "choices": tuple(choices) if choices is not None else None, "many": many, "help": help}
     }
@@ -281,6 +290,19 @@ class Settings:
     def defaults(cls) -> dict:
         """Every setting's default (a required one as None), as JSON values."""
         return {f.name: None if default_of(f) is dataclasses.MISSING else plain(default_of(f)) for f in dataclasses.fields(cls)}
+
+
+def given_record(cls: type[T], settings: T | None, **options) -> T | None:
+    """A job's `settings=` record, checked to be a `cls`, when one is given (then no keyword setting
+    may be: it would be silently ignored); None when the keywords make the record."""
+    if settings is None:
+        return None
+    if not isinstance(settings, cls):
+        raise SettingError("settings", type(settings).__name__, f"must be a {cls.__name__} record")
+    mixed = [name for name, value in options.items() if value is not None]
+    if mixed:
+        raise SettingError("settings", None, f"a {cls.__name__} record or keyword settings ({', '.join(mixed)}), not both")
+    return settings
 
 
 def plain(value: Any) -> Any:

@@ -21,7 +21,10 @@ One more kind of source is one more entry of KINDS (and the code that extracts i
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from fec.core.errors import SettingError
 
 SLOT_NAMES = ("llama", "bert", "roberta")  # the published slots, in the order the fusion stacks them
 
@@ -98,3 +101,17 @@ def source_order(kinds: dict[str, str]) -> list[str]:
     rank = {name: i for i, name in enumerate(KINDS)}
     published = {name: i for i, name in enumerate(SLOT_NAMES)}
     return sorted(kinds, key=lambda s: (rank[kinds[s]], published.get(s, len(published)), s))
+
+
+def slot_models(pairs: list[str] | None, accepted: Callable[[str], bool], slots: str) -> dict[str, str]:
+    """A command's `--model SLOT=MODEL` pairs as slot -> model, each SLOT one that `accepted` takes
+    (`slots` says which, for the message), and each slot given once."""
+    chosen = {}
+    for pair in pairs or []:
+        slot, sep, model = pair.partition("=")
+        if not sep or not model or not accepted(slot):
+            raise SettingError("model", pair, f"expected SLOT=MODEL with SLOT one of {slots}")
+        if slot in chosen:
+            raise SettingError("model", pair, f"the {slot} slot is given twice ({slot}={chosen[slot]}); give each slot once")
+        chosen[slot] = model
+    return chosen

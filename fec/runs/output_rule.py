@@ -4,9 +4,9 @@ search or probe folder (known by their records); nor overwrite an existing file 
 by what it holds: a task's data (label2idx.txt, split.json, or train.csv beside valid.csv),
 features (a store file beside its manifest, or a task's folder of them), a model (config.json
 beside weights), nor a folder of runs' `runs.csv`. A new file beside kept ones changes nothing and
-is allowed; a run's `explanations/` is written into freely (nothing reads it back). The command
-line applies it to every output option before any work (`fec.cli.outputs`); `fec.prepare_data`
-to the task folders it writes.
+is allowed; a run's `explanations/` is written into freely (nothing reads it back). Every job
+applies it to its settings' outputs before any work (`check_outputs`), the command line to every
+output option at parse time (`fec.cli.outputs`), `fec.prepare_data` to the task folders it writes.
 
     output_problem(Path("data/ED/train.csv"), {})   # 'is inside the task data folder data/ED; write outside it, ...'
 """
