@@ -687,15 +687,21 @@ def length_tokenizer(spec: str | None, texts: list[str]):
     return AutoTokenizer.from_pretrained(str(resolve_model(spec))), spec
 
 
-def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, size: int, iters: int) -> float:
+def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, size: int, iters: int, budget_seconds: float = 0.5) -> float:
+    """The matrix-product rate through `F.linear`, the kernel a model's Linear layers run (on a CPU
+    with bf16 units a plain bfloat16 `torch.matmul` takes a path ten times slower): at most `iters`
+    products, fewer where one takes long, so a slow dtype is measured in about `budget_seconds`."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(3):
-        torch.matmul(a, b)
+    torch.nn.functional.linear(a, b)  # warm-up: kernels chosen, weights laid out
     sync(device)
     started = time.perf_counter()
+    torch.nn.functional.linear(a, b)
+    sync(device)
+    iters = max(1, min(iters, int(budget_seconds / max(time.perf_counter() - started, 1e-9))))
+    started = time.perf_counter()
     for _ in range(iters):
-        torch.matmul(a, b)
+        torch.nn.functional.linear(a, b)
     sync(device)
     seconds = time.perf_counter() - started
     del a, b
