@@ -340,10 +340,13 @@ def test_a_killed_search_resumes_with_its_candidate_retried_and_none_left_runnin
             ]
             if databases:
                 with closing(sqlite3.connect(databases[0])) as db:
-                    running = db.execute(
-                        "SELECT COUNT(*) FROM trials JOIN trial_user_attributes USING (trial_id) "
-                        "WHERE state = 'RUNNING' AND key = 'worker'"
-                    ).fetchone()[0]
+                    try:
+                        running = db.execute(
+                            "SELECT COUNT(*) FROM trials JOIN trial_user_attributes USING (trial_id) "
+                            "WHERE state = 'RUNNING' AND key = 'worker'"
+                        ).fetchone()[0]
+                    except sqlite3.OperationalError:  # the file is made before Optuna has written its tables
+                        running = 0
                 if running:
                     break
             time.sleep(0.2)
