@@ -360,3 +360,29 @@ def test_a_killed_search_resumes_with_its_candidate_retried_and_none_left_runnin
     states = pd.read_csv(folder / "candidates.csv").set_index("number")["state"]
     assert states[0].startswith("interrupted, retried as #") and "running" not in set(states)
     assert "complete" in set(states) or "pruned" in set(states)
+
+
+def test_a_candidate_killed_before_all_its_options_were_drawn_shows_empty_cells(tmp_path):
+    """kill -9 can land between a trial's creation and its last option: the page shows what it has."""
+    from fec.runs.tune_folder import write_tune_page
+
+    complete = {
+        "number": 1,
+        "state": "complete",
+        "mean": 90.0,
+        "scores": [90.0],
+        "seconds": 3.0,
+        "options": {"lr": 1e-3, "dropout": 0.1},
+    }
+    killed = {
+        "number": 0,
+        "state": "interrupted, retried as #2",
+        "mean": None,
+        "scores": [],
+        "seconds": None,
+        "options": {"lr": 1e-4},
+    }
+    view = {"task": "toy", "metric": "acc", "cv": 0, "command": "python tune.py --task toy", "chosen": complete,
+            "chosen_recipe": "{}", "final_run": None}  # fmt: skip
+    page = write_tune_page(tmp_path, [complete, killed], view).read_text(encoding="utf-8")
+    assert "interrupted, retried as #2" in page and "0.0001" in page
