@@ -62,6 +62,7 @@ from fec.core.provenance import provenance
 from fec.core.settings import (
     BadValue,
     Settings,
+    about,
     documented,
     existing_dir,
     given_path,
@@ -158,9 +159,7 @@ class TuneSettings(Settings):
     )
     compile: bool = setting(
         False,
-        help="with --extract: compile the model with torch.compile before extracting: on one CPU core the decoder "
-        "stand-in ran 1.25x faster after 87 s of compiling (about 45,000 texts to pay off), the encoders no faster "
-        "(fec.features.compiled); needs a C++ compiler on a CPU; not with --device_map or --load_in",
+        help="with --extract: " + about(ExtractSettings.__dataclass_fields__["compile"])["help"],
     )
     overwrite: bool = setting(
         False, help="with --extract: extract again and replace finished splits extracted with other settings"
