@@ -68,6 +68,7 @@ from fec.features.picks import FeaturePick, parse_pick
 from fec.features.store_slots import slot_name_problem
 from fec.runs.folder import save_checkpoint
 from fec.runs.output_rule import check_outputs
+from fec.runs.predictions import write_probabilities
 from fec.runs.training_run import Closing, RunPlan, ScoredSplits, train_run
 
 log = logging.getLogger(__name__)
@@ -320,6 +321,7 @@ class FusionSeeds:
     recipe_file: Path | None = None
 
     def start(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
         for path in self.data.model_files.values():  # a fitted source (lexical) travels with the run
             shutil.copyfile(path, run_dir / path.name)
         log.info("device %s", self.device)
@@ -347,6 +349,8 @@ class FusionSeeds:
         settings |= {"raw_inputs": self.template.config["raw_inputs"], "lr": cfg.lr, "batch_size": cfg.batch_size}
         if self.recipe_file:
             settings["recipe"] = Path(self.recipe_file).name
+        splits = results[0].probabilities
+        write_probabilities(self.run_dir, {name: np.mean([r.probabilities[name] for r in results], axis=0) for name in splits})
         return Closing(settings, ensemble=seed_ensemble(results, self.labels, data.multilabel, cfg.threshold))
 
 

@@ -26,18 +26,22 @@ import dataclasses
 import json
 import logging
 import shutil
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 
+from fec.api.ensemble import ensemble_run
 from fec.api.extract import ExtractSettings, extraction_config
 from fec.api.probe import recorded_fold_seed
 from fec.api.run import Run
 from fec.api.train import train
 from fec.classify.candidates import search_space
 from fec.classify.cross_validation import chosen_folds
+from fec.classify.ensemble import EnsembleChoice, select_ensemble
 from fec.classify.fusion_training import TrainConfig
 from fec.classify.lexical import LexicalSettings
 from fec.classify.lexical_store import store_lexical_source
@@ -47,6 +51,7 @@ from fec.classify.search import (
     SEARCH_MODES,
     Search,
     absolute_url,
+    candidate_probabilities_path,
     check_storage,
     check_study_file,
     open_study,
@@ -55,6 +60,7 @@ from fec.classify.search import (
     shown_url,
     sqlite_file,
 )
+from fec.core.data import load_splits
 from fec.core.errors import FecError, RunFileError, SettingError, StoreError, StudyError, UsageError
 from fec.core.files import atomic_write
 from fec.core.logs import also_log_to
@@ -89,6 +95,8 @@ from fec.runs.folder import make_run_dir, write_json
 from fec.runs.output_rule import check_outputs, inputs_of, output_problem
 from fec.runs.run_files import Fields, read_run_json
 from fec.runs.tune_folder import (
+    ENSEMBLE_RECORD,
+    PREDICTIONS_DIR,
     STUDY_FILE,
     candidate_rows,
     found_by,
@@ -115,6 +123,7 @@ PROBE_CONFIG = Fields(optional={"store": dict, "setup": dict, "args": dict, "cv"
 # How every candidate trains (fec.train's settings); batch 64 and early stop 10 are the CPU recipe of the demo.
 TRAINING = {"epochs": 200, "early_stop": 10, "batch_size": 64}
 DEFAULT_BUDGET_MINUTES = 30.0  # sized for a 2-core CPU
+DEFAULT_ENSEMBLE_SIZE = 20  # greedy steps: weights in twentieths
 # The search's own settings; with `resume`, a setting not given is the resumed search's.
 SEARCH_DEFAULTS = {"sampler_seed": 0, "max_seeds": 3}
 
@@ -198,6 +207,18 @@ class TuneSettings(Settings):
         help="an Optuna RDB URL for the study, e.g. sqlite:///PATH or postgresql://USER@HOST/DB, checked before any work "
         "(default: SQLite in the tune folder; with --resume, the search's own)",
     )
+    workers: int = setting(
+        1,
+        check=positive_int,
+        help="processes training candidates at once, one CPU thread each unless --threads says (the study in the tune "
+        "folder's SQLite file; on several machines, one --storage URL reached by `tune.py --resume` on each)",
+    )
+    ensemble_size: int = setting(
+        DEFAULT_ENSEMBLE_SIZE,
+        check=non_negative_int,
+        help="greedy steps of the ensemble chosen from the finished candidates' selection predictions (Caruana et al. "
+        "2004); its members are trained and saved as one run beside the chosen recipe's (0: the chosen recipe alone)",
+    )
     save: Path | None = setting(None, check=output_file, help="also copy the chosen recipe file here (its folder is made)")
     no_final: bool = setting(False, help="choose the recipe without training it on test")
     threads: int | None = setting(
@@ -238,6 +259,7 @@ class TuneResult:
     recipe_file: Path
     candidates: pd.DataFrame
     run: Run | None
+    ensemble: Run | None = None  # the ensemble of candidates, saved as one run (None: size 0, one member, or no final run)
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -292,10 +314,9 @@ def tune(task: str | None = None, *, settings: TuneSettings | None = None, **opt
     name = recorded["study"] if recorded else tune_dir.name
     with also_log_to(tune_dir / "tune.log"):
         try:
-            study = open_study(
-                name, storage or folder_storage(tune_dir), settings.sampler_seed, settings.max_seeds, existing=bool(recorded)
-            )
-            return search_and_train(settings, tune_dir, identity, manifests, study)
+            url = storage or folder_storage(tune_dir)
+            study = open_study(name, url, settings.sampler_seed, settings.max_seeds, existing=bool(recorded))
+            return search_and_train(settings, tune_dir, identity, manifests, study, url)
         except KeyboardInterrupt:
             command = resume_command(settings, tune_dir)
             log.error("stopped; continue the search (a candidate cut short is trained again) with: %s", command)
@@ -457,7 +478,14 @@ def probes(settings: TuneSettings, tune_dir: Path, store: dict, folds: int) -> l
     if missing:
         device = str(pick_device(settings.device))
         rows, _ = probe_rows(
-            settings.dataset_dir, settings.task, missing, cv=folds, seed=settings.sampler_seed, device=device, modes=SEARCH_MODES
+            settings.dataset_dir,
+            settings.task,
+            missing,
+            cv=folds,
+            seed=settings.sampler_seed,
+            device=device,
+            modes=SEARCH_MODES,
+            workers=settings.workers,
         )
         for row in rows:
             found.setdefault(row["folder"], []).append(row)
@@ -515,10 +543,12 @@ def read_probe(path: Path) -> list[dict]:
     return table.to_dict("records")
 
 
-def search_and_train(settings: TuneSettings, tune_dir: Path, identity: dict, manifests: dict, study: optuna.Study) -> TuneResult:
-    """The probes, the search of `study`, the recipe file, the final run and the page, into
-    `tune_dir`; `identity` is what the search is (its search.json: metric, folds, store, ...),
-    `manifests` the train manifests of its store's folders."""
+def search_and_train(
+    settings: TuneSettings, tune_dir: Path, identity: dict, manifests: dict, study: optuna.Study, storage: str
+) -> TuneResult:
+    """The probes, the search of `study` (at `storage`, its URL), the recipe file, the final run, the
+    ensemble and the page, into `tune_dir`; `identity` is what the search is (its search.json: metric,
+    folds, store, ...), `manifests` the train manifests of its store's folders."""
     metric, folds, store = identity["metric"], identity["cv"], identity["store"]
     space = search_space(probes(settings, tune_dir, store, folds), metric, manifests)
     log.info("candidates: %s", "; ".join(f"{slot}: {len(options)} options" for slot, options in space.sources.items()))
@@ -533,10 +563,12 @@ def search_and_train(settings: TuneSettings, tune_dir: Path, identity: dict, man
         max_seeds=settings.max_seeds,
         seed=settings.sampler_seed,
         device=str(pick_device(settings.device)),
-        threads=settings.threads,
+        threads=settings.threads or (1 if settings.workers > 1 else None),
+        workers=settings.workers,
+        predictions_dir=tune_dir / PREDICTIONS_DIR,
     )
     try:
-        run_search(search, study)
+        run_search(search, study, storage, tune_dir / "tune.log")
     finally:  # stopped too: the table shows what was trained, the interrupted candidate as such
         rows = candidate_rows(study)
         candidates = write_candidates(tune_dir, rows)
@@ -553,6 +585,8 @@ def search_and_train(settings: TuneSettings, tune_dir: Path, identity: dict, man
         atomic_write(settings.save, lambda tmp: shutil.copyfile(recipe, tmp))
         log.info("recipe copied to %s", settings.save)
     final = None if settings.no_final else final_run(settings, recipe)
+    ensemble = chosen_ensemble(settings, tune_dir, study, metric, folds, bool(next(iter(manifests.values())).get("multilabel")))
+    ensemble_run_ = ensemble and final and train_ensemble(settings, tune_dir, ensemble, study, training, folds, final)
     record = {
         "args": settings.record() | {"cv": folds, "storage": settings.storage and shown_url(settings.storage)},
         "option_defaults": TuneSettings.defaults(),
@@ -561,6 +595,7 @@ def search_and_train(settings: TuneSettings, tune_dir: Path, identity: dict, man
         "store": store,
         "search_space": {"sources": space.sources, "head": space.head, "first": space.first},
         "final_run": final and str(final.path),
+        "ensemble_run": ensemble_run_ and str(ensemble_run_.path),
     }
     write_json(tune_dir / "config.json", record | provenance())
     chosen = next(row for row in rows if row["number"] == study.best_trial.number)
@@ -572,10 +607,13 @@ def search_and_train(settings: TuneSettings, tune_dir: Path, identity: dict, man
         "chosen": chosen,
         "chosen_recipe": json.dumps(options, indent=2),
         "final_run": str(Path("..") / final.path.name) if final else None,
+        "ensemble_run": str(Path("..") / ensemble_run_.path.name) if ensemble_run_ else None,
     }
     page = write_tune_page(tune_dir, rows, view)
     log.info("search folder %s: %s; recipe %s; final run %s", tune_dir, page.name, recipe, final)
-    return TuneResult(path=tune_dir, recipe=options, recipe_file=recipe, candidates=pd.read_csv(candidates), run=final)
+    return TuneResult(
+        path=tune_dir, recipe=options, recipe_file=recipe, candidates=pd.read_csv(candidates), run=final, ensemble=ensemble_run_
+    )
 
 
 def final_run(settings: TuneSettings, recipe: Path) -> Run:
@@ -590,3 +628,93 @@ def final_run(settings: TuneSettings, recipe: Path) -> Run:
         device=settings.device,
         threads=settings.threads,
     )
+
+
+def selection_labels(settings: TuneSettings, folds: int, multilabel: bool) -> np.ndarray:
+    """The labels of the rows candidates are selected on: valid's, or train's when selection is cross-validated."""
+    mode = "train" if folds else "valid"
+    return load_splits(settings.data_dir, settings.task, [mode], multilabel=multilabel)[mode].labels
+
+
+def chosen_ensemble(
+    settings: TuneSettings, tune_dir: Path, study: optuna.Study, metric: str, folds: int, multilabel: bool
+) -> EnsembleChoice | None:
+    """The ensemble of the trained candidates, those the halving stopped included (their selection
+    probabilities, best mean score first), chosen greedily by the selection metric and written to
+    ensemble.json; None with `ensemble_size` 0 or fewer than two candidates to choose from."""
+    if not settings.ensemble_size:
+        return None
+    trained = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    finished = sorted(
+        (t for t in study.get_trials(deepcopy=False, states=trained) if t.user_attrs.get("scores")),
+        key=lambda t: -statistics.fmean(t.user_attrs["scores"]),
+    )
+    library = {}
+    for trial in finished:
+        path = candidate_probabilities_path(tune_dir / PREDICTIONS_DIR, trial.number)
+        if path.is_file():
+            library[str(trial.number)] = np.load(path)
+    if len(library) < 2:
+        log.info("ensemble: %d finished candidate(s) with predictions; the chosen recipe alone", len(library))
+        return None
+    choice = select_ensemble(library, selection_labels(settings, folds, multilabel), multilabel, settings.ensemble_size, metric)
+    shown = ", ".join(f"#{n} x{w:.2f}" for n, w in zip(choice.members, choice.weights, strict=True))
+    log.info(
+        "ensemble of %d candidates (%s): %s %.2f on the selection rows; the best alone (#%s) %.2f",
+        len(choice.members),
+        shown,
+        metric,
+        choice.score,
+        *choice.best_single,
+    )
+    params = {t.number: t.params for t in finished}
+    record = {
+        "metric": metric,
+        "size": settings.ensemble_size,
+        "library": len(library),
+        "members": [
+            {"candidate": int(n), "weight": w, "recipe": recipe_options(params[int(n)])}
+            for n, w in zip(choice.members, choice.weights, strict=True)
+        ],
+        "score": choice.score,
+        "best_single": {"candidate": int(choice.best_single[0]), "score": choice.best_single[1]},
+        "steps": choice.steps,
+        "thresholds": choice.thresholds,
+    }
+    write_json(tune_dir / ENSEMBLE_RECORD, record)
+    return choice
+
+
+def train_ensemble(
+    settings: TuneSettings, tune_dir: Path, choice: EnsembleChoice, study: optuna.Study, training: dict, folds: int, final: Run
+) -> Run | None:
+    """The ensemble's members trained (the chosen recipe's final run is reused when it is one) with
+    `final_seeds` seeds each, then saved as one run; None when the ensemble is one candidate alone."""
+    if len(choice.members) == 1:
+        log.info("ensemble: the candidate #%s alone; its run is the ensemble", choice.members[0])
+        return None
+    runs = {}
+    for number, weight in zip(choice.members, choice.weights, strict=True):
+        if int(number) == study.best_trial.number:
+            runs[final] = weight
+            continue
+        options = recipe_options(study.trials[int(number)].params) | training | {"cv": folds}  # trials are in number order
+        log.info("ensemble member #%s (weight %.2f): training it with %d seeds", number, weight, settings.final_seeds)
+        member = train(
+            settings.task,
+            **options,
+            runs=settings.final_seeds,
+            data_dir=settings.data_dir,
+            dataset_dir=settings.dataset_dir,
+            out=settings.out,
+            device=settings.device,
+            threads=settings.threads,
+        )
+        runs[member] = weight
+    selection = {
+        "search": tune_dir.name,
+        "candidates": [int(n) for n in choice.members],
+        "score": choice.score,
+        "best_single": {"candidate": int(choice.best_single[0]), "score": choice.best_single[1]},
+    }
+    return ensemble_run(settings.task, runs, data_dir=settings.data_dir, out=settings.out, selection=selection)

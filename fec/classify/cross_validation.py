@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -89,8 +90,27 @@ def fold_data(data: FusionData, fit: torch.Tensor, held: torch.Tensor) -> Fusion
     return dataclasses.replace(data, splits=splits)
 
 
-def train_seed_cv(data: FusionData, cfg: TrainConfig, seed: int, device: torch.device | str = "cpu") -> SeedResult:
-    """One seed selected by `cfg.cv`-fold cross-validation on train, then trained on all of train."""
+@dataclass
+class CrossValidated:
+    """One seed's K folds: every train row's out-of-fold probabilities, the thresholds and metrics
+    they give, and each fold's best epoch count."""
+
+    seed: int
+    folds: int
+    oof: np.ndarray  # (train rows, labels)
+    thresholds: np.ndarray | None
+    metrics: dict
+    fold_epochs: list[int]
+
+    @property
+    def epochs_used(self) -> int:
+        """The epochs of the model trained on all of train: the median of the folds' best."""
+        return max(1, int(np.median(self.fold_epochs)))
+
+
+def cross_validate(data: FusionData, cfg: TrainConfig, seed: int, device: torch.device | str = "cpu") -> CrossValidated:
+    """One seed's `cfg.cv` folds of train, each trained on the others and selected on itself: what
+    the search scores a candidate by (the model on all of train is `train_seed_cv`'s last step)."""
     train, folds = data.splits["train"], cfg.cv
     if folds < 2 or folds > len(train):
         raise SettingError("cv", folds, f"needs 2 to {len(train)} folds")
@@ -105,9 +125,16 @@ def train_seed_cv(data: FusionData, cfg: TrainConfig, seed: int, device: torch.d
         epochs.append(result.best_epoch + 1)
         log.info("seed %d: fold %d/%d: best epoch %d", seed, fold + 1, folds, result.best_epoch)
     thresholds, oof_metrics = out_of_fold_selection(train.labels.cpu().numpy(), oof, data.multilabel, cfg.threshold)
-    used = max(1, int(np.median(epochs)))
-    shown = " ".join(f"{k} {v:.2f}" for k, v in oof_metrics.items() if not isinstance(v, dict))
-    log.info("seed %d: %d-fold CV: out-of-fold %s; training on all of train for %d epochs", seed, folds, shown, used)
-    final = train_seed(data, dataclasses.replace(cfg, epochs=used), seed, device, keep_last=True, thresholds=thresholds)
-    final.cv = {"folds": folds, "fold_best_epochs": epochs, "epochs_used": used, "oof": oof_metrics}
+    return CrossValidated(seed, folds, oof, thresholds, oof_metrics, epochs)
+
+
+def train_seed_cv(data: FusionData, cfg: TrainConfig, seed: int, device: torch.device | str = "cpu") -> SeedResult:
+    """One seed selected by `cfg.cv`-fold cross-validation on train, then trained on all of train."""
+    cv = cross_validate(data, cfg, seed, device)
+    shown = " ".join(f"{k} {v:.2f}" for k, v in cv.metrics.items() if not isinstance(v, dict))
+    log.info("seed %d: %d-fold CV: out-of-fold %s; training on all of train for %d epochs", seed, cv.folds, shown, cv.epochs_used)
+    final = train_seed(
+        data, dataclasses.replace(cfg, epochs=cv.epochs_used), seed, device, keep_last=True, thresholds=cv.thresholds
+    )
+    final.cv = {"folds": cv.folds, "fold_best_epochs": cv.fold_epochs, "epochs_used": cv.epochs_used, "oof": cv.metrics}
     return final

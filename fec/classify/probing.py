@@ -14,6 +14,8 @@ the chosen C. The job (`fec.api.probe`, `probe.py`) writes the table and the lay
 from __future__ import annotations
 
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,10 +135,12 @@ def probe_rows(
     device: str = "cpu",
     combine: bool = False,
     modes: tuple[str, ...] = MODES,
+    workers: int = 1,
 ) -> tuple[list[dict], dict]:
     """One result row per view of `folders`, and what the probe did (cv folds, selection metric).
     `combine` adds a row for one probe of the concatenated best view of every folder; `modes`
-    without test keeps test unread (a search that must not see it)."""
+    without test keeps test unread (a search that must not see it); `workers` processes of one
+    thread each probe the views between them (each view's probe is the same whoever runs it)."""
     rows, setup = [], {}
     loaded = {folder: load_folder(dataset_dir, task, folder, modes) for folder in folders}
     first = next(iter(loaded.values()))
@@ -148,14 +152,53 @@ def probe_rows(
         log.info("choosing C by %d-fold cross-validation on train (valid has %d rows; kept as a check)", folds, valid_rows)
     setup = {"cv": folds, "selection_metric": selection_metric(multilabel), "multilabel": multilabel, "valid_rows": valid_rows}
     views = [(folder, v) for folder, splits in loaded.items() for v in folder_views(splits["train"].manifest, folder)]
-    for folder, view in tqdm(views, desc=f"probe {task}", unit="view"):
-        splits = loaded[folder]
-        x = {mode: matrix(s, view) for mode, s in splits.items()}
-        row = {k: getattr(view, k) for k in VIEW_COLUMNS}
-        rows.append(row | probe_row(x, splits, multilabel, folds, seed, device))
+    if workers > 1 and len(views) > 1:
+        rows = probed_by_workers(dataset_dir, task, folders, modes, len(views), (multilabel, folds, seed, device), workers)
+    else:
+        rows = [probe_view(loaded, folder, view, multilabel, folds, seed, device) for folder, view in progress(views, task)]
     if combine:
         rows.append(combined_row(loaded, views, rows, setup, seed, device))
     return rows, setup
+
+
+def progress(views: list, task: str):
+    return tqdm(views, desc=f"probe {task}", unit="view")
+
+
+def probe_view(loaded: dict, folder: str, view: View, multilabel: bool, folds: int, seed: int, device: str) -> dict:
+    """The result row of one view of a loaded folder."""
+    splits = loaded[folder]
+    x = {mode: matrix(s, view) for mode, s in splits.items()}
+    row = {k: getattr(view, k) for k in VIEW_COLUMNS}
+    return row | probe_row(x, splits, multilabel, folds, seed, device)
+
+
+def probed_by_workers(
+    dataset_dir: Path | str, task: str, folders: list[str], modes: tuple[str, ...], count: int, setup: tuple, workers: int
+) -> list[dict]:
+    """The rows of all `count` views, in order, probed by `workers` processes (each takes every
+    `workers`-th view: the layers of one folder differ little in cost)."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch threads or locks inherited
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        shares = [
+            pool.submit(probe_share, dataset_dir, task, folders, modes, range(first, count, workers), setup)
+            for first in range(workers)
+        ]
+        rows: list[dict | None] = [None] * count
+        for future in tqdm(as_completed(shares), total=workers, desc=f"probe {task} ({workers} workers)", unit="share"):
+            for index, row in future.result():
+                rows[index] = row
+    return rows
+
+
+def probe_share(
+    dataset_dir: Path | str, task: str, folders: list[str], modes: tuple[str, ...], indices: range, setup: tuple
+) -> list[tuple[int, dict]]:
+    """One worker's views (by index among all views of `folders`), on one thread."""
+    torch.set_num_threads(1)
+    loaded = {folder: load_folder(dataset_dir, task, folder, modes) for folder in folders}
+    views = [(folder, v) for folder, splits in loaded.items() for v in folder_views(splits["train"].manifest, folder)]
+    return [(index, probe_view(loaded, *views[index], *setup)) for index in indices]
 
 
 def probe_row(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
 import os
 import socket
 import sqlite3
@@ -30,15 +31,17 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
 import torch
 
 from fec.classify.candidates import OFF, PUBLISHED_FOLDER, SearchSpace
-from fec.classify.cross_validation import train_seed_cv
+from fec.classify.cross_validation import cross_validate
 from fec.classify.fusion_inputs import FusionData, load_fusion_data
 from fec.classify.fusion_training import TrainConfig, build_model, step_flops, train_seed
 from fec.classify.linear_probe import selection_metric
 from fec.core.errors import SettingError, StudyError
+from fec.core.files import atomic_write
 from fec.core.threads import use_threads
 from fec.features.picks import parse_pick
 
@@ -62,6 +65,8 @@ class Search:
     seed: int = 0  # the sampler's seed
     device: str = "cpu"
     threads: int | None = None  # CPU threads of every candidate (None: chosen from its work, fec.core.threads)
+    workers: int = 1  # processes training candidates of the one study at once (`run_search`)
+    predictions_dir: Path | None = None  # where each finished candidate's selection probabilities go (the ensemble's library)
 
 
 def candidate(trial: optuna.Trial, space: SearchSpace) -> dict:
@@ -125,17 +130,18 @@ class Objective:
         if torch.device(self.search.device).type == "cpu":
             use_threads(self.search.threads, step_flops(model, cfg.batch_size), f"candidate #{trial.number}")
         metric, scores, started = selection_metric(data.multilabel), [], time.perf_counter()
+        probabilities = []
         for seed in range(self.search.max_seeds):
-            result = (
-                train_seed_cv(data, cfg, seed, self.search.device) if cfg.cv else train_seed(data, cfg, seed, self.search.device)
-            )
-            scores.append(float((result.cv_metrics if cfg.cv else result.valid)[metric]))
+            score, scored = selection_score(data, cfg, seed, metric, self.search.device)
+            scores.append(score)
+            probabilities.append(scored)
             trial.set_user_attr("scores", scores)
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
             trial.report(statistics.fmean(scores), step=seed + 1)
             if seed + 1 < self.search.max_seeds and trial.should_prune():
                 mean = statistics.fmean(scores)
                 log.info("candidate #%d: %s %.2f after %d seed(s), stopped", trial.number, metric, mean, seed + 1)
+                self.keep_probabilities(trial, probabilities)  # a stopped candidate is still one the ensemble may use
                 raise optuna.TrialPruned(f"after {seed + 1} seed(s)")
         log.info(
             "candidate #%d: %s %.2f over %d seeds: %s",
@@ -145,7 +151,39 @@ class Objective:
             len(scores),
             " ".join(f"{k}={v}" for k, v in trial.params.items()),
         )
+        self.keep_probabilities(trial, probabilities)
         return statistics.fmean(scores)
+
+    def keep_probabilities(self, trial: optuna.Trial, probabilities: list[np.ndarray]) -> None:
+        """The candidate's selection probabilities, the mean over the seeds it trained, for the ensemble."""
+        if self.search.predictions_dir is not None:
+            save_candidate_probabilities(self.search.predictions_dir, trial.number, np.mean(probabilities, axis=0))
+
+
+def selection_score(data: FusionData, cfg: TrainConfig, seed: int, metric: str, device: str) -> tuple[float, np.ndarray]:
+    """One seed of a candidate: its selection score and the probabilities it was computed from:
+    on valid, or out of fold on train under cross-validation (the folds alone: the model on all of
+    train that a run trains last is not needed to score the candidate)."""
+    if cfg.cv:
+        folds = cross_validate(data, cfg, seed, device)
+        return float(folds.metrics[metric]), folds.oof
+    result = train_seed(data, cfg, seed, device)
+    return float(result.valid[metric]), result.probabilities["valid"]
+
+
+def candidate_probabilities_path(folder: Path, number: int) -> Path:
+    return Path(folder) / f"{number}.npy"
+
+
+def save_candidate_probabilities(folder: Path, number: int, probabilities: np.ndarray) -> None:
+    """A finished candidate's selection probabilities (the mean over its seeds), for the ensemble."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as file:
+            np.save(file, probabilities.astype(np.float32))
+
+    atomic_write(candidate_probabilities_path(folder, number), save)
 
 
 def trained_before(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
@@ -335,16 +373,34 @@ def open_study(name: str, storage: str, seed: int, max_seeds: int, existing: boo
         if existing and name not in optuna.get_all_study_names(storage):
             raise StudyError(f"{shown_url(storage)}: holds no study {name!r}, the search's; it is gone (start a new search)")
         return optuna.create_study(
-            study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True
+            study_name=name,
+            storage=rdb_storage(storage),
+            sampler=sampler,
+            pruner=pruner,
+            direction="maximize",
+            load_if_exists=True,
         )
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError, RuntimeError) as err:
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         raise StudyError(f"{shown_url(storage)}: the study {name!r} cannot be opened ({reason})") from None
 
 
-def run_search(search: Search, study: optuna.Study) -> optuna.Study:
+SQLITE_WAIT_SECONDS = 60  # how long a worker waits for another's write to a SQLite study before it fails
+
+
+def rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """The study's storage at `url`; a SQLite file is shared by the workers of one machine, each
+    waiting its turn to write (a candidate writes a few rows a minute) instead of failing at once."""
+    engine = {"connect_args": {"timeout": SQLITE_WAIT_SECONDS}} if sqlite_file(url) is not None else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+
+
+def run_search(search: Search, study: optuna.Study, storage: str | None = None, log_file: Path | None = None) -> optuna.Study:
     """Candidates until `search.trials` have run or the budget is spent (a candidate under way
-    when it runs out finishes; no budget: until `search.trials`). Returns the study, whose best trial is the chosen recipe."""
+    when it runs out finishes; no budget: until `search.trials`), by `search.workers` processes
+    on the one study (the others started here, reaching the study through `storage`, its URL,
+    and logging to the console and `log_file`). Returns the study, whose best trial is the
+    chosen recipe."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     done = len(study.trials)
     if not done:  # a new study starts where the probes point; the sampler takes over from there
@@ -354,11 +410,75 @@ def run_search(search: Search, study: optuna.Study) -> optuna.Study:
     if again:
         log.info("search: candidate(s) %s were interrupted; they are queued to train again", ", ".join(f"#{n}" for n in again))
     budget = f"{search.budget_minutes:.0f} min" if search.budget_minutes else f"{search.trials} candidates"
-    log.info("search: %d candidate combinations; %d trials already in the study; budget %s", search.space.size(), done, budget)
+    workers = f"; {search.workers} workers" if search.workers > 1 else ""
+    log.info(
+        "search: %d candidate combinations; %d trials already in the study; budget %s%s",
+        search.space.size(),
+        done,
+        budget,
+        workers,
+    )
+    shares = trial_shares(search.trials, search.workers)
+    if search.workers == 1:
+        optimize(search, study, shares[0])
+        return study
+    if storage is None:
+        raise ValueError("several workers reach the study through its storage URL: give `storage`")
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch threads or locks inherited
+    others = [
+        context.Process(
+            target=search_worker,
+            args=(search, storage, study.study_name, number, shares[number], log_file),
+            name=f"search worker {number}",
+        )
+        for number in range(1, search.workers)
+    ]
+    for process in others:
+        process.start()
+    try:
+        optimize(search, study, shares[0])
+    finally:  # Ctrl-C reaches every worker of the terminal's process group: each stops its candidate and exits
+        for process in others:
+            process.join()
+    failed = [process.name for process in others if process.exitcode != 0]
+    if failed:
+        raise StudyError(f"{', '.join(failed)} stopped with an error (its lines are in the log); the study keeps what it trained")
+    return study
+
+
+def trial_shares(trials: int | None, workers: int) -> list[int | None]:
+    """How many candidates each worker trains: `trials` split as evenly as it goes (None: no cap,
+    the budget decides)."""
+    if trials is None:
+        return [None] * workers
+    return [trials // workers + (number < trials % workers) for number in range(workers)]
+
+
+def optimize(search: Search, study: optuna.Study, trials: int | None, progress: bool = True) -> None:
+    """This process's candidates of the search: `trials` of them, or until the budget is spent."""
+    if trials == 0:
+        return
     timeout = search.budget_minutes * 60 if search.budget_minutes else None
     with quiet_epochs():
-        study.optimize(Objective(search), n_trials=search.trials, timeout=timeout, show_progress_bar=True)
-    return study
+        study.optimize(Objective(search), n_trials=trials, timeout=timeout, show_progress_bar=progress)
+
+
+def search_worker(search: Search, storage: str, name: str, number: int, trials: int | None, log_file: str | None) -> None:
+    """One more worker of a search, in a process of its own: the study opened again from its
+    storage (its sampler seeded apart from the other workers'), its log lines marked with its number."""
+    formatter = logging.Formatter(f"%(asctime)s %(levelname)s [worker {number}] %(message)s", datefmt="%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(name, storage, search.seed + number, search.max_seeds, existing=True)
+    try:
+        optimize(search, study, trials, progress=False)
+    except KeyboardInterrupt:  # the candidate under way is marked for a retry (Objective); the parent reports the stop
+        raise SystemExit(130) from None
 
 
 @contextmanager

@@ -291,11 +291,25 @@ class EmotionClassifier(LabelRanking):
             if models or ensemble:
                 raise RunError(f"{run_dir}: a fine-tuned run carries its own encoder; -model and -ensemble apply to fusion runs")
             return FinetunedClassifier.load(run_dir, spec, seed, device)
+        if spec.get("kind") == "ensemble":
+            if seed is not None or ensemble:
+                raise RunError(f"{run_dir}: an ensemble of runs uses every seed of its members; -seed and -ensemble do not apply")
+            return EnsembleClassifier.load(run_dir, spec, device, models or {})
         torch_device = pick_device(device)
         run = CheckedRun.of(run_dir, spec, seed, ensemble, models or {}, torch_device)
-        for key, (model, dtype) in run.backbones.items():  # every file checked: now the backbones load
-            run.sources[key].backbone = load_backbone(model, torch_device, dtype)
-        return cls(run.heads, run.sources, run.order, spec["label_names"], run_dir, run.seeds, torch_device, run.thresholds)
+        return cls.of_checked(run, run_dir, spec, torch_device, {})
+
+    @classmethod
+    def of_checked(
+        cls, run: CheckedRun, run_dir: Path, spec: dict, device: torch.device, loaded: dict[tuple[str, torch.dtype], Backbone]
+    ) -> EmotionClassifier:
+        """The classifier of a checked run, its backbones loaded now (those in `loaded`, by model and
+        dtype, shared: the members of an ensemble read the same backbones)."""
+        for key, (model, dtype) in run.backbones.items():
+            if (model, dtype) not in loaded:
+                loaded[model, dtype] = load_backbone(model, device, dtype)
+            run.sources[key].backbone = loaded[model, dtype]
+        return cls(run.heads, run.sources, run.order, spec["label_names"], run_dir, run.seeds, device, run.thresholds)
 
     @torch.inference_mode()
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -310,6 +324,44 @@ class EmotionClassifier(LabelRanking):
             logits = torch.cat([head(*(x[i : i + 4096] for x in inputs)) for i in range(0, len(texts), 4096)])
             probs.append(to_probabilities(logits.float(), self.multilabel).cpu().numpy())
         return np.mean(probs, axis=0)
+
+
+class EnsembleClassifier(LabelRanking):
+    """An ensemble of fusion runs (`tune.py --ensemble_size`, `fec.api.ensemble`): the weighted mean
+    of its members' probabilities, each member with every seed of its run; multi-label thresholds
+    are the ensemble's own, from its model.json."""
+
+    def __init__(self, members: list[EmotionClassifier], weights: list[float], spec: dict, run_dir: Path, thresholds):
+        self.members, self.weights, self.run_dir = members, weights, run_dir
+        self.label_names, self.multilabel, self.thresholds = spec["label_names"], bool(spec.get("multilabel")), thresholds
+        self.seed = None
+
+    @classmethod
+    def load(cls, run_dir: Path, spec: dict, device: str = "auto", models: dict[str, str] | None = None) -> EnsembleClassifier:
+        """Every member checked first (its files, its backbones' weights), then the backbones load, once each."""
+        torch_device = pick_device(device)
+        members = spec.get("members") or []
+        if not members:
+            raise RunFileError(run_dir / "model.json", "an ensemble with no `members`")
+        thresholds = run_thresholds(spec, 0, run_dir / "model.json")
+        checked = []
+        for member in members:
+            folder = run_dir.parent / str(member["run"])
+            if not folder.is_dir():
+                raise RunError(f"{run_dir}: its member run {folder} is missing (an ensemble's members live beside it)")
+            member_spec = read_run_spec(folder)
+            seeds = chosen_seeds(folder, None, ensemble=True) if len(read_results(folder)["seeds"]) > 1 else None
+            run = CheckedRun.of(folder, member_spec, None, seeds is not None, models or {}, torch_device)
+            checked.append((run, folder, member_spec))
+        loaded: dict = {}
+        classifiers = [EmotionClassifier.of_checked(run, folder, s, torch_device, loaded) for run, folder, s in checked]
+        return cls(classifiers, [float(member["weight"]) for member in members], spec, run_dir, thresholds)
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """The weighted mean of the members' probabilities (N, C)."""
+        return sum(
+            weight * member.predict_proba(texts, batch_size) for member, weight in zip(self.members, self.weights, strict=True)
+        )
 
 
 class FinetunedClassifier(LabelRanking):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fec.core.errors import RunError
 from fec.core.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -106,3 +107,28 @@ def predictions_problem(table: pd.DataFrame, label_names: list[str]) -> str | No
             if unknown:
                 return f"row {row}: {column} label {unknown[0]!r} is not one of the run's labels"
     return None
+
+
+PROBABILITIES_FILE = "probabilities.npz"
+
+
+def write_probabilities(run_dir: Path, probabilities: dict[str, np.ndarray]) -> Path:
+    """`probabilities.npz`: per scored split, the (N, C) probabilities the run's seeds give together
+    (their mean): what an ensemble of runs combines without loading any model."""
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as file:
+            np.savez(file, **{split: p.astype(np.float32) for split, p in probabilities.items()})
+
+    path = run_dir / PROBABILITIES_FILE
+    atomic_write(path, save)
+    return path
+
+
+def read_probabilities(run_dir: Path) -> dict[str, np.ndarray]:
+    """A run's `probabilities.npz` by split; a run without one (older, or not a fusion run) is a RunError."""
+    path = run_dir / PROBABILITIES_FILE
+    if not path.is_file():
+        raise RunError(f"{path}: not found; the run predates it or is not a fusion run (train it again)")
+    with np.load(path) as stored:
+        return {split: stored[split] for split in stored.files}

@@ -70,9 +70,10 @@ PREDATED = {"baselines/tfidf.py": {"analyzer": "word"}, "finetune.py": {"cv": 0}
 RENAMED = {"dataset": "task", "precision": "dtype"}
 OLD_VALUES = {"dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}}
 # The script that wrote a run, told by what only its config.json holds.
-SCRIPTS = {"train_config": "main.py", "finetune_config": "finetune.py", "C_grid": "baselines/tfidf.py"}
-# What a fine-tuning or TF-IDF run read, so runs of one recipe on other inputs stay apart: the weights, the CSVs.
-INPUTS = {"finetune.py": "model_fingerprint", "baselines/tfidf.py": "csv_sha256"}
+SCRIPTS = {"train_config": "main.py", "finetune_config": "finetune.py", "C_grid": "baselines/tfidf.py", "ensemble": "tune.py"}
+# What a fine-tuning or TF-IDF run read, so runs of one recipe on other inputs stay apart: the weights, the CSVs;
+# an ensemble: its members.
+INPUTS = {"finetune.py": "model_fingerprint", "baselines/tfidf.py": "csv_sha256", "tune.py": "ensemble"}
 
 
 @dataclass

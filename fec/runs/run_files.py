@@ -74,6 +74,8 @@ FUSION_MODEL = Fields(
     optional={"store_dirs": dict[str, str], "feature_picks": dict[str, PICK], "ensemble_thresholds": list[float], **THRESHOLDS},
 )
 FINETUNE_MODEL = Fields(required={"label_names": list[str], "max_len": int}, optional=THRESHOLDS)
+MEMBER = Fields(required={"run": str, "weight": float})
+ENSEMBLE_MODEL = Fields(required={"label_names": list[str], "members": list[MEMBER]}, optional=THRESHOLDS)
 FAILED = Fields(optional={"error": str})
 
 JSON_NAMES = {
@@ -200,12 +202,14 @@ def compat_setting(config: dict) -> tuple[str, str | None]:
 
 
 def read_model_spec(run_dir: Path) -> dict:
-    """model.json of a `main.py` run (sources, their manifests and picks) or of a `finetune.py` run
-    (`"kind": "finetune"`)."""
+    """model.json of a `main.py` run (sources, their manifests and picks), of a `finetune.py` run
+    (`"kind": "finetune"`) or of an ensemble of runs (`"kind": "ensemble"`: its members and weights)."""
     path = run_dir / "model.json"
     spec = read_run_json(path, Fields(optional={"kind": str}))
     if spec.get("kind") == "finetune":
         return read_run_json(path, FINETUNE_MODEL)
+    if spec.get("kind") == "ensemble":
+        return read_run_json(path, ENSEMBLE_MODEL)
     check(path, spec, FUSION_MODEL, "")
     tables = ["feature_manifests"] + (["store_dirs"] if spec.get("store_dirs") else [])  # older runs have no store_dirs
     for table in tables:

@@ -7,6 +7,8 @@ study.db        the Optuna study (SQLite): rerun with --resume FOLDER to continu
 probe.csv       the linear probe of every view (train and valid only), which the candidates come from
 candidates.csv  every candidate: its options, its selection score per seed and mean, seconds, state
 recipe.json     the chosen recipe as a `main.py --recipe` file, `_found_by` the search's top rows
+predictions/    N.npy: candidate N's selection probabilities (valid, or out of fold on train), mean over its seeds
+ensemble.json   the ensemble chosen greedily from them (`--ensemble_size`): members, weights, recipes, scores
 index.html      the search table and a chart of the candidates, linked to the final run
 
 from fec.runs.tune_folder import candidate_rows, write_tune_page
@@ -34,6 +36,8 @@ PAGE = "index.html"
 TOP_ROWS = 5  # the search table's rows a recipe file's `_found_by` quotes
 SEARCH_RECORD = "search.json"
 STUDY_FILE = "study.db"  # the study's SQLite database, unless the search was given --storage
+PREDICTIONS_DIR = "predictions"  # each finished candidate's selection probabilities, N.npy: the ensemble's library
+ENSEMBLE_RECORD = "ensemble.json"  # the ensemble chosen from them: members, weights, scores
 # What a search is: a resumed search must be the same in each of these (the store is compared on its own).
 SEARCH = Fields(
     required={

@@ -90,3 +90,22 @@ def test_probe_of_unknown_folder_is_one_line_error(data_dir, tmp_path, tiny_mode
 def test_probe_bad_options(tmp_path, capsys, argv, message):
     assert probe_main([*argv, "--dataset_dir", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_probes_shared_by_two_workers_are_the_probes_of_one(toy_search_store):
+    """`workers` splits the views between processes of one thread each: every view's row is the
+    one a single process gives (its C, its scores to within float rounding of another thread count)."""
+    from fec.classify.probing import probe_rows, store_folders
+
+    root, _ = toy_search_store
+    folders = store_folders(root / "dataset", "toy")
+    alone, _ = probe_rows(root / "dataset", "toy", folders, modes=("train", "valid"))
+    shared, _ = probe_rows(root / "dataset", "toy", folders, modes=("train", "valid"), workers=2)
+    assert len(shared) == len(alone) > 2
+    for one, other in zip(alone, shared, strict=True):
+        assert {k: v for k, v in one.items() if not isinstance(v, float)} == {
+            k: v for k, v in other.items() if not isinstance(v, float)
+        }
+        assert {k: v for k, v in one.items() if isinstance(v, float)} == pytest.approx(
+            {k: v for k, v in other.items() if isinstance(v, float)}, abs=1e-4
+        )

@@ -71,8 +71,10 @@ def test_a_jsonl_file_becomes_a_tuned_run_that_predicts(tmp_path, tiny_models, c
     assert predict_script.main(["--run", str(final), "--text", "i was so happy and glad today", "--device", "cpu"]) == 0
     assert "joyful" in capsys.readouterr().out
     assert report_script.main([str(tmp_path / "Logs"), "--task", "mine", "--format", "csv"]) == 0
-    (row,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
-    assert row["runs"] == final.name and "-features" in row["command"]  # the tuned run is a row of the report
+    rows = {row["runs"]: row for row in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert "-features" in rows[final.name]["command"]  # the tuned run is a row of the report
+    ensemble = config["ensemble_run"]
+    assert ensemble is None or Path(ensemble).name in rows  # and the ensemble of candidates beside it, when it has several
 
 
 def permuted_test_labels(data: Path, copy: Path) -> Path:
@@ -96,6 +98,8 @@ def test_the_search_never_reads_test(toy_search_store, tiny_models, tmp_path):
     pd.testing.assert_frame_equal(*tables)  # the same candidates, the same selection scores seed by seed
     recipes = [json.loads((folder / "recipe.json").read_text()) for folder in folders]
     assert recipes[0] == recipes[1]
+    ensembles = [json.loads((folder / "ensemble.json").read_text()) for folder in folders]
+    assert ensembles[0] == ensembles[1]  # the same members with the same weights
 
 
 def test_an_interrupted_search_resumes_in_its_folder(toy_search_store):

@@ -1,0 +1,131 @@
+"""A wider search: several workers on one study, and the ensemble of what the search found, saved as
+one run that predict.py and report.py treat as one model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fec
+import predict as predict_script
+import report as report_script
+from fec.api.ensemble import ensemble_run
+from fec.classify.candidates import HEAD_PRIOR, SearchSpace
+from fec.classify.fusion_training import TrainConfig
+from fec.classify.search import Search, open_study, run_search
+from fec.runs.tune_folder import candidate_rows
+
+SHORT = {"max_seeds": 2, "final_seeds": 2, "epochs": 8, "device": "cpu"}
+
+
+def fixed_space() -> SearchSpace:
+    """Four candidates the search trains as they come (enqueued), whichever worker takes them."""
+    pick = "llama:mean:-1,@llama-mean+last-all"
+    first = [
+        {"source.llama": pick, "source.bert": bert} | HEAD_PRIOR | {"lr": lr}
+        for bert in ("bert:mean:-1@bert-mean+first-all", "off")
+        for lr in (1e-4, 2.5e-4)
+    ]
+    return SearchSpace(
+        {"llama": [pick], "bert": ["off", "bert:mean:-1@bert-mean+first-all"]},
+        {**{k: [v] for k, v in HEAD_PRIOR.items()}, "lr": [1e-4, 2.5e-4]},
+        first,
+    )
+
+
+def searched(root: Path, name: str, workers: int) -> list[dict]:
+    search = Search(
+        root / "dataset", "toy", fixed_space(), TrainConfig(epochs=8, batch_size=64, cv=0), trials=4, max_seeds=1, workers=workers
+    )
+    url = f"sqlite:///{root / name}.db"
+    return candidate_rows(run_search(search, open_study(name, url, seed=0, max_seeds=1), url))
+
+
+def test_two_workers_record_every_trial_once_and_find_what_one_worker_finds(toy_search_store, tmp_path):
+    root, _ = toy_search_store
+    (tmp_path / "dataset").symlink_to(root / "dataset")
+    alone, together = searched(tmp_path, "alone", 1), searched(tmp_path, "together", 2)
+
+    assert sorted(row["number"] for row in together) == [0, 1, 2, 3]  # each trial once, none lost, none twice
+    assert all(row["state"] == "complete" for row in together)
+    # The same candidates score the same whichever process trained them: the same best recipe.
+    by_options = {json.dumps(row["options"], sort_keys=True): row["scores"] for row in alone}
+    assert {json.dumps(row["options"], sort_keys=True): row["scores"] for row in together} == by_options
+    assert alone[0]["options"] == together[0]["options"]  # candidate_rows puts the best first
+
+
+@pytest.fixture(scope="module")
+def ensembled(toy_search_store, tmp_path_factory) -> fec.TuneResult:
+    """A search of the toy store by two workers, its ensemble trained and saved."""
+    root, data = toy_search_store
+    out = tmp_path_factory.mktemp("ensembled") / "Logs"
+    return fec.tune("toy", data_dir=data, dataset_dir=root / "dataset", out=out, trials=6, workers=2, ensemble_size=5, **SHORT)
+
+
+def test_the_search_folder_holds_the_ensemble_members_and_weights(ensembled):
+    record = json.loads((ensembled.path / "ensemble.json").read_text())
+    assert sum(member["weight"] for member in record["members"]) == pytest.approx(1.0)
+    assert record["score"] >= record["best_single"]["score"]  # never worse than its best member, on the selection rows
+    assert all("sources" in member["recipe"] for member in record["members"])
+    log = (ensembled.path / "tune.log").read_text()
+    assert "[worker 1]" in log  # the second worker's lines are in the search's log
+
+
+@pytest.fixture(scope="module")
+def two_runs_ensembled(toy_store, tmp_path_factory) -> tuple[fec.Run, list[fec.Run]]:
+    """Two runs of other recipes on the toy store, and their ensemble saved as one run beside them."""
+    data, dataset = toy_store
+    out = tmp_path_factory.mktemp("ensemble_run") / "Logs"
+    places = {"data_dir": data, "dataset_dir": dataset, "out": out, "device": "cpu", "epochs": 8, "batch_size": 16}
+    members = [
+        fec.train("toy", runs=2, lr=1e-3, **places),
+        fec.train("toy", sources=["llama", "bert"], runs=2, lr=2.5e-4, raw_inputs="all", **places),
+    ]
+    return ensemble_run("toy", {members[0]: 3, members[1]: 1}, data_dir=data, out=out), members
+
+
+def test_the_ensemble_is_one_run_that_predicts_and_reports(two_runs_ensembled, capsys):
+    ensemble, members = two_runs_ensembled
+    model = json.loads((ensemble.path / "model.json").read_text())
+    assert model["kind"] == "ensemble"
+    assert [(m["run"], m["weight"]) for m in model["members"]] == [(members[0].path.name, 0.75), (members[1].path.name, 0.25)]
+    # Scored once, from the members' probabilities: the weighted mean of theirs, on test too.
+    stored = [np.load(run.path / "probabilities.npz") for run in (ensemble, *members)]
+    assert np.allclose(stored[0]["test"], 0.75 * stored[1]["test"] + 0.25 * stored[2]["test"], atol=1e-6)
+    assert ensemble.results["seeds"][0]["test"]["acc"] == ensemble.metrics["test"]["acc"]
+
+    texts = ["so sad and lonely", "furious rage", "i was so happy and glad today"]
+    together = ensemble.classifier(device="cpu").predict_proba(texts)
+    alone = [run.classifier(device="cpu", ensemble=True).predict_proba(texts) for run in members]
+    assert np.allclose(together, 0.75 * alone[0] + 0.25 * alone[1], atol=1e-6)  # one model: the members' weighted mean
+    capsys.readouterr()
+    assert predict_script.main(["--run", str(ensemble.path), "--text", texts[-1], "--device", "cpu"]) == 0
+    assert "joyful" in capsys.readouterr().out
+    assert report_script.main([str(ensemble.path.parent), "--task", "toy", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {ensemble.path.name, members[0].path.name} <= {row["runs"] for row in rows}  # side by side
+    assert (ensemble.path / "index.html").is_file() and (ensemble.path / "README.md").is_file()  # its page and model card
+
+
+def test_an_ensemble_whose_member_is_gone_is_refused_by_name(two_runs_ensembled, tmp_path):
+    ensemble, members = two_runs_ensembled
+    moved = tmp_path / ensemble.path.name
+    shutil.copytree(ensemble.path, moved)  # without the member runs beside it
+    with pytest.raises(fec.FecError, match=f"its member run .*{members[0].path.name} is missing"):
+        fec.Run(moved).classifier(device="cpu")
+
+
+def test_ensemble_size_0_keeps_the_chosen_recipe_alone(toy_search_store, tmp_path):
+    root, data = toy_search_store
+    found = fec.tune(
+        "toy", data_dir=data, dataset_dir=root / "dataset", out=tmp_path / "Logs", trials=3, ensemble_size=0, **SHORT
+    )
+    assert found.ensemble is None and not (found.path / "ensemble.json").exists()
+    assert len(pd.read_csv(found.path / "candidates.csv")) == 3
