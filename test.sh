@@ -10,6 +10,7 @@ cd "$(dirname "$0")"
 pip install -q -r requirements.txt
 pip install -q --no-deps -r requirements-standins.txt
 pip install -q -r requirements-bench.txt
+pip install -q -r requirements-test.txt
 pip install -q --no-deps --no-build-isolation -e .
 data_from=${FEC_DATA_FROM:-../shared/data}
 if [ -d "$data_from" ]; then

@@ -216,7 +216,7 @@ class TuneSettings(Settings):
     ensemble_size: int = setting(
         DEFAULT_ENSEMBLE_SIZE,
         check=non_negative_int,
-        help="greedy steps of the ensemble chosen from the finished candidates' selection predictions (Caruana et al. "
+        help="greedy steps of the ensemble chosen from every trained candidate's selection probabilities (Caruana et al. "
         "2004); its members are trained and saved as one run beside the chosen recipe's (0: the chosen recipe alone)",
     )
     save: Path | None = setting(None, check=output_file, help="also copy the chosen recipe file here (its folder is made)")

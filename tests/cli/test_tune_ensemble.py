@@ -4,9 +4,14 @@ one run that predict.py and report.py treat as one model."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
+import os
 import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,25 +45,65 @@ def fixed_space() -> SearchSpace:
     )
 
 
-def searched(root: Path, name: str, workers: int) -> list[dict]:
+def searched(root: Path, name: str, workers: int, url: str | None = None) -> list[dict]:
+    """The fixed candidates searched by `workers` processes, the study in `url` (default: a SQLite file under `root`)."""
     search = Search(
         root / "dataset", "toy", fixed_space(), TrainConfig(epochs=8, batch_size=64, cv=0), trials=4, max_seeds=1, workers=workers
     )
-    url = f"sqlite:///{root / name}.db"
+    url = url or f"sqlite:///{root / name}.db"
     return candidate_rows(run_search(search, open_study(name, url, seed=0, max_seeds=1), url))
+
+
+def same_search(alone: list[dict], together: list[dict]) -> None:
+    """Every trial recorded once, each candidate with the scores one worker gives it: the same best recipe."""
+    assert sorted(row["number"] for row in together) == [0, 1, 2, 3]  # none lost, none twice
+    assert all(row["state"] == "complete" for row in together)
+    by_options = {json.dumps(row["options"], sort_keys=True): row["scores"] for row in alone}
+    assert {json.dumps(row["options"], sort_keys=True): row["scores"] for row in together} == by_options
+    assert alone[0]["options"] == together[0]["options"]  # candidate_rows puts the best first
 
 
 def test_two_workers_record_every_trial_once_and_find_what_one_worker_finds(toy_search_store, tmp_path):
     root, _ = toy_search_store
     (tmp_path / "dataset").symlink_to(root / "dataset")
-    alone, together = searched(tmp_path, "alone", 1), searched(tmp_path, "together", 2)
+    same_search(searched(tmp_path, "alone", 1), searched(tmp_path, "together", 2))
 
-    assert sorted(row["number"] for row in together) == [0, 1, 2, 3]  # each trial once, none lost, none twice
-    assert all(row["state"] == "complete" for row in together)
-    # The same candidates score the same whichever process trained them: the same best recipe.
-    by_options = {json.dumps(row["options"], sort_keys=True): row["scores"] for row in alone}
-    assert {json.dumps(row["options"], sort_keys=True): row["scores"] for row in together} == by_options
-    assert alone[0]["options"] == together[0]["options"]  # candidate_rows puts the best first
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL server on a Unix socket in a folder of its own under /tmp (short: a
+    socket's path is limited; run as the `postgres` user when the tests run as root, since the
+    server refuses root), its URL; skipped where Debian's postgresql or psycopg is missing."""
+    pytest.importorskip("psycopg")
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    if not binaries:
+        pytest.skip("no PostgreSQL server (apt-get install postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="fec-pg-"))
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(folder, "postgres")
+    tool = functools.partial(os.path.join, binaries[-1])
+    run = functools.partial(subprocess.run, check=True, capture_output=True, timeout=60)
+    data = str(folder / "data")
+    try:
+        run([*as_user, tool("initdb"), "-D", data, "-U", "postgres", "--auth", "trust"])
+        options = f"-k {folder} -c listen_addresses=''"
+        run([*as_user, tool("pg_ctl"), "-D", data, "-o", options, "-w", "-l", str(folder / "log"), "start"])
+        try:
+            run([*as_user, tool("createdb"), "-h", str(folder), "-U", "postgres", "fec"])
+            yield f"postgresql://postgres@/fec?host={folder}"
+        finally:
+            run([*as_user, tool("pg_ctl"), "-D", data, "-m", "immediate", "stop"])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.database
+def test_two_workers_share_a_study_on_a_postgresql_server(toy_search_store, tmp_path, postgres):
+    """The way a search outgrows one machine: its study on a database server every worker reaches."""
+    root, _ = toy_search_store
+    (tmp_path / "dataset").symlink_to(root / "dataset")
+    same_search(searched(tmp_path, "alone", 1), searched(tmp_path, "shared", 2, postgres))
 
 
 @pytest.fixture(scope="module")
