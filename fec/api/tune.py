@@ -25,8 +25,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import multiprocessing
 import shutil
 import statistics
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +65,7 @@ from fec.classify.search import (
 from fec.core.data import load_splits
 from fec.core.errors import FecError, RunFileError, SettingError, StoreError, StudyError, UsageError
 from fec.core.files import atomic_write
-from fec.core.logs import also_log_to
+from fec.core.logs import also_log_to, log_as_worker
 from fec.core.provenance import provenance
 from fec.core.settings import (
     BadValue,
@@ -584,9 +586,10 @@ def search_and_train(
     if settings.save:
         atomic_write(settings.save, lambda tmp: shutil.copyfile(recipe, tmp))
         log.info("recipe copied to %s", settings.save)
-    final = None if settings.no_final else final_run(settings, recipe)
     ensemble = chosen_ensemble(settings, tune_dir, study, metric, folds, bool(next(iter(manifests.values())).get("multilabel")))
-    ensemble_run_ = ensemble and final and train_ensemble(settings, tune_dir, ensemble, study, training, folds, final)
+    final, ensemble_run_ = None, None
+    if not settings.no_final:
+        final, ensemble_run_ = final_runs(settings, tune_dir, recipe, ensemble, study, training, folds)
     record = {
         "args": settings.record() | {"cv": folds, "storage": settings.storage and shown_url(settings.storage)},
         "option_defaults": TuneSettings.defaults(),
@@ -616,18 +619,63 @@ def search_and_train(
     )
 
 
-def final_run(settings: TuneSettings, recipe: Path) -> Run:
-    """The chosen recipe trained by `fec.train` with `final_seeds` seeds: the only step that reads test."""
-    return train(
-        settings.task,
-        recipe=recipe,
-        runs=settings.final_seeds,
-        data_dir=settings.data_dir,
-        dataset_dir=settings.dataset_dir,
-        out=settings.out,
-        device=settings.device,
-        threads=settings.threads,
-    )
+def final_runs(
+    settings: TuneSettings,
+    tune_dir: Path,
+    recipe: Path,
+    ensemble: EnsembleChoice | None,
+    study: optuna.Study,
+    training: dict,
+    folds: int,
+) -> tuple[Run, Run | None]:
+    """The only step that reads test: the chosen recipe trained by `fec.train` with `final_seeds`
+    seeds, and the ensemble's other members likewise (by `workers` processes at once), then the
+    ensemble saved as one run (None without one of several members)."""
+    members = [] if ensemble is None or len(ensemble.members) == 1 else list(ensemble.members)
+    others = [number for number in members if int(number) != study.best_trial.number]
+    jobs = [{"recipe": recipe}] + [
+        recipe_options(study.trials[int(number)].params) | training | {"cv": folds}  # trials are in number order
+        for number in others
+    ]
+    places = {
+        "runs": settings.final_seeds,
+        "data_dir": settings.data_dir,
+        "dataset_dir": settings.dataset_dir,
+        "out": settings.out,
+        "device": settings.device,
+    }
+    runs = trained_recipes(settings, jobs, places, tune_dir / "tune.log")
+    final = runs[0]
+    if not members:
+        return final, None
+    by_number = {study.best_trial.number: final} | {int(n): run for n, run in zip(others, runs[1:], strict=True)}
+    weights = {by_number[int(n)]: w for n, w in zip(ensemble.members, ensemble.weights, strict=True)}
+    selection = {
+        "search": tune_dir.name,
+        "candidates": [int(n) for n in ensemble.members],
+        "score": ensemble.score,
+        "best_single": {"candidate": int(ensemble.best_single[0]), "score": ensemble.best_single[1]},
+    }
+    return final, ensemble_run(settings.task, weights, data_dir=settings.data_dir, out=settings.out, selection=selection)
+
+
+def trained_recipes(settings: TuneSettings, jobs: list[dict], places: dict, log_file: Path) -> list[Run]:
+    """Each job (`recipe`: a recipe file, or a recipe's settings) trained by `fec.train` into a run of its own,
+    in order; several at once by `workers` processes of one thread each (unless `threads` says)."""
+    workers = min(settings.workers, len(jobs))
+    if workers == 1:
+        return [train(settings.task, **job, **places, threads=settings.threads) for job in jobs]
+    log.info("training %d recipes by %d workers", len(jobs), workers)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch threads or locks inherited
+    threads = settings.threads or 1
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=log_as_worker, initargs=("final runs", log_file)) as pool:
+        paths = list(pool.map(train_recipe, [settings.task] * len(jobs), jobs, [places | {"threads": threads}] * len(jobs)))
+    return [Run(Path(path)) for path in paths]
+
+
+def train_recipe(task: str, job: dict, places: dict) -> str:
+    """One recipe trained in a worker process; its run folder."""
+    return str(train(task, **job, **places).path)
 
 
 def selection_labels(settings: TuneSettings, folds: int, multilabel: bool) -> np.ndarray:
@@ -683,38 +731,3 @@ def chosen_ensemble(
     }
     write_json(tune_dir / ENSEMBLE_RECORD, record)
     return choice
-
-
-def train_ensemble(
-    settings: TuneSettings, tune_dir: Path, choice: EnsembleChoice, study: optuna.Study, training: dict, folds: int, final: Run
-) -> Run | None:
-    """The ensemble's members trained (the chosen recipe's final run is reused when it is one) with
-    `final_seeds` seeds each, then saved as one run; None when the ensemble is one candidate alone."""
-    if len(choice.members) == 1:
-        log.info("ensemble: the candidate #%s alone; its run is the ensemble", choice.members[0])
-        return None
-    runs = {}
-    for number, weight in zip(choice.members, choice.weights, strict=True):
-        if int(number) == study.best_trial.number:
-            runs[final] = weight
-            continue
-        options = recipe_options(study.trials[int(number)].params) | training | {"cv": folds}  # trials are in number order
-        log.info("ensemble member #%s (weight %.2f): training it with %d seeds", number, weight, settings.final_seeds)
-        member = train(
-            settings.task,
-            **options,
-            runs=settings.final_seeds,
-            data_dir=settings.data_dir,
-            dataset_dir=settings.dataset_dir,
-            out=settings.out,
-            device=settings.device,
-            threads=settings.threads,
-        )
-        runs[member] = weight
-    selection = {
-        "search": tune_dir.name,
-        "candidates": [int(n) for n in choice.members],
-        "score": choice.score,
-        "best_single": {"candidate": int(choice.best_single[0]), "score": choice.best_single[1]},
-    }
-    return ensemble_run(settings.task, runs, data_dir=settings.data_dir, out=settings.out, selection=selection)

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fec.classify.fusion_inputs import FusionData, SplitInputs
+from fec.classify.fusion_inputs import FusionData
 from fec.classify.fusion_training import SeedResult, TrainConfig, train_seed
+from fec.classify.members import Member, train_members
 from fec.classify.outputs import to_predictions
 from fec.core.errors import SettingError
 from fec.core.metrics import classification_metrics, multilabel_metrics, tune_thresholds
@@ -79,14 +80,10 @@ def out_of_fold_selection(
     return thresholds, multilabel_metrics(labels, to_predictions(oof, True, thresholds))
 
 
-def subset(split: SplitInputs, rows: torch.Tensor) -> SplitInputs:
-    return SplitInputs([x[rows] for x in split.inputs], split.labels[rows])
-
-
 def fold_data(data: FusionData, fit: torch.Tensor, held: torch.Tensor) -> FusionData:
     """The task with train cut to `fit` and the held-out fold in valid's place (no test)."""
     train = data.splits["train"]
-    splits = {"train": subset(train, fit), "valid": subset(train, held)}
+    splits = {"train": train.subset(fit), "valid": train.subset(held)}
     return dataclasses.replace(data, splits=splits)
 
 
@@ -117,11 +114,15 @@ def cross_validate(data: FusionData, cfg: TrainConfig, seed: int, device: torch.
     assignment = torch.from_numpy(fold_assignment(len(train), folds, seed)).to(train.labels.device)
     oof = np.zeros((len(train), len(data.label_names)), dtype=np.float32)
     epochs = []
-    for fold in range(folds):
-        held = (assignment == fold).nonzero().flatten()
-        fit = (assignment != fold).nonzero().flatten()
-        result = train_seed(fold_data(data, fit, held), cfg, seed, device)
-        oof[held.cpu().numpy()] = result.probabilities["valid"]
+    members = [
+        Member(seed, (assignment != fold).nonzero().flatten(), (assignment == fold).nonzero().flatten()) for fold in range(folds)
+    ]
+    if torch.device(device).type == "cuda":  # one batched model: a GPU idles on one small head (on a CPU it is no faster)
+        results = train_members(data, cfg, members, device)
+    else:
+        results = (train_seed(fold_data(data, member.fit, member.held), cfg, seed, device) for member in members)
+    for fold, (member, result) in enumerate(zip(members, results, strict=True)):
+        oof[member.held.cpu().numpy()] = result.probabilities["valid"]
         epochs.append(result.best_epoch + 1)
         log.info("seed %d: fold %d/%d: best epoch %d", seed, fold + 1, folds, result.best_epoch)
     thresholds, oof_metrics = out_of_fold_selection(train.labels.cpu().numpy(), oof, data.multilabel, cfg.threshold)

@@ -56,6 +56,10 @@ class SplitInputs:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def subset(self, rows: torch.Tensor) -> SplitInputs:
+        """These rows of the split (a cross-validation fold's)."""
+        return SplitInputs([x[rows] for x in self.inputs], self.labels[rows])
+
 
 @dataclass
 class FusionData:

@@ -42,6 +42,7 @@ from fec.classify.fusion_training import TrainConfig, build_model, step_flops, t
 from fec.classify.linear_probe import selection_metric
 from fec.core.errors import SettingError, StudyError
 from fec.core.files import atomic_write
+from fec.core.logs import log_as_worker
 from fec.core.threads import use_threads
 from fec.features.picks import parse_pick
 
@@ -466,13 +467,7 @@ def optimize(search: Search, study: optuna.Study, trials: int | None, progress: 
 def search_worker(search: Search, storage: str, name: str, number: int, trials: int | None, log_file: str | None) -> None:
     """One more worker of a search, in a process of its own: the study opened again from its
     storage (its sampler seeded apart from the other workers'), its log lines marked with its number."""
-    formatter = logging.Formatter(f"%(asctime)s %(levelname)s [worker {number}] %(message)s", datefmt="%H:%M:%S")
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if log_file:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
-    for handler in handlers:
-        handler.setFormatter(formatter)
-    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
+    log_as_worker(f"worker {number}", log_file)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(name, storage, search.seed + number, search.max_seeds, existing=True)
     try:

@@ -29,3 +29,15 @@ def also_log_to(path: Path) -> Iterator[None]:
             handler.close()
         except OSError:  # the last lines could not be flushed (disk full): the run's error says why
             pass
+
+
+def log_as_worker(name: str, path: Path | str | None = None, level: int = logging.INFO) -> None:
+    """A worker process's logging (one spawned by a job of several processes): its lines marked
+    `[name]`, to the console and, with `path`, appended to the job's log file beside the others'."""
+    formatter = logging.Formatter(f"%(asctime)s %(levelname)s [{name}] %(message)s", datefmt="%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if path:
+        handlers.append(logging.FileHandler(path, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    logging.basicConfig(level=level, handlers=handlers, force=True)
