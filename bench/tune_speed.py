@@ -1,6 +1,6 @@
 """The recipe search's speed: candidate-seeds per minute, the search's path before and now, in one run.
 
-    python -m bench.tune_speed                                  # stand-in shapes, 4000 train rows, both selections
+    python -m bench.tune_speed                                  # stand-in shapes, 3000 train rows, both selections
     python -m bench.tune_speed --results bench/tune_cpu.json
     python -m bench.tune_speed --curve Logs/tune_ED_20261207-200000 Logs/tune_semeval_eng_...   # best score over time
 
@@ -44,7 +44,7 @@ from fec.classify.candidates import HEAD_GRID
 from fec.classify.cross_validation import train_seed_cv
 from fec.classify.fusion_inputs import FusionData, SplitInputs
 from fec.classify.fusion_training import TrainConfig, build_model, step_flops, train_seed
-from fec.classify.search import selection_score
+from fec.classify.search import quiet_epochs, selection_score
 from fec.cli.options import ArgumentParser, output_file, positive_int
 from fec.cli.script import run_script
 from fec.core.files import atomic_write_text
@@ -130,7 +130,8 @@ def measure(args: argparse.Namespace) -> dict:
     results = {}
     for name, cv in (("valid", 0), ("cv5", 5)):
         log.info("%s: %d candidates x %d seeds, %d epochs each", name, len(heads), args.seeds, args.epochs)
-        old = before(data, heads, args.seeds, args.epochs, cv)
+        with quiet_epochs():  # one line per path, not one per epoch
+            old = before(data, heads, args.seeds, args.epochs, cv)
         new = now(args.rows, args.classes, heads, args.seeds, args.epochs, cv, args.workers)
         for path in (old, new):
             count = len(heads) * args.seeds
@@ -152,6 +153,8 @@ def study_trials(folder: Path) -> list[tuple[datetime, datetime | None, float | 
         scores = dict(db.execute("SELECT trial_id, value_json FROM trial_user_attributes WHERE key = 'scores'").fetchall())
     trials = []
     for trial_id, start, end in rows:
+        if start is None:  # queued, never started (the budget ran out first)
+            continue
         values = json.loads(scores[trial_id]) if trial_id in scores else []
         when = datetime.fromisoformat(end) if end else None
         trials.append((datetime.fromisoformat(start), when, sum(values) / len(values) if values else None))
@@ -182,10 +185,10 @@ def cpu_name() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description="The recipe search's candidate-seeds per minute, before and now; or its score over time.")
-    parser.add_argument("--rows", type=positive_int, default=4000, help="train rows (valid and test get a quarter each)")
+    parser.add_argument("--rows", type=positive_int, default=3000, help="train rows (valid and test get a quarter each)")
     parser.add_argument("--classes", type=positive_int, default=32, help="labels (ED has 32)")
     parser.add_argument("--candidates", type=positive_int, default=4, help="candidates of the head grid (at most 16)")
-    parser.add_argument("--seeds", type=positive_int, default=2, help="seeds per candidate")
+    parser.add_argument("--seeds", type=positive_int, default=1, help="seeds per candidate")
     parser.add_argument("--epochs", type=positive_int, default=3, help="epochs per model (early stopping off)")
     parser.add_argument("--workers", type=positive_int, default=2, help="worker processes of the path now")
     parser.add_argument(

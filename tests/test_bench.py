@@ -15,7 +15,7 @@ import torch
 from helpers import LABELS, SPLIT_ROWS, TINY_HIDDEN, make_text, only_run
 
 import main as main_script
-from bench import extract_speed, predict_speed, train_speed
+from bench import extract_speed, predict_speed, train_speed, tune_speed
 from fec.features.backbones import load_backbone
 from fec.features.forward_pass import Batching, extract_features
 
@@ -324,3 +324,19 @@ def test_predict_speed_times_cold_start_warm_latency_and_throughput_of_a_run(toy
     (row,) = json.loads(results.read_text())["rows"]
     assert row["sources"] == ["llama", "bert", "roberta"] and row["texts"] == 40 and row["threads"] == 1
     assert 0 < row["load_s"] <= row["cold_start_s"] and row["warm_p50_ms"] <= row["warm_p95_ms"]
+
+
+def test_tune_speed_times_the_search_before_and_now_and_reads_a_curve(toy_search_store, tmp_path, capsys):
+    out = tmp_path / "tune.json"
+    argv = ["--rows", "64", "--classes", "3", "--candidates", "2", "--epochs", "1", "--workers", "2", "--results", str(out)]
+    assert tune_speed.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| valid | ratio now/before |" in printed and "| cv5 | now | 2 x 1 |" in printed
+    results = json.loads(out.read_text())["results"]
+    for selection, models in (("valid", 1), ("cv5", 6)):
+        assert results[selection]["before"]["models_per_seed"] == models  # under CV, before trained the refit too
+        assert results[selection]["ratio"] > 0
+    root, _ = toy_search_store
+    searches = sorted((root / "Logs").glob("tune_toy_*"))
+    assert tune_speed.main(["--curve", str(searches[0])]) == 0
+    assert "5 min:" in capsys.readouterr().out
