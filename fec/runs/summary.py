@@ -25,7 +25,12 @@ from fec.runs.predictions import LABEL_JOIN, Predictions, read_predictions
 from fec.runs.report import load_run
 from fec.runs.run_files import compat_setting, read_config, read_model_spec, read_results
 
-METHODS = {"main.py": "fusion of frozen features", "finetune.py": "fine-tuning", "baselines/tfidf.py": "TF-IDF baseline"}
+METHODS = {
+    "main.py": "fusion of frozen features",
+    "finetune.py": "fine-tuning",
+    "baselines/tfidf.py": "TF-IDF baseline",
+    "tune.py": "ensemble of fusion runs chosen by tune.py",
+}
 METHOD_TAGS = {"main.py": "frozen-features", "finetune.py": "fine-tuned", "baselines/tfidf.py": "tf-idf"}
 EXAMPLE_ERRORS, EXAMPLE_CORRECT, PAIRS_SHOWN, TEXTS_PER_PAIR = 15, 5, 10, 2
 
@@ -127,7 +132,7 @@ def load_summary(folder: Path, defaults: dict[str, dict] | None = None) -> RunSu
         command=f"{run.command} -seeds {' '.join(map(str, run.seeds))}",
         compat=compat,
         recipe_file=recipe_file,
-        notes=compat_notes(compat) + option_notes(config.get("args", {})),
+        notes=compat_notes(compat) + option_notes(config.get("args", {})) + member_notes(config),
         config=config,
         results=results,
         label_names=label_names,
@@ -152,6 +157,12 @@ def compat_notes(compat: str) -> list[str]:
     if compat == "corrected":
         return ["every published defect fixed: " + ", ".join(f"{k}={v}" for k, v in TRAIN_CORRECTED.items())]
     return []
+
+
+def member_notes(config: dict) -> list[str]:
+    """An ensemble of runs' members, each with its weight (what predicts is their weighted mean)."""
+    members = (config.get("ensemble") or {}).get("members") or []
+    return [f"member {m.get('run')} weight {float(m.get('weight', 0)):.2f}" for m in members]
 
 
 def option_notes(args: dict) -> list[str]:

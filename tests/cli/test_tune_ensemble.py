@@ -156,7 +156,9 @@ def test_the_ensemble_is_one_run_that_predicts_and_reports(two_runs_ensembled, c
     assert report_script.main([str(ensemble.path.parent), "--task", "toy", "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert {ensemble.path.name, members[0].path.name} <= {row["runs"] for row in rows}  # side by side
-    assert (ensemble.path / "index.html").is_file() and (ensemble.path / "README.md").is_file()  # its page and model card
+    card = (ensemble.path / "README.md").read_text(encoding="utf-8")  # its model card (and page) name the members
+    assert "Method: ensemble of fusion runs chosen by tune.py" in card and "weight 0.75" in card and "weight 0.25" in card
+    assert "weight 0.75" in (ensemble.path / "index.html").read_text(encoding="utf-8")
 
 
 def test_an_ensemble_whose_member_is_gone_is_refused_by_name(two_runs_ensembled, tmp_path):
