@@ -140,6 +140,14 @@ def ensemble_run(
     splits = load_splits(data_dir, task, ["train", *scored_modes])
     scored = ScoredSplits.of(splits)
     sources = sorted({source for spec in specs.values() for source in spec["sources"]})
+    cost = prediction_cost(specs, configs)
+    log.info(
+        "ensemble of %d runs: a prediction runs %d heads over %d feature sources (%d backbone passes)",
+        len(weights),
+        cost["heads"],
+        cost["feature_sources"],
+        cost["backbone_passes"],
+    )
     record = [
         {"run": folder.name, "weight": round(weight, 6), "recipe": configs[folder]["args"]} for folder, weight in weights.items()
     ]
@@ -153,7 +161,7 @@ def ensemble_run(
         config={
             "args": {"task": task, "members": [folder.name for folder in weights]},
             "option_defaults": {"task": None, "members": None},
-            ENSEMBLE_KIND: {"members": record, "selection": selection or {}},
+            ENSEMBLE_KIND: {"members": record, "selection": selection or {}, "prediction_cost": cost},
         },
         splits=scored,
         model={
@@ -167,3 +175,15 @@ def ensemble_run(
     trainer = EnsembleMembers(weights, scored.labels, scored.multilabel, cv)
     finished = train_run(plan, trainer)
     return Run(Path(finished["run_dir"]))
+
+
+def prediction_cost(specs: dict[Path, dict], configs: dict[Path, dict]) -> dict:
+    """What one prediction of the ensemble computes: every member's heads (one per seed) and feature
+    sources; a backbone pass is a source that runs a model (the lexical source runs none)."""
+    sources = [(folder, name) for folder, spec in specs.items() for name in spec["sources"]]
+    passes = [pair for pair in sources if specs[pair[0]]["feature_manifests"][pair[1]].get("slot") != "tfidf"]
+    return {
+        "heads": sum(len(configs[folder].get("seeds") or []) for folder in specs),
+        "feature_sources": len(sources),
+        "backbone_passes": len(passes),
+    }

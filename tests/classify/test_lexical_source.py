@@ -14,6 +14,7 @@ import csv
 import io
 import random
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,9 @@ import main as main_script
 import report as report_script
 from baselines import tfidf as tfidf_script
 from fec import EmotionClassifier
+from fec.classify import lexical
 from fec.classify.fusion_inputs import load_fusion_data
-from fec.classify.lexical import LexicalModel, LexicalSettings, fold_assignment, lexical_source, out_of_fold
+from fec.classify.lexical import LexicalModel, LexicalSettings, fold_assignment, lexical_source, out_of_fold_per_C
 from fec.core.data import load_splits
 from fec.features.store import feature_path, load_features
 
@@ -42,20 +44,29 @@ def memorisable(rows: int = 90, seed: int = 0) -> tuple[list[str], np.ndarray]:
     return [f"row{i}marker and some shared words" for i in range(rows)], labels
 
 
-def test_each_fold_is_scored_by_a_model_fitted_on_the_other_folds_only():
+def test_each_fold_is_scored_by_a_model_fitted_on_the_other_folds_only(monkeypatch):
     texts, labels = memorisable()
     assignment = fold_assignment(labels, False, 5, seed=0)
-    fitted_on = []
+    vectorized, regressed = [], []
+    fit_vectorizer, fit_softmax = lexical.fit_vectorizer, lexical.fit_softmax
 
-    def fit(fold_texts, fold_labels):
-        fitted_on.append(set(fold_texts))
-        return LexicalModel.fit(fold_texts, fold_labels, SMALL, 4.0, 3, False)
+    def recording_vectorizer(fold_texts, settings):
+        vectorized.append(set(fold_texts))
+        return fit_vectorizer(fold_texts, settings)
 
-    out_of_fold(texts, labels, assignment, fit)
-    assert len(fitted_on) == 5
-    for fold, seen in enumerate(fitted_on):
+    def recording_softmax(x, fold_labels, C, settings):
+        regressed.append((x.shape[0], C))
+        return fit_softmax(x, fold_labels, C, settings)
+
+    monkeypatch.setattr(lexical, "fit_vectorizer", recording_vectorizer)
+    monkeypatch.setattr(lexical, "fit_softmax", recording_softmax)
+    out_of_fold_per_C(texts, labels, assignment, replace(SMALL, C_grid=(1.0, 4.0)), 3, False)
+    assert len(vectorized) == 5  # one vectorizer per fold, shared by both C values
+    assert [C for _, C in regressed] == [1.0, 4.0] * 5
+    for fold, seen in enumerate(vectorized):
         scored = {t for t, f in zip(texts, assignment, strict=True) if f == fold}
         assert scored and not scored & seen and scored | seen == set(texts)
+        assert [rows for rows, _ in regressed[2 * fold : 2 * fold + 2]] == [len(seen)] * 2
 
 
 def test_out_of_fold_probabilities_cannot_recall_a_row_the_full_model_memorised():
