@@ -451,7 +451,7 @@ def extract_search_space(settings: TuneSettings, extractions: list[tuple[Extract
     """The default search space's extractions (resumable: finished splits are skipped) and the lexical source."""
     for config, splits in extractions:
         run_extraction(config, splits)
-    store_lexical_source(settings.data_dir, settings.dataset_dir, settings.task, LexicalSettings())
+    store_lexical_source(settings.data_dir, settings.dataset_dir, settings.task, LexicalSettings(), workers=settings.workers)
 
 
 def searchable_folders(settings: TuneSettings) -> list[str]:

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -210,23 +212,59 @@ def fold_assignment(labels: np.ndarray, multilabel: bool, folds: int, seed: int)
 
 
 def out_of_fold_per_C(
-    texts: list[str], labels: np.ndarray, assignment: np.ndarray, settings: LexicalSettings, n_labels: int, multilabel: bool
+    texts: list[str],
+    labels: np.ndarray,
+    assignment: np.ndarray,
+    settings: LexicalSettings,
+    n_labels: int,
+    multilabel: bool,
+    workers: int = 1,
 ) -> dict[float, np.ndarray]:
     """For every C of the grid, every row's probabilities from `LexicalModel.fit` at C on the other
-    folds, with each fold's vectorizer fitted once for all C."""
+    folds, with each fold's vectorizer fitted once for all C; `workers` processes of one thread
+    each take a fold at a time (every fold's fits are the same whoever makes them)."""
     grid = list(dict.fromkeys(settings.C_grid))  # a C listed twice is fitted once
     scored = {C: np.zeros((len(texts), n_labels), dtype=np.float32) for C in grid}
     folds = int(assignment.max()) + 1
-    with tqdm(total=folds * len(grid), desc="lexical folds x C", unit="fit", leave=False) as progress:
-        for fold in range(folds):
-            held = assignment == fold
-            vectorizer, x = fit_vectorizer([t for t, h in zip(texts, held, strict=True) if not h], settings)
-            held_x = vectorizer.transform([t for t, h in zip(texts, held, strict=True) if h])
-            for C in grid:
-                model = LexicalModel.fit_features(vectorizer, x, labels[~held], settings, C, n_labels, multilabel)
-                scored[C][held] = model.feature_proba(held_x)
-                progress.update()
+    jobs = []
+    for fold in range(folds):
+        held = assignment == fold
+        fit_texts = [t for t, h in zip(texts, held, strict=True) if not h]
+        held_texts = [t for t, h in zip(texts, held, strict=True) if h]
+        jobs.append((fit_texts, labels[~held], held_texts, grid, settings, n_labels, multilabel))
+    if workers > 1:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks inherited
+        with ProcessPoolExecutor(min(workers, folds), mp_context=context) as pool:
+            done = pool.map(fold_fits, *zip(*jobs, strict=True))
+            results = list(tqdm(done, total=folds, desc=f"lexical folds ({workers} workers)", unit="fold", leave=False))
+    else:
+        results = [fold_fits(*job) for job in tqdm(jobs, desc="lexical folds", unit="fold", leave=False)]
+    for fold, per_C in enumerate(results):
+        for C, probabilities in per_C.items():
+            scored[C][assignment == fold] = probabilities
     return scored
+
+
+def fold_fits(
+    fit_texts: list[str],
+    fit_labels: np.ndarray,
+    held_texts: list[str],
+    grid: list[float],
+    settings: LexicalSettings,
+    n_labels: int,
+    multilabel: bool,
+) -> dict[float, np.ndarray]:
+    """One fold: its vectorizer fitted on the other folds' texts, then every C's regression; the
+    held rows' probabilities per C. One BLAS thread: the workers share the cores."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        vectorizer, x = fit_vectorizer(fit_texts, settings)
+        held_x = vectorizer.transform(held_texts)
+        return {
+            C: LexicalModel.fit_features(vectorizer, x, fit_labels, settings, C, n_labels, multilabel).feature_proba(held_x)
+            for C in grid
+        }
 
 
 def oof_score(labels: np.ndarray, probabilities: np.ndarray, multilabel: bool) -> float:
@@ -248,11 +286,14 @@ class LexicalSource:
     model: LexicalModel
 
 
-def lexical_source(texts: list[str], labels: np.ndarray, settings: LexicalSettings, n_labels: int, multilabel: bool):
+def lexical_source(
+    texts: list[str], labels: np.ndarray, settings: LexicalSettings, n_labels: int, multilabel: bool, workers: int = 1
+):
     """Choose C by the out-of-fold metric, keep that C's out-of-fold probabilities, fit the full model
-    (`settings.folds` checked by the caller: `fec.classify.cross_validation.check_folds`)."""
+    (`settings.folds` checked by the caller: `fec.classify.cross_validation.check_folds`); the
+    folds' fits by `workers` processes."""
     assignment = fold_assignment(labels, multilabel, settings.folds, settings.seed)
-    per_C = out_of_fold_per_C(texts, labels, assignment, settings, n_labels, multilabel)
+    per_C = out_of_fold_per_C(texts, labels, assignment, settings, n_labels, multilabel, workers)
     best, scores = None, {}
     for C in settings.C_grid:  # in the grid's order, so a tie keeps the C listed first
         probabilities = per_C[C]

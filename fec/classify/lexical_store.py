@@ -41,10 +41,10 @@ def lexical_model_path(dataset_dir: Path | str, task: str) -> Path:
 
 
 def store_lexical_source(
-    data_dir: Path | str, dataset_dir: Path | str, task: str, settings: LexicalSettings, overwrite: bool = False
+    data_dir: Path | str, dataset_dir: Path | str, task: str, settings: LexicalSettings, overwrite: bool = False, workers: int = 1
 ) -> Path:
     """Make the task's lexical source (every split its data folder has) unless it is there with
-    these settings; returns its folder."""
+    these settings, its folds fitted by `workers` processes; returns its folder."""
     splits = load_splits(data_dir, task, available_modes(data_dir, task))
     train = splits["train"]
     check_folds(settings.folds, len(train), zero=None)  # before anything is skipped, refused or fitted
@@ -59,7 +59,7 @@ def store_lexical_source(
         for mode in splits:
             refuse_replacing(paths[mode], wanted[mode])
     started = time.perf_counter()
-    source = lexical_source(train.texts, train.labels, settings, train.num_labels, train.multilabel)
+    source = lexical_source(train.texts, train.labels, settings, train.num_labels, train.multilabel, workers)
     sha256 = source.model.save(lexical_model_path(dataset_dir, task))
     seconds = round(time.perf_counter() - started, 2)
     for mode, split in splits.items():

@@ -90,3 +90,13 @@ def test_sharing_each_folds_vectorizer_chooses_the_C_scores_and_probabilities_of
     full = LexicalModel.fit(texts, labels, SETTINGS, expected_C, n_labels, multilabel)
     np.testing.assert_array_equal(source.model.weights, full.weights)
     np.testing.assert_array_equal(source.model.predict_proba(texts), full.predict_proba(texts))
+
+
+def test_folds_fitted_by_two_workers_give_the_same_source(task="single-label"):
+    """`workers` processes take a fold each: the same C, scores and probabilities, bit for bit."""
+    rows, n_labels, multilabel = TASKS[task]
+    texts, labels = labelled_texts(rows, n_labels, multilabel)
+    alone = lexical_source(texts, labels, SETTINGS, n_labels, multilabel)
+    shared = lexical_source(texts, labels, SETTINGS, n_labels, multilabel, workers=2)
+    assert (shared.C, shared.scores) == (alone.C, alone.scores)
+    np.testing.assert_array_equal(shared.train, alone.train)
