@@ -193,20 +193,29 @@ def evaluate(
     multi-label: BCE and `multilabel_metrics`. With `into`, the predicted ids and the probabilities
     go to `into.predictions[name]` and `into.probabilities[name]`, for the run's files and the seed ensemble."""
     logits = predict_logits(model, split, batch_size)
-    probs = None
-    if scoring.multilabel or into is not None:  # multi-label predictions are thresholded probabilities
-        probs = to_probabilities(logits.float(), scoring.multilabel).cpu().numpy()
-    if scoring.multilabel:
-        loss = F.binary_cross_entropy_with_logits(logits.float(), split.labels.float()).item()
-        preds = to_predictions(probs, True, scoring.thresholds)
-        metrics = multilabel_metrics(split.labels.cpu().numpy(), preds, scoring.label_names)
-    else:
-        loss = F.cross_entropy(logits, split.labels).item()
-        preds = logits.argmax(dim=1).cpu().numpy()
-        metrics = classification_metrics(split.labels.cpu().numpy(), preds)
+    metrics, preds, probs = scored_logits(logits, split.labels, scoring, keep_probabilities=into is not None)
     if into is not None:
         into.predictions[name], into.probabilities[name] = preds, probs
-    return {"loss": loss, **metrics}
+    return metrics
+
+
+def scored_logits(
+    logits: torch.Tensor, labels: torch.Tensor, scoring: Scoring, keep_probabilities: bool = False
+) -> tuple[dict, np.ndarray, np.ndarray | None]:
+    """A split's loss and metrics from its logits, with the predictions and (multi-label, or when
+    kept) the probabilities they came from."""
+    probs = None
+    if scoring.multilabel or keep_probabilities:  # multi-label predictions are thresholded probabilities
+        probs = to_probabilities(logits.float(), scoring.multilabel).cpu().numpy()
+    if scoring.multilabel:
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float()).item()
+        preds = to_predictions(probs, True, scoring.thresholds)
+        metrics = multilabel_metrics(labels.cpu().numpy(), preds, scoring.label_names)
+    else:
+        loss = F.cross_entropy(logits, labels).item()
+        preds = logits.argmax(dim=1).cpu().numpy()
+        metrics = classification_metrics(labels.cpu().numpy(), preds)
+    return {"loss": loss, **metrics}, preds, probs
 
 
 def score_splits(model: DownstreamModel, data: FusionData, batch_size: int, scoring: Scoring, result: SeedResult) -> None:

@@ -67,9 +67,10 @@ from fec.classify.fusion_training import (
     log_epoch,
     pooled_saturation,
     score_splits,
+    scored_logits,
     seed_everything,
 )
-from fec.classify.outputs import to_predictions, to_probabilities
+from fec.classify.outputs import to_probabilities
 from fec.core.metrics import classification_metrics, multilabel_metrics
 
 log = logging.getLogger(__name__)
@@ -325,16 +326,6 @@ def held_logits(stacked: StackedFusion, runs: list[MemberRun], batch_size: int) 
     return [torch.cat(chunk) for chunk in chunks]
 
 
-def scored(logits: torch.Tensor, labels: torch.Tensor, scoring: Scoring) -> dict:
-    """Loss and metrics of a split's logits, as fusion_training.evaluate computes them."""
-    if scoring.multilabel:
-        loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float()).item()
-        preds = to_predictions(to_probabilities(logits.float(), True).cpu().numpy(), True, scoring.thresholds)
-        return {"loss": loss, **multilabel_metrics(labels.cpu().numpy(), preds, scoring.label_names)}
-    loss = F.cross_entropy(logits, labels).item()
-    return {"loss": loss, **classification_metrics(labels.cpu().numpy(), logits.argmax(dim=1).cpu().numpy())}
-
-
 def member_result(run: MemberRun, model: DownstreamModel, data: FusionData, cfg: TrainConfig) -> SeedResult:
     """The member's selected state scored on its held rows by train_seed's own code."""
     model.load_state_dict(run.best_state)
@@ -387,7 +378,7 @@ def train_members(
         epoch_start = time.perf_counter()
         train_metrics = train_epoch(stacked, active, train, cfg, global_threshold, multilabel)
         logits = held_logits(stacked, active, cfg.eval_batch_size)
-        valid_metrics = [scored(held, run.held.labels, during) for run, held in zip(active, logits, strict=True)]
+        valid_metrics = [scored_logits(held, run.held.labels, during)[0] for run, held in zip(active, logits, strict=True)]
         seconds = round(time.perf_counter() - epoch_start, 3)
         for position, (run, train_m, valid_m) in enumerate(zip(active, train_metrics, valid_metrics, strict=True)):
             improved = run.improves(valid_m, select)
