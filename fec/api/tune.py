@@ -614,6 +614,8 @@ def search_and_train(
     }
     page = write_tune_page(tune_dir, rows, view)
     log.info("search folder %s: %s; recipe %s; final run %s", tune_dir, page.name, recipe, final)
+    if final and ensemble_run_:
+        log_side_by_side(final, ensemble_run_)
     return TuneResult(
         path=tune_dir, recipe=options, recipe_file=recipe, candidates=pd.read_csv(candidates), run=final, ensemble=ensemble_run_
     )
@@ -731,3 +733,25 @@ def chosen_ensemble(
     }
     write_json(tune_dir / ENSEMBLE_RECORD, record)
     return choice
+
+
+def log_side_by_side(final: Run, ensemble: Run) -> None:
+    """The chosen recipe and the candidates' ensemble on the report split, each with what one prediction costs."""
+    split = "test" if "test" in final.metrics else "valid"
+    metric = "acc" if "acc" in final.metrics[split] else "macro_f1"
+    seeds = len(final.config.get("seeds") or [])
+    cost = ensemble.config["ensemble"]["prediction_cost"]
+    log.info(
+        "on %s, %s: the chosen recipe %.2f (mean of %d seeds; a prediction: 1 head, or %d with -ensemble, over %d sources); "
+        "the ensemble of %d runs %.2f (%d heads over %d sources)",
+        split,
+        metric,
+        final.metrics[split][metric],
+        seeds,
+        seeds,
+        len(final.config.get("sources") or []),
+        len(ensemble.config["ensemble"]["members"]),
+        ensemble.metrics[split][metric],
+        cost["heads"],
+        cost["feature_sources"],
+    )

@@ -176,3 +176,14 @@ def test_ensemble_size_0_keeps_the_chosen_recipe_alone(toy_search_store, tmp_pat
     )
     assert found.ensemble is None and not (found.path / "ensemble.json").exists()
     assert len(pd.read_csv(found.path / "candidates.csv")) == 3
+
+
+def test_the_search_logs_the_chosen_recipe_and_the_ensemble_side_by_side_with_their_cost(two_runs_ensembled, caplog):
+    from fec.api.tune import log_side_by_side
+
+    ensemble, members = two_runs_ensembled
+    with caplog.at_level("INFO", logger="fec.api.tune"):
+        log_side_by_side(members[0], ensemble)
+    line = caplog.messages[-1]
+    assert f"the chosen recipe {members[0].metrics['test']['acc']:.2f} (mean of 2 seeds" in line
+    assert f"the ensemble of 2 runs {ensemble.metrics['test']['acc']:.2f} (4 heads over 5 sources)" in line
