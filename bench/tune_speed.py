@@ -21,7 +21,9 @@ seed-fold (one model trained), each path, and the ratio now / before. Optuna's o
 few database rows per candidate) is left out of both.
 
 `--curve` reads search folders instead: the best selection score the search had reached 5, 10, 20
-and 30 minutes after its first candidate started (from the study's trial times).
+and 30 minutes after its first candidate started (from the study's trial times). `--where` times
+where one candidate-seed's seconds go (cProfile, one thread): the backward pass, the forward
+matrix products, dropout, the Adam step, the per-epoch evaluation and its metrics, the rest.
 """
 
 from __future__ import annotations
@@ -183,6 +185,40 @@ def cpu_name() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
 
 
+# Where a candidate-seed's time goes: cProfile's own time of these functions, by part.
+PARTS = {
+    "backward (every matrix product's gradients)": ("run_backward",),
+    "forward matrix products (train and valid)": ("_nn.linear", "torch.bmm"),
+    "dropout masks": ("torch.dropout",),
+    "Adam step": ("_fused_adam_",),
+    "sigmoid, relu, stack, mean": ("torch.sigmoid", "torch.relu", "torch.stack", "'mean'"),
+}
+
+
+def where(rows: int, classes: int, epochs: int) -> dict:
+    """Seconds of one seed's training by part (one thread): what a candidate spends its time on."""
+    import cProfile
+    import pstats
+
+    torch.set_num_threads(1)
+    data = synthetic_data(rows, classes)
+    train_seed(
+        synthetic_data(64, classes), config(candidates()[0], 1, 0), 0
+    )  # first calls import and register: not a candidate's
+    profile = cProfile.Profile()
+    profile.enable()
+    started = time.perf_counter()
+    train_seed(data, config(candidates()[0], epochs, 0), 0)
+    total = time.perf_counter() - started
+    profile.disable()
+    own = {}
+    for (_, _, name), (_, _, seconds, _, _) in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
+        part = next((p for p, names in PARTS.items() if any(n in name for n in names)), None)
+        if part:
+            own[part] = own.get(part, 0.0) + seconds
+    return {"total": total} | own | {"rest": total - sum(own.values())}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description="The recipe search's candidate-seeds per minute, before and now; or its score over time.")
     parser.add_argument("--rows", type=positive_int, default=3000, help="train rows (valid and test get a quarter each)")
@@ -191,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=positive_int, default=1, help="seeds per candidate")
     parser.add_argument("--epochs", type=positive_int, default=3, help="epochs per model (early stopping off)")
     parser.add_argument("--workers", type=positive_int, default=2, help="worker processes of the path now")
+    parser.add_argument("--where", action="store_true", help="time where one candidate-seed's seconds go instead")
     parser.add_argument(
         "--curve", type=Path, nargs="+", default=None, help="search folders: their best score at 5, 10, 20, 30 min"
     )
@@ -200,7 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.curve:
+    if args.where:
+        results = where(args.rows, args.classes, args.epochs)
+        print(f"CPU: {cpu_name()}; one seed, {args.rows} train rows, {args.epochs} epochs, one thread")
+        print("| part | seconds | share |")
+        print("|---|---|---|")
+        for part, seconds in results.items():
+            print(f"| {part} | {seconds:.2f} | {100 * seconds / results['total']:.0f}% |")
+    elif args.curve:
         results = {str(folder): curve(folder) for folder in args.curve}
         for folder, marks in results.items():
             shown = "  ".join(

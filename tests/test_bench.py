@@ -340,3 +340,5 @@ def test_tune_speed_times_the_search_before_and_now_and_reads_a_curve(toy_search
     searches = sorted((root / "Logs").glob("tune_toy_*"))
     assert tune_speed.main(["--curve", str(searches[0])]) == 0
     assert "5 min:" in capsys.readouterr().out
+    assert tune_speed.main(["--where", "--rows", "64", "--classes", "3", "--epochs", "1"]) == 0
+    assert "| backward (every matrix product's gradients) |" in capsys.readouterr().out
