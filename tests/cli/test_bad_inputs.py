@@ -659,8 +659,8 @@ CASES = [
     Case("tune.py", ["--task", "toy", "--storage", "nosuch://x"], "--storage nosuch://x: unknown database kind 'nosuch'"),
     Case(
         "tune.py",
-        ["--task", "toy", "--storage", "postgresql://me:secret@localhost/studies"],
-        "--storage postgresql://me:***@localhost/studies: its driver psycopg is not installed; pip install it",
+        ["--task", "toy", "--storage", "mysql://me:secret@localhost/studies"],  # test.sh installs PostgreSQL's driver
+        "--storage mysql://me:***@localhost/studies: its driver MySQLdb is not installed; pip install it",
         id="tune-storage-driver-missing",
     ),
     Case(
