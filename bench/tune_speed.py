@@ -9,7 +9,7 @@ same synthetic features of the stand-ins' shapes (decoder (5, 576), encoders 384
 lexical source's 32 label probabilities), `--seeds` seeds each, for a fixed number of epochs
 (`--epochs`, early stopping off), so both do the same training steps:
 
-* before: one process, the thread count of `fec.core.threads` (2 on an idle 2-core machine), a
+* before: one process, the thread count `fec.core.threads` takes on an idle machine (2 on 2 cores), a
   candidate's seeds one after the other; under cross-validation each seed is
   `train_seed_cv`: its K folds and then the model on all of train, which the search never used.
 * now: `--workers` processes of one thread each (`tune.py --workers`), taking candidates from one
@@ -51,7 +51,7 @@ from fec.cli.options import ArgumentParser, output_file, positive_int
 from fec.cli.script import run_script
 from fec.core.files import atomic_write_text
 from fec.core.provenance import provenance
-from fec.core.threads import use_threads
+from fec.core.threads import choose_threads, usable_cores, use_threads
 
 log = logging.getLogger("bench.tune_speed")
 
@@ -87,7 +87,9 @@ def config(head: dict, epochs: int, cv: int) -> TrainConfig:
 def before(data: FusionData, heads: list[dict], seeds: int, epochs: int, cv: int) -> dict:
     """The search's path before: one process, the thread policy's count, refit included under CV."""
     started = time.perf_counter()
-    threads = use_threads(None, step_flops(build_model(data, config(heads[0], epochs, cv)), 64), "before")
+    # The count today's search takes on an idle machine (the policy reads the load average, which lags a job that just paused).
+    threads = choose_threads(step_flops(build_model(data, config(heads[0], epochs, cv)), 64), usable_cores(), busy=0)
+    use_threads(threads, 0, "before")
     for head, seed in itertools.product(heads, range(seeds)):
         cfg = config(head, epochs, cv)
         (train_seed_cv if cv else train_seed)(data, cfg, seed)
