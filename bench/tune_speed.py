@@ -23,7 +23,8 @@ few database rows per candidate) is left out of both.
 `--curve` reads search folders instead: the best selection score the search had reached 5, 10, 20
 and 30 minutes after its first candidate started (from the study's trial times). `--where` times
 where one candidate-seed's seconds go (cProfile, one thread): the backward pass, the forward
-matrix products, dropout, the Adam step, the per-epoch evaluation and its metrics, the rest.
+matrix products (train, and valid every epoch), dropout, the Adam step, the elementwise steps,
+the rest.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fec.api.run import Run
+from fec.classify.ensemble import ensemble_probabilities
 from fec.classify.outputs import to_predictions
 from fec.classify.seed_result import SeedResultBase
 from fec.core.data import load_splits
@@ -52,14 +53,15 @@ class EnsembleResult(SeedResultBase):
 
 
 @dataclass
-class EnsembleMembers:
-    """The ensemble as a trainer of `fec.runs.training_run`: its one "seed" is the weighted mean of
-    the members' probabilities, scored."""
+class CandidateEnsembleSeeds:
+    """The candidate ensemble as a trainer of `fec.runs.training_run`: its one "seed" is the
+    weighted mean of the member runs' probabilities, scored."""
 
     members: dict[Path, float]  # member run folder -> weight
     labels: dict[str, np.ndarray]
     multilabel: bool
-    cv: bool  # members selected by cross-validation: multi-label thresholds from theirs, not tuned on valid
+    cv: bool  # members selected by cross-validation: multi-label thresholds not tuned on valid
+    thresholds: list[float] | None = None  # multi-label thresholds chosen beforehand (out of fold, by the selection)
 
     def start(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -69,10 +71,12 @@ class EnsembleMembers:
     def train_seed(self, seed: int, run_dir: Path) -> EnsembleResult:
         stored = {folder: read_probabilities(folder) for folder in self.members}
         splits = [split for split in ("valid", "test") if split in self.labels]
+        names, weights = [folder.name for folder in self.members], list(self.members.values())
         probabilities = {
-            split: sum(weight * stored[folder][split] for folder, weight in self.members.items()) for split in splits
+            split: ensemble_probabilities({folder.name: stored[folder][split] for folder in self.members}, names, weights)
+            for split in splits
         }
-        thresholds = self.ensemble_thresholds(probabilities["valid"]) if self.multilabel else None
+        thresholds = self.decision_thresholds(probabilities["valid"]) if self.multilabel else None
         scored = {}
         predictions = {}
         for split, p in probabilities.items():
@@ -90,9 +94,12 @@ class EnsembleMembers:
             None if thresholds is None else [float(t) for t in thresholds],
         )
 
-    def ensemble_thresholds(self, valid: np.ndarray) -> np.ndarray:
-        """Multi-label decision thresholds: under cross-validation the weighted mean of the members'
-        own (valid stays a check), else tuned on the ensemble's valid probabilities."""
+    def decision_thresholds(self, valid: np.ndarray) -> np.ndarray:
+        """Multi-label decision thresholds: those chosen beforehand; else under cross-validation the
+        weighted mean of the member runs' seed ensembles' (valid stays a check), else tuned on the
+        candidate ensemble's valid probabilities."""
+        if self.thresholds is not None:
+            return np.asarray(self.thresholds, dtype=np.float64)
         if not self.cv:
             return tune_thresholds(self.labels["valid"], valid)
         own = []
@@ -119,9 +126,11 @@ def ensemble_run(
     data_dir: Path | str = "data",
     out: Path | str = "Logs",
     selection: dict | None = None,
+    thresholds: list[float] | None = None,
 ) -> Run:
     """Save `members` (runs of `task` in `out`, each with its weight) as one run `out/{task}_ensemble_{stamp}`;
-    `selection` (how the members were chosen) is recorded in its config.json."""
+    `selection` (how the members were chosen) is recorded in its config.json; multi-label
+    `thresholds`, when given, are the decision thresholds (else chosen as `CandidateEnsembleSeeds` says)."""
     if not members:
         raise RunError("an ensemble needs at least one member run")
     total = sum(members.values())
@@ -172,7 +181,7 @@ def ensemble_run(
             "thresholds": {},  # multi-label: the ensemble's, filled in once it is scored
         },
     )
-    trainer = EnsembleMembers(weights, scored.labels, scored.multilabel, cv)
+    trainer = CandidateEnsembleSeeds(weights, scored.labels, scored.multilabel, cv, thresholds)
     finished = train_run(plan, trainer)
     return Run(Path(finished["run_dir"]))
 

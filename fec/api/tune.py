@@ -212,8 +212,9 @@ class TuneSettings(Settings):
     workers: int = setting(
         1,
         check=positive_int,
-        help="processes training candidates at once, one CPU thread each unless --threads says (the study in the tune "
-        "folder's SQLite file; on several machines, one --storage URL reached by `tune.py --resume` on each)",
+        help="processes working at once (candidates of the one study, probes, lexical folds, final runs), one CPU thread "
+        "each unless --threads says; on several machines: --storage a server's URL, and `--resume FOLDER --no_final` on "
+        "the others",
     )
     ensemble_size: int = setting(
         DEFAULT_ENSEMBLE_SIZE,
@@ -416,6 +417,7 @@ def resume_command(settings: TuneSettings, tune_dir: Path) -> str:
     ]
     if settings.storage and shown_url(settings.storage) != settings.storage:  # its password is not recorded: given again
         places.append(f"--storage {shown_url(settings.storage).replace('***', 'PASSWORD')}")
+    places += [f"--workers {settings.workers}"] if settings.workers != 1 else []  # how it ran, not what it searches
     return " ".join(["python tune.py --task", settings.task, *places, "--resume", str(tune_dir)])
 
 
@@ -587,9 +589,9 @@ def search_and_train(
         atomic_write(settings.save, lambda tmp: shutil.copyfile(recipe, tmp))
         log.info("recipe copied to %s", settings.save)
     ensemble = chosen_ensemble(settings, tune_dir, study, metric, folds, bool(next(iter(manifests.values())).get("multilabel")))
-    final, ensemble_run_ = None, None
+    final, candidate_ensemble = None, None
     if not settings.no_final:
-        final, ensemble_run_ = final_runs(settings, tune_dir, recipe, ensemble, study, training, folds)
+        final, candidate_ensemble = final_runs(settings, tune_dir, recipe, ensemble, study, training, folds)
     record = {
         "args": settings.record() | {"cv": folds, "storage": settings.storage and shown_url(settings.storage)},
         "option_defaults": TuneSettings.defaults(),
@@ -598,7 +600,7 @@ def search_and_train(
         "store": store,
         "search_space": {"sources": space.sources, "head": space.head, "first": space.first},
         "final_run": final and str(final.path),
-        "ensemble_run": ensemble_run_ and str(ensemble_run_.path),
+        "ensemble_run": candidate_ensemble and str(candidate_ensemble.path),
     }
     write_json(tune_dir / "config.json", record | provenance())
     chosen = next(row for row in rows if row["number"] == study.best_trial.number)
@@ -610,14 +612,19 @@ def search_and_train(
         "chosen": chosen,
         "chosen_recipe": json.dumps(options, indent=2),
         "final_run": str(Path("..") / final.path.name) if final else None,
-        "ensemble_run": str(Path("..") / ensemble_run_.path.name) if ensemble_run_ else None,
+        "ensemble_run": str(Path("..") / candidate_ensemble.path.name) if candidate_ensemble else None,
     }
     page = write_tune_page(tune_dir, rows, view)
     log.info("search folder %s: %s; recipe %s; final run %s", tune_dir, page.name, recipe, final)
-    if final and ensemble_run_:
-        log_side_by_side(final, ensemble_run_)
+    if final and candidate_ensemble:
+        log_side_by_side(final, candidate_ensemble)
     return TuneResult(
-        path=tune_dir, recipe=options, recipe_file=recipe, candidates=pd.read_csv(candidates), run=final, ensemble=ensemble_run_
+        path=tune_dir,
+        recipe=options,
+        recipe_file=recipe,
+        candidates=pd.read_csv(candidates),
+        run=final,
+        ensemble=candidate_ensemble,
     )
 
 
@@ -658,7 +665,11 @@ def final_runs(
         "score": ensemble.score,
         "best_single": {"candidate": int(ensemble.best_single[0]), "score": ensemble.best_single[1]},
     }
-    return final, ensemble_run(settings.task, weights, data_dir=settings.data_dir, out=settings.out, selection=selection)
+    # Under cross-validation, multi-label thresholds are the ones the choice tuned out of fold (valid stays a check).
+    thresholds = ensemble.thresholds if folds else None
+    return final, ensemble_run(
+        settings.task, weights, data_dir=settings.data_dir, out=settings.out, selection=selection, thresholds=thresholds
+    )
 
 
 def trained_recipes(settings: TuneSettings, jobs: list[dict], places: dict, log_file: Path) -> list[Run]:
@@ -699,11 +710,17 @@ def chosen_ensemble(
         (t for t in study.get_trials(deepcopy=False, states=trained) if t.user_attrs.get("scores")),
         key=lambda t: -statistics.fmean(t.user_attrs["scores"]),
     )
-    library = {}
+    library, seen = {}, set()
     for trial in finished:
         path = candidate_probabilities_path(tune_dir / PREDICTIONS_DIR, trial.number)
-        if path.is_file():
-            library[str(trial.number)] = np.load(path)
+        options = json.dumps(trial.params, sort_keys=True)
+        if not path.is_file() or options in seen:  # two workers can train one candidate at once: it counts once
+            continue
+        probabilities = np.load(path)
+        if not np.isfinite(probabilities).all():
+            log.warning("ensemble: candidate #%d left out (its probabilities are not all finite)", trial.number)
+            continue
+        library[str(trial.number)], seen = probabilities, seen | {options}
     if len(library) < 2:
         log.info("ensemble: %d finished candidate(s) with predictions; the chosen recipe alone", len(library))
         return None
@@ -740,16 +757,18 @@ def log_side_by_side(final: Run, ensemble: Run) -> None:
     split = "test" if "test" in final.metrics else "valid"
     metric = "acc" if "acc" in final.metrics[split] else "macro_f1"
     seeds = len(final.config.get("seeds") or [])
+    seed_ensemble = (final.results.get("ensemble") or {}).get(split, {}).get(metric)
+    averaged = f", its {seeds} seeds averaged {seed_ensemble:.2f} with {seeds} heads" if seed_ensemble is not None else ""
     cost = ensemble.config["ensemble"]["prediction_cost"]
     log.info(
-        "on %s, %s: the chosen recipe %.2f (mean of %d seeds; a prediction: 1 head, or %d with -ensemble, over %d sources); "
-        "the ensemble of %d runs %.2f (%d heads over %d sources)",
+        "on %s, %s: the chosen recipe %.2f (mean of %d seeds, one head each, over %d sources%s); "
+        "the candidates' ensemble of %d runs %.2f (%d heads over %d sources)",
         split,
         metric,
         final.metrics[split][metric],
         seeds,
-        seeds,
         len(final.config.get("sources") or []),
+        averaged,
         len(ensemble.config["ensemble"]["members"]),
         ensemble.metrics[split][metric],
         cost["heads"],

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -234,7 +235,7 @@ def out_of_fold_per_C(
         jobs.append((fit_texts, labels[~held], held_texts, grid, settings, n_labels, multilabel))
     if workers > 1:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks inherited
-        with ProcessPoolExecutor(min(workers, folds), mp_context=context) as pool:
+        with ProcessPoolExecutor(min(workers, folds), mp_context=context, initializer=one_blas_thread) as pool:
             done = pool.map(fold_fits, *zip(*jobs, strict=True))
             results = list(tqdm(done, total=folds, desc=f"lexical folds ({workers} workers)", unit="fold", leave=False))
     else:
@@ -255,16 +256,22 @@ def fold_fits(
     multilabel: bool,
 ) -> dict[float, np.ndarray]:
     """One fold: its vectorizer fitted on the other folds' texts, then every C's regression; the
-    held rows' probabilities per C. One BLAS thread: the workers share the cores."""
+    held rows' probabilities per C."""
+    vectorizer, x = fit_vectorizer(fit_texts, settings)
+    held_x = vectorizer.transform(held_texts)
+    return {
+        C: LexicalModel.fit_features(vectorizer, x, fit_labels, settings, C, n_labels, multilabel).feature_proba(held_x)
+        for C in grid
+    }
+
+
+def one_blas_thread() -> None:
+    """A worker's BLAS on one thread, the workers sharing the cores: those loaded already (numpy's,
+    with this module) limited now, those loaded later by the environment they read."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1):
-        vectorizer, x = fit_vectorizer(fit_texts, settings)
-        held_x = vectorizer.transform(held_texts)
-        return {
-            C: LexicalModel.fit_features(vectorizer, x, fit_labels, settings, C, n_labels, multilabel).feature_proba(held_x)
-            for C in grid
-        }
+    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    threadpool_limits(1)
 
 
 def oof_score(labels: np.ndarray, probabilities: np.ndarray, multilabel: bool) -> float:

@@ -40,7 +40,7 @@ from fec.classify.cross_validation import cross_validate
 from fec.classify.fusion_inputs import FusionData, load_fusion_data
 from fec.classify.fusion_training import TrainConfig, build_model, step_flops, train_seed
 from fec.classify.linear_probe import selection_metric
-from fec.core.errors import SettingError, StudyError
+from fec.core.errors import FecError, SettingError, StudyError
 from fec.core.files import atomic_write
 from fec.core.logs import log_as_worker
 from fec.core.threads import use_threads
@@ -419,8 +419,8 @@ def run_search(search: Search, study: optuna.Study, storage: str | None = None, 
         budget,
         workers,
     )
-    shares = trial_shares(search.trials, search.workers)
-    if search.workers == 1:
+    shares = trial_shares(search.trials, search.workers)  # no more workers than candidates to train
+    if len(shares) == 1:
         optimize(search, study, shares[0])
         return study
     if storage is None:
@@ -432,15 +432,23 @@ def run_search(search: Search, study: optuna.Study, storage: str | None = None, 
             args=(search, storage, study.study_name, number, shares[number], log_file),
             name=f"search worker {number}",
         )
-        for number in range(1, search.workers)
+        for number in range(1, len(shares))
     ]
     for process in others:
         process.start()
     try:
         optimize(search, study, shares[0])
-    finally:  # Ctrl-C reaches every worker of the terminal's process group: each stops its candidate and exits
+    except KeyboardInterrupt:  # Ctrl-C reaches every worker of the terminal's process group: each stops its candidate
         for process in others:
             process.join()
+        raise
+    except BaseException:  # this process failed: the others stop now rather than at the end of the budget
+        for process in others:
+            process.terminate()
+            process.join()
+        raise
+    for process in others:
+        process.join()
     failed = [process.name for process in others if process.exitcode != 0]
     if failed:
         raise StudyError(f"{', '.join(failed)} stopped with an error (its lines are in the log); the study keeps what it trained")
@@ -448,10 +456,11 @@ def run_search(search: Search, study: optuna.Study, storage: str | None = None, 
 
 
 def trial_shares(trials: int | None, workers: int) -> list[int | None]:
-    """How many candidates each worker trains: `trials` split as evenly as it goes (None: no cap,
-    the budget decides)."""
+    """How many candidates each worker trains: `trials` split as evenly as it goes, over at most
+    `trials` workers (None: no cap, the budget decides)."""
     if trials is None:
         return [None] * workers
+    workers = min(workers, trials)
     return [trials // workers + (number < trials % workers) for number in range(workers)]
 
 
@@ -464,16 +473,23 @@ def optimize(search: Search, study: optuna.Study, trials: int | None, progress: 
         study.optimize(Objective(search), n_trials=trials, timeout=timeout, show_progress_bar=progress)
 
 
-def search_worker(search: Search, storage: str, name: str, number: int, trials: int | None, log_file: str | None) -> None:
+def search_worker(search: Search, storage: str, name: str, number: int, trials: int | None, log_file: Path | None) -> None:
     """One more worker of a search, in a process of its own: the study opened again from its
-    storage (its sampler seeded apart from the other workers'), its log lines marked with its number."""
+    storage (its sampler seeded apart from the other workers'), its log lines marked with its
+    number; an error is logged there (one line for a `FecError`) and ends the process with code 1."""
     log_as_worker(f"worker {number}", log_file)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(name, storage, search.seed + number, search.max_seeds, existing=True)
     try:
+        study = open_study(name, storage, search.seed + number, search.max_seeds, existing=True)
         optimize(search, study, trials, progress=False)
     except KeyboardInterrupt:  # the candidate under way is marked for a retry (Objective); the parent reports the stop
         raise SystemExit(130) from None
+    except FecError as err:
+        log.error("%s", err)
+        raise SystemExit(1) from None
+    except Exception:
+        log.exception("the worker stopped on an error")
+        raise SystemExit(1) from None
 
 
 @contextmanager

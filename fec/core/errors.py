@@ -34,7 +34,11 @@ class SettingError(UsageError):
         """`setting` is the config field it names, which the command line spells `--SETTING`."""
         self.setting = setting
         self.detail = ("" if value is None else f" {value}") + f": {problem}"
+        self.given = (setting, value, problem)
         super().__init__(setting + self.detail)
+
+    def __reduce__(self):  # rebuilt from its own arguments when a worker process sends it back
+        return type(self), self.given
 
     def named(self, name: str) -> str:
         """The message with the setting called `name`, e.g. the option `--max_len` that gave it."""
@@ -100,6 +104,9 @@ class RunFileError(FecError, ValueError):
     def __init__(self, path: Path | str, problem: str):
         super().__init__(f"{path}: {problem}")
         self.path, self.problem = Path(path), problem
+
+    def __reduce__(self):  # rebuilt from its own arguments when a worker process sends it back
+        return type(self), (self.path, self.problem)
 
 
 class ReportError(FecError):

@@ -284,7 +284,8 @@ class EmotionClassifier(LabelRanking):
         """Load a `main.py` run. `seed` picks a checkpoint (default: the best seed on validation);
         `ensemble` averages the probabilities of every seed of the run (multi-label thresholds
         tuned for the ensemble on valid); `models` overrides where a slot's backbone is loaded
-        from (it must be the same weights). A `finetune.py` run loads as a `FinetunedClassifier`."""
+        from (it must be the same weights). A `finetune.py` run loads as a `FinetunedClassifier`,
+        a candidate ensemble (`tune.py --ensemble_size`) as an `EnsembleClassifier`."""
         run_dir = Path(run_dir)
         spec = read_run_spec(run_dir)
         if spec.get("kind") == "finetune":
@@ -350,8 +351,8 @@ class EnsembleClassifier(LabelRanking):
             if not folder.is_dir():
                 raise RunError(f"{run_dir}: its member run {folder} is missing (an ensemble's members live beside it)")
             member_spec = read_run_spec(folder)
-            seeds = chosen_seeds(folder, None, ensemble=True) if len(read_results(folder)["seeds"]) > 1 else None
-            run = CheckedRun.of(folder, member_spec, None, seeds is not None, models or {}, torch_device)
+            every_seed = len(read_results(folder)["seeds"]) > 1  # a member predicts with all its seeds, averaged
+            run = CheckedRun.of(folder, member_spec, None, every_seed, models or {}, torch_device)
             checked.append((run, folder, member_spec))
         loaded: dict = {}
         classifiers = [EmotionClassifier.of_checked(run, folder, s, torch_device, loaded) for run, folder, s in checked]

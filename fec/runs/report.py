@@ -228,11 +228,15 @@ def load_run(folder: Path, defaults: dict[str, dict] | None = None) -> Run | Non
     trained = {name: value for name, value in args.items() if name not in skip}
     recipe = {"script": script, "task": task, "compat": compat, "options": trained, "features": identity}
     key = json.dumps(recipe, sort_keys=True, default=str)
+    command = " ".join(["python", script, "-dataset", task, *options])
+    if script == "tune.py":  # a candidate ensemble: no one command trains it; it is its member runs, weighted
+        members = " ".join(f"{m.get('run')} x{float(m.get('weight', 0)):.2f}" for m in config["ensemble"].get("members", []))
+        command = f"python tune.py --task {task} (the candidate ensemble of {members})"
     return Run(
         folder,
         task,
         config.get("created", ""),
-        " ".join(["python", script, "-dataset", task, *options]),
+        command,
         features,
         key,
         {int(entry["seed"]): entry for entry in results.get("seeds", [])},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import fcntl
 import io
 import logging
 from pathlib import Path
@@ -45,10 +46,13 @@ def append_run_row(out: Path | str, row: dict) -> Path:
     columns = _upgrade_header(path) if path.exists() else RUNS_COLUMNS
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    if not path.exists():
-        writer.writeheader()
     writer.writerow(row)
     with open(path, "a", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # runs finishing at once (tune.py --workers): one header, whole rows
+        if fh.seek(0, io.SEEK_END) == 0:
+            header = io.StringIO()
+            csv.DictWriter(header, fieldnames=columns, lineterminator="\n").writeheader()
+            fh.write(header.getvalue())
         fh.write(buffer.getvalue())
     return path
 

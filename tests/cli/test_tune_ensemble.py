@@ -185,5 +185,25 @@ def test_the_search_logs_the_chosen_recipe_and_the_ensemble_side_by_side_with_th
     with caplog.at_level("INFO", logger="fec.api.tune"):
         log_side_by_side(members[0], ensemble)
     line = caplog.messages[-1]
-    assert f"the chosen recipe {members[0].metrics['test']['acc']:.2f} (mean of 2 seeds" in line
-    assert f"the ensemble of 2 runs {ensemble.metrics['test']['acc']:.2f} (4 heads over 5 sources)" in line
+    averaged = members[0].results["ensemble"]["test"]["acc"]
+    assert f"the chosen recipe {members[0].metrics['test']['acc']:.2f} (mean of 2 seeds, one head each" in line
+    assert f"its 2 seeds averaged {averaged:.2f} with 2 heads" in line
+    assert f"the candidates' ensemble of 2 runs {ensemble.metrics['test']['acc']:.2f} (4 heads over 5 sources)" in line
+
+
+def test_candidates_are_shared_as_evenly_as_they_go_by_no_more_workers_than_candidates():
+    from fec.classify.search import trial_shares
+
+    assert trial_shares(5, 2) == [3, 2] and trial_shares(3, 5) == [1, 1, 1] and trial_shares(None, 2) == [None, None]
+
+
+def test_an_error_a_worker_process_raises_reaches_the_parent_whole():
+    """A pool of workers sends its errors back pickled: a FecError keeps its one-line message and fields."""
+    import pickle
+
+    from fec.core.errors import RunFileError, SettingError
+
+    setting = pickle.loads(pickle.dumps(SettingError("out", "Logs/x", "is a file")))
+    assert (str(setting), setting.setting) == ("out Logs/x: is a file", "out")
+    run_file = pickle.loads(pickle.dumps(RunFileError("Logs/run/model.json", "not found")))
+    assert (str(run_file), run_file.problem) == ("Logs/run/model.json: not found", "not found")
