@@ -28,6 +28,7 @@ from fec.classify.seed_result import SeedResultBase
 from fec.core.data import load_splits
 from fec.core.errors import RunError
 from fec.core.metrics import classification_metrics, multilabel_metrics, tune_thresholds
+from fec.core.slots import LEXICAL_SLOT
 from fec.runs.predictions import read_probabilities, write_probabilities
 from fec.runs.run_files import read_model_spec
 from fec.runs.training_run import Closing, RunPlan, ScoredSplits, train_run
@@ -133,6 +134,9 @@ def ensemble_run(
     `thresholds`, when given, are the decision thresholds (else chosen as `CandidateEnsembleSeeds` says)."""
     if not members:
         raise RunError("an ensemble needs at least one member run")
+    unweighted = [run for run, weight in members.items() if not weight > 0]
+    if unweighted:
+        raise RunError(f"{unweighted[0].path}: a member's weight must be above 0, got {members[unweighted[0]]!r}")
     total = sum(members.values())
     weights = {Path(run.path): weight / total for run, weight in members.items()}
     outside = [folder for folder in weights if folder.parent.resolve() != Path(out).resolve()]
@@ -190,7 +194,7 @@ def prediction_cost(specs: dict[Path, dict], configs: dict[Path, dict]) -> dict:
     """What one prediction of the ensemble computes: every member's heads (one per seed) and feature
     sources; a backbone pass is a source that runs a model (the lexical source runs none)."""
     sources = [(folder, name) for folder, spec in specs.items() for name in spec["sources"]]
-    passes = [pair for pair in sources if specs[pair[0]]["feature_manifests"][pair[1]].get("slot") != "tfidf"]
+    passes = [pair for pair in sources if specs[pair[0]]["feature_manifests"][pair[1]].get("slot") != LEXICAL_SLOT]
     return {
         "heads": sum(len(configs[folder].get("seeds") or []) for folder in specs),
         "feature_sources": len(sources),

@@ -207,3 +207,11 @@ def test_an_error_a_worker_process_raises_reaches_the_parent_whole():
     assert (str(setting), setting.setting) == ("out Logs/x: is a file", "out")
     run_file = pickle.loads(pickle.dumps(RunFileError("Logs/run/model.json", "not found")))
     assert (str(run_file), run_file.problem) == ("Logs/run/model.json: not found", "not found")
+
+
+def test_an_ensemble_of_no_runs_or_a_weightless_member_is_refused(two_runs_ensembled):
+    _, members = two_runs_ensembled
+    with pytest.raises(fec.FecError, match="at least one member run"):
+        ensemble_run("toy", {})
+    with pytest.raises(fec.FecError, match="weight must be above 0, got 0"):
+        ensemble_run("toy", {members[0]: 1, members[1]: 0}, out=members[0].path.parent)
