@@ -20,8 +20,8 @@ import argparse
 import torch
 
 from fec.classify.cross_validation import folds_for
-from fec.classify.linear_probe import selection_metric
 from fec.classify.probing import folder_views, load_folder, matrix, probe_row
+from fec.core.metrics import selection_metric
 
 
 def cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

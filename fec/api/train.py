@@ -40,6 +40,7 @@ from fec.classify.fusion_training import (
     TrainConfig,
     at_chance,
     build_model,
+    mean_probabilities,
     prior_entropy,
     seed_ensemble,
     step_flops,
@@ -349,8 +350,7 @@ class FusionSeeds:
         settings |= {"raw_inputs": self.template.config["raw_inputs"], "lr": cfg.lr, "batch_size": cfg.batch_size}
         if self.recipe_file:
             settings["recipe"] = Path(self.recipe_file).name
-        splits = results[0].probabilities
-        write_probabilities(self.run_dir, {name: np.mean([r.probabilities[name] for r in results], axis=0) for name in splits})
+        write_probabilities(self.run_dir, mean_probabilities(results))
         return Closing(settings, ensemble=seed_ensemble(results, self.labels, data.multilabel, cfg.threshold))
 
 

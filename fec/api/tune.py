@@ -47,7 +47,6 @@ from fec.classify.ensemble import EnsembleChoice, select_ensemble
 from fec.classify.fusion_training import TrainConfig
 from fec.classify.lexical import LexicalSettings
 from fec.classify.lexical_store import store_lexical_source
-from fec.classify.linear_probe import selection_metric
 from fec.classify.probing import probe_rows, store_fingerprint, store_folders
 from fec.classify.search import (
     SEARCH_MODES,
@@ -66,6 +65,7 @@ from fec.core.data import load_splits
 from fec.core.errors import FecError, RunFileError, SettingError, StoreError, StudyError, UsageError
 from fec.core.files import atomic_write
 from fec.core.logs import also_log_to, log_as_worker
+from fec.core.metrics import selection_metric
 from fec.core.provenance import provenance
 from fec.core.settings import (
     BadValue,

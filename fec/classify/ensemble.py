@@ -41,6 +41,7 @@ from fec.core.metrics import (
     THRESHOLD_GRID,
     classification_metrics,
     multilabel_metrics,
+    selection_metric,
     tune_thresholds,
 )
 
@@ -57,12 +58,6 @@ class EnsembleChoice:
     best_single: tuple[str, float]  # the best candidate alone and its score
     steps: list[float]  # the score after each greedy step (for a plot/log)
     thresholds: list[float] | None  # multi-label: per-label thresholds of the ensemble, tuned on the selection rows
-
-
-def default_metric(multilabel: bool) -> str:
-    """The selection metric of the search: accuracy (single-label), macro-F1 (multi-label). The same
-    rule as `fec.classify.linear_probe.selection_metric`, restated so this module needs no torch."""
-    return "macro_f1" if multilabel else "acc"
 
 
 def select_ensemble(
@@ -160,7 +155,7 @@ def _checked(probabilities: dict[str, np.ndarray], labels: np.ndarray, multilabe
 
 def _checked_metric(metric: str | None, multilabel: bool) -> str:
     if metric is None:
-        return default_metric(multilabel)
+        return selection_metric(multilabel)
     known = MULTILABEL_KEYS if multilabel else SINGLE_LABEL_KEYS
     if metric not in known:
         kind = "multi-label" if multilabel else "single-label"

@@ -285,6 +285,11 @@ def train_seed(
     return result
 
 
+def mean_probabilities(results: list[SeedResult]) -> dict[str, np.ndarray]:
+    """Per split, the mean of the seeds' probabilities: what the seeds predict together."""
+    return {name: np.mean([r.probabilities[name] for r in results], axis=0) for name in results[0].probabilities}
+
+
 def seed_ensemble(
     results: list[SeedResult], labels: dict[str, np.ndarray], multilabel: bool, threshold: float | None = None
 ) -> dict | None:
@@ -294,7 +299,7 @@ def seed_ensemble(
     ensemble's valid probabilities. None for fewer than two seeds."""
     if len(results) < 2:
         return None
-    probs = {name: np.mean([r.probabilities[name] for r in results], axis=0) for name in results[0].probabilities}
+    probs = mean_probabilities(results)
     out: dict = {"seeds": [r.seed for r in results], "rule": "mean of the seeds' probabilities"}
     if multilabel:
         if threshold is not None:

@@ -22,18 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from fec.classify.outputs import to_predictions, to_probabilities
-from fec.core.metrics import classification_metrics, multilabel_metrics, tune_thresholds
+from fec.core.metrics import classification_metrics, multilabel_metrics, selection_metric, tune_thresholds
 
 C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 MAX_ITER = 100
 WARM_MAX_ITER = 40  # a warm-started fit begins at the previous C's solution
 PATIENCE = 2
 Rows = tuple[torch.Tensor, torch.Tensor]  # a split's features (N, H) and labels (ids, or multi-hot rows)
-
-
-def selection_metric(multilabel: bool) -> str:
-    """What a probe is chosen by: accuracy (single-label, the paper's headline), macro-F1 (multi-label)."""
-    return "macro_f1" if multilabel else "acc"
 
 
 @dataclass

@@ -23,9 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from fec.classify.cross_validation import check_folds, folds_for
-from fec.classify.linear_probe import select_and_fit, selection_metric
+from fec.classify.linear_probe import select_and_fit
 from fec.classify.seed_result import scored_splits
 from fec.core.errors import StoreError
+from fec.core.metrics import selection_metric
 from fec.features.pooling import registry_name
 from fec.features.store import StoredFeatures, feature_path, load_features, read_manifest
 
@@ -151,18 +152,20 @@ def probe_rows(
     if folds:
         log.info("choosing C by %d-fold cross-validation on train (valid has %d rows; kept as a check)", folds, valid_rows)
     setup = {"cv": folds, "selection_metric": selection_metric(multilabel), "multilabel": multilabel, "valid_rows": valid_rows}
-    views = [(folder, v) for folder, splits in loaded.items() for v in folder_views(splits["train"].manifest, folder)]
+    views = loaded_views(loaded)
     if workers > 1 and len(views) > 1:
         rows = probed_by_workers(dataset_dir, task, folders, modes, len(views), (multilabel, folds, seed, device), workers)
     else:
-        rows = [probe_view(loaded, folder, view, multilabel, folds, seed, device) for folder, view in progress(views, task)]
+        progress = tqdm(views, desc=f"probe {task}", unit="view")
+        rows = [probe_view(loaded, folder, view, multilabel, folds, seed, device) for folder, view in progress]
     if combine:
         rows.append(combined_row(loaded, views, rows, setup, seed, device))
     return rows, setup
 
 
-def progress(views: list, task: str):
-    return tqdm(views, desc=f"probe {task}", unit="view")
+def loaded_views(loaded: dict[str, dict[str, StoredFeatures]]) -> list[tuple[str, View]]:
+    """Every (folder, view) of the loaded folders, in one order: a worker's view indices count in it."""
+    return [(folder, v) for folder, splits in loaded.items() for v in folder_views(splits["train"].manifest, folder)]
 
 
 def probe_view(loaded: dict, folder: str, view: View, multilabel: bool, folds: int, seed: int, device: str) -> dict:
@@ -197,7 +200,7 @@ def probe_share(
     """One worker's views (by index among all views of `folders`), on one thread."""
     torch.set_num_threads(1)
     loaded = {folder: load_folder(dataset_dir, task, folder, modes) for folder in folders}
-    views = [(folder, v) for folder, splits in loaded.items() for v in folder_views(splits["train"].manifest, folder)]
+    views = loaded_views(loaded)
     return [(index, probe_view(loaded, *views[index], *setup)) for index in indices]
 
 

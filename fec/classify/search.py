@@ -39,10 +39,10 @@ from fec.classify.candidates import OFF, PUBLISHED_FOLDER, SearchSpace
 from fec.classify.cross_validation import cross_validate
 from fec.classify.fusion_inputs import FusionData, load_fusion_data
 from fec.classify.fusion_training import TrainConfig, build_model, step_flops, train_seed
-from fec.classify.linear_probe import selection_metric
 from fec.core.errors import FecError, SettingError, StudyError
 from fec.core.files import atomic_write
 from fec.core.logs import log_as_worker
+from fec.core.metrics import selection_metric
 from fec.core.threads import use_threads
 from fec.features.picks import parse_pick
 
@@ -466,8 +466,6 @@ def trial_shares(trials: int | None, workers: int) -> list[int | None]:
 
 def optimize(search: Search, study: optuna.Study, trials: int | None, progress: bool = True) -> None:
     """This process's candidates of the search: `trials` of them, or until the budget is spent."""
-    if trials == 0:
-        return
     timeout = search.budget_minutes * 60 if search.budget_minutes else None
     with quiet_epochs():
         study.optimize(Objective(search), n_trials=trials, timeout=timeout, show_progress_bar=progress)

@@ -33,6 +33,12 @@ MULTILABEL_KEYS = ("macro_f1", "micro_f1", "subset_acc", "jaccard")
 MULTILABEL_HEADLINE = MULTILABEL_KEYS[:2]
 
 
+def selection_metric(multilabel: bool) -> str:
+    """What a probe, a checkpoint's epoch and a search's candidate are chosen by: accuracy
+    (single-label, the paper's headline), macro-F1 (multi-label)."""
+    return "macro_f1" if multilabel else "acc"
+
+
 def multilabel_metrics(labels: np.ndarray, preds: np.ndarray, label_names: list[str] | None = None) -> dict:
     """Percentages for multi-hot (N, K) arrays: macro-F1 (the mean of the per-label F1s, SemEval's
     official metric), micro-F1, subset accuracy (every label right) and Jaccard (samples average;
