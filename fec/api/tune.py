@@ -158,7 +158,7 @@ class TuneSettings(Settings):
         "pooling, the decoder with the PromptEOL prompt, and the lexical source (TF-IDF probabilities, train's out of "
         "fold); resumable, finished splits are skipped",
     )
-    preset: str | None = setting(None, choices=sorted(PRESETS), help="with --extract: the models, e.g. offline")
+    preset: str | None = setting(None, choices=sorted(PRESETS), help="with --extract: the models, offline or offline-large")
     dtype: str = setting(
         "auto",
         choices=["auto", *DTYPES],
