@@ -304,7 +304,8 @@ def resolve_standin(spec: str, cache_dir: Path | None = None) -> Path:
 
     `AutoTokenizer.from_pretrained(path)` and `AutoModel.from_pretrained(path)` load the
     result directly. Converted models live under `<cache_dir>/standins/<name>/`, where
-    cache_dir defaults to `standin_cache_dir()`. Raises StandinError.
+    cache_dir defaults to `standin_cache_dir()`. A fetched stand-in not built yet is fetched
+    first (`fetch`: a download of its wheels, logged). Raises StandinError.
     """
     entry = standin_entry(spec)
     if entry.fetched:
