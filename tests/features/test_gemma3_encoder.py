@@ -24,7 +24,6 @@ unless it was fetched into fec's cache (it never downloads):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -216,14 +215,9 @@ def write_sentences_task(root: Path, task: str, rows: list[tuple[str, str]]) -> 
 
 def fetched_standin(name: str) -> Path:
     """The fetched stand-in's folder in fec's cache, or a skip: this test never downloads it."""
-    entry = standins.STANDINS[name]
-    path = standins.standin_cache_dir() / "standins" / name
-    try:
-        stamp = json.loads((path / standins.MARKER).read_text())
-    except (OSError, ValueError):
-        stamp = None
-    if stamp != {"format": standins.CACHE_FORMAT, "name": name, "sha256": entry.sha256}:
-        pytest.skip(f"{name} is not built in {path.parent}: python -m fec.features.standins --fetch {name}")
+    path = standins.fetched_dir(name)
+    if path is None:
+        pytest.skip(f"{name} is not built in fec's cache: python -m fec.features.standins --fetch {name}")
     return path
 
 

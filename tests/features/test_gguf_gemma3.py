@@ -267,13 +267,9 @@ PROMPTS = {
 
 def fetched_gemma3() -> Path:
     """The converted stand-in in fec's cache, or a skip: this test never downloads it."""
-    path = standins.standin_cache_dir() / "standins" / GEMMA3
-    try:
-        stamp = json.loads((path / standins.MARKER).read_text())
-    except (OSError, ValueError):
-        stamp = None
-    if stamp != {"format": standins.CACHE_FORMAT, "name": GEMMA3, "sha256": standins.STANDINS[GEMMA3].sha256}:
-        pytest.skip(f"{GEMMA3} is not built in {path.parent}: python -m fec.features.standins --fetch {GEMMA3}")
+    path = standins.fetched_dir(GEMMA3)
+    if path is None:
+        pytest.skip(f"{GEMMA3} is not built in fec's cache: python -m fec.features.standins --fetch {GEMMA3}")
     return path
 
 

