@@ -4,15 +4,18 @@ honestly (test is read once, by the final run of the chosen recipe).
     import fec
     found = fec.tune("ED")                                    # search what dataset/ED/ holds, 30 min budget
     found = fec.tune("mine", extract=True, preset="offline")  # first extract the default search space
+    found = fec.tune("mine", extract=True, preset="offline",  # ... and two more sources, slots of yours
+                     model={"gemma_enc": "offline:embeddinggemma-300m", "gemma_dec": "offline:gemma-3-270m"})
     found = fec.tune("ED", budget_minutes=90, save="recipes/ED_tuned.json")
     found = fec.tune("ED", resume="Logs/tune_ED_20261205-190000")   # continue an interrupted search
     found.candidates, found.recipe, found.run.metrics["test"]
 
-Steps: (1) with `extract`, every layer of every slot with two poolings (mean and last for the
-decoder, mean and first for the encoders) and the decoder's PromptEOL prompt, resumable like any
-extraction, and the lexical source (`fec.classify.lexical`: TF-IDF probabilities, train's out of
-fold); (2) a linear probe of every view on train and valid (`fec.classify.probing`; a probe
-run of the same store and selection is reused); (3) candidates from the probe curves
+Steps: (1) with `extract`, every layer of every slot (the published three and the user's slots
+in `model`) with two poolings (mean and last for a decoder, mean and first for an encoder) and
+a decoder's PromptEOL prompt, resumable like any extraction, and the lexical source
+(`fec.classify.lexical`: TF-IDF probabilities, train's out of fold); (2) a linear probe of every
+view on train and valid (`fec.classify.probing`; a probe run of the same store and selection is
+reused); (3) candidates from the probe curves
 (`fec.classify.candidates`), searched by Optuna with successive halving over seeds
 (`fec.classify.search`) on valid, or by cross-validation on train when valid is small; (4) the
 chosen recipe written as a recipe file and trained with `final_seeds` seeds by `fec.train` into a
@@ -85,14 +88,14 @@ from fec.core.settings import (
     text,
 )
 from fec.core.settings import device as usable_device
-from fec.core.slots import SLOT_NAMES, slot_models
+from fec.core.slots import LEXICAL_SLOT, PUBLISHED_KINDS, SLOT_NAMES, slot_models
 from fec.features.backbones import DTYPES, pick_device
 from fec.features.config import ExtractionConfig
 from fec.features.extract import checked_splits
 from fec.features.extract import run as run_extraction
-from fec.features.standins import PRESETS
+from fec.features.standins import PRESETS, StandinError, is_standin, standin_entry
 from fec.features.store import read_manifest
-from fec.features.store_slots import store_manifests
+from fec.features.store_slots import slot_name_problem, store_manifests
 from fec.runs.folder import make_run_dir, write_json
 from fec.runs.output_rule import check_outputs, inputs_of, output_problem
 from fec.runs.run_files import Fields, read_run_json
@@ -114,11 +117,10 @@ from fec.runs.tune_folder import (
 log = logging.getLogger(__name__)
 
 PROMPTEOL = 'This sentence : "{text}" means in one word:"'
-# The default search space's extractions per slot: every layer, two poolings; the decoder also prompted.
+# The default search space's extractions per slot kind: every layer, two poolings; a decoder also prompted.
 EXTRACTIONS = {
-    "llama": [{"pooling": ["mean", "last"]}, {"pooling": ["last"], "prompt": [PROMPTEOL]}],
-    "bert": [{"pooling": ["mean", "first"]}],
-    "roberta": [{"pooling": ["mean", "first"]}],
+    "decoder": [{"pooling": ["mean", "last"]}, {"pooling": ["last"], "prompt": [PROMPTEOL]}],
+    "encoder": [{"pooling": ["mean", "first"]}],
 }
 # What a probe.py run's config.json must hold to be reused.
 PROBE_CONFIG = Fields(optional={"store": dict, "setup": dict, "args": dict, "cv": int, "seed": int})
@@ -130,16 +132,36 @@ DEFAULT_ENSEMBLE_SIZE = 20  # greedy steps: weights in twentieths
 SEARCH_DEFAULTS = {"sampler_seed": 0, "max_seeds": 3}
 
 
+def slot_pairs(value, what: str) -> list[str]:
+    """A dict {slot: what} or the command line's SLOT=WHAT pairs, as pairs."""
+    if isinstance(value, dict):
+        return [f"{slot}={given}" for slot, given in value.items()]
+    if isinstance(value, list | tuple) and all(isinstance(pair, str) for pair in value):
+        return list(value)
+    raise BadValue(f"give {{slot: {what.lower()}}} or SLOT={what} pairs, got {value!r}")
+
+
+def is_own_slot(slot: str) -> bool:
+    """A slot of the user's: a slot name that is neither a published slot nor the lexical source."""
+    return slot not in SLOT_NAMES and slot != LEXICAL_SLOT and not slot_name_problem(slot)
+
+
 def models_by_slot(value) -> dict[str, str]:
     """The models of the extractions by slot: a dict {slot: model}, or the command line's
-    `SLOT=MODEL` pairs; each slot a published one, given once."""
-    if isinstance(value, dict):
-        pairs = [f"{slot}={model}" for slot, model in value.items()]
-    elif isinstance(value, list | tuple) and all(isinstance(pair, str) for pair in value):
-        pairs = list(value)
-    else:
-        raise BadValue(f"give {{slot: model}} or SLOT=MODEL pairs, got {value!r}")
-    return slot_models(pairs, lambda slot: slot in SLOT_NAMES, ", ".join(SLOT_NAMES))
+    `SLOT=MODEL` pairs; each slot a published one or one of the user's, given once."""
+    accepted = f"{', '.join(SLOT_NAMES)} or a slot of yours"
+    return slot_models(slot_pairs(value, "MODEL"), lambda slot: slot in SLOT_NAMES or is_own_slot(slot), accepted)
+
+
+def kinds_by_slot(value) -> dict[str, str]:
+    """The kinds of the user's slots: a dict {slot: kind}, or the command line's `SLOT=KIND` pairs,
+    each KIND decoder or encoder."""
+    yours = f"yours ({', '.join(SLOT_NAMES)} have their own)"
+    kinds = slot_models(slot_pairs(value, "KIND"), is_own_slot, yours, setting="slot_kind", value="KIND")
+    wrong = next((slot for slot, kind in kinds.items() if kind not in EXTRACTIONS), None)
+    if wrong:
+        raise SettingError("slot_kind", f"{wrong}={kinds[wrong]}", f"the kind is {' or '.join(EXTRACTIONS)}")
+    return kinds
 
 
 @dataclass(kw_only=True)
@@ -154,9 +176,9 @@ class TuneSettings(Settings):
     out: Path = setting(Path("Logs"), check=output_dir, help="where the search folder and the final run go")
     extract: bool = setting(
         False,
-        help="first extract the default search space: every layer with mean and last (decoder) or first (encoders) "
-        "pooling, the decoder with the PromptEOL prompt, and the lexical source (TF-IDF probabilities, train's out of "
-        "fold); resumable, finished splits are skipped",
+        help="first extract the default search space: every layer of the three slots and of the slots of yours in "
+        "--model, with mean and last (decoders) or first (encoders) pooling, the decoders also with the PromptEOL prompt, "
+        "and the lexical source (TF-IDF probabilities, train's out of fold); resumable, finished splits are skipped",
     )
     preset: str | None = setting(None, choices=sorted(PRESETS), help="with --extract: the models, offline or offline-large")
     dtype: str = setting(
@@ -166,7 +188,16 @@ class TuneSettings(Settings):
         "is several times faster than float32 with the same features: docs/features.md; else float32)",
     )
     model: dict[str, str] | None = setting(
-        None, check=models_by_slot, help="with --extract: a slot's model, e.g. llama=DIR ({slot: model} in Python)"
+        None,
+        check=models_by_slot,
+        help="with --extract: a slot's model, e.g. llama=DIR, or a slot of yours extracted as one more source, e.g. "
+        "gemma_enc=offline:embeddinggemma-300m ({slot: model} in Python)",
+    )
+    slot_kind: dict[str, str] | None = setting(
+        None,
+        check=kinds_by_slot,
+        help="with --extract: the kind of a slot of yours in --model, e.g. e5=encoder or qwen=decoder ({slot: kind} in "
+        "Python); a stand-in's is known (offline:gemma-3-270m is a decoder)",
     )
     compile: bool = setting(
         False,
@@ -248,7 +279,8 @@ class TuneSettings(Settings):
     def record(self) -> dict:
         """The settings as JSON values, the models as the command line's SLOT=MODEL pairs."""
         models = [f"{slot}={model}" for slot, model in self.model.items()] if self.model else None
-        return super().record() | {"model": models}
+        kinds = [f"{slot}={kind}" for slot, kind in self.slot_kind.items()] if self.slot_kind else None
+        return super().record() | {"model": models, "slot_kind": kinds}
 
 
 @dataclass(frozen=True)
@@ -327,12 +359,14 @@ def tune(task: str | None = None, *, settings: TuneSettings | None = None, **opt
 
 
 def check_extraction_settings(settings: TuneSettings) -> None:
-    """The extraction settings apply with `extract` only."""
+    """The extraction settings apply with `extract` only, and each slot to extract has its kind."""
     if settings.extract:
+        extracted_kinds(settings)
         return
     extraction_only = {
         "preset": settings.preset,
         "model": settings.model,
+        "slot_kind": settings.slot_kind,
         "dtype": settings.dtype != "auto",
         "compile": settings.compile,
         "overwrite": settings.overwrite,
@@ -421,18 +455,44 @@ def resume_command(settings: TuneSettings, tune_dir: Path) -> str:
     return " ".join(["python tune.py --task", settings.task, *places, "--resume", str(tune_dir)])
 
 
+def extracted_kinds(settings: TuneSettings) -> dict[str, str]:
+    """The slots `extract` extracts, with their kinds: the published three, then the user's slots of
+    `model`, each of the kind `slot_kind` names or, for a stand-in, of the slot it stands in for."""
+    chosen, named = settings.model or {}, settings.slot_kind or {}
+    stray = next((slot for slot in named if slot not in chosen), None)
+    if stray:
+        raise SettingError("slot_kind", f"{stray}={named[stray]}", f"{stray} is not a slot of --model; give its model there")
+    kinds = dict(PUBLISHED_KINDS)
+    for slot, model in chosen.items():
+        if slot in kinds:
+            continue
+        if slot in named:
+            kinds[slot] = named[slot]
+        elif is_standin(model):
+            try:
+                kinds[slot] = PUBLISHED_KINDS[standin_entry(model).slot]
+            except StandinError as unknown:
+                raise SettingError("model", f"{slot}={model}", str(unknown)) from None
+        else:
+            raise SettingError(
+                "model", f"{slot}={model}", f"{slot} is a slot of yours: name its kind, e.g. --slot_kind {slot}=encoder"
+            )
+    return kinds
+
+
 def extraction_configs(settings: TuneSettings) -> list[tuple[ExtractionConfig, dict]]:
     """The default search space's extractions as `fec.extract` would run them, each with its
     splits, every one checked (data, model folder, what its configuration rules out) before the
     first starts."""
     chosen = settings.model or {}
     configs = []
-    for slot, variants in EXTRACTIONS.items():
+    for slot, kind in extracted_kinds(settings).items():
         source = {"model": chosen[slot]} if slot in chosen else {"preset": settings.preset}
-        for variant in variants:
+        for variant in EXTRACTIONS[kind]:
             extraction = ExtractSettings(
                 task=settings.task,
                 slot=slot,
+                slot_kind=None if slot in PUBLISHED_KINDS else kind,
                 mode="all",
                 layers="all",
                 **variant,

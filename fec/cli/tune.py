@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         [name for name in TuneSettings.names() if name != "device"],
         extract=SWITCH,
         model={"nargs": "+", "type": None, "metavar": "SLOT=MODEL"},  # the pairs checked together: each slot once
+        slot_kind={"nargs": "+", "type": None, "metavar": "SLOT=KIND"},
         compile=SWITCH,
         overwrite=SWITCH,
         sampler_seed={"aliases": ("--seed", "-seed")},

@@ -103,15 +103,18 @@ def source_order(kinds: dict[str, str]) -> list[str]:
     return sorted(kinds, key=lambda s: (rank[kinds[s]], published.get(s, len(published)), s))
 
 
-def slot_models(pairs: list[str] | None, accepted: Callable[[str], bool], slots: str) -> dict[str, str]:
-    """A command's `--model SLOT=MODEL` pairs as slot -> model, each SLOT one that `accepted` takes
-    (`slots` says which, for the message), and each slot given once."""
+def slot_models(
+    pairs: list[str] | None, accepted: Callable[[str], bool], slots: str, setting: str = "model", value: str = "MODEL"
+) -> dict[str, str]:
+    """A command's `--model SLOT=MODEL` pairs (or another `setting`'s SLOT=`value` pairs) as slot ->
+    value, each SLOT one that `accepted` takes (`slots` says which, for the message), and each slot
+    given once."""
     chosen = {}
     for pair in pairs or []:
-        slot, sep, model = pair.partition("=")
-        if not sep or not model or not accepted(slot):
-            raise SettingError("model", pair, f"expected SLOT=MODEL with SLOT one of {slots}")
+        slot, sep, given = pair.partition("=")
+        if not sep or not given or not accepted(slot):
+            raise SettingError(setting, pair, f"expected SLOT={value} with SLOT one of {slots}")
         if slot in chosen:
-            raise SettingError("model", pair, f"the {slot} slot is given twice ({slot}={chosen[slot]}); give each slot once")
-        chosen[slot] = model
+            raise SettingError(setting, pair, f"the {slot} slot is given twice ({slot}={chosen[slot]}); give each slot once")
+        chosen[slot] = given
     return chosen

@@ -55,12 +55,35 @@ def test_a_search_recorded_before_sampler_seed_was_named_resumes(found, toy_sear
     assert again.path == folder and len(again.candidates) == 4 and again.run is None  # two more candidates, its study
 
 
+def test_extract_adds_slots_of_yours_as_more_sources(toy_search_store, tiny_models, tmp_path):
+    """`model` names one more encoder and one more decoder beside the published three: extract gives
+    each its kind's search space (a decoder's prompted view too), and the search probes them and
+    offers them as sources; the published slots, already extracted, are skipped."""
+    root, data = toy_search_store
+    shutil.copytree(root / "dataset", tmp_path / "dataset")
+    models = {slot: tiny_models[slot] for slot in ("llama", "bert", "roberta", "e5", "qwen")}
+    found = fec.tune(
+        "toy", extract=True, model=models, slot_kind={"e5": "encoder", "qwen": "decoder"}, data_dir=data,
+        dataset_dir=tmp_path / "dataset", out=tmp_path / "Logs", trials=1, max_seeds=1, epochs=8, no_final=True, device="cpu",
+    )  # fmt: skip
+
+    before, after = ({path.name for path in (place / "dataset" / "toy").iterdir()} for place in (root, tmp_path))
+    added = after - before
+    assert {"e5-mean+first-all", "qwen-mean+last-all"} < added and len(added) == 3  # and qwen's PromptEOL view
+    manifest = json.loads((tmp_path / "dataset" / "toy" / "qwen-mean+last-all" / "train.json").read_text())
+    assert manifest["slot_kind"] == "decoder" and manifest["model"] == str(tiny_models["qwen"])
+    probed = pd.read_csv(found.path / "probe.csv")
+    assert {"e5", "qwen"} < set(probed["slot"]) and probed["prompt"].notna().groupby(probed["slot"]).any()["qwen"]
+    sources = json.loads((found.path / "config.json").read_text())["search_space"]["sources"]
+    assert len(sources["e5"]) > 1 and len(sources["qwen"]) > 1  # "off" and the views the probes point to
+
+
 def test_a_bad_setting_is_refused_by_name_before_anything_runs(tmp_path):
     out = tmp_path / "Logs"
     with pytest.raises(fec.SettingError) as refused:
         fec.tune("toy", max_seeds=0, out=out)
     assert refused.value.setting == "max_seeds" and str(refused.value) == "max_seeds: must be a positive integer, got 0"
-    with pytest.raises(fec.SettingError, match="^model gpu=x: expected SLOT=MODEL with SLOT one of llama, bert, roberta$"):
+    with pytest.raises(fec.SettingError, match="^model gpu=x: gpu is a slot of yours: name its kind, e.g. --slot_kind gpu="):
         fec.tune("toy", extract=True, model={"gpu": "x"}, out=out)
     with pytest.raises(fec.SettingError, match="^preset: applies to the extractions of --extract; add --extract$"):
         fec.tune(task="toy", preset="offline", out=out)

@@ -633,7 +633,37 @@ CASES = [
     Case(
         "tune.py",
         ["--task", "toy", "--extract", "--model", "gpu=x"],
-        "--model gpu=x: expected SLOT=MODEL with SLOT one of llama, bert, roberta",
+        "--model gpu=x: gpu is a slot of yours: name its kind, e.g. --slot_kind gpu=encoder",
+    ),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--extract", "--model", "tfidf=x"],
+        "--model tfidf=x: expected SLOT=MODEL with SLOT one of llama, bert, roberta or a slot of yours",
+    ),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--extract", "--model", "e5=offline:e5-small"],
+        "--model e5=offline:e5-small: unknown stand-in model 'offline:e5-small'; available: offline:all-minilm-l6-v2,",
+    ),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--extract", "--model", "e5=x", "--slot_kind", "e5=gpu"],
+        "--slot_kind e5=gpu: the kind is decoder or encoder",
+    ),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--extract", "--model", "e5=x", "--slot_kind", "e6=encoder"],
+        "--slot_kind e6=encoder: e6 is not a slot of --model; give its model there",
+    ),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--extract", "--slot_kind", "bert=decoder"],
+        "--slot_kind bert=decoder: expected SLOT=KIND with SLOT one of yours (llama, bert, roberta have their own)",
+    ),
+    Case(
+        "tune.py",
+        ["--task", "toy", "--slot_kind", "e5=encoder"],
+        "--slot_kind: applies to the extractions of --extract; add --extract",
     ),
     Case(
         "tune.py",
