@@ -277,9 +277,9 @@ class TuneSettings(Settings):
     )
 
     def record(self) -> dict:
-        """The settings as JSON values, the models as the command line's SLOT=MODEL pairs."""
-        models = [f"{slot}={model}" for slot, model in self.model.items()] if self.model else None
-        kinds = [f"{slot}={kind}" for slot, kind in self.slot_kind.items()] if self.slot_kind else None
+        """The settings as JSON values, the models and kinds as the command line's SLOT=MODEL and SLOT=KIND pairs."""
+        models = slot_pairs(self.model, "MODEL") if self.model else None
+        kinds = slot_pairs(self.slot_kind, "KIND") if self.slot_kind else None
         return super().record() | {"model": models, "slot_kind": kinds}
 
 
